@@ -1,0 +1,36 @@
+GO ?= go
+PKGS := ./...
+# Packages that hold concurrency run under the race detector.
+RACE_PKGS := ./kvstore/... ./ranges/... ./cluster/...
+BIN := bin/bifrost
+
+.PHONY: all build test test-unit lint generate bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/bifrost
+
+test: lint
+	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /kvstore -e /ranges -e /cluster)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@command -v staticcheck >/dev/null 2>&1 || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+	$$($(GO) env GOPATH)/bin/staticcheck ./...
+
+generate:
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install protobuf-compiler"; exit 1; }
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		kvstore/kvpb/kv.proto ranges/rangespb/ranges.proto
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 5s ./kvstore/... ./ranges/...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,256 @@
+package kvstore
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+)
+
+// applier applies the entries of one Update batch. It reads through the
+// indexed batch, so an entry sees the writes of the entries before it.
+// Everything it does must be deterministic: the same entries on the same
+// state give the same writes and results on every replica.
+type applier struct {
+	rangeID     uint64
+	batch       *pebble.Batch
+	desc        *kvpb.RangeDescriptor
+	descChanged bool
+	maxIssuedMs int64
+}
+
+func (a *applier) setDesc(d *kvpb.RangeDescriptor) {
+	a.desc = d
+	a.descChanged = true
+}
+
+// apply runs one entry. The error is for engine failures only.
+func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
+	if len(data) == 0 {
+		return &kvpb.CommandResult{}, nil
+	}
+	cmd := &kvpb.Command{}
+	if err := proto.Unmarshal(data, cmd); err != nil {
+		return badRequest("undecodable command: " + err.Error()), nil
+	}
+	if cmd.IssuedUnixMs > a.maxIssuedMs {
+		a.maxIssuedMs = cmd.IssuedUnixMs
+	}
+	if len(cmd.RequestId) > 0 {
+		rec, found, err := get(a.batch, metaKey(a.rangeID, metaDedupe, cmd.RequestId))
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			dr := &kvpb.DedupeRecord{}
+			res := &kvpb.CommandResult{}
+			if proto.Unmarshal(rec, dr) == nil && proto.Unmarshal(dr.Result, res) == nil {
+				return res, nil
+			}
+		}
+	}
+	res, err := a.applyPayload(cmd)
+	if err != nil {
+		return nil, err
+	}
+	// Only successful results are remembered: a retry of a refused command
+	// (stale version, say) must be able to run once it is routed right.
+	if len(cmd.RequestId) > 0 && res.Status == kvpb.Status_STATUS_OK {
+		if err := a.remember(cmd, res); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (a *applier) applyPayload(cmd *kvpb.Command) (*kvpb.CommandResult, error) {
+	switch p := cmd.Payload.(type) {
+	case *kvpb.Command_Init:
+		return a.applyInit(p.Init), nil
+	case *kvpb.Command_Write:
+		return a.applyWrite(cmd.Ver, p.Write)
+	case *kvpb.Command_AddReplica:
+		return a.applyAddReplicaIntent(p.AddReplica), nil
+	case *kvpb.Command_SetReplicas:
+		return a.applySetReplicas(p.SetReplicas), nil
+	default:
+		return badRequest("command without payload"), nil
+	}
+}
+
+func (a *applier) applyInit(p *kvpb.InitRange) *kvpb.CommandResult {
+	if p.GetRange() == nil || p.Range.Id != a.rangeID {
+		return badRequest("init carries no descriptor for this range")
+	}
+	if a.desc != nil {
+		if proto.Equal(a.desc, p.Range) {
+			return &kvpb.CommandResult{Range: a.desc}
+		}
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_BAD_REQUEST, Range: a.desc,
+			Message: "range is already initialised"}
+	}
+	a.setDesc(proto.CloneOf(p.Range))
+	return &kvpb.CommandResult{Range: a.desc}
+}
+
+func (a *applier) applyWrite(ver uint64, w *kvpb.WriteBatch) (*kvpb.CommandResult, error) {
+	if a.desc == nil {
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_RANGE_NOT_READY, Message: "range has no descriptor yet"}, nil
+	}
+	if res := checkEpoch(a.desc, ver, w.Ops); res != nil {
+		return res, nil
+	}
+	for _, op := range w.Ops {
+		if p, ok := op.Op.(*kvpb.Op_Put); ok && len(p.Put.Value) > MaxValueSize {
+			return badRequest(fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(p.Put.Value), MaxValueSize)), nil
+		}
+		if _, ok := op.Op.(*kvpb.Op_Scan); ok {
+			return badRequest("a write may not hold a scan"), nil
+		}
+	}
+	ks := a.desc.Keyspace
+	out := &kvpb.CommandResult{Range: a.desc, Results: make([]*kvpb.OpResult, 0, len(w.Ops))}
+	for _, op := range w.Ops {
+		var res *kvpb.OpResult
+		var err error
+		switch o := op.Op.(type) {
+		case *kvpb.Op_Get:
+			res, err = readGet(a.batch, ks, o.Get.Key)
+		case *kvpb.Op_Put:
+			res, err = &kvpb.OpResult{}, a.batch.Set(DataKey(ks, o.Put.Key), o.Put.Value, nil)
+		case *kvpb.Op_Delete:
+			res, err = &kvpb.OpResult{}, a.batch.Delete(DataKey(ks, o.Delete.Key), nil)
+		case *kvpb.Op_Cas:
+			res, err = a.cas(ks, o.Cas)
+		default:
+			return badRequest("empty operation"), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		out.Results = append(out.Results, res)
+	}
+	return out, nil
+}
+
+func (a *applier) cas(ks kvpb.Keyspace, c *kvpb.CasOp) (*kvpb.OpResult, error) {
+	key := DataKey(ks, c.Key)
+	cur, found, err := get(a.batch, key)
+	if err != nil {
+		return nil, err
+	}
+	match := (c.ExpectAbsent && !found) || (!c.ExpectAbsent && found && bytes.Equal(cur, c.Expected))
+	res := &kvpb.OpResult{Found: found, Value: cur, CasOk: match}
+	if !match {
+		return res, nil
+	}
+	if c.Delete {
+		return res, a.batch.Delete(key, nil)
+	}
+	if len(c.NewValue) > MaxValueSize {
+		res.CasOk = false
+		return res, nil
+	}
+	return res, a.batch.Set(key, c.NewValue, nil)
+}
+
+func (a *applier) applyAddReplicaIntent(p *kvpb.AddReplicaIntent) *kvpb.CommandResult {
+	d := a.desc
+	if d == nil {
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_RANGE_NOT_READY}
+	}
+	if d.Pending != nil {
+		if d.Pending.StoreId == p.StoreId {
+			return &kvpb.CommandResult{Range: d, ReplicaId: d.Pending.ReplicaId}
+		}
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED, Range: d,
+			Message: fmt.Sprintf("range %d is already adding a replica on store %d", d.Id, d.Pending.StoreId)}
+	}
+	for _, r := range d.Replicas {
+		if r.StoreId == p.StoreId {
+			return &kvpb.CommandResult{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED, Range: d,
+				Message: fmt.Sprintf("store %d already holds replica %d of range %d", p.StoreId, r.ReplicaId, d.Id)}
+		}
+	}
+	n := proto.CloneOf(d)
+	id := n.NextReplicaId
+	n.NextReplicaId++
+	n.Pending = &kvpb.Replica{ReplicaId: id, StoreId: p.StoreId, RaftAddr: p.RaftAddr}
+	a.setDesc(n)
+	return &kvpb.CommandResult{Range: n, ReplicaId: id}
+}
+
+func (a *applier) applySetReplicas(p *kvpb.SetReplicas) *kvpb.CommandResult {
+	d := a.desc
+	if d == nil {
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_RANGE_NOT_READY}
+	}
+	if p.ConfVer != d.ConfVer {
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_EPOCH_NOT_MATCH, Range: d,
+			Message: fmt.Sprintf("range %d is at conf version %d, command has %d", d.Id, d.ConfVer, p.ConfVer)}
+	}
+	if len(p.Replicas) == 0 {
+		return badRequest("a range needs at least one replica")
+	}
+	n := proto.CloneOf(d)
+	n.Replicas = p.Replicas
+	n.Pending = nil
+	n.ConfVer++
+	for _, r := range p.Replicas {
+		if r.ReplicaId >= n.NextReplicaId {
+			n.NextReplicaId = r.ReplicaId + 1
+		}
+	}
+	a.setDesc(n)
+	return &kvpb.CommandResult{Range: n}
+}
+
+func (a *applier) remember(cmd *kvpb.Command, res *kvpb.CommandResult) error {
+	data, err := proto.Marshal(res)
+	if err != nil {
+		return err
+	}
+	rec, err := proto.Marshal(&kvpb.DedupeRecord{IssuedUnixMs: cmd.IssuedUnixMs, Result: data})
+	if err != nil {
+		return err
+	}
+	if err := a.batch.Set(metaKey(a.rangeID, metaDedupe, cmd.RequestId), rec, nil); err != nil {
+		return err
+	}
+	return a.batch.Set(metaKey(a.rangeID, metaDedupeTime, u64(uint64(cmd.IssuedUnixMs)), cmd.RequestId), nil, nil)
+}
+
+// gcDedupe drops dedupe records older than the window, judged by the newest
+// issue time in the batch, a bounded number per batch.
+func (a *applier) gcDedupe() error {
+	cutoff := a.maxIssuedMs - DedupeWindow.Milliseconds()
+	if cutoff <= 0 {
+		return nil
+	}
+	lo := metaKey(a.rangeID, metaDedupeTime)
+	hi := metaKey(a.rangeID, metaDedupeTime, u64(uint64(cutoff)))
+	it, err := a.batch.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return err
+	}
+	var dead [][]byte
+	for it.First(); it.Valid() && len(dead) < 256; it.Next() {
+		dead = append(dead, append([]byte(nil), it.Key()...))
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, k := range dead {
+		reqID := k[len(lo)+8:]
+		if err := a.batch.Delete(metaKey(a.rangeID, metaDedupe, reqID), nil); err != nil {
+			return err
+		}
+		if err := a.batch.Delete(k, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,18 @@
+// Package kvstore is the node-local engine of a Bifrost storage node.
+//
+// One Pebble database per store holds the data of every range on the store;
+// Dragonboat runs one Raft group per range (shard ID = range ID). The range
+// state machine applies a batch of committed entries in one Pebble batch
+// together with the range's applied index, checks every command against the
+// range's span and descriptor version at apply time, and returns user-level
+// failures as results, never as errors (an error from Update stops the
+// process).
+//
+// Invariants:
+//   - A data key is 'd' + keyspace + user key, so the data of a range never
+//     moves when ranges split or merge.
+//   - The replicated metadata of a range (descriptor, applied index, dedupe
+//     records) is written in the same batch as the data it describes.
+//   - Local records (boot records, the store identity) are never replicated.
+//   - A range whose descriptor is missing refuses every data command.
+package kvstore

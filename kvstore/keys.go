@@ -1,0 +1,86 @@
+package kvstore
+
+import (
+	"encoding/binary"
+
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+)
+
+// Engine key prefixes. Every key in the store's Pebble starts with one of these.
+const (
+	prefixData  byte = 'd'
+	prefixMeta  byte = 'm'
+	prefixLocal byte = 'l'
+)
+
+// Suffixes of per-range metadata keys: 'm' + rangeID + suffix.
+const (
+	metaDescriptor byte = 'D'
+	metaApplied    byte = 'A'
+	metaDedupe     byte = 'R' // + request ID -> DedupeRecord
+	metaDedupeTime byte = 'T' // + issued ms (8 bytes) + request ID -> empty
+)
+
+// Local record kinds: 'l' + kind + ...
+const (
+	localBoot  byte = 'b' // + rangeID -> BootRecord
+	localIdent byte = 'i' // store identity
+)
+
+// DataKey returns the engine key of a user key in a keyspace.
+func DataKey(ks kvpb.Keyspace, key []byte) []byte {
+	out := make([]byte, 0, 2+len(key))
+	out = append(out, prefixData, byte(ks))
+	return append(out, key...)
+}
+
+// dataSpan returns the engine span [lo, hi) of a range's data.
+func dataSpan(d *kvpb.RangeDescriptor) (lo, hi []byte) {
+	lo = DataKey(d.Keyspace, d.Start)
+	if len(d.End) == 0 {
+		hi = []byte{prefixData, byte(d.Keyspace) + 1}
+	} else {
+		hi = DataKey(d.Keyspace, d.End)
+	}
+	return lo, hi
+}
+
+func metaPrefix(rangeID uint64) []byte {
+	b := make([]byte, 9, 32)
+	b[0] = prefixMeta
+	binary.BigEndian.PutUint64(b[1:], rangeID)
+	return b
+}
+
+func metaKey(rangeID uint64, suffix byte, rest ...[]byte) []byte {
+	b := append(metaPrefix(rangeID), suffix)
+	for _, r := range rest {
+		b = append(b, r...)
+	}
+	return b
+}
+
+// metaSpan is every replicated metadata key of one range.
+func metaSpan(rangeID uint64) (lo, hi []byte) {
+	return metaPrefix(rangeID), metaPrefix(rangeID + 1)
+}
+
+func localBootKey(rangeID uint64) []byte {
+	b := []byte{prefixLocal, localBoot, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint64(b[2:], rangeID)
+	return b
+}
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+// ContainsKey reports whether a keyspace-relative key lies in the range.
+func ContainsKey(d *kvpb.RangeDescriptor, key []byte) bool {
+	if string(key) < string(d.Start) {
+		return false
+	}
+	return len(d.End) == 0 || string(key) < string(d.End)
+}

@@ -1,0 +1,533 @@
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/config"
+	"github.com/lni/dragonboat/v4/raftio"
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+)
+
+// Errors a caller of Store branches on.
+var (
+	// ErrRangeNotFound: the store holds no replica of the range.
+	ErrRangeNotFound = errors.New("range not found on this store")
+	// ErrNotReady: the request was not proposed (no leader yet, busy, or the
+	// replica is stopping); retrying it is safe.
+	ErrNotReady = errors.New("range not ready")
+	// ErrTimeout: the outcome is unknown; retry with the same request ID.
+	ErrTimeout = errors.New("range request timed out")
+)
+
+// Config configures a Store. Zero fields take the documented defaults.
+type Config struct {
+	// DataDir holds the engine (DataDir/engine) and the Raft logs (DataDir/raft). Required.
+	DataDir string
+	// RaftAddr is the host:port Dragonboat listens on and peers dial. Required.
+	RaftAddr string
+	// RTTMillisecond is the Raft tick. Default 100.
+	RTTMillisecond uint64
+	// ElectionRTT is the election timeout in ticks. Default 10.
+	ElectionRTT uint64
+	// HeartbeatRTT is the heartbeat interval in ticks. Default 1.
+	HeartbeatRTT uint64
+	// SnapshotEntries: a replica snapshots and compacts its log every this many entries. Default 10000.
+	SnapshotEntries uint64
+	// CompactionOverhead: entries kept behind a snapshot for slow followers. Default 5000.
+	CompactionOverhead uint64
+	// SmallLogDB trims Dragonboat's log store memory (for tests and small machines).
+	SmallLogDB bool
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the store's metrics; nil registers none.
+	Registerer prometheus.Registerer
+}
+
+// Validate reports the first bad field.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("kvstore: DataDir is required")
+	}
+	if c.RaftAddr == "" {
+		return errors.New("kvstore: RaftAddr is required")
+	}
+	if c.ElectionRTT != 0 && c.ElectionRTT <= 2*c.HeartbeatRTT {
+		return errors.New("kvstore: ElectionRTT must be more than twice HeartbeatRTT")
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.RTTMillisecond == 0 {
+		c.RTTMillisecond = 100
+	}
+	if c.ElectionRTT == 0 {
+		c.ElectionRTT = 10
+	}
+	if c.HeartbeatRTT == 0 {
+		c.HeartbeatRTT = 1
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 10000
+	}
+	if c.CompactionOverhead == 0 {
+		c.CompactionOverhead = 5000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Store is one storage node: the engine, the NodeHost and the replicas on it.
+type Store struct {
+	cfg     Config
+	id      uint64
+	engine  *Engine
+	nh      *dragonboat.NodeHost
+	metrics *Metrics
+	log     *slog.Logger
+
+	mu       sync.RWMutex
+	replicas map[uint64]*rangeStateMachine
+	leaders  map[uint64]raftio.LeaderInfo
+	watchers []func(rangeID uint64)
+}
+
+// Open opens the store in cfg.DataDir and restarts every replica that has a
+// boot record.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	setupDragonboatLogging(cfg.Logger)
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	engine, err := OpenEngine(filepath.Join(cfg.DataDir, "engine"), cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	id, err := engine.StoreID()
+	if err != nil {
+		engine.Close()
+		return nil, err
+	}
+	s := &Store{
+		cfg:      cfg,
+		id:       id,
+		engine:   engine,
+		log:      cfg.Logger.With("store", id),
+		replicas: map[uint64]*rangeStateMachine{},
+		leaders:  map[uint64]raftio.LeaderInfo{},
+	}
+	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders)
+	nhc := config.NodeHostConfig{
+		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
+		RTTMillisecond:    cfg.RTTMillisecond,
+		RaftAddress:       cfg.RaftAddr,
+		RaftEventListener: leaderListener{s},
+	}
+	if cfg.SmallLogDB {
+		nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
+	} else {
+		nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
+	}
+	nh, err := dragonboat.NewNodeHost(nhc)
+	if err != nil {
+		engine.Close()
+		return nil, fmt.Errorf("start raft host: %w", err)
+	}
+	s.nh = nh
+	boots, err := engine.bootRecords()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	for _, b := range boots {
+		if err := s.start(b); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("restart range %d: %w", b.RangeId, err)
+		}
+	}
+	s.log.Info("store open", "dir", cfg.DataDir, "raft", cfg.RaftAddr, "replicas", len(boots))
+	return s, nil
+}
+
+// Close stops every replica and closes the engine.
+func (s *Store) Close() error {
+	if s.nh != nil {
+		s.nh.Close()
+	}
+	return s.engine.Close()
+}
+
+// ID is the store's persistent identity.
+func (s *Store) ID() uint64 { return s.id }
+
+// RaftAddr is the address peers reach this store's Raft on.
+func (s *Store) RaftAddr() string { return s.cfg.RaftAddr }
+
+// Engine returns the store's engine.
+func (s *Store) Engine() *Engine { return s.engine }
+
+// OnDescriptorChange registers f to be called (on an apply goroutine; it
+// must not block) after a local replica's descriptor changes.
+func (s *Store) OnDescriptorChange(f func(rangeID uint64)) {
+	s.mu.Lock()
+	s.watchers = append(s.watchers, f)
+	s.mu.Unlock()
+}
+
+// StartReplica records a boot record for the replica and starts it. It is
+// idempotent for a replica that already runs.
+func (s *Store) StartReplica(boot *kvpb.BootRecord) error {
+	if boot.RangeId == 0 || boot.ReplicaId == 0 {
+		return errors.New("range and replica IDs must be non-zero")
+	}
+	if !boot.Join && len(boot.InitialMembers) == 0 {
+		return errors.New("a new range needs its initial members")
+	}
+	s.mu.RLock()
+	r, running := s.replicas[boot.RangeId]
+	s.mu.RUnlock()
+	if running {
+		if r.replicaID == boot.ReplicaId {
+			return nil
+		}
+		return fmt.Errorf("store already runs replica %d of range %d", r.replicaID, boot.RangeId)
+	}
+	if err := s.engine.putBoot(boot); err != nil {
+		return err
+	}
+	return s.start(boot)
+}
+
+func (s *Store) start(boot *kvpb.BootRecord) error {
+	members := map[uint64]dragonboat.Target{}
+	join := boot.Join
+	if s.nh.HasNodeInfo(boot.RangeId, boot.ReplicaId) {
+		// A restart: Dragonboat has the membership in its log.
+		join = false
+	} else if !join {
+		for id, addr := range boot.InitialMembers {
+			members[id] = addr
+		}
+	}
+	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
+		r := &rangeStateMachine{
+			engine: s.engine, rangeID: shardID, replicaID: replicaID,
+			metrics: s.metrics, onDescriptor: s.descriptorChanged,
+		}
+		s.mu.Lock()
+		s.replicas[shardID] = r
+		s.mu.Unlock()
+		return r
+	}
+	rc := config.Config{
+		ShardID:            boot.RangeId,
+		ReplicaID:          boot.ReplicaId,
+		ElectionRTT:        s.cfg.ElectionRTT,
+		HeartbeatRTT:       s.cfg.HeartbeatRTT,
+		CheckQuorum:        true,
+		SnapshotEntries:    s.cfg.SnapshotEntries,
+		CompactionOverhead: s.cfg.CompactionOverhead,
+	}
+	if err := s.nh.StartOnDiskReplica(members, join, create, rc); err != nil {
+		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+func (s *Store) descriptorChanged(rangeID uint64, _ *kvpb.RangeDescriptor) {
+	s.mu.RLock()
+	ws := s.watchers
+	s.mu.RUnlock()
+	for _, w := range ws {
+		w(rangeID)
+	}
+}
+
+func (s *Store) replica(rangeID uint64) (*rangeStateMachine, error) {
+	s.mu.RLock()
+	r := s.replicas[rangeID]
+	s.mu.RUnlock()
+	if r == nil {
+		return nil, fmt.Errorf("range %d: %w", rangeID, ErrRangeNotFound)
+	}
+	return r, nil
+}
+
+// Propose runs a command through the range's Raft log and returns its result
+// once applied locally.
+func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) (*kvpb.CommandResult, error) {
+	if _, err := s.replica(rangeID); err != nil {
+		return nil, err
+	}
+	if cmd.IssuedUnixMs == 0 {
+		cmd.IssuedUnixMs = time.Now().UnixMilli()
+	}
+	data, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	res, err := s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(rangeID), data)
+	if err != nil {
+		s.metrics.proposals.WithLabelValues("error").Inc()
+		return nil, s.translate(rangeID, err)
+	}
+	s.metrics.proposeLatency.Observe(time.Since(start).Seconds())
+	out := &kvpb.CommandResult{}
+	if err := proto.Unmarshal(res.Data, out); err != nil {
+		return nil, fmt.Errorf("range %d: undecodable result: %w", rangeID, err)
+	}
+	if out.Status == kvpb.Status_STATUS_OK {
+		s.metrics.proposals.WithLabelValues("ok").Inc()
+	} else {
+		s.metrics.proposals.WithLabelValues("rejected").Inc()
+	}
+	return out, nil
+}
+
+// Read serves a query: linearizable (ReadIndex) unless stale is set, when it
+// reads the local replica's state with no freshness guarantee.
+func (s *Store) Read(ctx context.Context, rangeID uint64, q *kvpb.Query, stale bool) (*kvpb.CommandResult, error) {
+	if _, err := s.replica(rangeID); err != nil {
+		return nil, err
+	}
+	kind := "linearizable"
+	var v any
+	var err error
+	if stale {
+		kind = "stale"
+		v, err = s.nh.StaleRead(rangeID, q)
+	} else {
+		v, err = s.nh.SyncRead(ctx, rangeID, q)
+	}
+	if err != nil {
+		s.metrics.reads.WithLabelValues(kind, "error").Inc()
+		return nil, s.translate(rangeID, err)
+	}
+	s.metrics.reads.WithLabelValues(kind, "ok").Inc()
+	return v.(*kvpb.CommandResult), nil
+}
+
+func (s *Store) translate(rangeID uint64, err error) error {
+	switch {
+	case errors.Is(err, dragonboat.ErrShardNotFound):
+		return fmt.Errorf("range %d: %w", rangeID, ErrRangeNotFound)
+	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("range %d: %w", rangeID, ErrTimeout)
+	case errors.Is(err, context.Canceled):
+		return err
+	case errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrSystemBusy),
+		errors.Is(err, dragonboat.ErrShardClosed), errors.Is(err, dragonboat.ErrRejected),
+		errors.Is(err, dragonboat.ErrAborted), errors.Is(err, dragonboat.ErrClosed),
+		errors.Is(err, dragonboat.ErrShardNotInitialized):
+		return fmt.Errorf("range %d: %w: %v", rangeID, ErrNotReady, err)
+	}
+	return fmt.Errorf("range %d: %w", rangeID, err)
+}
+
+// Descriptor returns the local replica's descriptor (nil before init).
+func (s *Store) Descriptor(rangeID uint64) (*kvpb.RangeDescriptor, error) {
+	r, err := s.replica(rangeID)
+	if err != nil {
+		return nil, err
+	}
+	return r.Descriptor(), nil
+}
+
+// ReplicaStatus is what the store knows of one local replica.
+type ReplicaStatus struct {
+	RangeID    uint64
+	ReplicaID  uint64
+	Descriptor *kvpb.RangeDescriptor
+	LeaderID   uint64
+	LeaderTerm uint64
+	Applied    uint64
+}
+
+// Replicas lists the local replicas, by range ID.
+func (s *Store) Replicas() []ReplicaStatus {
+	s.mu.RLock()
+	out := make([]ReplicaStatus, 0, len(s.replicas))
+	for id, r := range s.replicas {
+		li := s.leaders[id]
+		out = append(out, ReplicaStatus{RangeID: id, ReplicaID: r.replicaID, LeaderID: li.LeaderID, LeaderTerm: li.Term})
+	}
+	s.mu.RUnlock()
+	for i := range out {
+		r, _ := s.replica(out[i].RangeID)
+		if r != nil {
+			out[i].Descriptor = r.Descriptor()
+			out[i].Applied = r.Applied()
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].RangeID < out[j].RangeID })
+	return out
+}
+
+// Leader returns the leader replica ID this store knows for a range.
+func (s *Store) Leader(rangeID uint64) (replicaID, term uint64, ok bool) {
+	id, term, valid, err := s.nh.GetLeaderID(rangeID)
+	if err != nil || !valid {
+		return 0, 0, false
+	}
+	return id, term, true
+}
+
+// IsLeader reports whether the local replica leads the range.
+func (s *Store) IsLeader(rangeID uint64) bool {
+	r, err := s.replica(rangeID)
+	if err != nil {
+		return false
+	}
+	id, _, ok := s.Leader(rangeID)
+	return ok && id == r.replicaID
+}
+
+// ApproximateBytes estimates the on-disk size of a range's data span.
+func (s *Store) ApproximateBytes(d *kvpb.RangeDescriptor) uint64 {
+	if d == nil {
+		return 0
+	}
+	lo, hi := dataSpan(d)
+	n, err := s.engine.db.EstimateDiskUsage(lo, hi)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// Membership returns Raft's view of the range's voting replicas (replica ID
+// to raft address), read linearizably.
+func (s *Store) Membership(ctx context.Context, rangeID uint64) (map[uint64]string, uint64, error) {
+	m, err := s.nh.SyncGetShardMembership(ctx, rangeID)
+	if err != nil {
+		return nil, 0, s.translate(rangeID, err)
+	}
+	return m.Nodes, m.ConfigChangeID, nil
+}
+
+// AddRaftReplica adds a voting replica to Raft's membership.
+func (s *Store) AddRaftReplica(ctx context.Context, rangeID, replicaID uint64, raftAddr string) error {
+	if err := s.nh.SyncRequestAddReplica(ctx, rangeID, replicaID, raftAddr, 0); err != nil {
+		return s.translate(rangeID, err)
+	}
+	return nil
+}
+
+// RemoveRaftReplica removes a replica from Raft's membership.
+func (s *Store) RemoveRaftReplica(ctx context.Context, rangeID, replicaID uint64) error {
+	if err := s.nh.SyncRequestDeleteReplica(ctx, rangeID, replicaID, 0); err != nil {
+		return s.translate(rangeID, err)
+	}
+	return nil
+}
+
+// TransferLeader asks the range's leader to hand over to a replica.
+func (s *Store) TransferLeader(rangeID, replicaID uint64) error {
+	if err := s.nh.RequestLeaderTransfer(rangeID, replicaID); err != nil {
+		return s.translate(rangeID, err)
+	}
+	return nil
+}
+
+// CompactLog snapshots the range and compacts its whole log, so that a
+// replica added later catches up by snapshot.
+func (s *Store) CompactLog(ctx context.Context, rangeID uint64) error {
+	_, err := s.nh.SyncRequestSnapshot(ctx, rangeID, dragonboat.SnapshotOption{
+		OverrideCompactionOverhead: true, CompactionOverhead: 0,
+	})
+	if err != nil && !errors.Is(err, dragonboat.ErrRejected) {
+		return s.translate(rangeID, err)
+	}
+	return nil
+}
+
+// DestroyReplica stops the local replica of a range and deletes its Raft
+// state, its boot record, its metadata and its data span. It is called only
+// after the replica has left the range's membership.
+func (s *Store) DestroyReplica(ctx context.Context, rangeID, replicaID uint64) error {
+	r, err := s.replica(rangeID)
+	if err != nil {
+		return err
+	}
+	if r.replicaID != replicaID {
+		return fmt.Errorf("range %d: local replica is %d, not %d", rangeID, r.replicaID, replicaID)
+	}
+	desc := r.Descriptor()
+	if err := s.nh.StopReplica(rangeID, replicaID); err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
+		return s.translate(rangeID, err)
+	}
+	if err := s.engine.deleteBoot(rangeID); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.replicas, rangeID)
+	delete(s.leaders, rangeID)
+	s.mu.Unlock()
+	for {
+		err := s.nh.SyncRemoveData(ctx, rangeID, replicaID)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, dragonboat.ErrShardNotStopped) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return s.engine.deleteRangeState(rangeID, desc)
+}
+
+type leaderListener struct{ s *Store }
+
+func (l leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
+	l.s.mu.Lock()
+	if _, ok := l.s.replicas[info.ShardID]; ok {
+		l.s.leaders[info.ShardID] = info
+	}
+	l.s.mu.Unlock()
+	l.s.descriptorChanged(info.ShardID, nil)
+}
+
+func (s *Store) countRanges() float64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return float64(len(s.replicas))
+}
+
+func (s *Store) countLeaders() float64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for id, li := range s.leaders {
+		if r := s.replicas[id]; r != nil && li.LeaderID == r.replicaID {
+			n++
+		}
+	}
+	return float64(n)
+}
