@@ -178,6 +178,7 @@ func (a *applier) applyAddReplicaIntent(p *kvpb.AddReplicaIntent) *kvpb.CommandR
 	n := proto.CloneOf(d)
 	id := n.NextReplicaId
 	n.NextReplicaId++
+	n.ConfVer++
 	n.Pending = &kvpb.Replica{ReplicaId: id, StoreId: p.StoreId, RaftAddr: p.RaftAddr}
 	a.setDesc(n)
 	return &kvpb.CommandResult{Range: n, ReplicaId: id}

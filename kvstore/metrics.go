@@ -1,16 +1,24 @@
 package kvstore
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the store's Prometheus metrics, registered by NewMetrics.
 type Metrics struct {
-	proposals      *prometheus.CounterVec
-	proposeLatency prometheus.Histogram
-	reads          *prometheus.CounterVec
-	applyLatency   prometheus.Histogram
-	appliedEntries prometheus.Counter
-	ranges         prometheus.GaugeFunc
-	leaders        prometheus.GaugeFunc
+	proposals          *prometheus.CounterVec
+	proposeLatency     prometheus.Histogram
+	reads              *prometheus.CounterVec
+	applyLatency       prometheus.Histogram
+	appliedEntries     prometheus.Counter
+	snapshotsRecovered prometheus.Counter
+	snapshotsSaved     prometheus.Counter
+	// recovered mirrors snapshotsRecovered for callers without a registry.
+	recovered atomic.Uint64
+	ranges    prometheus.GaugeFunc
+	leaders   prometheus.GaugeFunc
 }
 
 func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64) *Metrics {
@@ -37,6 +45,14 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64) *
 			Name: "bifrost_kvstore_applied_entries_total",
 			Help: "Raft entries applied by range state machines.",
 		}),
+		snapshotsRecovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_kvstore_snapshots_recovered_total",
+			Help: "Range snapshots installed on this store.",
+		}),
+		snapshotsSaved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_kvstore_snapshots_saved_total",
+			Help: "Range snapshots written by this store.",
+		}),
 		ranges: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "bifrost_kvstore_ranges",
 			Help: "Replicas of ranges running on this store.",
@@ -47,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64) *
 		}, leadersFn),
 	}
 	if reg != nil {
-		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.ranges, m.leaders)
+		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.ranges, m.leaders)
 	}
 	return m
 }

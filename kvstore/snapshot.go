@@ -90,6 +90,9 @@ func (s *rangeStateMachine) SaveSnapshot(ctx any, w io.Writer, done <-chan struc
 	if err := writeRecord(bw, tagEnd); err != nil {
 		return err
 	}
+	if s.metrics != nil {
+		s.metrics.snapshotsSaved.Inc()
+	}
 	return bw.Flush()
 }
 
@@ -175,6 +178,10 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	s.mu.Lock()
 	s.desc, s.applied = desc, applied
 	s.mu.Unlock()
+	if s.metrics != nil {
+		s.metrics.snapshotsRecovered.Inc()
+		s.metrics.recovered.Add(1)
+	}
 	if desc != nil && s.onDescriptor != nil {
 		s.onDescriptor(s.rangeID, desc)
 	}

@@ -347,6 +347,9 @@ func (s *Store) translate(rangeID uint64, err error) error {
 	return fmt.Errorf("range %d: %w", rangeID, err)
 }
 
+// SnapshotsRecovered counts the snapshots this store installed since it opened.
+func (s *Store) SnapshotsRecovered() uint64 { return s.metrics.recovered.Load() }
+
 // Descriptor returns the local replica's descriptor (nil before init).
 func (s *Store) Descriptor(rangeID uint64) (*kvpb.RangeDescriptor, error) {
 	r, err := s.replica(rangeID)

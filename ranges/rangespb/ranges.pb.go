@@ -687,10 +687,13 @@ func (*ExecuteRequest_Command) isExecuteRequest_Request() {}
 func (*ExecuteRequest_Query) isExecuteRequest_Request() {}
 
 type ExecuteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Result        *kvpb.CommandResult    `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Result *kvpb.CommandResult    `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	// The leader the executing store knows of, a hint for the router.
+	LeaderReplicaId uint64 `protobuf:"varint,2,opt,name=leader_replica_id,json=leaderReplicaId,proto3" json:"leader_replica_id,omitempty"`
+	LeaderTerm      uint64 `protobuf:"varint,3,opt,name=leader_term,json=leaderTerm,proto3" json:"leader_term,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ExecuteResponse) Reset() {
@@ -728,6 +731,20 @@ func (x *ExecuteResponse) GetResult() *kvpb.CommandResult {
 		return x.Result
 	}
 	return nil
+}
+
+func (x *ExecuteResponse) GetLeaderReplicaId() uint64 {
+	if x != nil {
+		return x.LeaderReplicaId
+	}
+	return 0
+}
+
+func (x *ExecuteResponse) GetLeaderTerm() uint64 {
+	if x != nil {
+		return x.LeaderTerm
+	}
+	return 0
 }
 
 type StartReplicaRequest struct {
@@ -1602,9 +1619,12 @@ const file_ranges_rangespb_ranges_proto_rawDesc = "" +
 	"\acommand\x18\x02 \x01(\v2\x13.bifrost.kv.CommandH\x00R\acommand\x12)\n" +
 	"\x05query\x18\x03 \x01(\v2\x11.bifrost.kv.QueryH\x00R\x05query\x12\x14\n" +
 	"\x05stale\x18\x04 \x01(\bR\x05staleB\t\n" +
-	"\arequest\"D\n" +
+	"\arequest\"\x91\x01\n" +
 	"\x0fExecuteResponse\x121\n" +
-	"\x06result\x18\x01 \x01(\v2\x19.bifrost.kv.CommandResultR\x06result\"A\n" +
+	"\x06result\x18\x01 \x01(\v2\x19.bifrost.kv.CommandResultR\x06result\x12*\n" +
+	"\x11leader_replica_id\x18\x02 \x01(\x04R\x0fleaderReplicaId\x12\x1f\n" +
+	"\vleader_term\x18\x03 \x01(\x04R\n" +
+	"leaderTerm\"A\n" +
 	"\x13StartReplicaRequest\x12*\n" +
 	"\x04boot\x18\x01 \x01(\v2\x16.bifrost.kv.BootRecordR\x04boot\"\x16\n" +
 	"\x14StartReplicaResponse\"Q\n" +

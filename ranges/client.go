@@ -1,0 +1,102 @@
+package ranges
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/bifrost-mq/bifrost/kvstore"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
+)
+
+// Client is a gRPC client of one store's KV and Admin services. Errors come
+// back as the package's sentinels (ErrNoRange, ErrUnknownRange,
+// ErrBadRequest, ErrUnavailable, ErrUnknownStore), wrapped with the server's
+// message.
+type Client struct {
+	conn  *grpc.ClientConn
+	KV    rangespb.KVClient
+	Admin rangespb.AdminClient
+}
+
+// Dial connects to a store's gRPC address.
+func Dial(addr string) (*Client, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(kvstore.MaxValueSize+1<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	return &Client{conn: conn, KV: rangespb.NewKVClient(conn), Admin: rangespb.NewAdminClient(conn)}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// FromStatus turns a gRPC error into the package's errors.
+func FromStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	var base error
+	switch st.Code() {
+	case codes.OutOfRange:
+		base = ErrNoRange
+	case codes.NotFound:
+		base = ErrUnknownRange
+		if strings.Contains(st.Message(), ErrUnknownStore.Error()) {
+			base = ErrUnknownStore
+		}
+	case codes.InvalidArgument:
+		base = ErrBadRequest
+	case codes.FailedPrecondition:
+		return &RefusedError{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED, Message: st.Message()}
+	case codes.Unavailable, codes.DeadlineExceeded:
+		base = ErrUnavailable
+	default:
+		return err
+	}
+	return fmt.Errorf("%w: %s", base, st.Message())
+}
+
+// Get reads a key linearizably.
+func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
+	r, err := c.KV.Get(ctx, &rangespb.GetRequest{Key: key})
+	if err != nil {
+		return nil, false, FromStatus(err)
+	}
+	return r.Value, r.Found, nil
+}
+
+// Put writes a key; the request ID makes the server's retries apply once.
+func (c *Client) Put(ctx context.Context, key, value []byte) error {
+	_, err := c.KV.Put(ctx, &rangespb.PutRequest{Key: key, Value: value, RequestId: NewRequestID()})
+	return FromStatus(err)
+}
+
+// Delete removes a key.
+func (c *Client) Delete(ctx context.Context, key []byte) error {
+	_, err := c.KV.Delete(ctx, &rangespb.DeleteRequest{Key: key, RequestId: NewRequestID()})
+	return FromStatus(err)
+}
+
+// CompareAndSwap writes newValue if the key holds expected (expected nil:
+// if the key is absent). It reports whether it wrote and the value it found.
+func (c *Client) CompareAndSwap(ctx context.Context, key, expected, newValue []byte) (ok bool, current []byte, err error) {
+	r, err := c.KV.CompareAndSwap(ctx, &rangespb.CompareAndSwapRequest{
+		Key: key, Expected: expected, ExpectAbsent: expected == nil, NewValue: newValue, RequestId: NewRequestID(),
+	})
+	if err != nil {
+		return false, nil, FromStatus(err)
+	}
+	return r.Succeeded, r.Current, nil
+}

@@ -1,0 +1,250 @@
+package ranges
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
+)
+
+// Roles a member announces.
+const (
+	RoleStore    = "store"
+	RoleFrontend = "frontend"
+)
+
+// MemberMeta is the metadata every member gossips about itself.
+type MemberMeta struct {
+	StoreID uint64 `json:"id,omitempty"`
+	Role    string `json:"role"`
+	GRPC    string `json:"grpc,omitempty"`
+	Raft    string `json:"raft,omitempty"`
+	// Bootstrapped is set once the member holds or has held ranges: a cluster
+	// exists and no store may bootstrap another.
+	Bootstrapped bool `json:"boot,omitempty"`
+}
+
+// MembershipConfig configures gossip.
+type MembershipConfig struct {
+	// Name is the member's unique name.
+	Name string
+	// BindAddr is host:port for gossip (UDP and TCP).
+	BindAddr string
+	// AdvertiseAddr is host:port others reach; defaults to BindAddr.
+	AdvertiseAddr string
+	// Join lists seeds; empty starts a new gossip cluster.
+	Join []string
+	// PushPullInterval spreads range descriptors; default 2s.
+	PushPullInterval time.Duration
+	// Fast lowers probe and gossip intervals, for tests on loopback.
+	Fast   bool
+	Logger *slog.Logger
+}
+
+// Membership is this process's view of the cluster through SWIM gossip.
+type Membership struct {
+	ml    *memberlist.Memberlist
+	meta  func() MemberMeta
+	state func() []byte
+	merge func([]byte)
+	log   *slog.Logger
+}
+
+// NewMembership starts gossip. meta is asked for the local metadata whenever
+// memberlist needs it; state returns the local range state to push, merge
+// receives a remote member's.
+func NewMembership(cfg MembershipConfig, meta func() MemberMeta, state func() []byte, merge func([]byte)) (*Membership, error) {
+	host, portStr, err := net.SplitHostPort(cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: %w", cfg.BindAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip address %q: bad port", cfg.BindAddr)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m := &Membership{meta: meta, state: state, merge: merge, log: cfg.Logger}
+	mc := memberlist.DefaultLANConfig()
+	if cfg.Fast {
+		mc = memberlist.DefaultLocalConfig()
+		mc.ProbeInterval = 200 * time.Millisecond
+		mc.ProbeTimeout = 100 * time.Millisecond
+		mc.GossipInterval = 50 * time.Millisecond
+		mc.SuspicionMult = 2
+	}
+	mc.Name = cfg.Name
+	mc.BindAddr = host
+	mc.BindPort = port
+	adv := cfg.AdvertiseAddr
+	if adv == "" {
+		adv = cfg.BindAddr
+	}
+	ahost, aport, err := net.SplitHostPort(adv)
+	if err != nil {
+		return nil, fmt.Errorf("gossip advertise address %q: %w", adv, err)
+	}
+	mc.AdvertiseAddr = ahost
+	mc.AdvertisePort, _ = strconv.Atoi(aport)
+	mc.PushPullInterval = cfg.PushPullInterval
+	if mc.PushPullInterval == 0 {
+		mc.PushPullInterval = 2 * time.Second
+	}
+	mc.Delegate = delegate{m}
+	mc.Logger = log.New(&memberlistLog{cfg.Logger}, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", cfg.BindAddr, err)
+	}
+	m.ml = ml
+	if len(cfg.Join) > 0 {
+		if _, err := ml.Join(cfg.Join); err != nil {
+			// Seeds may not be up yet: keep trying in the background.
+			cfg.Logger.Warn("gossip join failed, retrying", "seeds", cfg.Join, "err", err)
+			go m.retryJoin(cfg.Join)
+		}
+	}
+	return m, nil
+}
+
+func (m *Membership) retryJoin(seeds []string) {
+	for i := 0; i < 600; i++ {
+		time.Sleep(time.Second)
+		if m.ml == nil {
+			return
+		}
+		if n, err := m.ml.Join(seeds); err == nil && n > 0 {
+			return
+		}
+	}
+}
+
+// Member is one live member with its metadata.
+type Member struct {
+	Name       string
+	GossipAddr string
+	State      string
+	Meta       MemberMeta
+}
+
+// Members lists the members memberlist knows, alive or suspect, by name.
+func (m *Membership) Members() []Member {
+	var out []Member
+	for _, n := range m.ml.Members() {
+		var meta MemberMeta
+		_ = json.Unmarshal(n.Meta, &meta)
+		st := "alive"
+		switch n.State {
+		case memberlist.StateSuspect:
+			st = "suspect"
+		case memberlist.StateDead:
+			st = "dead"
+		case memberlist.StateLeft:
+			st = "left"
+		}
+		out = append(out, Member{Name: n.Name, GossipAddr: n.Address(), State: st, Meta: meta})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Stores lists live store members.
+func (m *Membership) Stores() []Member {
+	var out []Member
+	for _, mem := range m.Members() {
+		if mem.Meta.Role == RoleStore && mem.Meta.StoreID != 0 && mem.State != "dead" && mem.State != "left" {
+			out = append(out, mem)
+		}
+	}
+	return out
+}
+
+// Store returns a live store member by ID.
+func (m *Membership) Store(id uint64) (Member, bool) {
+	for _, mem := range m.Stores() {
+		if mem.Meta.StoreID == id {
+			return mem, true
+		}
+	}
+	return Member{}, false
+}
+
+// UpdateMeta re-announces the local metadata.
+func (m *Membership) UpdateMeta() {
+	if err := m.ml.UpdateNode(time.Second); err != nil {
+		m.log.Warn("gossip meta update", "err", err)
+	}
+}
+
+// Close leaves the cluster and stops gossip.
+func (m *Membership) Close() error {
+	_ = m.ml.Leave(time.Second)
+	return m.ml.Shutdown()
+}
+
+type delegate struct{ m *Membership }
+
+func (d delegate) NodeMeta(limit int) []byte {
+	b, _ := json.Marshal(d.m.meta())
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+func (d delegate) NotifyMsg([]byte)                           {}
+func (d delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d delegate) LocalState(join bool) []byte {
+	if d.m.state == nil {
+		return nil
+	}
+	return d.m.state()
+}
+func (d delegate) MergeRemoteState(buf []byte, join bool) {
+	if d.m.merge != nil && len(buf) > 0 {
+		d.m.merge(buf)
+	}
+}
+
+// encodeRangeState and decodeRangeState are the gossip form of a store's ranges.
+func encodeRangeState(infos []*rangespb.RangeInfo) []byte {
+	b, _ := proto.Marshal(&rangespb.LocalRangesResponse{Ranges: infos})
+	return b
+}
+
+func decodeRangeState(b []byte) []*rangespb.RangeInfo {
+	var r rangespb.LocalRangesResponse
+	if proto.Unmarshal(b, &r) != nil {
+		return nil
+	}
+	return r.Ranges
+}
+
+// memberlistLog forwards memberlist's warnings and errors to slog.
+type memberlistLog struct{ log *slog.Logger }
+
+func (l *memberlistLog) Write(p []byte) (int, error) {
+	s := strings.TrimSpace(string(p))
+	switch {
+	case strings.Contains(s, "[ERR]"):
+		l.log.Error(s, "component", "gossip")
+	case strings.Contains(s, "[WARN]"):
+		l.log.Warn(s, "component", "gossip")
+	default:
+		l.log.Debug(s, "component", "gossip")
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = (*memberlistLog)(nil)

@@ -1,0 +1,358 @@
+package ranges
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/bifrost-mq/bifrost/kvstore"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
+)
+
+// NodeConfig configures a storage node.
+type NodeConfig struct {
+	// Store configures the engine and Raft host.
+	Store kvstore.Config
+	// Name is the gossip name; default "store-<id>".
+	Name string
+	// GossipAddr is the host:port gossip binds; GossipAdvertise what peers dial (default GossipAddr).
+	GossipAddr, GossipAdvertise string
+	// GRPCAddr is the host:port the gRPC services listen on.
+	GRPCAddr string
+	// Join lists gossip seeds.
+	Join []string
+	// BootstrapExpect > 0 makes this store take part in creating the first
+	// ranges once that many stores are members. 0 only joins a cluster.
+	BootstrapExpect int
+	// ReconcileInterval is how often a leader checks its ranges' replica
+	// lists against Raft. Default 5s.
+	ReconcileInterval time.Duration
+	// FastGossip tunes memberlist for loopback tests.
+	FastGossip bool
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Validate reports the first bad field.
+func (c *NodeConfig) Validate() error {
+	if err := c.Store.Validate(); err != nil {
+		return err
+	}
+	for name, addr := range map[string]string{"gossip": c.GossipAddr, "grpc": c.GRPCAddr, "raft": c.Store.RaftAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s address %q: %w", name, addr, err)
+		}
+	}
+	if c.BootstrapExpect < 0 {
+		return errors.New("bootstrap-expect must not be negative")
+	}
+	return nil
+}
+
+// Node is a running storage node: store, gossip, gRPC services and router.
+type Node struct {
+	cfg     NodeConfig
+	log     *slog.Logger
+	store   *kvstore.Store
+	members *Membership
+	table   *Table
+	router  *Router
+	server  *grpc.Server
+	lis     net.Listener
+
+	connMu sync.Mutex
+	conns  map[string]*grpc.ClientConn
+
+	refreshMu   sync.Mutex
+	lastRefresh time.Time
+
+	bootstrapped chan struct{}
+	bootOnce     sync.Once
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StartNode opens the store, starts gossip and serves gRPC.
+func StartNode(cfg NodeConfig) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ReconcileInterval == 0 {
+		cfg.ReconcileInterval = 5 * time.Second
+	}
+	cfg.Store.Logger = cfg.Logger
+	cfg.Store.Registerer = cfg.Registerer
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("grpc listen on %s: %w", cfg.GRPCAddr, err)
+	}
+	store, err := kvstore.Open(cfg.Store)
+	if err != nil {
+		lis.Close()
+		return nil, err
+	}
+	if cfg.Name == "" {
+		cfg.Name = fmt.Sprintf("store-%d", store.ID())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg: cfg, log: cfg.Logger.With("store", store.ID()), store: store, table: NewTable(), lis: lis,
+		conns: map[string]*grpc.ClientConn{}, bootstrapped: make(chan struct{}), ctx: ctx, cancel: cancel,
+	}
+	n.router = NewRouter(RouterConfig{Logger: cfg.Logger, Registerer: cfg.Registerer}, n.table, n, n)
+	for _, info := range n.localRanges() {
+		n.table.Update(info)
+	}
+	if len(store.Replicas()) > 0 {
+		n.markBootstrapped()
+	}
+	store.OnDescriptorChange(func(rangeID uint64) {
+		for _, info := range n.localRanges() {
+			if info.Range.Id == rangeID {
+				n.table.Update(info)
+			}
+		}
+		n.markBootstrapped()
+	})
+
+	n.server = grpc.NewServer(grpc.MaxRecvMsgSize(kvstore.MaxValueSize + 1<<20))
+	rangespb.RegisterKVServer(n.server, &kvServer{n: n})
+	rangespb.RegisterStoreServer(n.server, &storeServer{n: n})
+	rangespb.RegisterAdminServer(n.server, &adminServer{n: n})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.server.Serve(lis); err != nil {
+			n.log.Error("grpc server stopped", "err", err)
+		}
+	}()
+
+	n.members, err = NewMembership(MembershipConfig{
+		Name: cfg.Name, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.GossipAdvertise, Join: cfg.Join,
+		Fast: cfg.FastGossip, Logger: cfg.Logger,
+	}, n.meta, func() []byte { return encodeRangeState(n.localRanges()) }, func(b []byte) {
+		for _, info := range decodeRangeState(b) {
+			n.table.Update(info)
+		}
+	})
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	if cfg.BootstrapExpect > 0 {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.bootstrapLoop()
+		}()
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.reconcileLoop()
+	}()
+	n.log.Info("storage node started", "grpc", lis.Addr().String(), "gossip", cfg.GossipAddr, "raft", cfg.Store.RaftAddr)
+	return n, nil
+}
+
+// Close stops the node and waits for its goroutines.
+func (n *Node) Close() error {
+	n.cancel()
+	if n.members != nil {
+		_ = n.members.Close()
+	}
+	n.server.Stop()
+	n.wg.Wait()
+	n.connMu.Lock()
+	for _, c := range n.conns {
+		c.Close()
+	}
+	n.conns = map[string]*grpc.ClientConn{}
+	n.connMu.Unlock()
+	return n.store.Close()
+}
+
+// Store returns the node's store.
+func (n *Node) Store() *kvstore.Store { return n.store }
+
+// Router returns the node's router.
+func (n *Node) Router() *Router { return n.router }
+
+// Membership returns the node's gossip view.
+func (n *Node) Membership() *Membership { return n.members }
+
+// GRPCAddr returns the address the gRPC services listen on.
+func (n *Node) GRPCAddr() string { return n.lis.Addr().String() }
+
+// Bootstrapped is closed once the node holds or has held a range.
+func (n *Node) Bootstrapped() <-chan struct{} { return n.bootstrapped }
+
+func (n *Node) markBootstrapped() {
+	n.bootOnce.Do(func() {
+		close(n.bootstrapped)
+		if n.members != nil {
+			go n.members.UpdateMeta()
+		}
+	})
+}
+
+func (n *Node) isBootstrapped() bool {
+	select {
+	case <-n.bootstrapped:
+		return true
+	default:
+		return false
+	}
+}
+
+func (n *Node) meta() MemberMeta {
+	return MemberMeta{StoreID: n.store.ID(), Role: RoleStore, GRPC: n.GRPCAddr(), Raft: n.store.RaftAddr(),
+		Bootstrapped: n.isBootstrapped()}
+}
+
+func (n *Node) localRanges() []*rangespb.RangeInfo {
+	var out []*rangespb.RangeInfo
+	for _, r := range n.store.Replicas() {
+		if r.Descriptor == nil {
+			continue
+		}
+		out = append(out, &rangespb.RangeInfo{
+			Range: r.Descriptor, StoreId: n.store.ID(), ReplicaId: r.ReplicaID,
+			LeaderReplicaId: r.LeaderID, LeaderTerm: r.LeaderTerm,
+			ApproximateBytes: n.store.ApproximateBytes(r.Descriptor),
+		})
+	}
+	return out
+}
+
+// Execute runs a request on a store: in-process for the local store, over
+// gRPC for the others.
+func (n *Node) Execute(ctx context.Context, storeID uint64, req *rangespb.ExecuteRequest) (*rangespb.ExecuteResponse, error) {
+	if storeID == n.store.ID() {
+		return n.executeLocal(ctx, req)
+	}
+	client, err := n.storeClient(storeID)
+	if err != nil {
+		return nil, err
+	}
+	return client.Execute(ctx, req)
+}
+
+func (n *Node) executeLocal(ctx context.Context, req *rangespb.ExecuteRequest) (*rangespb.ExecuteResponse, error) {
+	var res *kvpb.CommandResult
+	var err error
+	switch r := req.Request.(type) {
+	case *rangespb.ExecuteRequest_Command:
+		res, err = n.store.Propose(ctx, req.RangeId, r.Command)
+	case *rangespb.ExecuteRequest_Query:
+		res, err = n.store.Read(ctx, req.RangeId, r.Query, req.Stale)
+	default:
+		return nil, fmt.Errorf("%w: empty execute request", ErrBadRequest)
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp := &rangespb.ExecuteResponse{Result: res}
+	resp.LeaderReplicaId, resp.LeaderTerm, _ = n.store.Leader(req.RangeId)
+	return resp, nil
+}
+
+func (n *Node) conn(addr string) (*grpc.ClientConn, error) {
+	n.connMu.Lock()
+	defer n.connMu.Unlock()
+	if c := n.conns[addr]; c != nil {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(kvstore.MaxValueSize+1<<20)))
+	if err != nil {
+		return nil, err
+	}
+	n.conns[addr] = c
+	return c, nil
+}
+
+func (n *Node) storeMember(storeID uint64) (Member, error) {
+	m, ok := n.members.Store(storeID)
+	if !ok {
+		return Member{}, status.Errorf(codes.Unavailable, "store %d: %v", storeID, ErrUnknownStore)
+	}
+	return m, nil
+}
+
+func (n *Node) storeClient(storeID uint64) (rangespb.StoreClient, error) {
+	m, err := n.storeMember(storeID)
+	if err != nil {
+		return nil, err
+	}
+	c, err := n.conn(m.Meta.GRPC)
+	if err != nil {
+		return nil, err
+	}
+	return rangespb.NewStoreClient(c), nil
+}
+
+func (n *Node) adminClient(storeID uint64) (rangespb.AdminClient, error) {
+	m, err := n.storeMember(storeID)
+	if err != nil {
+		return nil, err
+	}
+	c, err := n.conn(m.Meta.GRPC)
+	if err != nil {
+		return nil, err
+	}
+	return rangespb.NewAdminClient(c), nil
+}
+
+// Refresh asks every live store for the ranges it holds. Calls closer than
+// 200ms to the last one do nothing.
+func (n *Node) Refresh(ctx context.Context) error {
+	n.refreshMu.Lock()
+	if time.Since(n.lastRefresh) < 200*time.Millisecond {
+		n.refreshMu.Unlock()
+		return nil
+	}
+	n.lastRefresh = time.Now()
+	n.refreshMu.Unlock()
+	var wg sync.WaitGroup
+	for _, m := range n.members.Stores() {
+		if m.Meta.StoreID == n.store.ID() {
+			continue
+		}
+		wg.Add(1)
+		go func(id uint64) {
+			defer wg.Done()
+			c, err := n.storeClient(id)
+			if err != nil {
+				return
+			}
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			resp, err := c.LocalRanges(cctx, &rangespb.LocalRangesRequest{})
+			if err != nil {
+				return
+			}
+			for _, info := range resp.Ranges {
+				n.table.Update(info)
+			}
+		}(m.Meta.StoreID)
+	}
+	wg.Wait()
+	return nil
+}

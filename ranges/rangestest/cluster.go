@@ -1,0 +1,236 @@
+// Package rangestest starts real storage nodes (Dragonboat, Pebble, gRPC and
+// gossip on loopback) for tests of anything distributed.
+package rangestest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/kvstore"
+	"github.com/bifrost-mq/bifrost/ranges"
+)
+
+// Cluster is a set of storage nodes in this process, each with its own data
+// directory and loopback ports. A stopped node keeps its directory and ports
+// so that it can restart as the same store.
+type Cluster struct {
+	t     testing.TB
+	Nodes []*ranges.Node
+	cfgs  []ranges.NodeConfig
+}
+
+// Options tune a test cluster.
+type Options struct {
+	// RTTMillisecond is the Raft tick; default 20.
+	RTTMillisecond uint64
+	// SnapshotEntries and CompactionOverhead; defaults 10000 and 5000.
+	SnapshotEntries, CompactionOverhead uint64
+	// Logger; default discards.
+	Logger *slog.Logger
+}
+
+// FreeAddr returns a loopback address with a port that was free just now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// memberlist also binds UDP on the same port.
+	addr := l.Addr().String()
+	u, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return FreeAddr(t)
+	}
+	u.Close()
+	return addr
+}
+
+// Start starts n stores that bootstrap together (bootstrap-expect n) and
+// waits until the first ranges serve.
+func Start(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
+	if opts.RTTMillisecond == 0 {
+		opts.RTTMillisecond = 20
+	}
+	if opts.Logger == nil {
+		if os.Getenv("BIFROST_TEST_LOG") != "" {
+			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		} else {
+			opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		}
+	}
+	c := &Cluster{t: t}
+	base := t.TempDir()
+	var seed string
+	for i := 0; i < n; i++ {
+		cfg := ranges.NodeConfig{
+			Store: kvstore.Config{
+				DataDir:            filepath.Join(base, fmt.Sprintf("store%d", i)),
+				RaftAddr:           FreeAddr(t),
+				RTTMillisecond:     opts.RTTMillisecond,
+				SnapshotEntries:    opts.SnapshotEntries,
+				CompactionOverhead: opts.CompactionOverhead,
+				SmallLogDB:         true,
+			},
+			GossipAddr:        FreeAddr(t),
+			GRPCAddr:          FreeAddr(t),
+			BootstrapExpect:   n,
+			FastGossip:        true,
+			ReconcileInterval: time.Second,
+			Logger:            opts.Logger.With("node", i),
+		}
+		if seed != "" {
+			cfg.Join = []string{seed}
+		} else {
+			seed = cfg.GossipAddr
+		}
+		c.cfgs = append(c.cfgs, cfg)
+		c.Nodes = append(c.Nodes, nil)
+	}
+	t.Cleanup(c.Close)
+	for i := range c.cfgs {
+		c.StartNode(i)
+	}
+	c.WaitReady()
+	return c
+}
+
+// AddNode starts one more store that joins the cluster (no bootstrap).
+func (c *Cluster) AddNode() int {
+	c.t.Helper()
+	cfg := c.cfgs[0]
+	cfg.Store.DataDir = filepath.Join(filepath.Dir(cfg.Store.DataDir), fmt.Sprintf("store%d", len(c.cfgs)))
+	cfg.Store.RaftAddr = FreeAddr(c.t)
+	cfg.GossipAddr = FreeAddr(c.t)
+	cfg.GRPCAddr = FreeAddr(c.t)
+	cfg.BootstrapExpect = 0
+	cfg.Join = []string{c.liveGossipAddr()}
+	cfg.Logger = c.cfgs[0].Logger
+	c.cfgs = append(c.cfgs, cfg)
+	c.Nodes = append(c.Nodes, nil)
+	c.StartNode(len(c.cfgs) - 1)
+	return len(c.cfgs) - 1
+}
+
+func (c *Cluster) liveGossipAddr() string {
+	for i, n := range c.Nodes {
+		if n != nil {
+			return c.cfgs[i].GossipAddr
+		}
+	}
+	return c.cfgs[0].GossipAddr
+}
+
+// StartNode (re)starts node i on its directory and ports.
+func (c *Cluster) StartNode(i int) {
+	c.t.Helper()
+	if c.Nodes[i] != nil {
+		return
+	}
+	cfg := c.cfgs[i]
+	if i != 0 || c.Nodes[0] == nil {
+		if live := c.liveGossipAddr(); live != cfg.GossipAddr {
+			cfg.Join = []string{live}
+		}
+	}
+	var err error
+	for attempt := 0; attempt < 50; attempt++ {
+		var n *ranges.Node
+		n, err = ranges.StartNode(cfg)
+		if err == nil {
+			c.Nodes[i] = n
+			return
+		}
+		// A port of a stopped node can take a moment to be free again.
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("start node %d: %v", i, err)
+}
+
+// StopNode stops node i as a crash would: its process state goes, its disk stays.
+func (c *Cluster) StopNode(i int) {
+	if n := c.Nodes[i]; n != nil {
+		_ = n.Close()
+		c.Nodes[i] = nil
+	}
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for i := range c.Nodes {
+		c.StopNode(i)
+	}
+}
+
+// Addr returns node i's gRPC address.
+func (c *Cluster) Addr(i int) string { return c.cfgs[i].GRPCAddr }
+
+// Client dials node i.
+func (c *Cluster) Client(i int) *ranges.Client {
+	c.t.Helper()
+	cl, err := ranges.Dial(c.Addr(i))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// WaitReady waits until a write through a live node succeeds.
+func (c *Cluster) WaitReady() {
+	c.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, n := range c.Nodes {
+			if n == nil {
+				continue
+			}
+			cl, err := ranges.Dial(c.Addr(i))
+			if err != nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err = cl.Put(ctx, []byte("__ready"), []byte("1"))
+			cancel()
+			cl.Close()
+			if err == nil {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatal("cluster did not become ready in 60s")
+}
+
+// LeaderNode returns the index of the node whose replica leads the range, or -1.
+func (c *Cluster) LeaderNode(rangeID uint64) int {
+	for i, n := range c.Nodes {
+		if n != nil && n.Store().IsLeader(rangeID) {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitLeader waits until some live node leads the range.
+func (c *Cluster) WaitLeader(rangeID uint64) int {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if i := c.LeaderNode(rangeID); i >= 0 {
+			return i
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("range %d has no leader after 30s", rangeID)
+	return -1
+}

@@ -1,0 +1,293 @@
+package ranges
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
+)
+
+// Replica changes keep the descriptor's member list in step with Raft's
+// (Dragonboat's state machine never sees config changes):
+//
+//  1. AddReplicaIntent through the range's log allocates a replica ID (never
+//     reused) and records the store as pending.
+//  2. Raft's config change adds the replica; the target store starts it with
+//     join set.
+//  3. SetReplicas through the log makes the descriptor match Raft's
+//     membership and clears pending.
+//
+// A crash between the steps leaves a pending entry or a descriptor that
+// differs from Raft; the leader's reconciler finishes step 3 from Raft's
+// membership, which is the truth.
+
+// holds reports whether this store runs a replica of the range.
+func (n *Node) holds(rangeID uint64) bool {
+	_, err := n.store.Descriptor(rangeID)
+	return err == nil
+}
+
+// descriptor reads the range's descriptor linearizably through the local replica.
+func (n *Node) descriptor(ctx context.Context, rangeID uint64) (*kvpb.RangeDescriptor, error) {
+	res, err := n.store.Read(ctx, rangeID, &kvpb.Query{DescriptorOnly: true}, false)
+	if err != nil {
+		return nil, err
+	}
+	if res.Range == nil {
+		return nil, fmt.Errorf("range %d has no descriptor yet", rangeID)
+	}
+	return res.Range, nil
+}
+
+func (n *Node) propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) (*kvpb.CommandResult, error) {
+	cmd.RequestId = NewRequestID()
+	return n.router.ProposeTo(ctx, rangeID, cmd)
+}
+
+// AddReplica adds a replica of the range on a store and waits until the
+// descriptor lists it.
+func (n *Node) AddReplica(ctx context.Context, rangeID, storeID uint64) (*kvpb.RangeDescriptor, error) {
+	target, ok := n.members.Store(storeID)
+	if !ok {
+		return nil, fmt.Errorf("store %d: %w", storeID, ErrUnknownStore)
+	}
+	res, err := n.propose(ctx, rangeID, &kvpb.Command{Payload: &kvpb.Command_AddReplica{
+		AddReplica: &kvpb.AddReplicaIntent{StoreId: storeID, RaftAddr: target.Meta.Raft}}})
+	if err != nil {
+		return nil, err
+	}
+	replicaID := res.ReplicaId
+	members, _, err := n.store.Membership(ctx, rangeID)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := members[replicaID]; !ok {
+		if err := n.store.AddRaftReplica(ctx, rangeID, replicaID, target.Meta.Raft); err != nil {
+			return nil, fmt.Errorf("raft add of replica %d: %w", replicaID, err)
+		}
+	}
+	boot := &kvpb.BootRecord{RangeId: rangeID, ReplicaId: replicaID, Join: true}
+	if err := n.startOn(ctx, storeID, boot); err != nil {
+		return nil, fmt.Errorf("start replica %d on store %d: %w", replicaID, storeID, err)
+	}
+	n.log.Info("replica added", "range", rangeID, "replica", replicaID, "target", storeID)
+	return n.reconcile(ctx, rangeID, true)
+}
+
+// RemoveReplica removes the range's replica on a store, then destroys it there.
+func (n *Node) RemoveReplica(ctx context.Context, rangeID, storeID uint64) (*kvpb.RangeDescriptor, error) {
+	desc, err := n.descriptor(ctx, rangeID)
+	if err != nil {
+		return nil, err
+	}
+	var rep *kvpb.Replica
+	for _, r := range desc.Replicas {
+		if r.StoreId == storeID {
+			rep = r
+		}
+	}
+	if rep == nil {
+		return nil, fmt.Errorf("%w: store %d holds no replica of range %d", ErrBadRequest, storeID, rangeID)
+	}
+	if len(desc.Replicas) == 1 {
+		return nil, fmt.Errorf("%w: replica %d is the last of range %d", ErrBadRequest, rep.ReplicaId, rangeID)
+	}
+	if desc.Pending != nil {
+		return nil, &RefusedError{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED,
+			Message: fmt.Sprintf("range %d is adding a replica on store %d", rangeID, desc.Pending.StoreId)}
+	}
+	if storeID == n.store.ID() {
+		return nil, fmt.Errorf("%w: remove the local replica from another store", ErrBadRequest)
+	}
+	if leader, _, ok := n.store.Leader(rangeID); ok && leader == rep.ReplicaId {
+		// Hand leadership to this store's replica first, so the range keeps
+		// serving without an election.
+		if err := n.TransferLeader(ctx, rangeID, n.store.ID()); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.store.RemoveRaftReplica(ctx, rangeID, rep.ReplicaId); err != nil {
+		return nil, fmt.Errorf("raft remove of replica %d: %w", rep.ReplicaId, err)
+	}
+	desc, err = n.reconcile(ctx, rangeID, true)
+	if err != nil {
+		return nil, err
+	}
+	n.log.Info("replica removed", "range", rangeID, "replica", rep.ReplicaId, "target", storeID)
+	if c, err := n.storeClient(storeID); err == nil {
+		if _, err := c.DestroyReplica(ctx, &rangespb.DestroyReplicaRequest{RangeId: rangeID, ReplicaId: rep.ReplicaId}); err != nil {
+			n.log.Warn("destroy removed replica", "range", rangeID, "replica", rep.ReplicaId, "target", storeID, "err", err)
+		}
+	}
+	return desc, nil
+}
+
+// TransferLeader moves the range's leadership to the replica on a store and
+// waits until it took over.
+func (n *Node) TransferLeader(ctx context.Context, rangeID, storeID uint64) error {
+	desc, err := n.store.Descriptor(rangeID)
+	if err != nil {
+		return err
+	}
+	var target uint64
+	for _, r := range desc.Replicas {
+		if r.StoreId == storeID {
+			target = r.ReplicaId
+		}
+	}
+	if target == 0 {
+		return fmt.Errorf("%w: store %d holds no replica of range %d", ErrBadRequest, storeID, rangeID)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if id, _, ok := n.store.Leader(rangeID); ok && id == target {
+			n.log.Info("leader transferred", "range", rangeID, "replica", target)
+			return nil
+		}
+		if err := n.store.TransferLeader(rangeID, target); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%w: leadership of range %d did not move to store %d", ErrUnavailable, rangeID, storeID)
+}
+
+func (n *Node) startOn(ctx context.Context, storeID uint64, boot *kvpb.BootRecord) error {
+	if storeID == n.store.ID() {
+		return n.store.StartReplica(boot)
+	}
+	c, err := n.storeClient(storeID)
+	if err != nil {
+		return err
+	}
+	_, err = c.StartReplica(ctx, &rangespb.StartReplicaRequest{Boot: boot})
+	return err
+}
+
+// reconcile makes the descriptor's replicas equal Raft's membership. A
+// pending replica that Raft never added is dropped only when clearPending is
+// set: the admin path sets it after its own Raft change; the background
+// loop sets it only for pending entries older than a grace period.
+func (n *Node) reconcile(ctx context.Context, rangeID uint64, clearPending bool) (*kvpb.RangeDescriptor, error) {
+	for attempt := 0; attempt < 5; attempt++ {
+		desc, err := n.descriptor(ctx, rangeID)
+		if err != nil {
+			return nil, err
+		}
+		members, _, err := n.store.Membership(ctx, rangeID)
+		if err != nil {
+			return nil, err
+		}
+		known := map[uint64]*kvpb.Replica{}
+		for _, r := range desc.Replicas {
+			known[r.ReplicaId] = r
+		}
+		if desc.Pending != nil {
+			known[desc.Pending.ReplicaId] = desc.Pending
+		}
+		var want []*kvpb.Replica
+		for id, addr := range members {
+			r := known[id]
+			if r == nil {
+				// Not in the descriptor (a crash lost the intent's record):
+				// name the store by its raft address.
+				for _, m := range n.members.Stores() {
+					if m.Meta.Raft == addr {
+						r = &kvpb.Replica{ReplicaId: id, StoreId: m.Meta.StoreID, RaftAddr: addr}
+					}
+				}
+				if r == nil {
+					return nil, fmt.Errorf("range %d: raft member %d at %s belongs to no known store", rangeID, id, addr)
+				}
+			}
+			want = append(want, r)
+		}
+		sort.Slice(want, func(i, j int) bool { return want[i].ReplicaId < want[j].ReplicaId })
+		pendingDone := desc.Pending == nil || clearPending
+		if desc.Pending != nil {
+			if _, added := members[desc.Pending.ReplicaId]; added {
+				pendingDone = true
+			}
+		}
+		if !pendingDone {
+			return desc, nil // the Raft change is still to come
+		}
+		if desc.Pending == nil && sameReplicas(want, desc.Replicas) {
+			return desc, nil
+		}
+		res, err := n.propose(ctx, rangeID, &kvpb.Command{Payload: &kvpb.Command_SetReplicas{
+			SetReplicas: &kvpb.SetReplicas{ConfVer: desc.ConfVer, Replicas: want}}})
+		var stale *EpochNotMatchError
+		if errors.As(err, &stale) {
+			continue // another change won the race; look again
+		}
+		if err != nil {
+			return nil, err
+		}
+		return res.Range, nil
+	}
+	return nil, fmt.Errorf("%w: range %d kept changing while its replicas were reconciled", ErrUnavailable, rangeID)
+}
+
+func sameReplicas(a, b []*kvpb.Replica) bool {
+	ids := func(rs []*kvpb.Replica) []uint64 {
+		out := make([]uint64, len(rs))
+		for i, r := range rs {
+			out[i] = r.ReplicaId
+		}
+		slices.Sort(out)
+		return out
+	}
+	return slices.Equal(ids(a), ids(b))
+}
+
+// pendingGrace is how long the background reconciler lets a pending replica
+// wait for its Raft change before it drops it.
+const pendingGrace = 30 * time.Second
+
+func (n *Node) reconcileLoop() {
+	t := time.NewTicker(n.cfg.ReconcileInterval)
+	defer t.Stop()
+	pendingSince := map[uint64]time.Time{}
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, r := range n.store.Replicas() {
+			if r.Descriptor == nil || !n.store.IsLeader(r.RangeID) {
+				continue
+			}
+			clear := false
+			if r.Descriptor.Pending != nil {
+				since, ok := pendingSince[r.RangeID]
+				if !ok {
+					pendingSince[r.RangeID] = time.Now()
+				}
+				clear = ok && time.Since(since) > pendingGrace
+			} else {
+				delete(pendingSince, r.RangeID)
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			if _, err := n.reconcile(ctx, r.RangeID, clear); err != nil {
+				n.log.Warn("reconcile replicas", "range", r.RangeID, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// destroyIfRemoved destroys the local replica the cluster has removed.
+func (n *Node) destroyIfRemoved(ctx context.Context, rangeID, replicaID uint64) error {
+	return n.store.DestroyReplica(ctx, rangeID, replicaID)
+}

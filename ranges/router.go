@@ -1,0 +1,271 @@
+package ranges
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/bifrost-mq/bifrost/kvstore"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
+)
+
+// Transport runs an ExecuteRequest on one store.
+type Transport interface {
+	Execute(ctx context.Context, storeID uint64, req *rangespb.ExecuteRequest) (*rangespb.ExecuteResponse, error)
+}
+
+// Refresher asks the cluster for fresh descriptors when the table has none
+// for a key.
+type Refresher interface {
+	Refresh(ctx context.Context) error
+}
+
+// RouterConfig configures a Router.
+type RouterConfig struct {
+	// Timeout bounds one call when its context has no deadline. Default 10s.
+	Timeout time.Duration
+	// AttemptTimeout bounds one attempt at one store. Default 3s.
+	AttemptTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between attempts. Defaults 10ms and 500ms.
+	MinBackoff, MaxBackoff time.Duration
+	Logger                 *slog.Logger
+	Registerer             prometheus.Registerer
+}
+
+func (c RouterConfig) withDefaults() RouterConfig {
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = 3 * time.Second
+	}
+	if c.MinBackoff == 0 {
+		c.MinBackoff = 10 * time.Millisecond
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 500 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Router sends commands and queries to the range that holds their key.
+type Router struct {
+	cfg       RouterConfig
+	table     *Table
+	transport Transport
+	refresher Refresher
+	retries   *prometheus.CounterVec
+}
+
+// NewRouter returns a router over a table and a transport. refresher may be nil.
+func NewRouter(cfg RouterConfig, table *Table, transport Transport, refresher Refresher) *Router {
+	cfg = cfg.withDefaults()
+	r := &Router{cfg: cfg, table: table, transport: transport, refresher: refresher,
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_router_retries_total",
+			Help: "Router retries by reason.",
+		}, []string{"reason"})}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(r.retries)
+	}
+	return r
+}
+
+// Table returns the router's routing table.
+func (r *Router) Table() *Table { return r.table }
+
+// NewRequestID returns a random ID that makes a write apply once.
+func NewRequestID() []byte {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// Write proposes ops (all keys in one range) through the range holding key.
+// The request ID makes retries safe; give nil to have one made.
+func (r *Router) Write(ctx context.Context, ks kvpb.Keyspace, key []byte, requestID []byte, ops ...*kvpb.Op) (*kvpb.CommandResult, error) {
+	if requestID == nil {
+		requestID = NewRequestID()
+	}
+	return r.do(ctx, ks, key, func(d *kvpb.RangeDescriptor) *rangespb.ExecuteRequest {
+		return &rangespb.ExecuteRequest{RangeId: d.Id, Request: &rangespb.ExecuteRequest_Command{
+			Command: &kvpb.Command{RequestId: requestID, Ver: d.Ver, IssuedUnixMs: time.Now().UnixMilli(),
+				Payload: &kvpb.Command_Write{Write: &kvpb.WriteBatch{Ops: ops}}},
+		}}
+	})
+}
+
+// Read runs a query on the range holding key: linearizable unless stale.
+func (r *Router) Read(ctx context.Context, ks kvpb.Keyspace, key []byte, stale bool, ops ...*kvpb.Op) (*kvpb.CommandResult, error) {
+	return r.do(ctx, ks, key, func(d *kvpb.RangeDescriptor) *rangespb.ExecuteRequest {
+		return &rangespb.ExecuteRequest{RangeId: d.Id, Stale: stale, Request: &rangespb.ExecuteRequest_Query{
+			Query: &kvpb.Query{Ver: d.Ver, Ops: ops},
+		}}
+	})
+}
+
+// ProposeTo proposes a command to a range by ID (admin commands that are not
+// routed by key). The command's Ver is left as given.
+func (r *Router) ProposeTo(ctx context.Context, rangeID uint64, cmd *kvpb.Command) (*kvpb.CommandResult, error) {
+	route := r.table.Get(rangeID)
+	if route == nil {
+		return nil, fmt.Errorf("range %d: %w", rangeID, ErrUnknownRange)
+	}
+	ctx, cancel := r.withTimeout(ctx)
+	defer cancel()
+	req := &rangespb.ExecuteRequest{RangeId: rangeID, Request: &rangespb.ExecuteRequest_Command{Command: cmd}}
+	return r.attemptAll(ctx, func() (*Route, *rangespb.ExecuteRequest) {
+		if rt := r.table.Get(rangeID); rt != nil {
+			route = rt
+		}
+		return route, req
+	}, false)
+}
+
+func (r *Router) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, r.cfg.Timeout)
+}
+
+func (r *Router) do(ctx context.Context, ks kvpb.Keyspace, key []byte, build func(*kvpb.RangeDescriptor) *rangespb.ExecuteRequest) (*kvpb.CommandResult, error) {
+	ctx, cancel := r.withTimeout(ctx)
+	defer cancel()
+	return r.attemptAll(ctx, func() (*Route, *rangespb.ExecuteRequest) {
+		route := r.table.Lookup(ks, key)
+		if route == nil {
+			return nil, nil
+		}
+		return route, build(route.Desc)
+	}, true)
+}
+
+// attemptAll retries until the command gets a definite answer or ctx ends.
+// next returns the route and request of the next attempt (nil: no route).
+func (r *Router) attemptAll(ctx context.Context, next func() (*Route, *rangespb.ExecuteRequest), keyed bool) (*kvpb.CommandResult, error) {
+	backoff := r.cfg.MinBackoff
+	var lastErr error
+	tried := map[uint64]bool{}
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				if lastErr == nil {
+					lastErr = ctx.Err()
+				}
+				if errors.Is(lastErr, ErrNoRange) || isDefinite(lastErr) {
+					return nil, lastErr
+				}
+				return nil, fmt.Errorf("%w: %v", ErrUnavailable, lastErr)
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, r.cfg.MaxBackoff)
+		}
+		route, req := next()
+		if route == nil {
+			lastErr = ErrNoRange
+			r.retries.WithLabelValues("no_route").Inc()
+			if r.refresher != nil {
+				_ = r.refresher.Refresh(ctx)
+			}
+			continue
+		}
+		storeID := pickStore(route, tried)
+		if storeID == 0 {
+			lastErr = fmt.Errorf("range %d has no replicas", route.Desc.Id)
+			continue
+		}
+		actx, acancel := context.WithTimeout(ctx, r.cfg.AttemptTimeout)
+		resp, err := r.transport.Execute(actx, storeID, req)
+		acancel()
+		if err != nil {
+			lastErr = err
+			reason := "store_error"
+			if isTimeout(err) {
+				reason = "timeout"
+			} else if isNotHere(err) {
+				reason = "not_here"
+			}
+			// Let another replica answer next; the request ID makes a retry
+			// of a write that did apply harmless.
+			tried[storeID] = true
+			r.retries.WithLabelValues(reason).Inc()
+			continue
+		}
+		r.table.SetLeader(route.Desc.Id, resp.LeaderReplicaId, resp.LeaderTerm)
+		res := resp.Result
+		switch res.Status {
+		case kvpb.Status_STATUS_OK:
+			return res, nil
+		case kvpb.Status_STATUS_EPOCH_NOT_MATCH, kvpb.Status_STATUS_KEY_NOT_IN_RANGE:
+			r.retries.WithLabelValues("epoch").Inc()
+			if res.Range != nil {
+				r.table.Update(&rangespb.RangeInfo{Range: res.Range})
+			}
+			lastErr = &EpochNotMatchError{Current: res.Range, Message: res.Message}
+			if !keyed {
+				return nil, lastErr
+			}
+			if r.refresher != nil && res.Range != nil && res.Range.Ver <= route.Desc.Ver && res.Status == kvpb.Status_STATUS_KEY_NOT_IN_RANGE {
+				_ = r.refresher.Refresh(ctx)
+			}
+			backoff = r.cfg.MinBackoff
+			continue
+		case kvpb.Status_STATUS_RANGE_NOT_READY:
+			r.retries.WithLabelValues("not_ready").Inc()
+			lastErr = fmt.Errorf("range %d: %w", route.Desc.Id, kvstore.ErrNotReady)
+			continue
+		case kvpb.Status_STATUS_BAD_REQUEST:
+			return nil, fmt.Errorf("%w: %s", ErrBadRequest, res.Message)
+		default:
+			return nil, &RefusedError{Status: res.Status, Message: res.Message}
+		}
+	}
+}
+
+func isDefinite(err error) bool {
+	var re *RefusedError
+	return errors.As(err, &re) || errors.Is(err, ErrBadRequest)
+}
+
+// pickStore prefers the leader's store, then replicas not yet tried; when
+// every replica was tried it starts over.
+func pickStore(route *Route, tried map[uint64]bool) uint64 {
+	if s := route.LeaderStore(); s != 0 && !tried[s] {
+		return s
+	}
+	for _, rep := range route.Desc.Replicas {
+		if !tried[rep.StoreId] {
+			return rep.StoreId
+		}
+	}
+	clear(tried)
+	if s := route.LeaderStore(); s != 0 {
+		return s
+	}
+	if len(route.Desc.Replicas) > 0 {
+		return route.Desc.Replicas[0].StoreId
+	}
+	return 0
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, kvstore.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		status.Code(err) == codes.DeadlineExceeded
+}
+
+func isNotHere(err error) bool {
+	return errors.Is(err, kvstore.ErrRangeNotFound) || status.Code(err) == codes.NotFound
+}
