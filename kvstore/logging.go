@@ -16,7 +16,13 @@ var dragonboatLoggingOnce sync.Once
 func setupDragonboatLogging(log *slog.Logger) {
 	dragonboatLoggingOnce.Do(func() {
 		logger.SetLoggerFactory(func(pkg string) logger.ILogger {
-			return &dbLogger{log: log.With("component", "dragonboat", "pkg", pkg), level: logger.WARNING}
+			level := logger.WARNING
+			if pkg == "raft" {
+				// The Raft core warns of every dropped proposal while a leader
+				// is being elected; the router retries those, so they are noise.
+				level = logger.ERROR
+			}
+			return &dbLogger{log: log.With("component", "dragonboat", "pkg", pkg), level: level}
 		})
 	})
 }

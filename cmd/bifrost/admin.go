@@ -1,0 +1,353 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
+)
+
+const adminUsage = `Usage: bifrost admin [--addr HOST:PORT] [--json] [--timeout D] COMMAND
+
+Commands:
+  cluster                                  members, roles, addresses and health
+  ranges                                   id, keyspace, span, ver, replicas, leader, size
+  kv get KEY                               read a key (exit 1 if absent)
+  kv put KEY VALUE                         write a key
+  kv del KEY                               delete a key
+  kv cas KEY EXPECTED NEW [--absent]       write NEW if KEY holds EXPECTED (--absent: if KEY is absent; exit 1 on mismatch)
+  kv scan [--start K] [--end K] [--limit N]
+  add-replica --range ID --store ID        add a replica of a range on a store
+  remove-replica --range ID --store ID     remove the range's replica from a store
+  transfer-leader --range ID --store ID    move the range's leadership to a store
+`
+
+type adminCmd struct {
+	addr    string
+	json    bool
+	timeout time.Duration
+	rangeID uint64
+	storeID uint64
+	start   string
+	end     string
+	limit   uint
+	absent  bool
+	out     io.Writer
+}
+
+func runAdmin(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("admin", stderr)
+	a := &adminCmd{out: stdout}
+	fs.StringVar(&a.addr, "addr", "127.0.0.1:7948", "gRPC address of any store")
+	fs.BoolVar(&a.json, "json", false, "print JSON instead of a table")
+	fs.DurationVar(&a.timeout, "timeout", 15*time.Second, "time limit of the call")
+	fs.Uint64Var(&a.rangeID, "range", 0, "range ID")
+	fs.Uint64Var(&a.storeID, "store", 0, "store ID")
+	fs.StringVar(&a.start, "start", "", "scan: first key")
+	fs.StringVar(&a.end, "end", "", "scan: end key, exclusive (empty: the end)")
+	fs.UintVar(&a.limit, "limit", 100, "scan: at most this many pairs (max 1000)")
+	fs.BoolVar(&a.absent, "absent", false, "cas: expect the key to be absent")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, adminUsage)
+			return err
+		}
+		return usagef("bifrost admin: %v", err)
+	}
+	if err := applyEnv(fs); err != nil {
+		return usagef("bifrost admin: %v", err)
+	}
+	if len(pos) == 0 {
+		return usagef("bifrost admin: missing command (cluster, ranges, kv, add-replica, remove-replica, transfer-leader)")
+	}
+	if err := a.checkArgs(pos); err != nil {
+		return err
+	}
+	client, err := ranges.Dial(a.addr)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+	defer cancel()
+	switch pos[0] {
+	case "cluster":
+		return a.cluster(ctx, client)
+	case "ranges":
+		return a.ranges(ctx, client)
+	case "kv":
+		return a.kv(ctx, client, pos[1:])
+	case "add-replica":
+		resp, err := client.Admin.AddReplica(ctx, &rangespb.AddReplicaRequest{RangeId: a.rangeID, StoreId: a.storeID})
+		return a.printChange(resp, err)
+	case "remove-replica":
+		resp, err := client.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: a.rangeID, StoreId: a.storeID})
+		return a.printChange(resp, err)
+	case "transfer-leader":
+		if _, err := client.Admin.TransferLeader(ctx, &rangespb.TransferLeaderRequest{RangeId: a.rangeID, StoreId: a.storeID}); err != nil {
+			return ranges.FromStatus(err)
+		}
+		if a.json {
+			return a.printJSON(map[string]any{"range": a.rangeID, "leader_store": a.storeID})
+		}
+		fmt.Fprintf(a.out, "range %d is now led by store %d\n", a.rangeID, a.storeID)
+		return nil
+	}
+	return usagef("bifrost admin: unknown command %q", pos[0])
+}
+
+// checkArgs validates the command line before any connection is made.
+func (a *adminCmd) checkArgs(pos []string) error {
+	want := map[string]int{"cluster": 0, "ranges": 0, "add-replica": 0, "remove-replica": 0, "transfer-leader": 0}
+	if n, ok := want[pos[0]]; ok {
+		if len(pos)-1 != n {
+			return usagef("bifrost admin %s: unexpected argument %q", pos[0], pos[1])
+		}
+		if strings.Contains(pos[0], "-") && (a.rangeID == 0 || a.storeID == 0) {
+			return usagef("bifrost admin %s: --range and --store are required", pos[0])
+		}
+		return nil
+	}
+	if pos[0] != "kv" {
+		return usagef("bifrost admin: unknown command %q", pos[0])
+	}
+	if len(pos) < 2 {
+		return usagef("bifrost admin kv: missing subcommand (get, put, del, cas, scan)")
+	}
+	args := map[string]int{"get": 1, "put": 2, "del": 1, "cas": 3, "scan": 0}
+	n, ok := args[pos[1]]
+	if !ok {
+		return usagef("bifrost admin kv: unknown subcommand %q (want get, put, del, cas or scan)", pos[1])
+	}
+	if pos[1] == "cas" && a.absent {
+		n = 2
+	}
+	if len(pos)-2 != n {
+		return usagef("bifrost admin kv %s: want %d argument(s), got %d", pos[1], n, len(pos)-2)
+	}
+	if a.limit == 0 || a.limit > 1000 {
+		return usagef("bifrost admin kv scan: --limit must be 1 to 1000")
+	}
+	return nil
+}
+
+func (a *adminCmd) printJSON(v any) error {
+	enc := json.NewEncoder(a.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printable renders a key or value: as text when it is valid UTF-8, else 0x-hex.
+func printable(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return "0x" + hex.EncodeToString(b)
+}
+
+func (a *adminCmd) cluster(ctx context.Context, c *ranges.Client) error {
+	resp, err := c.Admin.Cluster(ctx, &rangespb.ClusterRequest{})
+	if err != nil {
+		return ranges.FromStatus(err)
+	}
+	if a.json {
+		type member struct {
+			Name    string `json:"name"`
+			StoreID uint64 `json:"store_id,omitempty"`
+			Role    string `json:"role"`
+			Gossip  string `json:"gossip"`
+			GRPC    string `json:"grpc"`
+			Raft    string `json:"raft"`
+			State   string `json:"state"`
+		}
+		out := []member{}
+		for _, m := range resp.Members {
+			out = append(out, member{m.Name, m.StoreId, m.Role, m.GossipAddr, m.GrpcAddr, m.RaftAddr, m.State})
+		}
+		return a.printJSON(out)
+	}
+	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTORE\tROLE\tGOSSIP\tGRPC\tRAFT\tSTATE")
+	for _, m := range resp.Members {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.StoreId, m.Role, m.GossipAddr, m.GrpcAddr, m.RaftAddr, m.State)
+	}
+	return tw.Flush()
+}
+
+func keyspaceName(ks kvpb.Keyspace) string {
+	return strings.ToLower(strings.TrimPrefix(ks.String(), "KEYSPACE_"))
+}
+
+// rangeJSON is the stable JSON form of a range for scripts.
+type rangeJSON struct {
+	ID         uint64   `json:"id"`
+	Keyspace   string   `json:"keyspace"`
+	Start      string   `json:"start"`
+	End        string   `json:"end"`
+	Ver        uint64   `json:"ver"`
+	ConfVer    uint64   `json:"conf_ver"`
+	Replicas   []uint64 `json:"replicas"`
+	ReplicaIDs []uint64 `json:"replica_ids"`
+	Leader     uint64   `json:"leader"`
+	State      string   `json:"state"`
+	Size       uint64   `json:"size"`
+}
+
+func toRangeJSON(info *rangespb.RangeInfo) rangeJSON {
+	d := info.Range
+	r := rangeJSON{ID: d.Id, Keyspace: keyspaceName(d.Keyspace), Start: printable(d.Start), End: printable(d.End),
+		Ver: d.Ver, ConfVer: d.ConfVer, Replicas: []uint64{}, ReplicaIDs: []uint64{}, Size: info.ApproximateBytes,
+		State: strings.ToLower(strings.TrimPrefix(d.State.String(), "RANGE_STATE_"))}
+	for _, rep := range d.Replicas {
+		r.Replicas = append(r.Replicas, rep.StoreId)
+		r.ReplicaIDs = append(r.ReplicaIDs, rep.ReplicaId)
+		if rep.ReplicaId == info.LeaderReplicaId {
+			r.Leader = rep.StoreId
+		}
+	}
+	return r
+}
+
+func (a *adminCmd) ranges(ctx context.Context, c *ranges.Client) error {
+	resp, err := c.Admin.Ranges(ctx, &rangespb.RangesRequest{})
+	if err != nil {
+		return ranges.FromStatus(err)
+	}
+	out := []rangeJSON{}
+	for _, info := range resp.Ranges {
+		out = append(out, toRangeJSON(info))
+	}
+	if a.json {
+		return a.printJSON(out)
+	}
+	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKEYSPACE\tSPAN\tVER\tREPLICAS (store)\tLEADER\tSIZE")
+	for _, r := range out {
+		end := r.End
+		if end == "" {
+			end = "∞"
+		}
+		reps := make([]string, len(r.Replicas))
+		for i, s := range r.Replicas {
+			reps[i] = strconv.FormatUint(s, 10)
+		}
+		leader := "-"
+		if r.Leader != 0 {
+			leader = strconv.FormatUint(r.Leader, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t[%q, %s)\t%d\t%s\t%s\t%d\n", r.ID, r.Keyspace, r.Start, end, r.Ver, strings.Join(reps, ","), leader, r.Size)
+	}
+	return tw.Flush()
+}
+
+func (a *adminCmd) printChange(resp *rangespb.ChangeReplicasResponse, err error) error {
+	if err != nil {
+		return ranges.FromStatus(err)
+	}
+	r := toRangeJSON(&rangespb.RangeInfo{Range: resp.Range})
+	if a.json {
+		return a.printJSON(r)
+	}
+	fmt.Fprintf(a.out, "range %d: conf_ver %d, replicas on stores %v\n", r.ID, r.ConfVer, r.Replicas)
+	return nil
+}
+
+func (a *adminCmd) kv(ctx context.Context, c *ranges.Client, args []string) error {
+	switch args[0] {
+	case "get":
+		v, found, err := c.Get(ctx, []byte(args[1]))
+		if err != nil {
+			return err
+		}
+		if a.json {
+			if err := a.printJSON(map[string]any{"key": args[1], "value": printable(v), "found": found}); err != nil {
+				return err
+			}
+		} else if found {
+			fmt.Fprintln(a.out, printable(v))
+		}
+		if !found {
+			return &exitError{code: 1, msg: fmt.Sprintf("key %q not found", args[1])}
+		}
+		return nil
+	case "put":
+		if err := c.Put(ctx, []byte(args[1]), []byte(args[2])); err != nil {
+			return err
+		}
+		return a.done(map[string]any{"key": args[1], "ok": true})
+	case "del":
+		if err := c.Delete(ctx, []byte(args[1])); err != nil {
+			return err
+		}
+		return a.done(map[string]any{"key": args[1], "ok": true})
+	case "cas":
+		var expected []byte
+		newValue := args[len(args)-1]
+		if !a.absent {
+			expected = []byte(args[2])
+		}
+		ok, cur, err := c.CompareAndSwap(ctx, []byte(args[1]), expected, []byte(newValue))
+		if err != nil {
+			return err
+		}
+		if a.json {
+			if err := a.printJSON(map[string]any{"key": args[1], "succeeded": ok, "current": printable(cur), "found": cur != nil}); err != nil {
+				return err
+			}
+		}
+		if !ok {
+			msg := fmt.Sprintf("cas failed: key %q is absent", args[1])
+			if cur != nil {
+				msg = fmt.Sprintf("cas failed: key %q holds %q", args[1], printable(cur))
+			}
+			return &exitError{code: 1, msg: msg}
+		}
+		if !a.json {
+			fmt.Fprintln(a.out, "ok")
+		}
+		return nil
+	case "scan":
+		resp, err := c.KV.Scan(ctx, &rangespb.ScanRequest{Start: []byte(a.start), End: []byte(a.end), Limit: uint32(a.limit)})
+		if err != nil {
+			return ranges.FromStatus(err)
+		}
+		if a.json {
+			pairs := []map[string]string{}
+			for _, p := range resp.Pairs {
+				pairs = append(pairs, map[string]string{"key": printable(p.Key), "value": printable(p.Value)})
+			}
+			return a.printJSON(map[string]any{"pairs": pairs, "more": resp.More, "next_key": printable(resp.NextKey)})
+		}
+		tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "KEY\tVALUE")
+		for _, p := range resp.Pairs {
+			fmt.Fprintf(tw, "%s\t%s\n", printable(p.Key), printable(p.Value))
+		}
+		if resp.More {
+			fmt.Fprintf(tw, "(more: continue with --start %q)\n", printable(resp.NextKey))
+		}
+		return tw.Flush()
+	}
+	return usagef("bifrost admin kv: unknown subcommand %q", args[0])
+}
+
+func (a *adminCmd) done(v map[string]any) error {
+	if a.json {
+		return a.printJSON(v)
+	}
+	fmt.Fprintln(a.out, "ok")
+	return nil
+}

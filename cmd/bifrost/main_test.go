@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/bifrost-mq/bifrost/ranges/rangestest"
+)
+
+func runCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestBadFlagsExitTwoWithOneLine(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"store", "--bogus"}, "-bogus"},
+		{[]string{"store", "--gossip", "nohost"}, "-gossip"},
+		{[]string{"store", "--bootstrap-expect", "-1"}, "-bootstrap-expect"},
+		{[]string{"store", "--raft-rtt-ms", "1"}, "-raft-rtt-ms"},
+		{[]string{"store", "--join", "a,b:1"}, "-join"},
+		{[]string{"store", "--log-level", "loud"}, "-log-level"},
+		{[]string{"nonsense"}, "unknown command"},
+		{[]string{"admin"}, "missing command"},
+		{[]string{"admin", "kv", "get"}, "want 1 argument"},
+		{[]string{"admin", "kv", "frob"}, "unknown subcommand"},
+		{[]string{"admin", "add-replica", "--range", "1"}, "--store are required"},
+		{[]string{"admin", "kv", "scan", "--limit", "5000"}, "--limit"},
+		{[]string{"frontend"}, "not yet"},
+	}
+	for _, tc := range tests {
+		code, _, stderr := runCLI(tc.args...)
+		if code != 2 {
+			t.Errorf("%v: exit %d, want 2", tc.args, code)
+		}
+		if !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%v: stderr %q, want one line naming %q", tc.args, stderr, tc.want)
+		}
+	}
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	t.Setenv("BIFROST_GOSSIP", "bad")
+	code, _, stderr := runCLI("store")
+	if code != 2 || !strings.Contains(stderr, "BIFROST_GOSSIP") && !strings.Contains(stderr, "-gossip") {
+		t.Fatalf("a bad BIFROST_GOSSIP: exit %d, %q", code, stderr)
+	}
+}
+
+func TestAdminAgainstACluster(t *testing.T) {
+	c := rangestest.Start(t, 1, rangestest.Options{})
+	addr := c.Addr(0)
+	if code, _, stderr := runCLI("admin", "--addr", addr, "kv", "put", "k1", "v1"); code != 0 {
+		t.Fatalf("put: exit %d: %s", code, stderr)
+	}
+	code, out, _ := runCLI("admin", "kv", "get", "k1", "--json", "--addr", addr)
+	var got struct {
+		Key, Value string
+		Found      bool
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.Key != "k1" || got.Value != "v1" || !got.Found {
+		t.Fatalf("get --json: exit %d, %q", code, out)
+	}
+	if code, out, _ := runCLI("admin", "--addr", addr, "--json", "kv", "get", "absent"); code != 1 || !strings.Contains(out, `"found": false`) {
+		t.Fatalf("get of an absent key: exit %d, %q", code, out)
+	}
+	if code, _, stderr := runCLI("admin", "--addr", addr, "kv", "cas", "k1", "wrong", "v2"); code != 1 || !strings.Contains(stderr, "holds \"v1\"") {
+		t.Fatalf("cas mismatch: exit %d, %q", code, stderr)
+	}
+	if code, _, _ := runCLI("admin", "--addr", addr, "kv", "cas", "k1", "v1", "v2"); code != 0 {
+		t.Fatalf("cas match: exit %d", code)
+	}
+	if code, _, _ := runCLI("admin", "--addr", addr, "kv", "cas", "--absent", "k2", "new"); code != 0 {
+		t.Fatalf("cas --absent: exit %d", code)
+	}
+	code, out, _ = runCLI("admin", "--addr", addr, "ranges", "--json")
+	var rs []struct {
+		ID       uint64   `json:"id"`
+		Keyspace string   `json:"keyspace"`
+		Start    string   `json:"start"`
+		End      string   `json:"end"`
+		Ver      uint64   `json:"ver"`
+		Replicas []uint64 `json:"replicas"`
+		Leader   uint64   `json:"leader"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &rs) != nil || len(rs) != 4 {
+		t.Fatalf("ranges --json: exit %d, %q", code, out)
+	}
+	storeID := c.Nodes[0].Store().ID()
+	for _, r := range rs {
+		if r.Ver != 1 || len(r.Replicas) != 1 || r.Replicas[0] != storeID {
+			t.Errorf("range %+v, want ver 1 on store %d", r, storeID)
+		}
+	}
+	code, out, _ = runCLI("admin", "--addr", addr, "kv", "scan", "--json")
+	if code != 0 || !strings.Contains(out, `"k1"`) || !strings.Contains(out, `"k2"`) {
+		t.Fatalf("scan: exit %d, %q", code, out)
+	}
+	if code, out, _ := runCLI("admin", "--addr", addr, "cluster"); code != 0 || !strings.Contains(out, "store") {
+		t.Fatalf("cluster: exit %d, %q", code, out)
+	}
+	if code, _, stderr := runCLI("admin", "--addr", addr, "transfer-leader", "--range", "77", "--store", "1"); code != 1 || !strings.Contains(stderr, "unknown range") {
+		t.Fatalf("transfer-leader of an unknown range: exit %d, %q", code, stderr)
+	}
+}

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/bifrost-mq/bifrost/kvstore"
+	"github.com/bifrost-mq/bifrost/ranges"
+)
+
+// serverFlags are the flags of 'store' and 'standalone'. Each can also be set
+// by an environment variable BIFROST_<NAME> (dashes as underscores); a flag on
+// the command line wins.
+type serverFlags struct {
+	data, gossip, advertise, raft, grpc, http, join, name, logLevel, logFormat string
+	bootstrapExpect                                                            int
+	rttMs                                                                      uint64
+}
+
+func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
+	expect := 0
+	if standalone {
+		expect = 1
+	}
+	fs.StringVar(&f.data, "data", "./data", "data directory")
+	fs.StringVar(&f.gossip, "gossip", "127.0.0.1:7946", "gossip bind address (host:port)")
+	fs.StringVar(&f.advertise, "advertise", "", "gossip address peers dial (default: --gossip)")
+	fs.StringVar(&f.raft, "raft", "127.0.0.1:7947", "Raft address (host:port), reachable by peers")
+	fs.StringVar(&f.grpc, "grpc", "127.0.0.1:7948", "gRPC address (host:port), reachable by peers")
+	fs.StringVar(&f.http, "http", "127.0.0.1:8091", "admin HTTP address for /metrics and /healthz (empty: off)")
+	fs.StringVar(&f.join, "join", "", "comma-separated gossip addresses of members to join")
+	fs.StringVar(&f.name, "name", "", "gossip member name (default store-<id>)")
+	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", expect, "create the cluster once this many stores are members (0: join only)")
+	fs.Uint64Var(&f.rttMs, "raft-rtt-ms", 100, "Raft tick in milliseconds; elections take 10 ticks")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+}
+
+// applyEnv sets every flag not given on the command line from BIFROST_<NAME>.
+func applyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] || err != nil {
+			return
+		}
+		env := "BIFROST_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("invalid value %q for %s: %v", v, env, e)
+			}
+		}
+	})
+	return err
+}
+
+func (f *serverFlags) logger(stderr io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return nil, fmt.Errorf("invalid value %q for -log-level: want debug, info, warn or error", f.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch f.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("invalid value %q for -log-format: want text or json", f.logFormat)
+}
+
+func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (ranges.NodeConfig, error) {
+	for name, addr := range map[string]string{"-gossip": f.gossip, "-raft": f.raft, "-grpc": f.grpc} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for %s: want host:port", addr, name)
+		}
+	}
+	if f.http != "" {
+		if _, _, err := net.SplitHostPort(f.http); err != nil {
+			return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for -http: want host:port", f.http)
+		}
+	}
+	if f.bootstrapExpect < 0 {
+		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -bootstrap-expect: must be 0 or more", f.bootstrapExpect)
+	}
+	if f.rttMs < 5 || f.rttMs > 10000 {
+		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -raft-rtt-ms: want 5 to 10000", f.rttMs)
+	}
+	var join []string
+	for _, j := range strings.Split(f.join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			if _, _, err := net.SplitHostPort(j); err != nil {
+				return ranges.NodeConfig{}, fmt.Errorf("invalid address %q in -join: want host:port", j)
+			}
+			join = append(join, j)
+		}
+	}
+	data, err := filepath.Abs(f.data)
+	if err != nil {
+		return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for -data: %v", f.data, err)
+	}
+	return ranges.NodeConfig{
+		Store:           kvstore.Config{DataDir: data, RaftAddr: f.raft, RTTMillisecond: f.rttMs},
+		Name:            f.name,
+		GossipAddr:      f.gossip,
+		GossipAdvertise: f.advertise,
+		GRPCAddr:        f.grpc,
+		Join:            join,
+		BootstrapExpect: f.bootstrapExpect,
+		Logger:          log,
+		Registerer:      reg,
+	}, nil
+}
+
+func runServer(cmd string, args []string, stderr io.Writer) error {
+	fs := newFlagSet(cmd, stderr)
+	var f serverFlags
+	f.register(fs, cmd == "standalone")
+	if err := fs.Parse(args); err != nil {
+		return flagError(cmd, fs, err, stderr)
+	}
+	if fs.NArg() > 0 {
+		return usagef("bifrost %s: unexpected argument %q", cmd, fs.Arg(0))
+	}
+	if err := applyEnv(fs); err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg, err := f.nodeConfig(log, reg)
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	node, err := ranges.StartNode(cfg)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
+	var httpSrv *http.Server
+	if f.http != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-node.Bootstrapped():
+				fmt.Fprintln(w, "ok")
+			default:
+				http.Error(w, "waiting for the cluster to bootstrap", http.StatusServiceUnavailable)
+			}
+		})
+		lis, err := net.Listen("tcp", f.http)
+		if err != nil {
+			node.Close()
+			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: admin http listen on %s: %v", cmd, f.http, err)}
+		}
+		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := httpSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin http stopped", "err", err)
+			}
+		}()
+	}
+	log.Info("bifrost running", "mode", cmd, "grpc", node.GRPCAddr(), "http", f.http, "data", cfg.Store.DataDir)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	if httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = httpSrv.Shutdown(ctx)
+		cancel()
+	}
+	return node.Close()
+}
