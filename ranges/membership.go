@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -54,7 +55,12 @@ type MembershipConfig struct {
 
 // Membership is this process's view of the cluster through SWIM gossip.
 type Membership struct {
-	ml    *memberlist.Memberlist
+	ml *memberlist.Memberlist
+	// members is our copy of memberlist's view, kept by its event delegate:
+	// the *Node values memberlist hands out are mutated under its own lock, so
+	// reading them later races.
+	mu      sync.RWMutex
+	members map[string]Member
 	meta  func() MemberMeta
 	state func() []byte
 	merge func([]byte)
@@ -76,7 +82,7 @@ func NewMembership(cfg MembershipConfig, meta func() MemberMeta, state func() []
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Membership{meta: meta, state: state, merge: merge, log: cfg.Logger}
+	m := &Membership{meta: meta, state: state, merge: merge, log: cfg.Logger, members: map[string]Member{}}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Fast {
 		mc = memberlist.DefaultLocalConfig()
@@ -103,6 +109,7 @@ func NewMembership(cfg MembershipConfig, meta func() MemberMeta, state func() []
 		mc.PushPullInterval = 2 * time.Second
 	}
 	mc.Delegate = delegate{m}
+	mc.Events = events{m}
 	mc.Logger = log.New(&memberlistLog{cfg.Logger}, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -139,25 +146,37 @@ type Member struct {
 	Meta       MemberMeta
 }
 
-// Members lists the members memberlist knows, alive or suspect, by name.
+// Members lists the live members, by name.
 func (m *Membership) Members() []Member {
-	var out []Member
-	for _, n := range m.ml.Members() {
-		var meta MemberMeta
-		_ = json.Unmarshal(n.Meta, &meta)
-		st := "alive"
-		switch n.State {
-		case memberlist.StateSuspect:
-			st = "suspect"
-		case memberlist.StateDead:
-			st = "dead"
-		case memberlist.StateLeft:
-			st = "left"
-		}
-		out = append(out, Member{Name: n.Name, GossipAddr: n.Address(), State: st, Meta: meta})
+	m.mu.RLock()
+	out := make([]Member, 0, len(m.members))
+	for _, mem := range m.members {
+		out = append(out, mem)
 	}
+	m.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// events copies memberlist's node events into Membership.members. Memberlist
+// calls it with its node lock held, so the *Node is stable while we copy.
+type events struct{ m *Membership }
+
+func (e events) NotifyJoin(n *memberlist.Node)   { e.m.set(n) }
+func (e events) NotifyUpdate(n *memberlist.Node) { e.m.set(n) }
+func (e events) NotifyLeave(n *memberlist.Node) {
+	e.m.mu.Lock()
+	delete(e.m.members, n.Name)
+	e.m.mu.Unlock()
+}
+
+func (m *Membership) set(n *memberlist.Node) {
+	var meta MemberMeta
+	_ = json.Unmarshal(n.Meta, &meta)
+	mem := Member{Name: n.Name, GossipAddr: n.Address(), State: "alive", Meta: meta}
+	m.mu.Lock()
+	m.members[n.Name] = mem
+	m.mu.Unlock()
 }
 
 // Stores lists live store members.
