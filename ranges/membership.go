@@ -61,10 +61,10 @@ type Membership struct {
 	// reading them later races.
 	mu      sync.RWMutex
 	members map[string]Member
-	meta  func() MemberMeta
-	state func() []byte
-	merge func([]byte)
-	log   *slog.Logger
+	meta    func() MemberMeta
+	state   func() []byte
+	merge   func([]byte)
+	log     *slog.Logger
 }
 
 // NewMembership starts gossip. meta is asked for the local metadata whenever
