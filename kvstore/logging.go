@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/lni/dragonboat/v4/logger"
+
+	"github.com/bifrost-mq/bifrost/kvstore/internal/softsettings"
 )
 
 var dragonboatLoggingOnce sync.Once
@@ -72,4 +74,10 @@ func (l *dbLogger) Errorf(format string, args ...any) {
 func (l *dbLogger) Panicf(format string, args ...any) {
 	l.log.Error(fmt.Sprintf(format, args...))
 	panic(fmt.Sprintf(format, args...))
+}
+
+func init() {
+	// Dragonboat's settings package has read the trimmed soft settings by now
+	// (kvstore imports it); return to the caller's working directory.
+	softsettings.Restore()
 }
