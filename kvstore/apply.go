@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -16,11 +17,25 @@ import (
 // state give the same writes and results on every replica.
 type applier struct {
 	rangeID     uint64
+	replicaID   uint64
+	joined      bool
 	batch       *pebble.Batch
 	desc        *kvpb.RangeDescriptor
 	descChanged bool
 	maxIssuedMs int64
+	// sync asks for the batch to be fsynced (splits and merges: they write
+	// local boot records and tombstones that no log replays).
+	sync bool
+	// splits are the children created in this batch; merged the right
+	// ranges absorbed. The store acts on both after the batch commits.
+	splits []*kvpb.RangeDescriptor
+	merged []uint64
 }
+
+// errNoDescriptor stops a replica that joined a range and is asked to apply
+// data commands with no descriptor: it was given a log that does not start at
+// the range's beginning, and applying on would silently diverge.
+var errNoDescriptor = errors.New("replica has no descriptor but the log holds data commands: refusing to diverge")
 
 func (a *applier) setDesc(d *kvpb.RangeDescriptor) {
 	a.desc = d
@@ -52,6 +67,11 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 			}
 		}
 	}
+	if a.desc == nil && a.joined {
+		if _, isInit := cmd.Payload.(*kvpb.Command_Init); !isInit {
+			return nil, errNoDescriptor
+		}
+	}
 	res, err := a.applyPayload(cmd)
 	if err != nil {
 		return nil, err
@@ -76,6 +96,18 @@ func (a *applier) applyPayload(cmd *kvpb.Command) (*kvpb.CommandResult, error) {
 		return a.applyAddReplicaIntent(p.AddReplica), nil
 	case *kvpb.Command_SetReplicas:
 		return a.applySetReplicas(p.SetReplicas), nil
+	case *kvpb.Command_Split:
+		return a.applySplit(cmd.Ver, p.Split)
+	case *kvpb.Command_PrepareMerge:
+		return a.applyPrepareMerge(cmd.Ver, p.PrepareMerge), nil
+	case *kvpb.Command_CommitMerge:
+		return a.applyCommitMerge(cmd.Ver, p.CommitMerge)
+	case *kvpb.Command_FenceMerge:
+		return a.applyFence(cmd.Ver), nil
+	case *kvpb.Command_Unfreeze:
+		return a.applyUnfreeze(cmd.Ver), nil
+	case *kvpb.Command_AllocateIds:
+		return a.applyAllocate(p.AllocateIds)
 	default:
 		return badRequest("command without payload"), nil
 	}
@@ -161,6 +193,10 @@ func (a *applier) applyAddReplicaIntent(p *kvpb.AddReplicaIntent) *kvpb.CommandR
 	d := a.desc
 	if d == nil {
 		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_RANGE_NOT_READY}
+	}
+	if d.State != kvpb.RangeState_RANGE_STATE_NORMAL {
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED, Range: d,
+			Message: fmt.Sprintf("range %d is %s", d.Id, stateName(d.State))}
 	}
 	if d.Pending != nil {
 		if d.Pending.StoreId == p.StoreId {

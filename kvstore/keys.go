@@ -19,12 +19,14 @@ const (
 	metaApplied    byte = 'A'
 	metaDedupe     byte = 'R' // + request ID -> DedupeRecord
 	metaDedupeTime byte = 'T' // + issued ms (8 bytes) + request ID -> empty
+	metaNextID     byte = 'N' // range 1 only: the next range ID to allocate
 )
 
 // Local record kinds: 'l' + kind + ...
 const (
 	localBoot  byte = 'b' // + rangeID -> BootRecord
 	localIdent byte = 'i' // store identity
+	localTomb  byte = 't' // + rangeID -> Tombstone
 )
 
 // DataKey returns the engine key of a user key in a keyspace.
@@ -67,6 +69,12 @@ func metaSpan(rangeID uint64) (lo, hi []byte) {
 
 func localBootKey(rangeID uint64) []byte {
 	b := []byte{prefixLocal, localBoot, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint64(b[2:], rangeID)
+	return b
+}
+
+func localTombKey(rangeID uint64) []byte {
+	b := []byte{prefixLocal, localTomb, 0, 0, 0, 0, 0, 0, 0, 0}
 	binary.BigEndian.PutUint64(b[2:], rangeID)
 	return b
 }

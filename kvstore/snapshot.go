@@ -128,19 +128,14 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	if err := batch.DeleteRange(mlo, mhi, nil); err != nil {
 		return err
 	}
-	s.mu.RLock()
-	old := s.desc
-	s.mu.RUnlock()
+	// Only the snapshot's own span is replaced. Keys of an older, wider span
+	// (the range split since) may belong to a child replica that runs here;
+	// if none does they are unreachable, and the child's own snapshot
+	// replaces them when it comes.
 	var dlo, dhi []byte
 	if desc != nil {
 		dlo, dhi = dataSpan(desc)
 		if err := batch.DeleteRange(dlo, dhi, nil); err != nil {
-			return err
-		}
-	}
-	if old != nil {
-		olo, ohi := dataSpan(old)
-		if err := batch.DeleteRange(olo, ohi, nil); err != nil {
 			return err
 		}
 	}
@@ -181,6 +176,9 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	if s.metrics != nil {
 		s.metrics.snapshotsRecovered.Inc()
 		s.metrics.recovered.Add(1)
+	}
+	if desc != nil && s.onSnapshot != nil {
+		s.onSnapshot(desc)
 	}
 	if desc != nil && s.onDescriptor != nil {
 		s.onDescriptor(s.rangeID, desc)

@@ -5,13 +5,13 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/bifrost-mq/bifrost/kvstore/internal/softsettings"
+	"github.com/bifrost-mq/bifrost/kvstore/internal/dbinit"
 )
 
 // The trimmed Dragonboat settings are applied at init and the working
 // directory is the caller's again afterwards.
 func TestSoftSettingsAppliedAndWorkingDirRestored(t *testing.T) {
-	if !softsettings.Applied {
+	if !dbinit.Applied {
 		t.Fatal("trimmed soft settings were not put in place")
 	}
 	wd, err := os.Getwd()

@@ -32,8 +32,16 @@ type rangeStateMachine struct {
 	rangeID   uint64
 	replicaID uint64
 	metrics   *Metrics
+	// joined is set for a replica added to an existing range.
+	joined bool
 	// onDescriptor is called after a batch that changed the descriptor commits.
 	onDescriptor func(rangeID uint64, d *kvpb.RangeDescriptor)
+	// onSplit and onMerged are called after a batch that split the range or
+	// absorbed a right neighbour commits; onSnapshot after a snapshot is
+	// installed. They must not block: the store acts on another goroutine.
+	onSplit    func(child *kvpb.RangeDescriptor)
+	onMerged   func(rightID uint64)
+	onSnapshot func(d *kvpb.RangeDescriptor)
 
 	mu      sync.RWMutex
 	desc    *kvpb.RangeDescriptor
@@ -103,7 +111,7 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	batch := s.engine.db.NewIndexedBatch()
 	defer batch.Close()
 	s.mu.RLock()
-	a := applier{rangeID: s.rangeID, batch: batch, desc: s.desc}
+	a := applier{rangeID: s.rangeID, replicaID: s.replicaID, joined: s.joined, batch: batch, desc: s.desc}
 	s.mu.RUnlock()
 	for i := range entries {
 		res, err := a.apply(entries[i].Cmd)
@@ -133,8 +141,14 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		}
 	}
 	// No fsync: the Raft log is synced and replays what a crash loses; Sync()
-	// makes the engine durable before Dragonboat compacts that log.
-	if err := batch.Commit(pebble.NoSync); err != nil {
+	// makes the engine durable before Dragonboat compacts that log. Splits
+	// and merges sync: their local boot records and tombstones are not in
+	// any log.
+	opts := pebble.NoSync
+	if a.sync {
+		opts = pebble.Sync
+	}
+	if err := batch.Commit(opts); err != nil {
 		return nil, fmt.Errorf("range %d: commit apply batch: %w", s.rangeID, err)
 	}
 	s.mu.Lock()
@@ -143,6 +157,16 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if s.metrics != nil {
 		s.metrics.applyLatency.Observe(time.Since(start).Seconds())
 		s.metrics.appliedEntries.Add(float64(len(entries)))
+	}
+	for _, child := range a.splits {
+		if s.onSplit != nil {
+			s.onSplit(child)
+		}
+	}
+	for _, id := range a.merged {
+		if s.onMerged != nil {
+			s.onMerged(id)
+		}
 	}
 	if a.descChanged && s.onDescriptor != nil {
 		s.onDescriptor(s.rangeID, a.desc)

@@ -105,6 +105,12 @@ type Store struct {
 	replicas map[uint64]*rangeStateMachine
 	leaders  map[uint64]raftio.LeaderInfo
 	watchers []func(rangeID uint64)
+
+	// Background work (starting split children, retiring merged ranges) is
+	// owned by the store and stopped by Close.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
 }
 
 // Open opens the store in cfg.DataDir and restarts every replica that has a
@@ -135,6 +141,7 @@ func Open(cfg Config) (*Store, error) {
 		replicas: map[uint64]*rangeStateMachine{},
 		leaders:  map[uint64]raftio.LeaderInfo{},
 	}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders)
 	nhc := config.NodeHostConfig{
 		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
@@ -170,6 +177,8 @@ func Open(cfg Config) (*Store, error) {
 
 // Close stops every replica and closes the engine.
 func (s *Store) Close() error {
+	s.bgCancel()
+	s.bg.Wait()
 	if s.nh != nil {
 		s.nh.Close()
 	}
@@ -211,10 +220,24 @@ func (s *Store) StartReplica(boot *kvpb.BootRecord) error {
 		}
 		return fmt.Errorf("store already runs replica %d of range %d", r.replicaID, boot.RangeId)
 	}
+	if _, tomb, err := get(s.engine.db, localTombKey(boot.RangeId)); err != nil {
+		return err
+	} else if tomb {
+		return fmt.Errorf("range %d was merged away on this store", boot.RangeId)
+	}
 	if err := s.engine.putBoot(boot); err != nil {
 		return err
 	}
 	return s.start(boot)
+}
+
+// goBackground runs f on a goroutine that Close waits for.
+func (s *Store) goBackground(f func(ctx context.Context)) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f(s.bgCtx)
+	}()
 }
 
 func (s *Store) start(boot *kvpb.BootRecord) error {
@@ -230,8 +253,9 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 	}
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		r := &rangeStateMachine{
-			engine: s.engine, rangeID: shardID, replicaID: replicaID,
+			engine: s.engine, rangeID: shardID, replicaID: replicaID, joined: boot.Join,
 			metrics: s.metrics, onDescriptor: s.descriptorChanged,
+			onSplit: s.splitApplied, onMerged: s.mergeApplied, onSnapshot: s.snapshotInstalled,
 		}
 		s.mu.Lock()
 		s.replicas[shardID] = r
@@ -252,6 +276,9 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 			return nil
 		}
 		return err
+	}
+	if boot.CompactOnStart {
+		s.goBackground(func(ctx context.Context) { s.compactNewRange(ctx, boot) })
 	}
 	return nil
 }
@@ -489,19 +516,8 @@ func (s *Store) DestroyReplica(ctx context.Context, rangeID, replicaID uint64) e
 	delete(s.replicas, rangeID)
 	delete(s.leaders, rangeID)
 	s.mu.Unlock()
-	for {
-		err := s.nh.SyncRemoveData(ctx, rangeID, replicaID)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, dragonboat.ErrShardNotStopped) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := s.removeRaftData(ctx, rangeID, replicaID); err != nil {
+		return err
 	}
 	return s.engine.deleteRangeState(rangeID, desc)
 }

@@ -38,6 +38,12 @@ type NodeConfig struct {
 	// ReconcileInterval is how often a leader checks its ranges' replica
 	// lists against Raft. Default 5s.
 	ReconcileInterval time.Duration
+	// MergeResolveAfter is how long a range may stay frozen for a merge
+	// before its leader finishes or rolls back the merge itself. Default 10s.
+	MergeResolveAfter time.Duration
+	// Failpoint, for tests only, is called at the steps of split and merge
+	// named by the Fail* constants; an error abandons the operation there.
+	Failpoint func(step string) error
 	// FastGossip tunes memberlist for loopback tests.
 	FastGossip bool
 	Logger     *slog.Logger
@@ -95,6 +101,9 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	}
 	if cfg.ReconcileInterval == 0 {
 		cfg.ReconcileInterval = 5 * time.Second
+	}
+	if cfg.MergeResolveAfter == 0 {
+		cfg.MergeResolveAfter = mergeResolveAfter
 	}
 	cfg.Store.Logger = cfg.Logger
 	cfg.Store.Registerer = cfg.Registerer

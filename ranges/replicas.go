@@ -257,7 +257,22 @@ const pendingGrace = 30 * time.Second
 func (n *Node) reconcileLoop() {
 	t := time.NewTicker(n.cfg.ReconcileInterval)
 	defer t.Stop()
-	pendingSince := map[uint64]time.Time{}
+	// Keyed by range and by the pending replica's ID or the frozen
+	// descriptor's version, so that a new change is never mistaken for an
+	// old one the loop did not see end.
+	type seen struct {
+		id    uint64
+		since time.Time
+	}
+	pendingSince := map[uint64]seen{}
+	frozenSince := map[uint64]seen{}
+	age := func(m map[uint64]seen, rangeID, id uint64) time.Duration {
+		if s, ok := m[rangeID]; ok && s.id == id {
+			return time.Since(s.since)
+		}
+		m[rangeID] = seen{id: id, since: time.Now()}
+		return 0
+	}
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -268,13 +283,20 @@ func (n *Node) reconcileLoop() {
 			if r.Descriptor == nil || !n.store.IsLeader(r.RangeID) {
 				continue
 			}
-			clear := false
-			if r.Descriptor.Pending != nil {
-				since, ok := pendingSince[r.RangeID]
-				if !ok {
-					pendingSince[r.RangeID] = time.Now()
+			if r.Descriptor.State == kvpb.RangeState_RANGE_STATE_FROZEN {
+				if age(frozenSince, r.RangeID, r.Descriptor.Ver) >= n.cfg.MergeResolveAfter {
+					ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+					if _, err := n.resolveMerge(ctx, r.Descriptor); err != nil {
+						n.log.Warn("resolve interrupted merge", "range", r.RangeID, "err", err)
+					}
+					cancel()
 				}
-				clear = ok && time.Since(since) > pendingGrace
+			} else {
+				delete(frozenSince, r.RangeID)
+			}
+			clear := false
+			if p := r.Descriptor.Pending; p != nil {
+				clear = age(pendingSince, r.RangeID, p.ReplicaId) > pendingGrace
 			} else {
 				delete(pendingSince, r.RangeID)
 			}

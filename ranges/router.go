@@ -116,15 +116,34 @@ func (r *Router) Read(ctx context.Context, ks kvpb.Keyspace, key []byte, stale b
 }
 
 // ProposeTo proposes a command to a range by ID (admin commands that are not
-// routed by key). The command's Ver is left as given.
+// routed by key). The command's Ver is left as given; a version mismatch is
+// returned as an *EpochNotMatchError, not retried.
 func (r *Router) ProposeTo(ctx context.Context, rangeID uint64, cmd *kvpb.Command) (*kvpb.CommandResult, error) {
+	return r.executeOn(ctx, rangeID, &rangespb.ExecuteRequest{RangeId: rangeID, Request: &rangespb.ExecuteRequest_Command{Command: cmd}})
+}
+
+// Descriptor reads a range's descriptor by ID, linearizably.
+func (r *Router) Descriptor(ctx context.Context, rangeID uint64) (*kvpb.RangeDescriptor, error) {
+	res, err := r.executeOn(ctx, rangeID, &rangespb.ExecuteRequest{RangeId: rangeID,
+		Request: &rangespb.ExecuteRequest_Query{Query: &kvpb.Query{DescriptorOnly: true}}})
+	if err != nil {
+		return nil, err
+	}
+	r.table.Update(&rangespb.RangeInfo{Range: res.Range})
+	return res.Range, nil
+}
+
+func (r *Router) executeOn(ctx context.Context, rangeID uint64, req *rangespb.ExecuteRequest) (*kvpb.CommandResult, error) {
 	route := r.table.Get(rangeID)
+	if route == nil && r.refresher != nil {
+		_ = r.refresher.Refresh(ctx)
+		route = r.table.Get(rangeID)
+	}
 	if route == nil {
 		return nil, fmt.Errorf("range %d: %w", rangeID, ErrUnknownRange)
 	}
 	ctx, cancel := r.withTimeout(ctx)
 	defer cancel()
-	req := &rangespb.ExecuteRequest{RangeId: rangeID, Request: &rangespb.ExecuteRequest_Command{Command: cmd}}
 	return r.attemptAll(ctx, func() (*Route, *rangespb.ExecuteRequest) {
 		if rt := r.table.Get(rangeID); rt != nil {
 			route = rt
@@ -196,7 +215,12 @@ func (r *Router) attemptAll(ctx context.Context, next func() (*Route, *rangespb.
 			if isTimeout(err) {
 				reason = "timeout"
 			} else if isNotHere(err) {
+				// The store has no replica any more (removed, or merged away):
+				// the table is stale.
 				reason = "not_here"
+				if r.refresher != nil {
+					_ = r.refresher.Refresh(ctx)
+				}
 			}
 			// Let another replica answer next; the request ID makes a retry
 			// of a write that did apply harmless.
@@ -218,10 +242,15 @@ func (r *Router) attemptAll(ctx context.Context, next func() (*Route, *rangespb.
 			if !keyed {
 				return nil, lastErr
 			}
-			if r.refresher != nil && res.Range != nil && res.Range.Ver <= route.Desc.Ver && res.Status == kvpb.Status_STATUS_KEY_NOT_IN_RANGE {
+			// The reply names only the refusing range. Where the key went (a
+			// split child, a merged left neighbour) comes from the others.
+			if r.refresher != nil && (res.Range == nil || res.Range.State != kvpb.RangeState_RANGE_STATE_NORMAL ||
+				!kvstore.ContainsKey(res.Range, keyOf(req))) {
 				_ = r.refresher.Refresh(ctx)
 			}
-			backoff = r.cfg.MinBackoff
+			if res.Range == nil || res.Range.State == kvpb.RangeState_RANGE_STATE_NORMAL {
+				backoff = r.cfg.MinBackoff
+			}
 			continue
 		case kvpb.Status_STATUS_RANGE_NOT_READY:
 			r.retries.WithLabelValues("not_ready").Inc()
@@ -268,4 +297,40 @@ func isTimeout(err error) bool {
 
 func isNotHere(err error) bool {
 	return errors.Is(err, kvstore.ErrRangeNotFound) || status.Code(err) == codes.NotFound
+}
+
+// keyOf returns the first key a request routes by (nil for scans from the start).
+func keyOf(req *rangespb.ExecuteRequest) []byte {
+	var ops []*kvpb.Op
+	switch r := req.Request.(type) {
+	case *rangespb.ExecuteRequest_Command:
+		ops = r.Command.GetWrite().GetOps()
+	case *rangespb.ExecuteRequest_Query:
+		ops = r.Query.Ops
+	}
+	for _, op := range ops {
+		switch o := op.Op.(type) {
+		case *kvpb.Op_Scan:
+			return o.Scan.Start
+		default:
+			if k, _ := opKey(op); k != nil {
+				return k
+			}
+		}
+	}
+	return nil
+}
+
+func opKey(op *kvpb.Op) ([]byte, bool) {
+	switch o := op.Op.(type) {
+	case *kvpb.Op_Get:
+		return o.Get.Key, true
+	case *kvpb.Op_Put:
+		return o.Put.Key, true
+	case *kvpb.Op_Delete:
+		return o.Delete.Key, true
+	case *kvpb.Op_Cas:
+		return o.Cas.Key, true
+	}
+	return nil, false
 }

@@ -283,3 +283,46 @@ func (s *adminServer) forward(ctx context.Context, rangeID uint64, call func(ran
 	}
 	return nil, status.Error(codes.Unavailable, fmt.Sprintf("no replica of range %d answered: %v", rangeID, lastErr))
 }
+
+func (s *storeServer) ReplicaDescriptor(ctx context.Context, req *rangespb.ReplicaDescriptorRequest) (*rangespb.ReplicaDescriptorResponse, error) {
+	d, err := s.n.store.Descriptor(req.RangeId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if d == nil {
+		return nil, status.Errorf(codes.Unavailable, "range %d has no descriptor yet", req.RangeId)
+	}
+	return &rangespb.ReplicaDescriptorResponse{Range: d}, nil
+}
+
+func (s *adminServer) Split(ctx context.Context, req *rangespb.SplitRequest) (*rangespb.SplitResponse, error) {
+	if len(req.Key) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "split needs a key")
+	}
+	rangeID := req.RangeId
+	if rangeID == 0 {
+		ks, err := ParseKeyspace(req.Keyspace)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		_ = s.n.Refresh(ctx)
+		route := s.n.table.Lookup(ks, req.Key)
+		if route == nil {
+			return nil, toStatus(fmt.Errorf("%w: keyspace %s", ErrNoRange, req.Keyspace))
+		}
+		rangeID = route.Desc.Id
+	}
+	left, right, err := s.n.Split(ctx, rangeID, req.Key)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &rangespb.SplitResponse{Left: left, Right: right}, nil
+}
+
+func (s *adminServer) Merge(ctx context.Context, req *rangespb.MergeRequest) (*rangespb.MergeResponse, error) {
+	d, err := s.n.Merge(ctx, req.RangeId)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &rangespb.MergeResponse{Range: d}, nil
+}

@@ -145,6 +145,8 @@ const (
 	Status_STATUS_BAD_REQUEST         Status = 3
 	Status_STATUS_RANGE_NOT_READY     Status = 4
 	Status_STATUS_CONF_CHANGE_REFUSED Status = 5
+	// A split or merge was refused; message says why.
+	Status_STATUS_SPLIT_MERGE_REFUSED Status = 6
 )
 
 // Enum value maps for Status.
@@ -156,6 +158,7 @@ var (
 		3: "STATUS_BAD_REQUEST",
 		4: "STATUS_RANGE_NOT_READY",
 		5: "STATUS_CONF_CHANGE_REFUSED",
+		6: "STATUS_SPLIT_MERGE_REFUSED",
 	}
 	Status_value = map[string]int32{
 		"STATUS_OK":                  0,
@@ -164,6 +167,7 @@ var (
 		"STATUS_BAD_REQUEST":         3,
 		"STATUS_RANGE_NOT_READY":     4,
 		"STATUS_CONF_CHANGE_REFUSED": 5,
+		"STATUS_SPLIT_MERGE_REFUSED": 6,
 	}
 )
 
@@ -272,7 +276,9 @@ type RangeDescriptor struct {
 	// next_replica_id is the next replica ID to hand out; replica IDs are never reused.
 	NextReplicaId uint64 `protobuf:"varint,9,opt,name=next_replica_id,json=nextReplicaId,proto3" json:"next_replica_id,omitempty"`
 	// pending is a replica being added, announced before Raft's config change.
-	Pending       *Replica `protobuf:"bytes,10,opt,name=pending,proto3" json:"pending,omitempty"`
+	Pending *Replica `protobuf:"bytes,10,opt,name=pending,proto3" json:"pending,omitempty"`
+	// merge is set while the range is frozen to be merged into its left neighbour.
+	Merge         *MergeIntent `protobuf:"bytes,11,opt,name=merge,proto3" json:"merge,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -377,6 +383,67 @@ func (x *RangeDescriptor) GetPending() *Replica {
 	return nil
 }
 
+func (x *RangeDescriptor) GetMerge() *MergeIntent {
+	if x != nil {
+		return x.Merge
+	}
+	return nil
+}
+
+type MergeIntent struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	LeftId uint64                 `protobuf:"varint,1,opt,name=left_id,json=leftId,proto3" json:"left_id,omitempty"`
+	// left_ver is the left range's ver the merge was planned at; fencing the
+	// left range bumps it, so the merge can no longer commit.
+	LeftVer       uint64 `protobuf:"varint,2,opt,name=left_ver,json=leftVer,proto3" json:"left_ver,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeIntent) Reset() {
+	*x = MergeIntent{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeIntent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeIntent) ProtoMessage() {}
+
+func (x *MergeIntent) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeIntent.ProtoReflect.Descriptor instead.
+func (*MergeIntent) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MergeIntent) GetLeftId() uint64 {
+	if x != nil {
+		return x.LeftId
+	}
+	return 0
+}
+
+func (x *MergeIntent) GetLeftVer() uint64 {
+	if x != nil {
+		return x.LeftVer
+	}
+	return 0
+}
+
 type KVPair struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -387,7 +454,7 @@ type KVPair struct {
 
 func (x *KVPair) Reset() {
 	*x = KVPair{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[2]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +466,7 @@ func (x *KVPair) String() string {
 func (*KVPair) ProtoMessage() {}
 
 func (x *KVPair) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[2]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +479,7 @@ func (x *KVPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KVPair.ProtoReflect.Descriptor instead.
 func (*KVPair) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{2}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *KVPair) GetKey() []byte {
@@ -446,7 +513,7 @@ type Op struct {
 
 func (x *Op) Reset() {
 	*x = Op{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[3]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +525,7 @@ func (x *Op) String() string {
 func (*Op) ProtoMessage() {}
 
 func (x *Op) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[3]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +538,7 @@ func (x *Op) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Op.ProtoReflect.Descriptor instead.
 func (*Op) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{3}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Op) GetOp() isOp_Op {
@@ -569,7 +636,7 @@ type GetOp struct {
 
 func (x *GetOp) Reset() {
 	*x = GetOp{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[4]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +648,7 @@ func (x *GetOp) String() string {
 func (*GetOp) ProtoMessage() {}
 
 func (x *GetOp) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[4]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +661,7 @@ func (x *GetOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOp.ProtoReflect.Descriptor instead.
 func (*GetOp) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{4}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetOp) GetKey() []byte {
@@ -614,7 +681,7 @@ type PutOp struct {
 
 func (x *PutOp) Reset() {
 	*x = PutOp{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +693,7 @@ func (x *PutOp) String() string {
 func (*PutOp) ProtoMessage() {}
 
 func (x *PutOp) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +706,7 @@ func (x *PutOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutOp.ProtoReflect.Descriptor instead.
 func (*PutOp) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{5}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutOp) GetKey() []byte {
@@ -665,7 +732,7 @@ type DeleteOp struct {
 
 func (x *DeleteOp) Reset() {
 	*x = DeleteOp{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +744,7 @@ func (x *DeleteOp) String() string {
 func (*DeleteOp) ProtoMessage() {}
 
 func (x *DeleteOp) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +757,7 @@ func (x *DeleteOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOp.ProtoReflect.Descriptor instead.
 func (*DeleteOp) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteOp) GetKey() []byte {
@@ -715,7 +782,7 @@ type CasOp struct {
 
 func (x *CasOp) Reset() {
 	*x = CasOp{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +794,7 @@ func (x *CasOp) String() string {
 func (*CasOp) ProtoMessage() {}
 
 func (x *CasOp) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +807,7 @@ func (x *CasOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasOp.ProtoReflect.Descriptor instead.
 func (*CasOp) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CasOp) GetKey() []byte {
@@ -790,7 +857,7 @@ type ScanOp struct {
 
 func (x *ScanOp) Reset() {
 	*x = ScanOp{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +869,7 @@ func (x *ScanOp) String() string {
 func (*ScanOp) ProtoMessage() {}
 
 func (x *ScanOp) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +882,7 @@ func (x *ScanOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanOp.ProtoReflect.Descriptor instead.
 func (*ScanOp) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ScanOp) GetStart() []byte {
@@ -855,7 +922,7 @@ type OpResult struct {
 
 func (x *OpResult) Reset() {
 	*x = OpResult{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +934,7 @@ func (x *OpResult) String() string {
 func (*OpResult) ProtoMessage() {}
 
 func (x *OpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +947,7 @@ func (x *OpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpResult.ProtoReflect.Descriptor instead.
 func (*OpResult) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OpResult) GetFound() bool {
@@ -940,6 +1007,12 @@ type Command struct {
 	//	*Command_AddReplica
 	//	*Command_SetReplicas
 	//	*Command_Init
+	//	*Command_Split
+	//	*Command_PrepareMerge
+	//	*Command_CommitMerge
+	//	*Command_FenceMerge
+	//	*Command_Unfreeze
+	//	*Command_AllocateIds
 	Payload       isCommand_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -947,7 +1020,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1032,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1045,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Command) GetRequestId() []byte {
@@ -1039,6 +1112,60 @@ func (x *Command) GetInit() *InitRange {
 	return nil
 }
 
+func (x *Command) GetSplit() *Split {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_Split); ok {
+			return x.Split
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetPrepareMerge() *PrepareMerge {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_PrepareMerge); ok {
+			return x.PrepareMerge
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCommitMerge() *CommitMerge {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_CommitMerge); ok {
+			return x.CommitMerge
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFenceMerge() *FenceMerge {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_FenceMerge); ok {
+			return x.FenceMerge
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUnfreeze() *Unfreeze {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_Unfreeze); ok {
+			return x.Unfreeze
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAllocateIds() *AllocateIDs {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_AllocateIds); ok {
+			return x.AllocateIds
+		}
+	}
+	return nil
+}
+
 type isCommand_Payload interface {
 	isCommand_Payload()
 }
@@ -1059,6 +1186,30 @@ type Command_Init struct {
 	Init *InitRange `protobuf:"bytes,13,opt,name=init,proto3,oneof"`
 }
 
+type Command_Split struct {
+	Split *Split `protobuf:"bytes,14,opt,name=split,proto3,oneof"`
+}
+
+type Command_PrepareMerge struct {
+	PrepareMerge *PrepareMerge `protobuf:"bytes,15,opt,name=prepare_merge,json=prepareMerge,proto3,oneof"`
+}
+
+type Command_CommitMerge struct {
+	CommitMerge *CommitMerge `protobuf:"bytes,16,opt,name=commit_merge,json=commitMerge,proto3,oneof"`
+}
+
+type Command_FenceMerge struct {
+	FenceMerge *FenceMerge `protobuf:"bytes,17,opt,name=fence_merge,json=fenceMerge,proto3,oneof"`
+}
+
+type Command_Unfreeze struct {
+	Unfreeze *Unfreeze `protobuf:"bytes,18,opt,name=unfreeze,proto3,oneof"`
+}
+
+type Command_AllocateIds struct {
+	AllocateIds *AllocateIDs `protobuf:"bytes,19,opt,name=allocate_ids,json=allocateIds,proto3,oneof"`
+}
+
 func (*Command_Write) isCommand_Payload() {}
 
 func (*Command_AddReplica) isCommand_Payload() {}
@@ -1066,6 +1217,18 @@ func (*Command_AddReplica) isCommand_Payload() {}
 func (*Command_SetReplicas) isCommand_Payload() {}
 
 func (*Command_Init) isCommand_Payload() {}
+
+func (*Command_Split) isCommand_Payload() {}
+
+func (*Command_PrepareMerge) isCommand_Payload() {}
+
+func (*Command_CommitMerge) isCommand_Payload() {}
+
+func (*Command_FenceMerge) isCommand_Payload() {}
+
+func (*Command_Unfreeze) isCommand_Payload() {}
+
+func (*Command_AllocateIds) isCommand_Payload() {}
 
 type WriteBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1076,7 +1239,7 @@ type WriteBatch struct {
 
 func (x *WriteBatch) Reset() {
 	*x = WriteBatch{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1251,7 @@ func (x *WriteBatch) String() string {
 func (*WriteBatch) ProtoMessage() {}
 
 func (x *WriteBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1264,7 @@ func (x *WriteBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
 func (*WriteBatch) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{11}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WriteBatch) GetOps() []*Op {
@@ -1122,7 +1285,7 @@ type AddReplicaIntent struct {
 
 func (x *AddReplicaIntent) Reset() {
 	*x = AddReplicaIntent{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1297,7 @@ func (x *AddReplicaIntent) String() string {
 func (*AddReplicaIntent) ProtoMessage() {}
 
 func (x *AddReplicaIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1310,7 @@ func (x *AddReplicaIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddReplicaIntent.ProtoReflect.Descriptor instead.
 func (*AddReplicaIntent) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{12}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AddReplicaIntent) GetStoreId() uint64 {
@@ -1175,7 +1338,7 @@ type SetReplicas struct {
 
 func (x *SetReplicas) Reset() {
 	*x = SetReplicas{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[13]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1350,7 @@ func (x *SetReplicas) String() string {
 func (*SetReplicas) ProtoMessage() {}
 
 func (x *SetReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[13]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1363,7 @@ func (x *SetReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicas.ProtoReflect.Descriptor instead.
 func (*SetReplicas) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{13}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetReplicas) GetConfVer() uint64 {
@@ -1217,6 +1380,279 @@ func (x *SetReplicas) GetReplicas() []*Replica {
 	return nil
 }
 
+// Split ends the range at key and creates range new_range_id for [key, end)
+// with the same replicas. No data moves.
+type Split struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	NewRangeId    uint64                 `protobuf:"varint,2,opt,name=new_range_id,json=newRangeId,proto3" json:"new_range_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Split) Reset() {
+	*x = Split{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Split) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Split) ProtoMessage() {}
+
+func (x *Split) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Split.ProtoReflect.Descriptor instead.
+func (*Split) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Split) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Split) GetNewRangeId() uint64 {
+	if x != nil {
+		return x.NewRangeId
+	}
+	return 0
+}
+
+// PrepareMerge freezes a range (the right side of a merge): every later read
+// or write of it is refused until it is merged or unfrozen.
+type PrepareMerge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Intent        *MergeIntent           `protobuf:"bytes,1,opt,name=intent,proto3" json:"intent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareMerge) Reset() {
+	*x = PrepareMerge{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareMerge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareMerge) ProtoMessage() {}
+
+func (x *PrepareMerge) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareMerge.ProtoReflect.Descriptor instead.
+func (*PrepareMerge) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PrepareMerge) GetIntent() *MergeIntent {
+	if x != nil {
+		return x.Intent
+	}
+	return nil
+}
+
+// CommitMerge extends the left range over its frozen right neighbour.
+type CommitMerge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Right         *RangeDescriptor       `protobuf:"bytes,1,opt,name=right,proto3" json:"right,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommitMerge) Reset() {
+	*x = CommitMerge{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommitMerge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommitMerge) ProtoMessage() {}
+
+func (x *CommitMerge) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommitMerge.ProtoReflect.Descriptor instead.
+func (*CommitMerge) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CommitMerge) GetRight() *RangeDescriptor {
+	if x != nil {
+		return x.Right
+	}
+	return nil
+}
+
+// FenceMerge bumps the left range's ver so that a planned merge can never commit.
+type FenceMerge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RightId       uint64                 `protobuf:"varint,1,opt,name=right_id,json=rightId,proto3" json:"right_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FenceMerge) Reset() {
+	*x = FenceMerge{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FenceMerge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FenceMerge) ProtoMessage() {}
+
+func (x *FenceMerge) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FenceMerge.ProtoReflect.Descriptor instead.
+func (*FenceMerge) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *FenceMerge) GetRightId() uint64 {
+	if x != nil {
+		return x.RightId
+	}
+	return 0
+}
+
+// Unfreeze returns a frozen range to normal after its merge was fenced.
+type Unfreeze struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Unfreeze) Reset() {
+	*x = Unfreeze{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Unfreeze) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Unfreeze) ProtoMessage() {}
+
+func (x *Unfreeze) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Unfreeze.ProtoReflect.Descriptor instead.
+func (*Unfreeze) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{19}
+}
+
+// AllocateIDs hands out count cluster-unique range IDs. Only range 1, which
+// starts the kv keyspace and so is never the right side of a merge, serves it.
+type AllocateIDs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocateIDs) Reset() {
+	*x = AllocateIDs{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocateIDs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocateIDs) ProtoMessage() {}
+
+func (x *AllocateIDs) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocateIDs.ProtoReflect.Descriptor instead.
+func (*AllocateIDs) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AllocateIDs) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // InitRange writes the first descriptor of a range created at bootstrap.
 type InitRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1227,7 +1663,7 @@ type InitRange struct {
 
 func (x *InitRange) Reset() {
 	*x = InitRange{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[14]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1239,7 +1675,7 @@ func (x *InitRange) String() string {
 func (*InitRange) ProtoMessage() {}
 
 func (x *InitRange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[14]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1252,7 +1688,7 @@ func (x *InitRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRange.ProtoReflect.Descriptor instead.
 func (*InitRange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{14}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InitRange) GetRange() *RangeDescriptor {
@@ -1263,19 +1699,23 @@ func (x *InitRange) GetRange() *RangeDescriptor {
 }
 
 type CommandResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=bifrost.kv.Status" json:"status,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	Range         *RangeDescriptor       `protobuf:"bytes,3,opt,name=range,proto3" json:"range,omitempty"`
-	Results       []*OpResult            `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
-	ReplicaId     uint64                 `protobuf:"varint,5,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Status    Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=bifrost.kv.Status" json:"status,omitempty"`
+	Message   string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Range     *RangeDescriptor       `protobuf:"bytes,3,opt,name=range,proto3" json:"range,omitempty"`
+	Results   []*OpResult            `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	ReplicaId uint64                 `protobuf:"varint,5,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	// allocated is the first of the IDs an AllocateIDs handed out.
+	Allocated uint64 `protobuf:"varint,6,opt,name=allocated,proto3" json:"allocated,omitempty"`
+	// split_child is the descriptor a split created.
+	SplitChild    *RangeDescriptor `protobuf:"bytes,7,opt,name=split_child,json=splitChild,proto3" json:"split_child,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[15]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1727,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[15]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1740,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{15}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CommandResult) GetStatus() Status {
@@ -1338,6 +1778,20 @@ func (x *CommandResult) GetReplicaId() uint64 {
 	return 0
 }
 
+func (x *CommandResult) GetAllocated() uint64 {
+	if x != nil {
+		return x.Allocated
+	}
+	return 0
+}
+
+func (x *CommandResult) GetSplitChild() *RangeDescriptor {
+	if x != nil {
+		return x.SplitChild
+	}
+	return nil
+}
+
 // Query is a read served by Lookup after a ReadIndex (or stale).
 type Query struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1350,7 +1804,7 @@ type Query struct {
 
 func (x *Query) Reset() {
 	*x = Query{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[16]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1816,7 @@ func (x *Query) String() string {
 func (*Query) ProtoMessage() {}
 
 func (x *Query) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[16]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1829,7 @@ func (x *Query) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Query.ProtoReflect.Descriptor instead.
 func (*Query) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{16}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Query) GetVer() uint64 {
@@ -1410,7 +1864,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[17]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1876,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[17]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1889,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{17}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DedupeRecord) GetIssuedUnixMs() int64 {
@@ -1459,13 +1913,17 @@ type BootRecord struct {
 	ReplicaId      uint64                 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	Join           bool                   `protobuf:"varint,3,opt,name=join,proto3" json:"join,omitempty"`
 	InitialMembers map[uint64]string      `protobuf:"bytes,4,rep,name=initial_members,json=initialMembers,proto3" json:"initial_members,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// compact_on_start asks the store to compact the replica's Raft log as soon
+	// as it starts (a range created by a split), so that a replica added later
+	// gets a snapshot and never replays the bootstrap log onto empty state.
+	CompactOnStart bool `protobuf:"varint,5,opt,name=compact_on_start,json=compactOnStart,proto3" json:"compact_on_start,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BootRecord) Reset() {
 	*x = BootRecord{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[18]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1935,7 @@ func (x *BootRecord) String() string {
 func (*BootRecord) ProtoMessage() {}
 
 func (x *BootRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[18]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1948,7 @@ func (x *BootRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootRecord.ProtoReflect.Descriptor instead.
 func (*BootRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{18}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BootRecord) GetRangeId() uint64 {
@@ -1521,6 +1979,66 @@ func (x *BootRecord) GetInitialMembers() map[uint64]string {
 	return nil
 }
 
+func (x *BootRecord) GetCompactOnStart() bool {
+	if x != nil {
+		return x.CompactOnStart
+	}
+	return false
+}
+
+// Tombstone marks a range retired by a merge on this store.
+type Tombstone struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	ReplicaId     uint64                 `protobuf:"varint,2,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tombstone) Reset() {
+	*x = Tombstone{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tombstone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tombstone) ProtoMessage() {}
+
+func (x *Tombstone) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
+func (*Tombstone) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Tombstone) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *Tombstone) GetReplicaId() uint64 {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return 0
+}
+
 var File_kvstore_kvpb_kv_proto protoreflect.FileDescriptor
 
 const file_kvstore_kvpb_kv_proto_rawDesc = "" +
@@ -1531,7 +2049,7 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"replica_id\x18\x01 \x01(\x04R\treplicaId\x12\x19\n" +
 	"\bstore_id\x18\x02 \x01(\x04R\astoreId\x12\x1b\n" +
-	"\traft_addr\x18\x03 \x01(\tR\braftAddr\"\xde\x02\n" +
+	"\traft_addr\x18\x03 \x01(\tR\braftAddr\"\x8d\x03\n" +
 	"\x0fRangeDescriptor\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x120\n" +
 	"\bkeyspace\x18\x02 \x01(\x0e2\x14.bifrost.kv.KeyspaceR\bkeyspace\x12\x14\n" +
@@ -1543,7 +2061,11 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\x05state\x18\b \x01(\x0e2\x16.bifrost.kv.RangeStateR\x05state\x12&\n" +
 	"\x0fnext_replica_id\x18\t \x01(\x04R\rnextReplicaId\x12-\n" +
 	"\apending\x18\n" +
-	" \x01(\v2\x13.bifrost.kv.ReplicaR\apending\"0\n" +
+	" \x01(\v2\x13.bifrost.kv.ReplicaR\apending\x12-\n" +
+	"\x05merge\x18\v \x01(\v2\x17.bifrost.kv.MergeIntentR\x05merge\"A\n" +
+	"\vMergeIntent\x12\x17\n" +
+	"\aleft_id\x18\x01 \x01(\x04R\x06leftId\x12\x19\n" +
+	"\bleft_ver\x18\x02 \x01(\x04R\aleftVer\"0\n" +
 	"\x06KVPair\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"\xd9\x01\n" +
@@ -1577,7 +2099,7 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\x06cas_ok\x18\x03 \x01(\bR\x05casOk\x12(\n" +
 	"\x05pairs\x18\x04 \x03(\v2\x12.bifrost.kv.KVPairR\x05pairs\x12\x12\n" +
 	"\x04more\x18\x05 \x01(\bR\x04more\x12\x19\n" +
-	"\bnext_key\x18\x06 \x01(\fR\anextKey\"\xc7\x02\n" +
+	"\bnext_key\x18\x06 \x01(\fR\anextKey\"\x9e\x05\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\fR\trequestId\x12\x10\n" +
@@ -1588,7 +2110,14 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\vadd_replica\x18\v \x01(\v2\x1c.bifrost.kv.AddReplicaIntentH\x00R\n" +
 	"addReplica\x12<\n" +
 	"\fset_replicas\x18\f \x01(\v2\x17.bifrost.kv.SetReplicasH\x00R\vsetReplicas\x12+\n" +
-	"\x04init\x18\r \x01(\v2\x15.bifrost.kv.InitRangeH\x00R\x04initB\t\n" +
+	"\x04init\x18\r \x01(\v2\x15.bifrost.kv.InitRangeH\x00R\x04init\x12)\n" +
+	"\x05split\x18\x0e \x01(\v2\x11.bifrost.kv.SplitH\x00R\x05split\x12?\n" +
+	"\rprepare_merge\x18\x0f \x01(\v2\x18.bifrost.kv.PrepareMergeH\x00R\fprepareMerge\x12<\n" +
+	"\fcommit_merge\x18\x10 \x01(\v2\x17.bifrost.kv.CommitMergeH\x00R\vcommitMerge\x129\n" +
+	"\vfence_merge\x18\x11 \x01(\v2\x16.bifrost.kv.FenceMergeH\x00R\n" +
+	"fenceMerge\x122\n" +
+	"\bunfreeze\x18\x12 \x01(\v2\x14.bifrost.kv.UnfreezeH\x00R\bunfreeze\x12<\n" +
+	"\fallocate_ids\x18\x13 \x01(\v2\x17.bifrost.kv.AllocateIDsH\x00R\vallocateIdsB\t\n" +
 	"\apayload\".\n" +
 	"\n" +
 	"WriteBatch\x12 \n" +
@@ -1598,33 +2127,56 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"Y\n" +
 	"\vSetReplicas\x12\x19\n" +
 	"\bconf_ver\x18\x01 \x01(\x04R\aconfVer\x12/\n" +
-	"\breplicas\x18\x02 \x03(\v2\x13.bifrost.kv.ReplicaR\breplicas\">\n" +
+	"\breplicas\x18\x02 \x03(\v2\x13.bifrost.kv.ReplicaR\breplicas\";\n" +
+	"\x05Split\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12 \n" +
+	"\fnew_range_id\x18\x02 \x01(\x04R\n" +
+	"newRangeId\"?\n" +
+	"\fPrepareMerge\x12/\n" +
+	"\x06intent\x18\x01 \x01(\v2\x17.bifrost.kv.MergeIntentR\x06intent\"@\n" +
+	"\vCommitMerge\x121\n" +
+	"\x05right\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05right\"'\n" +
+	"\n" +
+	"FenceMerge\x12\x19\n" +
+	"\bright_id\x18\x01 \x01(\x04R\arightId\"\n" +
+	"\n" +
+	"\bUnfreeze\"#\n" +
+	"\vAllocateIDs\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\">\n" +
 	"\tInitRange\x121\n" +
-	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\"\xd7\x01\n" +
+	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\"\xb3\x02\n" +
 	"\rCommandResult\x12*\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x12.bifrost.kv.StatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x121\n" +
 	"\x05range\x18\x03 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\x12.\n" +
 	"\aresults\x18\x04 \x03(\v2\x14.bifrost.kv.OpResultR\aresults\x12\x1d\n" +
 	"\n" +
-	"replica_id\x18\x05 \x01(\x04R\treplicaId\"d\n" +
+	"replica_id\x18\x05 \x01(\x04R\treplicaId\x12\x1c\n" +
+	"\tallocated\x18\x06 \x01(\x04R\tallocated\x12<\n" +
+	"\vsplit_child\x18\a \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\n" +
+	"splitChild\"d\n" +
 	"\x05Query\x12\x10\n" +
 	"\x03ver\x18\x01 \x01(\x04R\x03ver\x12 \n" +
 	"\x03ops\x18\x02 \x03(\v2\x0e.bifrost.kv.OpR\x03ops\x12'\n" +
 	"\x0fdescriptor_only\x18\x03 \x01(\bR\x0edescriptorOnly\"L\n" +
 	"\fDedupeRecord\x12$\n" +
 	"\x0eissued_unix_ms\x18\x01 \x01(\x03R\fissuedUnixMs\x12\x16\n" +
-	"\x06result\x18\x02 \x01(\fR\x06result\"\xf2\x01\n" +
+	"\x06result\x18\x02 \x01(\fR\x06result\"\x9c\x02\n" +
 	"\n" +
 	"BootRecord\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1d\n" +
 	"\n" +
 	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12\x12\n" +
 	"\x04join\x18\x03 \x01(\bR\x04join\x12S\n" +
-	"\x0finitial_members\x18\x04 \x03(\v2*.bifrost.kv.BootRecord.InitialMembersEntryR\x0einitialMembers\x1aA\n" +
+	"\x0finitial_members\x18\x04 \x03(\v2*.bifrost.kv.BootRecord.InitialMembersEntryR\x0einitialMembers\x12(\n" +
+	"\x10compact_on_start\x18\x05 \x01(\bR\x0ecompactOnStart\x1aA\n" +
 	"\x13InitialMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*q\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"E\n" +
+	"\tTombstone\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\x02 \x01(\x04R\treplicaId*q\n" +
 	"\bKeyspace\x12\x18\n" +
 	"\x14KEYSPACE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vKEYSPACE_KV\x10\x01\x12\x11\n" +
@@ -1637,14 +2189,15 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\x15RANGE_STATE_SPLITTING\x10\x01\x12\x16\n" +
 	"\x12RANGE_STATE_FROZEN\x10\x02\x12\x16\n" +
 	"\x12RANGE_STATE_MERGED\x10\x03\x12\x17\n" +
-	"\x13RANGE_STATE_REMOVED\x10\x04*\xa4\x01\n" +
+	"\x13RANGE_STATE_REMOVED\x10\x04*\xc4\x01\n" +
 	"\x06Status\x12\r\n" +
 	"\tSTATUS_OK\x10\x00\x12\x1a\n" +
 	"\x16STATUS_EPOCH_NOT_MATCH\x10\x01\x12\x1b\n" +
 	"\x17STATUS_KEY_NOT_IN_RANGE\x10\x02\x12\x16\n" +
 	"\x12STATUS_BAD_REQUEST\x10\x03\x12\x1a\n" +
 	"\x16STATUS_RANGE_NOT_READY\x10\x04\x12\x1e\n" +
-	"\x1aSTATUS_CONF_CHANGE_REFUSED\x10\x05B,Z*github.com/bifrost-mq/bifrost/kvstore/kvpbb\x06proto3"
+	"\x1aSTATUS_CONF_CHANGE_REFUSED\x10\x05\x12\x1e\n" +
+	"\x1aSTATUS_SPLIT_MERGE_REFUSED\x10\x06B,Z*github.com/bifrost-mq/bifrost/kvstore/kvpbb\x06proto3"
 
 var (
 	file_kvstore_kvpb_kv_proto_rawDescOnce sync.Once
@@ -1659,60 +2212,78 @@ func file_kvstore_kvpb_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kvstore_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_kvstore_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_kvstore_kvpb_kv_proto_goTypes = []any{
 	(Keyspace)(0),            // 0: bifrost.kv.Keyspace
 	(RangeState)(0),          // 1: bifrost.kv.RangeState
 	(Status)(0),              // 2: bifrost.kv.Status
 	(*Replica)(nil),          // 3: bifrost.kv.Replica
 	(*RangeDescriptor)(nil),  // 4: bifrost.kv.RangeDescriptor
-	(*KVPair)(nil),           // 5: bifrost.kv.KVPair
-	(*Op)(nil),               // 6: bifrost.kv.Op
-	(*GetOp)(nil),            // 7: bifrost.kv.GetOp
-	(*PutOp)(nil),            // 8: bifrost.kv.PutOp
-	(*DeleteOp)(nil),         // 9: bifrost.kv.DeleteOp
-	(*CasOp)(nil),            // 10: bifrost.kv.CasOp
-	(*ScanOp)(nil),           // 11: bifrost.kv.ScanOp
-	(*OpResult)(nil),         // 12: bifrost.kv.OpResult
-	(*Command)(nil),          // 13: bifrost.kv.Command
-	(*WriteBatch)(nil),       // 14: bifrost.kv.WriteBatch
-	(*AddReplicaIntent)(nil), // 15: bifrost.kv.AddReplicaIntent
-	(*SetReplicas)(nil),      // 16: bifrost.kv.SetReplicas
-	(*InitRange)(nil),        // 17: bifrost.kv.InitRange
-	(*CommandResult)(nil),    // 18: bifrost.kv.CommandResult
-	(*Query)(nil),            // 19: bifrost.kv.Query
-	(*DedupeRecord)(nil),     // 20: bifrost.kv.DedupeRecord
-	(*BootRecord)(nil),       // 21: bifrost.kv.BootRecord
-	nil,                      // 22: bifrost.kv.BootRecord.InitialMembersEntry
+	(*MergeIntent)(nil),      // 5: bifrost.kv.MergeIntent
+	(*KVPair)(nil),           // 6: bifrost.kv.KVPair
+	(*Op)(nil),               // 7: bifrost.kv.Op
+	(*GetOp)(nil),            // 8: bifrost.kv.GetOp
+	(*PutOp)(nil),            // 9: bifrost.kv.PutOp
+	(*DeleteOp)(nil),         // 10: bifrost.kv.DeleteOp
+	(*CasOp)(nil),            // 11: bifrost.kv.CasOp
+	(*ScanOp)(nil),           // 12: bifrost.kv.ScanOp
+	(*OpResult)(nil),         // 13: bifrost.kv.OpResult
+	(*Command)(nil),          // 14: bifrost.kv.Command
+	(*WriteBatch)(nil),       // 15: bifrost.kv.WriteBatch
+	(*AddReplicaIntent)(nil), // 16: bifrost.kv.AddReplicaIntent
+	(*SetReplicas)(nil),      // 17: bifrost.kv.SetReplicas
+	(*Split)(nil),            // 18: bifrost.kv.Split
+	(*PrepareMerge)(nil),     // 19: bifrost.kv.PrepareMerge
+	(*CommitMerge)(nil),      // 20: bifrost.kv.CommitMerge
+	(*FenceMerge)(nil),       // 21: bifrost.kv.FenceMerge
+	(*Unfreeze)(nil),         // 22: bifrost.kv.Unfreeze
+	(*AllocateIDs)(nil),      // 23: bifrost.kv.AllocateIDs
+	(*InitRange)(nil),        // 24: bifrost.kv.InitRange
+	(*CommandResult)(nil),    // 25: bifrost.kv.CommandResult
+	(*Query)(nil),            // 26: bifrost.kv.Query
+	(*DedupeRecord)(nil),     // 27: bifrost.kv.DedupeRecord
+	(*BootRecord)(nil),       // 28: bifrost.kv.BootRecord
+	(*Tombstone)(nil),        // 29: bifrost.kv.Tombstone
+	nil,                      // 30: bifrost.kv.BootRecord.InitialMembersEntry
 }
 var file_kvstore_kvpb_kv_proto_depIdxs = []int32{
 	0,  // 0: bifrost.kv.RangeDescriptor.keyspace:type_name -> bifrost.kv.Keyspace
 	3,  // 1: bifrost.kv.RangeDescriptor.replicas:type_name -> bifrost.kv.Replica
 	1,  // 2: bifrost.kv.RangeDescriptor.state:type_name -> bifrost.kv.RangeState
 	3,  // 3: bifrost.kv.RangeDescriptor.pending:type_name -> bifrost.kv.Replica
-	7,  // 4: bifrost.kv.Op.get:type_name -> bifrost.kv.GetOp
-	8,  // 5: bifrost.kv.Op.put:type_name -> bifrost.kv.PutOp
-	9,  // 6: bifrost.kv.Op.delete:type_name -> bifrost.kv.DeleteOp
-	10, // 7: bifrost.kv.Op.cas:type_name -> bifrost.kv.CasOp
-	11, // 8: bifrost.kv.Op.scan:type_name -> bifrost.kv.ScanOp
-	5,  // 9: bifrost.kv.OpResult.pairs:type_name -> bifrost.kv.KVPair
-	14, // 10: bifrost.kv.Command.write:type_name -> bifrost.kv.WriteBatch
-	15, // 11: bifrost.kv.Command.add_replica:type_name -> bifrost.kv.AddReplicaIntent
-	16, // 12: bifrost.kv.Command.set_replicas:type_name -> bifrost.kv.SetReplicas
-	17, // 13: bifrost.kv.Command.init:type_name -> bifrost.kv.InitRange
-	6,  // 14: bifrost.kv.WriteBatch.ops:type_name -> bifrost.kv.Op
-	3,  // 15: bifrost.kv.SetReplicas.replicas:type_name -> bifrost.kv.Replica
-	4,  // 16: bifrost.kv.InitRange.range:type_name -> bifrost.kv.RangeDescriptor
-	2,  // 17: bifrost.kv.CommandResult.status:type_name -> bifrost.kv.Status
-	4,  // 18: bifrost.kv.CommandResult.range:type_name -> bifrost.kv.RangeDescriptor
-	12, // 19: bifrost.kv.CommandResult.results:type_name -> bifrost.kv.OpResult
-	6,  // 20: bifrost.kv.Query.ops:type_name -> bifrost.kv.Op
-	22, // 21: bifrost.kv.BootRecord.initial_members:type_name -> bifrost.kv.BootRecord.InitialMembersEntry
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	5,  // 4: bifrost.kv.RangeDescriptor.merge:type_name -> bifrost.kv.MergeIntent
+	8,  // 5: bifrost.kv.Op.get:type_name -> bifrost.kv.GetOp
+	9,  // 6: bifrost.kv.Op.put:type_name -> bifrost.kv.PutOp
+	10, // 7: bifrost.kv.Op.delete:type_name -> bifrost.kv.DeleteOp
+	11, // 8: bifrost.kv.Op.cas:type_name -> bifrost.kv.CasOp
+	12, // 9: bifrost.kv.Op.scan:type_name -> bifrost.kv.ScanOp
+	6,  // 10: bifrost.kv.OpResult.pairs:type_name -> bifrost.kv.KVPair
+	15, // 11: bifrost.kv.Command.write:type_name -> bifrost.kv.WriteBatch
+	16, // 12: bifrost.kv.Command.add_replica:type_name -> bifrost.kv.AddReplicaIntent
+	17, // 13: bifrost.kv.Command.set_replicas:type_name -> bifrost.kv.SetReplicas
+	24, // 14: bifrost.kv.Command.init:type_name -> bifrost.kv.InitRange
+	18, // 15: bifrost.kv.Command.split:type_name -> bifrost.kv.Split
+	19, // 16: bifrost.kv.Command.prepare_merge:type_name -> bifrost.kv.PrepareMerge
+	20, // 17: bifrost.kv.Command.commit_merge:type_name -> bifrost.kv.CommitMerge
+	21, // 18: bifrost.kv.Command.fence_merge:type_name -> bifrost.kv.FenceMerge
+	22, // 19: bifrost.kv.Command.unfreeze:type_name -> bifrost.kv.Unfreeze
+	23, // 20: bifrost.kv.Command.allocate_ids:type_name -> bifrost.kv.AllocateIDs
+	7,  // 21: bifrost.kv.WriteBatch.ops:type_name -> bifrost.kv.Op
+	3,  // 22: bifrost.kv.SetReplicas.replicas:type_name -> bifrost.kv.Replica
+	5,  // 23: bifrost.kv.PrepareMerge.intent:type_name -> bifrost.kv.MergeIntent
+	4,  // 24: bifrost.kv.CommitMerge.right:type_name -> bifrost.kv.RangeDescriptor
+	4,  // 25: bifrost.kv.InitRange.range:type_name -> bifrost.kv.RangeDescriptor
+	2,  // 26: bifrost.kv.CommandResult.status:type_name -> bifrost.kv.Status
+	4,  // 27: bifrost.kv.CommandResult.range:type_name -> bifrost.kv.RangeDescriptor
+	13, // 28: bifrost.kv.CommandResult.results:type_name -> bifrost.kv.OpResult
+	4,  // 29: bifrost.kv.CommandResult.split_child:type_name -> bifrost.kv.RangeDescriptor
+	7,  // 30: bifrost.kv.Query.ops:type_name -> bifrost.kv.Op
+	30, // 31: bifrost.kv.BootRecord.initial_members:type_name -> bifrost.kv.BootRecord.InitialMembersEntry
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_kvpb_kv_proto_init() }
@@ -1720,18 +2291,24 @@ func file_kvstore_kvpb_kv_proto_init() {
 	if File_kvstore_kvpb_kv_proto != nil {
 		return
 	}
-	file_kvstore_kvpb_kv_proto_msgTypes[3].OneofWrappers = []any{
+	file_kvstore_kvpb_kv_proto_msgTypes[4].OneofWrappers = []any{
 		(*Op_Get)(nil),
 		(*Op_Put)(nil),
 		(*Op_Delete)(nil),
 		(*Op_Cas)(nil),
 		(*Op_Scan)(nil),
 	}
-	file_kvstore_kvpb_kv_proto_msgTypes[10].OneofWrappers = []any{
+	file_kvstore_kvpb_kv_proto_msgTypes[11].OneofWrappers = []any{
 		(*Command_Write)(nil),
 		(*Command_AddReplica)(nil),
 		(*Command_SetReplicas)(nil),
 		(*Command_Init)(nil),
+		(*Command_Split)(nil),
+		(*Command_PrepareMerge)(nil),
+		(*Command_CommitMerge)(nil),
+		(*Command_FenceMerge)(nil),
+		(*Command_Unfreeze)(nil),
+		(*Command_AllocateIds)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1739,7 +2316,7 @@ func file_kvstore_kvpb_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kv_proto_rawDesc), len(file_kvstore_kvpb_kv_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

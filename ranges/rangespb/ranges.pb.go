@@ -588,6 +588,94 @@ func (x *ScanResponse) GetNextKey() []byte {
 	return nil
 }
 
+type ReplicaDescriptorRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaDescriptorRequest) Reset() {
+	*x = ReplicaDescriptorRequest{}
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaDescriptorRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaDescriptorRequest) ProtoMessage() {}
+
+func (x *ReplicaDescriptorRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaDescriptorRequest.ProtoReflect.Descriptor instead.
+func (*ReplicaDescriptorRequest) Descriptor() ([]byte, []int) {
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ReplicaDescriptorRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+type ReplicaDescriptorResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Range         *kvpb.RangeDescriptor  `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaDescriptorResponse) Reset() {
+	*x = ReplicaDescriptorResponse{}
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaDescriptorResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaDescriptorResponse) ProtoMessage() {}
+
+func (x *ReplicaDescriptorResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaDescriptorResponse.ProtoReflect.Descriptor instead.
+func (*ReplicaDescriptorResponse) Descriptor() ([]byte, []int) {
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ReplicaDescriptorResponse) GetRange() *kvpb.RangeDescriptor {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
 type ExecuteRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	RangeId uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
@@ -603,7 +691,7 @@ type ExecuteRequest struct {
 
 func (x *ExecuteRequest) Reset() {
 	*x = ExecuteRequest{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[10]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +703,7 @@ func (x *ExecuteRequest) String() string {
 func (*ExecuteRequest) ProtoMessage() {}
 
 func (x *ExecuteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[10]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +716,7 @@ func (x *ExecuteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteRequest) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{10}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExecuteRequest) GetRangeId() uint64 {
@@ -698,7 +786,7 @@ type ExecuteResponse struct {
 
 func (x *ExecuteResponse) Reset() {
 	*x = ExecuteResponse{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[11]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +798,7 @@ func (x *ExecuteResponse) String() string {
 func (*ExecuteResponse) ProtoMessage() {}
 
 func (x *ExecuteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[11]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +811,7 @@ func (x *ExecuteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteResponse) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{11}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExecuteResponse) GetResult() *kvpb.CommandResult {
@@ -756,7 +844,7 @@ type StartReplicaRequest struct {
 
 func (x *StartReplicaRequest) Reset() {
 	*x = StartReplicaRequest{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[12]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +856,7 @@ func (x *StartReplicaRequest) String() string {
 func (*StartReplicaRequest) ProtoMessage() {}
 
 func (x *StartReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[12]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +869,7 @@ func (x *StartReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartReplicaRequest.ProtoReflect.Descriptor instead.
 func (*StartReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{12}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StartReplicaRequest) GetBoot() *kvpb.BootRecord {
@@ -799,7 +887,7 @@ type StartReplicaResponse struct {
 
 func (x *StartReplicaResponse) Reset() {
 	*x = StartReplicaResponse{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[13]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +899,7 @@ func (x *StartReplicaResponse) String() string {
 func (*StartReplicaResponse) ProtoMessage() {}
 
 func (x *StartReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[13]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +912,7 @@ func (x *StartReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartReplicaResponse.ProtoReflect.Descriptor instead.
 func (*StartReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{13}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{15}
 }
 
 type DestroyReplicaRequest struct {
@@ -837,7 +925,7 @@ type DestroyReplicaRequest struct {
 
 func (x *DestroyReplicaRequest) Reset() {
 	*x = DestroyReplicaRequest{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[14]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +937,7 @@ func (x *DestroyReplicaRequest) String() string {
 func (*DestroyReplicaRequest) ProtoMessage() {}
 
 func (x *DestroyReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[14]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +950,7 @@ func (x *DestroyReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DestroyReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{14}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DestroyReplicaRequest) GetRangeId() uint64 {
@@ -887,7 +975,7 @@ type DestroyReplicaResponse struct {
 
 func (x *DestroyReplicaResponse) Reset() {
 	*x = DestroyReplicaResponse{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[15]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +987,7 @@ func (x *DestroyReplicaResponse) String() string {
 func (*DestroyReplicaResponse) ProtoMessage() {}
 
 func (x *DestroyReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[15]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1000,7 @@ func (x *DestroyReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyReplicaResponse.ProtoReflect.Descriptor instead.
 func (*DestroyReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{15}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{17}
 }
 
 type LocalRangesRequest struct {
@@ -923,7 +1011,7 @@ type LocalRangesRequest struct {
 
 func (x *LocalRangesRequest) Reset() {
 	*x = LocalRangesRequest{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[16]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1023,7 @@ func (x *LocalRangesRequest) String() string {
 func (*LocalRangesRequest) ProtoMessage() {}
 
 func (x *LocalRangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[16]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1036,7 @@ func (x *LocalRangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalRangesRequest.ProtoReflect.Descriptor instead.
 func (*LocalRangesRequest) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{16}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{18}
 }
 
 type LocalRangesResponse struct {
@@ -960,7 +1048,7 @@ type LocalRangesResponse struct {
 
 func (x *LocalRangesResponse) Reset() {
 	*x = LocalRangesResponse{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[17]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1060,7 @@ func (x *LocalRangesResponse) String() string {
 func (*LocalRangesResponse) ProtoMessage() {}
 
 func (x *LocalRangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[17]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1073,7 @@ func (x *LocalRangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalRangesResponse.ProtoReflect.Descriptor instead.
 func (*LocalRangesResponse) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{17}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *LocalRangesResponse) GetRanges() []*RangeInfo {
@@ -1011,7 +1099,7 @@ type RangeInfo struct {
 
 func (x *RangeInfo) Reset() {
 	*x = RangeInfo{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[18]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1111,7 @@ func (x *RangeInfo) String() string {
 func (*RangeInfo) ProtoMessage() {}
 
 func (x *RangeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[18]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1124,7 @@ func (x *RangeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeInfo.ProtoReflect.Descriptor instead.
 func (*RangeInfo) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{18}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RangeInfo) GetRange() *kvpb.RangeDescriptor {
@@ -1081,6 +1169,209 @@ func (x *RangeInfo) GetApproximateBytes() uint64 {
 	return 0
 }
 
+// SplitRequest splits the range holding key at key: by range_id, or by
+// keyspace ("kv", "dist", "inbox", "retain") when range_id is 0.
+type SplitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Keyspace      string                 `protobuf:"bytes,2,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Key           []byte                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitRequest) Reset() {
+	*x = SplitRequest{}
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitRequest) ProtoMessage() {}
+
+func (x *SplitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
+func (*SplitRequest) Descriptor() ([]byte, []int) {
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SplitRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *SplitRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *SplitRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type SplitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Left          *kvpb.RangeDescriptor  `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
+	Right         *kvpb.RangeDescriptor  `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitResponse) Reset() {
+	*x = SplitResponse{}
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitResponse) ProtoMessage() {}
+
+func (x *SplitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
+func (*SplitResponse) Descriptor() ([]byte, []int) {
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SplitResponse) GetLeft() *kvpb.RangeDescriptor {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *SplitResponse) GetRight() *kvpb.RangeDescriptor {
+	if x != nil {
+		return x.Right
+	}
+	return nil
+}
+
+// MergeRequest merges a range with its right neighbour.
+type MergeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeRequest) Reset() {
+	*x = MergeRequest{}
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeRequest) ProtoMessage() {}
+
+func (x *MergeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeRequest.ProtoReflect.Descriptor instead.
+func (*MergeRequest) Descriptor() ([]byte, []int) {
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MergeRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+type MergeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Range         *kvpb.RangeDescriptor  `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MergeResponse) Reset() {
+	*x = MergeResponse{}
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MergeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MergeResponse) ProtoMessage() {}
+
+func (x *MergeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MergeResponse.ProtoReflect.Descriptor instead.
+func (*MergeResponse) Descriptor() ([]byte, []int) {
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *MergeResponse) GetRange() *kvpb.RangeDescriptor {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
 type Member struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1096,7 +1387,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[19]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1399,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[19]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1412,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{19}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Member) GetName() string {
@@ -1181,7 +1472,7 @@ type ClusterRequest struct {
 
 func (x *ClusterRequest) Reset() {
 	*x = ClusterRequest{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[20]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1484,7 @@ func (x *ClusterRequest) String() string {
 func (*ClusterRequest) ProtoMessage() {}
 
 func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[20]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1497,7 @@ func (x *ClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRequest.ProtoReflect.Descriptor instead.
 func (*ClusterRequest) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{20}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{26}
 }
 
 type ClusterResponse struct {
@@ -1218,7 +1509,7 @@ type ClusterResponse struct {
 
 func (x *ClusterResponse) Reset() {
 	*x = ClusterResponse{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[21]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1521,7 @@ func (x *ClusterResponse) String() string {
 func (*ClusterResponse) ProtoMessage() {}
 
 func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[21]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1534,7 @@ func (x *ClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterResponse.ProtoReflect.Descriptor instead.
 func (*ClusterResponse) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{21}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ClusterResponse) GetMembers() []*Member {
@@ -1261,7 +1552,7 @@ type RangesRequest struct {
 
 func (x *RangesRequest) Reset() {
 	*x = RangesRequest{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[22]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1564,7 @@ func (x *RangesRequest) String() string {
 func (*RangesRequest) ProtoMessage() {}
 
 func (x *RangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[22]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1577,7 @@ func (x *RangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesRequest.ProtoReflect.Descriptor instead.
 func (*RangesRequest) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{22}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{28}
 }
 
 type RangesResponse struct {
@@ -1298,7 +1589,7 @@ type RangesResponse struct {
 
 func (x *RangesResponse) Reset() {
 	*x = RangesResponse{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[23]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1601,7 @@ func (x *RangesResponse) String() string {
 func (*RangesResponse) ProtoMessage() {}
 
 func (x *RangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[23]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1614,7 @@ func (x *RangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesResponse.ProtoReflect.Descriptor instead.
 func (*RangesResponse) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{23}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RangesResponse) GetRanges() []*RangeInfo {
@@ -1343,7 +1634,7 @@ type AddReplicaRequest struct {
 
 func (x *AddReplicaRequest) Reset() {
 	*x = AddReplicaRequest{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[24]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1646,7 @@ func (x *AddReplicaRequest) String() string {
 func (*AddReplicaRequest) ProtoMessage() {}
 
 func (x *AddReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[24]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1659,7 @@ func (x *AddReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddReplicaRequest.ProtoReflect.Descriptor instead.
 func (*AddReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{24}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AddReplicaRequest) GetRangeId() uint64 {
@@ -1395,7 +1686,7 @@ type RemoveReplicaRequest struct {
 
 func (x *RemoveReplicaRequest) Reset() {
 	*x = RemoveReplicaRequest{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[25]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1698,7 @@ func (x *RemoveReplicaRequest) String() string {
 func (*RemoveReplicaRequest) ProtoMessage() {}
 
 func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[25]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1711,7 @@ func (x *RemoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*RemoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{25}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RemoveReplicaRequest) GetRangeId() uint64 {
@@ -1446,7 +1737,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[26]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1749,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[26]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1762,7 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{26}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ChangeReplicasResponse) GetRange() *kvpb.RangeDescriptor {
@@ -1491,7 +1782,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[27]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1794,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[27]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1807,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{27}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TransferLeaderRequest) GetRangeId() uint64 {
@@ -1541,7 +1832,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[28]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1844,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ranges_rangespb_ranges_proto_msgTypes[28]
+	mi := &file_ranges_rangespb_ranges_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1857,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{28}
+	return file_ranges_rangespb_ranges_proto_rawDescGZIP(), []int{34}
 }
 
 var File_ranges_rangespb_ranges_proto protoreflect.FileDescriptor
@@ -1613,7 +1904,11 @@ const file_ranges_rangespb_ranges_proto_rawDesc = "" +
 	"\fScanResponse\x12(\n" +
 	"\x05pairs\x18\x01 \x03(\v2\x12.bifrost.kv.KVPairR\x05pairs\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12\x19\n" +
-	"\bnext_key\x18\x03 \x01(\fR\anextKey\"\xa8\x01\n" +
+	"\bnext_key\x18\x03 \x01(\fR\anextKey\"5\n" +
+	"\x18ReplicaDescriptorRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\"N\n" +
+	"\x19ReplicaDescriptorResponse\x121\n" +
+	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\"\xa8\x01\n" +
 	"\x0eExecuteRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12/\n" +
 	"\acommand\x18\x02 \x01(\v2\x13.bifrost.kv.CommandH\x00R\acommand\x12)\n" +
@@ -1644,7 +1939,18 @@ const file_ranges_rangespb_ranges_proto_rawDesc = "" +
 	"\x11leader_replica_id\x18\x04 \x01(\x04R\x0fleaderReplicaId\x12\x1f\n" +
 	"\vleader_term\x18\x05 \x01(\x04R\n" +
 	"leaderTerm\x12+\n" +
-	"\x11approximate_bytes\x18\x06 \x01(\x04R\x10approximateBytes\"\xbc\x01\n" +
+	"\x11approximate_bytes\x18\x06 \x01(\x04R\x10approximateBytes\"W\n" +
+	"\fSplitRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1a\n" +
+	"\bkeyspace\x18\x02 \x01(\tR\bkeyspace\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\fR\x03key\"s\n" +
+	"\rSplitResponse\x12/\n" +
+	"\x04left\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x04left\x121\n" +
+	"\x05right\x18\x02 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05right\")\n" +
+	"\fMergeRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\"B\n" +
+	"\rMergeResponse\x121\n" +
+	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\"\xbc\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bstore_id\x18\x02 \x01(\x04R\astoreId\x12\x12\n" +
@@ -1677,19 +1983,22 @@ const file_ranges_rangespb_ranges_proto_rawDesc = "" +
 	"\x03Put\x12\x1a.bifrost.ranges.PutRequest\x1a\x1b.bifrost.ranges.PutResponse\x12G\n" +
 	"\x06Delete\x12\x1d.bifrost.ranges.DeleteRequest\x1a\x1e.bifrost.ranges.DeleteResponse\x12_\n" +
 	"\x0eCompareAndSwap\x12%.bifrost.ranges.CompareAndSwapRequest\x1a&.bifrost.ranges.CompareAndSwapResponse\x12A\n" +
-	"\x04Scan\x12\x1b.bifrost.ranges.ScanRequest\x1a\x1c.bifrost.ranges.ScanResponse2\xe7\x02\n" +
+	"\x04Scan\x12\x1b.bifrost.ranges.ScanRequest\x1a\x1c.bifrost.ranges.ScanResponse2\xd1\x03\n" +
 	"\x05Store\x12J\n" +
 	"\aExecute\x12\x1e.bifrost.ranges.ExecuteRequest\x1a\x1f.bifrost.ranges.ExecuteResponse\x12Y\n" +
 	"\fStartReplica\x12#.bifrost.ranges.StartReplicaRequest\x1a$.bifrost.ranges.StartReplicaResponse\x12_\n" +
 	"\x0eDestroyReplica\x12%.bifrost.ranges.DestroyReplicaRequest\x1a&.bifrost.ranges.DestroyReplicaResponse\x12V\n" +
-	"\vLocalRanges\x12\".bifrost.ranges.LocalRangesRequest\x1a#.bifrost.ranges.LocalRangesResponse2\xb5\x03\n" +
+	"\vLocalRanges\x12\".bifrost.ranges.LocalRangesRequest\x1a#.bifrost.ranges.LocalRangesResponse\x12h\n" +
+	"\x11ReplicaDescriptor\x12(.bifrost.ranges.ReplicaDescriptorRequest\x1a).bifrost.ranges.ReplicaDescriptorResponse2\xc1\x04\n" +
 	"\x05Admin\x12J\n" +
 	"\aCluster\x12\x1e.bifrost.ranges.ClusterRequest\x1a\x1f.bifrost.ranges.ClusterResponse\x12G\n" +
 	"\x06Ranges\x12\x1d.bifrost.ranges.RangesRequest\x1a\x1e.bifrost.ranges.RangesResponse\x12W\n" +
 	"\n" +
 	"AddReplica\x12!.bifrost.ranges.AddReplicaRequest\x1a&.bifrost.ranges.ChangeReplicasResponse\x12]\n" +
 	"\rRemoveReplica\x12$.bifrost.ranges.RemoveReplicaRequest\x1a&.bifrost.ranges.ChangeReplicasResponse\x12_\n" +
-	"\x0eTransferLeader\x12%.bifrost.ranges.TransferLeaderRequest\x1a&.bifrost.ranges.TransferLeaderResponseB/Z-github.com/bifrost-mq/bifrost/ranges/rangespbb\x06proto3"
+	"\x0eTransferLeader\x12%.bifrost.ranges.TransferLeaderRequest\x1a&.bifrost.ranges.TransferLeaderResponse\x12D\n" +
+	"\x05Split\x12\x1c.bifrost.ranges.SplitRequest\x1a\x1d.bifrost.ranges.SplitResponse\x12D\n" +
+	"\x05Merge\x12\x1c.bifrost.ranges.MergeRequest\x1a\x1d.bifrost.ranges.MergeResponseB/Z-github.com/bifrost-mq/bifrost/ranges/rangespbb\x06proto3"
 
 var (
 	file_ranges_rangespb_ranges_proto_rawDescOnce sync.Once
@@ -1703,88 +2012,104 @@ func file_ranges_rangespb_ranges_proto_rawDescGZIP() []byte {
 	return file_ranges_rangespb_ranges_proto_rawDescData
 }
 
-var file_ranges_rangespb_ranges_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_ranges_rangespb_ranges_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_ranges_rangespb_ranges_proto_goTypes = []any{
-	(*GetRequest)(nil),             // 0: bifrost.ranges.GetRequest
-	(*GetResponse)(nil),            // 1: bifrost.ranges.GetResponse
-	(*PutRequest)(nil),             // 2: bifrost.ranges.PutRequest
-	(*PutResponse)(nil),            // 3: bifrost.ranges.PutResponse
-	(*DeleteRequest)(nil),          // 4: bifrost.ranges.DeleteRequest
-	(*DeleteResponse)(nil),         // 5: bifrost.ranges.DeleteResponse
-	(*CompareAndSwapRequest)(nil),  // 6: bifrost.ranges.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil), // 7: bifrost.ranges.CompareAndSwapResponse
-	(*ScanRequest)(nil),            // 8: bifrost.ranges.ScanRequest
-	(*ScanResponse)(nil),           // 9: bifrost.ranges.ScanResponse
-	(*ExecuteRequest)(nil),         // 10: bifrost.ranges.ExecuteRequest
-	(*ExecuteResponse)(nil),        // 11: bifrost.ranges.ExecuteResponse
-	(*StartReplicaRequest)(nil),    // 12: bifrost.ranges.StartReplicaRequest
-	(*StartReplicaResponse)(nil),   // 13: bifrost.ranges.StartReplicaResponse
-	(*DestroyReplicaRequest)(nil),  // 14: bifrost.ranges.DestroyReplicaRequest
-	(*DestroyReplicaResponse)(nil), // 15: bifrost.ranges.DestroyReplicaResponse
-	(*LocalRangesRequest)(nil),     // 16: bifrost.ranges.LocalRangesRequest
-	(*LocalRangesResponse)(nil),    // 17: bifrost.ranges.LocalRangesResponse
-	(*RangeInfo)(nil),              // 18: bifrost.ranges.RangeInfo
-	(*Member)(nil),                 // 19: bifrost.ranges.Member
-	(*ClusterRequest)(nil),         // 20: bifrost.ranges.ClusterRequest
-	(*ClusterResponse)(nil),        // 21: bifrost.ranges.ClusterResponse
-	(*RangesRequest)(nil),          // 22: bifrost.ranges.RangesRequest
-	(*RangesResponse)(nil),         // 23: bifrost.ranges.RangesResponse
-	(*AddReplicaRequest)(nil),      // 24: bifrost.ranges.AddReplicaRequest
-	(*RemoveReplicaRequest)(nil),   // 25: bifrost.ranges.RemoveReplicaRequest
-	(*ChangeReplicasResponse)(nil), // 26: bifrost.ranges.ChangeReplicasResponse
-	(*TransferLeaderRequest)(nil),  // 27: bifrost.ranges.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil), // 28: bifrost.ranges.TransferLeaderResponse
-	(*kvpb.KVPair)(nil),            // 29: bifrost.kv.KVPair
-	(*kvpb.Command)(nil),           // 30: bifrost.kv.Command
-	(*kvpb.Query)(nil),             // 31: bifrost.kv.Query
-	(*kvpb.CommandResult)(nil),     // 32: bifrost.kv.CommandResult
-	(*kvpb.BootRecord)(nil),        // 33: bifrost.kv.BootRecord
-	(*kvpb.RangeDescriptor)(nil),   // 34: bifrost.kv.RangeDescriptor
+	(*GetRequest)(nil),                // 0: bifrost.ranges.GetRequest
+	(*GetResponse)(nil),               // 1: bifrost.ranges.GetResponse
+	(*PutRequest)(nil),                // 2: bifrost.ranges.PutRequest
+	(*PutResponse)(nil),               // 3: bifrost.ranges.PutResponse
+	(*DeleteRequest)(nil),             // 4: bifrost.ranges.DeleteRequest
+	(*DeleteResponse)(nil),            // 5: bifrost.ranges.DeleteResponse
+	(*CompareAndSwapRequest)(nil),     // 6: bifrost.ranges.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),    // 7: bifrost.ranges.CompareAndSwapResponse
+	(*ScanRequest)(nil),               // 8: bifrost.ranges.ScanRequest
+	(*ScanResponse)(nil),              // 9: bifrost.ranges.ScanResponse
+	(*ReplicaDescriptorRequest)(nil),  // 10: bifrost.ranges.ReplicaDescriptorRequest
+	(*ReplicaDescriptorResponse)(nil), // 11: bifrost.ranges.ReplicaDescriptorResponse
+	(*ExecuteRequest)(nil),            // 12: bifrost.ranges.ExecuteRequest
+	(*ExecuteResponse)(nil),           // 13: bifrost.ranges.ExecuteResponse
+	(*StartReplicaRequest)(nil),       // 14: bifrost.ranges.StartReplicaRequest
+	(*StartReplicaResponse)(nil),      // 15: bifrost.ranges.StartReplicaResponse
+	(*DestroyReplicaRequest)(nil),     // 16: bifrost.ranges.DestroyReplicaRequest
+	(*DestroyReplicaResponse)(nil),    // 17: bifrost.ranges.DestroyReplicaResponse
+	(*LocalRangesRequest)(nil),        // 18: bifrost.ranges.LocalRangesRequest
+	(*LocalRangesResponse)(nil),       // 19: bifrost.ranges.LocalRangesResponse
+	(*RangeInfo)(nil),                 // 20: bifrost.ranges.RangeInfo
+	(*SplitRequest)(nil),              // 21: bifrost.ranges.SplitRequest
+	(*SplitResponse)(nil),             // 22: bifrost.ranges.SplitResponse
+	(*MergeRequest)(nil),              // 23: bifrost.ranges.MergeRequest
+	(*MergeResponse)(nil),             // 24: bifrost.ranges.MergeResponse
+	(*Member)(nil),                    // 25: bifrost.ranges.Member
+	(*ClusterRequest)(nil),            // 26: bifrost.ranges.ClusterRequest
+	(*ClusterResponse)(nil),           // 27: bifrost.ranges.ClusterResponse
+	(*RangesRequest)(nil),             // 28: bifrost.ranges.RangesRequest
+	(*RangesResponse)(nil),            // 29: bifrost.ranges.RangesResponse
+	(*AddReplicaRequest)(nil),         // 30: bifrost.ranges.AddReplicaRequest
+	(*RemoveReplicaRequest)(nil),      // 31: bifrost.ranges.RemoveReplicaRequest
+	(*ChangeReplicasResponse)(nil),    // 32: bifrost.ranges.ChangeReplicasResponse
+	(*TransferLeaderRequest)(nil),     // 33: bifrost.ranges.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),    // 34: bifrost.ranges.TransferLeaderResponse
+	(*kvpb.KVPair)(nil),               // 35: bifrost.kv.KVPair
+	(*kvpb.RangeDescriptor)(nil),      // 36: bifrost.kv.RangeDescriptor
+	(*kvpb.Command)(nil),              // 37: bifrost.kv.Command
+	(*kvpb.Query)(nil),                // 38: bifrost.kv.Query
+	(*kvpb.CommandResult)(nil),        // 39: bifrost.kv.CommandResult
+	(*kvpb.BootRecord)(nil),           // 40: bifrost.kv.BootRecord
 }
 var file_ranges_rangespb_ranges_proto_depIdxs = []int32{
-	29, // 0: bifrost.ranges.ScanResponse.pairs:type_name -> bifrost.kv.KVPair
-	30, // 1: bifrost.ranges.ExecuteRequest.command:type_name -> bifrost.kv.Command
-	31, // 2: bifrost.ranges.ExecuteRequest.query:type_name -> bifrost.kv.Query
-	32, // 3: bifrost.ranges.ExecuteResponse.result:type_name -> bifrost.kv.CommandResult
-	33, // 4: bifrost.ranges.StartReplicaRequest.boot:type_name -> bifrost.kv.BootRecord
-	18, // 5: bifrost.ranges.LocalRangesResponse.ranges:type_name -> bifrost.ranges.RangeInfo
-	34, // 6: bifrost.ranges.RangeInfo.range:type_name -> bifrost.kv.RangeDescriptor
-	19, // 7: bifrost.ranges.ClusterResponse.members:type_name -> bifrost.ranges.Member
-	18, // 8: bifrost.ranges.RangesResponse.ranges:type_name -> bifrost.ranges.RangeInfo
-	34, // 9: bifrost.ranges.ChangeReplicasResponse.range:type_name -> bifrost.kv.RangeDescriptor
-	0,  // 10: bifrost.ranges.KV.Get:input_type -> bifrost.ranges.GetRequest
-	2,  // 11: bifrost.ranges.KV.Put:input_type -> bifrost.ranges.PutRequest
-	4,  // 12: bifrost.ranges.KV.Delete:input_type -> bifrost.ranges.DeleteRequest
-	6,  // 13: bifrost.ranges.KV.CompareAndSwap:input_type -> bifrost.ranges.CompareAndSwapRequest
-	8,  // 14: bifrost.ranges.KV.Scan:input_type -> bifrost.ranges.ScanRequest
-	10, // 15: bifrost.ranges.Store.Execute:input_type -> bifrost.ranges.ExecuteRequest
-	12, // 16: bifrost.ranges.Store.StartReplica:input_type -> bifrost.ranges.StartReplicaRequest
-	14, // 17: bifrost.ranges.Store.DestroyReplica:input_type -> bifrost.ranges.DestroyReplicaRequest
-	16, // 18: bifrost.ranges.Store.LocalRanges:input_type -> bifrost.ranges.LocalRangesRequest
-	20, // 19: bifrost.ranges.Admin.Cluster:input_type -> bifrost.ranges.ClusterRequest
-	22, // 20: bifrost.ranges.Admin.Ranges:input_type -> bifrost.ranges.RangesRequest
-	24, // 21: bifrost.ranges.Admin.AddReplica:input_type -> bifrost.ranges.AddReplicaRequest
-	25, // 22: bifrost.ranges.Admin.RemoveReplica:input_type -> bifrost.ranges.RemoveReplicaRequest
-	27, // 23: bifrost.ranges.Admin.TransferLeader:input_type -> bifrost.ranges.TransferLeaderRequest
-	1,  // 24: bifrost.ranges.KV.Get:output_type -> bifrost.ranges.GetResponse
-	3,  // 25: bifrost.ranges.KV.Put:output_type -> bifrost.ranges.PutResponse
-	5,  // 26: bifrost.ranges.KV.Delete:output_type -> bifrost.ranges.DeleteResponse
-	7,  // 27: bifrost.ranges.KV.CompareAndSwap:output_type -> bifrost.ranges.CompareAndSwapResponse
-	9,  // 28: bifrost.ranges.KV.Scan:output_type -> bifrost.ranges.ScanResponse
-	11, // 29: bifrost.ranges.Store.Execute:output_type -> bifrost.ranges.ExecuteResponse
-	13, // 30: bifrost.ranges.Store.StartReplica:output_type -> bifrost.ranges.StartReplicaResponse
-	15, // 31: bifrost.ranges.Store.DestroyReplica:output_type -> bifrost.ranges.DestroyReplicaResponse
-	17, // 32: bifrost.ranges.Store.LocalRanges:output_type -> bifrost.ranges.LocalRangesResponse
-	21, // 33: bifrost.ranges.Admin.Cluster:output_type -> bifrost.ranges.ClusterResponse
-	23, // 34: bifrost.ranges.Admin.Ranges:output_type -> bifrost.ranges.RangesResponse
-	26, // 35: bifrost.ranges.Admin.AddReplica:output_type -> bifrost.ranges.ChangeReplicasResponse
-	26, // 36: bifrost.ranges.Admin.RemoveReplica:output_type -> bifrost.ranges.ChangeReplicasResponse
-	28, // 37: bifrost.ranges.Admin.TransferLeader:output_type -> bifrost.ranges.TransferLeaderResponse
-	24, // [24:38] is the sub-list for method output_type
-	10, // [10:24] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	35, // 0: bifrost.ranges.ScanResponse.pairs:type_name -> bifrost.kv.KVPair
+	36, // 1: bifrost.ranges.ReplicaDescriptorResponse.range:type_name -> bifrost.kv.RangeDescriptor
+	37, // 2: bifrost.ranges.ExecuteRequest.command:type_name -> bifrost.kv.Command
+	38, // 3: bifrost.ranges.ExecuteRequest.query:type_name -> bifrost.kv.Query
+	39, // 4: bifrost.ranges.ExecuteResponse.result:type_name -> bifrost.kv.CommandResult
+	40, // 5: bifrost.ranges.StartReplicaRequest.boot:type_name -> bifrost.kv.BootRecord
+	20, // 6: bifrost.ranges.LocalRangesResponse.ranges:type_name -> bifrost.ranges.RangeInfo
+	36, // 7: bifrost.ranges.RangeInfo.range:type_name -> bifrost.kv.RangeDescriptor
+	36, // 8: bifrost.ranges.SplitResponse.left:type_name -> bifrost.kv.RangeDescriptor
+	36, // 9: bifrost.ranges.SplitResponse.right:type_name -> bifrost.kv.RangeDescriptor
+	36, // 10: bifrost.ranges.MergeResponse.range:type_name -> bifrost.kv.RangeDescriptor
+	25, // 11: bifrost.ranges.ClusterResponse.members:type_name -> bifrost.ranges.Member
+	20, // 12: bifrost.ranges.RangesResponse.ranges:type_name -> bifrost.ranges.RangeInfo
+	36, // 13: bifrost.ranges.ChangeReplicasResponse.range:type_name -> bifrost.kv.RangeDescriptor
+	0,  // 14: bifrost.ranges.KV.Get:input_type -> bifrost.ranges.GetRequest
+	2,  // 15: bifrost.ranges.KV.Put:input_type -> bifrost.ranges.PutRequest
+	4,  // 16: bifrost.ranges.KV.Delete:input_type -> bifrost.ranges.DeleteRequest
+	6,  // 17: bifrost.ranges.KV.CompareAndSwap:input_type -> bifrost.ranges.CompareAndSwapRequest
+	8,  // 18: bifrost.ranges.KV.Scan:input_type -> bifrost.ranges.ScanRequest
+	12, // 19: bifrost.ranges.Store.Execute:input_type -> bifrost.ranges.ExecuteRequest
+	14, // 20: bifrost.ranges.Store.StartReplica:input_type -> bifrost.ranges.StartReplicaRequest
+	16, // 21: bifrost.ranges.Store.DestroyReplica:input_type -> bifrost.ranges.DestroyReplicaRequest
+	18, // 22: bifrost.ranges.Store.LocalRanges:input_type -> bifrost.ranges.LocalRangesRequest
+	10, // 23: bifrost.ranges.Store.ReplicaDescriptor:input_type -> bifrost.ranges.ReplicaDescriptorRequest
+	26, // 24: bifrost.ranges.Admin.Cluster:input_type -> bifrost.ranges.ClusterRequest
+	28, // 25: bifrost.ranges.Admin.Ranges:input_type -> bifrost.ranges.RangesRequest
+	30, // 26: bifrost.ranges.Admin.AddReplica:input_type -> bifrost.ranges.AddReplicaRequest
+	31, // 27: bifrost.ranges.Admin.RemoveReplica:input_type -> bifrost.ranges.RemoveReplicaRequest
+	33, // 28: bifrost.ranges.Admin.TransferLeader:input_type -> bifrost.ranges.TransferLeaderRequest
+	21, // 29: bifrost.ranges.Admin.Split:input_type -> bifrost.ranges.SplitRequest
+	23, // 30: bifrost.ranges.Admin.Merge:input_type -> bifrost.ranges.MergeRequest
+	1,  // 31: bifrost.ranges.KV.Get:output_type -> bifrost.ranges.GetResponse
+	3,  // 32: bifrost.ranges.KV.Put:output_type -> bifrost.ranges.PutResponse
+	5,  // 33: bifrost.ranges.KV.Delete:output_type -> bifrost.ranges.DeleteResponse
+	7,  // 34: bifrost.ranges.KV.CompareAndSwap:output_type -> bifrost.ranges.CompareAndSwapResponse
+	9,  // 35: bifrost.ranges.KV.Scan:output_type -> bifrost.ranges.ScanResponse
+	13, // 36: bifrost.ranges.Store.Execute:output_type -> bifrost.ranges.ExecuteResponse
+	15, // 37: bifrost.ranges.Store.StartReplica:output_type -> bifrost.ranges.StartReplicaResponse
+	17, // 38: bifrost.ranges.Store.DestroyReplica:output_type -> bifrost.ranges.DestroyReplicaResponse
+	19, // 39: bifrost.ranges.Store.LocalRanges:output_type -> bifrost.ranges.LocalRangesResponse
+	11, // 40: bifrost.ranges.Store.ReplicaDescriptor:output_type -> bifrost.ranges.ReplicaDescriptorResponse
+	27, // 41: bifrost.ranges.Admin.Cluster:output_type -> bifrost.ranges.ClusterResponse
+	29, // 42: bifrost.ranges.Admin.Ranges:output_type -> bifrost.ranges.RangesResponse
+	32, // 43: bifrost.ranges.Admin.AddReplica:output_type -> bifrost.ranges.ChangeReplicasResponse
+	32, // 44: bifrost.ranges.Admin.RemoveReplica:output_type -> bifrost.ranges.ChangeReplicasResponse
+	34, // 45: bifrost.ranges.Admin.TransferLeader:output_type -> bifrost.ranges.TransferLeaderResponse
+	22, // 46: bifrost.ranges.Admin.Split:output_type -> bifrost.ranges.SplitResponse
+	24, // 47: bifrost.ranges.Admin.Merge:output_type -> bifrost.ranges.MergeResponse
+	31, // [31:48] is the sub-list for method output_type
+	14, // [14:31] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_ranges_rangespb_ranges_proto_init() }
@@ -1792,7 +2117,7 @@ func file_ranges_rangespb_ranges_proto_init() {
 	if File_ranges_rangespb_ranges_proto != nil {
 		return
 	}
-	file_ranges_rangespb_ranges_proto_msgTypes[10].OneofWrappers = []any{
+	file_ranges_rangespb_ranges_proto_msgTypes[12].OneofWrappers = []any{
 		(*ExecuteRequest_Command)(nil),
 		(*ExecuteRequest_Query)(nil),
 	}
@@ -1802,7 +2127,7 @@ func file_ranges_rangespb_ranges_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ranges_rangespb_ranges_proto_rawDesc), len(file_ranges_rangespb_ranges_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -282,10 +282,11 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Store_Execute_FullMethodName        = "/bifrost.ranges.Store/Execute"
-	Store_StartReplica_FullMethodName   = "/bifrost.ranges.Store/StartReplica"
-	Store_DestroyReplica_FullMethodName = "/bifrost.ranges.Store/DestroyReplica"
-	Store_LocalRanges_FullMethodName    = "/bifrost.ranges.Store/LocalRanges"
+	Store_Execute_FullMethodName           = "/bifrost.ranges.Store/Execute"
+	Store_StartReplica_FullMethodName      = "/bifrost.ranges.Store/StartReplica"
+	Store_DestroyReplica_FullMethodName    = "/bifrost.ranges.Store/DestroyReplica"
+	Store_LocalRanges_FullMethodName       = "/bifrost.ranges.Store/LocalRanges"
+	Store_ReplicaDescriptor_FullMethodName = "/bifrost.ranges.Store/ReplicaDescriptor"
 )
 
 // StoreClient is the client API for Store service.
@@ -298,6 +299,9 @@ type StoreClient interface {
 	StartReplica(ctx context.Context, in *StartReplicaRequest, opts ...grpc.CallOption) (*StartReplicaResponse, error)
 	DestroyReplica(ctx context.Context, in *DestroyReplicaRequest, opts ...grpc.CallOption) (*DestroyReplicaResponse, error)
 	LocalRanges(ctx context.Context, in *LocalRangesRequest, opts ...grpc.CallOption) (*LocalRangesResponse, error)
+	// ReplicaDescriptor returns the descriptor the store's own replica of a
+	// range has applied (no ReadIndex): the merge protocol waits on it.
+	ReplicaDescriptor(ctx context.Context, in *ReplicaDescriptorRequest, opts ...grpc.CallOption) (*ReplicaDescriptorResponse, error)
 }
 
 type storeClient struct {
@@ -348,6 +352,16 @@ func (c *storeClient) LocalRanges(ctx context.Context, in *LocalRangesRequest, o
 	return out, nil
 }
 
+func (c *storeClient) ReplicaDescriptor(ctx context.Context, in *ReplicaDescriptorRequest, opts ...grpc.CallOption) (*ReplicaDescriptorResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplicaDescriptorResponse)
+	err := c.cc.Invoke(ctx, Store_ReplicaDescriptor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // StoreServer is the server API for Store service.
 // All implementations must embed UnimplementedStoreServer
 // for forward compatibility.
@@ -358,6 +372,9 @@ type StoreServer interface {
 	StartReplica(context.Context, *StartReplicaRequest) (*StartReplicaResponse, error)
 	DestroyReplica(context.Context, *DestroyReplicaRequest) (*DestroyReplicaResponse, error)
 	LocalRanges(context.Context, *LocalRangesRequest) (*LocalRangesResponse, error)
+	// ReplicaDescriptor returns the descriptor the store's own replica of a
+	// range has applied (no ReadIndex): the merge protocol waits on it.
+	ReplicaDescriptor(context.Context, *ReplicaDescriptorRequest) (*ReplicaDescriptorResponse, error)
 	mustEmbedUnimplementedStoreServer()
 }
 
@@ -379,6 +396,9 @@ func (UnimplementedStoreServer) DestroyReplica(context.Context, *DestroyReplicaR
 }
 func (UnimplementedStoreServer) LocalRanges(context.Context, *LocalRangesRequest) (*LocalRangesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LocalRanges not implemented")
+}
+func (UnimplementedStoreServer) ReplicaDescriptor(context.Context, *ReplicaDescriptorRequest) (*ReplicaDescriptorResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplicaDescriptor not implemented")
 }
 func (UnimplementedStoreServer) mustEmbedUnimplementedStoreServer() {}
 func (UnimplementedStoreServer) testEmbeddedByValue()               {}
@@ -473,6 +493,24 @@ func _Store_LocalRanges_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Store_ReplicaDescriptor_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplicaDescriptorRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StoreServer).ReplicaDescriptor(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Store_ReplicaDescriptor_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StoreServer).ReplicaDescriptor(ctx, req.(*ReplicaDescriptorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Store_ServiceDesc is the grpc.ServiceDesc for Store service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -496,6 +534,10 @@ var Store_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "LocalRanges",
 			Handler:    _Store_LocalRanges_Handler,
 		},
+		{
+			MethodName: "ReplicaDescriptor",
+			Handler:    _Store_ReplicaDescriptor_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "ranges/rangespb/ranges.proto",
@@ -507,6 +549,8 @@ const (
 	Admin_AddReplica_FullMethodName     = "/bifrost.ranges.Admin/AddReplica"
 	Admin_RemoveReplica_FullMethodName  = "/bifrost.ranges.Admin/RemoveReplica"
 	Admin_TransferLeader_FullMethodName = "/bifrost.ranges.Admin/TransferLeader"
+	Admin_Split_FullMethodName          = "/bifrost.ranges.Admin/Split"
+	Admin_Merge_FullMethodName          = "/bifrost.ranges.Admin/Merge"
 )
 
 // AdminClient is the client API for Admin service.
@@ -520,6 +564,8 @@ type AdminClient interface {
 	AddReplica(ctx context.Context, in *AddReplicaRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error)
 	RemoveReplica(ctx context.Context, in *RemoveReplicaRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error)
 	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error)
+	Split(ctx context.Context, in *SplitRequest, opts ...grpc.CallOption) (*SplitResponse, error)
+	Merge(ctx context.Context, in *MergeRequest, opts ...grpc.CallOption) (*MergeResponse, error)
 }
 
 type adminClient struct {
@@ -580,6 +626,26 @@ func (c *adminClient) TransferLeader(ctx context.Context, in *TransferLeaderRequ
 	return out, nil
 }
 
+func (c *adminClient) Split(ctx context.Context, in *SplitRequest, opts ...grpc.CallOption) (*SplitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitResponse)
+	err := c.cc.Invoke(ctx, Admin_Split_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Merge(ctx context.Context, in *MergeRequest, opts ...grpc.CallOption) (*MergeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MergeResponse)
+	err := c.cc.Invoke(ctx, Admin_Merge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -591,6 +657,8 @@ type AdminServer interface {
 	AddReplica(context.Context, *AddReplicaRequest) (*ChangeReplicasResponse, error)
 	RemoveReplica(context.Context, *RemoveReplicaRequest) (*ChangeReplicasResponse, error)
 	TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error)
+	Split(context.Context, *SplitRequest) (*SplitResponse, error)
+	Merge(context.Context, *MergeRequest) (*MergeResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -615,6 +683,12 @@ func (UnimplementedAdminServer) RemoveReplica(context.Context, *RemoveReplicaReq
 }
 func (UnimplementedAdminServer) TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeader not implemented")
+}
+func (UnimplementedAdminServer) Split(context.Context, *SplitRequest) (*SplitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Split not implemented")
+}
+func (UnimplementedAdminServer) Merge(context.Context, *MergeRequest) (*MergeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Merge not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -727,6 +801,42 @@ func _Admin_TransferLeader_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Split_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Split(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Split_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Split(ctx, req.(*SplitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Merge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MergeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Merge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Merge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Merge(ctx, req.(*MergeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -753,6 +863,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TransferLeader",
 			Handler:    _Admin_TransferLeader_Handler,
+		},
+		{
+			MethodName: "Split",
+			Handler:    _Admin_Split_Handler,
+		},
+		{
+			MethodName: "Merge",
+			Handler:    _Admin_Merge_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -34,6 +34,10 @@ type Options struct {
 	SnapshotEntries, CompactionOverhead uint64
 	// Logger; default discards.
 	Logger *slog.Logger
+	// MergeResolveAfter; default 1s.
+	MergeResolveAfter time.Duration
+	// Failpoint, if set, is called at split and merge steps on every node.
+	Failpoint func(step string) error
 }
 
 // FreeAddr returns a loopback address with a port that was free just now.
@@ -61,6 +65,9 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 	if opts.RTTMillisecond == 0 {
 		opts.RTTMillisecond = 20
 	}
+	if opts.MergeResolveAfter == 0 {
+		opts.MergeResolveAfter = time.Second
+	}
 	if opts.Logger == nil {
 		if os.Getenv("BIFROST_TEST_LOG") != "" {
 			opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -85,7 +92,9 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 			GRPCAddr:          FreeAddr(t),
 			BootstrapExpect:   n,
 			FastGossip:        true,
-			ReconcileInterval: time.Second,
+			ReconcileInterval: 500 * time.Millisecond,
+			MergeResolveAfter: opts.MergeResolveAfter,
+			Failpoint:         opts.Failpoint,
 			Logger:            opts.Logger.With("node", i),
 		}
 		if seed != "" {
