@@ -32,6 +32,8 @@ Commands:
   add-replica --range ID --store ID        add a replica of a range on a store
   remove-replica --range ID --store ID     remove the range's replica from a store
   transfer-leader --range ID --store ID    move the range's leadership to a store
+  split --range ID --key K                 split a range at K (or --keyspace S --key K: the range holding K)
+  merge --range ID                         merge a range with its right neighbour
 `
 
 type adminCmd struct {
@@ -44,6 +46,8 @@ type adminCmd struct {
 	end     string
 	limit   uint
 	absent  bool
+	key     string
+	ks      string
 	out     io.Writer
 }
 
@@ -59,6 +63,8 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&a.end, "end", "", "scan: end key, exclusive (empty: the end)")
 	fs.UintVar(&a.limit, "limit", 100, "scan: at most this many pairs (max 1000)")
 	fs.BoolVar(&a.absent, "absent", false, "cas: expect the key to be absent")
+	fs.StringVar(&a.key, "key", "", "split: the split key")
+	fs.StringVar(&a.ks, "keyspace", "", "split: find the range by keyspace (kv, dist, inbox, retain) and key")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -71,7 +77,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 		return usagef("bifrost admin: %v", err)
 	}
 	if len(pos) == 0 {
-		return usagef("bifrost admin: missing command (cluster, ranges, kv, add-replica, remove-replica, transfer-leader)")
+		return usagef("bifrost admin: missing command (cluster, ranges, kv, add-replica, remove-replica, transfer-leader, split, merge)")
 	}
 	if err := a.checkArgs(pos); err != nil {
 		return err
@@ -96,6 +102,28 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 	case "remove-replica":
 		resp, err := client.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: a.rangeID, StoreId: a.storeID})
 		return a.printChange(resp, err)
+	case "split":
+		resp, err := client.Admin.Split(ctx, &rangespb.SplitRequest{RangeId: a.rangeID, Keyspace: a.ks, Key: []byte(a.key)})
+		if err != nil {
+			return ranges.FromStatus(err)
+		}
+		l, r := toRangeJSON(&rangespb.RangeInfo{Range: resp.Left}), toRangeJSON(&rangespb.RangeInfo{Range: resp.Right})
+		if a.json {
+			return a.printJSON(map[string]any{"left": l, "right": r})
+		}
+		fmt.Fprintf(a.out, "range %d: [%q, %q) ver %d\nrange %d: [%q, %q) ver %d\n", l.ID, l.Start, l.End, l.Ver, r.ID, r.Start, r.End, r.Ver)
+		return nil
+	case "merge":
+		resp, err := client.Admin.Merge(ctx, &rangespb.MergeRequest{RangeId: a.rangeID})
+		if err != nil {
+			return ranges.FromStatus(err)
+		}
+		m := toRangeJSON(&rangespb.RangeInfo{Range: resp.Range})
+		if a.json {
+			return a.printJSON(m)
+		}
+		fmt.Fprintf(a.out, "range %d: [%q, %q) ver %d\n", m.ID, m.Start, m.End, m.Ver)
+		return nil
 	case "transfer-leader":
 		if _, err := client.Admin.TransferLeader(ctx, &rangespb.TransferLeaderRequest{RangeId: a.rangeID, StoreId: a.storeID}); err != nil {
 			return ranges.FromStatus(err)
@@ -111,10 +139,22 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 
 // checkArgs validates the command line before any connection is made.
 func (a *adminCmd) checkArgs(pos []string) error {
-	want := map[string]int{"cluster": 0, "ranges": 0, "add-replica": 0, "remove-replica": 0, "transfer-leader": 0}
+	want := map[string]int{"cluster": 0, "ranges": 0, "add-replica": 0, "remove-replica": 0, "transfer-leader": 0, "split": 0, "merge": 0}
 	if n, ok := want[pos[0]]; ok {
 		if len(pos)-1 != n {
 			return usagef("bifrost admin %s: unexpected argument %q", pos[0], pos[1])
+		}
+		switch pos[0] {
+		case "split":
+			if a.key == "" || (a.rangeID == 0) == (a.ks == "") {
+				return usagef("bifrost admin split: want --key and one of --range or --keyspace")
+			}
+			return nil
+		case "merge":
+			if a.rangeID == 0 {
+				return usagef("bifrost admin merge: --range is required")
+			}
+			return nil
 		}
 		if strings.Contains(pos[0], "-") && (a.rangeID == 0 || a.storeID == 0) {
 			return usagef("bifrost admin %s: --range and --store are required", pos[0])

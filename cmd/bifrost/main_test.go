@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -33,6 +34,9 @@ func TestBadFlagsExitTwoWithOneLine(t *testing.T) {
 		{[]string{"admin", "add-replica", "--range", "1"}, "--store are required"},
 		{[]string{"admin", "kv", "scan", "--limit", "5000"}, "--limit"},
 		{[]string{"frontend"}, "not yet"},
+		{[]string{"admin", "split", "--key", "m"}, "--range or --keyspace"},
+		{[]string{"admin", "split", "--range", "1", "--keyspace", "kv", "--key", "m"}, "--range or --keyspace"},
+		{[]string{"admin", "merge"}, "--range is required"},
 	}
 	for _, tc := range tests {
 		code, _, stderr := runCLI(tc.args...)
@@ -104,6 +108,25 @@ func TestAdminAgainstACluster(t *testing.T) {
 	}
 	if code, out, _ := runCLI("admin", "--addr", addr, "cluster"); code != 0 || !strings.Contains(out, "store") {
 		t.Fatalf("cluster: exit %d, %q", code, out)
+	}
+	code, out, _ = runCLI("admin", "--addr", addr, "--json", "split", "--keyspace", "kv", "--key", "k2")
+	var sp struct {
+		Left, Right struct {
+			ID         uint64
+			Start, End string
+		}
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &sp) != nil || sp.Left.End != "k2" || sp.Right.Start != "k2" {
+		t.Fatalf("split: exit %d, %q", code, out)
+	}
+	if code, _, stderr := runCLI("admin", "--addr", addr, "split", "--range", fmt.Sprint(sp.Right.ID), "--key", "k2"); code != 1 || !strings.Contains(stderr, "strictly inside") {
+		t.Fatalf("split at a range's start: exit %d, %q", code, stderr)
+	}
+	if code, out, _ := runCLI("admin", "--addr", addr, "merge", "--range", fmt.Sprint(sp.Left.ID)); code != 0 || !strings.Contains(out, "ver") {
+		t.Fatalf("merge: exit %d, %q", code, out)
+	}
+	if code, _, stderr := runCLI("admin", "--addr", addr, "merge", "--range", fmt.Sprint(sp.Left.ID)); code != 1 || !strings.Contains(stderr, "no right neighbour") {
+		t.Fatalf("merge of the last range: exit %d, %q", code, stderr)
 	}
 	if code, _, stderr := runCLI("admin", "--addr", addr, "transfer-leader", "--range", "77", "--store", "1"); code != 1 || !strings.Contains(stderr, "unknown range") {
 		t.Fatalf("transfer-leader of an unknown range: exit %d, %q", code, stderr)
