@@ -24,10 +24,6 @@ const (
 	FailAfterSplit  = "split-after-propose"
 )
 
-// errInjected is what a failpoint returns: the orchestrator stops where it
-// is, as if its process died.
-var errInjected = errors.New("failpoint: operation abandoned")
-
 func (n *Node) failpoint(step string) error {
 	if n.cfg.Failpoint != nil {
 		return n.cfg.Failpoint(step)

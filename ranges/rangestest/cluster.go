@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -40,22 +41,29 @@ type Options struct {
 	Failpoint func(step string) error
 }
 
-// FreeAddr returns a loopback address with a port that was free just now.
+// FreeAddr returns a loopback address whose port was free (TCP and UDP)
+// just now. Ports come from below the kernel's ephemeral range (32768 and up
+// here), so the outgoing connections of running nodes cannot take a port
+// between this check and the node binding it, even after a restart.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for attempt := 0; attempt < 1000; attempt++ {
+		port := 20000 + rand.IntN(12000)
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return addr
 	}
-	defer l.Close()
-	// memberlist also binds UDP on the same port.
-	addr := l.Addr().String()
-	u, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return FreeAddr(t)
-	}
-	u.Close()
-	return addr
+	t.Fatal("no free loopback port")
+	return ""
 }
 
 // Start starts n stores that bootstrap together (bootstrap-expect n) and
@@ -194,10 +202,33 @@ func (c *Cluster) Client(i int) *ranges.Client {
 	return cl
 }
 
-// WaitReady waits until a write through a live node succeeds.
+// WaitReady waits until a write through a live node succeeds and every live
+// node routes every keyspace.
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
+	c.waitWrite(deadline)
+	for _, n := range c.Nodes {
+		for n != nil && !routesAll(n) {
+			if time.Now().After(deadline) {
+				c.t.Fatal("cluster did not route every keyspace in 60s")
+			}
+			_ = n.Refresh(context.Background())
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+func routesAll(n *ranges.Node) bool {
+	for _, fr := range ranges.FirstRanges {
+		if n.Router().Table().Lookup(fr.Keyspace, nil) == nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Cluster) waitWrite(deadline time.Time) {
 	for time.Now().Before(deadline) {
 		for i, n := range c.Nodes {
 			if n == nil {
