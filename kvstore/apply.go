@@ -30,6 +30,10 @@ type applier struct {
 	// ranges absorbed. The store acts on both after the batch commits.
 	splits []*kvpb.RangeDescriptor
 	merged []uint64
+	// cop is the range's coprocessor; newCop makes it when the range gets
+	// its first descriptor in this batch.
+	cop    Coprocessor
+	newCop func(*kvpb.RangeDescriptor) Coprocessor
 }
 
 // errNoDescriptor stops a replica that joined a range and is asked to apply
@@ -157,6 +161,19 @@ func (a *applier) applyWrite(ver uint64, w *kvpb.WriteBatch) (*kvpb.CommandResul
 			res, err = &kvpb.OpResult{}, a.batch.Delete(DataKey(ks, o.Delete.Key), nil)
 		case *kvpb.Op_Cas:
 			res, err = a.cas(ks, o.Cas)
+		case *kvpb.Op_Coproc:
+			if a.cop == nil && a.newCop != nil {
+				a.cop = a.newCop(a.desc)
+			}
+			if a.cop == nil {
+				return badRequest(fmt.Sprintf("keyspace %s has no coprocessor", ks)), nil
+			}
+			var out []byte
+			out, err = a.cop.Mutate(&rangeTx{rangeReader: rangeReader{r: a.batch, desc: a.desc}, batch: a.batch}, o.Coproc.Input)
+			if err != nil {
+				return nil, fmt.Errorf("coprocessor: %w", err)
+			}
+			res = &kvpb.OpResult{Value: out}
 		default:
 			return badRequest("empty operation"), nil
 		}

@@ -177,6 +177,9 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 		s.metrics.snapshotsRecovered.Inc()
 		s.metrics.recovered.Add(1)
 	}
+	if err := s.resetCoprocessor(desc); err != nil {
+		return err
+	}
 	if desc != nil && s.onSnapshot != nil {
 		s.onSnapshot(desc)
 	}

@@ -42,10 +42,46 @@ type rangeStateMachine struct {
 	onSplit    func(child *kvpb.RangeDescriptor)
 	onMerged   func(rightID uint64)
 	onSnapshot func(d *kvpb.RangeDescriptor)
+	// coprocessorFor makes the coprocessor of the range's keyspace (nil: none).
+	coprocessorFor func(d *kvpb.RangeDescriptor) Coprocessor
 
 	mu      sync.RWMutex
 	desc    *kvpb.RangeDescriptor
 	applied uint64
+	cop     Coprocessor
+}
+
+// resetCoprocessor (re)builds the coprocessor's in-memory state for the
+// descriptor's span, making the coprocessor first if there is none.
+func (s *rangeStateMachine) resetCoprocessor(desc *kvpb.RangeDescriptor) error {
+	if desc == nil || s.coprocessorFor == nil {
+		return nil
+	}
+	s.mu.Lock()
+	if s.cop == nil {
+		s.cop = s.coprocessorFor(desc)
+	}
+	cop := s.cop
+	s.mu.Unlock()
+	if cop == nil {
+		return nil
+	}
+	if err := cop.Reset(&rangeReader{r: s.engine.db, desc: desc}); err != nil {
+		return fmt.Errorf("range %d: reset coprocessor: %w", s.rangeID, err)
+	}
+	return nil
+}
+
+func (s *rangeStateMachine) coprocessor() Coprocessor {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cop
+}
+
+// spanChanged reports whether a descriptor change moved the range's bounds
+// (or is the first descriptor), which needs a coprocessor reset.
+func spanChanged(old, cur *kvpb.RangeDescriptor) bool {
+	return old == nil || string(old.Start) != string(cur.Start) || string(old.End) != string(cur.End)
 }
 
 var _ sm.IOnDiskStateMachine = (*rangeStateMachine)(nil)
@@ -72,6 +108,9 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	s.mu.Lock()
 	s.desc, s.applied = desc, applied
 	s.mu.Unlock()
+	if err := s.resetCoprocessor(desc); err != nil {
+		return 0, err
+	}
 	if desc != nil && s.onDescriptor != nil {
 		s.onDescriptor(s.rangeID, desc)
 	}
@@ -111,8 +150,19 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	batch := s.engine.db.NewIndexedBatch()
 	defer batch.Close()
 	s.mu.RLock()
-	a := applier{rangeID: s.rangeID, replicaID: s.replicaID, joined: s.joined, batch: batch, desc: s.desc}
+	a := applier{rangeID: s.rangeID, replicaID: s.replicaID, joined: s.joined, batch: batch, desc: s.desc, cop: s.cop}
+	old := s.desc
 	s.mu.RUnlock()
+	if a.cop == nil && old == nil && s.coprocessorFor != nil {
+		a.newCop = func(d *kvpb.RangeDescriptor) Coprocessor {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.cop == nil {
+				s.cop = s.coprocessorFor(d)
+			}
+			return s.cop
+		}
+	}
 	for i := range entries {
 		res, err := a.apply(entries[i].Cmd)
 		if err != nil {
@@ -154,6 +204,11 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	s.mu.Lock()
 	s.desc, s.applied = a.desc, last
 	s.mu.Unlock()
+	if a.descChanged && a.desc != nil && spanChanged(old, a.desc) {
+		if err := s.resetCoprocessor(a.desc); err != nil {
+			return nil, err
+		}
+	}
 	if s.metrics != nil {
 		s.metrics.applyLatency.Observe(time.Since(start).Seconds())
 		s.metrics.appliedEntries.Add(float64(len(entries)))
@@ -183,12 +238,12 @@ func (s *rangeStateMachine) Lookup(q any) (any, error) {
 		return nil, fmt.Errorf("unexpected query type %T", q)
 	}
 	s.mu.RLock()
-	desc := s.desc
+	desc, cop := s.desc, s.cop
 	s.mu.RUnlock()
-	return readQuery(s.engine.db, desc, query), nil
+	return readQuery(s.engine.db, desc, cop, query), nil
 }
 
-func readQuery(r pebble.Reader, desc *kvpb.RangeDescriptor, q *kvpb.Query) *kvpb.CommandResult {
+func readQuery(r pebble.Reader, desc *kvpb.RangeDescriptor, cop Coprocessor, q *kvpb.Query) *kvpb.CommandResult {
 	if desc == nil {
 		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_RANGE_NOT_READY, Message: "range has no descriptor yet"}
 	}
@@ -207,6 +262,13 @@ func readQuery(r pebble.Reader, desc *kvpb.RangeDescriptor, q *kvpb.Query) *kvpb
 			res, err = readGet(r, desc.Keyspace, o.Get.Key)
 		case *kvpb.Op_Scan:
 			res, err = readScan(r, desc, o.Scan)
+		case *kvpb.Op_Coproc:
+			if cop == nil {
+				return badRequest(fmt.Sprintf("keyspace %s has no coprocessor", desc.Keyspace))
+			}
+			var out []byte
+			out, err = cop.Query(&rangeReader{r: r, desc: desc}, o.Coproc.Input)
+			res = &kvpb.OpResult{Value: out}
 		default:
 			return badRequest("a query may hold only get and scan operations")
 		}
@@ -324,6 +386,8 @@ func opKey(op *kvpb.Op) (key []byte, isScan bool) {
 		return o.Cas.Key, false
 	case *kvpb.Op_Scan:
 		return nil, true
+	case *kvpb.Op_Coproc:
+		return o.Coproc.Key, false
 	}
 	return nil, false
 }

@@ -50,6 +50,8 @@ type Config struct {
 	CompactionOverhead uint64
 	// SmallLogDB trims Dragonboat's log store memory (for tests and small machines).
 	SmallLogDB bool
+	// Coprocessors maps a keyspace to the factory of its coprocessor.
+	Coprocessors map[kvpb.Keyspace]CoprocessorFactory
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the store's metrics; nil registers none.
@@ -256,6 +258,12 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 			engine: s.engine, rangeID: shardID, replicaID: replicaID, joined: boot.Join,
 			metrics: s.metrics, onDescriptor: s.descriptorChanged,
 			onSplit: s.splitApplied, onMerged: s.mergeApplied, onSnapshot: s.snapshotInstalled,
+		}
+		r.coprocessorFor = func(d *kvpb.RangeDescriptor) Coprocessor {
+			if f := s.cfg.Coprocessors[d.Keyspace]; f != nil {
+				return f(shardID)
+			}
+			return nil
 		}
 		s.mu.Lock()
 		s.replicas[shardID] = r

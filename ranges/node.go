@@ -44,6 +44,9 @@ type NodeConfig struct {
 	// Failpoint, for tests only, is called at the steps of split and merge
 	// named by the Fail* constants; an error abandons the operation there.
 	Failpoint func(step string) error
+	// Services registers more gRPC services (the coprocessors') on the
+	// node's server before it starts serving.
+	Services func(s *grpc.Server, n *Node)
 	// FastGossip tunes memberlist for loopback tests.
 	FastGossip bool
 	Logger     *slog.Logger
@@ -144,6 +147,9 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	rangespb.RegisterKVServer(n.server, &kvServer{n: n})
 	rangespb.RegisterStoreServer(n.server, &storeServer{n: n})
 	rangespb.RegisterAdminServer(n.server, &adminServer{n: n})
+	if cfg.Services != nil {
+		cfg.Services(n.server, n)
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

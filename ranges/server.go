@@ -14,8 +14,8 @@ import (
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 )
 
-// toStatus maps the package's errors to gRPC status codes at the RPC boundary.
-func toStatus(err error) error {
+// ToStatus maps the package's errors to gRPC status codes at the RPC boundary.
+func ToStatus(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -68,7 +68,7 @@ func (s *kvServer) Get(ctx context.Context, req *rangespb.GetRequest) (*rangespb
 	}
 	res, err := s.n.router.Read(ctx, ksKV, req.Key, req.Stale, &kvpb.Op{Op: &kvpb.Op_Get{Get: &kvpb.GetOp{Key: req.Key}}})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	r := res.Results[0]
 	return &rangespb.GetResponse{Found: r.Found, Value: r.Value}, nil
@@ -83,7 +83,7 @@ func (s *kvServer) Put(ctx context.Context, req *rangespb.PutRequest) (*rangespb
 	}
 	_, err := s.n.router.Write(ctx, ksKV, req.Key, req.RequestId, &kvpb.Op{Op: &kvpb.Op_Put{Put: &kvpb.PutOp{Key: req.Key, Value: req.Value}}})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &rangespb.PutResponse{}, nil
 }
@@ -94,7 +94,7 @@ func (s *kvServer) Delete(ctx context.Context, req *rangespb.DeleteRequest) (*ra
 	}
 	_, err := s.n.router.Write(ctx, ksKV, req.Key, req.RequestId, &kvpb.Op{Op: &kvpb.Op_Delete{Delete: &kvpb.DeleteOp{Key: req.Key}}})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &rangespb.DeleteResponse{}, nil
 }
@@ -110,7 +110,7 @@ func (s *kvServer) CompareAndSwap(ctx context.Context, req *rangespb.CompareAndS
 		Key: req.Key, Expected: req.Expected, ExpectAbsent: req.ExpectAbsent, NewValue: req.NewValue, Delete: req.Delete,
 	}}})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	r := res.Results[0]
 	return &rangespb.CompareAndSwapResponse{Succeeded: r.CasOk, Found: r.Found, Current: r.Value}, nil
@@ -132,7 +132,7 @@ func (s *kvServer) Scan(ctx context.Context, req *rangespb.ScanRequest) (*ranges
 		op := &kvpb.Op{Op: &kvpb.Op_Scan{Scan: &kvpb.ScanOp{Start: cursor, End: req.End, Limit: uint32(limit - len(out.Pairs))}}}
 		res, err := s.n.router.Read(ctx, ksKV, cursor, req.Stale, op)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		r := res.Results[0]
 		out.Pairs = append(out.Pairs, r.Pairs...)
@@ -157,7 +157,7 @@ type storeServer struct {
 
 func (s *storeServer) Execute(ctx context.Context, req *rangespb.ExecuteRequest) (*rangespb.ExecuteResponse, error) {
 	resp, err := s.n.executeLocal(ctx, req)
-	return resp, toStatus(err)
+	return resp, ToStatus(err)
 }
 
 func (s *storeServer) StartReplica(ctx context.Context, req *rangespb.StartReplicaRequest) (*rangespb.StartReplicaResponse, error) {
@@ -172,7 +172,7 @@ func (s *storeServer) StartReplica(ctx context.Context, req *rangespb.StartRepli
 
 func (s *storeServer) DestroyReplica(ctx context.Context, req *rangespb.DestroyReplicaRequest) (*rangespb.DestroyReplicaResponse, error) {
 	if err := s.n.destroyIfRemoved(ctx, req.RangeId, req.ReplicaId); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &rangespb.DestroyReplicaResponse{}, nil
 }
@@ -216,7 +216,7 @@ func (s *adminServer) AddReplica(ctx context.Context, req *rangespb.AddReplicaRe
 	}
 	d, err := s.n.AddReplica(ctx, req.RangeId, req.StoreId)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &rangespb.ChangeReplicasResponse{Range: d}, nil
 }
@@ -229,7 +229,7 @@ func (s *adminServer) RemoveReplica(ctx context.Context, req *rangespb.RemoveRep
 	}
 	d, err := s.n.RemoveReplica(ctx, req.RangeId, req.StoreId)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &rangespb.ChangeReplicasResponse{Range: d}, nil
 }
@@ -246,7 +246,7 @@ func (s *adminServer) TransferLeader(ctx context.Context, req *rangespb.Transfer
 		return &rangespb.TransferLeaderResponse{}, nil
 	}
 	if err := s.n.TransferLeader(ctx, req.RangeId, req.StoreId); err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &rangespb.TransferLeaderResponse{}, nil
 }
@@ -287,7 +287,7 @@ func (s *adminServer) forward(ctx context.Context, rangeID uint64, call func(ran
 func (s *storeServer) ReplicaDescriptor(ctx context.Context, req *rangespb.ReplicaDescriptorRequest) (*rangespb.ReplicaDescriptorResponse, error) {
 	d, err := s.n.store.Descriptor(req.RangeId)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	if d == nil {
 		return nil, status.Errorf(codes.Unavailable, "range %d has no descriptor yet", req.RangeId)
@@ -303,18 +303,18 @@ func (s *adminServer) Split(ctx context.Context, req *rangespb.SplitRequest) (*r
 	if rangeID == 0 {
 		ks, err := ParseKeyspace(req.Keyspace)
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, ToStatus(err)
 		}
 		_ = s.n.Refresh(ctx)
 		route := s.n.table.Lookup(ks, req.Key)
 		if route == nil {
-			return nil, toStatus(fmt.Errorf("%w: keyspace %s", ErrNoRange, req.Keyspace))
+			return nil, ToStatus(fmt.Errorf("%w: keyspace %s", ErrNoRange, req.Keyspace))
 		}
 		rangeID = route.Desc.Id
 	}
 	left, right, err := s.n.Split(ctx, rangeID, req.Key)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &rangespb.SplitResponse{Left: left, Right: right}, nil
 }
@@ -322,7 +322,7 @@ func (s *adminServer) Split(ctx context.Context, req *rangespb.SplitRequest) (*r
 func (s *adminServer) Merge(ctx context.Context, req *rangespb.MergeRequest) (*rangespb.MergeResponse, error) {
 	d, err := s.n.Merge(ctx, req.RangeId)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, ToStatus(err)
 	}
 	return &rangespb.MergeResponse{Range: d}, nil
 }

@@ -32,6 +32,7 @@ type Matched struct {
 type Trie struct {
 	mu      sync.RWMutex
 	tenants map[string]*node
+	counts  map[string]int
 	routes  int
 }
 
@@ -53,7 +54,21 @@ type group struct {
 }
 
 // NewTrie returns an empty trie.
-func NewTrie() *Trie { return &Trie{tenants: map[string]*node{}} }
+func NewTrie() *Trie { return &Trie{tenants: map[string]*node{}, counts: map[string]int{}} }
+
+// TenantLen returns the number of routes of one tenant.
+func (t *Trie) TenantLen(tenant string) int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.counts[tenant]
+}
+
+// Clear removes every route.
+func (t *Trie) Clear() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tenants, t.counts, t.routes = map[string]*node{}, map[string]int{}, 0
+}
 
 // Len returns the number of routes.
 func (t *Trie) Len() int {
@@ -92,6 +107,7 @@ func (t *Trie) Add(tenant string, sub Subscription, r Receiver) bool {
 		}
 		n.plain[r] = struct{}{}
 		t.routes++
+		t.counts[tenant]++
 		return true
 	}
 	if n.groups == nil {
@@ -117,6 +133,7 @@ func (t *Trie) Add(tenant string, sub Subscription, r Receiver) bool {
 	}
 	g.members = slices.Insert(g.members, i, r)
 	t.routes++
+	t.counts[tenant]++
 	return true
 }
 
@@ -158,6 +175,9 @@ func (t *Trie) Remove(tenant string, sub Subscription, r Receiver) bool {
 		return false
 	}
 	t.routes--
+	if t.counts[tenant]--; t.counts[tenant] == 0 {
+		delete(t.counts, tenant)
+	}
 	// Prune nodes left empty, from the leaf up.
 	for i := len(path) - 1; i > 0; i-- {
 		c := path[i]

@@ -506,6 +506,7 @@ type Op struct {
 	//	*Op_Delete
 	//	*Op_Cas
 	//	*Op_Scan
+	//	*Op_Coproc
 	Op            isOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -593,6 +594,15 @@ func (x *Op) GetScan() *ScanOp {
 	return nil
 }
 
+func (x *Op) GetCoproc() *CoprocOp {
+	if x != nil {
+		if x, ok := x.Op.(*Op_Coproc); ok {
+			return x.Coproc
+		}
+	}
+	return nil
+}
+
 type isOp_Op interface {
 	isOp_Op()
 }
@@ -617,6 +627,10 @@ type Op_Scan struct {
 	Scan *ScanOp `protobuf:"bytes,5,opt,name=scan,proto3,oneof"`
 }
 
+type Op_Coproc struct {
+	Coproc *CoprocOp `protobuf:"bytes,6,opt,name=coproc,proto3,oneof"`
+}
+
 func (*Op_Get) isOp_Op() {}
 
 func (*Op_Put) isOp_Op() {}
@@ -627,6 +641,63 @@ func (*Op_Cas) isOp_Op() {}
 
 func (*Op_Scan) isOp_Op() {}
 
+func (*Op_Coproc) isOp_Op() {}
+
+// CoprocOp is one input of the range's coprocessor: a mutation in a write
+// batch, a query in a query. key routes it and is checked against the range
+// at apply time; the coprocessor touches only keys of key's unit.
+type CoprocOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Input         []byte                 `protobuf:"bytes,2,opt,name=input,proto3" json:"input,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoprocOp) Reset() {
+	*x = CoprocOp{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoprocOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoprocOp) ProtoMessage() {}
+
+func (x *CoprocOp) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoprocOp.ProtoReflect.Descriptor instead.
+func (*CoprocOp) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CoprocOp) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *CoprocOp) GetInput() []byte {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
 type GetOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -636,7 +707,7 @@ type GetOp struct {
 
 func (x *GetOp) Reset() {
 	*x = GetOp{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +719,7 @@ func (x *GetOp) String() string {
 func (*GetOp) ProtoMessage() {}
 
 func (x *GetOp) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[5]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +732,7 @@ func (x *GetOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOp.ProtoReflect.Descriptor instead.
 func (*GetOp) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{5}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetOp) GetKey() []byte {
@@ -681,7 +752,7 @@ type PutOp struct {
 
 func (x *PutOp) Reset() {
 	*x = PutOp{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +764,7 @@ func (x *PutOp) String() string {
 func (*PutOp) ProtoMessage() {}
 
 func (x *PutOp) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[6]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +777,7 @@ func (x *PutOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutOp.ProtoReflect.Descriptor instead.
 func (*PutOp) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PutOp) GetKey() []byte {
@@ -732,7 +803,7 @@ type DeleteOp struct {
 
 func (x *DeleteOp) Reset() {
 	*x = DeleteOp{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +815,7 @@ func (x *DeleteOp) String() string {
 func (*DeleteOp) ProtoMessage() {}
 
 func (x *DeleteOp) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[7]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +828,7 @@ func (x *DeleteOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOp.ProtoReflect.Descriptor instead.
 func (*DeleteOp) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteOp) GetKey() []byte {
@@ -782,7 +853,7 @@ type CasOp struct {
 
 func (x *CasOp) Reset() {
 	*x = CasOp{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +865,7 @@ func (x *CasOp) String() string {
 func (*CasOp) ProtoMessage() {}
 
 func (x *CasOp) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[8]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +878,7 @@ func (x *CasOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasOp.ProtoReflect.Descriptor instead.
 func (*CasOp) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CasOp) GetKey() []byte {
@@ -857,7 +928,7 @@ type ScanOp struct {
 
 func (x *ScanOp) Reset() {
 	*x = ScanOp{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +940,7 @@ func (x *ScanOp) String() string {
 func (*ScanOp) ProtoMessage() {}
 
 func (x *ScanOp) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[9]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +953,7 @@ func (x *ScanOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanOp.ProtoReflect.Descriptor instead.
 func (*ScanOp) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ScanOp) GetStart() []byte {
@@ -922,7 +993,7 @@ type OpResult struct {
 
 func (x *OpResult) Reset() {
 	*x = OpResult{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1005,7 @@ func (x *OpResult) String() string {
 func (*OpResult) ProtoMessage() {}
 
 func (x *OpResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[10]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1018,7 @@ func (x *OpResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpResult.ProtoReflect.Descriptor instead.
 func (*OpResult) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *OpResult) GetFound() bool {
@@ -1020,7 +1091,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1103,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[11]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1116,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{11}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Command) GetRequestId() []byte {
@@ -1239,7 +1310,7 @@ type WriteBatch struct {
 
 func (x *WriteBatch) Reset() {
 	*x = WriteBatch{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1322,7 @@ func (x *WriteBatch) String() string {
 func (*WriteBatch) ProtoMessage() {}
 
 func (x *WriteBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[12]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1335,7 @@ func (x *WriteBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteBatch.ProtoReflect.Descriptor instead.
 func (*WriteBatch) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{12}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WriteBatch) GetOps() []*Op {
@@ -1285,7 +1356,7 @@ type AddReplicaIntent struct {
 
 func (x *AddReplicaIntent) Reset() {
 	*x = AddReplicaIntent{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[13]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1368,7 @@ func (x *AddReplicaIntent) String() string {
 func (*AddReplicaIntent) ProtoMessage() {}
 
 func (x *AddReplicaIntent) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[13]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1381,7 @@ func (x *AddReplicaIntent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddReplicaIntent.ProtoReflect.Descriptor instead.
 func (*AddReplicaIntent) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{13}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AddReplicaIntent) GetStoreId() uint64 {
@@ -1338,7 +1409,7 @@ type SetReplicas struct {
 
 func (x *SetReplicas) Reset() {
 	*x = SetReplicas{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[14]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1421,7 @@ func (x *SetReplicas) String() string {
 func (*SetReplicas) ProtoMessage() {}
 
 func (x *SetReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[14]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1434,7 @@ func (x *SetReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetReplicas.ProtoReflect.Descriptor instead.
 func (*SetReplicas) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{14}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetReplicas) GetConfVer() uint64 {
@@ -1392,7 +1463,7 @@ type Split struct {
 
 func (x *Split) Reset() {
 	*x = Split{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[15]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1475,7 @@ func (x *Split) String() string {
 func (*Split) ProtoMessage() {}
 
 func (x *Split) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[15]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1488,7 @@ func (x *Split) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Split.ProtoReflect.Descriptor instead.
 func (*Split) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{15}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Split) GetKey() []byte {
@@ -1445,7 +1516,7 @@ type PrepareMerge struct {
 
 func (x *PrepareMerge) Reset() {
 	*x = PrepareMerge{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[16]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1528,7 @@ func (x *PrepareMerge) String() string {
 func (*PrepareMerge) ProtoMessage() {}
 
 func (x *PrepareMerge) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[16]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1541,7 @@ func (x *PrepareMerge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareMerge.ProtoReflect.Descriptor instead.
 func (*PrepareMerge) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{16}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PrepareMerge) GetIntent() *MergeIntent {
@@ -1490,7 +1561,7 @@ type CommitMerge struct {
 
 func (x *CommitMerge) Reset() {
 	*x = CommitMerge{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[17]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1573,7 @@ func (x *CommitMerge) String() string {
 func (*CommitMerge) ProtoMessage() {}
 
 func (x *CommitMerge) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[17]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1586,7 @@ func (x *CommitMerge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitMerge.ProtoReflect.Descriptor instead.
 func (*CommitMerge) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{17}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CommitMerge) GetRight() *RangeDescriptor {
@@ -1535,7 +1606,7 @@ type FenceMerge struct {
 
 func (x *FenceMerge) Reset() {
 	*x = FenceMerge{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[18]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1618,7 @@ func (x *FenceMerge) String() string {
 func (*FenceMerge) ProtoMessage() {}
 
 func (x *FenceMerge) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[18]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1631,7 @@ func (x *FenceMerge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceMerge.ProtoReflect.Descriptor instead.
 func (*FenceMerge) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{18}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FenceMerge) GetRightId() uint64 {
@@ -1579,7 +1650,7 @@ type Unfreeze struct {
 
 func (x *Unfreeze) Reset() {
 	*x = Unfreeze{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[19]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1662,7 @@ func (x *Unfreeze) String() string {
 func (*Unfreeze) ProtoMessage() {}
 
 func (x *Unfreeze) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[19]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1675,7 @@ func (x *Unfreeze) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unfreeze.ProtoReflect.Descriptor instead.
 func (*Unfreeze) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{19}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{20}
 }
 
 // AllocateIDs hands out count cluster-unique range IDs. Only range 1, which
@@ -1618,7 +1689,7 @@ type AllocateIDs struct {
 
 func (x *AllocateIDs) Reset() {
 	*x = AllocateIDs{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[20]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1701,7 @@ func (x *AllocateIDs) String() string {
 func (*AllocateIDs) ProtoMessage() {}
 
 func (x *AllocateIDs) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[20]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1714,7 @@ func (x *AllocateIDs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateIDs.ProtoReflect.Descriptor instead.
 func (*AllocateIDs) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{20}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AllocateIDs) GetCount() uint32 {
@@ -1663,7 +1734,7 @@ type InitRange struct {
 
 func (x *InitRange) Reset() {
 	*x = InitRange{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[21]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1746,7 @@ func (x *InitRange) String() string {
 func (*InitRange) ProtoMessage() {}
 
 func (x *InitRange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[21]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1759,7 @@ func (x *InitRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRange.ProtoReflect.Descriptor instead.
 func (*InitRange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{21}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *InitRange) GetRange() *RangeDescriptor {
@@ -1715,7 +1786,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +1798,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +1811,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{22}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CommandResult) GetStatus() Status {
@@ -1804,7 +1875,7 @@ type Query struct {
 
 func (x *Query) Reset() {
 	*x = Query{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +1887,7 @@ func (x *Query) String() string {
 func (*Query) ProtoMessage() {}
 
 func (x *Query) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +1900,7 @@ func (x *Query) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Query.ProtoReflect.Descriptor instead.
 func (*Query) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{23}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Query) GetVer() uint64 {
@@ -1864,7 +1935,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +1947,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +1960,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{24}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DedupeRecord) GetIssuedUnixMs() int64 {
@@ -1923,7 +1994,7 @@ type BootRecord struct {
 
 func (x *BootRecord) Reset() {
 	*x = BootRecord{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2006,7 @@ func (x *BootRecord) String() string {
 func (*BootRecord) ProtoMessage() {}
 
 func (x *BootRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2019,7 @@ func (x *BootRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootRecord.ProtoReflect.Descriptor instead.
 func (*BootRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{25}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BootRecord) GetRangeId() uint64 {
@@ -1997,7 +2068,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2080,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2093,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{26}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Tombstone) GetRangeId() uint64 {
@@ -2068,14 +2139,18 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\bleft_ver\x18\x02 \x01(\x04R\aleftVer\"0\n" +
 	"\x06KVPair\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"\xd9\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\x89\x02\n" +
 	"\x02Op\x12%\n" +
 	"\x03get\x18\x01 \x01(\v2\x11.bifrost.kv.GetOpH\x00R\x03get\x12%\n" +
 	"\x03put\x18\x02 \x01(\v2\x11.bifrost.kv.PutOpH\x00R\x03put\x12.\n" +
 	"\x06delete\x18\x03 \x01(\v2\x14.bifrost.kv.DeleteOpH\x00R\x06delete\x12%\n" +
 	"\x03cas\x18\x04 \x01(\v2\x11.bifrost.kv.CasOpH\x00R\x03cas\x12(\n" +
-	"\x04scan\x18\x05 \x01(\v2\x12.bifrost.kv.ScanOpH\x00R\x04scanB\x04\n" +
-	"\x02op\"\x19\n" +
+	"\x04scan\x18\x05 \x01(\v2\x12.bifrost.kv.ScanOpH\x00R\x04scan\x12.\n" +
+	"\x06coproc\x18\x06 \x01(\v2\x14.bifrost.kv.CoprocOpH\x00R\x06coprocB\x04\n" +
+	"\x02op\"2\n" +
+	"\bCoprocOp\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05input\x18\x02 \x01(\fR\x05input\"\x19\n" +
 	"\x05GetOp\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"/\n" +
 	"\x05PutOp\x12\x10\n" +
@@ -2212,7 +2287,7 @@ func file_kvstore_kvpb_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kvstore_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_kvstore_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_kvstore_kvpb_kv_proto_goTypes = []any{
 	(Keyspace)(0),            // 0: bifrost.kv.Keyspace
 	(RangeState)(0),          // 1: bifrost.kv.RangeState
@@ -2222,29 +2297,30 @@ var file_kvstore_kvpb_kv_proto_goTypes = []any{
 	(*MergeIntent)(nil),      // 5: bifrost.kv.MergeIntent
 	(*KVPair)(nil),           // 6: bifrost.kv.KVPair
 	(*Op)(nil),               // 7: bifrost.kv.Op
-	(*GetOp)(nil),            // 8: bifrost.kv.GetOp
-	(*PutOp)(nil),            // 9: bifrost.kv.PutOp
-	(*DeleteOp)(nil),         // 10: bifrost.kv.DeleteOp
-	(*CasOp)(nil),            // 11: bifrost.kv.CasOp
-	(*ScanOp)(nil),           // 12: bifrost.kv.ScanOp
-	(*OpResult)(nil),         // 13: bifrost.kv.OpResult
-	(*Command)(nil),          // 14: bifrost.kv.Command
-	(*WriteBatch)(nil),       // 15: bifrost.kv.WriteBatch
-	(*AddReplicaIntent)(nil), // 16: bifrost.kv.AddReplicaIntent
-	(*SetReplicas)(nil),      // 17: bifrost.kv.SetReplicas
-	(*Split)(nil),            // 18: bifrost.kv.Split
-	(*PrepareMerge)(nil),     // 19: bifrost.kv.PrepareMerge
-	(*CommitMerge)(nil),      // 20: bifrost.kv.CommitMerge
-	(*FenceMerge)(nil),       // 21: bifrost.kv.FenceMerge
-	(*Unfreeze)(nil),         // 22: bifrost.kv.Unfreeze
-	(*AllocateIDs)(nil),      // 23: bifrost.kv.AllocateIDs
-	(*InitRange)(nil),        // 24: bifrost.kv.InitRange
-	(*CommandResult)(nil),    // 25: bifrost.kv.CommandResult
-	(*Query)(nil),            // 26: bifrost.kv.Query
-	(*DedupeRecord)(nil),     // 27: bifrost.kv.DedupeRecord
-	(*BootRecord)(nil),       // 28: bifrost.kv.BootRecord
-	(*Tombstone)(nil),        // 29: bifrost.kv.Tombstone
-	nil,                      // 30: bifrost.kv.BootRecord.InitialMembersEntry
+	(*CoprocOp)(nil),         // 8: bifrost.kv.CoprocOp
+	(*GetOp)(nil),            // 9: bifrost.kv.GetOp
+	(*PutOp)(nil),            // 10: bifrost.kv.PutOp
+	(*DeleteOp)(nil),         // 11: bifrost.kv.DeleteOp
+	(*CasOp)(nil),            // 12: bifrost.kv.CasOp
+	(*ScanOp)(nil),           // 13: bifrost.kv.ScanOp
+	(*OpResult)(nil),         // 14: bifrost.kv.OpResult
+	(*Command)(nil),          // 15: bifrost.kv.Command
+	(*WriteBatch)(nil),       // 16: bifrost.kv.WriteBatch
+	(*AddReplicaIntent)(nil), // 17: bifrost.kv.AddReplicaIntent
+	(*SetReplicas)(nil),      // 18: bifrost.kv.SetReplicas
+	(*Split)(nil),            // 19: bifrost.kv.Split
+	(*PrepareMerge)(nil),     // 20: bifrost.kv.PrepareMerge
+	(*CommitMerge)(nil),      // 21: bifrost.kv.CommitMerge
+	(*FenceMerge)(nil),       // 22: bifrost.kv.FenceMerge
+	(*Unfreeze)(nil),         // 23: bifrost.kv.Unfreeze
+	(*AllocateIDs)(nil),      // 24: bifrost.kv.AllocateIDs
+	(*InitRange)(nil),        // 25: bifrost.kv.InitRange
+	(*CommandResult)(nil),    // 26: bifrost.kv.CommandResult
+	(*Query)(nil),            // 27: bifrost.kv.Query
+	(*DedupeRecord)(nil),     // 28: bifrost.kv.DedupeRecord
+	(*BootRecord)(nil),       // 29: bifrost.kv.BootRecord
+	(*Tombstone)(nil),        // 30: bifrost.kv.Tombstone
+	nil,                      // 31: bifrost.kv.BootRecord.InitialMembersEntry
 }
 var file_kvstore_kvpb_kv_proto_depIdxs = []int32{
 	0,  // 0: bifrost.kv.RangeDescriptor.keyspace:type_name -> bifrost.kv.Keyspace
@@ -2252,38 +2328,39 @@ var file_kvstore_kvpb_kv_proto_depIdxs = []int32{
 	1,  // 2: bifrost.kv.RangeDescriptor.state:type_name -> bifrost.kv.RangeState
 	3,  // 3: bifrost.kv.RangeDescriptor.pending:type_name -> bifrost.kv.Replica
 	5,  // 4: bifrost.kv.RangeDescriptor.merge:type_name -> bifrost.kv.MergeIntent
-	8,  // 5: bifrost.kv.Op.get:type_name -> bifrost.kv.GetOp
-	9,  // 6: bifrost.kv.Op.put:type_name -> bifrost.kv.PutOp
-	10, // 7: bifrost.kv.Op.delete:type_name -> bifrost.kv.DeleteOp
-	11, // 8: bifrost.kv.Op.cas:type_name -> bifrost.kv.CasOp
-	12, // 9: bifrost.kv.Op.scan:type_name -> bifrost.kv.ScanOp
-	6,  // 10: bifrost.kv.OpResult.pairs:type_name -> bifrost.kv.KVPair
-	15, // 11: bifrost.kv.Command.write:type_name -> bifrost.kv.WriteBatch
-	16, // 12: bifrost.kv.Command.add_replica:type_name -> bifrost.kv.AddReplicaIntent
-	17, // 13: bifrost.kv.Command.set_replicas:type_name -> bifrost.kv.SetReplicas
-	24, // 14: bifrost.kv.Command.init:type_name -> bifrost.kv.InitRange
-	18, // 15: bifrost.kv.Command.split:type_name -> bifrost.kv.Split
-	19, // 16: bifrost.kv.Command.prepare_merge:type_name -> bifrost.kv.PrepareMerge
-	20, // 17: bifrost.kv.Command.commit_merge:type_name -> bifrost.kv.CommitMerge
-	21, // 18: bifrost.kv.Command.fence_merge:type_name -> bifrost.kv.FenceMerge
-	22, // 19: bifrost.kv.Command.unfreeze:type_name -> bifrost.kv.Unfreeze
-	23, // 20: bifrost.kv.Command.allocate_ids:type_name -> bifrost.kv.AllocateIDs
-	7,  // 21: bifrost.kv.WriteBatch.ops:type_name -> bifrost.kv.Op
-	3,  // 22: bifrost.kv.SetReplicas.replicas:type_name -> bifrost.kv.Replica
-	5,  // 23: bifrost.kv.PrepareMerge.intent:type_name -> bifrost.kv.MergeIntent
-	4,  // 24: bifrost.kv.CommitMerge.right:type_name -> bifrost.kv.RangeDescriptor
-	4,  // 25: bifrost.kv.InitRange.range:type_name -> bifrost.kv.RangeDescriptor
-	2,  // 26: bifrost.kv.CommandResult.status:type_name -> bifrost.kv.Status
-	4,  // 27: bifrost.kv.CommandResult.range:type_name -> bifrost.kv.RangeDescriptor
-	13, // 28: bifrost.kv.CommandResult.results:type_name -> bifrost.kv.OpResult
-	4,  // 29: bifrost.kv.CommandResult.split_child:type_name -> bifrost.kv.RangeDescriptor
-	7,  // 30: bifrost.kv.Query.ops:type_name -> bifrost.kv.Op
-	30, // 31: bifrost.kv.BootRecord.initial_members:type_name -> bifrost.kv.BootRecord.InitialMembersEntry
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	9,  // 5: bifrost.kv.Op.get:type_name -> bifrost.kv.GetOp
+	10, // 6: bifrost.kv.Op.put:type_name -> bifrost.kv.PutOp
+	11, // 7: bifrost.kv.Op.delete:type_name -> bifrost.kv.DeleteOp
+	12, // 8: bifrost.kv.Op.cas:type_name -> bifrost.kv.CasOp
+	13, // 9: bifrost.kv.Op.scan:type_name -> bifrost.kv.ScanOp
+	8,  // 10: bifrost.kv.Op.coproc:type_name -> bifrost.kv.CoprocOp
+	6,  // 11: bifrost.kv.OpResult.pairs:type_name -> bifrost.kv.KVPair
+	16, // 12: bifrost.kv.Command.write:type_name -> bifrost.kv.WriteBatch
+	17, // 13: bifrost.kv.Command.add_replica:type_name -> bifrost.kv.AddReplicaIntent
+	18, // 14: bifrost.kv.Command.set_replicas:type_name -> bifrost.kv.SetReplicas
+	25, // 15: bifrost.kv.Command.init:type_name -> bifrost.kv.InitRange
+	19, // 16: bifrost.kv.Command.split:type_name -> bifrost.kv.Split
+	20, // 17: bifrost.kv.Command.prepare_merge:type_name -> bifrost.kv.PrepareMerge
+	21, // 18: bifrost.kv.Command.commit_merge:type_name -> bifrost.kv.CommitMerge
+	22, // 19: bifrost.kv.Command.fence_merge:type_name -> bifrost.kv.FenceMerge
+	23, // 20: bifrost.kv.Command.unfreeze:type_name -> bifrost.kv.Unfreeze
+	24, // 21: bifrost.kv.Command.allocate_ids:type_name -> bifrost.kv.AllocateIDs
+	7,  // 22: bifrost.kv.WriteBatch.ops:type_name -> bifrost.kv.Op
+	3,  // 23: bifrost.kv.SetReplicas.replicas:type_name -> bifrost.kv.Replica
+	5,  // 24: bifrost.kv.PrepareMerge.intent:type_name -> bifrost.kv.MergeIntent
+	4,  // 25: bifrost.kv.CommitMerge.right:type_name -> bifrost.kv.RangeDescriptor
+	4,  // 26: bifrost.kv.InitRange.range:type_name -> bifrost.kv.RangeDescriptor
+	2,  // 27: bifrost.kv.CommandResult.status:type_name -> bifrost.kv.Status
+	4,  // 28: bifrost.kv.CommandResult.range:type_name -> bifrost.kv.RangeDescriptor
+	14, // 29: bifrost.kv.CommandResult.results:type_name -> bifrost.kv.OpResult
+	4,  // 30: bifrost.kv.CommandResult.split_child:type_name -> bifrost.kv.RangeDescriptor
+	7,  // 31: bifrost.kv.Query.ops:type_name -> bifrost.kv.Op
+	31, // 32: bifrost.kv.BootRecord.initial_members:type_name -> bifrost.kv.BootRecord.InitialMembersEntry
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_kvpb_kv_proto_init() }
@@ -2297,8 +2374,9 @@ func file_kvstore_kvpb_kv_proto_init() {
 		(*Op_Delete)(nil),
 		(*Op_Cas)(nil),
 		(*Op_Scan)(nil),
+		(*Op_Coproc)(nil),
 	}
-	file_kvstore_kvpb_kv_proto_msgTypes[11].OneofWrappers = []any{
+	file_kvstore_kvpb_kv_proto_msgTypes[12].OneofWrappers = []any{
 		(*Command_Write)(nil),
 		(*Command_AddReplica)(nil),
 		(*Command_SetReplicas)(nil),
@@ -2316,7 +2394,7 @@ func file_kvstore_kvpb_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kv_proto_rawDesc), len(file_kvstore_kvpb_kv_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

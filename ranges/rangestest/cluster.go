@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/bifrost-mq/bifrost/kvstore"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
 )
 
@@ -39,6 +42,9 @@ type Options struct {
 	MergeResolveAfter time.Duration
 	// Failpoint, if set, is called at split and merge steps on every node.
 	Failpoint func(step string) error
+	// Coprocessors and Services are passed to every node.
+	Coprocessors map[kvpb.Keyspace]kvstore.CoprocessorFactory
+	Services     func(s *grpc.Server, n *ranges.Node)
 }
 
 // FreeAddr returns a loopback address whose port was free (TCP and UDP)
@@ -95,7 +101,9 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 				SnapshotEntries:    opts.SnapshotEntries,
 				CompactionOverhead: opts.CompactionOverhead,
 				SmallLogDB:         true,
+				Coprocessors:       opts.Coprocessors,
 			},
+			Services:          opts.Services,
 			GossipAddr:        FreeAddr(t),
 			GRPCAddr:          FreeAddr(t),
 			BootstrapExpect:   n,

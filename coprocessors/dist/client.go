@@ -1,0 +1,122 @@
+package dist
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+)
+
+const keyspace = kvpb.Keyspace_KEYSPACE_DIST
+
+// Client adds, removes and matches routes through a node's router.
+type Client struct {
+	router *ranges.Router
+}
+
+// NewClient returns a client over a router.
+func NewClient(r *ranges.Router) *Client { return &Client{router: r} }
+
+// AddRoute adds a route; the result says whether it existed or hit the limit.
+func (c *Client) AddRoute(ctx context.Context, req *distpb.AddRouteRequest) (*distpb.Output, error) {
+	tenant, sub, r, err := decodeRoute(req.Route)
+	if err != nil {
+		return &distpb.Output{Result: distpb.Result_RESULT_INVALID, Reason: err.Error()}, nil
+	}
+	return c.mutate(ctx, routeKey(tenant, sub, r), &distpb.Input{Op: &distpb.Input_Add{Add: req}})
+}
+
+// RemoveRoute removes a route.
+func (c *Client) RemoveRoute(ctx context.Context, req *distpb.RemoveRouteRequest) (*distpb.Output, error) {
+	tenant, sub, r, err := decodeRoute(req.Route)
+	if err != nil {
+		return &distpb.Output{Result: distpb.Result_RESULT_INVALID, Reason: err.Error()}, nil
+	}
+	return c.mutate(ctx, routeKey(tenant, sub, r), &distpb.Input{Op: &distpb.Input_Remove{Remove: req}})
+}
+
+func (c *Client) mutate(ctx context.Context, key []byte, in *distpb.Input) (*distpb.Output, error) {
+	b, err := proto.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.router.Write(ctx, keyspace, key, nil, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: key, Input: b}}})
+	if err != nil {
+		return nil, err
+	}
+	out := &distpb.Output{}
+	if err := proto.Unmarshal(res.Results[0].Value, out); err != nil {
+		return nil, fmt.Errorf("undecodable dist output: %w", err)
+	}
+	return out, nil
+}
+
+// Match matches topics against every route of the tenant, range by range
+// across the tenant's key span, following splits and merges as it goes.
+func (c *Client) Match(ctx context.Context, req *distpb.MatchRequest) (*distpb.MatchResponse, error) {
+	if !validTenant(req.Tenant) {
+		return nil, fmt.Errorf("%w: tenant contains NUL", ranges.ErrBadRequest)
+	}
+	for _, t := range req.Topics {
+		if err := ValidateTopicName(t); err != nil {
+			return nil, fmt.Errorf("%w: topic %q: %v", ranges.ErrBadRequest, t, err)
+		}
+	}
+	input, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	out := &distpb.MatchResponse{Topics: make([]*distpb.TopicMatches, len(req.Topics))}
+	for i := range out.Topics {
+		out.Topics[i] = &distpb.TopicMatches{}
+	}
+	cursor, end := TenantSpan(req.Tenant)
+	for {
+		res, err := c.router.Read(ctx, keyspace, cursor, req.Stale, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: cursor, Input: input}}})
+		if err != nil {
+			return nil, err
+		}
+		part := &distpb.MatchResponse{}
+		if err := proto.Unmarshal(res.Results[0].Value, part); err != nil {
+			return nil, fmt.Errorf("undecodable match response: %w", err)
+		}
+		for i, tm := range part.Topics {
+			if i < len(out.Topics) {
+				out.Topics[i].Matched = append(out.Topics[i].Matched, tm.Matched...)
+			}
+		}
+		next := res.Range.GetEnd()
+		if len(next) == 0 || string(next) >= string(end) {
+			return out, nil
+		}
+		cursor = next
+	}
+}
+
+// Service serves the Dist gRPC API through a client.
+type Service struct {
+	distpb.UnimplementedDistServer
+	client *Client
+}
+
+// NewService returns the gRPC service.
+func NewService(c *Client) *Service { return &Service{client: c} }
+
+func (s *Service) AddRoute(ctx context.Context, req *distpb.AddRouteRequest) (*distpb.Output, error) {
+	out, err := s.client.AddRoute(ctx, req)
+	return out, ranges.ToStatus(err)
+}
+
+func (s *Service) RemoveRoute(ctx context.Context, req *distpb.RemoveRouteRequest) (*distpb.Output, error) {
+	out, err := s.client.RemoveRoute(ctx, req)
+	return out, ranges.ToStatus(err)
+}
+
+func (s *Service) Match(ctx context.Context, req *distpb.MatchRequest) (*distpb.MatchResponse, error) {
+	out, err := s.client.Match(ctx, req)
+	return out, ranges.ToStatus(err)
+}

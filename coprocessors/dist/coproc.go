@@ -1,0 +1,165 @@
+package dist
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/kvstore"
+)
+
+// Route keys: tenant 0x00, each level of the subscription (share prefix
+// included) followed by 0x00, a 0x00 ending the filter, the receiver kind
+// byte and the receiver ID. All routes of a tenant share the prefix
+// tenant 0x00, and all receivers of one filter sit together.
+func routeKey(tenant string, sub Subscription, r Receiver) []byte {
+	s := sub.String()
+	b := make([]byte, 0, len(tenant)+len(s)+len(r.ID)+5)
+	b = append(b, tenant...)
+	b = append(b, 0)
+	for _, l := range strings.Split(s, "/") {
+		b = append(b, l...)
+		b = append(b, 0)
+	}
+	b = append(b, 0, r.Kind)
+	return append(b, r.ID...)
+}
+
+// TenantSpan is the key span of all routes of a tenant.
+func TenantSpan(tenant string) (start, end []byte) {
+	start = append([]byte(tenant), 0)
+	end = append([]byte(tenant), 1)
+	return start, end
+}
+
+func validTenant(t string) bool { return !strings.ContainsRune(t, 0) }
+
+// Coprocessor is the dist coprocessor of one range replica: the routes of the
+// range's span in Pebble, mirrored in a Trie for matching.
+type Coprocessor struct {
+	trie *Trie
+}
+
+// New makes the dist coprocessor of one replica; it is a kvstore.CoprocessorFactory.
+func New(rangeID uint64) kvstore.Coprocessor { return &Coprocessor{trie: NewTrie()} }
+
+var _ kvstore.Coprocessor = (*Coprocessor)(nil)
+
+func decodeRoute(rt *distpb.Route) (string, Subscription, Receiver, error) {
+	if rt == nil || rt.Receiver == nil {
+		return "", Subscription{}, Receiver{}, errors.New("route without receiver")
+	}
+	if !validTenant(rt.Tenant) || rt.Receiver.Id == "" || strings.ContainsRune(rt.Receiver.Id, 0) ||
+		rt.Receiver.Kind == 0 || rt.Receiver.Kind > 255 {
+		return "", Subscription{}, Receiver{}, errors.New("bad tenant or receiver")
+	}
+	sub, err := ParseSubscription(rt.Subscription)
+	if err != nil {
+		return "", Subscription{}, Receiver{}, err
+	}
+	return rt.Tenant, sub, Receiver{Kind: byte(rt.Receiver.Kind), ID: rt.Receiver.Id}, nil
+}
+
+// Mutate adds or removes a route.
+func (c *Coprocessor) Mutate(tx kvstore.Tx, input []byte) ([]byte, error) {
+	in := &distpb.Input{}
+	if err := proto.Unmarshal(input, in); err != nil {
+		return output(distpb.Result_RESULT_INVALID, "undecodable input")
+	}
+	switch op := in.Op.(type) {
+	case *distpb.Input_Add:
+		tenant, sub, r, err := decodeRoute(op.Add.Route)
+		if err != nil {
+			return output(distpb.Result_RESULT_INVALID, err.Error())
+		}
+		key := routeKey(tenant, sub, r)
+		if _, found, err := tx.Get(key); err != nil {
+			return nil, err
+		} else if found {
+			return output(distpb.Result_RESULT_EXISTS, "")
+		}
+		if max := op.Add.MaxRoutesPerTenant; max > 0 && c.trie.TenantLen(tenant) >= int(max) {
+			return output(distpb.Result_RESULT_LIMIT, fmt.Sprintf("tenant %q has %d routes, the limit", tenant, max))
+		}
+		val, err := proto.Marshal(op.Add.Route)
+		if err != nil {
+			return nil, err
+		}
+		if err := tx.Set(key, val); err != nil {
+			return nil, err
+		}
+		c.trie.Add(tenant, sub, r)
+		return output(distpb.Result_RESULT_OK, "")
+	case *distpb.Input_Remove:
+		tenant, sub, r, err := decodeRoute(op.Remove.Route)
+		if err != nil {
+			return output(distpb.Result_RESULT_INVALID, err.Error())
+		}
+		key := routeKey(tenant, sub, r)
+		if _, found, err := tx.Get(key); err != nil {
+			return nil, err
+		} else if !found {
+			return output(distpb.Result_RESULT_NOT_FOUND, "")
+		}
+		if err := tx.Delete(key); err != nil {
+			return nil, err
+		}
+		c.trie.Remove(tenant, sub, r)
+		return output(distpb.Result_RESULT_OK, "")
+	}
+	return output(distpb.Result_RESULT_INVALID, "empty input")
+}
+
+func output(r distpb.Result, reason string) ([]byte, error) {
+	return proto.Marshal(&distpb.Output{Result: r, Reason: reason})
+}
+
+// Query matches topics against the range's routes.
+func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
+	req := &distpb.MatchRequest{}
+	if err := proto.Unmarshal(input, req); err != nil {
+		return nil, fmt.Errorf("undecodable match request: %w", err)
+	}
+	resp := &distpb.MatchResponse{Topics: make([]*distpb.TopicMatches, len(req.Topics))}
+	for i, topic := range req.Topics {
+		tm := &distpb.TopicMatches{}
+		for _, m := range c.trie.Match(req.Tenant, topic, req.Publisher, req.Seed+uint64(i)) {
+			tm.Matched = append(tm.Matched, &distpb.Matched{
+				Receiver:     &distpb.Receiver{Kind: uint32(m.Receiver.Kind), Id: m.Receiver.ID},
+				Subscription: m.Sub.String(),
+			})
+		}
+		resp.Topics[i] = tm
+	}
+	return proto.Marshal(resp)
+}
+
+// Reset rebuilds the trie from the routes in the range's span.
+func (c *Coprocessor) Reset(r kvstore.Reader) error {
+	c.trie.Clear()
+	var bad error
+	err := r.Iterate(nil, nil, func(key, value []byte) bool {
+		rt := &distpb.Route{}
+		if err := proto.Unmarshal(value, rt); err != nil {
+			bad = fmt.Errorf("corrupt route at %q: %w", key, err)
+			return false
+		}
+		tenant, sub, recv, err := decodeRoute(rt)
+		if err != nil {
+			bad = fmt.Errorf("corrupt route at %q: %w", key, err)
+			return false
+		}
+		c.trie.Add(tenant, sub, recv)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return bad
+}
+
+// Routes returns how many routes the replica holds.
+func (c *Coprocessor) Routes() int { return c.trie.Len() }
