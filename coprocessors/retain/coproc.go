@@ -1,0 +1,153 @@
+// Package retain is the retained-message coprocessor: per tenant, the last
+// retained message of each topic, matched by a subscription's filter with
+// the MQTT wildcard rules, with message expiry honoured.
+package retain
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/kvstore"
+)
+
+// DefaultMatchLimit bounds a match that names no limit.
+const DefaultMatchLimit = 1000
+
+// Key is the storage key of a tenant's retained topic.
+func Key(tenant, topic string) []byte {
+	b := make([]byte, 0, len(tenant)+1+len(topic))
+	b = append(b, tenant...)
+	b = append(b, 0)
+	return append(b, topic...)
+}
+
+// TenantSpan is the key span of a tenant's retained messages.
+func TenantSpan(tenant string) (start, end []byte) {
+	return append([]byte(tenant), 0), append([]byte(tenant), 1)
+}
+
+// Coprocessor is the retain coprocessor of one range replica.
+type Coprocessor struct {
+	index *Index
+}
+
+// New makes the retain coprocessor of one replica; a kvstore.CoprocessorFactory.
+func New(rangeID uint64) kvstore.Coprocessor { return &Coprocessor{index: NewIndex()} }
+
+func setResponse(r retainpb.Result, reason string) ([]byte, error) {
+	return proto.Marshal(&retainpb.SetResponse{Result: r, Reason: reason})
+}
+
+func validate(tenant string, m *retainpb.Message) error {
+	if strings.ContainsRune(tenant, 0) {
+		return fmt.Errorf("tenant contains NUL")
+	}
+	if m == nil {
+		return fmt.Errorf("no message")
+	}
+	return dist.ValidateTopicName(m.Topic)
+}
+
+// Mutate sets or deletes (empty payload) a topic's retained message.
+func (c *Coprocessor) Mutate(tx kvstore.Tx, input []byte) ([]byte, error) {
+	req := &retainpb.SetRequest{}
+	if err := proto.Unmarshal(input, req); err != nil {
+		return setResponse(retainpb.Result_RESULT_INVALID, "undecodable input")
+	}
+	if err := validate(req.Tenant, req.Message); err != nil {
+		return setResponse(retainpb.Result_RESULT_INVALID, err.Error())
+	}
+	key := Key(req.Tenant, req.Message.Topic)
+	_, exists, err := tx.Get(key)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Message.Payload) == 0 { // MQTT-3.3.1-10: an empty payload removes it
+		if exists {
+			if err := tx.Delete(key); err != nil {
+				return nil, err
+			}
+			c.index.Remove(req.Tenant, req.Message.Topic)
+		}
+		return setResponse(retainpb.Result_RESULT_DELETED, "")
+	}
+	if !exists && req.MaxPerTenant > 0 && c.index.TenantLen(req.Tenant) >= int(req.MaxPerTenant) {
+		return setResponse(retainpb.Result_RESULT_LIMIT, fmt.Sprintf("tenant %q has %d retained messages, the limit", req.Tenant, req.MaxPerTenant))
+	}
+	val, err := proto.Marshal(req.Message)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Set(key, val); err != nil {
+		return nil, err
+	}
+	c.index.Add(req.Tenant, req.Message.Topic)
+	return setResponse(retainpb.Result_RESULT_OK, "")
+}
+
+// Query returns the unexpired retained messages a filter matches.
+func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
+	req := &retainpb.MatchRequest{}
+	if err := proto.Unmarshal(input, req); err != nil {
+		return nil, fmt.Errorf("undecodable match request: %w", err)
+	}
+	limit := int(req.Limit)
+	if limit <= 0 || limit > DefaultMatchLimit {
+		limit = DefaultMatchLimit
+	}
+	now := req.NowUnixMs
+	if now == 0 {
+		now = time.Now().UnixMilli()
+	}
+	resp := &retainpb.MatchResponse{}
+	// Ask the index for more than the limit: some may have expired.
+	for _, topic := range c.index.Match(req.Tenant, req.Filter, 0) {
+		if len(resp.Messages) == limit {
+			break
+		}
+		v, found, err := r.Get(Key(req.Tenant, topic))
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			continue
+		}
+		m := &retainpb.Message{}
+		if err := proto.Unmarshal(v, m); err != nil {
+			return nil, fmt.Errorf("corrupt retained message %q: %w", topic, err)
+		}
+		if m.ExpiresUnixMs != 0 && m.ExpiresUnixMs <= now { // MQTT-3.3.2-5
+			continue
+		}
+		resp.Messages = append(resp.Messages, m)
+	}
+	return proto.Marshal(resp)
+}
+
+// Reset rebuilds the index from the range's messages.
+func (c *Coprocessor) Reset(r kvstore.Reader) error {
+	c.index.Clear()
+	return r.Iterate(nil, nil, func(key, _ []byte) bool {
+		tenant, topic, ok := strings.Cut(string(key), "\x00")
+		if ok {
+			c.index.Add(tenant, topic)
+		}
+		return true
+	})
+}
+
+func validateFilter(f string) error {
+	sub, err := dist.ParseSubscription(f)
+	if err != nil {
+		return err
+	}
+	if sub.Group != "" {
+		return fmt.Errorf("a shared subscription gets no retained messages")
+	}
+	return nil
+}
