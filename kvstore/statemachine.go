@@ -360,6 +360,15 @@ func checkEpoch(desc *kvpb.RangeDescriptor, ver uint64, ops []*kvpb.Op) *kvpb.Co
 		if isScan {
 			continue // scans are clipped to the range
 		}
+		if _, isCoproc := op.Op.(*kvpb.Op_Coproc); isCoproc && len(key) == 0 {
+			// A coprocessor op keyed by the empty key addresses the range
+			// that starts the keyspace.
+			if len(desc.Start) != 0 {
+				return &kvpb.CommandResult{Status: kvpb.Status_STATUS_KEY_NOT_IN_RANGE, Range: desc,
+					Message: fmt.Sprintf("the empty key is outside range %d", desc.Id)}
+			}
+			continue
+		}
 		if len(key) == 0 {
 			return badRequest("empty key")
 		}

@@ -1,0 +1,189 @@
+package inbox
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+)
+
+const keyspace = kvpb.Keyspace_KEYSPACE_INBOX
+
+// Client runs inbox operations through a node's router.
+type Client struct {
+	router *ranges.Router
+}
+
+// NewClient returns a client over a router.
+func NewClient(r *ranges.Router) *Client { return &Client{router: r} }
+
+// target returns the tenant and inbox an input addresses (inserts excepted).
+func target(in *inboxpb.Input) (string, string) {
+	switch op := in.Op.(type) {
+	case *inboxpb.Input_Attach:
+		return op.Attach.Tenant, op.Attach.Inbox
+	case *inboxpb.Input_Detach:
+		return op.Detach.Tenant, op.Detach.Inbox
+	case *inboxpb.Input_Subscribe:
+		return op.Subscribe.Tenant, op.Subscribe.Inbox
+	case *inboxpb.Input_Unsubscribe:
+		return op.Unsubscribe.Tenant, op.Unsubscribe.Inbox
+	case *inboxpb.Input_Commit:
+		return op.Commit.Tenant, op.Commit.Inbox
+	case *inboxpb.Input_Expire:
+		return op.Expire.Tenant, op.Expire.Inbox
+	case *inboxpb.Input_WillSent:
+		return op.WillSent.Tenant, op.WillSent.Inbox
+	}
+	return "", ""
+}
+
+// Mutate runs one input addressed to one inbox. Use Insert for messages.
+func (c *Client) Mutate(ctx context.Context, in *inboxpb.Input) (*inboxpb.Output, error) {
+	if in.GetInsert() != nil {
+		resp, err := c.Insert(ctx, in.GetInsert().Items)
+		if err != nil {
+			return nil, err
+		}
+		return &inboxpb.Output{Insert: resp}, nil
+	}
+	tenant, inbox := target(in)
+	if !validID(tenant) || !validID(inbox) {
+		return &inboxpb.Output{Result: inboxpb.Result_RESULT_INVALID, Reason: "tenant and inbox must be non-empty and free of NUL"}, nil
+	}
+	return c.mutate(ctx, Prefix(tenant, inbox), in)
+}
+
+func (c *Client) mutate(ctx context.Context, key []byte, in *inboxpb.Input) (*inboxpb.Output, error) {
+	b, err := proto.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.router.Write(ctx, keyspace, key, nil, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: key, Input: b}}})
+	if err != nil {
+		return nil, err
+	}
+	o := &inboxpb.Output{}
+	if err := proto.Unmarshal(res.Results[0].Value, o); err != nil {
+		return nil, fmt.Errorf("undecodable inbox output: %w", err)
+	}
+	return o, nil
+}
+
+// Insert appends messages to inboxes, one proposal per range, and returns a
+// result per item in order. Items whose inbox moved to another range while
+// in flight are routed again.
+func (c *Client) Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inboxpb.InsertResponse, error) {
+	results := make([]inboxpb.InsertResult, len(items))
+	todo := make([]int, 0, len(items))
+	for i, it := range items {
+		if !validID(it.Tenant) || !validID(it.Inbox) {
+			results[i] = inboxpb.InsertResult_INSERT_NO_INBOX
+			continue
+		}
+		todo = append(todo, i)
+	}
+	for attempt := 0; len(todo) > 0; attempt++ {
+		if attempt == 10 {
+			return nil, fmt.Errorf("%w: inboxes kept moving between ranges", ranges.ErrUnavailable)
+		}
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+			}
+		}
+		// Group by the range the table routes each inbox to.
+		groups := map[uint64][]int{}
+		var order []uint64
+		for _, i := range todo {
+			key := Prefix(items[i].Tenant, items[i].Inbox)
+			var id uint64
+			if r := c.router.Table().Lookup(keyspace, key); r != nil {
+				id = r.Desc.Id
+			}
+			if _, ok := groups[id]; !ok {
+				order = append(order, id)
+			}
+			groups[id] = append(groups[id], i)
+		}
+		var retry []int
+		for _, id := range order {
+			idx := groups[id]
+			req := &inboxpb.InsertRequest{}
+			for _, i := range idx {
+				req.Items = append(req.Items, items[i])
+			}
+			key := Prefix(items[idx[0]].Tenant, items[idx[0]].Inbox)
+			o, err := c.mutate(ctx, key, &inboxpb.Input{Op: &inboxpb.Input_Insert{Insert: req}})
+			if err != nil {
+				return nil, err
+			}
+			for j, r := range o.GetInsert().GetResults() {
+				if r == inboxpb.InsertResult_INSERT_WRONG_RANGE {
+					retry = append(retry, idx[j])
+				} else {
+					results[idx[j]] = r
+				}
+			}
+		}
+		todo = retry
+	}
+	return &inboxpb.InsertResponse{Results: results}, nil
+}
+
+// Query runs a query addressed to one inbox (fetch or get).
+func (c *Client) Query(ctx context.Context, q *inboxpb.QueryRequest) (*inboxpb.QueryResponse, error) {
+	var tenant, inbox string
+	switch op := q.Op.(type) {
+	case *inboxpb.QueryRequest_Fetch:
+		tenant, inbox = op.Fetch.Tenant, op.Fetch.Inbox
+	case *inboxpb.QueryRequest_Get:
+		tenant, inbox = op.Get.Tenant, op.Get.Inbox
+	default:
+		return nil, fmt.Errorf("%w: a query must fetch or get", ranges.ErrBadRequest)
+	}
+	if !validID(tenant) || !validID(inbox) {
+		return nil, fmt.Errorf("%w: tenant and inbox must be non-empty and free of NUL", ranges.ErrBadRequest)
+	}
+	b, err := proto.Marshal(q)
+	if err != nil {
+		return nil, err
+	}
+	key := Prefix(tenant, inbox)
+	// Inbox reads are never stale: a fetch must see every committed insert.
+	res, err := c.router.Read(ctx, keyspace, key, false, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: key, Input: b}}})
+	if err != nil {
+		return nil, err
+	}
+	out := &inboxpb.QueryResponse{}
+	if err := proto.Unmarshal(res.Results[0].Value, out); err != nil {
+		return nil, fmt.Errorf("undecodable inbox query response: %w", err)
+	}
+	return out, nil
+}
+
+// Service serves the Inbox gRPC API through a client.
+type Service struct {
+	inboxpb.UnimplementedInboxServer
+	client *Client
+}
+
+// NewService returns the gRPC service.
+func NewService(c *Client) *Service { return &Service{client: c} }
+
+func (s *Service) Mutate(ctx context.Context, in *inboxpb.Input) (*inboxpb.Output, error) {
+	out, err := s.client.Mutate(ctx, in)
+	return out, ranges.ToStatus(err)
+}
+
+func (s *Service) Query(ctx context.Context, q *inboxpb.QueryRequest) (*inboxpb.QueryResponse, error) {
+	out, err := s.client.Query(ctx, q)
+	return out, ranges.ToStatus(err)
+}

@@ -1,0 +1,534 @@
+// Package inbox is the persistent-session coprocessor. Each inbox (one
+// session of one client of one tenant) has its metadata (incarnation,
+// expiry, will, subscriptions, limits, queue pointers) and two queues, QoS 0
+// and QoS 1/2, of bounded length with a drop policy whose drops are counted.
+//
+// Every key of an inbox starts with tenant 0x00 inbox 0x00, so an inbox is a
+// unit that a split never cuts (SplitKey). Expiry and wills run on the range
+// leader (Scheduler), so a will survives the loss of the frontend, and is
+// fired once, not once per replica.
+package inbox
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/kvstore"
+)
+
+// DefaultMaxQueue is a queue's length when the inbox's limits name none.
+const DefaultMaxQueue = 10000
+
+const (
+	kindMeta  byte = 'm'
+	kindQueue byte = 'q'
+	queueQoS0 byte = 0
+	queue12   byte = 1
+)
+
+// Prefix is the key prefix of every key of one inbox.
+func Prefix(tenant, inbox string) []byte {
+	b := make([]byte, 0, len(tenant)+len(inbox)+2)
+	b = append(b, tenant...)
+	b = append(b, 0)
+	b = append(b, inbox...)
+	return append(b, 0)
+}
+
+// SplitKey is where a range may be split so that the inbox starting there is
+// whole on one side: the inbox's prefix.
+func SplitKey(tenant, inbox string) []byte { return Prefix(tenant, inbox) }
+
+func metaKey(tenant, inbox string) []byte { return append(Prefix(tenant, inbox), kindMeta) }
+
+func msgKey(tenant, inbox string, inc uint64, q byte, seq uint64) []byte {
+	b := append(Prefix(tenant, inbox), kindQueue)
+	b = binary.BigEndian.AppendUint64(b, inc)
+	b = append(b, q)
+	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+func validID(s string) bool { return s != "" && !strings.ContainsRune(s, 0) && len(s) <= 1024 }
+
+// Coprocessor is the inbox coprocessor of one range replica. Besides the
+// data it keeps, in memory, the sessions that are detached or have a will
+// scheduled, for the leader's scheduler to find due work.
+type Coprocessor struct {
+	mu      sync.Mutex
+	pending map[string]*inboxpb.Meta // by prefix
+}
+
+// New makes the inbox coprocessor of one replica; a kvstore.CoprocessorFactory.
+func New(rangeID uint64) kvstore.Coprocessor { return &Coprocessor{pending: map[string]*inboxpb.Meta{}} }
+
+func (c *Coprocessor) track(m *inboxpb.Meta) {
+	k := string(Prefix(m.Tenant, m.Inbox))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m.DetachedUnixMs != 0 || m.WillDueUnixMs != 0 {
+		c.pending[k] = proto.CloneOf(m)
+	} else {
+		delete(c.pending, k)
+	}
+}
+
+func (c *Coprocessor) untrack(tenant, inbox string) {
+	c.mu.Lock()
+	delete(c.pending, string(Prefix(tenant, inbox)))
+	c.mu.Unlock()
+}
+
+func out(r inboxpb.Result, reason string) *inboxpb.Output {
+	return &inboxpb.Output{Result: r, Reason: reason}
+}
+
+// Mutate applies one input.
+func (c *Coprocessor) Mutate(tx kvstore.Tx, input []byte) ([]byte, error) {
+	in := &inboxpb.Input{}
+	var o *inboxpb.Output
+	var err error
+	if proto.Unmarshal(input, in) != nil {
+		o = out(inboxpb.Result_RESULT_INVALID, "undecodable input")
+	} else {
+		o, err = c.mutate(tx, in)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return proto.Marshal(o)
+}
+
+func (c *Coprocessor) mutate(tx kvstore.Tx, in *inboxpb.Input) (*inboxpb.Output, error) {
+	switch op := in.Op.(type) {
+	case *inboxpb.Input_Attach:
+		return c.attach(tx, op.Attach)
+	case *inboxpb.Input_Detach:
+		return c.detach(tx, op.Detach)
+	case *inboxpb.Input_Subscribe:
+		return c.withMeta(tx, op.Subscribe.Tenant, op.Subscribe.Inbox, op.Subscribe.Incarnation, func(m *inboxpb.Meta) error {
+			if m.Subscriptions == nil {
+				m.Subscriptions = map[string]*inboxpb.SubOptions{}
+			}
+			m.Subscriptions[op.Subscribe.Filter] = op.Subscribe.Options
+			return nil
+		})
+	case *inboxpb.Input_Unsubscribe:
+		return c.withMeta(tx, op.Unsubscribe.Tenant, op.Unsubscribe.Inbox, op.Unsubscribe.Incarnation, func(m *inboxpb.Meta) error {
+			delete(m.Subscriptions, op.Unsubscribe.Filter)
+			return nil
+		})
+	case *inboxpb.Input_Insert:
+		return c.insert(tx, op.Insert)
+	case *inboxpb.Input_Commit:
+		return c.commit(tx, op.Commit)
+	case *inboxpb.Input_Expire:
+		return c.expire(tx, op.Expire)
+	case *inboxpb.Input_WillSent:
+		return c.withMeta(tx, op.WillSent.Tenant, op.WillSent.Inbox, op.WillSent.Incarnation, func(m *inboxpb.Meta) error {
+			m.Will, m.WillDueUnixMs = nil, 0
+			return nil
+		})
+	}
+	return out(inboxpb.Result_RESULT_INVALID, "empty input"), nil
+}
+
+func getMeta(r kvstore.Reader, tenant, inbox string) (*inboxpb.Meta, bool, error) {
+	v, found, err := r.Get(metaKey(tenant, inbox))
+	if err != nil || !found {
+		return nil, false, err
+	}
+	m := &inboxpb.Meta{}
+	if err := proto.Unmarshal(v, m); err != nil {
+		return nil, false, fmt.Errorf("corrupt inbox meta %q/%q: %w", tenant, inbox, err)
+	}
+	return m, true, nil
+}
+
+func (c *Coprocessor) putMeta(tx kvstore.Tx, m *inboxpb.Meta) error {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := tx.Set(metaKey(m.Tenant, m.Inbox), b); err != nil {
+		return err
+	}
+	c.track(m)
+	return nil
+}
+
+// drop deletes an inbox: its metadata and every queued message.
+func (c *Coprocessor) drop(tx kvstore.Tx, m *inboxpb.Meta) error {
+	lo := append(Prefix(m.Tenant, m.Inbox), kindQueue)
+	hi := append(Prefix(m.Tenant, m.Inbox), kindQueue+1)
+	var keys [][]byte
+	if err := tx.Iterate(lo, hi, func(k, _ []byte) bool {
+		keys = append(keys, append([]byte(nil), k...))
+		return true
+	}); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+	}
+	if err := tx.Delete(metaKey(m.Tenant, m.Inbox)); err != nil {
+		return err
+	}
+	c.untrack(m.Tenant, m.Inbox)
+	return nil
+}
+
+func expired(m *inboxpb.Meta, now int64) bool {
+	return m.DetachedUnixMs != 0 && m.DetachedUnixMs+int64(m.ExpirySeconds)*1000 <= now
+}
+
+func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxpb.Output, error) {
+	if !validID(req.Tenant) || !validID(req.Inbox) || !validID(req.Owner) {
+		return out(inboxpb.Result_RESULT_INVALID, "tenant, inbox and owner must be non-empty and free of NUL"), nil
+	}
+	m, found, err := getMeta(tx, req.Tenant, req.Inbox)
+	if err != nil {
+		return nil, err
+	}
+	if found && m.WillDueUnixMs != 0 && m.WillDueUnixMs <= req.NowUnixMs {
+		// The old connection's will is due and not yet published: the
+		// scheduler publishes it within a tick; the client retries.
+		return out(inboxpb.Result_RESULT_CONFLICT, "the previous connection's will is being published; retry"), nil
+	}
+	if found && !req.CleanStart && !expired(m, req.NowUnixMs) {
+		// Resume the session. A reconnect before the will delay passed
+		// cancels the will (MQTT-3.1.3-9); the new connection's will replaces it.
+		m.Owner, m.DetachedUnixMs = req.Owner, 0
+		m.ExpirySeconds, m.Will, m.WillDueUnixMs = req.ExpirySeconds, req.Will, 0
+		if req.Limits != nil {
+			m.Limits = req.Limits
+		}
+		if err := c.putMeta(tx, m); err != nil {
+			return nil, err
+		}
+		return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: true, Meta: m}}, nil
+	}
+	inc := uint64(1)
+	if found {
+		inc = m.Incarnation + 1
+		if err := c.drop(tx, m); err != nil {
+			return nil, err
+		}
+	}
+	n := &inboxpb.Meta{
+		Tenant: req.Tenant, Inbox: req.Inbox, Incarnation: inc, Owner: req.Owner, ExpirySeconds: req.ExpirySeconds,
+		Will: req.Will, Limits: req.Limits, Qos0: &inboxpb.Queue{}, Qos12: &inboxpb.Queue{}, CreatedUnixMs: req.NowUnixMs,
+	}
+	if err := c.putMeta(tx, n); err != nil {
+		return nil, err
+	}
+	return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: false, Meta: n}}, nil
+}
+
+func (c *Coprocessor) detach(tx kvstore.Tx, req *inboxpb.DetachRequest) (*inboxpb.Output, error) {
+	m, found, err := getMeta(tx, req.Tenant, req.Inbox)
+	if err != nil {
+		return nil, err
+	}
+	if !found || m.Incarnation != req.Incarnation {
+		return out(inboxpb.Result_RESULT_NO_INBOX, ""), nil
+	}
+	if m.Owner != req.Owner {
+		// A newer connection took the session over; this one's end changes nothing.
+		return out(inboxpb.Result_RESULT_CONFLICT, fmt.Sprintf("inbox is owned by %q", m.Owner)), nil
+	}
+	if req.ExpirySeconds != nil {
+		m.ExpirySeconds = *req.ExpirySeconds
+	}
+	m.Owner, m.DetachedUnixMs = "", req.NowUnixMs
+	if req.SendWill && m.Will != nil {
+		// The will waits for its delay or the session's end, whichever is first (MQTT-3.1.3-9).
+		delay := min(m.Will.DelaySeconds, m.ExpirySeconds)
+		m.WillDueUnixMs = req.NowUnixMs + int64(delay)*1000
+	} else {
+		m.Will, m.WillDueUnixMs = nil, 0 // a normal DISCONNECT discards the will (MQTT-3.1.2-10)
+	}
+	if m.ExpirySeconds == 0 && m.WillDueUnixMs == 0 {
+		if err := c.drop(tx, m); err != nil {
+			return nil, err
+		}
+		return out(inboxpb.Result_RESULT_OK, "session ended"), nil
+	}
+	if err := c.putMeta(tx, m); err != nil {
+		return nil, err
+	}
+	return &inboxpb.Output{Meta: m}, nil
+}
+
+func (c *Coprocessor) withMeta(tx kvstore.Tx, tenant, inbox string, inc uint64, f func(*inboxpb.Meta) error) (*inboxpb.Output, error) {
+	m, found, err := getMeta(tx, tenant, inbox)
+	if err != nil {
+		return nil, err
+	}
+	if !found || m.Incarnation != inc {
+		return out(inboxpb.Result_RESULT_NO_INBOX, ""), nil
+	}
+	if err := f(m); err != nil {
+		return nil, err
+	}
+	if err := c.putMeta(tx, m); err != nil {
+		return nil, err
+	}
+	return &inboxpb.Output{Meta: m}, nil
+}
+
+func maxLen(l *inboxpb.Limits, qos0 bool) uint64 {
+	v := l.GetMaxQos12()
+	if qos0 {
+		v = l.GetMaxQos0()
+	}
+	if v == 0 {
+		return DefaultMaxQueue
+	}
+	return uint64(v)
+}
+
+func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxpb.Output, error) {
+	resp := &inboxpb.InsertResponse{Results: make([]inboxpb.InsertResult, len(req.Items))}
+	metas := map[string]*inboxpb.Meta{}
+	for i, it := range req.Items {
+		if !kvstore.ContainsKey(tx.Range(), Prefix(it.Tenant, it.Inbox)) {
+			resp.Results[i] = inboxpb.InsertResult_INSERT_WRONG_RANGE
+			continue
+		}
+		k := string(Prefix(it.Tenant, it.Inbox))
+		m, ok := metas[k]
+		if !ok {
+			var found bool
+			var err error
+			if m, found, err = getMeta(tx, it.Tenant, it.Inbox); err != nil {
+				return nil, err
+			}
+			if !found {
+				m = nil
+			}
+			metas[k] = m
+		}
+		if m == nil || (it.Incarnation != 0 && it.Incarnation != m.Incarnation) || it.Message == nil {
+			resp.Results[i] = inboxpb.InsertResult_INSERT_NO_INBOX
+			continue
+		}
+		qos0 := it.Message.Qos == 0
+		q, qb := m.Qos12, queue12
+		if qos0 {
+			q, qb = m.Qos0, queueQoS0
+		}
+		if q.Tail-q.Head >= maxLen(m.Limits, qos0) {
+			q.Dropped++
+			if !m.Limits.GetDropOldest() {
+				resp.Results[i] = inboxpb.InsertResult_INSERT_DROPPED
+				continue
+			}
+			if err := tx.Delete(msgKey(m.Tenant, m.Inbox, m.Incarnation, qb, q.Head)); err != nil {
+				return nil, err
+			}
+			q.Head++
+		}
+		b, err := proto.Marshal(it.Message)
+		if err != nil {
+			return nil, err
+		}
+		if err := tx.Set(msgKey(m.Tenant, m.Inbox, m.Incarnation, qb, q.Tail), b); err != nil {
+			return nil, err
+		}
+		q.Tail++
+	}
+	// Write each touched inbox's pointers once, in a fixed order.
+	keys := make([]string, 0, len(metas))
+	for k, m := range metas {
+		if m != nil {
+			keys = append(keys, k)
+		}
+	}
+	sortStrings(keys)
+	for _, k := range keys {
+		if err := c.putMeta(tx, metas[k]); err != nil {
+			return nil, err
+		}
+	}
+	return &inboxpb.Output{Insert: resp}, nil
+}
+
+func (c *Coprocessor) commit(tx kvstore.Tx, req *inboxpb.CommitRequest) (*inboxpb.Output, error) {
+	return c.withMeta(tx, req.Tenant, req.Inbox, req.Incarnation, func(m *inboxpb.Meta) error {
+		for _, p := range []struct {
+			q    *inboxpb.Queue
+			b    byte
+			upto uint64
+		}{{m.Qos0, queueQoS0, req.Qos0Upto}, {m.Qos12, queue12, req.Qos12Upto}} {
+			upto := min(p.upto, p.q.Tail)
+			for seq := p.q.Head; seq < upto; seq++ {
+				if err := tx.Delete(msgKey(m.Tenant, m.Inbox, m.Incarnation, p.b, seq)); err != nil {
+					return err
+				}
+			}
+			if upto > p.q.Head {
+				p.q.Head = upto
+			}
+		}
+		return nil
+	})
+}
+
+func (c *Coprocessor) expire(tx kvstore.Tx, req *inboxpb.ExpireRequest) (*inboxpb.Output, error) {
+	m, found, err := getMeta(tx, req.Tenant, req.Inbox)
+	if err != nil {
+		return nil, err
+	}
+	if !found || m.Incarnation != req.Incarnation {
+		return out(inboxpb.Result_RESULT_NO_INBOX, ""), nil
+	}
+	if !expired(m, req.NowUnixMs) || m.WillDueUnixMs != 0 {
+		return out(inboxpb.Result_RESULT_NOT_DUE, ""), nil
+	}
+	if err := c.drop(tx, m); err != nil {
+		return nil, err
+	}
+	return out(inboxpb.Result_RESULT_OK, "expired"), nil
+}
+
+// Query serves fetch, get and the scheduler's due list.
+func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
+	req := &inboxpb.QueryRequest{}
+	if err := proto.Unmarshal(input, req); err != nil {
+		return nil, fmt.Errorf("undecodable inbox query: %w", err)
+	}
+	resp := &inboxpb.QueryResponse{}
+	switch op := req.Op.(type) {
+	case *inboxpb.QueryRequest_Fetch:
+		f, err := fetch(r, op.Fetch)
+		if err != nil {
+			return nil, err
+		}
+		resp.Fetch = f
+	case *inboxpb.QueryRequest_Get:
+		m, found, err := getMeta(r, op.Get.Tenant, op.Get.Inbox)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			resp.Result = inboxpb.Result_RESULT_NO_INBOX
+		}
+		resp.Meta = m
+	case *inboxpb.QueryRequest_Due:
+		resp.Due = c.due(op.Due)
+	default:
+		return nil, errors.New("empty inbox query")
+	}
+	return proto.Marshal(resp)
+}
+
+func fetch(r kvstore.Reader, req *inboxpb.FetchRequest) (*inboxpb.FetchResponse, error) {
+	m, found, err := getMeta(r, req.Tenant, req.Inbox)
+	if err != nil {
+		return nil, err
+	}
+	if !found || m.Incarnation != req.Incarnation {
+		return &inboxpb.FetchResponse{Result: inboxpb.Result_RESULT_NO_INBOX}, nil
+	}
+	max := int(req.Max)
+	if max <= 0 || max > 1000 {
+		max = 1000
+	}
+	resp := &inboxpb.FetchResponse{Qos0Dropped: m.Qos0.GetDropped(), Qos12Dropped: m.Qos12.GetDropped()}
+	for _, p := range []struct {
+		q    *inboxpb.Queue
+		b    byte
+		from uint64
+		out  *[]*inboxpb.QueuedMessage
+	}{{m.Qos0, queueQoS0, req.Qos0From, &resp.Qos0}, {m.Qos12, queue12, req.Qos12From, &resp.Qos12}} {
+		from := max64(p.from, p.q.GetHead())
+		if from >= p.q.GetTail() {
+			continue
+		}
+		lo := msgKey(m.Tenant, m.Inbox, m.Incarnation, p.b, from)
+		hi := msgKey(m.Tenant, m.Inbox, m.Incarnation, p.b, p.q.GetTail())
+		var bad error
+		err := r.Iterate(lo, hi, func(k, v []byte) bool {
+			msg := &inboxpb.Message{}
+			if err := proto.Unmarshal(v, msg); err != nil {
+				bad = err
+				return false
+			}
+			*p.out = append(*p.out, &inboxpb.QueuedMessage{Seq: binary.BigEndian.Uint64(k[len(k)-8:]), Message: msg})
+			return len(*p.out) < max
+		})
+		if err != nil {
+			return nil, err
+		}
+		if bad != nil {
+			return nil, bad
+		}
+	}
+	return resp, nil
+}
+
+func max64(a, b uint64) uint64 {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+func (c *Coprocessor) due(req *inboxpb.DueRequest) *inboxpb.DueResponse {
+	max := int(req.Max)
+	if max <= 0 {
+		max = 1000
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	resp := &inboxpb.DueResponse{}
+	for _, m := range c.pending {
+		if len(resp.Wills)+len(resp.Expired) >= max {
+			break
+		}
+		switch {
+		case m.WillDueUnixMs != 0 && m.WillDueUnixMs <= req.NowUnixMs:
+			resp.Wills = append(resp.Wills, proto.CloneOf(m))
+		case m.WillDueUnixMs == 0 && expired(m, req.NowUnixMs):
+			resp.Expired = append(resp.Expired, proto.CloneOf(m))
+		}
+	}
+	return resp
+}
+
+// Reset rebuilds the list of detached sessions from the range's metadata.
+func (c *Coprocessor) Reset(r kvstore.Reader) error {
+	c.mu.Lock()
+	c.pending = map[string]*inboxpb.Meta{}
+	c.mu.Unlock()
+	var bad error
+	err := r.Iterate(nil, nil, func(k, v []byte) bool {
+		// Metadata keys end with 0x00 'm' after the inbox; queue keys carry
+		// 'q' and 17 more bytes there.
+		if len(k) < 2 || k[len(k)-1] != kindMeta || k[len(k)-2] != 0 {
+			return true
+		}
+		m := &inboxpb.Meta{}
+		if err := proto.Unmarshal(v, m); err != nil {
+			bad = fmt.Errorf("corrupt inbox meta at %q: %w", k, err)
+			return false
+		}
+		if string(metaKey(m.Tenant, m.Inbox)) != string(k) {
+			return true // a queue key that happens to end in 0x00 'm'
+		}
+		c.track(m)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	return bad
+}

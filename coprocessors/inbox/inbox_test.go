@@ -1,0 +1,308 @@
+package inbox_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/kvstore"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
+	"github.com/bifrost-mq/bifrost/ranges/rangestest"
+)
+
+type env struct {
+	t     *testing.T
+	c     *rangestest.Cluster
+	ctx   context.Context
+	inbox *inbox.Client
+	pub   *countingPublisher
+}
+
+// countingPublisher counts wills and publishes them through dist, inbox and retain.
+type countingPublisher struct {
+	mu    sync.Mutex
+	count map[string]int
+	next  inbox.WillPublisher
+}
+
+func (p *countingPublisher) PublishWill(ctx context.Context, tenant, ib string, w *inboxpb.Will) error {
+	p.mu.Lock()
+	p.count[tenant+"/"+ib]++
+	p.mu.Unlock()
+	return p.next.PublishWill(ctx, tenant, ib, w)
+}
+
+func (p *countingPublisher) fired(key string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count[key]
+}
+
+func start(t *testing.T) *env {
+	c := rangestest.Start(t, 3, rangestest.Options{Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{
+		kvpb.Keyspace_KEYSPACE_DIST: dist.New, kvpb.Keyspace_KEYSPACE_INBOX: inbox.New, kvpb.Keyspace_KEYSPACE_RETAIN: retain.New,
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	e := &env{t: t, c: c, ctx: ctx, inbox: inbox.NewClient(c.Nodes[0].Router())}
+	e.pub = &countingPublisher{count: map[string]int{}}
+	return e
+}
+
+func (e *env) publisher(n *ranges.Node) inbox.WillPublisher {
+	e.pub.next = &inbox.RoutePublisher{Dist: dist.NewClient(n.Router()), Inbox: inbox.NewClient(n.Router()), Retain: retain.NewClient(n.Router())}
+	return e.pub
+}
+
+// tick runs every live node's scheduler once; only leaders act.
+func (e *env) tick() {
+	for _, n := range e.c.Nodes {
+		if n != nil {
+			if err := inbox.NewScheduler(inbox.SchedulerConfig{}, n, e.publisher(n)).Tick(e.ctx, time.Now()); err != nil {
+				e.t.Logf("tick: %v", err)
+			}
+		}
+	}
+}
+
+func (e *env) mutate(in *inboxpb.Input) *inboxpb.Output {
+	e.t.Helper()
+	o, err := e.inbox.Mutate(e.ctx, in)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return o
+}
+
+func (e *env) attach(tenant, ib string, clean bool, expiry uint32, will *inboxpb.Will, limits *inboxpb.Limits) *inboxpb.AttachResponse {
+	e.t.Helper()
+	o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{
+		Tenant: tenant, Inbox: ib, Owner: "fe-1", CleanStart: clean, ExpirySeconds: expiry, Will: will, Limits: limits,
+		NowUnixMs: time.Now().UnixMilli()}}})
+	if o.Attach == nil {
+		e.t.Fatalf("attach %s/%s: %v", tenant, ib, o)
+	}
+	return o.Attach
+}
+
+func (e *env) insert(tenant, ib string, qos uint32, payloads ...string) []inboxpb.InsertResult {
+	e.t.Helper()
+	var items []*inboxpb.InsertItem
+	for _, p := range payloads {
+		items = append(items, &inboxpb.InsertItem{Tenant: tenant, Inbox: ib, Message: &inboxpb.Message{Topic: "t", Payload: []byte(p), Qos: qos}})
+	}
+	r, err := e.inbox.Insert(e.ctx, items)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r.Results
+}
+
+func (e *env) fetch(tenant, ib string, inc, from uint64) *inboxpb.FetchResponse {
+	e.t.Helper()
+	r, err := e.inbox.Query(e.ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Fetch{Fetch: &inboxpb.FetchRequest{
+		Tenant: tenant, Inbox: ib, Incarnation: inc, Qos12From: from}}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r.Fetch
+}
+
+func payloads(ms []*inboxpb.QueuedMessage) string {
+	s := ""
+	for _, m := range ms {
+		s += fmt.Sprintf("%d:%s ", m.Seq, m.Message.Payload)
+	}
+	return s
+}
+
+func TestInboxQueuesLimitsAndSessions(t *testing.T) {
+	e := start(t)
+	a := e.attach("acme", "c1", true, 3600, nil, nil)
+	if a.SessionPresent || a.Meta.Incarnation != 1 {
+		t.Fatalf("first attach: %v", a)
+	}
+	inc := a.Meta.Incarnation
+	var ps []string
+	for i := 0; i < 10; i++ {
+		ps = append(ps, fmt.Sprint(i))
+	}
+	e.insert("acme", "c1", 1, ps...)
+	if got := payloads(e.fetch("acme", "c1", inc, 0).Qos12); got != "0:0 1:1 2:2 3:3 4:4 5:5 6:6 7:7 8:8 9:9 " {
+		t.Fatalf("fetch in order: %s", got)
+	}
+	e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Commit{Commit: &inboxpb.CommitRequest{Tenant: "acme", Inbox: "c1", Incarnation: inc, Qos12Upto: 5}}})
+	if got := payloads(e.fetch("acme", "c1", inc, 0).Qos12); got != "5:5 6:6 7:7 8:8 9:9 " {
+		t.Fatalf("after commit up to 5: %s", got)
+	}
+	// QoS 0 and QoS 1/2 are separate queues.
+	e.insert("acme", "c1", 0, "q0")
+	if f := e.fetch("acme", "c1", inc, 7); len(f.Qos0) != 1 || payloads(f.Qos12) != "7:7 8:8 9:9 " {
+		t.Fatalf("fetch after 7: qos0 %d, qos12 %s", len(f.Qos0), payloads(f.Qos12))
+	}
+	// Resume keeps the queue; clean start empties it with a new incarnation.
+	if a := e.attach("acme", "c1", false, 3600, nil, nil); !a.SessionPresent || a.Meta.Incarnation != inc {
+		t.Fatalf("resume: %v", a)
+	}
+	a = e.attach("acme", "c1", true, 3600, nil, nil)
+	if a.SessionPresent || a.Meta.Incarnation != inc+1 {
+		t.Fatalf("clean start: %v", a)
+	}
+	if f := e.fetch("acme", "c1", inc+1, 0); len(f.Qos12) != 0 {
+		t.Fatalf("clean start kept %d messages", len(f.Qos12))
+	}
+	if f := e.fetch("acme", "c1", inc, 0); f.Result != inboxpb.Result_RESULT_NO_INBOX {
+		t.Fatalf("fetch of the old incarnation: %v", f.Result)
+	}
+
+	// Limits: drop the newest.
+	e.attach("acme", "newest", true, 60, nil, &inboxpb.Limits{MaxQos12: 3})
+	res := e.insert("acme", "newest", 1, "a", "b", "c", "d", "e")
+	if res[2] != inboxpb.InsertResult_INSERT_OK || res[3] != inboxpb.InsertResult_INSERT_DROPPED || res[4] != inboxpb.InsertResult_INSERT_DROPPED {
+		t.Fatalf("drop newest: %v", res)
+	}
+	if f := e.fetch("acme", "newest", 1, 0); payloads(f.Qos12) != "0:a 1:b 2:c " || f.Qos12Dropped != 2 {
+		t.Fatalf("drop newest kept %s, counted %d", payloads(f.Qos12), f.Qos12Dropped)
+	}
+	// Limits: drop the oldest.
+	e.attach("acme", "oldest", true, 60, nil, &inboxpb.Limits{MaxQos12: 3, DropOldest: true})
+	e.insert("acme", "oldest", 1, "a", "b", "c", "d", "e")
+	if f := e.fetch("acme", "oldest", 1, 0); payloads(f.Qos12) != "2:c 3:d 4:e " || f.Qos12Dropped != 2 {
+		t.Fatalf("drop oldest kept %s, counted %d", payloads(f.Qos12), f.Qos12Dropped)
+	}
+	// An insert for an inbox that does not exist says so (dist drops the route).
+	if r := e.insert("acme", "ghost", 1, "x"); r[0] != inboxpb.InsertResult_INSERT_NO_INBOX {
+		t.Fatalf("insert into a missing inbox: %v", r)
+	}
+	// A detach by a connection that lost the session to a newer one changes nothing.
+	o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{Tenant: "acme", Inbox: "c1", Incarnation: inc + 1, Owner: "fe-old", NowUnixMs: time.Now().UnixMilli()}}})
+	if o.Result != inboxpb.Result_RESULT_CONFLICT {
+		t.Fatalf("detach by a stale owner: %v", o)
+	}
+	if o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{Tenant: "a\x00b", Inbox: "x", Owner: "o"}}}); o.Result != inboxpb.Result_RESULT_INVALID {
+		t.Fatalf("bad tenant: %v", o)
+	}
+}
+
+func TestExpiryAndWillsFireOnceOnTheLeader(t *testing.T) {
+	e := start(t)
+	// A subscriber's inbox receives the will through a dist route.
+	e.attach("acme", "listener", true, 3600, nil, nil)
+	d := dist.NewClient(e.c.Nodes[1].Router())
+	if o, err := d.AddRoute(e.ctx, &distpb.AddRouteRequest{Route: &distpb.Route{Tenant: "acme", Subscription: "status/#",
+		Receiver: &distpb.Receiver{Kind: inbox.ReceiverInbox, Id: "listener"}}}); err != nil || o.Result != distpb.Result_RESULT_OK {
+		t.Fatalf("route: %v %v", o, err)
+	}
+	will := &inboxpb.Will{Topic: "status/dev1", Payload: []byte("offline"), Qos: 1, Retain: true, DelaySeconds: 1}
+	a := e.attach("acme", "dev1", true, 2, will, nil)
+	// Lost connection: the will is due after its 1 s delay, the session ends after 2 s.
+	e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{Tenant: "acme", Inbox: "dev1",
+		Incarnation: a.Meta.Incarnation, Owner: "fe-1", NowUnixMs: time.Now().UnixMilli(), SendWill: true}}})
+	e.tick()
+	if n := e.pub.fired("acme/dev1"); n != 0 {
+		t.Fatalf("will fired before its delay: %d", n)
+	}
+	// A normal disconnect of another session discards its will.
+	b := e.attach("acme", "dev2", true, 0, &inboxpb.Will{Topic: "status/dev2", Payload: []byte("x")}, nil)
+	e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{Tenant: "acme", Inbox: "dev2",
+		Incarnation: b.Meta.Incarnation, Owner: "fe-1", NowUnixMs: time.Now().UnixMilli()}}})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		e.tick()
+		r, err := e.inbox.Query(e.ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Get{Get: &inboxpb.GetRequest{Tenant: "acme", Inbox: "dev1"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Result == inboxpb.Result_RESULT_NO_INBOX {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session never expired: %v", r.Meta)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := e.pub.fired("acme/dev1"); n != 1 {
+		t.Fatalf("will fired %d times, want once", n)
+	}
+	if n := e.pub.fired("acme/dev2"); n != 0 {
+		t.Fatalf("the will of a normal disconnect fired %d times", n)
+	}
+	if f := e.fetch("acme", "listener", 1, 0); payloads(f.Qos12) != "0:offline " {
+		t.Fatalf("the listener's inbox holds %q", payloads(f.Qos12))
+	}
+	m, err := retain.NewClient(e.c.Nodes[2].Router()).Match(e.ctx, &retainpb.MatchRequest{Tenant: "acme", Filter: "status/+"})
+	if err != nil || len(m.Messages) != 1 || string(m.Messages[0].Payload) != "offline" {
+		t.Fatalf("retained will: %v %v", m, err)
+	}
+	// dev2 ended at once (expiry 0).
+	r, _ := e.inbox.Query(e.ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Get{Get: &inboxpb.GetRequest{Tenant: "acme", Inbox: "dev2"}}})
+	if r.Result != inboxpb.Result_RESULT_NO_INBOX {
+		t.Fatal("a session with expiry 0 outlived its connection")
+	}
+}
+
+func TestInboxAcrossSplitAndRestart(t *testing.T) {
+	e := start(t)
+	for i := 0; i < 20; i++ {
+		e.attach("acme", fmt.Sprintf("c%02d", i), true, 3600, nil, nil)
+	}
+	// Split between inboxes c09 and c10, at an inbox boundary.
+	resp, err := e.c.Client(0).Admin.Split(e.ctx, &rangespb.SplitRequest{Keyspace: "inbox", Key: inbox.SplitKey("acme", "c10")})
+	if err != nil {
+		t.Fatal(ranges.FromStatus(err))
+	}
+	// One batch over both ranges.
+	var items []*inboxpb.InsertItem
+	for i := 0; i < 20; i++ {
+		items = append(items, &inboxpb.InsertItem{Tenant: "acme", Inbox: fmt.Sprintf("c%02d", i), Message: &inboxpb.Message{Topic: "t", Payload: []byte(fmt.Sprint(i)), Qos: 1}})
+	}
+	r, err := inbox.NewClient(e.c.Nodes[2].Router()).Insert(e.ctx, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, res := range r.Results {
+		if res != inboxpb.InsertResult_INSERT_OK {
+			t.Fatalf("item %d: %v", i, res)
+		}
+	}
+	// A detached session expires after a restart too: the leader rebuilds its list.
+	e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{Tenant: "acme", Inbox: "c15",
+		Incarnation: 1, Owner: "fe-1", NowUnixMs: time.Now().UnixMilli(), ExpirySeconds: ptr(uint32(1))}}})
+	for i := range e.c.Nodes {
+		e.c.StopNode(i)
+	}
+	for i := range e.c.Nodes {
+		e.c.StartNode(i)
+	}
+	e.c.WaitReady()
+	e.inbox = inbox.NewClient(e.c.Nodes[1].Router())
+	for i := 0; i < 20; i++ {
+		if f := e.fetch("acme", fmt.Sprintf("c%02d", i), 1, 0); i != 15 && payloads(f.Qos12) != fmt.Sprintf("0:%d ", i) {
+			t.Fatalf("inbox c%02d after split and restart: %q", i, payloads(f.Qos12))
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		e.tick()
+		if f := e.fetch("acme", "c15", 1, 0); f.Result == inboxpb.Result_RESULT_NO_INBOX {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("c15 did not expire after the restart")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = resp
+}
+
+func ptr[T any](v T) *T { return &v }

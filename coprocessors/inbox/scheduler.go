@@ -1,0 +1,199 @@
+package inbox
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+)
+
+// WillPublisher publishes the will of a session whose connection was lost.
+type WillPublisher interface {
+	PublishWill(ctx context.Context, tenant, inbox string, will *inboxpb.Will) error
+}
+
+// Scheduler runs, on every storage node, the time-driven work of the inbox
+// ranges this node leads: it publishes due wills and expires sessions. Only
+// the leader acts, so a will is fired once, not once per replica; a leader
+// that dies after publishing and before recording it makes the next leader
+// publish it again (at least once).
+type Scheduler struct {
+	node     *ranges.Node
+	client   *Client
+	pub      WillPublisher
+	interval time.Duration
+	log      *slog.Logger
+	wills    prometheus.Counter
+	expiries prometheus.Counter
+}
+
+// SchedulerConfig configures a Scheduler.
+type SchedulerConfig struct {
+	// Interval between ticks; default 500ms.
+	Interval   time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// NewScheduler returns a scheduler for a node's inbox ranges.
+func NewScheduler(cfg SchedulerConfig, node *ranges.Node, pub WillPublisher) *Scheduler {
+	if cfg.Interval == 0 {
+		cfg.Interval = 500 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Scheduler{
+		node: node, client: NewClient(node.Router()), pub: pub, interval: cfg.Interval, log: cfg.Logger,
+		wills: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_inbox_wills_published_total", Help: "Wills published by this node's inbox leaders.",
+		}),
+		expiries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_inbox_sessions_expired_total", Help: "Persistent sessions expired by this node's inbox leaders.",
+		}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.wills, s.expiries)
+	}
+	return s
+}
+
+// Run ticks until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if err := s.Tick(ctx, now); err != nil && ctx.Err() == nil {
+				s.log.Warn("inbox scheduler tick", "err", err)
+			}
+		}
+	}
+}
+
+// Tick does the work due at now on every inbox range this node leads.
+func (s *Scheduler) Tick(ctx context.Context, now time.Time) error {
+	var errs []error
+	for _, r := range s.node.Store().Replicas() {
+		d := r.Descriptor
+		if d == nil || d.Keyspace != keyspace || !s.node.Store().IsLeader(r.RangeID) {
+			continue
+		}
+		errs = append(errs, s.tickRange(ctx, d, now))
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now time.Time) error {
+	in, err := proto.Marshal(&inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Due{Due: &inboxpb.DueRequest{NowUnixMs: now.UnixMilli(), Max: 256}}})
+	if err != nil {
+		return err
+	}
+	// The leader's own state: every due item is re-checked when its
+	// proposal applies.
+	q := &kvpb.Query{Ver: d.Ver, Ops: []*kvpb.Op{{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: d.Start, Input: in}}}}}
+	res, err := s.node.Store().Read(ctx, d.Id, q, true)
+	if err != nil {
+		return err
+	}
+	if res.Status != kvpb.Status_STATUS_OK {
+		return nil // the range changed under us; next tick
+	}
+	resp := &inboxpb.QueryResponse{}
+	if err := proto.Unmarshal(res.Results[0].Value, resp); err != nil {
+		return err
+	}
+	for _, m := range resp.Due.GetWills() {
+		if err := s.pub.PublishWill(ctx, m.Tenant, m.Inbox, m.Will); err != nil {
+			s.log.Warn("publish will", "tenant", m.Tenant, "inbox", m.Inbox, "err", err)
+			continue
+		}
+		s.wills.Inc()
+		if _, err := s.client.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_WillSent{WillSent: &inboxpb.WillSentRequest{
+			Tenant: m.Tenant, Inbox: m.Inbox, Incarnation: m.Incarnation}}}); err != nil {
+			return err
+		}
+	}
+	for _, m := range resp.Due.GetExpired() {
+		o, err := s.client.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Expire{Expire: &inboxpb.ExpireRequest{
+			Tenant: m.Tenant, Inbox: m.Inbox, Incarnation: m.Incarnation, NowUnixMs: now.UnixMilli()}}})
+		if err != nil {
+			return err
+		}
+		if o.Result == inboxpb.Result_RESULT_OK {
+			s.expiries.Inc()
+		}
+	}
+	return nil
+}
+
+// RoutePublisher publishes a will like any message: retained if flagged,
+// then to every receiver dist matches. Persistent receivers (kind
+// ReceiverInbox) get it in their inbox; transient ones go to Transient.
+type RoutePublisher struct {
+	Dist   *dist.Client
+	Inbox  *Client
+	Retain *retain.Client
+	// Transient delivers to frontends; nil drops transient receivers (no
+	// frontend runs).
+	Transient func(ctx context.Context, tenant string, m *distpb.Matched, msg *inboxpb.Message) error
+}
+
+// Receiver kinds of dist routes.
+const (
+	ReceiverFrontend = 1
+	ReceiverInbox    = 2
+)
+
+// PublishWill implements WillPublisher.
+func (p *RoutePublisher) PublishWill(ctx context.Context, tenant, inbox string, w *inboxpb.Will) error {
+	if w == nil {
+		return nil
+	}
+	if w.Retain {
+		if _, err := p.Retain.Set(ctx, &retainpb.SetRequest{Tenant: tenant, Message: &retainpb.Message{
+			Topic: w.Topic, Payload: w.Payload, Qos: w.Qos, Properties: w.Properties, PublishedUnixMs: time.Now().UnixMilli()}}); err != nil {
+			return err
+		}
+	}
+	matches, err := p.Dist.Match(ctx, &distpb.MatchRequest{Tenant: tenant, Topics: []string{w.Topic}, Publisher: inbox, Seed: uint64(time.Now().UnixNano())})
+	if err != nil {
+		return err
+	}
+	msg := &inboxpb.Message{Topic: w.Topic, Payload: w.Payload, Qos: w.Qos, Retain: w.Retain, Properties: w.Properties, Publisher: inbox}
+	var items []*inboxpb.InsertItem
+	for _, m := range matches.Topics[0].Matched {
+		switch m.Receiver.Kind {
+		case ReceiverInbox:
+			mm := proto.CloneOf(msg)
+			mm.Subscription = m.Subscription
+			items = append(items, &inboxpb.InsertItem{Tenant: tenant, Inbox: m.Receiver.Id, Message: mm})
+		case ReceiverFrontend:
+			if p.Transient != nil {
+				if err := p.Transient(ctx, tenant, m, msg); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if len(items) > 0 {
+		if _, err := p.Inbox.Insert(ctx, items); err != nil {
+			return err
+		}
+	}
+	return nil
+}

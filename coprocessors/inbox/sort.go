@@ -1,0 +1,5 @@
+package inbox
+
+import "sort"
+
+func sortStrings(s []string) { sort.Strings(s) }
