@@ -65,7 +65,9 @@ type Coprocessor struct {
 }
 
 // New makes the inbox coprocessor of one replica; a kvstore.CoprocessorFactory.
-func New(rangeID uint64) kvstore.Coprocessor { return &Coprocessor{pending: map[string]*inboxpb.Meta{}} }
+func New(rangeID uint64) kvstore.Coprocessor {
+	return &Coprocessor{pending: map[string]*inboxpb.Meta{}}
+}
 
 func (c *Coprocessor) track(m *inboxpb.Meta) {
 	k := string(Prefix(m.Tenant, m.Inbox))
