@@ -20,7 +20,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"google.golang.org/grpc"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
 	"github.com/bifrost-mq/bifrost/kvstore"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
 )
 
@@ -117,7 +126,16 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for -data: %v", f.data, err)
 	}
 	return ranges.NodeConfig{
-		Store:           kvstore.Config{DataDir: data, RaftAddr: f.raft, RTTMillisecond: f.rttMs},
+		Store: kvstore.Config{DataDir: data, RaftAddr: f.raft, RTTMillisecond: f.rttMs, Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{
+			kvpb.Keyspace_KEYSPACE_DIST:   dist.New,
+			kvpb.Keyspace_KEYSPACE_INBOX:  inbox.New,
+			kvpb.Keyspace_KEYSPACE_RETAIN: retain.New,
+		}},
+		Services: func(s *grpc.Server, n *ranges.Node) {
+			distpb.RegisterDistServer(s, dist.NewService(dist.NewClient(n.Router())))
+			inboxpb.RegisterInboxServer(s, inbox.NewService(inbox.NewClient(n.Router())))
+			retainpb.RegisterRetainServer(s, retain.NewService(retain.NewClient(n.Router())))
+		},
 		Name:            f.name,
 		GossipAddr:      f.gossip,
 		GossipAdvertise: f.advertise,
@@ -181,11 +199,23 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 			}
 		}()
 	}
+	// The inbox leaders' time-driven work: session expiry and wills.
+	schedCtx, stopSched := context.WithCancel(context.Background())
+	schedDone := make(chan struct{})
+	sched := inbox.NewScheduler(inbox.SchedulerConfig{Logger: log, Registerer: reg}, node, &inbox.RoutePublisher{
+		Dist: dist.NewClient(node.Router()), Inbox: inbox.NewClient(node.Router()), Retain: retain.NewClient(node.Router()),
+	})
+	go func() {
+		defer close(schedDone)
+		sched.Run(schedCtx)
+	}()
 	log.Info("bifrost running", "mode", cmd, "grpc", node.GRPCAddr(), "http", f.http, "data", cfg.Store.DataDir)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
+	stopSched()
+	<-schedDone
 	if httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = httpSrv.Shutdown(ctx)
