@@ -159,3 +159,15 @@ func (s *Store) Tombstoned(rangeID uint64) bool {
 	_, ok, _ := get(s.engine.db, localTombKey(rangeID))
 	return ok
 }
+
+// LogCompacted reports whether the local replica of a range has no bootstrap
+// log left that a joining replica could replay onto empty state: false only
+// for a split child whose first compaction has not finished.
+func (s *Store) LogCompacted(rangeID uint64) bool {
+	v, ok, err := get(s.engine.db, localBootKey(rangeID))
+	if err != nil || !ok {
+		return false
+	}
+	boot := &kvpb.BootRecord{}
+	return proto.Unmarshal(v, boot) == nil && !boot.CompactOnStart
+}

@@ -72,12 +72,6 @@ func (s *rangeStateMachine) resetCoprocessor(desc *kvpb.RangeDescriptor) error {
 	return nil
 }
 
-func (s *rangeStateMachine) coprocessor() Coprocessor {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.cop
-}
-
 // spanChanged reports whether a descriptor change moved the range's bounds
 // (or is the first descriptor), which needs a coprocessor reset.
 func spanChanged(old, cur *kvpb.RangeDescriptor) bool {

@@ -56,6 +56,16 @@ func (n *Node) AddReplica(ctx context.Context, rangeID, storeID uint64) (*kvpb.R
 	if !ok {
 		return nil, fmt.Errorf("store %d: %w", storeID, ErrUnknownStore)
 	}
+	desc, err := n.descriptor(ctx, rangeID)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = n.waitCompacted(wctx, desc)
+	cancel()
+	if err != nil {
+		return nil, err
+	}
 	res, err := n.propose(ctx, rangeID, &kvpb.Command{Payload: &kvpb.Command_AddReplica{
 		AddReplica: &kvpb.AddReplicaIntent{StoreId: storeID, RaftAddr: target.Meta.Raft}}})
 	if err != nil {

@@ -292,7 +292,7 @@ func (s *storeServer) ReplicaDescriptor(ctx context.Context, req *rangespb.Repli
 	if d == nil {
 		return nil, status.Errorf(codes.Unavailable, "range %d has no descriptor yet", req.RangeId)
 	}
-	return &rangespb.ReplicaDescriptorResponse{Range: d}, nil
+	return &rangespb.ReplicaDescriptorResponse{Range: d, LogCompacted: s.n.store.LogCompacted(req.RangeId)}, nil
 }
 
 func (s *adminServer) Split(ctx context.Context, req *rangespb.SplitRequest) (*rangespb.SplitResponse, error) {

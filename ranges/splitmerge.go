@@ -197,7 +197,7 @@ func storeIDs(d *kvpb.RangeDescriptor) []uint64 {
 func (n *Node) waitApplied(ctx context.Context, d *kvpb.RangeDescriptor) error {
 	for _, rep := range d.Replicas {
 		for {
-			got, err := n.replicaDescriptor(ctx, rep.StoreId, d.Id)
+			got, _, err := n.replicaDescriptor(ctx, rep.StoreId, d.Id)
 			if err == nil && got.Ver >= d.Ver {
 				break
 			}
@@ -212,25 +212,46 @@ func (n *Node) waitApplied(ctx context.Context, d *kvpb.RangeDescriptor) error {
 	return nil
 }
 
-func (n *Node) replicaDescriptor(ctx context.Context, storeID, rangeID uint64) (*kvpb.RangeDescriptor, error) {
+func (n *Node) replicaDescriptor(ctx context.Context, storeID, rangeID uint64) (*kvpb.RangeDescriptor, bool, error) {
 	if storeID == n.store.ID() {
 		d, err := n.store.Descriptor(rangeID)
 		if err == nil && d == nil {
 			err = kvstore.ErrNotReady
 		}
-		return d, err
+		return d, n.store.LogCompacted(rangeID), err
 	}
 	c, err := n.storeClient(storeID)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	resp, err := c.ReplicaDescriptor(cctx, &rangespb.ReplicaDescriptorRequest{RangeId: rangeID})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return resp.Range, nil
+	return resp.Range, resp.LogCompacted, nil
+}
+
+// waitCompacted waits until every replica of a range has compacted its
+// bootstrap log (a split child's first compaction), so that a replica added
+// now starts from a snapshot, whichever replica leads.
+func (n *Node) waitCompacted(ctx context.Context, d *kvpb.RangeDescriptor) error {
+	for _, rep := range d.Replicas {
+		for {
+			_, done, err := n.replicaDescriptor(ctx, rep.StoreId, d.Id)
+			if err == nil && done {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w: replica %d of range %d on store %d has not compacted its first log yet (%v); retry",
+					ErrUnavailable, rep.ReplicaId, d.Id, rep.StoreId, err)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // resolveMerge decides the fate of a frozen right range. It reads the left

@@ -215,7 +215,6 @@ type matcher struct {
 	publisher string
 	seed      uint64
 	out       []Matched
-	filter    []string
 }
 
 func (m *matcher) walk(n *node, depth int, filter []string, dollar bool) {

@@ -203,6 +203,11 @@ func TestExpiryAndWillsFireOnceOnTheLeader(t *testing.T) {
 		Receiver: &distpb.Receiver{Kind: inbox.ReceiverInbox, Id: "listener"}}}); err != nil || o.Result != distpb.Result_RESULT_OK {
 		t.Fatalf("route: %v %v", o, err)
 	}
+	// A stale route to an inbox that is gone is removed when the will finds it.
+	if o, err := d.AddRoute(e.ctx, &distpb.AddRouteRequest{Route: &distpb.Route{Tenant: "acme", Subscription: "status/+",
+		Receiver: &distpb.Receiver{Kind: inbox.ReceiverInbox, Id: "gone"}}}); err != nil || o.Result != distpb.Result_RESULT_OK {
+		t.Fatalf("route: %v %v", o, err)
+	}
 	will := &inboxpb.Will{Topic: "status/dev1", Payload: []byte("offline"), Qos: 1, Retain: true, DelaySeconds: 1}
 	a := e.attach("acme", "dev1", true, 2, will, nil)
 	// Lost connection: the will is due after its 1 s delay, the session ends after 2 s.
@@ -243,6 +248,9 @@ func TestExpiryAndWillsFireOnceOnTheLeader(t *testing.T) {
 	m, err := retain.NewClient(e.c.Nodes[2].Router()).Match(e.ctx, &retainpb.MatchRequest{Tenant: "acme", Filter: "status/+"})
 	if err != nil || len(m.Messages) != 1 || string(m.Messages[0].Payload) != "offline" {
 		t.Fatalf("retained will: %v %v", m, err)
+	}
+	if mr, err := d.Match(e.ctx, &distpb.MatchRequest{Tenant: "acme", Topics: []string{"status/x"}}); err != nil || len(mr.Topics[0].Matched) != 1 {
+		t.Fatalf("the stale route survived: %v %v", mr, err)
 	}
 	// dev2 ended at once (expiry 0).
 	r, _ := e.inbox.Query(e.ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Get{Get: &inboxpb.GetRequest{Tenant: "acme", Inbox: "dev2"}}})

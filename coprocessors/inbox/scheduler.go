@@ -190,9 +190,22 @@ func (p *RoutePublisher) PublishWill(ctx context.Context, tenant, inbox string, 
 			}
 		}
 	}
-	if len(items) > 0 {
-		if _, err := p.Inbox.Insert(ctx, items); err != nil {
-			return err
+	if len(items) == 0 {
+		return nil
+	}
+	res, err := p.Inbox.Insert(ctx, items)
+	if err != nil {
+		return err
+	}
+	// A route to an inbox that no longer exists is stale: remove it, so
+	// that dist stops matching it.
+	for i, r := range res.Results {
+		if r == inboxpb.InsertResult_INSERT_NO_INBOX {
+			_, err := p.Dist.RemoveRoute(ctx, &distpb.RemoveRouteRequest{Route: &distpb.Route{Tenant: tenant,
+				Subscription: items[i].Message.Subscription, Receiver: &distpb.Receiver{Kind: ReceiverInbox, Id: items[i].Inbox}}})
+			if err != nil {
+				return err
+			}
 		}
 	}
 	return nil

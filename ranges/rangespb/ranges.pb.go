@@ -633,8 +633,11 @@ func (x *ReplicaDescriptorRequest) GetRangeId() uint64 {
 }
 
 type ReplicaDescriptorResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Range         *kvpb.RangeDescriptor  `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Range *kvpb.RangeDescriptor  `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
+	// log_compacted is false while a split child's replica has not yet
+	// compacted its bootstrap log: no replica may be added to it before.
+	LogCompacted  bool `protobuf:"varint,2,opt,name=log_compacted,json=logCompacted,proto3" json:"log_compacted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -674,6 +677,13 @@ func (x *ReplicaDescriptorResponse) GetRange() *kvpb.RangeDescriptor {
 		return x.Range
 	}
 	return nil
+}
+
+func (x *ReplicaDescriptorResponse) GetLogCompacted() bool {
+	if x != nil {
+		return x.LogCompacted
+	}
+	return false
 }
 
 type ExecuteRequest struct {
@@ -1906,9 +1916,10 @@ const file_ranges_rangespb_ranges_proto_rawDesc = "" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12\x19\n" +
 	"\bnext_key\x18\x03 \x01(\fR\anextKey\"5\n" +
 	"\x18ReplicaDescriptorRequest\x12\x19\n" +
-	"\brange_id\x18\x01 \x01(\x04R\arangeId\"N\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\"s\n" +
 	"\x19ReplicaDescriptorResponse\x121\n" +
-	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\"\xa8\x01\n" +
+	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\x12#\n" +
+	"\rlog_compacted\x18\x02 \x01(\bR\flogCompacted\"\xa8\x01\n" +
 	"\x0eExecuteRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12/\n" +
 	"\acommand\x18\x02 \x01(\v2\x13.bifrost.kv.CommandH\x00R\acommand\x12)\n" +

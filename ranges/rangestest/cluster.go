@@ -48,28 +48,56 @@ type Options struct {
 }
 
 // FreeAddr returns a loopback address whose port was free (TCP and UDP)
-// just now. Ports come from below the kernel's ephemeral range (32768 and up
-// here), so the outgoing connections of running nodes cannot take a port
-// between this check and the node binding it, even after a restart.
+// just now and is reserved for this test. Ports come from below the kernel's
+// ephemeral range (32768 and up here), so outgoing connections cannot take
+// them; a reservation file per port keeps test processes that run at the
+// same time (go test runs packages in parallel) from picking the same one
+// while a node is down between a stop and a restart.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
+	dir := filepath.Join(os.TempDir(), "bifrost-test-ports")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for attempt := 0; attempt < 1000; attempt++ {
 		port := 20000 + rand.IntN(12000)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		if !reserve(filepath.Join(dir, fmt.Sprint(port))) {
+			continue
+		}
 		l, err := net.Listen("tcp", addr)
+		if err == nil {
+			var u net.PacketConn
+			u, err = net.ListenPacket("udp", addr)
+			l.Close()
+			if err == nil {
+				u.Close()
+			}
+		}
 		if err != nil {
+			os.Remove(filepath.Join(dir, fmt.Sprint(port)))
 			continue
 		}
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
+		t.Cleanup(func() { os.Remove(filepath.Join(dir, fmt.Sprint(port))) })
 		return addr
 	}
 	t.Fatal("no free loopback port")
 	return ""
+}
+
+// reserve creates a port's reservation file; one older than an hour was
+// left by a test process that died, and is taken over.
+func reserve(path string) bool {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err == nil {
+		f.Close()
+		return true
+	}
+	if st, serr := os.Stat(path); serr == nil && time.Since(st.ModTime()) > time.Hour {
+		now := time.Now()
+		return os.Chtimes(path, now, now) == nil
+	}
+	return false
 }
 
 // Start starts n stores that bootstrap together (bootstrap-expect n) and
