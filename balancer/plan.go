@@ -1,0 +1,332 @@
+// Package balancer keeps replicas, leaders and range sizes healthy without an
+// operator. It is decentralised like the rest of Bifrost: every store runs
+// one, which looks at the cluster through gossip (range descriptors, leaders,
+// sizes and loads; live stores) and proposes changes only for the ranges it
+// leads, one change at a time.
+//
+// The decision is a pure function (Plan) of a View, tested by tables; the
+// Balancer is the shell that builds the view, carries out the first action
+// and records it in logs and metrics.
+//
+// Invariants:
+//   - A range never loses quorum by a move: a dead replica is removed first
+//     only while the live replicas remain a majority of what is left, and a
+//     replica is added before a live one is removed.
+//   - One move per store per step; moves wait for the previous one to show
+//     in the descriptors.
+package balancer
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+)
+
+// ActionKind names a move.
+type ActionKind string
+
+// The moves the balancer makes.
+const (
+	AddReplica     ActionKind = "add-replica"
+	RemoveReplica  ActionKind = "remove-replica"
+	TransferLeader ActionKind = "transfer-leader"
+	Split          ActionKind = "split"
+	Merge          ActionKind = "merge"
+)
+
+// Action is one move, with the reason it was chosen.
+type Action struct {
+	Kind    ActionKind
+	RangeID uint64
+	StoreID uint64 // the store to add to, remove from, or hand leadership to
+	Reason  string
+}
+
+func (a Action) String() string {
+	if a.StoreID != 0 {
+		return fmt.Sprintf("%s range %d store %d: %s", a.Kind, a.RangeID, a.StoreID, a.Reason)
+	}
+	return fmt.Sprintf("%s range %d: %s", a.Kind, a.RangeID, a.Reason)
+}
+
+// RangeView is what the balancer knows of one range.
+type RangeView struct {
+	Desc        *kvpb.RangeDescriptor
+	LeaderStore uint64
+	Bytes       uint64
+	// Load is writes plus reads per second over the recent window.
+	Load float64
+}
+
+// View is the balancer's picture of the cluster, from one store.
+type View struct {
+	Self uint64
+	// Live are the stores gossip sees alive; Dead are stores named by a
+	// descriptor that have been gone for longer than the dead-store timeout.
+	Live   []uint64
+	Dead   map[uint64]bool
+	Ranges []RangeView
+}
+
+// Policy holds the targets.
+type Policy struct {
+	// ReplicationFactor is the replicas a range should have, capped by the
+	// number of live stores. Default 3.
+	ReplicationFactor int
+	// SplitBytes splits a range larger than this; SplitLoad one busier than
+	// this (ops/s; 0: never by load).
+	SplitBytes uint64
+	SplitLoad  float64
+	// MergeBytes and MergeLoad: adjacent ranges both under both are merged.
+	MergeBytes uint64
+	MergeLoad  float64
+}
+
+func (p Policy) rf(live int) int {
+	rf := p.ReplicationFactor
+	if rf <= 0 {
+		rf = 3
+	}
+	return min(rf, live)
+}
+
+// Plan returns the moves this store should make now, most urgent first. The
+// caller makes the first and plans again next step.
+func Plan(v View, p Policy) []Action {
+	live := map[uint64]bool{}
+	for _, s := range v.Live {
+		live[s] = true
+	}
+	replicaCount := map[uint64]int{}
+	leaderCount := map[uint64]int{}
+	for _, s := range v.Live {
+		replicaCount[s], leaderCount[s] = 0, 0
+	}
+	for _, r := range v.Ranges {
+		for _, rep := range r.Desc.Replicas {
+			if live[rep.StoreId] {
+				replicaCount[rep.StoreId]++
+			}
+		}
+		if live[r.LeaderStore] {
+			leaderCount[r.LeaderStore]++
+		}
+	}
+	rf := p.rf(len(v.Live))
+	var out []Action
+	mine := func(r RangeView) bool { return r.LeaderStore == v.Self }
+	busy := func(r RangeView) bool {
+		return r.Desc.Pending != nil || r.Desc.State != kvpb.RangeState_RANGE_STATE_NORMAL
+	}
+
+	// 1. Replace replicas on dead stores; keep the replica count.
+	for _, r := range v.Ranges {
+		if !mine(r) || busy(r) {
+			continue
+		}
+		var liveReps, deadReps []uint64
+		for _, rep := range r.Desc.Replicas {
+			switch {
+			case v.Dead[rep.StoreId]:
+				deadReps = append(deadReps, rep.StoreId)
+			case live[rep.StoreId]:
+				liveReps = append(liveReps, rep.StoreId)
+			}
+		}
+		n := len(r.Desc.Replicas)
+		if len(deadReps) > 0 && len(liveReps) > (n-1)/2 {
+			// Removing one dead replica keeps a live majority of the rest.
+			out = append(out, Action{RemoveReplica, r.Desc.Id, deadReps[0], fmt.Sprintf("store %d is dead", deadReps[0])})
+			continue
+		}
+		if n < rf {
+			if s := leastLoaded(v.Live, replicaCount, storeSet(r.Desc)); s != 0 {
+				out = append(out, Action{AddReplica, r.Desc.Id, s, fmt.Sprintf("%d replicas, want %d", n, rf)})
+				continue
+			}
+		}
+		if n > rf {
+			if s := mostLoaded(liveReps, replicaCount, v.Self); s != 0 {
+				out = append(out, Action{RemoveReplica, r.Desc.Id, s, fmt.Sprintf("%d replicas, want %d", n, rf)})
+				continue
+			}
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+
+	// 2. Split what is too large or too busy.
+	for _, r := range v.Ranges {
+		if !mine(r) || busy(r) {
+			continue
+		}
+		if p.SplitBytes > 0 && r.Bytes > p.SplitBytes {
+			out = append(out, Action{Kind: Split, RangeID: r.Desc.Id, Reason: fmt.Sprintf("%d bytes > %d", r.Bytes, p.SplitBytes)})
+		} else if p.SplitLoad > 0 && r.Load > p.SplitLoad {
+			out = append(out, Action{Kind: Split, RangeID: r.Desc.Id, Reason: fmt.Sprintf("%.0f ops/s > %.0f", r.Load, p.SplitLoad)})
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+
+	// 3. Merge small, cold neighbours: the right range's leader aligns its
+	// replicas with the left's; the left's leader merges once aligned.
+	byStart := slices.Clone(v.Ranges)
+	sort.Slice(byStart, func(i, j int) bool {
+		a, b := byStart[i].Desc, byStart[j].Desc
+		if a.Keyspace != b.Keyspace {
+			return a.Keyspace < b.Keyspace
+		}
+		return bytes.Compare(a.Start, b.Start) < 0
+	})
+	small := func(r RangeView) bool {
+		return p.MergeBytes > 0 && r.Bytes < p.MergeBytes && (p.MergeLoad <= 0 || r.Load < p.MergeLoad)
+	}
+	for i := 0; i+1 < len(byStart); i++ {
+		l, r := byStart[i], byStart[i+1]
+		if l.Desc.Keyspace != r.Desc.Keyspace || !bytes.Equal(l.Desc.End, r.Desc.Start) || busy(l) || busy(r) {
+			continue
+		}
+		if !small(l) || !small(r) || (p.MergeBytes > 0 && l.Bytes+r.Bytes >= p.SplitBytes/2 && p.SplitBytes > 0) {
+			continue
+		}
+		ls, rs := storeSet(l.Desc), storeSet(r.Desc)
+		if slices.Equal(sortedKeys(ls), sortedKeys(rs)) {
+			if mine(l) {
+				out = append(out, Action{Kind: Merge, RangeID: l.Desc.Id, Reason: fmt.Sprintf("ranges %d and %d are small and cold", l.Desc.Id, r.Desc.Id)})
+			}
+			continue
+		}
+		if !mine(r) {
+			continue
+		}
+		// Align the right range with the left: add where the left is, then
+		// remove where it is not.
+		if add := missing(ls, rs); add != 0 && live[add] {
+			out = append(out, Action{AddReplica, r.Desc.Id, add, fmt.Sprintf("align with range %d to merge", l.Desc.Id)})
+		} else if rm := missing(rs, ls); rm != 0 && rm != v.Self {
+			out = append(out, Action{RemoveReplica, r.Desc.Id, rm, fmt.Sprintf("align with range %d to merge", l.Desc.Id)})
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+
+	// 4. Spread replicas: move one from a store over the mean to one under it.
+	mean := float64(0)
+	for _, c := range replicaCount {
+		mean += float64(c)
+	}
+	if len(v.Live) > 0 {
+		mean /= float64(len(v.Live))
+	}
+	for _, r := range v.Ranges {
+		if !mine(r) || busy(r) {
+			continue
+		}
+		for _, rep := range r.Desc.Replicas {
+			if rep.StoreId == v.Self || !live[rep.StoreId] || float64(replicaCount[rep.StoreId]) < math.Floor(mean)+1 {
+				continue
+			}
+			if t := leastLoaded(v.Live, replicaCount, storeSet(r.Desc)); t != 0 && float64(replicaCount[t]) < math.Ceil(mean)-0.5 && replicaCount[rep.StoreId]-replicaCount[t] >= 2 {
+				// Add first; the over-replicated range then sheds the replica
+				// on the most loaded store.
+				out = append(out, Action{AddReplica, r.Desc.Id, t, fmt.Sprintf("store %d holds %d replicas, store %d %d", rep.StoreId, replicaCount[rep.StoreId], t, replicaCount[t])})
+				return out
+			}
+		}
+	}
+
+	// 5. Spread leaders: hand one of ours to the replica store with the fewest.
+	leaderMean := float64(len(v.Ranges)) / float64(max(1, len(v.Live)))
+	if float64(leaderCount[v.Self]) > math.Ceil(leaderMean) {
+		for _, r := range v.Ranges {
+			if !mine(r) || busy(r) {
+				continue
+			}
+			best := uint64(0)
+			for _, rep := range r.Desc.Replicas {
+				if rep.StoreId != v.Self && live[rep.StoreId] && !v.Dead[rep.StoreId] &&
+					(best == 0 || leaderCount[rep.StoreId] < leaderCount[best]) {
+					best = rep.StoreId
+				}
+			}
+			if best != 0 && leaderCount[best]+1 < leaderCount[v.Self] {
+				out = append(out, Action{TransferLeader, r.Desc.Id, best, fmt.Sprintf("store %d leads %d ranges, store %d %d", v.Self, leaderCount[v.Self], best, leaderCount[best])})
+				return out
+			}
+		}
+	}
+	return out
+}
+
+func storeSet(d *kvpb.RangeDescriptor) map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, r := range d.Replicas {
+		out[r.StoreId] = true
+	}
+	return out
+}
+
+func sortedKeys(m map[uint64]bool) []uint64 {
+	out := make([]uint64, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// missing returns the lowest store in want that have lacks, 0 if none.
+func missing(want, have map[uint64]bool) uint64 {
+	for _, s := range sortedKeys(want) {
+		if !have[s] {
+			return s
+		}
+	}
+	return 0
+}
+
+// leastLoaded picks the live store with the fewest replicas that is not in
+// exclude (ties: lowest ID).
+func leastLoaded(live []uint64, count map[uint64]int, exclude map[uint64]bool) uint64 {
+	best := uint64(0)
+	for _, s := range sortedKeys(setOf(live)) {
+		if exclude[s] {
+			continue
+		}
+		if best == 0 || count[s] < count[best] {
+			best = s
+		}
+	}
+	return best
+}
+
+// mostLoaded picks the store with the most replicas among candidates, never
+// keep (ties: highest ID).
+func mostLoaded(candidates []uint64, count map[uint64]int, keep uint64) uint64 {
+	best := uint64(0)
+	for _, s := range sortedKeys(setOf(candidates)) {
+		if s == keep {
+			continue
+		}
+		if best == 0 || count[s] >= count[best] {
+			best = s
+		}
+	}
+	return best
+}
+
+func setOf(s []uint64) map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, x := range s {
+		out[x] = true
+	}
+	return out
+}

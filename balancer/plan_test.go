@@ -1,0 +1,129 @@
+package balancer
+
+import (
+	"testing"
+
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+)
+
+func desc(id uint64, start, end string, stores ...uint64) *kvpb.RangeDescriptor {
+	d := &kvpb.RangeDescriptor{Id: id, Keyspace: kvpb.Keyspace_KEYSPACE_KV, Start: []byte(start), End: []byte(end), Ver: 1}
+	for i, s := range stores {
+		d.Replicas = append(d.Replicas, &kvpb.Replica{ReplicaId: uint64(i + 1), StoreId: s})
+	}
+	return d
+}
+
+func rv(d *kvpb.RangeDescriptor, leader uint64, bytes uint64) RangeView {
+	return RangeView{Desc: d, LeaderStore: leader, Bytes: bytes}
+}
+
+func TestPlan(t *testing.T) {
+	policy := Policy{ReplicationFactor: 3, SplitBytes: 1000, MergeBytes: 100}
+	tests := []struct {
+		name string
+		view View
+		want []Action // the first actions, in order; nil: no move
+	}{
+		{
+			name: "balanced cluster: nothing to do",
+			view: View{Self: 1, Live: []uint64{1, 2, 3}, Ranges: []RangeView{rv(desc(1, "", "", 1, 2, 3), 1, 500)}},
+		},
+		{
+			name: "a dead replica is removed first while a live majority remains",
+			view: View{Self: 1, Live: []uint64{1, 2, 4}, Dead: map[uint64]bool{3: true},
+				Ranges: []RangeView{rv(desc(1, "", "", 1, 2, 3), 1, 500)}},
+			want: []Action{{Kind: RemoveReplica, RangeID: 1, StoreID: 3}},
+		},
+		{
+			name: "two dead of three: removing one would leave no live majority, so wait",
+			view: View{Self: 1, Live: []uint64{1, 4, 5}, Dead: map[uint64]bool{2: true, 3: true},
+				Ranges: []RangeView{rv(desc(1, "", "", 1, 2, 3), 1, 500)}},
+		},
+		{
+			name: "an under-replicated range gets a replica on the least loaded store",
+			view: View{Self: 1, Live: []uint64{1, 2, 4, 5}, Ranges: []RangeView{
+				rv(desc(1, "", "m", 1, 2), 1, 500), rv(desc(2, "m", "", 1, 2, 4), 2, 500)}},
+			want: []Action{{Kind: AddReplica, RangeID: 1, StoreID: 5}},
+		},
+		{
+			name: "an over-replicated range sheds the replica on the most loaded store, never the leader's",
+			view: View{Self: 1, Live: []uint64{1, 2, 3, 4}, Ranges: []RangeView{
+				rv(desc(1, "", "m", 1, 2, 3, 4), 1, 500), rv(desc(2, "m", "", 2, 3, 4), 2, 500)}},
+			want: []Action{{Kind: RemoveReplica, RangeID: 1, StoreID: 4}},
+		},
+		{
+			name: "replication factor is capped by live stores",
+			view: View{Self: 1, Live: []uint64{1, 2}, Ranges: []RangeView{rv(desc(1, "", "", 1, 2), 1, 500)}},
+		},
+		{
+			name: "a large range splits",
+			view: View{Self: 1, Live: []uint64{1, 2, 3}, Ranges: []RangeView{rv(desc(1, "", "", 1, 2, 3), 1, 5000)}},
+			want: []Action{{Kind: Split, RangeID: 1}},
+		},
+		{
+			name: "only the leader acts",
+			view: View{Self: 2, Live: []uint64{1, 2, 3}, Ranges: []RangeView{rv(desc(1, "", "", 1, 2, 3), 1, 5000)}},
+		},
+		{
+			name: "small aligned neighbours merge, by the left's leader",
+			view: View{Self: 1, Live: []uint64{1, 2, 3}, Ranges: []RangeView{
+				rv(desc(1, "", "m", 1, 2, 3), 1, 10), rv(desc(2, "m", "", 1, 2, 3), 2, 10)}},
+			want: []Action{{Kind: Merge, RangeID: 1}},
+		},
+		{
+			name: "the right neighbour's leader aligns its replicas with the left's",
+			view: View{Self: 2, Live: []uint64{1, 2, 3, 4}, Ranges: []RangeView{
+				rv(desc(1, "", "m", 1, 2, 3), 1, 10), rv(desc(2, "m", "", 2, 3, 4), 2, 10)}},
+			want: []Action{{Kind: AddReplica, RangeID: 2, StoreID: 1}},
+		},
+		{
+			name: "different keyspaces never merge",
+			view: View{Self: 1, Live: []uint64{1, 2, 3}, Ranges: []RangeView{
+				rv(desc(1, "", "", 1, 2, 3), 1, 10),
+				{Desc: &kvpb.RangeDescriptor{Id: 2, Keyspace: kvpb.Keyspace_KEYSPACE_DIST, Replicas: desc(2, "", "", 1, 2, 3).Replicas}, LeaderStore: 2, Bytes: 10}}},
+		},
+		{
+			name: "a new store receives replicas",
+			view: View{Self: 1, Live: []uint64{1, 2, 3, 4}, Ranges: []RangeView{
+				rv(desc(1, "", "b", 1, 2, 3), 1, 500), rv(desc(2, "b", "c", 1, 2, 3), 1, 500),
+				rv(desc(3, "c", "d", 1, 2, 3), 2, 500), rv(desc(4, "d", "", 1, 2, 3), 3, 500)}},
+			want: []Action{{Kind: AddReplica, RangeID: 1, StoreID: 4}},
+		},
+		{
+			name: "a store leading too many ranges hands one over",
+			view: View{Self: 1, Live: []uint64{1, 2, 3}, Ranges: []RangeView{
+				rv(desc(1, "", "b", 1, 2, 3), 1, 500), rv(desc(2, "b", "c", 1, 2, 3), 1, 500), rv(desc(3, "c", "", 1, 2, 3), 1, 500)}},
+			want: []Action{{Kind: TransferLeader, RangeID: 1, StoreID: 2}},
+		},
+		{
+			name: "a range changing replicas is left alone",
+			view: View{Self: 1, Live: []uint64{1, 2, 3, 4}, Ranges: []RangeView{
+				{Desc: func() *kvpb.RangeDescriptor {
+					d := desc(1, "", "", 1, 2)
+					d.Pending = &kvpb.Replica{ReplicaId: 3, StoreId: 3}
+					return d
+				}(), LeaderStore: 1, Bytes: 10}}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Plan(tc.view, policy)
+			if len(tc.want) == 0 {
+				if len(got) != 0 {
+					t.Fatalf("want no move, got %v", got)
+				}
+				return
+			}
+			if len(got) < len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for i, w := range tc.want {
+				g := got[i]
+				if g.Kind != w.Kind || g.RangeID != w.RangeID || g.StoreID != w.StoreID {
+					t.Fatalf("move %d: got %v, want %v", i, g, w)
+				}
+			}
+		})
+	}
+}
