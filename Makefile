@@ -1,7 +1,7 @@
 GO ?= go
 PKGS := ./...
 # Packages that hold concurrency run under the race detector.
-RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/...
+RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/...
 BIN := bin/bifrost
 
 .PHONY: all build test test-unit lint generate bench clean
@@ -13,7 +13,7 @@ build:
 
 test: lint
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /kvstore -e /ranges -e /coprocessors)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /kvstore -e /ranges -e /coprocessors -e /balancer)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -27,7 +27,7 @@ generate:
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		kvstore/kvpb/kv.proto ranges/rangespb/ranges.proto coprocessors/dist/distpb/dist.proto coprocessors/retain/retainpb/retain.proto coprocessors/inbox/inboxpb/inbox.proto
+		kvstore/kvpb/kv.proto ranges/rangespb/ranges.proto coprocessors/dist/distpb/dist.proto coprocessors/retain/retainpb/retain.proto coprocessors/inbox/inboxpb/inbox.proto balancer/balancerpb/balancer.proto
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 5s ./kvstore/... ./ranges/...

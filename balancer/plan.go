@@ -165,7 +165,7 @@ func Plan(v View, p Policy) []Action {
 		if !mine(r) || busy(r) {
 			continue
 		}
-		if p.SplitBytes > 0 && r.Bytes > p.SplitBytes {
+		if p.SplitBytes > 0 && r.Bytes > p.SplitBytes && r.Bytes != math.MaxUint64 {
 			out = append(out, Action{Kind: Split, RangeID: r.Desc.Id, Reason: fmt.Sprintf("%d bytes > %d", r.Bytes, p.SplitBytes)})
 		} else if p.SplitLoad > 0 && r.Load > p.SplitLoad {
 			out = append(out, Action{Kind: Split, RangeID: r.Desc.Id, Reason: fmt.Sprintf("%.0f ops/s > %.0f", r.Load, p.SplitLoad)})
@@ -193,7 +193,7 @@ func Plan(v View, p Policy) []Action {
 		if l.Desc.Keyspace != r.Desc.Keyspace || !bytes.Equal(l.Desc.End, r.Desc.Start) || busy(l) || busy(r) {
 			continue
 		}
-		if !small(l) || !small(r) || (p.MergeBytes > 0 && l.Bytes+r.Bytes >= p.SplitBytes/2 && p.SplitBytes > 0) {
+		if !small(l) || !small(r) || (p.SplitBytes > 0 && l.Bytes+r.Bytes >= p.SplitBytes/2) {
 			continue
 		}
 		ls, rs := storeSet(l.Desc), storeSet(r.Desc)

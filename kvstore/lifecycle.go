@@ -141,6 +141,8 @@ func (s *Store) retire(ctx context.Context, rangeID uint64) {
 }
 
 func (s *Store) removeRaftData(ctx context.Context, rangeID, replicaID uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	for {
 		err := s.nh.SyncRemoveData(ctx, rangeID, replicaID)
 		if err == nil || !errors.Is(err, dragonboat.ErrShardNotStopped) {

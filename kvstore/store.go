@@ -271,11 +271,15 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 		return r
 	}
 	rc := config.Config{
-		ShardID:            boot.RangeId,
-		ReplicaID:          boot.ReplicaId,
-		ElectionRTT:        s.cfg.ElectionRTT,
-		HeartbeatRTT:       s.cfg.HeartbeatRTT,
-		CheckQuorum:        true,
+		ShardID:      boot.RangeId,
+		ReplicaID:    boot.ReplicaId,
+		ElectionRTT:  s.cfg.ElectionRTT,
+		HeartbeatRTT: s.cfg.HeartbeatRTT,
+		CheckQuorum:  true,
+		// PreVote: a restarted replica that cannot hear the leader yet (peers
+		// reconnect with a backoff longer than an election timeout) must not
+		// depose a healthy leader by raising the term.
+		PreVote:            true,
 		SnapshotEntries:    s.cfg.SnapshotEntries,
 		CompactionOverhead: s.cfg.CompactionOverhead,
 	}

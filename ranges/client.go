@@ -35,6 +35,9 @@ func Dial(addr string) (*Client, error) {
 	return &Client{conn: conn, KV: rangespb.NewKVClient(conn), Admin: rangespb.NewAdminClient(conn)}, nil
 }
 
+// Conn returns the connection, for the other services a store serves.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
 

@@ -250,7 +250,7 @@ func (n *Node) localRanges() []*rangespb.RangeInfo {
 		out = append(out, &rangespb.RangeInfo{
 			Range: r.Descriptor, StoreId: n.store.ID(), ReplicaId: r.ReplicaID,
 			LeaderReplicaId: r.LeaderID, LeaderTerm: r.LeaderTerm,
-			ApproximateBytes: n.store.ApproximateBytes(r.Descriptor),
+			ApproximateBytes: n.store.RangeBytes(r.Descriptor),
 		})
 	}
 	return out
@@ -370,4 +370,14 @@ func (n *Node) Refresh(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// Conn returns a client connection to a live store's gRPC server, for the
+// services registered through NodeConfig.Services.
+func (n *Node) Conn(storeID uint64) (*grpc.ClientConn, error) {
+	m, err := n.storeMember(storeID)
+	if err != nil {
+		return nil, err
+	}
+	return n.conn(m.Meta.GRPC)
 }

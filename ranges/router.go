@@ -32,7 +32,9 @@ type Refresher interface {
 type RouterConfig struct {
 	// Timeout bounds one call when its context has no deadline. Default 10s.
 	Timeout time.Duration
-	// AttemptTimeout bounds one attempt at one store. Default 3s.
+	// AttemptTimeout bounds one attempt at one store. Default 2s: a request
+	// forwarded to a leader that died is dropped silently, so an attempt must
+	// end soon enough to try another replica.
 	AttemptTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between attempts. Defaults 10ms and 500ms.
 	MinBackoff, MaxBackoff time.Duration
@@ -45,7 +47,7 @@ func (c RouterConfig) withDefaults() RouterConfig {
 		c.Timeout = 10 * time.Second
 	}
 	if c.AttemptTimeout == 0 {
-		c.AttemptTimeout = 3 * time.Second
+		c.AttemptTimeout = 2 * time.Second
 	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = 10 * time.Millisecond

@@ -268,7 +268,14 @@ func (n *Node) resolveMerge(ctx context.Context, frozen *kvpb.RangeDescriptor) (
 	for attempt := 0; attempt < 5; attempt++ {
 		left, err := n.router.Descriptor(ctx, intent.LeftId)
 		if err != nil {
-			return nil, fmt.Errorf("read left range %d: %w", intent.LeftId, err)
+			if gone, gerr := n.leftMergedAway(ctx, frozen); gerr == nil && gone {
+				// The left range was merged into its own left neighbour
+				// while this merge was pending: it was frozen first, so this
+				// merge's commit can never apply.
+				left = &kvpb.RangeDescriptor{Id: intent.LeftId, Ver: intent.LeftVer + 1}
+			} else {
+				return nil, fmt.Errorf("read left range %d: %w", intent.LeftId, err)
+			}
 		}
 		if left.Keyspace == frozen.Keyspace && spanCovers(left, frozen) {
 			return left, nil
@@ -292,6 +299,23 @@ func (n *Node) resolveMerge(ctx context.Context, frozen *kvpb.RangeDescriptor) (
 		return nil, nil
 	}
 	return nil, fmt.Errorf("%w: range %d kept changing while its merge was resolved", ErrUnavailable, intent.LeftId)
+}
+
+// leftMergedAway reports whether the range ending where the frozen range
+// starts is no longer the merge's left range.
+func (n *Node) leftMergedAway(ctx context.Context, frozen *kvpb.RangeDescriptor) (bool, error) {
+	_ = n.Refresh(ctx)
+	for _, r := range n.table.All() {
+		if r.Desc.Keyspace != frozen.Keyspace || string(r.Desc.End) != string(frozen.Start) || r.Desc.Id == frozen.Merge.GetLeftId() {
+			continue
+		}
+		d, err := n.router.Descriptor(ctx, r.Desc.Id)
+		if err != nil {
+			return false, err
+		}
+		return string(d.End) == string(frozen.Start) && d.State == kvpb.RangeState_RANGE_STATE_NORMAL, nil
+	}
+	return false, nil
 }
 
 func spanCovers(outer, inner *kvpb.RangeDescriptor) bool {

@@ -353,3 +353,33 @@ func TestHundredSplitMergeCycles(t *testing.T) {
 	checkAll(t, c.Client(2), want)
 	checkNoOverlap(t, c)
 }
+
+// A merge abandoned after freezing its right range, whose left range is then
+// merged into its own left neighbour: the frozen range must be unfrozen (the
+// resolver used to fail reading the vanished left range, forever).
+func TestFrozenRangeWhoseLeftWasMergedAway(t *testing.T) {
+	var step atomic.Value
+	step.Store("")
+	c := rangestest.Start(t, 3, rangestest.Options{Failpoint: func(s string) error {
+		if step.Load().(string) == s {
+			return errors.New("injected crash at " + s)
+		}
+		return nil
+	}})
+	kv := letters()
+	putAll(t, c.Client(0), kv)
+	ab := split(t, c, 0, "h")
+	bc := split(t, c, 0, "p")
+	step.Store(ranges.FailAfterFreeze)
+	if _, err := c.Client(1).Admin.Merge(ctxT(t, 30*time.Second), &rangespb.MergeRequest{RangeId: bc.Left.Id}); err == nil {
+		t.Fatal("the failpoint did not fire")
+	}
+	step.Store("")
+	// Range [h, p) merges into [a, h) while [p, ∞) is frozen for it.
+	merge(t, c, 2, ab.Left.Id)
+	waitSettled(t, c, bc.Right.Id)
+	kv["zkey"] = "after"
+	putAll(t, c.Client(0), kv)
+	checkAll(t, c.Client(1), kv)
+	checkNoOverlap(t, c)
+}

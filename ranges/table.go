@@ -17,8 +17,10 @@ type Route struct {
 	Desc       *kvpb.RangeDescriptor
 	LeaderID   uint64 // replica ID, 0 when unknown
 	LeaderTerm uint64
-	// Bytes is the approximate size a replica reported.
-	Bytes uint64
+	// Bytes is the approximate size a replica reported; BytesKnown is false
+	// until a store reported it (a route learnt from a reply has no size).
+	Bytes      uint64
+	BytesKnown bool
 }
 
 // LeaderStore returns the store of the leader replica, 0 when unknown.
@@ -78,8 +80,8 @@ func (t *Table) Update(info *rangespb.RangeInfo) {
 			if info.LeaderTerm > cur.LeaderTerm || (info.LeaderTerm == cur.LeaderTerm && cur.LeaderID == 0) {
 				cur.LeaderID, cur.LeaderTerm = info.LeaderReplicaId, info.LeaderTerm
 			}
-			if info.ApproximateBytes > 0 {
-				cur.Bytes = info.ApproximateBytes
+			if info.StoreId != 0 {
+				cur.Bytes, cur.BytesKnown = info.ApproximateBytes, true
 			}
 			return
 		}
@@ -113,7 +115,7 @@ func (t *Table) Update(info *rangespb.RangeInfo) {
 	if old := t.byID[d.Id]; old != nil {
 		tree.Delete(old)
 	}
-	r := &Route{Desc: d, LeaderID: info.LeaderReplicaId, LeaderTerm: info.LeaderTerm, Bytes: info.ApproximateBytes}
+	r := &Route{Desc: d, LeaderID: info.LeaderReplicaId, LeaderTerm: info.LeaderTerm, Bytes: info.ApproximateBytes, BytesKnown: info.StoreId != 0}
 	tree.ReplaceOrInsert(r)
 	t.byID[d.Id] = r
 }

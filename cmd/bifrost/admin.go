@@ -8,12 +8,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode/utf8"
 
+	"github.com/bifrost-mq/bifrost/balancer/balancerpb"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
@@ -34,6 +36,7 @@ Commands:
   transfer-leader --range ID --store ID    move the range's leadership to a store
   split --range ID --key K                 split a range at K (or --keyspace S --key K: the range holding K)
   merge --range ID                         merge a range with its right neighbour
+  balancer status|pause|resume             every store's balancer: state and recent moves; pause or resume all
 `
 
 type adminCmd struct {
@@ -77,7 +80,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 		return usagef("bifrost admin: %v", err)
 	}
 	if len(pos) == 0 {
-		return usagef("bifrost admin: missing command (cluster, ranges, kv, add-replica, remove-replica, transfer-leader, split, merge)")
+		return usagef("bifrost admin: missing command (cluster, ranges, kv, add-replica, remove-replica, transfer-leader, split, merge, balancer)")
 	}
 	if err := a.checkArgs(pos); err != nil {
 		return err
@@ -124,6 +127,8 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(a.out, "range %d: [%q, %q) ver %d\n", m.ID, m.Start, m.End, m.Ver)
 		return nil
+	case "balancer":
+		return a.balancer(ctx, client, pos[1])
 	case "transfer-leader":
 		if _, err := client.Admin.TransferLeader(ctx, &rangespb.TransferLeaderRequest{RangeId: a.rangeID, StoreId: a.storeID}); err != nil {
 			return ranges.FromStatus(err)
@@ -139,6 +144,12 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 
 // checkArgs validates the command line before any connection is made.
 func (a *adminCmd) checkArgs(pos []string) error {
+	if pos[0] == "balancer" {
+		if len(pos) != 2 || (pos[1] != "status" && pos[1] != "pause" && pos[1] != "resume") {
+			return usagef("bifrost admin balancer: want status, pause or resume")
+		}
+		return nil
+	}
 	want := map[string]int{"cluster": 0, "ranges": 0, "add-replica": 0, "remove-replica": 0, "transfer-leader": 0, "split": 0, "merge": 0}
 	if n, ok := want[pos[0]]; ok {
 		if len(pos)-1 != n {
@@ -390,4 +401,63 @@ func (a *adminCmd) done(v map[string]any) error {
 	}
 	fmt.Fprintln(a.out, "ok")
 	return nil
+}
+
+func (a *adminCmd) balancer(ctx context.Context, c *ranges.Client, verb string) error {
+	bc := balancerpb.NewBalancerClient(c.Conn())
+	var stores []*balancerpb.StoreStatus
+	if verb == "status" {
+		resp, err := bc.Status(ctx, &balancerpb.StatusRequest{})
+		if err != nil {
+			return ranges.FromStatus(err)
+		}
+		stores = resp.Stores
+	} else {
+		resp, err := bc.Control(ctx, &balancerpb.ControlRequest{Pause: verb == "pause"})
+		if err != nil {
+			return ranges.FromStatus(err)
+		}
+		stores = resp.Stores
+	}
+	sort.Slice(stores, func(i, j int) bool { return stores[i].StoreId < stores[j].StoreId })
+	if a.json {
+		type decision struct {
+			UnixMs int64  `json:"unix_ms"`
+			Action string `json:"action"`
+			Error  string `json:"error,omitempty"`
+		}
+		type store struct {
+			StoreID  uint64     `json:"store_id"`
+			Paused   bool       `json:"paused"`
+			Replicas uint32     `json:"replicas"`
+			Leaders  uint32     `json:"leaders"`
+			Recent   []decision `json:"recent"`
+			Error    string     `json:"error,omitempty"`
+		}
+		out := []store{}
+		for _, s := range stores {
+			st := store{StoreID: s.StoreId, Paused: s.Paused, Replicas: s.Replicas, Leaders: s.Leaders, Recent: []decision{}, Error: s.Error}
+			for _, d := range s.Recent {
+				st.Recent = append(st.Recent, decision{d.UnixMs, d.Action, d.Error})
+			}
+			out = append(out, st)
+		}
+		return a.printJSON(out)
+	}
+	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STORE\tPAUSED\tREPLICAS\tLEADERS\tLAST MOVE")
+	for _, s := range stores {
+		last := "-"
+		if s.Error != "" {
+			last = "unreachable: " + s.Error
+		} else if n := len(s.Recent); n > 0 {
+			d := s.Recent[n-1]
+			last = time.UnixMilli(d.UnixMs).Format(time.TimeOnly) + " " + d.Action
+			if d.Error != "" {
+				last += " (failed: " + d.Error + ")"
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%v\t%d\t%d\t%s\n", s.StoreId, s.Paused, s.Replicas, s.Leaders, last)
+	}
+	return tw.Flush()
 }

@@ -37,6 +37,9 @@ func TestBadFlagsExitTwoWithOneLine(t *testing.T) {
 		{[]string{"admin", "split", "--key", "m"}, "--range or --keyspace"},
 		{[]string{"admin", "split", "--range", "1", "--keyspace", "kv", "--key", "m"}, "--range or --keyspace"},
 		{[]string{"admin", "merge"}, "--range is required"},
+		{[]string{"admin", "balancer", "frob"}, "status, pause or resume"},
+		{[]string{"store", "--merge-bytes", "10", "--split-bytes", "5"}, "-merge-bytes"},
+		{[]string{"store", "--replication-factor", "0"}, "-replication-factor"},
 	}
 	for _, tc := range tests {
 		code, _, stderr := runCLI(tc.args...)

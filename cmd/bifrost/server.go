@@ -22,6 +22,8 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/bifrost-mq/bifrost/balancer"
+	"github.com/bifrost-mq/bifrost/balancer/balancerpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
@@ -40,6 +42,14 @@ type serverFlags struct {
 	data, gossip, advertise, raft, grpc, http, join, name, logLevel, logFormat string
 	bootstrapExpect                                                            int
 	rttMs                                                                      uint64
+
+	balancerPaused   bool
+	balancerRF       int
+	deadStoreTimeout time.Duration
+	splitBytes       uint64
+	mergeBytes       uint64
+	balancerInterval time.Duration
+	bal              *balancer.Balancer
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
@@ -57,6 +67,13 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.StringVar(&f.name, "name", "", "gossip member name (default store-<id>)")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", expect, "create the cluster once this many stores are members (0: join only)")
 	fs.Uint64Var(&f.rttMs, "raft-rtt-ms", 100, "Raft tick in milliseconds; elections take 10 ticks")
+	def := balancer.DefaultPolicy()
+	fs.BoolVar(&f.balancerPaused, "balancer-paused", false, "start with the balancer paused")
+	fs.IntVar(&f.balancerRF, "replication-factor", def.ReplicationFactor, "replicas per range (capped by the number of stores)")
+	fs.DurationVar(&f.deadStoreTimeout, "dead-store-timeout", 30*time.Second, "replace the replicas of a store gone this long")
+	fs.Uint64Var(&f.splitBytes, "split-bytes", def.SplitBytes, "split a range larger than this")
+	fs.Uint64Var(&f.mergeBytes, "merge-bytes", def.MergeBytes, "merge adjacent ranges both smaller than this")
+	fs.DurationVar(&f.balancerInterval, "balancer-interval", 5*time.Second, "time between balancer moves")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 }
@@ -121,6 +138,15 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 			join = append(join, j)
 		}
 	}
+	if f.balancerRF < 1 || f.balancerRF > 7 {
+		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -replication-factor: want 1 to 7", f.balancerRF)
+	}
+	if f.deadStoreTimeout < time.Second || f.balancerInterval < 10*time.Millisecond {
+		return ranges.NodeConfig{}, fmt.Errorf("-dead-store-timeout must be at least 1s and -balancer-interval at least 10ms")
+	}
+	if f.splitBytes > 0 && f.mergeBytes >= f.splitBytes {
+		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -merge-bytes: must be below -split-bytes (%d)", f.mergeBytes, f.splitBytes)
+	}
 	data, err := filepath.Abs(f.data)
 	if err != nil {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for -data: %v", f.data, err)
@@ -132,6 +158,12 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 			kvpb.Keyspace_KEYSPACE_RETAIN: retain.New,
 		}},
 		Services: func(s *grpc.Server, n *ranges.Node) {
+			f.bal = balancer.New(balancer.Config{
+				Policy:   balancer.Policy{ReplicationFactor: f.balancerRF, SplitBytes: f.splitBytes, MergeBytes: f.mergeBytes},
+				Interval: f.balancerInterval, DeadStoreTimeout: f.deadStoreTimeout, Paused: f.balancerPaused,
+				Logger: log, Registerer: reg,
+			}, n)
+			balancerpb.RegisterBalancerServer(s, balancer.NewService(f.bal))
 			distpb.RegisterDistServer(s, dist.NewService(dist.NewClient(n.Router())))
 			inboxpb.RegisterInboxServer(s, inbox.NewService(inbox.NewClient(n.Router())))
 			retainpb.RegisterRetainServer(s, retain.NewService(retain.NewClient(n.Router())))
@@ -209,6 +241,11 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 		defer close(schedDone)
 		sched.Run(schedCtx)
 	}()
+	balDone := make(chan struct{})
+	go func() {
+		defer close(balDone)
+		f.bal.Run(schedCtx)
+	}()
 	log.Info("bifrost running", "mode", cmd, "grpc", node.GRPCAddr(), "http", f.http, "data", cfg.Store.DataDir)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -216,6 +253,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	log.Info("shutting down", "signal", s.String())
 	stopSched()
 	<-schedDone
+	<-balDone
 	if httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = httpSrv.Shutdown(ctx)

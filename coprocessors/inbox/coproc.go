@@ -534,3 +534,17 @@ func (c *Coprocessor) Reset(r kvstore.Reader) error {
 	}
 	return bad
 }
+
+// AlignSplitKey moves a split key to the start of the inbox that holds it, so
+// that an inbox's metadata and queues stay in one range.
+func (c *Coprocessor) AlignSplitKey(key []byte) []byte {
+	tenant, rest, ok := strings.Cut(string(key), "\x00")
+	if !ok {
+		return key
+	}
+	ib, _, ok := strings.Cut(rest, "\x00")
+	if !ok {
+		return key
+	}
+	return Prefix(tenant, ib)
+}

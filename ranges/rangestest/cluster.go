@@ -38,7 +38,7 @@ type Options struct {
 	SnapshotEntries, CompactionOverhead uint64
 	// Logger; default discards.
 	Logger *slog.Logger
-	// MergeResolveAfter; default 1s.
+	// MergeResolveAfter; default 3s.
 	MergeResolveAfter time.Duration
 	// Failpoint, if set, is called at split and merge steps on every node.
 	Failpoint func(step string) error
@@ -108,7 +108,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 		opts.RTTMillisecond = 20
 	}
 	if opts.MergeResolveAfter == 0 {
-		opts.MergeResolveAfter = time.Second
+		opts.MergeResolveAfter = 3 * time.Second
 	}
 	if opts.Logger == nil {
 		if os.Getenv("BIFROST_TEST_LOG") != "" {

@@ -1,0 +1,304 @@
+package balancer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bifrost-mq/bifrost/balancer/balancerpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+)
+
+// Config configures a Balancer. Zero fields take the defaults.
+type Config struct {
+	Policy
+	// Interval between steps; default 5s.
+	Interval time.Duration
+	// DeadStoreTimeout: a store gone from gossip this long has its replicas
+	// replaced; default 30s.
+	DeadStoreTimeout time.Duration
+	// ActionTimeout bounds one move; default 60s.
+	ActionTimeout time.Duration
+	// Paused starts the balancer paused.
+	Paused     bool
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// DefaultPolicy is the policy of a production cluster.
+func DefaultPolicy() Policy {
+	return Policy{ReplicationFactor: 3, SplitBytes: 512 << 20, MergeBytes: 32 << 20}
+}
+
+func (c Config) withDefaults() Config {
+	if c.Interval == 0 {
+		c.Interval = 5 * time.Second
+	}
+	if c.DeadStoreTimeout == 0 {
+		c.DeadStoreTimeout = 30 * time.Second
+	}
+	if c.ActionTimeout == 0 {
+		c.ActionTimeout = 60 * time.Second
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = 3
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first bad field.
+func (c Config) Validate() error {
+	if c.ReplicationFactor < 0 || c.ReplicationFactor > 7 {
+		return fmt.Errorf("balancer: replication factor %d: want 1 to 7", c.ReplicationFactor)
+	}
+	if c.SplitBytes > 0 && c.MergeBytes >= c.SplitBytes {
+		return fmt.Errorf("balancer: merge size %d must be below the split size %d", c.MergeBytes, c.SplitBytes)
+	}
+	return nil
+}
+
+// Balancer is one store's balancer.
+type Balancer struct {
+	cfg    Config
+	node   *ranges.Node
+	log    *slog.Logger
+	paused atomic.Bool
+
+	mu           sync.Mutex
+	recent       []*balancerpb.Decision
+	missingSince map[uint64]time.Time
+	applied      map[uint64]sample
+	noSplit      map[uint64]time.Time
+
+	decisions *prometheus.CounterVec
+}
+
+type sample struct {
+	index uint64
+	at    time.Time
+	rate  float64
+}
+
+// New returns a balancer for a node. Run starts it.
+func New(cfg Config, node *ranges.Node) *Balancer {
+	cfg = cfg.withDefaults()
+	b := &Balancer{cfg: cfg, node: node, log: cfg.Logger.With("component", "balancer"),
+		missingSince: map[uint64]time.Time{}, applied: map[uint64]sample{}, noSplit: map[uint64]time.Time{},
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_balancer_moves_total", Help: "Balancer moves by kind and outcome.",
+		}, []string{"kind", "outcome"}),
+	}
+	b.paused.Store(cfg.Paused)
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(b.decisions)
+	}
+	return b
+}
+
+// Pause stops making moves; Resume starts again.
+func (b *Balancer) Pause()  { b.paused.Store(true) }
+func (b *Balancer) Resume() { b.paused.Store(false) }
+
+// Paused reports whether the balancer is paused.
+func (b *Balancer) Paused() bool { return b.paused.Load() }
+
+// Run steps until ctx ends.
+func (b *Balancer) Run(ctx context.Context) {
+	t := time.NewTicker(b.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if b.paused.Load() {
+			continue
+		}
+		if _, err := b.Step(ctx); err != nil && ctx.Err() == nil {
+			b.log.Warn("balancer move failed", "err", err)
+		}
+	}
+}
+
+// Step plans and makes at most one move; it returns the move made.
+func (b *Balancer) Step(ctx context.Context) (*Action, error) {
+	now := time.Now()
+	v := b.View(now)
+	for _, a := range Plan(v, b.cfg.Policy) {
+		if a.Kind == Split {
+			b.mu.Lock()
+			blocked := now.Sub(b.noSplit[a.RangeID]) < time.Minute
+			b.mu.Unlock()
+			if blocked {
+				continue
+			}
+		}
+		a := a
+		err := b.do(ctx, a)
+		b.record(a, err)
+		return &a, err
+	}
+	return nil, nil
+}
+
+func (b *Balancer) do(ctx context.Context, a Action) error {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.ActionTimeout)
+	defer cancel()
+	b.log.Info("balancer move", "kind", string(a.Kind), "range", a.RangeID, "target", a.StoreID, "reason", a.Reason)
+	switch a.Kind {
+	case AddReplica:
+		_, err := b.node.AddReplica(ctx, a.RangeID, a.StoreID)
+		return err
+	case RemoveReplica:
+		_, err := b.node.RemoveReplica(ctx, a.RangeID, a.StoreID)
+		return err
+	case TransferLeader:
+		return b.node.TransferLeader(ctx, a.RangeID, a.StoreID)
+	case Split:
+		key, err := b.node.Store().SplitKey(a.RangeID)
+		if err != nil {
+			return err
+		}
+		if key == nil {
+			b.mu.Lock()
+			b.noSplit[a.RangeID] = time.Now()
+			b.mu.Unlock()
+			return fmt.Errorf("range %d has no split key (one unit)", a.RangeID)
+		}
+		_, _, err = b.node.Split(ctx, a.RangeID, key)
+		return err
+	case Merge:
+		_, err := b.node.Merge(ctx, a.RangeID)
+		return err
+	}
+	return fmt.Errorf("unknown move %q", a.Kind)
+}
+
+func (b *Balancer) record(a Action, err error) {
+	d := &balancerpb.Decision{UnixMs: time.Now().UnixMilli(), Action: a.String()}
+	outcome := "ok"
+	if err != nil {
+		d.Error = err.Error()
+		outcome = "error"
+	}
+	b.decisions.WithLabelValues(string(a.Kind), outcome).Inc()
+	b.mu.Lock()
+	b.recent = append(b.recent, d)
+	if len(b.recent) > 32 {
+		b.recent = b.recent[len(b.recent)-32:]
+	}
+	b.mu.Unlock()
+}
+
+// View builds the balancer's picture of the cluster: the routing table, with
+// this store's own, fresher knowledge of the ranges it holds.
+func (b *Balancer) View(now time.Time) View {
+	store := b.node.Store()
+	self := store.ID()
+	v := View{Self: self, Dead: map[uint64]bool{}}
+	live := map[uint64]bool{}
+	for _, m := range b.node.Membership().Stores() {
+		live[m.Meta.StoreID] = true
+		v.Live = append(v.Live, m.Meta.StoreID)
+	}
+	if !live[self] {
+		live[self] = true
+		v.Live = append(v.Live, self)
+	}
+	local := map[uint64]bool{}
+	for _, r := range store.Replicas() {
+		if r.Descriptor != nil {
+			local[r.RangeID] = true
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	named := map[uint64]bool{}
+	for _, route := range b.node.Router().Table().All() {
+		rv := RangeView{Desc: route.Desc, LeaderStore: route.LeaderStore(), Bytes: route.Bytes}
+		if !route.BytesKnown {
+			rv.Bytes = math.MaxUint64 // unknown is never small enough to merge
+		}
+		if local[route.Desc.Id] {
+			if d, err := store.Descriptor(route.Desc.Id); err == nil && d != nil && (d.Ver > rv.Desc.Ver || (d.Ver == rv.Desc.Ver && d.ConfVer >= rv.Desc.ConfVer)) {
+				rv.Desc = d
+			}
+			if store.IsLeader(route.Desc.Id) {
+				rv.LeaderStore = self
+				rv.Bytes = store.RangeBytes(rv.Desc)
+				rv.Load = b.load(route.Desc.Id, now)
+			} else if rv.LeaderStore == self {
+				rv.LeaderStore = 0 // the table is behind: we do not lead it
+			}
+		}
+		for _, rep := range rv.Desc.Replicas {
+			named[rep.StoreId] = true
+		}
+		v.Ranges = append(v.Ranges, rv)
+	}
+	for id := range named {
+		if live[id] {
+			delete(b.missingSince, id)
+			continue
+		}
+		since, ok := b.missingSince[id]
+		if !ok {
+			b.missingSince[id] = now
+			continue
+		}
+		if now.Sub(since) >= b.cfg.DeadStoreTimeout {
+			v.Dead[id] = true
+		}
+	}
+	return v
+}
+
+// load is the range's applied entries per second since the last look.
+func (b *Balancer) load(rangeID uint64, now time.Time) float64 {
+	var idx uint64
+	for _, r := range b.node.Store().Replicas() {
+		if r.RangeID == rangeID {
+			idx = r.Applied
+		}
+	}
+	prev, ok := b.applied[rangeID]
+	s := sample{index: idx, at: now, rate: prev.rate}
+	if ok && now.Sub(prev.at) > 100*time.Millisecond && idx >= prev.index {
+		s.rate = float64(idx-prev.index) / now.Sub(prev.at).Seconds()
+	}
+	if ok && now.Sub(prev.at) < b.cfg.Interval/2 {
+		return prev.rate
+	}
+	b.applied[rangeID] = s
+	return s.rate
+}
+
+// Status returns this store's balancer state.
+func (b *Balancer) Status() *balancerpb.StoreStatus {
+	v := b.View(time.Now())
+	st := &balancerpb.StoreStatus{StoreId: v.Self, Paused: b.Paused()}
+	for _, r := range v.Ranges {
+		for _, rep := range r.Desc.Replicas {
+			if rep.StoreId == v.Self {
+				st.Replicas++
+			}
+		}
+		if r.LeaderStore == v.Self {
+			st.Leaders++
+		}
+	}
+	b.mu.Lock()
+	st.Recent = append(st.Recent, b.recent...)
+	b.mu.Unlock()
+	return st
+}

@@ -1,0 +1,299 @@
+package balancer_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/balancer"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ranges/rangestest"
+)
+
+// harness runs a balancer on every live node of a test cluster.
+type harness struct {
+	t      *testing.T
+	c      *rangestest.Cluster
+	cfg    balancer.Config
+	mu     sync.Mutex
+	cancel map[int]context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newHarness(t *testing.T, c *rangestest.Cluster, policy balancer.Policy) *harness {
+	h := &harness{t: t, c: c, cancel: map[int]context.CancelFunc{}, cfg: balancer.Config{
+		Policy: policy, Interval: 200 * time.Millisecond, DeadStoreTimeout: 2 * time.Second, ActionTimeout: 20 * time.Second,
+		Logger: testLogger(),
+	}}
+	t.Cleanup(h.stopAll)
+	return h
+}
+
+func (h *harness) run(i int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel[i] = cancel
+	b := balancer.New(h.cfg, h.c.Nodes[i])
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		b.Run(ctx)
+	}()
+}
+
+func (h *harness) stop(i int) {
+	h.mu.Lock()
+	cancel := h.cancel[i]
+	delete(h.cancel, i)
+	h.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+func (h *harness) stopAll() {
+	h.mu.Lock()
+	for i, c := range h.cancel {
+		c()
+		delete(h.cancel, i)
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+// descriptors reads every range's descriptor through a live node's table,
+// refreshed from every store.
+func descriptors(c *rangestest.Cluster, via int) []*kvpb.RangeDescriptor {
+	n := c.Nodes[via]
+	_ = n.Refresh(context.Background())
+	var out []*kvpb.RangeDescriptor
+	for _, r := range n.Router().Table().All() {
+		out = append(out, r.Desc)
+	}
+	return out
+}
+
+// quorumMonitor checks, until stopped, that every range keeps a majority of
+// its replicas on live stores.
+func quorumMonitor(t *testing.T, c *rangestest.Cluster, via int, dead *atomic.Uint64) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctx := context.Background()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			router := c.Nodes[via].Router()
+			for _, route := range router.Table().All() {
+				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				d, err := router.Descriptor(cctx, route.Desc.Id)
+				cancel()
+				if err != nil {
+					continue // merged away, or busy: the next look sees it
+				}
+				live := 0
+				for _, r := range d.Replicas {
+					if r.StoreId != dead.Load() {
+						live++
+					}
+				}
+				if live <= len(d.Replicas)/2 {
+					t.Errorf("range %d lost quorum: %d of %d replicas live (%v)", d.Id, live, len(d.Replicas), d.Replicas)
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: not reached in %v; last state: %s", what, timeout, last)
+}
+
+func counts(ds []*kvpb.RangeDescriptor) map[uint64]int {
+	m := map[uint64]int{}
+	for _, d := range ds {
+		for _, r := range d.Replicas {
+			m[r.StoreId]++
+		}
+	}
+	return m
+}
+
+func TestNewStoreGetsReplicasAndDeadStoreIsReplaced(t *testing.T) {
+	c := rangestest.Start(t, 3, rangestest.Options{})
+	n4 := c.AddNode()
+	h := newHarness(t, c, balancer.Policy{ReplicationFactor: 3})
+	for i := range c.Nodes {
+		h.run(i)
+	}
+	stores := map[uint64]bool{}
+	for _, n := range c.Nodes {
+		stores[n.Store().ID()] = true
+	}
+	// Spread: 4 ranges x 3 replicas over 4 stores, within one of the mean.
+	waitFor(t, "replicas spread to the new store", 60*time.Second, func() (bool, string) {
+		ds := descriptors(c, 0)
+		cnt := counts(ds)
+		for s := range stores {
+			if cnt[s] < 2 || cnt[s] > 4 {
+				return false, fmt.Sprint(cnt)
+			}
+		}
+		for _, d := range ds {
+			if len(d.Replicas) != 3 {
+				return false, fmt.Sprintf("range %d has %d replicas", d.Id, len(d.Replicas))
+			}
+		}
+		return cnt[c.Nodes[n4].Store().ID()] >= 2, fmt.Sprint(cnt)
+	})
+
+	// Kill a store while a client writes; every range gets back to 3 live replicas.
+	var dead atomic.Uint64
+	stopMonitor := quorumMonitor(t, c, 0, &dead)
+	defer stopMonitor()
+	victim := 2
+	dead.Store(c.Nodes[victim].Store().ID())
+	var acked sync.Map
+	stopWrites := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cl, err := ranges.Dial(c.Addr(0))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer cl.Close()
+		for i := 0; ; i++ {
+			select {
+			case <-stopWrites:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			k := fmt.Sprintf("w%05d", i)
+			if cl.Put(ctx, []byte(k), []byte("v")) == nil {
+				acked.Store(k, true)
+			}
+			cancel()
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	h.stop(victim)
+	c.StopNode(victim)
+	start := time.Now()
+	waitFor(t, "every range back to 3 live replicas", 45*time.Second, func() (bool, string) {
+		for _, d := range descriptors(c, 0) {
+			if len(d.Replicas) != 3 {
+				return false, fmt.Sprintf("range %d: %d replicas", d.Id, len(d.Replicas))
+			}
+			for _, r := range d.Replicas {
+				if r.StoreId == dead.Load() {
+					return false, fmt.Sprintf("range %d still on the dead store", d.Id)
+				}
+			}
+		}
+		return true, ""
+	})
+	t.Logf("re-replicated %v after the store died (dead-store timeout %v)", time.Since(start), h.cfg.DeadStoreTimeout)
+	close(stopWrites)
+	wg.Wait()
+	cl := c.Client(1)
+	n := 0
+	acked.Range(func(k, _ any) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, found, err := cl.Get(ctx, []byte(k.(string))); err != nil || !found {
+			t.Errorf("acknowledged write %s lost: %v", k, err)
+		}
+		n++
+		return true
+	})
+	if n < 50 {
+		t.Fatalf("only %d writes were acknowledged during the test", n)
+	}
+}
+
+func TestSplitWhenLargeMergeWhenEmpty(t *testing.T) {
+	c := rangestest.Start(t, 3, rangestest.Options{})
+	h := newHarness(t, c, balancer.Policy{ReplicationFactor: 3, SplitBytes: 64 << 10, MergeBytes: 8 << 10})
+	var dead atomic.Uint64
+	stopMonitor := quorumMonitor(t, c, 0, &dead)
+	defer stopMonitor()
+	for i := range c.Nodes {
+		h.run(i)
+	}
+	cl := c.Client(0)
+	value := make([]byte, 1000)
+	for i := 0; i < 300; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := cl.Put(ctx, []byte(fmt.Sprintf("k%04d", i)), value); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	kvRanges := func() (n int, sizes []uint64) {
+		for _, r := range c.Nodes[0].Router().Table().All() {
+			if r.Desc.Keyspace == kvpb.Keyspace_KEYSPACE_KV {
+				n++
+				sizes = append(sizes, r.Bytes)
+			}
+		}
+		return n, sizes
+	}
+	waitFor(t, "kv ranges split under 64 KiB", 60*time.Second, func() (bool, string) {
+		_ = c.Nodes[0].Refresh(context.Background())
+		n, sizes := kvRanges()
+		for _, s := range sizes {
+			if s > 64<<10 {
+				return false, fmt.Sprint(sizes)
+			}
+		}
+		return n >= 4, fmt.Sprint(sizes)
+	})
+	for i := 0; i < 300; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := cl.Delete(ctx, []byte(fmt.Sprintf("k%04d", i))); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	waitFor(t, "empty kv ranges merged back into one", 90*time.Second, func() (bool, string) {
+		_ = c.Nodes[0].Refresh(context.Background())
+		n, sizes := kvRanges()
+		return n == 1, fmt.Sprint(sizes)
+	})
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("BIFROST_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
