@@ -14,6 +14,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 	"github.com/bifrost-mq/bifrost/ranges/rangestest"
 )
 
@@ -155,16 +156,82 @@ var linModel = porcupine.Model{
 // few keys of one 3-replica range while the range's leader store is killed
 // and restarted, and checks the history with porcupine.
 func TestLinearizableUnderLeaderKill(t *testing.T) {
+	c := rangestest.Start(t, 3, rangestest.Options{})
+	runLinearizable(t, c, 9*time.Second, func(start time.Time, now func() int64) []porcupine.Annotation {
+		// Kill the store that leads range 1 (the kv keyspace, which holds
+		// every key here), keep it down, restart it.
+		const kills = 2
+		var notes []porcupine.Annotation
+		time.Sleep(time.Second)
+		for k := 0; k < kills; k++ {
+			leader := c.WaitLeader(1)
+			t0 := now()
+			c.StopNode(leader)
+			t.Logf("%v: killed store %d, the leader of range 1", time.Since(start).Round(time.Millisecond), leader)
+			time.Sleep(1500 * time.Millisecond)
+			c.StartNode(leader)
+			t.Logf("%v: restarted store %d", time.Since(start).Round(time.Millisecond), leader)
+			notes = append(notes, porcupine.Annotation{
+				Tag: "nemesis", Start: t0, End: now(),
+				Description: fmt.Sprintf("store %d down", leader),
+				Details:     fmt.Sprintf("node %d (leader of range 1) killed and restarted", leader),
+			})
+			time.Sleep(1500 * time.Millisecond)
+		}
+		return notes
+	})
+}
+
+// Splits and merges under concurrent Put/Get/CAS: the keys move between
+// ranges while the clients run (issue: split and merge, porcupine).
+func TestLinearizableUnderSplitsAndMerges(t *testing.T) {
+	c := rangestest.Start(t, 3, rangestest.Options{})
+	admin := c.Client(0)
+	runLinearizable(t, c, 9*time.Second, func(start time.Time, now func() int64) []porcupine.Annotation {
+		var notes []porcupine.Annotation
+		time.Sleep(500 * time.Millisecond)
+		for round := 0; time.Since(start) < 8*time.Second; round++ {
+			for _, key := range []string{"lin-b", "lin-c", "lin-d"} {
+				t0 := now()
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				resp, err := admin.Admin.Split(ctx, &rangespb.SplitRequest{Keyspace: "kv", Key: []byte(key)})
+				cancel()
+				if err != nil {
+					t.Errorf("split at %s: %v", key, ranges.FromStatus(err))
+					return notes
+				}
+				notes = append(notes, porcupine.Annotation{Tag: "nemesis", Start: t0, End: now(),
+					Description: "split at " + key, Details: fmt.Sprintf("new range %d", resp.Right.Id)})
+				time.Sleep(200 * time.Millisecond)
+			}
+			for i := 0; i < 3; i++ {
+				t0 := now()
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				_, err := admin.Admin.Merge(ctx, &rangespb.MergeRequest{RangeId: 1})
+				cancel()
+				if err != nil {
+					t.Errorf("merge: %v", ranges.FromStatus(err))
+					return notes
+				}
+				notes = append(notes, porcupine.Annotation{Tag: "nemesis", Start: t0, End: now(), Description: "merge into range 1"})
+				time.Sleep(200 * time.Millisecond)
+			}
+			t.Logf("%v: split/merge round %d done", time.Since(start).Round(time.Millisecond), round)
+		}
+		return notes
+	})
+}
+
+// runLinearizable runs clients doing random Get/Put/CAS on a few keys for
+// runFor while nemesis (on the test goroutine) disturbs the cluster, then
+// checks the history with porcupine.
+func runLinearizable(t *testing.T, c *rangestest.Cluster, runFor time.Duration, nemesis func(start time.Time, now func() int64) []porcupine.Annotation) {
 	const (
 		nClients  = 6
-		kills     = 2
-		runFor    = 9 * time.Second
 		opTimeout = 3 * time.Second
 		minOK     = 100
 	)
 	keys := []string{"lin-a", "lin-b", "lin-c", "lin-d"}
-
-	c := rangestest.Start(t, 3, rangestest.Options{})
 	// Every client is dialled here: the nemesis below changes c.Nodes, which
 	// c.Client must not race with.
 	clients := make([]*ranges.Client, nClients)
@@ -289,25 +356,7 @@ func TestLinearizableUnderLeaderKill(t *testing.T) {
 		}()
 	}
 
-	// The nemesis: kill the store that leads range 1 (the kv keyspace, which
-	// holds every key here), keep it down, restart it.
-	var notes []porcupine.Annotation
-	time.Sleep(time.Second)
-	for k := 0; k < kills; k++ {
-		leader := c.WaitLeader(1)
-		t0 := now()
-		c.StopNode(leader)
-		t.Logf("%v: killed store %d, the leader of range 1", time.Since(start).Round(time.Millisecond), leader)
-		time.Sleep(1500 * time.Millisecond)
-		c.StartNode(leader)
-		t.Logf("%v: restarted store %d", time.Since(start).Round(time.Millisecond), leader)
-		notes = append(notes, porcupine.Annotation{
-			Tag: "nemesis", Start: t0, End: now(),
-			Description: fmt.Sprintf("store %d down", leader),
-			Details:     fmt.Sprintf("node %d (leader of range 1) killed and restarted", leader),
-		})
-		time.Sleep(1500 * time.Millisecond)
-	}
+	notes := nemesis(start, now)
 	if rest := runFor - time.Since(start); rest > 0 {
 		time.Sleep(rest)
 	}

@@ -383,3 +383,39 @@ func TestFrozenRangeWhoseLeftWasMergedAway(t *testing.T) {
 	checkAll(t, c.Client(1), kv)
 	checkNoOverlap(t, c)
 }
+
+// A split whose orchestrator dies right after proposing it: the split still
+// happens on every replica (it is in the log) and the child serves.
+func TestSplitAbandonedAfterPropose(t *testing.T) {
+	var step atomic.Value
+	step.Store(ranges.FailAfterSplit)
+	c := rangestest.Start(t, 3, rangestest.Options{Failpoint: func(s string) error {
+		if step.Load().(string) == s {
+			return errors.New("injected crash at " + s)
+		}
+		return nil
+	}})
+	kv := letters()
+	putAll(t, c.Client(0), kv)
+	if _, err := c.Client(1).Admin.Split(ctxT(t, 30*time.Second), &rangespb.SplitRequest{Keyspace: "kv", Key: []byte("m")}); err == nil {
+		t.Fatal("the failpoint did not fire")
+	}
+	step.Store("")
+	c.StopNode(1)
+	kv["zkey"] = "after"
+	putAll(t, c.Client(0), kv)
+	c.StartNode(1)
+	checkAll(t, c.Client(1), kv)
+	checkNoOverlap(t, c)
+	for i, n := range c.Nodes {
+		found := false
+		for _, r := range n.Store().Replicas() {
+			if d := r.Descriptor; d != nil && d.Keyspace == kvpb.Keyspace_KEYSPACE_KV && string(d.Start) == "m" {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("store %d runs no child range starting at m", i)
+		}
+	}
+}
