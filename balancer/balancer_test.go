@@ -155,6 +155,9 @@ func TestNewStoreGetsReplicasAndDeadStoreIsReplaced(t *testing.T) {
 	for _, n := range c.Nodes {
 		stores[n.Store().ID()] = true
 	}
+	var dead atomic.Uint64
+	stopMonitor := quorumMonitor(t, c, 0, &dead)
+	defer stopMonitor()
 	// Spread: 4 ranges x 3 replicas over 4 stores, within one of the mean.
 	waitFor(t, "replicas spread to the new store", 60*time.Second, func() (bool, string) {
 		ds := descriptors(c, 0)
@@ -169,13 +172,23 @@ func TestNewStoreGetsReplicasAndDeadStoreIsReplaced(t *testing.T) {
 				return false, fmt.Sprintf("range %d has %d replicas", d.Id, len(d.Replicas))
 			}
 		}
-		return cnt[c.Nodes[n4].Store().ID()] >= 2, fmt.Sprint(cnt)
+		if cnt[c.Nodes[n4].Store().ID()] < 2 {
+			return false, fmt.Sprint(cnt)
+		}
+		// Leaders: 4 ranges over 4 stores, within one of the mean.
+		leaders := map[uint64]int{}
+		for _, r := range c.Nodes[0].Router().Table().All() {
+			leaders[r.LeaderStore()]++
+		}
+		for s := range stores {
+			if leaders[s] > 2 {
+				return false, fmt.Sprintf("leaders %v", leaders)
+			}
+		}
+		return true, ""
 	})
 
 	// Kill a store while a client writes; every range gets back to 3 live replicas.
-	var dead atomic.Uint64
-	stopMonitor := quorumMonitor(t, c, 0, &dead)
-	defer stopMonitor()
 	victim := 2
 	dead.Store(c.Nodes[victim].Store().ID())
 	var acked sync.Map

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -49,6 +51,40 @@ func TestBadFlagsExitTwoWithOneLine(t *testing.T) {
 		if !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
 			t.Errorf("%v: stderr %q, want one line naming %q", tc.args, stderr, tc.want)
 		}
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		body, want string
+	}{
+		{"gossip = \"nohost\"\n", "-gossip"},
+		{"frobnicate = 1\n", "unknown setting \"frobnicate\""},
+		{"bootstrap-expect = \"x\"\n", "bootstrap-expect"},
+		{"this is not toml", "config file"},
+		{"split-bytes = 10\nmerge-bytes = 20\n", "-merge-bytes"},
+	}
+	for i, tc := range tests {
+		code, _, stderr := runCLI("store", "--config", write(fmt.Sprintf("c%d.toml", i), tc.body))
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("config %q: exit %d, %q; want 2 naming %q", tc.body, code, stderr, tc.want)
+		}
+	}
+	// A flag on the command line wins over the file.
+	code, _, stderr := runCLI("store", "--config", write("ok.toml", "gossip = \"nohost\"\n"), "--gossip", "127.0.0.1:1", "--raft", "bad")
+	if code != 2 || !strings.Contains(stderr, "-raft") {
+		t.Errorf("the command line must win over the file: exit %d, %q", code, stderr)
+	}
+	if code, _, stderr := runCLI("store", "--config", filepath.Join(dir, "missing.toml")); code != 2 || !strings.Contains(stderr, "missing.toml") {
+		t.Errorf("a missing config file: exit %d, %q", code, stderr)
 	}
 }
 

@@ -12,10 +12,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -43,6 +45,7 @@ type serverFlags struct {
 	bootstrapExpect                                                            int
 	rttMs                                                                      uint64
 
+	config           string
 	balancerPaused   bool
 	balancerRF       int
 	deadStoreTimeout time.Duration
@@ -57,6 +60,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	if standalone {
 		expect = 1
 	}
+	fs.StringVar(&f.config, "config", "", "TOML file of settings named like these flags (flags and BIFROST_* variables win)")
 	fs.StringVar(&f.data, "data", "./data", "data directory")
 	fs.StringVar(&f.gossip, "gossip", "127.0.0.1:7946", "gossip bind address (host:port)")
 	fs.StringVar(&f.advertise, "advertise", "", "gossip address peers dial (default: --gossip)")
@@ -76,6 +80,40 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.DurationVar(&f.balancerInterval, "balancer-interval", 5*time.Second, "time between balancer moves")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+}
+
+// applyConfigFile sets every flag not given on the command line or in the
+// environment from a TOML file whose keys are the flag names
+// (data = "/var/lib/bifrost", split-bytes = 536870912, bootstrap-expect = 3).
+func applyConfigFile(fs *flag.FlagSet, path string) error {
+	if path == "" {
+		return nil
+	}
+	var values map[string]any
+	if _, err := toml.DecodeFile(path, &values); err != nil {
+		return fmt.Errorf("config file %s: %v", path, err)
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		f := fs.Lookup(k)
+		if f == nil || k == "config" {
+			return fmt.Errorf("config file %s: unknown setting %q", path, k)
+		}
+		env := "BIFROST_" + strings.ToUpper(strings.ReplaceAll(k, "-", "_"))
+		if _, inEnv := os.LookupEnv(env); given[k] || inEnv {
+			continue
+		}
+		if err := fs.Set(k, fmt.Sprint(values[k])); err != nil {
+			return fmt.Errorf("config file %s: invalid value %v for %s: %v", path, values[k], k, err)
+		}
+	}
+	return nil
 }
 
 // applyEnv sets every flag not given on the command line from BIFROST_<NAME>.
@@ -190,6 +228,9 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 		return usagef("bifrost %s: unexpected argument %q", cmd, fs.Arg(0))
 	}
 	if err := applyEnv(fs); err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	if err := applyConfigFile(fs, f.config); err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
 	log, err := f.logger(stderr)
