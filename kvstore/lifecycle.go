@@ -85,7 +85,7 @@ func (s *Store) snapshotInstalled(d *kvpb.RangeDescriptor) {
 		if id == d.Id {
 			continue
 		}
-		if rd := r.Descriptor(); rd != nil && rd.Keyspace == d.Keyspace && spanCovers(d, rd) {
+		if rd := r.Descriptor(); rd != nil && rd.Keyspace == d.Keyspace && SpanCovers(d, rd) {
 			covered = append(covered, id)
 		}
 	}
@@ -95,7 +95,8 @@ func (s *Store) snapshotInstalled(d *kvpb.RangeDescriptor) {
 	}
 }
 
-func spanCovers(outer, inner *kvpb.RangeDescriptor) bool {
+// SpanCovers reports whether outer's span holds all of inner's.
+func SpanCovers(outer, inner *kvpb.RangeDescriptor) bool {
 	if string(inner.Start) < string(outer.Start) {
 		return false
 	}

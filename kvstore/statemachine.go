@@ -350,7 +350,7 @@ func checkEpoch(desc *kvpb.RangeDescriptor, ver uint64, ops []*kvpb.Op) *kvpb.Co
 			Message: fmt.Sprintf("range %d is at version %d, command has %d", desc.Id, desc.Ver, ver)}
 	}
 	for _, op := range ops {
-		key, isScan := opKey(op)
+		key, isScan := OpKey(op)
 		if isScan {
 			continue // scans are clipped to the range
 		}
@@ -377,7 +377,9 @@ func checkEpoch(desc *kvpb.RangeDescriptor, ver uint64, ops []*kvpb.Op) *kvpb.Co
 	return nil
 }
 
-func opKey(op *kvpb.Op) (key []byte, isScan bool) {
+// OpKey returns the key an operation routes by; isScan marks a scan,
+// which routes by its start and is clipped to the range.
+func OpKey(op *kvpb.Op) (key []byte, isScan bool) {
 	switch o := op.Op.(type) {
 	case *kvpb.Op_Get:
 		return o.Get.Key, false

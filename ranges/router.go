@@ -301,7 +301,7 @@ func isNotHere(err error) bool {
 	return errors.Is(err, kvstore.ErrRangeNotFound) || status.Code(err) == codes.NotFound
 }
 
-// keyOf returns the first key a request routes by (nil for scans from the start).
+// keyOf returns the first key a request routes by (nil for none).
 func keyOf(req *rangespb.ExecuteRequest) []byte {
 	var ops []*kvpb.Op
 	switch r := req.Request.(type) {
@@ -311,28 +311,12 @@ func keyOf(req *rangespb.ExecuteRequest) []byte {
 		ops = r.Query.Ops
 	}
 	for _, op := range ops {
-		switch o := op.Op.(type) {
-		case *kvpb.Op_Scan:
-			return o.Scan.Start
-		default:
-			if k, _ := opKey(op); k != nil {
-				return k
-			}
+		if op.GetScan() != nil {
+			return op.GetScan().Start
+		}
+		if k, _ := kvstore.OpKey(op); k != nil {
+			return k
 		}
 	}
 	return nil
-}
-
-func opKey(op *kvpb.Op) ([]byte, bool) {
-	switch o := op.Op.(type) {
-	case *kvpb.Op_Get:
-		return o.Get.Key, true
-	case *kvpb.Op_Put:
-		return o.Put.Key, true
-	case *kvpb.Op_Delete:
-		return o.Delete.Key, true
-	case *kvpb.Op_Cas:
-		return o.Cas.Key, true
-	}
-	return nil, false
 }

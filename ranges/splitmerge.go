@@ -277,7 +277,7 @@ func (n *Node) resolveMerge(ctx context.Context, frozen *kvpb.RangeDescriptor) (
 				return nil, fmt.Errorf("read left range %d: %w", intent.LeftId, err)
 			}
 		}
-		if left.Keyspace == frozen.Keyspace && spanCovers(left, frozen) {
+		if left.Keyspace == frozen.Keyspace && kvstore.SpanCovers(left, frozen) {
 			return left, nil
 		}
 		if left.Ver == intent.LeftVer {
@@ -316,16 +316,6 @@ func (n *Node) leftMergedAway(ctx context.Context, frozen *kvpb.RangeDescriptor)
 		return string(d.End) == string(frozen.Start) && d.State == kvpb.RangeState_RANGE_STATE_NORMAL, nil
 	}
 	return false, nil
-}
-
-func spanCovers(outer, inner *kvpb.RangeDescriptor) bool {
-	if string(inner.Start) < string(outer.Start) {
-		return false
-	}
-	if len(outer.End) == 0 {
-		return true
-	}
-	return len(inner.End) > 0 && string(inner.End) <= string(outer.End)
 }
 
 func keyspaceName(ks kvpb.Keyspace) string {
