@@ -51,6 +51,7 @@ type serverFlags struct {
 	deadStoreTimeout time.Duration
 	splitBytes       uint64
 	mergeBytes       uint64
+	splitLoad        float64
 	balancerInterval time.Duration
 	bal              *balancer.Balancer
 }
@@ -77,6 +78,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.DurationVar(&f.deadStoreTimeout, "dead-store-timeout", 30*time.Second, "replace the replicas of a store gone this long")
 	fs.Uint64Var(&f.splitBytes, "split-bytes", def.SplitBytes, "split a range larger than this")
 	fs.Uint64Var(&f.mergeBytes, "merge-bytes", def.MergeBytes, "merge adjacent ranges both smaller than this")
+	fs.Float64Var(&f.splitLoad, "split-load", 0, "split a range applying more writes per second than this (0: off)")
 	fs.DurationVar(&f.balancerInterval, "balancer-interval", 5*time.Second, "time between balancer moves")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -182,6 +184,9 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	if f.deadStoreTimeout < time.Second || f.balancerInterval < 10*time.Millisecond {
 		return ranges.NodeConfig{}, fmt.Errorf("-dead-store-timeout must be at least 1s and -balancer-interval at least 10ms")
 	}
+	if f.splitLoad < 0 {
+		return ranges.NodeConfig{}, fmt.Errorf("invalid value %v for -split-load: must be 0 or more", f.splitLoad)
+	}
 	if f.splitBytes > 0 && f.mergeBytes >= f.splitBytes {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -merge-bytes: must be below -split-bytes (%d)", f.mergeBytes, f.splitBytes)
 	}
@@ -197,7 +202,8 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 		}},
 		Services: func(s *grpc.Server, n *ranges.Node) {
 			f.bal = balancer.New(balancer.Config{
-				Policy:   balancer.Policy{ReplicationFactor: f.balancerRF, SplitBytes: f.splitBytes, MergeBytes: f.mergeBytes},
+				Policy: balancer.Policy{ReplicationFactor: f.balancerRF, SplitBytes: f.splitBytes, MergeBytes: f.mergeBytes,
+					SplitLoad: f.splitLoad, MergeLoad: f.splitLoad / 10},
 				Interval: f.balancerInterval, DeadStoreTimeout: f.deadStoreTimeout, Paused: f.balancerPaused,
 				Logger: log, Registerer: reg,
 			}, n)
