@@ -19,7 +19,7 @@ func rv(d *kvpb.RangeDescriptor, leader uint64, bytes uint64) RangeView {
 }
 
 func TestPlan(t *testing.T) {
-	policy := Policy{ReplicationFactor: 3, SplitBytes: 1000, MergeBytes: 100}
+	policy := Policy{ReplicationFactor: 3, SplitBytes: 1000, MergeBytes: 100, SplitLoad: 500}
 	tests := []struct {
 		name string
 		view View
@@ -59,6 +59,11 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a large range splits",
 			view: View{Self: 1, Live: []uint64{1, 2, 3}, Ranges: []RangeView{rv(desc(1, "", "", 1, 2, 3), 1, 5000)}},
+			want: []Action{{Kind: Split, RangeID: 1}},
+		},
+		{
+			name: "a busy range splits by load",
+			view: View{Self: 1, Live: []uint64{1, 2, 3}, Ranges: []RangeView{{Desc: desc(1, "", "", 1, 2, 3), LeaderStore: 1, Bytes: 10, Load: 900}}},
 			want: []Action{{Kind: Split, RangeID: 1}},
 		},
 		{
