@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/bifrost-mq/bifrost/kvstore/bugzoo"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
 
@@ -94,7 +95,7 @@ func (a *applier) applySplit(ver uint64, p *kvpb.Split) (*kvpb.CommandResult, er
 	if err := a.batch.Set(metaKey(child.Id, metaDescriptor), childBytes, nil); err != nil {
 		return nil, err
 	}
-	boot := &kvpb.BootRecord{RangeId: child.Id, ReplicaId: a.replicaID, InitialMembers: map[uint64]string{}, CompactOnStart: true}
+	boot := &kvpb.BootRecord{RangeId: child.Id, ReplicaId: a.replicaID, InitialMembers: map[uint64]string{}, CompactOnStart: !bugzoo.SkipChildCompaction}
 	for _, r := range child.Replicas {
 		boot.InitialMembers[r.ReplicaId] = r.RaftAddr
 	}

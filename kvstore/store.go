@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/bifrost-mq/bifrost/kvstore/bugzoo"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
 
@@ -327,6 +328,9 @@ func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) 
 	if err != nil {
 		return nil, err
 	}
+	if bugzoo.AckBeforeCommit && cmd.GetWrite() != nil {
+		return s.ackBeforeCommit(rangeID, cmd, data)
+	}
 	start := time.Now()
 	res, err := s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(rangeID), data)
 	if err != nil {
@@ -561,4 +565,19 @@ func (s *Store) countLeaders() float64 {
 		}
 	}
 	return float64(n)
+}
+
+// ackBeforeCommit is the bug zoo's fault: the write is proposed and
+// acknowledged at once, before it is committed, as if it had applied.
+func (s *Store) ackBeforeCommit(rangeID uint64, cmd *kvpb.Command, data []byte) (*kvpb.CommandResult, error) {
+	rs, err := s.nh.Propose(s.nh.GetNoOPSession(rangeID), data, 5*time.Second)
+	if err != nil {
+		return nil, s.translate(rangeID, err)
+	}
+	go func() { <-rs.ResultC(); rs.Release() }()
+	out := &kvpb.CommandResult{}
+	for range cmd.GetWrite().Ops {
+		out.Results = append(out.Results, &kvpb.OpResult{CasOk: true})
+	}
+	return out, nil
 }

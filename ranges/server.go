@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/bifrost-mq/bifrost/kvstore"
+	"github.com/bifrost-mq/bifrost/kvstore/bugzoo"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 )
@@ -65,6 +66,16 @@ const ksKV = kvpb.Keyspace_KEYSPACE_KV
 func (s *kvServer) Get(ctx context.Context, req *rangespb.GetRequest) (*rangespb.GetResponse, error) {
 	if err := checkKey(req.Key); err != nil {
 		return nil, err
+	}
+	if bugzoo.StaleRead {
+		// The bug zoo's fault: answer from this store's own replica, with no
+		// ReadIndex, whatever it has applied.
+		if route := s.n.table.Lookup(ksKV, req.Key); route != nil {
+			q := &kvpb.Query{Ver: route.Desc.Ver, Ops: []*kvpb.Op{{Op: &kvpb.Op_Get{Get: &kvpb.GetOp{Key: req.Key}}}}}
+			if res, err := s.n.store.Read(ctx, route.Desc.Id, q, true); err == nil && res.Status == kvpb.Status_STATUS_OK {
+				return &rangespb.GetResponse{Found: res.Results[0].Found, Value: res.Results[0].Value}, nil
+			}
+		}
 	}
 	res, err := s.n.router.Read(ctx, ksKV, req.Key, req.Stale, &kvpb.Op{Op: &kvpb.Op_Get{Get: &kvpb.GetOp{Key: req.Key}}})
 	if err != nil {

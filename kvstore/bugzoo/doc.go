@@ -1,0 +1,9 @@
+// Package bugzoo holds deliberate faults for the consistency harness to
+// catch (jepsen/). Each is a constant that is false unless the binary is
+// built with its tag, so a normal build compiles the faults away:
+//
+//	bugzoo_stale_read        serve linearizable reads from the local replica, no ReadIndex
+//	bugzoo_skip_version      skip the descriptor version check at apply time
+//	bugzoo_ack_before_commit acknowledge a write before it is committed
+//	bugzoo_skip_compaction   skip the split child's log compaction
+package bugzoo

@@ -1,0 +1,6 @@
+//go:build !bugzoo_skip_compaction
+
+package bugzoo
+
+// SkipChildCompaction is off in a normal build.
+const SkipChildCompaction = false
