@@ -36,9 +36,6 @@ func OpenEngine(dir string, log *slog.Logger) (*Engine, error) {
 // Close closes the database.
 func (e *Engine) Close() error { return e.db.Close() }
 
-// DB exposes Pebble to the package's tests and coprocessor readers.
-func (e *Engine) DB() *pebble.DB { return e.db }
-
 // StoreID returns the store's persistent identity, creating it on first use.
 func (e *Engine) StoreID() (uint64, error) {
 	key := []byte{prefixLocal, localIdent}

@@ -194,9 +194,6 @@ func (s *Store) ID() uint64 { return s.id }
 // RaftAddr is the address peers reach this store's Raft on.
 func (s *Store) RaftAddr() string { return s.cfg.RaftAddr }
 
-// Engine returns the store's engine.
-func (s *Store) Engine() *Engine { return s.engine }
-
 // OnDescriptorChange registers f to be called (on an apply goroutine; it
 // must not block) after a local replica's descriptor changes.
 func (s *Store) OnDescriptorChange(f func(rangeID uint64)) {
@@ -449,19 +446,6 @@ func (s *Store) IsLeader(rangeID uint64) bool {
 	}
 	id, _, ok := s.Leader(rangeID)
 	return ok && id == r.replicaID
-}
-
-// ApproximateBytes estimates the on-disk size of a range's data span.
-func (s *Store) ApproximateBytes(d *kvpb.RangeDescriptor) uint64 {
-	if d == nil {
-		return 0
-	}
-	lo, hi := dataSpan(d)
-	n, err := s.engine.db.EstimateDiskUsage(lo, hi)
-	if err != nil {
-		return 0
-	}
-	return n
 }
 
 // Membership returns Raft's view of the range's voting replicas (replica ID

@@ -318,8 +318,3 @@ func (n *Node) reconcileLoop() {
 		}
 	}
 }
-
-// destroyIfRemoved destroys the local replica the cluster has removed.
-func (n *Node) destroyIfRemoved(ctx context.Context, rangeID, replicaID uint64) error {
-	return n.store.DestroyReplica(ctx, rangeID, replicaID)
-}

@@ -182,7 +182,7 @@ func (s *storeServer) StartReplica(ctx context.Context, req *rangespb.StartRepli
 }
 
 func (s *storeServer) DestroyReplica(ctx context.Context, req *rangespb.DestroyReplicaRequest) (*rangespb.DestroyReplicaResponse, error) {
-	if err := s.n.destroyIfRemoved(ctx, req.RangeId, req.ReplicaId); err != nil {
+	if err := s.n.store.DestroyReplica(ctx, req.RangeId, req.ReplicaId); err != nil {
 		return nil, ToStatus(err)
 	}
 	return &rangespb.DestroyReplicaResponse{}, nil
