@@ -11,9 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
@@ -71,20 +68,13 @@ func (c *NodeConfig) Validate() error {
 
 // Node is a running storage node: store, gossip, gRPC services and router.
 type Node struct {
-	cfg     NodeConfig
-	log     *slog.Logger
-	store   *kvstore.Store
-	members *Membership
-	table   *Table
-	router  *Router
-	server  *grpc.Server
-	lis     net.Listener
-
-	connMu sync.Mutex
-	conns  map[string]*grpc.ClientConn
-
-	refreshMu   sync.Mutex
-	lastRefresh time.Time
+	*peers
+	cfg    NodeConfig
+	log    *slog.Logger
+	store  *kvstore.Store
+	router *Router
+	server *grpc.Server
+	lis    net.Listener
 
 	bootstrapped chan struct{}
 	bootOnce     sync.Once
@@ -124,8 +114,9 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		cfg: cfg, log: cfg.Logger.With("store", store.ID()), store: store, table: NewTable(), lis: lis,
-		conns: map[string]*grpc.ClientConn{}, bootstrapped: make(chan struct{}), ctx: ctx, cancel: cancel,
+		peers: newPeers(store.ID(), NewTable()),
+		cfg:   cfg, log: cfg.Logger.With("store", store.ID()), store: store, lis: lis,
+		bootstrapped: make(chan struct{}), ctx: ctx, cancel: cancel,
 	}
 	n.router = NewRouter(RouterConfig{Logger: cfg.Logger, Registerer: cfg.Registerer}, n.table, n, n)
 	for _, info := range n.localRanges() {
@@ -194,12 +185,7 @@ func (n *Node) Close() error {
 	}
 	n.server.Stop()
 	n.wg.Wait()
-	n.connMu.Lock()
-	for _, c := range n.conns {
-		c.Close()
-	}
-	n.conns = map[string]*grpc.ClientConn{}
-	n.connMu.Unlock()
+	n.closeConns()
 	return n.store.Close()
 }
 
@@ -286,98 +272,4 @@ func (n *Node) executeLocal(ctx context.Context, req *rangespb.ExecuteRequest) (
 	resp := &rangespb.ExecuteResponse{Result: res}
 	resp.LeaderReplicaId, resp.LeaderTerm, _ = n.store.Leader(req.RangeId)
 	return resp, nil
-}
-
-func (n *Node) conn(addr string) (*grpc.ClientConn, error) {
-	n.connMu.Lock()
-	defer n.connMu.Unlock()
-	if c := n.conns[addr]; c != nil {
-		return c, nil
-	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(kvstore.MaxValueSize+1<<20)))
-	if err != nil {
-		return nil, err
-	}
-	n.conns[addr] = c
-	return c, nil
-}
-
-func (n *Node) storeMember(storeID uint64) (Member, error) {
-	m, ok := n.members.Store(storeID)
-	if !ok {
-		return Member{}, status.Errorf(codes.Unavailable, "store %d: %v", storeID, ErrUnknownStore)
-	}
-	return m, nil
-}
-
-func (n *Node) storeClient(storeID uint64) (rangespb.StoreClient, error) {
-	m, err := n.storeMember(storeID)
-	if err != nil {
-		return nil, err
-	}
-	c, err := n.conn(m.Meta.GRPC)
-	if err != nil {
-		return nil, err
-	}
-	return rangespb.NewStoreClient(c), nil
-}
-
-func (n *Node) adminClient(storeID uint64) (rangespb.AdminClient, error) {
-	m, err := n.storeMember(storeID)
-	if err != nil {
-		return nil, err
-	}
-	c, err := n.conn(m.Meta.GRPC)
-	if err != nil {
-		return nil, err
-	}
-	return rangespb.NewAdminClient(c), nil
-}
-
-// Refresh asks every live store for the ranges it holds. Calls closer than
-// 200ms to the last one do nothing.
-func (n *Node) Refresh(ctx context.Context) error {
-	n.refreshMu.Lock()
-	if time.Since(n.lastRefresh) < 200*time.Millisecond {
-		n.refreshMu.Unlock()
-		return nil
-	}
-	n.lastRefresh = time.Now()
-	n.refreshMu.Unlock()
-	var wg sync.WaitGroup
-	for _, m := range n.members.Stores() {
-		if m.Meta.StoreID == n.store.ID() {
-			continue
-		}
-		wg.Add(1)
-		go func(id uint64) {
-			defer wg.Done()
-			c, err := n.storeClient(id)
-			if err != nil {
-				return
-			}
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			resp, err := c.LocalRanges(cctx, &rangespb.LocalRangesRequest{})
-			if err != nil {
-				return
-			}
-			for _, info := range resp.Ranges {
-				n.table.Update(info)
-			}
-		}(m.Meta.StoreID)
-	}
-	wg.Wait()
-	return nil
-}
-
-// Conn returns a client connection to a live store's gRPC server, for the
-// services registered through NodeConfig.Services.
-func (n *Node) Conn(storeID uint64) (*grpc.ClientConn, error) {
-	m, err := n.storeMember(storeID)
-	if err != nil {
-		return nil, err
-	}
-	return n.conn(m.Meta.GRPC)
 }

@@ -224,6 +224,9 @@ func (c *Cluster) Close() {
 	}
 }
 
+// GossipAddr returns node i's gossip address.
+func (c *Cluster) GossipAddr(i int) string { return c.cfgs[i].GossipAddr }
+
 // Addr returns node i's gRPC address.
 func (c *Cluster) Addr(i int) string { return c.cfgs[i].GRPCAddr }
 
