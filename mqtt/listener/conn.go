@@ -1,0 +1,53 @@
+package listener
+
+import (
+	"net"
+	"sync"
+
+	"github.com/coder/websocket"
+)
+
+// trackedConn is the conn a handler gets: the transport's conn, which tells
+// the Listener when it is closed so that Close does not close it twice and
+// the open gauge stays true.
+type trackedConn struct {
+	net.Conn                 // what the handler reads and writes
+	l        *Listener       //
+	raw      net.Conn        // the TCP socket underneath
+	ws       *websocket.Conn // the WebSocket under Conn, for ws and wss
+	once     sync.Once
+}
+
+// Close closes the conn the way its transport does (a TLS close_notify, a
+// WebSocket close handshake) and stops tracking it.
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
+}
+
+// closeNow closes the socket without any closing handshake, which could
+// wait on a client that does not answer: it is how Listener.Close ends
+// connections.
+func (c *trackedConn) closeNow() {
+	c.abort()
+	c.release()
+}
+
+// abort closes the socket and marks the WebSocket closed, without the
+// bookkeeping of a conn handed to a handler.
+func (c *trackedConn) abort() {
+	// The socket first: a writer blocked on a full send buffer holds the
+	// TLS and WebSocket write locks their own close would wait for.
+	_ = c.raw.Close()
+	if c.ws != nil {
+		_ = c.ws.CloseNow()
+	}
+}
+
+func (c *trackedConn) release() {
+	c.once.Do(func() {
+		c.l.untrack(c.raw)
+		c.l.m.open.Dec()
+	})
+}
