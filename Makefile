@@ -27,7 +27,7 @@ generate:
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		kvstore/kvpb/kv.proto ranges/rangespb/ranges.proto coprocessors/dist/distpb/dist.proto coprocessors/retain/retainpb/retain.proto coprocessors/inbox/inboxpb/inbox.proto balancer/balancerpb/balancer.proto
+		kvstore/kvpb/kv.proto ranges/rangespb/ranges.proto coprocessors/dist/distpb/dist.proto coprocessors/retain/retainpb/retain.proto coprocessors/inbox/inboxpb/inbox.proto balancer/balancerpb/balancer.proto mqtt/mqttpb/frontend.proto
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 5s ./kvstore/... ./ranges/...

@@ -22,6 +22,11 @@ type GatewayConfig struct {
 	GossipAddr, GossipAdvertise string
 	// Join lists gossip seeds; required.
 	Join []string
+	// GRPCAddr is the address of the member's own gRPC server (a frontend's
+	// Frontend service), gossiped to peers; empty: none.
+	GRPCAddr string
+	// MQTT announces an MQTT frontend.
+	MQTT bool
 	// FastGossip tunes memberlist for loopback tests.
 	FastGossip bool
 	Logger     *slog.Logger
@@ -56,7 +61,7 @@ func StartGateway(cfg GatewayConfig) (*Gateway, error) {
 	m, err := NewMembership(MembershipConfig{
 		Name: cfg.Name, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.GossipAdvertise, Join: cfg.Join,
 		Fast: cfg.FastGossip, Logger: cfg.Logger,
-	}, func() MemberMeta { return MemberMeta{Role: cfg.Role} }, nil, func(b []byte) {
+	}, func() MemberMeta { return MemberMeta{Role: cfg.Role, GRPC: cfg.GRPCAddr, MQTT: cfg.MQTT} }, nil, func(b []byte) {
 		for _, info := range decodeRangeState(b) {
 			g.table.Update(info)
 		}

@@ -34,6 +34,9 @@ type MemberMeta struct {
 	// Bootstrapped is set once the member holds or has held ranges: a cluster
 	// exists and no store may bootstrap another.
 	Bootstrapped bool `json:"boot,omitempty"`
+	// MQTT is set when the member runs an MQTT frontend whose Frontend gRPC
+	// service listens on GRPC.
+	MQTT bool `json:"mqtt,omitempty"`
 }
 
 // MembershipConfig configures gossip.

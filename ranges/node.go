@@ -46,6 +46,8 @@ type NodeConfig struct {
 	Services func(s *grpc.Server, n *Node)
 	// FastGossip tunes memberlist for loopback tests.
 	FastGossip bool
+	// MQTT announces that the node also runs an MQTT frontend (standalone).
+	MQTT       bool
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -224,7 +226,7 @@ func (n *Node) isBootstrapped() bool {
 
 func (n *Node) meta() MemberMeta {
 	return MemberMeta{StoreID: n.store.ID(), Role: RoleStore, GRPC: n.GRPCAddr(), Raft: n.store.RaftAddr(),
-		Bootstrapped: n.isBootstrapped()}
+		Bootstrapped: n.isBootstrapped(), MQTT: n.cfg.MQTT}
 }
 
 func (n *Node) localRanges() []*rangespb.RangeInfo {
