@@ -14,7 +14,9 @@
 package fanout
 
 import (
+	"hash/fnv"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
@@ -152,4 +154,66 @@ func (x *Index) RemoveSession(tenant, session string, subs []dist.Subscription) 
 		}
 	}
 	return orphaned
+}
+
+// DeliveriesFor resolves a message to the sessions behind the given
+// subscriptions only: the routes dist matched for this frontend. Shared
+// subscriptions deliver to one member session: by seed for $share, by
+// publisher for $oshare. gone lists the subscriptions no session holds any
+// more (their routes are stale).
+func (x *Index) DeliveriesFor(tenant, publisher string, seed uint64, subs []string) (out []Delivery, gone []string) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var byID map[string]int
+	add := func(session string, o Options) {
+		if byID == nil {
+			byID = map[string]int{}
+		}
+		i, ok := byID[session]
+		if !ok {
+			i = len(out)
+			byID[session] = i
+			out = append(out, Delivery{Session: session})
+		}
+		d := &out[i]
+		d.QoS = max(d.QoS, o.QoS)
+		d.RetainAsPublished = d.RetainAsPublished || o.RetainAsPublished
+		if o.SubscriptionID != 0 && !slices.Contains(d.SubscriptionIDs, o.SubscriptionID) {
+			d.SubscriptionIDs = append(d.SubscriptionIDs, o.SubscriptionID)
+		}
+	}
+	for _, sub := range subs {
+		m := x.opts[subKey{tenant, sub}]
+		if len(m) == 0 {
+			gone = append(gone, sub)
+			continue
+		}
+		shared, ordered := strings.HasPrefix(sub, "$share/"), strings.HasPrefix(sub, "$oshare/")
+		if !shared && !ordered {
+			for session, o := range m {
+				if o.NoLocal && session == publisher {
+					continue // MQTT-3.8.3-3
+				}
+				add(session, o)
+			}
+			continue
+		}
+		members := make([]string, 0, len(m))
+		for session := range m {
+			members = append(members, session)
+		}
+		slices.Sort(members)
+		pick := seed
+		if ordered {
+			h := fnv.New64a()
+			h.Write([]byte(publisher))
+			pick = h.Sum64()
+		}
+		session := members[pick%uint64(len(members))]
+		add(session, m[session])
+	}
+	for i := range out {
+		slices.Sort(out[i].SubscriptionIDs)
+	}
+	return out, gone
 }

@@ -1,0 +1,143 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/listener"
+)
+
+// Dist is what the frontend needs of the dist coprocessor; *dist.Client is one.
+type Dist interface {
+	AddRoute(ctx context.Context, req *distpb.AddRouteRequest) (*distpb.Output, error)
+	RemoveRoute(ctx context.Context, req *distpb.RemoveRouteRequest) (*distpb.Output, error)
+	Match(ctx context.Context, req *distpb.MatchRequest) (*distpb.MatchResponse, error)
+}
+
+// Retain is what the frontend needs of the retain coprocessor; *retain.Client is one.
+type Retain interface {
+	Set(ctx context.Context, req *retainpb.SetRequest) (*retainpb.SetResponse, error)
+	Match(ctx context.Context, req *retainpb.MatchRequest) (*retainpb.MatchResponse, error)
+}
+
+// Config configures a frontend. Zero values take the documented defaults.
+type Config struct {
+	// ReceiverID names this frontend in dist routes; other frontends dial
+	// the address it carries. Build it with NewReceiverID. Required.
+	ReceiverID string
+	// Listeners to open; none is allowed (a frontend reached only in tests
+	// through ServeConn).
+	Listeners []listener.Config
+
+	// MaxPacketSize bounds an inbound packet (announced in MQTT 5).
+	// Default 1 MiB.
+	MaxPacketSize uint32
+	// ReceiveMaximum is how many inbound QoS 1 and 2 publishes a client may
+	// have unacknowledged (announced in MQTT 5). Default 128.
+	ReceiveMaximum uint16
+	// MaxInflight bounds outbound QoS 1 and 2 messages awaiting a client's
+	// acknowledgement (capped further by an MQTT 5 client's receive
+	// maximum). Default 64.
+	MaxInflight uint16
+	// MaxQueued bounds the messages waiting behind a full in-flight window
+	// per connection; more are dropped and counted. Default 1000.
+	MaxQueued int
+	// TopicAliasMaximum is how many topic aliases a client may set (MQTT 5).
+	// Default 64; 0 keeps the default, use NoTopicAliases for none.
+	TopicAliasMaximum uint16
+	NoTopicAliases    bool
+	// MaxKeepAlive caps a client's keep-alive in seconds; an MQTT 5 client
+	// asking for more (or for none) is told the cap. Default 0: no cap.
+	MaxKeepAlive uint16
+	// ConnectTimeout is how long a new connection may take to send CONNECT.
+	// Default 10s.
+	ConnectTimeout time.Duration
+	// RetainMatchLimit bounds the retained messages sent for one
+	// subscription. Default 1000.
+	RetainMatchLimit uint32
+	// MatchCacheTTL bounds how long a cached dist match is used without a
+	// route change being heard of. Default 2s; negative disables the cache.
+	MatchCacheTTL time.Duration
+	// RequestTimeout bounds each call to dist, retain or another frontend.
+	// Default 5s.
+	RequestTimeout time.Duration
+
+	// Dist and Retain are required.
+	Dist   Dist
+	Retain Retain
+	// Auth decides who connects and what they may do; default allow-all.
+	Auth auth.Authenticator
+	// Frontends returns the gRPC addresses of the other frontends, for
+	// route-change broadcasts; nil: none.
+	Frontends func() []string
+
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxPacketSize == 0 {
+		c.MaxPacketSize = 1 << 20
+	}
+	if c.ReceiveMaximum == 0 {
+		c.ReceiveMaximum = 128
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = 64
+	}
+	if c.MaxQueued == 0 {
+		c.MaxQueued = 1000
+	}
+	if c.TopicAliasMaximum == 0 && !c.NoTopicAliases {
+		c.TopicAliasMaximum = 64
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.RetainMatchLimit == 0 {
+		c.RetainMatchLimit = 1000
+	}
+	if c.MatchCacheTTL == 0 {
+		c.MatchCacheTTL = 2 * time.Second
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.Auth == nil {
+		c.Auth = auth.AllowAll()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first bad field.
+func (c Config) Validate() error {
+	if c.ReceiverID == "" {
+		return errors.New("mqtt: a receiver ID is required")
+	}
+	if c.Dist == nil || c.Retain == nil {
+		return errors.New("mqtt: dist and retain clients are required")
+	}
+	if c.MaxPacketSize != 0 && c.MaxPacketSize < 64 {
+		return fmt.Errorf("mqtt: max packet size %d is too small (at least 64)", c.MaxPacketSize)
+	}
+	if c.MaxQueued < 0 {
+		return fmt.Errorf("mqtt: max queued %d must not be negative", c.MaxQueued)
+	}
+	for i, l := range c.Listeners {
+		if err := l.Validate(); err != nil {
+			return fmt.Errorf("mqtt: listener %d: %w", i, err)
+		}
+	}
+	return nil
+}

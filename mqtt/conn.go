@@ -1,0 +1,862 @@
+package mqtt
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/fanout"
+	"github.com/bifrost-mq/bifrost/mqtt/listener"
+	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
+	"github.com/bifrost-mq/bifrost/mqtt/packet"
+)
+
+// maxBacklog bounds the encoded bytes waiting for a slow client's socket;
+// QoS 0 messages past it are dropped (QoS 1 and 2 are bounded by the
+// in-flight window and the queue instead).
+const maxBacklog = 4 << 20
+
+const writeTimeout = 30 * time.Second
+
+// conn is one client connection and its transient session. The reader
+// goroutine (serve) owns the inbound state; mu guards the outbound state,
+// which deliveries from other goroutines touch.
+type conn struct {
+	s    *Server
+	nc   net.Conn
+	info listener.ConnInfo
+
+	version   packet.Version
+	id        auth.Identity
+	key       sessionKey
+	keepAlive time.Duration
+	will      *packet.Will
+	// willOnClose is cleared by a normal DISCONNECT (MQTT-3.14.4-3).
+	willOnClose   bool
+	connectExpiry uint32
+
+	// Inbound state, reader goroutine only.
+	aliasesIn   map[uint16]string
+	awaitingRel map[uint16]struct{} // QoS 2 packet IDs before PUBREL
+	subs        map[string]dist.Subscription
+
+	mu       sync.Mutex
+	out      []byte
+	spare    []byte
+	writing  bool
+	closed   bool
+	writerWG sync.WaitGroup
+	// Outbound session state.
+	nextID      uint16
+	inflight    map[uint16]*outMessage
+	queue       []*outMessage
+	window      int
+	maxOut      uint32 // the client's maximum packet size; 0: none
+	aliasOutMax uint16
+	aliasesOut  map[string]uint16
+
+	done chan struct{}
+}
+
+// outMessage is a message on its way to the client.
+type outMessage struct {
+	m      *mqttpb.Message
+	qos    byte
+	retain bool
+	subIDs []uint32
+	// released is set once PUBREC came back for a QoS 2 message.
+	released bool
+}
+
+func newConn(s *Server, nc net.Conn, info listener.ConnInfo) *conn {
+	return &conn{s: s, nc: nc, info: info, done: make(chan struct{})}
+}
+
+// errClose ends a connection without a DISCONNECT (MQTT 3.x, or the packet
+// already sent).
+var errClose = errors.New("close")
+
+// disconnectError ends an MQTT 5 connection with a server DISCONNECT.
+type disconnectError struct {
+	code   packet.ReasonCode
+	reason string
+}
+
+func (e *disconnectError) Error() string { return fmt.Sprintf("%s: %s", e.code, e.reason) }
+
+func (c *conn) protocolError(format string, args ...any) error {
+	return &disconnectError{code: packet.ProtocolError, reason: fmt.Sprintf(format, args...)}
+}
+
+func (c *conn) serve() {
+	defer close(c.done)
+	defer c.nc.Close()
+	r := packet.NewReader(bufio.NewReaderSize(c.nc, 1024), c.s.cfg.MaxPacketSize)
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ConnectTimeout))
+	p, err := r.ReadPacket(0)
+	if err != nil {
+		c.refuseBadConnect(err)
+		return
+	}
+	c.s.m.packetsIn.WithLabelValues("CONNECT").Inc()
+	connect := p.(*packet.Connect)
+	if !c.connect(connect) {
+		c.flushAndClose()
+		return
+	}
+	c.s.m.connections.Inc()
+	err = c.readLoop(r)
+	c.end(err)
+	c.s.m.connections.Dec()
+}
+
+// refuseBadConnect answers a CONNECT that did not decode: with the CONNACK
+// the spec names where the version is known (MQTT-3.1.2-2, MQTT-3.2.2-5),
+// else by closing.
+func (c *conn) refuseBadConnect(err error) {
+	var pe *packet.Error
+	if !errors.As(err, &pe) {
+		return // EOF, timeout, reset
+	}
+	c.s.m.connects.WithLabelValues("malformed").Inc()
+	if pe.Type != packet.CONNECT && pe.Type != 0 {
+		return // MQTT-3.1.0-1: the first packet must be CONNECT
+	}
+	switch {
+	case pe.Code == packet.UnsupportedProtocolVersion && pe.Version != packet.V5:
+		c.version = packet.V311
+		c.send(&packet.Connack{ReasonCode: packet.ConnRefusedProtocolVersion})
+	case pe.Version == packet.V5:
+		c.version = packet.V5
+		c.send(&packet.Connack{ReasonCode: pe.Code})
+	}
+	c.flushAndClose()
+}
+
+// connect handles CONNECT and answers CONNACK; false means refused.
+func (c *conn) connect(p *packet.Connect) bool {
+	c.version = p.Version
+	v5 := c.version == packet.V5
+	refuse := func(v5code, v3code packet.ReasonCode, result string) bool {
+		c.s.m.connects.WithLabelValues(result).Inc()
+		if v5 {
+			c.send(&packet.Connack{ReasonCode: v5code})
+		} else {
+			c.send(&packet.Connack{ReasonCode: v3code})
+		}
+		return false
+	}
+	clientID := p.ClientID
+	assigned := false
+	if clientID == "" {
+		switch {
+		case c.version == packet.V31:
+			return refuse(0, packet.ConnRefusedIdentifierRejected, "bad_client_id")
+		case c.version == packet.V311 && !p.CleanStart:
+			return refuse(0, packet.ConnRefusedIdentifierRejected, "bad_client_id") // MQTT-3.1.3-8
+		}
+		clientID = "auto-" + NewReceiverID("")[4:] // MQTT-3.1.3-6
+		assigned = true
+	}
+	if c.version == packet.V31 && len(clientID) > 23 {
+		return refuse(0, packet.ConnRefusedIdentifierRejected, "bad_client_id")
+	}
+	if len(clientID) > 1024 {
+		return refuse(packet.ClientIdentifierNotValid, packet.ConnRefusedIdentifierRejected, "bad_client_id")
+	}
+	if v5 && p.Properties.AuthenticationMethod != "" {
+		// No enhanced authentication method is offered (MQTT-4.12.0-1).
+		return refuse(packet.BadAuthenticationMethod, 0, "bad_auth_method")
+	}
+	if p.Will != nil {
+		if err := dist.ValidateTopicName(p.Will.Topic); err != nil {
+			return refuse(packet.TopicNameInvalid, packet.ConnRefusedServerUnavailable, "bad_will")
+		}
+	}
+	cn := ""
+	if c.info.TLS != nil && len(c.info.TLS.PeerCertificates) > 0 {
+		cn = c.info.TLS.PeerCertificates[0].Subject.CommonName
+	}
+	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
+	id, err := c.s.cfg.Auth.Authenticate(ctx, auth.Credentials{
+		ClientID: clientID, Username: p.Username, HasUsername: p.UsernameFlag,
+		Password: p.Password, HasPassword: p.PasswordFlag, Remote: c.nc.RemoteAddr(), CommonName: cn,
+	})
+	cancel()
+	switch {
+	case errors.Is(err, auth.ErrBadCredentials):
+		return refuse(packet.BadUserNameOrPassword, packet.ConnRefusedBadUsernamePassword, "bad_credentials")
+	case err != nil:
+		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "not_authorized")
+	}
+	if p.Will != nil && !c.s.cfg.Auth.Authorize(id, auth.Publish, p.Will.Topic) {
+		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "will_not_authorized")
+	}
+	c.id = id
+	c.key = sessionKey{id.Tenant, clientID}
+	c.will = p.Will
+	c.willOnClose = p.Will != nil
+	c.connectExpiry = p.Properties.SessionExpiryInterval
+
+	ka := p.KeepAlive
+	var ack packet.Connack
+	if v5 {
+		if max := c.s.cfg.MaxKeepAlive; max > 0 && (ka == 0 || ka > max) {
+			ka = max
+			ack.Properties.ServerKeepAlive, ack.Properties.HasServerKeepAlive = ka, true
+		}
+		if p.Properties.SessionExpiryInterval > 0 {
+			// Sessions do not outlive connections on this frontend yet.
+			ack.Properties.SessionExpiryInterval, ack.Properties.HasSessionExpiryInterval = 0, true
+		}
+		if assigned {
+			ack.Properties.AssignedClientIdentifier = clientID
+		}
+		ack.Properties.ReceiveMaximum, ack.Properties.HasReceiveMaximum = c.s.cfg.ReceiveMaximum, true
+		ack.Properties.MaximumPacketSize, ack.Properties.HasMaximumPacketSize = c.s.cfg.MaxPacketSize, true
+		if c.s.cfg.TopicAliasMaximum > 0 {
+			ack.Properties.TopicAliasMaximum, ack.Properties.HasTopicAliasMaximum = c.s.cfg.TopicAliasMaximum, true
+		}
+	}
+	c.keepAlive = time.Duration(ka) * time.Second
+
+	c.window = int(c.s.cfg.MaxInflight)
+	if v5 && p.Properties.HasReceiveMaximum && int(p.Properties.ReceiveMaximum) < c.window {
+		c.window = int(p.Properties.ReceiveMaximum) // MQTT-3.3.4-7
+	}
+	if v5 && p.Properties.HasMaximumPacketSize {
+		c.maxOut = p.Properties.MaximumPacketSize
+	}
+	if v5 && p.Properties.HasTopicAliasMaximum {
+		c.aliasOutMax = p.Properties.TopicAliasMaximum
+	}
+	c.inflight = map[uint16]*outMessage{}
+	c.subs = map[string]dist.Subscription{}
+	c.awaitingRel = map[uint16]struct{}{}
+
+	c.s.register(c)
+	c.s.m.connects.WithLabelValues("accepted").Inc()
+	c.send(&ack) // session present 0: sessions are transient here
+	return true
+}
+
+func (c *conn) readLoop(r *packet.Reader) error {
+	for {
+		if c.keepAlive > 0 {
+			// MQTT-3.1.2-24: one and a half keep-alive periods.
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+		} else {
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
+		p, err := r.ReadPacket(c.version)
+		if err != nil {
+			var pe *packet.Error
+			if errors.As(err, &pe) {
+				return &disconnectError{code: pe.Code, reason: pe.Msg}
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && c.keepAlive > 0 {
+				return &disconnectError{code: packet.KeepAliveTimeout, reason: "keep alive timeout"}
+			}
+			return err
+		}
+		c.s.m.packetsIn.WithLabelValues(p.Type().String()).Inc()
+		if err := c.handle(p); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *conn) handle(p packet.Packet) error {
+	switch p := p.(type) {
+	case *packet.Publish:
+		return c.onPublish(p)
+	case *packet.Puback:
+		c.onAck(p.PacketID, packet.PUBACK, p.ReasonCode)
+	case *packet.Pubrec:
+		c.onAck(p.PacketID, packet.PUBREC, p.ReasonCode)
+	case *packet.Pubcomp:
+		c.onAck(p.PacketID, packet.PUBCOMP, p.ReasonCode)
+	case *packet.Pubrel:
+		code := packet.Success
+		if _, ok := c.awaitingRel[p.PacketID]; ok {
+			delete(c.awaitingRel, p.PacketID)
+		} else if c.version == packet.V5 {
+			code = packet.PacketIdentifierNotFound
+		}
+		c.send(&packet.Pubcomp{PacketID: p.PacketID, ReasonCode: code})
+	case *packet.Subscribe:
+		return c.onSubscribe(p)
+	case *packet.Unsubscribe:
+		c.onUnsubscribe(p)
+	case *packet.Pingreq:
+		c.send(&packet.Pingresp{})
+	case *packet.Disconnect:
+		if p.Properties.HasSessionExpiryInterval && p.Properties.SessionExpiryInterval > 0 && c.connectExpiry == 0 {
+			return c.protocolError("MQTT-3.14.2-2: session expiry set on DISCONNECT after 0 on CONNECT")
+		}
+		c.willOnClose = p.ReasonCode == packet.DisconnectWithWill
+		return io.EOF
+	case *packet.Auth:
+		return c.protocolError("AUTH without an authentication method")
+	case *packet.Connect:
+		return c.protocolError("MQTT-3.1.0-2: a second CONNECT")
+	default:
+		return c.protocolError("%s is not sent by clients", p.Type())
+	}
+	return nil
+}
+
+func (c *conn) ack(qos byte, id uint16, code packet.ReasonCode, reason string) {
+	var p packet.Packet
+	switch qos {
+	case 1:
+		a := &packet.Puback{PacketID: id, ReasonCode: code}
+		a.Properties.ReasonString = reason
+		p = a
+	case 2:
+		a := &packet.Pubrec{PacketID: id, ReasonCode: code}
+		a.Properties.ReasonString = reason
+		p = a
+	default:
+		return
+	}
+	if c.version != packet.V5 {
+		// 3.x has no negative acknowledgement: the message is dropped.
+		switch a := p.(type) {
+		case *packet.Puback:
+			a.ReasonCode, a.Properties.ReasonString = packet.Success, ""
+		case *packet.Pubrec:
+			a.ReasonCode, a.Properties.ReasonString = packet.Success, ""
+		}
+	}
+	c.send(p)
+}
+
+func (c *conn) onPublish(p *packet.Publish) error {
+	v5 := c.version == packet.V5
+	topic := p.Topic
+	if v5 && p.Properties.HasTopicAlias {
+		a := p.Properties.TopicAlias
+		if a == 0 || a > c.s.cfg.TopicAliasMaximum {
+			return &disconnectError{code: packet.TopicAliasInvalid, reason: "MQTT-3.3.2-9: topic alias out of range"}
+		}
+		if topic == "" {
+			t, ok := c.aliasesIn[a]
+			if !ok {
+				return c.protocolError("MQTT-3.3.2-8: unknown topic alias %d", a)
+			}
+			topic = t
+		} else {
+			if c.aliasesIn == nil {
+				c.aliasesIn = map[uint16]string{}
+			}
+			c.aliasesIn[a] = topic
+		}
+	}
+	if err := dist.ValidateTopicName(topic); err != nil {
+		if v5 {
+			return &disconnectError{code: packet.TopicNameInvalid, reason: err.Error()}
+		}
+		return errClose // MQTT-3.3.2-2
+	}
+	if v5 && len(p.Properties.SubscriptionIdentifier) > 0 {
+		return c.protocolError("MQTT-3.3.4-6: a client sent a subscription identifier")
+	}
+	if p.QoS == 2 {
+		if _, dup := c.awaitingRel[p.PacketID]; dup {
+			// Already accepted: acknowledge again, deliver once (MQTT-4.3.3-10).
+			c.send(&packet.Pubrec{PacketID: p.PacketID})
+			return nil
+		}
+		if len(c.awaitingRel) >= int(c.s.cfg.ReceiveMaximum) {
+			if v5 {
+				return &disconnectError{code: packet.ReceiveMaximumExceeded, reason: "MQTT-3.3.4-9: receive maximum exceeded"}
+			}
+			return errClose
+		}
+	}
+	if !c.s.cfg.Auth.Authorize(c.id, auth.Publish, topic) {
+		c.s.m.dropped.WithLabelValues("not_authorized").Inc()
+		c.ack(p.QoS, p.PacketID, packet.NotAuthorized, "not authorized")
+		if p.QoS == 2 && c.version != packet.V5 {
+			c.awaitingRel[p.PacketID] = struct{}{}
+		}
+		return nil
+	}
+	if v5 && p.Properties.HasPayloadFormatIndicator && p.Properties.PayloadFormatIndicator == 1 && !utf8.Valid(p.Payload) {
+		c.ack(p.QoS, p.PacketID, packet.PayloadFormatInvalid, "payload is not UTF-8") // MQTT-3.3.2-4 allows the check
+		return nil
+	}
+	m := messageOf(topic, p, c.key.clientID, time.Now())
+	c.s.m.published.WithLabelValues(strconv.Itoa(int(p.QoS))).Inc()
+	ctx := c.s.ctx
+	if p.Retain {
+		if err := c.s.retain(ctx, c.id.Tenant, m); err != nil {
+			c.s.log.Warn("storing a retained message failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+			if !v5 || p.QoS == 0 {
+				return errClose // the client retries a QoS 1/2 message on its next connection
+			}
+			c.ack(p.QoS, p.PacketID, packet.UnspecifiedError, "retained message not stored")
+			return nil
+		}
+	}
+	n, err := c.s.dispatch(ctx, c.id.Tenant, m)
+	if err != nil {
+		c.s.log.Warn("routing a message failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+		if p.QoS == 0 {
+			c.s.m.dropped.WithLabelValues("route_error").Inc()
+			return nil
+		}
+		if !v5 {
+			return errClose
+		}
+		c.ack(p.QoS, p.PacketID, packet.UnspecifiedError, "routing failed")
+		return nil
+	}
+	code := packet.Success
+	if n == 0 && v5 {
+		code = packet.NoMatchingSubscribers
+	}
+	if p.QoS == 2 {
+		c.awaitingRel[p.PacketID] = struct{}{}
+	}
+	c.ack(p.QoS, p.PacketID, code, "")
+	return nil
+}
+
+// messageOf builds the message that travels from a PUBLISH.
+func messageOf(topic string, p *packet.Publish, publisher string, now time.Time) *mqttpb.Message {
+	m := &mqttpb.Message{
+		Topic: topic, Payload: p.Payload, Qos: uint32(p.QoS), Retain: p.Retain, Publisher: publisher,
+		ContentType: p.Properties.ContentType, ResponseTopic: p.Properties.ResponseTopic,
+		CorrelationData: p.Properties.CorrelationData,
+	}
+	if p.Properties.HasPayloadFormatIndicator {
+		m.HasPayloadFormat, m.PayloadFormat = true, uint32(p.Properties.PayloadFormatIndicator)
+	}
+	if p.Properties.HasMessageExpiryInterval {
+		m.ExpiresUnixMs = now.Add(time.Duration(p.Properties.MessageExpiryInterval) * time.Second).UnixMilli()
+	}
+	for _, up := range p.Properties.UserProperties {
+		m.UserProperties = append(m.UserProperties, &mqttpb.UserProperty{Key: up.Key, Value: up.Value})
+	}
+	return m
+}
+
+// retain stores (or, for an empty payload, deletes: MQTT-3.3.1-6) the
+// topic's retained message.
+func (s *Server) retain(ctx context.Context, tenant string, m *mqttpb.Message) error {
+	props, err := proto.Marshal(&mqttpb.Message{
+		HasPayloadFormat: m.HasPayloadFormat, PayloadFormat: m.PayloadFormat, ContentType: m.ContentType,
+		ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, UserProperties: m.UserProperties,
+		Publisher: m.Publisher,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := s.cfg.Retain.Set(ctx, &retainpb.SetRequest{Tenant: tenant, Message: &retainpb.Message{
+		Topic: m.Topic, Payload: m.Payload, Qos: m.Qos, Properties: props,
+		ExpiresUnixMs: m.ExpiresUnixMs, PublishedUnixMs: time.Now().UnixMilli(),
+	}})
+	if err != nil {
+		return err
+	}
+	if resp.Result != retainpb.Result_RESULT_OK && resp.Result != retainpb.Result_RESULT_DELETED {
+		return fmt.Errorf("retain refused: %s %s", resp.Result, resp.Reason)
+	}
+	return nil
+}
+
+func (c *conn) onSubscribe(p *packet.Subscribe) error {
+	v5 := c.version == packet.V5
+	var subID uint32
+	if len(p.Properties.SubscriptionIdentifier) > 0 {
+		subID = p.Properties.SubscriptionIdentifier[0]
+	}
+	codes := make([]packet.ReasonCode, len(p.Subscriptions))
+	type retainedReq struct {
+		filter string
+		qos    byte
+	}
+	var retained []retainedReq
+	for i, sub := range p.Subscriptions {
+		parsed, err := dist.ParseSubscription(sub.Filter)
+		if err != nil {
+			codes[i] = failCode(v5, packet.TopicFilterInvalid)
+			continue
+		}
+		if parsed.Group != "" && sub.NoLocal && v5 {
+			return c.protocolError("MQTT-3.8.3-4: no local on a shared subscription")
+		}
+		if !c.s.cfg.Auth.Authorize(c.id, auth.Subscribe, sub.Filter) {
+			codes[i] = failCode(v5, packet.NotAuthorized)
+			continue
+		}
+		qos := min(sub.QoS, 2)
+		_, existed := c.subs[sub.Filter]
+		res, err := c.s.subscribe(c.s.ctx, c.id.Tenant, c.key.clientID, parsed, fanout.Options{
+			QoS: qos, NoLocal: sub.NoLocal && v5, RetainAsPublished: sub.RetainAsPublished && v5, SubscriptionID: subID,
+		})
+		if err != nil {
+			c.s.log.Warn("subscribe failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", sub.Filter, "err", err)
+			code := packet.UnspecifiedError
+			if res == distpb.Result_RESULT_LIMIT {
+				code = packet.QuotaExceeded
+			}
+			codes[i] = failCode(v5, code)
+			continue
+		}
+		if !existed {
+			c.s.m.subscriptions.Inc()
+		}
+		c.subs[sub.Filter] = parsed
+		codes[i] = packet.ReasonCode(qos) // granted QoS: MQTT-3.9.3-1
+		// MQTT-3.3.1-9..11: retained messages by retain handling; none for
+		// shared subscriptions (MQTT-4.8.2 note).
+		if parsed.Group == "" && (sub.RetainHandling == 0 || (sub.RetainHandling == 1 && !existed)) {
+			retained = append(retained, retainedReq{sub.Filter, qos})
+		}
+	}
+	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}) // MQTT-3.8.4-1
+	for _, r := range retained {
+		c.sendRetained(r.filter, r.qos, subID)
+	}
+	return nil
+}
+
+func failCode(v5 bool, code packet.ReasonCode) packet.ReasonCode {
+	if v5 {
+		return code
+	}
+	return packet.SubackFailure
+}
+
+func (c *conn) sendRetained(filter string, qos byte, subID uint32) {
+	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := c.s.cfg.Retain.Match(ctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: filter, Limit: c.s.cfg.RetainMatchLimit})
+	if err != nil {
+		c.s.log.Warn("matching retained messages failed", "tenant", c.id.Tenant, "filter", filter, "err", err)
+		return
+	}
+	var ids []uint32
+	if subID != 0 {
+		ids = []uint32{subID}
+	}
+	for _, rm := range resp.Messages {
+		m := &mqttpb.Message{}
+		_ = proto.Unmarshal(rm.Properties, m)
+		m.Topic, m.Payload, m.Qos, m.Retain, m.ExpiresUnixMs = rm.Topic, rm.Payload, rm.Qos, true, rm.ExpiresUnixMs
+		c.deliver(m, min(byte(rm.Qos), qos), true, ids) // MQTT-3.3.1-9: RETAIN set
+	}
+}
+
+func (c *conn) onUnsubscribe(p *packet.Unsubscribe) {
+	codes := make([]packet.ReasonCode, len(p.Filters))
+	for i, f := range p.Filters {
+		sub, ok := c.subs[f]
+		if !ok {
+			codes[i] = packet.NoSubscriptionExisted
+			continue
+		}
+		c.s.unsubscribe(c.s.ctx, c.id.Tenant, c.key.clientID, sub)
+		delete(c.subs, f)
+		c.s.m.subscriptions.Dec()
+		codes[i] = packet.Success
+	}
+	c.send(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes}) // MQTT-3.10.4-4
+}
+
+// end tears the session down after the read loop stopped.
+func (c *conn) end(err error) {
+	var de *disconnectError
+	if errors.As(err, &de) && c.version == packet.V5 {
+		d := &packet.Disconnect{ReasonCode: de.code}
+		d.Properties.ReasonString = de.reason
+		c.send(d)
+	}
+	c.flushAndClose()
+	c.s.unregister(c)
+	// MQTT-3.1.2-8: the will goes out unless the client said a normal
+	// DISCONNECT; that includes a takeover and a server shutdown.
+	if c.willOnClose && c.will != nil {
+		c.publishWill()
+	}
+	for f, sub := range c.subs {
+		c.s.unsubscribe(context.Background(), c.id.Tenant, c.key.clientID, sub)
+		delete(c.subs, f)
+		c.s.m.subscriptions.Dec()
+	}
+	c.mu.Lock()
+	dropped := len(c.inflight) + len(c.queue)
+	c.inflight, c.queue = nil, nil
+	c.mu.Unlock()
+	if dropped > 0 {
+		c.s.m.dropped.WithLabelValues("session_ended").Add(float64(dropped))
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, errClose) && !errors.Is(err, net.ErrClosed) {
+		c.s.log.Debug("connection ended", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+	}
+}
+
+func (c *conn) publishWill() {
+	w := c.will
+	m := messageOf(w.Topic, &packet.Publish{QoS: w.QoS, Retain: w.Retain, Payload: w.Payload, Properties: w.Properties}, c.key.clientID, time.Now())
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
+	defer cancel()
+	if w.Retain {
+		if err := c.s.retain(ctx, c.id.Tenant, m); err != nil {
+			c.s.log.Warn("retaining a will failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+		}
+	}
+	if _, err := c.s.dispatch(ctx, c.id.Tenant, m); err != nil {
+		c.s.log.Warn("publishing a will failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+	}
+}
+
+// kick ends the connection from another goroutine: takeover or shutdown.
+func (c *conn) kick(code packet.ReasonCode) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if c.version == packet.V5 {
+		c.enqueueLocked(&packet.Disconnect{ReasonCode: code}) // MQTT-3.1.4-3
+	}
+	c.mu.Unlock()
+	c.flushAndClose()
+}
+
+// flushAndClose writes what is queued (briefly) and closes the socket.
+func (c *conn) flushAndClose() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() { c.writerWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+	}
+	c.mu.Lock()
+	rest := c.out
+	c.out = nil
+	c.mu.Unlock()
+	if len(rest) > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.nc.Write(rest)
+	}
+	c.nc.Close()
+	c.writerWG.Wait()
+}
+
+// send queues a control packet.
+func (c *conn) send(p packet.Packet) {
+	c.mu.Lock()
+	c.enqueueLocked(p)
+	c.mu.Unlock()
+}
+
+func (c *conn) enqueueLocked(p packet.Packet) bool {
+	if c.closed && p.Type() != packet.DISCONNECT && p.Type() != packet.CONNACK {
+		return false
+	}
+	b, err := packet.Append(c.out, p, c.version)
+	if err != nil {
+		c.s.log.Error("encoding a packet failed", "type", p.Type().String(), "err", err)
+		return false
+	}
+	c.out = b
+	if !c.writing && !c.closed {
+		c.writing = true
+		c.writerWG.Add(1)
+		go c.writeLoop()
+	}
+	return true
+}
+
+// writeLoop writes what is queued until the queue is empty: a writer runs
+// only while there is something to write, so an idle connection costs one
+// goroutine (its reader), and a burst goes out in few system calls.
+func (c *conn) writeLoop() {
+	defer c.writerWG.Done()
+	for {
+		c.mu.Lock()
+		if len(c.out) == 0 || c.closed {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		buf := c.out
+		c.out = c.spare[:0]
+		c.spare = nil
+		c.mu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		_, err := c.nc.Write(buf)
+		c.mu.Lock()
+		if cap(buf) <= 64<<10 {
+			c.spare = buf[:0]
+		}
+		if err != nil {
+			c.closed = true
+			c.writing = false
+			c.out = nil
+			c.mu.Unlock()
+			c.nc.Close()
+			return
+		}
+		c.mu.Unlock()
+	}
+}
+
+// deliver hands a message to the client at qos; false if it was dropped.
+func (c *conn) deliver(m *mqttpb.Message, qos byte, retain bool, subIDs []uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.inflight == nil {
+		return false
+	}
+	if m.ExpiresUnixMs != 0 && time.Now().UnixMilli() >= m.ExpiresUnixMs {
+		c.s.m.dropped.WithLabelValues("expired").Inc() // MQTT-3.3.2-5
+		return false
+	}
+	om := &outMessage{m: m, qos: qos, retain: retain, subIDs: subIDs}
+	if qos == 0 {
+		if len(c.out) > maxBacklog {
+			c.s.m.dropped.WithLabelValues("slow_client").Inc()
+			return false
+		}
+		return c.sendPublishLocked(om, 0, false)
+	}
+	if len(c.inflight) >= c.window {
+		if len(c.queue) >= c.s.cfg.MaxQueued {
+			c.s.m.dropped.WithLabelValues("queue_full").Inc()
+			return false
+		}
+		c.queue = append(c.queue, om)
+		return true
+	}
+	return c.startLocked(om)
+}
+
+// startLocked gives a QoS 1/2 message a packet ID and sends it.
+func (c *conn) startLocked(om *outMessage) bool {
+	id := c.nextPacketIDLocked()
+	if !c.sendPublishLocked(om, id, false) {
+		return false
+	}
+	c.inflight[id] = om
+	return true
+}
+
+func (c *conn) nextPacketIDLocked() uint16 {
+	for {
+		c.nextID++
+		if c.nextID == 0 {
+			c.nextID = 1
+		}
+		if _, used := c.inflight[c.nextID]; !used {
+			return c.nextID // MQTT-2.2.1-4: not in use
+		}
+	}
+}
+
+func (c *conn) sendPublishLocked(om *outMessage, id uint16, dup bool) bool {
+	m := om.m
+	p := packet.Publish{Dup: dup, QoS: om.qos, Retain: om.retain, Topic: m.Topic, PacketID: id, Payload: m.Payload}
+	if c.version == packet.V5 {
+		pr := &p.Properties
+		if m.HasPayloadFormat {
+			pr.PayloadFormatIndicator, pr.HasPayloadFormatIndicator = byte(m.PayloadFormat), true
+		}
+		if m.ExpiresUnixMs != 0 {
+			left := (m.ExpiresUnixMs - time.Now().UnixMilli() + 999) / 1000
+			pr.MessageExpiryInterval, pr.HasMessageExpiryInterval = uint32(max(left, 1)), true // MQTT-3.3.2-6
+		}
+		pr.ContentType, pr.ResponseTopic, pr.CorrelationData = m.ContentType, m.ResponseTopic, m.CorrelationData
+		for _, up := range m.UserProperties {
+			pr.UserProperties = append(pr.UserProperties, packet.UserProperty{Key: up.Key, Value: up.Value})
+		}
+		pr.SubscriptionIdentifier = om.subIDs
+		if c.aliasOutMax > 0 {
+			if a, ok := c.aliasesOut[m.Topic]; ok {
+				pr.TopicAlias, pr.HasTopicAlias = a, true
+				p.Topic = ""
+			} else if len(c.aliasesOut) < int(c.aliasOutMax) {
+				if c.aliasesOut == nil {
+					c.aliasesOut = map[string]uint16{}
+				}
+				a := uint16(len(c.aliasesOut) + 1)
+				c.aliasesOut[m.Topic] = a
+				pr.TopicAlias, pr.HasTopicAlias = a, true
+			}
+		}
+		if c.maxOut > 0 && uint32(packet.Size(&p, c.version)) > c.maxOut {
+			c.s.m.dropped.WithLabelValues("too_large_for_client").Inc() // MQTT-3.1.2-25
+			return false
+		}
+	}
+	if !c.enqueueLocked(&p) {
+		return false
+	}
+	c.s.m.delivered.Inc()
+	return true
+}
+
+// onAck handles the client's acknowledgements of outbound QoS 1 and 2.
+func (c *conn) onAck(id uint16, t packet.Type, code packet.ReasonCode) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	om, ok := c.inflight[id]
+	switch t {
+	case packet.PUBACK:
+		if !ok || om.qos != 1 {
+			return
+		}
+	case packet.PUBREC:
+		if !ok || om.qos != 2 {
+			if c.version == packet.V5 {
+				c.enqueueLocked(&packet.Pubrel{PacketID: id, ReasonCode: packet.PacketIdentifierNotFound})
+			}
+			return
+		}
+		if !code.IsError() {
+			om.released = true
+			c.enqueueLocked(&packet.Pubrel{PacketID: id}) // MQTT-4.3.3-4
+			return
+		}
+		// A PUBREC with an error ends the exchange (MQTT-4.3.3-?): no PUBREL.
+	case packet.PUBCOMP:
+		if !ok || om.qos != 2 {
+			return
+		}
+	}
+	delete(c.inflight, id)
+	for len(c.queue) > 0 && len(c.inflight) < c.window {
+		next := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[1:]
+		if next.m.ExpiresUnixMs != 0 && time.Now().UnixMilli() >= next.m.ExpiresUnixMs {
+			c.s.m.dropped.WithLabelValues("expired").Inc()
+			continue
+		}
+		c.startLocked(next)
+	}
+}

@@ -1,0 +1,83 @@
+package mqtt
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	connections   prometheus.Gauge
+	connects      *prometheus.CounterVec // by result
+	packetsIn     *prometheus.CounterVec // by type
+	published     *prometheus.CounterVec // by qos
+	delivered     prometheus.Counter
+	dropped       *prometheus.CounterVec // by reason
+	subscriptions prometheus.Gauge
+	routeChanges  *prometheus.CounterVec // add/remove
+	matchCache    *prometheus.CounterVec // hit/miss
+	remote        *prometheus.CounterVec // remote deliveries by result
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bifrost_mqtt_connections", Help: "MQTT connections past CONNACK.",
+		}),
+		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_connects_total", Help: "CONNECT packets by result.",
+		}, []string{"result"}),
+		packetsIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_packets_received_total", Help: "Control packets received, by type.",
+		}, []string{"type"}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_messages_published_total", Help: "PUBLISH packets accepted from clients, by QoS.",
+		}, []string{"qos"}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_messages_delivered_total", Help: "Messages handed to a client connection.",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_messages_dropped_total", Help: "Messages not delivered, by reason.",
+		}, []string{"reason"}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bifrost_mqtt_subscriptions", Help: "Subscriptions of connected sessions.",
+		}),
+		routeChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_route_changes_total", Help: "dist route changes made by this frontend.",
+		}, []string{"op", "result"}),
+		matchCache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_match_cache_total", Help: "dist match cache lookups.",
+		}, []string{"result"}),
+		remote: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_remote_deliveries_total", Help: "Messages handed to other frontends, by result.",
+		}, []string{"result"}),
+	}
+	m.connections = register(reg, m.connections)
+	m.connects = register(reg, m.connects)
+	m.packetsIn = register(reg, m.packetsIn)
+	m.published = register(reg, m.published)
+	m.delivered = register(reg, m.delivered)
+	m.dropped = register(reg, m.dropped)
+	m.subscriptions = register(reg, m.subscriptions)
+	m.routeChanges = register(reg, m.routeChanges)
+	m.matchCache = register(reg, m.matchCache)
+	m.remote = register(reg, m.remote)
+	return m
+}
+
+// register registers c, or returns the collector already registered under
+// its name (several frontends in one process, as tests run them).
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
+	if reg == nil {
+		return c
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if e, ok := are.ExistingCollector.(T); ok {
+				return e
+			}
+		}
+	}
+	return c
+}

@@ -1,0 +1,447 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/mqtt/fanout"
+	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
+)
+
+// Receiver kinds in dist routes.
+const (
+	receiverFrontend = 1
+	receiverInbox    = 2
+)
+
+// NewReceiverID names a frontend process in dist routes: the gRPC address
+// other frontends dial to reach it, and a random incarnation so that the
+// routes of an earlier process at the same address are told apart (and
+// removed as stale when delivery to them finds no such receiver).
+func NewReceiverID(grpcAddr string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "fe:" + grpcAddr + "#" + hex.EncodeToString(b[:])
+}
+
+// receiverAddr is the gRPC address inside a receiver ID.
+func receiverAddr(id string) (string, bool) {
+	rest, ok := strings.CutPrefix(id, "fe:")
+	if !ok {
+		return "", false
+	}
+	addr, _, ok := strings.Cut(rest, "#")
+	return addr, ok && addr != ""
+}
+
+// matchCache caches dist matches per (tenant, topic). A route change bumps
+// the tenant's generation and clears it; a match that started before the
+// change is not stored after it (it may have missed the new route).
+type matchCache struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	gen map[string]uint64
+	m   map[string]map[string]cachedMatch
+}
+
+type cachedMatch struct {
+	routes []*distpb.Matched
+	at     time.Time
+}
+
+const maxCachedTopics = 1 << 16
+
+func newMatchCache(ttl time.Duration) *matchCache {
+	return &matchCache{ttl: ttl, gen: map[string]uint64{}, m: map[string]map[string]cachedMatch{}}
+}
+
+func (c *matchCache) get(tenant, topic string, now time.Time) (routes []*distpb.Matched, ok bool, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gen = c.gen[tenant]
+	if c.ttl < 0 {
+		return nil, false, gen
+	}
+	e, ok := c.m[tenant][topic]
+	if !ok || now.Sub(e.at) > c.ttl {
+		return nil, false, gen
+	}
+	return e.routes, true, gen
+}
+
+func (c *matchCache) put(tenant, topic string, gen uint64, routes []*distpb.Matched, now time.Time) {
+	if c.ttl < 0 {
+		return
+	}
+	for _, r := range routes {
+		// A shared group's member is picked per match; caching the pick
+		// would pin the group to one member.
+		if strings.HasPrefix(r.Subscription, "$share/") || strings.HasPrefix(r.Subscription, "$oshare/") {
+			return
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen[tenant] != gen {
+		return
+	}
+	t := c.m[tenant]
+	if t == nil || len(t) >= maxCachedTopics {
+		t = map[string]cachedMatch{}
+		c.m[tenant] = t
+	}
+	t[topic] = cachedMatch{routes: routes, at: now}
+}
+
+func (c *matchCache) invalidate(tenant string) {
+	c.mu.Lock()
+	c.gen[tenant]++
+	delete(c.m, tenant)
+	c.mu.Unlock()
+}
+
+// peers holds client connections to other frontends.
+type peers struct {
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+	// down remembers addresses that failed recently, so that a dead
+	// frontend's stale routes do not cost every publish a dial.
+	down map[string]time.Time
+}
+
+const peerDownFor = 5 * time.Second
+
+func (p *peers) client(addr string) (mqttpb.FrontendClient, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t, ok := p.down[addr]; ok && time.Since(t) < peerDownFor {
+		return nil, fmt.Errorf("frontend %s failed recently", addr)
+	}
+	c := p.conns[addr]
+	if c == nil {
+		var err error
+		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, err
+		}
+		if p.conns == nil {
+			p.conns = map[string]*grpc.ClientConn{}
+		}
+		p.conns[addr] = c
+	}
+	return mqttpb.NewFrontendClient(c), nil
+}
+
+func (p *peers) failed(addr string) {
+	p.mu.Lock()
+	if p.down == nil {
+		p.down = map[string]time.Time{}
+	}
+	p.down[addr] = time.Now()
+	p.mu.Unlock()
+}
+
+func (p *peers) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// routeLocks serialises the route changes of one (tenant, subscription) on
+// this frontend, so that a SUBACK never overtakes the commit of the route
+// another session's SUBSCRIBE started, and a removal never races an add.
+type routeLocks struct {
+	mu    sync.Mutex
+	locks map[string]*routeLock
+}
+
+type routeLock struct {
+	sync.Mutex
+	refs int
+}
+
+func (l *routeLocks) lock(key string) func() {
+	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*routeLock{}
+	}
+	rl := l.locks[key]
+	if rl == nil {
+		rl = &routeLock{}
+		l.locks[key] = rl
+	}
+	rl.refs++
+	l.mu.Unlock()
+	rl.Lock()
+	return func() {
+		rl.Unlock()
+		l.mu.Lock()
+		rl.refs--
+		if rl.refs == 0 {
+			delete(l.locks, key)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// subscribe records a session's subscription and, if it is the first on
+// this frontend, commits the dist route and tells the other frontends to
+// drop their cached matches of the tenant. It returns the dist result.
+func (s *Server) subscribe(ctx context.Context, tenant, session string, sub dist.Subscription, o fanout.Options) (distpb.Result, error) {
+	unlock := s.routeLocks.lock(tenant + "\x00" + sub.String())
+	defer unlock()
+	if !s.fan.Subscribe(tenant, session, sub, o) {
+		return distpb.Result_RESULT_OK, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	out, err := s.cfg.Dist.AddRoute(ctx, &distpb.AddRouteRequest{Route: s.route(tenant, sub)})
+	if err == nil && out.Result != distpb.Result_RESULT_OK && out.Result != distpb.Result_RESULT_EXISTS {
+		err = fmt.Errorf("dist refused the route: %s %s", out.Result, out.Reason)
+	}
+	if err != nil {
+		s.fan.Unsubscribe(tenant, session, sub)
+		s.m.routeChanges.WithLabelValues("add", "error").Inc()
+		if out != nil {
+			return out.Result, err
+		}
+		return distpb.Result_RESULT_OK, err
+	}
+	s.m.routeChanges.WithLabelValues("add", "ok").Inc()
+	s.cache.invalidate(tenant)
+	s.broadcastInvalidate(ctx, tenant)
+	return distpb.Result_RESULT_OK, nil
+}
+
+// unsubscribe drops a session's subscription and, if it was the last on
+// this frontend, the dist route. found is false if the session did not
+// hold it.
+func (s *Server) unsubscribe(ctx context.Context, tenant, session string, sub dist.Subscription) (found bool) {
+	unlock := s.routeLocks.lock(tenant + "\x00" + sub.String())
+	defer unlock()
+	found, last := s.fan.Unsubscribe(tenant, session, sub)
+	if last {
+		s.removeRoute(ctx, tenant, sub.String(), s.cfg.ReceiverID)
+	}
+	return found
+}
+
+func (s *Server) route(tenant string, sub dist.Subscription) *distpb.Route {
+	return &distpb.Route{Tenant: tenant, Subscription: sub.String(),
+		Receiver: &distpb.Receiver{Kind: receiverFrontend, Id: s.cfg.ReceiverID}}
+}
+
+func (s *Server) removeRoute(ctx context.Context, tenant, sub, receiver string) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	_, err := s.cfg.Dist.RemoveRoute(ctx, &distpb.RemoveRouteRequest{Route: &distpb.Route{
+		Tenant: tenant, Subscription: sub, Receiver: &distpb.Receiver{Kind: receiverFrontend, Id: receiver}}})
+	if err != nil {
+		s.m.routeChanges.WithLabelValues("remove", "error").Inc()
+		s.log.Warn("removing a route failed", "tenant", tenant, "subscription", sub, "receiver", receiver, "err", err)
+		return
+	}
+	s.m.routeChanges.WithLabelValues("remove", "ok").Inc()
+	s.cache.invalidate(tenant)
+}
+
+// broadcastInvalidate tells every other frontend to drop its cached matches
+// of the tenant, waiting a short while for them: the TTL covers the ones
+// that do not answer in time.
+func (s *Server) broadcastInvalidate(ctx context.Context, tenant string) {
+	if s.cfg.Frontends == nil {
+		return
+	}
+	self, _ := receiverAddr(s.cfg.ReceiverID)
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, addr := range s.cfg.Frontends() {
+		if addr == self {
+			continue
+		}
+		c, err := s.peers.client(addr)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.InvalidateRoutes(ctx, &mqttpb.InvalidateRequest{Tenant: tenant}); err != nil {
+				s.log.Debug("route invalidation not delivered", "frontend", addr, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// match returns the routes of a topic, from the cache or from dist.
+func (s *Server) match(ctx context.Context, tenant, topic, publisher string, seed uint64) ([]*distpb.Matched, error) {
+	now := time.Now()
+	routes, ok, gen := s.cache.get(tenant, topic, now)
+	if ok {
+		s.m.matchCache.WithLabelValues("hit").Inc()
+		return routes, nil
+	}
+	s.m.matchCache.WithLabelValues("miss").Inc()
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := s.cfg.Dist.Match(ctx, &distpb.MatchRequest{Tenant: tenant, Topics: []string{topic}, Publisher: publisher, Seed: seed})
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Topics) == 1 {
+		routes = resp.Topics[0].Matched
+	}
+	s.cache.put(tenant, topic, gen, routes, now)
+	return routes, nil
+}
+
+// dispatch hands a message to every receiver its topic matches and returns
+// how many sessions or frontends took it. An error means the message may
+// not have reached every receiver (dist could not be asked).
+func (s *Server) dispatch(ctx context.Context, tenant string, m *mqttpb.Message) (int, error) {
+	seed := randomSeed()
+	routes, err := s.match(ctx, tenant, m.Topic, m.Publisher, seed)
+	if err != nil {
+		return 0, err
+	}
+	if len(routes) == 0 {
+		return 0, nil
+	}
+	var local []string
+	remote := map[string][]string{}
+	for _, r := range routes {
+		switch {
+		case r.Receiver.GetKind() == receiverFrontend && r.Receiver.GetId() == s.cfg.ReceiverID:
+			local = append(local, r.Subscription)
+		case r.Receiver.GetKind() == receiverFrontend:
+			remote[r.Receiver.GetId()] = append(remote[r.Receiver.GetId()], r.Subscription)
+		default:
+			// Inbox receivers belong to persistent sessions, which this
+			// frontend does not serve yet.
+			s.m.dropped.WithLabelValues("inbox_receiver").Inc()
+		}
+	}
+	n := 0
+	if len(local) > 0 {
+		delivered, gone := s.deliverLocal(tenant, m, local, seed)
+		n += delivered
+		s.removeGone(tenant, s.cfg.ReceiverID, gone)
+	}
+	for id, subs := range remote {
+		if s.deliverRemote(ctx, tenant, id, m, subs, seed) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// removeGone removes stale routes in the background: delivery must not
+// wait for them.
+func (s *Server) removeGone(tenant, receiver string, subs []string) {
+	if len(subs) == 0 {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for _, sub := range subs {
+			if receiver == s.cfg.ReceiverID {
+				// Our own route: only if still no session holds it, under
+				// the route lock so a concurrent subscribe is not undone.
+				parsed, err := dist.ParseSubscription(sub)
+				if err != nil {
+					continue
+				}
+				unlock := s.routeLocks.lock(tenant + "\x00" + sub)
+				if !s.fan.Has(tenant, parsed) {
+					s.removeRoute(s.ctx, tenant, sub, receiver)
+				}
+				unlock()
+				continue
+			}
+			s.removeRoute(s.ctx, tenant, sub, receiver)
+		}
+	}()
+}
+
+func (s *Server) deliverLocal(tenant string, m *mqttpb.Message, subs []string, seed uint64) (int, []string) {
+	ds, gone := s.fan.DeliveriesFor(tenant, m.Publisher, seed, subs)
+	n := 0
+	for _, d := range ds {
+		c := s.session(tenant, d.Session)
+		if c == nil {
+			continue
+		}
+		if c.deliver(m, min(byte(m.Qos), d.QoS), m.Retain && d.RetainAsPublished, d.SubscriptionIDs) {
+			n++
+		}
+	}
+	return n, gone
+}
+
+func (s *Server) deliverRemote(ctx context.Context, tenant, receiver string, m *mqttpb.Message, subs []string, seed uint64) bool {
+	addr, ok := receiverAddr(receiver)
+	if !ok {
+		s.m.remote.WithLabelValues("bad_receiver").Inc()
+		return false
+	}
+	c, err := s.peers.client(addr)
+	if err != nil {
+		s.m.remote.WithLabelValues("unreachable").Inc()
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := c.Deliver(ctx, &mqttpb.DeliverRequest{Receiver: receiver, Tenant: tenant, Message: m, Subscriptions: subs, Seed: seed})
+	if err != nil {
+		s.peers.failed(addr)
+		s.m.remote.WithLabelValues("error").Inc()
+		s.log.Debug("delivery to a frontend failed", "frontend", addr, "err", err)
+		return false
+	}
+	if resp.UnknownReceiver {
+		// A later process at that address: the routes are an earlier one's.
+		s.m.remote.WithLabelValues("unknown_receiver").Inc()
+		s.removeGone(tenant, receiver, subs)
+		return false
+	}
+	// resp.Gone is the receiver's own business: it removes its stale routes
+	// under its route locks, which a removal from here would race.
+	s.m.remote.WithLabelValues("ok").Inc()
+	return resp.Delivered > 0
+}
+
+// frontendService is the Frontend gRPC service other frontends call.
+type frontendService struct {
+	mqttpb.UnimplementedFrontendServer
+	s *Server
+}
+
+func (f *frontendService) Deliver(ctx context.Context, req *mqttpb.DeliverRequest) (*mqttpb.DeliverResponse, error) {
+	if req.Receiver != f.s.cfg.ReceiverID || req.Message == nil {
+		return &mqttpb.DeliverResponse{UnknownReceiver: true}, nil
+	}
+	n, gone := f.s.deliverLocal(req.Tenant, req.Message, req.Subscriptions, req.Seed)
+	f.s.removeGone(req.Tenant, f.s.cfg.ReceiverID, gone)
+	return &mqttpb.DeliverResponse{Delivered: uint32(n), Gone: gone}, nil
+}
+
+func (f *frontendService) InvalidateRoutes(ctx context.Context, req *mqttpb.InvalidateRequest) (*mqttpb.InvalidateResponse, error) {
+	f.s.cache.invalidate(req.Tenant)
+	return &mqttpb.InvalidateResponse{}, nil
+}

@@ -1,0 +1,183 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/bifrost-mq/bifrost/mqtt/fanout"
+	"github.com/bifrost-mq/bifrost/mqtt/listener"
+	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
+	"github.com/bifrost-mq/bifrost/mqtt/packet"
+)
+
+// Server is one MQTT frontend.
+type Server struct {
+	cfg        Config
+	log        *slog.Logger
+	m          *metrics
+	fan        *fanout.Index
+	cache      *matchCache
+	peers      peers
+	routeLocks routeLocks
+
+	mu        sync.Mutex
+	sessions  map[sessionKey]*conn
+	conns     map[*conn]struct{}
+	listeners []*listener.Listener
+	closed    bool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts background work (stale-route removal) and connections.
+	wg sync.WaitGroup
+}
+
+type sessionKey struct{ tenant, clientID string }
+
+// New returns a frontend; Start opens its listeners.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg: cfg, log: cfg.Logger.With("frontend", cfg.ReceiverID), m: newMetrics(cfg.Registerer),
+		fan: fanout.New(), cache: newMatchCache(cfg.MatchCacheTTL),
+		sessions: map[sessionKey]*conn{}, conns: map[*conn]struct{}{},
+		ctx: ctx, cancel: cancel,
+	}, nil
+}
+
+// RegisterService registers the Frontend gRPC service (deliveries from
+// other frontends) on a gRPC server.
+func (s *Server) RegisterService(g *grpc.Server) {
+	mqttpb.RegisterFrontendServer(g, &frontendService{s: s})
+}
+
+// ReceiverID is the frontend's name in dist routes.
+func (s *Server) ReceiverID() string { return s.cfg.ReceiverID }
+
+// Start opens the configured listeners; on an error none stays open.
+func (s *Server) Start() error {
+	for _, lc := range s.cfg.Listeners {
+		l, err := listener.Start(lc, s.ServeConn, s.log, s.cfg.Registerer)
+		if err != nil {
+			for _, o := range s.listeners {
+				o.Close()
+			}
+			s.listeners = nil
+			return err
+		}
+		s.log.Info("mqtt listener started", "kind", lc.Kind, "addr", l.Addr().String())
+		s.listeners = append(s.listeners, l)
+	}
+	return nil
+}
+
+// Addrs returns the listeners' addresses, in the order configured.
+func (s *Server) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// Close stops the listeners, tells MQTT 5 clients the server is shutting
+// down, closes every connection and waits for them.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.kick(packet.ServerShuttingDown)
+	}
+	var err error
+	for _, l := range s.listeners {
+		err = errors.Join(err, l.Close())
+	}
+	s.wg.Wait()
+	s.cancel()
+	s.peers.close()
+	return err
+}
+
+// ServeConn serves one client connection until it ends. Listeners call it;
+// tests may call it with any net.Conn.
+func (s *Server) ServeConn(nc net.Conn, info listener.ConnInfo) {
+	c := newConn(s, nc, info)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+	c.serve()
+}
+
+// register makes c the session of its client ID, taking over (and waiting
+// for the end of) a connection that holds it (MQTT-3.1.4-3).
+func (s *Server) register(c *conn) {
+	for {
+		s.mu.Lock()
+		old := s.sessions[c.key]
+		if old == nil {
+			s.sessions[c.key] = c
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		old.kick(packet.SessionTakenOver)
+		select {
+		case <-old.done:
+		case <-time.After(10 * time.Second):
+			s.log.Warn("taken-over connection did not end in time", "client", c.key.clientID)
+			s.mu.Lock()
+			if s.sessions[c.key] == old {
+				delete(s.sessions, c.key)
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *Server) unregister(c *conn) {
+	s.mu.Lock()
+	if s.sessions[c.key] == c {
+		delete(s.sessions, c.key)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) session(tenant, clientID string) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[sessionKey{tenant, clientID}]
+}
+
+func randomSeed() uint64 { return rand.Uint64() }
