@@ -45,7 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "store":
 		err = runServer(cmd, args, stderr)
 	case "frontend":
-		err = usagef("bifrost frontend: not yet: the MQTT frontend is not built yet")
+		err = runFrontend(args, stderr)
 	case "admin":
 		err = runAdmin(args, stdout, stderr)
 	case "help", "-h", "--help":

@@ -34,6 +34,7 @@ import (
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/ranges"
 )
 
@@ -54,6 +55,12 @@ type serverFlags struct {
 	splitLoad        float64
 	balancerInterval time.Duration
 	bal              *balancer.Balancer
+
+	// runsMQTT: standalone runs a frontend in the store's process.
+	runsMQTT bool
+	mqtt     mqttFlags
+	frontCfg mqtt.Config
+	front    *mqtt.Server
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
@@ -82,18 +89,27 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.DurationVar(&f.balancerInterval, "balancer-interval", 5*time.Second, "time between balancer moves")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	if standalone {
+		f.runsMQTT = true
+		f.mqtt.register(fs)
+	}
 }
 
 // applyConfigFile sets every flag not given on the command line or in the
 // environment from a TOML file whose keys are the flag names
 // (data = "/var/lib/bifrost", split-bytes = 536870912, bootstrap-expect = 3).
-func applyConfigFile(fs *flag.FlagSet, path string) error {
+func applyConfigFile(fs *flag.FlagSet, path string, tables func(map[string]any) error) error {
 	if path == "" {
 		return nil
 	}
 	var values map[string]any
 	if _, err := toml.DecodeFile(path, &values); err != nil {
 		return fmt.Errorf("config file %s: %v", path, err)
+	}
+	if tables != nil {
+		if err := tables(values); err != nil {
+			return fmt.Errorf("config file %s: %v", path, err)
+		}
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
@@ -236,7 +252,11 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	if err := applyEnv(fs); err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
-	if err := applyConfigFile(fs, f.config); err != nil {
+	var tables func(map[string]any) error
+	if f.runsMQTT {
+		tables = f.mqtt.configFileACL
+	}
+	if err := applyConfigFile(fs, f.config, tables); err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
 	log, err := f.logger(stderr)
@@ -249,10 +269,37 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
+	if f.runsMQTT {
+		if f.frontCfg, err = f.mqtt.frontendConfig(fs, log, reg); err != nil {
+			return usagef("bifrost %s: %v", cmd, err)
+		}
+		cfg.MQTT = true
+		services := cfg.Services
+		cfg.Services = func(s *grpc.Server, n *ranges.Node) {
+			services(s, n)
+			fc := f.frontCfg
+			fc.ReceiverID = mqtt.NewReceiverID(n.GRPCAddr())
+			fc.Dist, fc.Retain = dist.NewClient(n.Router()), retain.NewClient(n.Router())
+			fc.Frontends = frontendAddrs(n.Membership)
+			front, err := mqtt.New(fc)
+			if err != nil {
+				panic(err) // validated above
+			}
+			front.RegisterService(s)
+			f.front = front
+		}
+	}
 	node, err := ranges.StartNode(cfg)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
+	if f.front != nil {
+		if err := f.front.Start(); err != nil {
+			node.Close()
+			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+		}
+		defer f.front.Close()
 	}
 	var httpSrv *http.Server
 	if f.http != "" {
@@ -298,6 +345,9 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
+	if f.front != nil {
+		f.front.Close() // clients first: they reconnect elsewhere while the store drains
+	}
 	stopSched()
 	<-schedDone
 	<-balDone

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain"
+	"github.com/bifrost-mq/bifrost/mqtt"
+	"github.com/bifrost-mq/bifrost/ranges"
+)
+
+// runFrontend runs a stateless MQTT frontend that joins a cluster: a
+// gateway (gossip member that routes to the stores), the Frontend gRPC
+// service for deliveries from other frontends, and the MQTT listeners.
+func runFrontend(args []string, stderr io.Writer) error {
+	const cmd = "frontend"
+	fs := newFlagSet(cmd, stderr)
+	var f serverFlags // for the shared log and config flags
+	var m mqttFlags
+	var gossip, advertise, grpcAddr, httpAddr, join, name string
+	fs.StringVar(&f.config, "config", "", "TOML file of settings named like these flags (flags and BIFROST_* variables win)")
+	fs.StringVar(&gossip, "gossip", "127.0.0.1:7956", "gossip bind address (host:port)")
+	fs.StringVar(&advertise, "advertise", "", "gossip address peers dial (default: --gossip)")
+	fs.StringVar(&grpcAddr, "grpc", "127.0.0.1:7958", "gRPC address other frontends reach this one on (host:port)")
+	fs.StringVar(&httpAddr, "http", "127.0.0.1:8092", "admin HTTP address for /metrics and /healthz (empty: off)")
+	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of cluster members (required)")
+	fs.StringVar(&name, "name", "", "gossip member name (default frontend-<grpc address>)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	m.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return flagError(cmd, fs, err, stderr)
+	}
+	if fs.NArg() > 0 {
+		return usagef("bifrost %s: unexpected argument %q", cmd, fs.Arg(0))
+	}
+	if err := applyEnv(fs); err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	if err := applyConfigFile(fs, f.config, m.configFileACL); err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	for flagName, addr := range map[string]string{"-gossip": gossip, "-grpc": grpcAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return usagef("bifrost %s: invalid value %q for %s: want host:port", cmd, addr, flagName)
+		}
+	}
+	var seeds []string
+	for _, j := range strings.Split(join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			if _, _, err := net.SplitHostPort(j); err != nil {
+				return usagef("bifrost %s: invalid address %q in -join: want host:port", cmd, j)
+			}
+			seeds = append(seeds, j)
+		}
+	}
+	if len(seeds) == 0 {
+		return usagef("bifrost %s: -join is required: the gossip address of a cluster member", cmd)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	fc, err := m.frontendConfig(fs, log, reg)
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	if name == "" {
+		name = "frontend-" + grpcAddr
+	}
+
+	lis, err := net.Listen("tcp", grpcAddr)
+	if err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: grpc listen on %s: %v", cmd, grpcAddr, err)}
+	}
+	gw, err := ranges.StartGateway(ranges.GatewayConfig{
+		Name: name, GossipAddr: gossip, GossipAdvertise: advertise, Join: seeds,
+		GRPCAddr: lis.Addr().String(), MQTT: true, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		lis.Close()
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
+	defer gw.Close()
+	fc.ReceiverID = mqtt.NewReceiverID(lis.Addr().String())
+	fc.Dist, fc.Retain = dist.NewClient(gw.Router()), retain.NewClient(gw.Router())
+	fc.Frontends = frontendAddrs(gw.Membership)
+	front, err := mqtt.New(fc)
+	if err != nil {
+		lis.Close()
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	g := grpc.NewServer()
+	front.RegisterService(g)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := g.Serve(lis); err != nil {
+			log.Error("grpc server stopped", "err", err)
+		}
+	}()
+	defer func() { g.Stop(); <-served }()
+
+	ready, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	err = gw.WaitReady(ready)
+	cancel()
+	if err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: the cluster did not answer: %v", cmd, err)}
+	}
+	if err := front.Start(); err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
+	defer front.Close()
+
+	if httpAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+		hl, err := net.Listen("tcp", httpAddr)
+		if err != nil {
+			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: admin http listen on %s: %v", cmd, httpAddr, err)}
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("admin http stopped", "err", err)
+			}
+		}()
+		defer srv.Close()
+	}
+	log.Info("bifrost frontend running", "grpc", lis.Addr().String(), "receiver", fc.ReceiverID)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	return nil
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bifrost-mq/bifrost/mqtt"
+	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/listener"
+	"github.com/bifrost-mq/bifrost/ranges"
+)
+
+// mqttFlags are the MQTT frontend's flags, shared by 'standalone' and
+// 'frontend'. The ACL rules come only from the config file ([[acl]] tables).
+type mqttFlags struct {
+	tcp, tls, ws, wss            string
+	cert, key, clientCA          string
+	requireClientCert            bool
+	maxPacketSize                uint
+	maxKeepAlive                 uint
+	receiveMaximum, maxInflight  uint
+	maxQueued                    int
+	usersFile                    string
+	allowAnonymous, defaultAllow bool
+	acl                          []auth.Rule
+}
+
+func (m *mqttFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&m.tcp, "mqtt", ":1883", "MQTT over TCP listen address (empty: off)")
+	fs.StringVar(&m.tls, "mqtt-tls", ":8883", "MQTT over TLS listen address; opened when --tls-cert is set (empty: off)")
+	fs.StringVar(&m.ws, "mqtt-ws", ":8083", "MQTT over WebSocket listen address, path /mqtt (empty: off)")
+	fs.StringVar(&m.wss, "mqtt-wss", ":8084", "MQTT over secure WebSocket listen address; opened when --tls-cert is set (empty: off)")
+	fs.StringVar(&m.cert, "tls-cert", "", "PEM certificate file for the TLS and WSS listeners")
+	fs.StringVar(&m.key, "tls-key", "", "PEM private key file for the TLS and WSS listeners")
+	fs.StringVar(&m.clientCA, "tls-client-ca", "", "PEM CA file that verifies client certificates")
+	fs.BoolVar(&m.requireClientCert, "tls-require-client-cert", false, "refuse TLS clients without a certificate signed by --tls-client-ca")
+	fs.UintVar(&m.maxPacketSize, "mqtt-max-packet-size", 1<<20, "largest MQTT packet accepted, in bytes")
+	fs.UintVar(&m.maxKeepAlive, "mqtt-max-keepalive", 0, "cap on a client's keep-alive in seconds, told to MQTT 5 clients (0: no cap)")
+	fs.UintVar(&m.receiveMaximum, "mqtt-receive-maximum", 128, "inbound QoS 1/2 publishes a client may have unacknowledged")
+	fs.UintVar(&m.maxInflight, "mqtt-max-inflight", 64, "outbound QoS 1/2 messages awaiting a client's acknowledgement")
+	fs.IntVar(&m.maxQueued, "mqtt-max-queued", 1000, "messages queued per connection behind a full in-flight window")
+	fs.StringVar(&m.usersFile, "users-file", "", "file of username:bcrypt-hash lines; when set, clients must authenticate")
+	fs.BoolVar(&m.allowAnonymous, "allow-anonymous", false, "with --users-file, also accept clients without a username")
+	fs.BoolVar(&m.defaultAllow, "acl-default-allow", true, "allow what no [[acl]] rule of the config file decides")
+}
+
+// configFileACL takes the [[acl]] tables out of a config file's settings.
+func (m *mqttFlags) configFileACL(values map[string]any) error {
+	raw, ok := values["acl"]
+	if !ok {
+		return nil
+	}
+	delete(values, "acl")
+	list, ok := raw.([]map[string]any)
+	if !ok {
+		return fmt.Errorf("acl: want [[acl]] tables")
+	}
+	for i, t := range list {
+		var r auth.Rule
+		for k, v := range t {
+			var good bool
+			switch k {
+			case "allow":
+				r.Allow, good = v.(bool)
+			case "action":
+				r.Action, good = v.(string)
+			case "topic":
+				r.Topic, good = v.(string)
+			case "users":
+				var vs []any
+				if vs, good = v.([]any); good {
+					for _, u := range vs {
+						s, isStr := u.(string)
+						good = good && isStr
+						r.Users = append(r.Users, s)
+					}
+				}
+			default:
+				return fmt.Errorf("acl[%d]: unknown key %q (want allow, action, users, topic)", i, k)
+			}
+			if !good {
+				return fmt.Errorf("acl[%d]: bad value for %s", i, k)
+			}
+		}
+		m.acl = append(m.acl, r)
+	}
+	return nil
+}
+
+func (m *mqttFlags) listeners(fs *flag.FlagSet) ([]listener.Config, error) {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	hasCert := m.cert != "" || m.key != ""
+	var out []listener.Config
+	add := func(flagName, addr string, kind listener.Kind, tls bool) error {
+		if addr == "" {
+			return nil
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("invalid value %q for -%s: want host:port", addr, flagName)
+		}
+		if tls && !hasCert {
+			if set[flagName] {
+				return fmt.Errorf("-%s needs -tls-cert and -tls-key", flagName)
+			}
+			return nil
+		}
+		lc := listener.Config{Kind: kind, Addr: addr}
+		if tls {
+			lc.CertFile, lc.KeyFile, lc.ClientCAFile, lc.RequireClientCert = m.cert, m.key, m.clientCA, m.requireClientCert
+		}
+		if err := lc.Validate(); err != nil {
+			return fmt.Errorf("-%s: %v", flagName, err)
+		}
+		out = append(out, lc)
+		return nil
+	}
+	for _, l := range []struct {
+		name, addr string
+		kind       listener.Kind
+		tls        bool
+	}{
+		{"mqtt", m.tcp, listener.TCP, false}, {"mqtt-tls", m.tls, listener.TLS, true},
+		{"mqtt-ws", m.ws, listener.WS, false}, {"mqtt-wss", m.wss, listener.WSS, true},
+	} {
+		if err := add(l.name, l.addr, l.kind, l.tls); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (m *mqttFlags) authenticator() (auth.Authenticator, error) {
+	if m.usersFile == "" && len(m.acl) == 0 {
+		return auth.AllowAll(), nil
+	}
+	a, err := auth.NewFile(auth.FileConfig{
+		UsersFile: m.usersFile, AllowAnonymous: m.allowAnonymous || m.usersFile == "",
+		ACL: m.acl, DefaultAllow: m.defaultAllow,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// frontendConfig validates the flags into a frontend's configuration; the
+// caller fills in the receiver and the clients.
+func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prometheus.Registerer) (mqtt.Config, error) {
+	ls, err := m.listeners(fs)
+	if err != nil {
+		return mqtt.Config{}, err
+	}
+	a, err := m.authenticator()
+	if err != nil {
+		return mqtt.Config{}, err
+	}
+	if m.maxPacketSize < 64 || m.maxPacketSize > 268435455 {
+		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-packet-size: want 64 to 268435455", m.maxPacketSize)
+	}
+	if m.maxKeepAlive > 65535 {
+		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-keepalive: want 0 to 65535", m.maxKeepAlive)
+	}
+	if m.receiveMaximum < 1 || m.receiveMaximum > 65535 {
+		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-receive-maximum: want 1 to 65535", m.receiveMaximum)
+	}
+	if m.maxInflight < 1 || m.maxInflight > 65535 {
+		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-inflight: want 1 to 65535", m.maxInflight)
+	}
+	if m.maxQueued < 0 {
+		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-queued: must be 0 or more", m.maxQueued)
+	}
+	return mqtt.Config{
+		Listeners: ls, Auth: a,
+		MaxPacketSize: uint32(m.maxPacketSize), MaxKeepAlive: uint16(m.maxKeepAlive),
+		ReceiveMaximum: uint16(m.receiveMaximum), MaxInflight: uint16(m.maxInflight), MaxQueued: max(m.maxQueued, 1),
+		Logger: log, Registerer: reg,
+	}, nil
+}
+
+// frontendAddrs lists the gRPC addresses of the members that run a frontend.
+func frontendAddrs(m func() *ranges.Membership) func() []string {
+	return func() []string {
+		ms := m()
+		if ms == nil {
+			return nil
+		}
+		var out []string
+		for _, mem := range ms.Members() {
+			if mem.Meta.MQTT && mem.Meta.GRPC != "" {
+				out = append(out, mem.Meta.GRPC)
+			}
+		}
+		return out
+	}
+}
