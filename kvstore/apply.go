@@ -30,10 +30,15 @@ type applier struct {
 	// ranges absorbed. The store acts on both after the batch commits.
 	splits []*kvpb.RangeDescriptor
 	merged []uint64
-	// cop is the range's coprocessor; newCop makes it when the range gets
-	// its first descriptor in this batch.
-	cop    Coprocessor
-	newCop func(*kvpb.RangeDescriptor) Coprocessor
+	// cop is the range's coprocessor and copFor makes a new one (nil: the
+	// keyspace has none). copStale says cop's in-memory state no longer
+	// matches the batch (a refused command had changed it): cop is rebuilt
+	// before its next use and before the batch commits. copChanged says cop
+	// is a new instance, to be published with the descriptor at commit.
+	cop        Coprocessor
+	copFor     func(*kvpb.RangeDescriptor) Coprocessor
+	copStale   bool
+	copChanged bool
 }
 
 // errNoDescriptor stops a replica that joined a range and is asked to apply
@@ -139,6 +144,7 @@ func (a *applier) applyWrite(ver uint64, w *kvpb.WriteBatch) (*kvpb.CommandResul
 	if res := checkEpoch(a.desc, ver, w.Ops); res != nil {
 		return res, nil
 	}
+	hasCoproc := false
 	for _, op := range w.Ops {
 		if p, ok := op.Op.(*kvpb.Op_Put); ok && len(p.Put.Value) > MaxValueSize {
 			return badRequest(fmt.Sprintf("value of %d bytes exceeds the limit of %d", len(p.Put.Value), MaxValueSize)), nil
@@ -146,34 +152,56 @@ func (a *applier) applyWrite(ver uint64, w *kvpb.WriteBatch) (*kvpb.CommandResul
 		if _, ok := op.Op.(*kvpb.Op_Scan); ok {
 			return badRequest("a write may not hold a scan"), nil
 		}
+		if _, ok := op.Op.(*kvpb.Op_Coproc); ok {
+			hasCoproc = true
+		}
 	}
-	ks := a.desc.Keyspace
+	// checkEpoch vouched for the ops' keys, not for the keys a coprocessor
+	// derives from its input: a command with a coprocessor op stages its
+	// writes, so that one refused half-way leaves nothing in the batch.
+	var tx Tx = &rangeTx{rangeReader: rangeReader{r: a.batch, desc: a.desc}, batch: a.batch}
+	var staged *stagedTx
+	if hasCoproc {
+		staged = newStagedTx(a.batch, a.desc)
+		tx = staged
+	}
 	out := &kvpb.CommandResult{Range: a.desc, Results: make([]*kvpb.OpResult, 0, len(w.Ops))}
+	copRan := false
 	for _, op := range w.Ops {
 		var res *kvpb.OpResult
 		var err error
 		switch o := op.Op.(type) {
 		case *kvpb.Op_Get:
-			res, err = readGet(a.batch, ks, o.Get.Key)
+			res = &kvpb.OpResult{}
+			res.Value, res.Found, err = tx.Get(o.Get.Key)
 		case *kvpb.Op_Put:
-			res, err = &kvpb.OpResult{}, a.batch.Set(DataKey(ks, o.Put.Key), o.Put.Value, nil)
+			res, err = &kvpb.OpResult{}, tx.Set(o.Put.Key, o.Put.Value)
 		case *kvpb.Op_Delete:
-			res, err = &kvpb.OpResult{}, a.batch.Delete(DataKey(ks, o.Delete.Key), nil)
+			res, err = &kvpb.OpResult{}, tx.Delete(o.Delete.Key)
 		case *kvpb.Op_Cas:
-			res, err = a.cas(ks, o.Cas)
+			res, err = cas(tx, o.Cas)
 		case *kvpb.Op_Coproc:
-			if a.cop == nil && a.newCop != nil {
-				a.cop = a.newCop(a.desc)
+			cop, cerr := a.coprocessor()
+			if cerr != nil {
+				return nil, cerr
 			}
-			if a.cop == nil {
-				return badRequest(fmt.Sprintf("keyspace %s has no coprocessor", ks)), nil
+			if cop == nil {
+				return badRequest(fmt.Sprintf("keyspace %s has no coprocessor", a.desc.Keyspace)), nil
 			}
-			var out []byte
-			out, err = a.cop.Mutate(&rangeTx{rangeReader: rangeReader{r: a.batch, desc: a.desc}, batch: a.batch}, o.Coproc.Input)
+			var v []byte
+			v, err = cop.Mutate(tx, o.Coproc.Input)
+			if errors.Is(err, ErrKeyNotInRange) {
+				// The same on every replica: the staged writes are dropped,
+				// and memory an earlier op of the command changed is rebuilt.
+				a.copStale = a.copStale || copRan
+				return &kvpb.CommandResult{Status: kvpb.Status_STATUS_KEY_NOT_IN_RANGE, Range: a.desc,
+					Message: fmt.Sprintf("range %d: coprocessor: %v", a.desc.Id, err)}, nil
+			}
 			if err != nil {
 				return nil, fmt.Errorf("coprocessor: %w", err)
 			}
-			res = &kvpb.OpResult{Value: out}
+			copRan = true
+			res = &kvpb.OpResult{Value: v}
 		default:
 			return badRequest("empty operation"), nil
 		}
@@ -182,12 +210,40 @@ func (a *applier) applyWrite(ver uint64, w *kvpb.WriteBatch) (*kvpb.CommandResul
 		}
 		out.Results = append(out.Results, res)
 	}
+	if staged != nil {
+		if err := staged.flush(); err != nil {
+			return nil, err
+		}
+	}
 	return out, nil
 }
 
-func (a *applier) cas(ks kvpb.Keyspace, c *kvpb.CasOp) (*kvpb.OpResult, error) {
-	key := DataKey(ks, c.Key)
-	cur, found, err := get(a.batch, key)
+// coprocessor returns the range's coprocessor, made or rebuilt from the
+// batch if need be.
+func (a *applier) coprocessor() (Coprocessor, error) {
+	if (a.cop == nil || a.copStale) && a.copFor != nil {
+		if err := a.rebuildCoprocessor(); err != nil {
+			return nil, err
+		}
+	}
+	return a.cop, nil
+}
+
+// rebuildCoprocessor makes a new coprocessor for the descriptor and fills
+// it from the batch, which holds every entry applied so far.
+func (a *applier) rebuildCoprocessor() error {
+	cop := a.copFor(a.desc)
+	if cop != nil {
+		if err := cop.Reset(&rangeReader{r: a.batch, desc: a.desc}); err != nil {
+			return fmt.Errorf("range %d: reset coprocessor: %w", a.rangeID, err)
+		}
+	}
+	a.cop, a.copStale, a.copChanged = cop, false, true
+	return nil
+}
+
+func cas(tx Tx, c *kvpb.CasOp) (*kvpb.OpResult, error) {
+	cur, found, err := tx.Get(c.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -197,13 +253,13 @@ func (a *applier) cas(ks kvpb.Keyspace, c *kvpb.CasOp) (*kvpb.OpResult, error) {
 		return res, nil
 	}
 	if c.Delete {
-		return res, a.batch.Delete(key, nil)
+		return res, tx.Delete(c.Key)
 	}
 	if len(c.NewValue) > MaxValueSize {
 		res.CasOk = false
 		return res, nil
 	}
-	return res, a.batch.Set(key, c.NewValue, nil)
+	return res, tx.Set(c.Key, c.NewValue)
 }
 
 func (a *applier) applyAddReplicaIntent(p *kvpb.AddReplicaIntent) *kvpb.CommandResult {

@@ -3,6 +3,7 @@ package kvstore
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -20,6 +21,13 @@ type Coprocessor interface {
 	// every replica: no clocks, no randomness, no I/O. A user-level failure
 	// belongs in the output; an error stops the process (fail-stop), for the
 	// engine failed or the coprocessor broke its contract.
+	//
+	// The one exception is an error wrapping ErrKeyNotInRange from tx (the
+	// input names a key the range does not hold): the command is refused
+	// with STATUS_KEY_NOT_IN_RANGE and every write it made is discarded.
+	// Mutate must therefore change its in-memory state only after its last
+	// tx call that can fail; if a command's earlier op already changed it,
+	// the state machine rebuilds the coprocessor with Reset.
 	Mutate(tx Tx, input []byte) ([]byte, error)
 	// Query answers a read on the range's state.
 	Query(r Reader, input []byte) ([]byte, error)
@@ -49,7 +57,8 @@ type Tx interface {
 	Delete(key []byte) error
 }
 
-// ErrKeyNotInRange is returned by a Tx asked to write outside its range.
+// ErrKeyNotInRange is returned by a Tx asked to read or write outside its
+// range.
 var ErrKeyNotInRange = errors.New("key is outside the range")
 
 type rangeReader struct {
@@ -112,4 +121,130 @@ func (tx *rangeTx) Delete(key []byte) error {
 		return fmt.Errorf("delete %q: %w", key, ErrKeyNotInRange)
 	}
 	return tx.batch.Delete(DataKey(tx.desc.Keyspace, key), nil)
+}
+
+// stagedTx keeps the writes of one command apart from the apply batch until
+// the command has run to its end, so that a command refused half-way (a key
+// outside the range) leaves nothing behind: flush moves the writes into the
+// batch, and a refused command's are dropped. Reads see the batch overlaid
+// with the staged writes.
+type stagedTx struct {
+	rangeReader
+	batch  *pebble.Batch
+	writes map[string]stagedWrite
+	// order is the keys in the order of their first write, so that flush
+	// fills the batch the same way on every replica.
+	order []string
+}
+
+type stagedWrite struct {
+	value   []byte
+	deleted bool
+}
+
+func newStagedTx(batch *pebble.Batch, desc *kvpb.RangeDescriptor) *stagedTx {
+	return &stagedTx{rangeReader: rangeReader{r: batch, desc: desc}, batch: batch, writes: map[string]stagedWrite{}}
+}
+
+func (tx *stagedTx) Get(key []byte) ([]byte, bool, error) {
+	if w, ok := tx.writes[string(key)]; ok {
+		if w.deleted {
+			return nil, false, nil
+		}
+		return append([]byte(nil), w.value...), true, nil
+	}
+	return tx.rangeReader.Get(key)
+}
+
+func (tx *stagedTx) stage(key []byte, w stagedWrite) {
+	k := string(key)
+	if _, ok := tx.writes[k]; !ok {
+		tx.order = append(tx.order, k)
+	}
+	tx.writes[k] = w
+}
+
+func (tx *stagedTx) Set(key, value []byte) error {
+	if !ContainsKey(tx.desc, key) {
+		return fmt.Errorf("set %q: %w", key, ErrKeyNotInRange)
+	}
+	tx.stage(key, stagedWrite{value: append([]byte(nil), value...)})
+	return nil
+}
+
+func (tx *stagedTx) Delete(key []byte) error {
+	if !ContainsKey(tx.desc, key) {
+		return fmt.Errorf("delete %q: %w", key, ErrKeyNotInRange)
+	}
+	tx.stage(key, stagedWrite{deleted: true})
+	return nil
+}
+
+// Iterate merges the staged writes in [start, end) into the batch's keys.
+func (tx *stagedTx) Iterate(start, end []byte, fn func(key, value []byte) bool) error {
+	if len(tx.writes) == 0 {
+		return tx.rangeReader.Iterate(start, end, fn)
+	}
+	var staged []string
+	for k := range tx.writes {
+		if k >= string(start) && (len(end) == 0 || k < string(end)) {
+			staged = append(staged, k)
+		}
+	}
+	slices.Sort(staged)
+	i := 0
+	// emitBefore hands fn the staged keys before key (all of them for nil);
+	// it reports false once fn asked to stop.
+	emitBefore := func(key []byte) bool {
+		for ; i < len(staged) && (key == nil || staged[i] < string(key)); i++ {
+			if w := tx.writes[staged[i]]; !w.deleted && !fn([]byte(staged[i]), w.value) {
+				i++
+				return false
+			}
+		}
+		return true
+	}
+	stopped := false
+	err := tx.rangeReader.Iterate(start, end, func(key, value []byte) bool {
+		if !emitBefore(key) {
+			stopped = true
+			return false
+		}
+		if i < len(staged) && staged[i] == string(key) {
+			w := tx.writes[staged[i]]
+			i++
+			if w.deleted {
+				return true
+			}
+			value = w.value
+		}
+		if !fn(key, value) {
+			stopped = true
+			return false
+		}
+		return true
+	})
+	if err != nil || stopped {
+		return err
+	}
+	emitBefore(nil)
+	return nil
+}
+
+// flush writes the staged writes into the batch.
+func (tx *stagedTx) flush() error {
+	ks := tx.desc.Keyspace
+	for _, k := range tx.order {
+		w := tx.writes[k]
+		var err error
+		if w.deleted {
+			err = tx.batch.Delete(DataKey(ks, []byte(k)), nil)
+		} else {
+			err = tx.batch.Set(DataKey(ks, []byte(k)), w.value, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

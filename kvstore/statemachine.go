@@ -145,19 +145,10 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	batch := s.engine.db.NewIndexedBatch()
 	defer batch.Close()
 	s.mu.RLock()
-	a := applier{rangeID: s.rangeID, replicaID: s.replicaID, joined: s.joined, batch: batch, desc: s.desc, cop: s.cop}
+	a := applier{rangeID: s.rangeID, replicaID: s.replicaID, joined: s.joined, batch: batch, desc: s.desc,
+		cop: s.cop, copFor: s.coprocessorFor}
 	old := s.desc
 	s.mu.RUnlock()
-	if a.cop == nil && old == nil && s.coprocessorFor != nil {
-		a.newCop = func(d *kvpb.RangeDescriptor) Coprocessor {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if s.cop == nil {
-				s.cop = s.coprocessorFor(d)
-			}
-			return s.cop
-		}
-	}
 	for i := range entries {
 		res, err := a.apply(entries[i].Cmd)
 		if err != nil {
@@ -168,6 +159,11 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 			return nil, err
 		}
 		entries[i].Result = sm.Result{Value: uint64(res.Status), Data: data}
+	}
+	if a.copStale {
+		if err := a.rebuildCoprocessor(); err != nil {
+			return nil, err
+		}
 	}
 	if err := a.gcDedupe(); err != nil {
 		return nil, fmt.Errorf("range %d: dedupe gc: %w", s.rangeID, err)
@@ -198,6 +194,9 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	}
 	s.mu.Lock()
 	s.desc, s.applied = a.desc, last
+	if a.copChanged {
+		s.cop = a.cop
+	}
 	s.mu.Unlock()
 	if a.descChanged && a.desc != nil && spanChanged(old, a.desc) {
 		if err := s.resetCoprocessor(a.desc); err != nil {
