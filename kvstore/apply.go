@@ -30,6 +30,8 @@ type applier struct {
 	// ranges absorbed. The store acts on both after the batch commits.
 	splits []*kvpb.RangeDescriptor
 	merged []uint64
+	// keyedRecords counts the write records (dedupeKey) the batch wrote.
+	keyedRecords int
 	// cop is the range's coprocessor and copFor makes a new one (nil: the
 	// keyspace has none). copStale says cop's in-memory state no longer
 	// matches the batch (a refused command had changed it): cop is rebuilt
@@ -63,8 +65,13 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 	if cmd.IssuedUnixMs > a.maxIssuedMs {
 		a.maxIssuedMs = cmd.IssuedUnixMs
 	}
+	var recKey []byte
+	var keyed bool
 	if len(cmd.RequestId) > 0 {
-		rec, found, err := get(a.batch, metaKey(a.rangeID, metaDedupe, cmd.RequestId))
+		recKey, keyed = a.recordKey(cmd)
+	}
+	if recKey != nil {
+		rec, found, err := get(a.batch, recKey)
 		if err != nil {
 			return nil, err
 		}
@@ -87,12 +94,33 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 	}
 	// Only successful results are remembered: a retry of a refused command
 	// (stale version, say) must be able to run once it is routed right.
-	if len(cmd.RequestId) > 0 && res.Status == kvpb.Status_STATUS_OK {
-		if err := a.remember(cmd, res); err != nil {
+	if recKey != nil && res.Status == kvpb.Status_STATUS_OK {
+		if err := a.remember(recKey, keyed, cmd, res); err != nil {
 			return nil, err
 		}
 	}
 	return res, nil
+}
+
+// recordKey returns where the result of a command with a request ID is
+// kept. A write's goes under its key (dedupeKey), so that it follows the key
+// into a split child or a merged left range, where the router sends the
+// retries; it is looked up only if this range holds the key, for otherwise
+// the record is another range's and the command is refused anyway. Any
+// other command is addressed to this range and is kept in its metadata.
+func (a *applier) recordKey(cmd *kvpb.Command) (key []byte, keyed bool) {
+	w, isWrite := cmd.Payload.(*kvpb.Command_Write)
+	if !isWrite {
+		return metaKey(a.rangeID, metaDedupe, cmd.RequestId), false
+	}
+	if a.desc == nil || len(w.Write.GetOps()) == 0 {
+		return nil, false
+	}
+	k, isScan := OpKey(w.Write.Ops[0])
+	if isScan || !ContainsKey(a.desc, k) {
+		return nil, false
+	}
+	return dedupeKey(a.desc.Keyspace, k, cmd.RequestId), true
 }
 
 func (a *applier) applyPayload(cmd *kvpb.Command) (*kvpb.CommandResult, error) {
@@ -318,7 +346,7 @@ func (a *applier) applySetReplicas(p *kvpb.SetReplicas) *kvpb.CommandResult {
 	return &kvpb.CommandResult{Range: n}
 }
 
-func (a *applier) remember(cmd *kvpb.Command, res *kvpb.CommandResult) error {
+func (a *applier) remember(key []byte, keyed bool, cmd *kvpb.Command, res *kvpb.CommandResult) error {
 	data, err := proto.Marshal(res)
 	if err != nil {
 		return err
@@ -327,14 +355,19 @@ func (a *applier) remember(cmd *kvpb.Command, res *kvpb.CommandResult) error {
 	if err != nil {
 		return err
 	}
-	if err := a.batch.Set(metaKey(a.rangeID, metaDedupe, cmd.RequestId), rec, nil); err != nil {
+	if err := a.batch.Set(key, rec, nil); err != nil {
 		return err
+	}
+	if keyed {
+		a.keyedRecords++
+		return nil
 	}
 	return a.batch.Set(metaKey(a.rangeID, metaDedupeTime, u64(uint64(cmd.IssuedUnixMs)), cmd.RequestId), nil, nil)
 }
 
-// gcDedupe drops dedupe records older than the window, judged by the newest
-// issue time in the batch, a bounded number per batch.
+// gcDedupe drops the range's own (metadata) dedupe records older than the
+// window, judged by the newest issue time in the batch, a bounded number per
+// batch.
 func (a *applier) gcDedupe() error {
 	cutoff := a.maxIssuedMs - DedupeWindow.Milliseconds()
 	if cutoff <= 0 {
@@ -363,4 +396,52 @@ func (a *applier) gcDedupe() error {
 		}
 	}
 	return nil
+}
+
+// Bounds of one sweep of a range's write records: a base, and more per record
+// the batch wrote, so that the sweep keeps pace with the writes.
+const (
+	sweepBase      = 64
+	sweepPerRecord = 4
+)
+
+// sweepDedupe drops write records older than the window (judged as gcDedupe
+// does) from the range's span. The records are in key order, not time order,
+// so it visits a bounded number per batch from where the last sweep stopped,
+// going round the span; next is where the next sweep starts (nil: at the
+// beginning). Only batches that wrote records sweep.
+func (a *applier) sweepDedupe(from []byte) (next []byte, err error) {
+	cutoff := a.maxIssuedMs - DedupeWindow.Milliseconds()
+	if cutoff <= 0 || a.desc == nil || a.keyedRecords == 0 {
+		return from, nil
+	}
+	lo, hi := dedupeSpan(a.desc)
+	if bytes.Compare(from, lo) < 0 || bytes.Compare(from, hi) >= 0 {
+		from = lo
+	}
+	it, err := a.batch.NewIter(&pebble.IterOptions{LowerBound: from, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	var dead [][]byte
+	budget := sweepBase + sweepPerRecord*a.keyedRecords
+	rec := &kvpb.DedupeRecord{}
+	for it.First(); it.Valid() && budget > 0; it.Next() {
+		budget--
+		if proto.Unmarshal(it.Value(), rec) != nil || rec.IssuedUnixMs < cutoff {
+			dead = append(dead, append([]byte(nil), it.Key()...))
+		}
+	}
+	if it.Valid() {
+		next = append([]byte(nil), it.Key()...)
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	for _, k := range dead {
+		if err := a.batch.Delete(k, nil); err != nil {
+			return nil, err
+		}
+	}
+	return next, nil
 }

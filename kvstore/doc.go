@@ -13,6 +13,10 @@
 //     moves when ranges split or merge.
 //   - The replicated metadata of a range (descriptor, applied index, dedupe
 //     records) is written in the same batch as the data it describes.
+//   - The dedupe record of a write lives under the write's key ('r' +
+//     keyspace + escaped key + request ID), so it stays with the key through
+//     splits and merges, as the data does, and a retry finds it on whichever
+//     range holds the key now.
 //   - Local records (boot records, the store identity) are never replicated.
 //   - A range whose descriptor is missing refuses every data command.
 package kvstore

@@ -120,7 +120,8 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
 
-// deleteRangeState removes a destroyed replica's metadata and data span.
+// deleteRangeState removes a destroyed replica's metadata, data and dedupe
+// spans.
 func (e *Engine) deleteRangeState(rangeID uint64, desc *kvpb.RangeDescriptor) error {
 	b := e.db.NewBatch()
 	defer b.Close()
@@ -130,6 +131,10 @@ func (e *Engine) deleteRangeState(rangeID uint64, desc *kvpb.RangeDescriptor) er
 	}
 	if desc != nil {
 		lo, hi = dataSpan(desc)
+		if err := b.DeleteRange(lo, hi, nil); err != nil {
+			return err
+		}
+		lo, hi = dedupeSpan(desc)
 		if err := b.DeleteRange(lo, hi, nil); err != nil {
 			return err
 		}

@@ -11,12 +11,17 @@ const (
 	prefixData  byte = 'd'
 	prefixMeta  byte = 'm'
 	prefixLocal byte = 'l'
+	// prefixDedupe + keyspace + escaped key + request ID -> DedupeRecord: the
+	// result of a write, kept in the order of the write's key (dedupeKey).
+	prefixDedupe byte = 'r'
 )
 
 // Suffixes of per-range metadata keys: 'm' + rangeID + suffix.
 const (
 	metaDescriptor byte = 'D'
 	metaApplied    byte = 'A'
+	// The results of commands addressed to the range itself (split, merge,
+	// ID allocation), which never move to another range.
 	metaDedupe     byte = 'R' // + request ID -> DedupeRecord
 	metaDedupeTime byte = 'T' // + issued ms (8 bytes) + request ID -> empty
 	metaNextID     byte = 'N' // range 1 only: the next range ID to allocate
@@ -43,6 +48,41 @@ func dataSpan(d *kvpb.RangeDescriptor) (lo, hi []byte) {
 		hi = []byte{prefixData, byte(d.Keyspace) + 1}
 	} else {
 		hi = DataKey(d.Keyspace, d.End)
+	}
+	return lo, hi
+}
+
+// dedupeKey is where the result of a write with a request ID is kept: under
+// the write's key, so that a range's records are those of its span, like its
+// data. A split or merge then moves none, and a retry that the router sends
+// to the range holding the key now (a split child, a merged left neighbour)
+// finds the record. The key is escaped (0x00 as 0x00 0xff, ended by 0x00
+// 0x01) so that the request ID after it cannot carry a record past the end
+// of the span its key lies in.
+func dedupeKey(ks kvpb.Keyspace, key, requestID []byte) []byte {
+	b := make([]byte, 0, 2+len(key)+2+len(requestID)+4)
+	b = appendEscaped(append(b, prefixDedupe, byte(ks)), key)
+	return append(b, requestID...)
+}
+
+func appendEscaped(b, key []byte) []byte {
+	for _, c := range key {
+		if c == 0 {
+			b = append(b, 0, 0xff)
+		} else {
+			b = append(b, c)
+		}
+	}
+	return append(b, 0, 1)
+}
+
+// dedupeSpan returns the engine span [lo, hi) of a range's dedupe records.
+func dedupeSpan(d *kvpb.RangeDescriptor) (lo, hi []byte) {
+	lo = appendEscaped([]byte{prefixDedupe, byte(d.Keyspace)}, d.Start)
+	if len(d.End) == 0 {
+		hi = []byte{prefixDedupe, byte(d.Keyspace) + 1}
+	} else {
+		hi = appendEscaped([]byte{prefixDedupe, byte(d.Keyspace)}, d.End)
 	}
 	return lo, hi
 }

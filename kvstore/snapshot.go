@@ -16,7 +16,8 @@ import (
 )
 
 // A snapshot is a stream of records: the header (descriptor and applied
-// index), then every metadata and data key of the range, then an end mark.
+// index), then every metadata, data and dedupe key of the range, then an end
+// mark.
 // Each record is a tag byte, then length-prefixed fields.
 const (
 	snapMagic      = "BFSNAP1\n"
@@ -61,7 +62,8 @@ func (s *rangeStateMachine) SaveSnapshot(ctx any, w io.Writer, done <-chan struc
 	spans = append(spans, [2][]byte{mlo, mhi})
 	if sc.desc != nil {
 		dlo, dhi := dataSpan(sc.desc)
-		spans = append(spans, [2][]byte{dlo, dhi})
+		rlo, rhi := dedupeSpan(sc.desc)
+		spans = append(spans, [2][]byte{dlo, dhi}, [2][]byte{rlo, rhi})
 	}
 	n := 0
 	for _, sp := range spans {
@@ -96,8 +98,8 @@ func (s *rangeStateMachine) SaveSnapshot(ctx any, w io.Writer, done <-chan struc
 	return bw.Flush()
 }
 
-// RecoverFromSnapshot replaces the range's metadata and data span with the
-// snapshot's in one synced batch, so a crash leaves either the old state or
+// RecoverFromSnapshot replaces the range's metadata, data and dedupe spans
+// with the snapshot's in one synced batch, so a crash leaves either the old state or
 // the new one. Keys outside the snapshot's spans are refused, so a bad
 // snapshot cannot touch a neighbouring range.
 func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) error {
@@ -132,10 +134,14 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	// (the range split since) may belong to a child replica that runs here;
 	// if none does they are unreachable, and the child's own snapshot
 	// replaces them when it comes.
-	var dlo, dhi []byte
+	var dlo, dhi, rlo, rhi []byte
 	if desc != nil {
 		dlo, dhi = dataSpan(desc)
+		rlo, rhi = dedupeSpan(desc)
 		if err := batch.DeleteRange(dlo, dhi, nil); err != nil {
+			return err
+		}
+		if err := batch.DeleteRange(rlo, rhi, nil); err != nil {
 			return err
 		}
 	}
@@ -160,7 +166,8 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 		k := fields[0]
 		inMeta := bytes.Compare(k, mlo) >= 0 && bytes.Compare(k, mhi) < 0
 		inData := desc != nil && bytes.Compare(k, dlo) >= 0 && bytes.Compare(k, dhi) < 0
-		if !inMeta && !inData {
+		inDedupe := desc != nil && bytes.Compare(k, rlo) >= 0 && bytes.Compare(k, rhi) < 0
+		if !inMeta && !inData && !inDedupe {
 			return fmt.Errorf("range %d: snapshot key %x is outside the range", s.rangeID, k)
 		}
 		if err := batch.Set(k, fields[1], nil); err != nil {

@@ -46,6 +46,10 @@ type rangeStateMachine struct {
 	// coprocessorFor makes the coprocessor of the range's keyspace (nil: none).
 	coprocessorFor func(d *kvpb.RangeDescriptor) Coprocessor
 
+	// sweepFrom is where the next sweep of expired write records starts
+	// (sweepDedupe); only Update uses it.
+	sweepFrom []byte
+
 	mu      sync.RWMutex
 	desc    *kvpb.RangeDescriptor
 	applied uint64
@@ -168,6 +172,10 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if err := a.gcDedupe(); err != nil {
 		return nil, fmt.Errorf("range %d: dedupe gc: %w", s.rangeID, err)
 	}
+	sweepNext, err := a.sweepDedupe(s.sweepFrom)
+	if err != nil {
+		return nil, fmt.Errorf("range %d: dedupe sweep: %w", s.rangeID, err)
+	}
 	last := entries[len(entries)-1].Index
 	if err := batch.Set(metaKey(s.rangeID, metaApplied), u64(last), nil); err != nil {
 		return nil, err
@@ -192,6 +200,7 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if err := batch.Commit(opts); err != nil {
 		return nil, fmt.Errorf("range %d: commit apply batch: %w", s.rangeID, err)
 	}
+	s.sweepFrom = sweepNext
 	s.mu.Lock()
 	s.desc, s.applied = a.desc, last
 	if a.copChanged {

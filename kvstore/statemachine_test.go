@@ -194,10 +194,14 @@ func TestApplyDedupesRequestIDs(t *testing.T) {
 	}
 	// After the window the record is collected.
 	late := write(1, putOp("x", "1"))
+	late.RequestId = []byte("req-2")
 	late.IssuedUnixMs = 1000 + DedupeWindow.Milliseconds() + 1
 	ts.apply(late)
-	if _, found, _ := get(ts.sm.engine.db, metaKey(1, metaDedupe, []byte("req-1"))); found {
+	if _, found, _ := get(ts.sm.engine.db, dedupeKey(kvpb.Keyspace_KEYSPACE_KV, []byte("k"), []byte("req-1"))); found {
 		t.Fatal("dedupe record outlived its window")
+	}
+	if _, found, _ := get(ts.sm.engine.db, dedupeKey(kvpb.Keyspace_KEYSPACE_KV, []byte("x"), []byte("req-2"))); !found {
+		t.Fatal("the sweep dropped a live record")
 	}
 }
 

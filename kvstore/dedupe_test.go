@@ -1,0 +1,137 @@
+package kvstore
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+)
+
+func splitCmd(ver uint64, key string, newID uint64) *kvpb.Command {
+	return &kvpb.Command{Ver: ver, Payload: &kvpb.Command_Split{Split: &kvpb.Split{Key: []byte(key), NewRangeId: newID}}}
+}
+
+func prepareMergeCmd(ver, leftID, leftVer uint64) *kvpb.Command {
+	return &kvpb.Command{Ver: ver, Payload: &kvpb.Command_PrepareMerge{PrepareMerge: &kvpb.PrepareMerge{
+		Intent: &kvpb.MergeIntent{LeftId: leftID, LeftVer: leftVer}}}}
+}
+
+func commitMergeCmd(ver uint64, right *kvpb.RangeDescriptor) *kvpb.Command {
+	return &kvpb.Command{Ver: ver, Payload: &kvpb.Command_CommitMerge{CommitMerge: &kvpb.CommitMerge{Right: right}}}
+}
+
+// casWithID is a CAS that succeeds only the first time it applies.
+func casWithID(ver uint64, key, reqID string) *kvpb.Command {
+	c := write(ver, casOp(key, "", "first"))
+	c.RequestId = []byte(reqID)
+	c.IssuedUnixMs = 1000
+	return c
+}
+
+// The router retries a write with the same request ID on whichever range
+// holds its key now. Dedupe records were kept per range, so a write that
+// applied on a range that then split (or was merged away) applied a second
+// time on the child (or the merged left range).
+func TestDedupeFollowsKeysAcrossSplitAndMerge(t *testing.T) {
+	e := openTestEngine(t, t.TempDir())
+	defer e.Close()
+	parent := newTestSM(t, e, 1)
+	parent.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
+	first := parent.apply(casWithID(1, "p", "req-split"))[0]
+	if !first.Results[0].CasOk {
+		t.Fatalf("first CAS failed: %v", first)
+	}
+	parent.apply(write(1, putOp("p", "later")))
+
+	if res := parent.apply(splitCmd(1, "m", 2))[0]; res.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("split: %v %s", res.Status, res.Message)
+	}
+	child := newTestSM(t, e, 2)
+	// The parent no longer holds p, whatever it remembers of the request.
+	if res := parent.apply(casWithID(2, "p", "req-split"))[0]; res.Status != kvpb.Status_STATUS_KEY_NOT_IN_RANGE {
+		t.Fatalf("retry on the parent: %v, want KEY_NOT_IN_RANGE", res.Status)
+	}
+	again := child.apply(casWithID(2, "p", "req-split"))[0]
+	if again.Status != kvpb.Status_STATUS_OK || !again.Results[0].CasOk {
+		t.Fatalf("retry on the split child must return the first result, got %v %v", again.Status, again.Results)
+	}
+	if got := child.get(2, "p").Results[0]; string(got.Value) != "later" {
+		t.Fatalf("the retry applied twice on the child: p = %q", got.Value)
+	}
+
+	// Merge the child back: a write that applied on it is recognised on
+	// the left range.
+	if res := child.apply(casWithID(2, "q", "req-merge"))[0]; !res.Results[0].CasOk {
+		t.Fatalf("first CAS on the child failed: %v", res)
+	}
+	child.apply(write(2, putOp("q", "later")))
+	frozen := child.apply(prepareMergeCmd(2, 1, 2))[0]
+	if frozen.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("prepare merge: %v %s", frozen.Status, frozen.Message)
+	}
+	merged := parent.apply(commitMergeCmd(2, frozen.Range))[0]
+	if merged.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("commit merge: %v %s", merged.Status, merged.Message)
+	}
+	ver := merged.Range.Ver
+	again = parent.apply(casWithID(ver, "q", "req-merge"))[0]
+	if again.Status != kvpb.Status_STATUS_OK || !again.Results[0].CasOk {
+		t.Fatalf("retry on the merged left range must return the first result, got %v %v", again.Status, again.Results)
+	}
+	if got := parent.get(ver, "q").Results[0]; string(got.Value) != "later" {
+		t.Fatalf("the retry applied twice on the merged range: q = %q", got.Value)
+	}
+	// And the first request, applied on the parent before the split, is
+	// still recognised there once the parent holds its key again.
+	if again := parent.apply(casWithID(ver, "p", "req-split"))[0]; !again.Results[0].CasOk {
+		t.Fatalf("retry of the first request after the merge: %v", again.Results)
+	}
+}
+
+// A write's record lies in a range's dedupe span exactly when its key lies
+// in the range, whatever bytes the key and the request ID hold.
+func TestDedupeKeyStaysInItsKeysSpan(t *testing.T) {
+	ids := [][]byte{nil, {0}, {0xff, 0xff}, []byte("req")}
+	keys := []string{"", "\x00", "\x00\x00", "a", "a\x00", "a\x00\x01", "a\x01", "a\xff", "b", "\xff"}
+	spans := [][2]string{{"", ""}, {"a", "b"}, {"a", "a\x00"}, {"a\x00", ""}, {"\x00", "a\x01"}, {"a\x00\x01", "a\xff"}}
+	for _, sp := range spans {
+		d := &kvpb.RangeDescriptor{Keyspace: kvpb.Keyspace_KEYSPACE_INBOX, Start: []byte(sp[0]), End: []byte(sp[1])}
+		lo, hi := dedupeSpan(d)
+		for _, k := range keys {
+			for _, id := range ids {
+				rk := string(dedupeKey(d.Keyspace, []byte(k), id))
+				in := rk >= string(lo) && rk < string(hi)
+				if in != ContainsKey(d, []byte(k)) {
+					t.Errorf("span [%q, %q) key %q id %x: record in span = %v", sp[0], sp[1], k, id, in)
+				}
+			}
+		}
+	}
+}
+
+// A replica that catches up by snapshot knows the writes its range applied.
+func TestDedupeRecordsTravelInSnapshots(t *testing.T) {
+	src := newTestSM(t, openTestEngine(t, t.TempDir()), 1)
+	src.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "b", "d"))
+	src.apply(casWithID(1, "c", "req-snap"))
+	src.apply(write(1, putOp("c", "later")))
+	ctx, err := src.sm.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := src.sm.SaveSnapshot(ctx, &buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	dst := newTestSM(t, openTestEngine(t, t.TempDir()), 1)
+	if err := dst.sm.RecoverFromSnapshot(&buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	dst.index = dst.sm.Applied()
+	if again := dst.apply(casWithID(1, "c", "req-snap"))[0]; !again.Results[0].CasOk {
+		t.Fatalf("retry after a snapshot must return the first result: %v", again.Results)
+	}
+	if got := dst.get(1, "c").Results[0]; string(got.Value) != "later" {
+		t.Fatalf("the retry applied twice after a snapshot: c = %q", got.Value)
+	}
+}
