@@ -70,6 +70,13 @@ type Config struct {
 	// Default 5s.
 	RequestTimeout time.Duration
 
+	// DeadFrontendAfter is how long another frontend must be both
+	// unreachable and gone from gossip before this one removes the routes
+	// it finds of it. Long next to gossip's convergence, so that a frontend
+	// that has just started (not yet known everywhere) keeps its routes.
+	// Default 30s.
+	DeadFrontendAfter time.Duration
+
 	// Dist and Retain are required.
 	Dist   Dist
 	Retain Retain
@@ -110,6 +117,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5 * time.Second
+	}
+	if c.DeadFrontendAfter == 0 {
+		c.DeadFrontendAfter = 30 * time.Second
 	}
 	if c.Auth == nil {
 		c.Auth = auth.AllowAll()

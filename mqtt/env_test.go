@@ -2,7 +2,10 @@ package mqtt_test
 
 import (
 	"bufio"
+	"io"
+	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -62,6 +65,7 @@ func startEnv(t *testing.T, stores int, tune func(*mqtt.Config)) *env {
 					return out
 				},
 			}
+			cfg.Logger = testLogger()
 			if tune != nil {
 				tune(&cfg)
 			}
@@ -100,6 +104,9 @@ type rawClient struct {
 	wmu  sync.Mutex
 	recv chan packet.Packet
 	errc chan error
+	// held keeps PUBLISH packets that arrived while publish waited for its
+	// acknowledgement (a client may receive its own message first).
+	held []packet.Packet
 }
 
 func dialRaw(t *testing.T, addr string, v packet.Version) *rawClient {
@@ -154,9 +161,19 @@ func (c *rawClient) sendBytes(b []byte) {
 // the server closed the connection.
 func (c *rawClient) next() packet.Packet {
 	c.t.Helper()
+	if len(c.held) > 0 {
+		p := c.held[0]
+		c.held = c.held[1:]
+		return p
+	}
 	select {
 	case p, ok := <-c.recv:
 		if !ok {
+			select {
+			case err := <-c.errc:
+				c.t.Logf("client read: %v", err)
+			default:
+			}
 			return nil
 		}
 		return p
@@ -169,6 +186,9 @@ func (c *rawClient) next() packet.Packet {
 // expectNone checks that nothing arrives for a while.
 func (c *rawClient) expectNone(d time.Duration) {
 	c.t.Helper()
+	if len(c.held) > 0 {
+		c.t.Fatalf("unexpected %s", c.held[0].Type())
+	}
 	select {
 	case p, ok := <-c.recv:
 		if ok {
@@ -244,20 +264,31 @@ func (c *rawClient) subscribe(id uint16, subs ...packet.Subscription) *packet.Su
 func (c *rawClient) publish(p *packet.Publish) packet.ReasonCode {
 	c.t.Helper()
 	c.send(p)
+	next := func() packet.Packet {
+		var held []packet.Packet
+		defer func() { c.held = append(c.held, held...) }()
+		for {
+			q := c.next()
+			if _, isPub := q.(*packet.Publish); !isPub {
+				return q
+			}
+			held = append(held, q)
+		}
+	}
 	switch p.QoS {
 	case 1:
-		a, ok := c.next().(*packet.Puback)
+		a, ok := next().(*packet.Puback)
 		if !ok || a.PacketID != p.PacketID {
 			c.t.Fatalf("want PUBACK %d, got %+v", p.PacketID, a)
 		}
 		return a.ReasonCode
 	case 2:
-		rec, ok := c.next().(*packet.Pubrec)
+		rec, ok := next().(*packet.Pubrec)
 		if !ok || rec.PacketID != p.PacketID {
 			c.t.Fatalf("want PUBREC %d", p.PacketID)
 		}
 		c.send(&packet.Pubrel{PacketID: p.PacketID})
-		if comp, ok := c.next().(*packet.Pubcomp); !ok || comp.PacketID != p.PacketID {
+		if comp, ok := next().(*packet.Pubcomp); !ok || comp.PacketID != p.PacketID {
 			c.t.Fatalf("want PUBCOMP %d", p.PacketID)
 		}
 		return rec.ReasonCode
@@ -285,4 +316,13 @@ func (c *rawClient) nextPublish() *packet.Publish {
 		}
 		return pub
 	}
+}
+
+func listen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+func testLogger() *slog.Logger {
+	if os.Getenv("BIFROST_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }

@@ -117,6 +117,31 @@ type peers struct {
 	// down remembers addresses that failed recently, so that a dead
 	// frontend's stale routes do not cost every publish a dial.
 	down map[string]time.Time
+	// absent remembers since when a failing address has been missing from
+	// gossip: past Config.DeadFrontendAfter its routes are removed.
+	absent map[string]time.Time
+}
+
+// gone reports whether addr has been failing and absent from the list of
+// live frontends for longer than after.
+func (p *peers) gone(addr string, live []string, after time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range live {
+		if a == addr {
+			delete(p.absent, addr)
+			return false
+		}
+	}
+	if p.absent == nil {
+		p.absent = map[string]time.Time{}
+	}
+	since, ok := p.absent[addr]
+	if !ok {
+		p.absent[addr] = time.Now()
+		return false
+	}
+	return time.Since(since) > after
 }
 
 const peerDownFor = 5 * time.Second
@@ -403,6 +428,10 @@ func (s *Server) deliverRemote(ctx context.Context, tenant, receiver string, m *
 	c, err := s.peers.client(addr)
 	if err != nil {
 		s.m.remote.WithLabelValues("unreachable").Inc()
+		if s.cfg.Frontends != nil && s.peers.gone(addr, s.cfg.Frontends(), s.cfg.DeadFrontendAfter) {
+			s.log.Info("removing the routes of a dead frontend", "tenant", tenant, "receiver", receiver)
+			s.removeGone(tenant, receiver, subs)
+		}
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
@@ -433,7 +462,10 @@ type frontendService struct {
 }
 
 func (f *frontendService) Deliver(ctx context.Context, req *mqttpb.DeliverRequest) (*mqttpb.DeliverResponse, error) {
-	if req.Receiver != f.s.cfg.ReceiverID || req.Message == nil {
+	f.s.mu.Lock()
+	closed := f.s.closed
+	f.s.mu.Unlock()
+	if req.Receiver != f.s.cfg.ReceiverID || req.Message == nil || closed {
 		return &mqttpb.DeliverResponse{UnknownReceiver: true}, nil
 	}
 	n, gone := f.s.deliverLocal(req.Tenant, req.Message, req.Subscriptions, req.Seed)

@@ -76,7 +76,6 @@ func (s *Server) Start() error {
 			s.listeners = nil
 			return err
 		}
-		s.log.Info("mqtt listener started", "kind", lc.Kind, "addr", l.Addr().String())
 		s.listeners = append(s.listeners, l)
 	}
 	return nil
