@@ -9,9 +9,15 @@
 // and records it in logs and metrics.
 //
 // Invariants:
-//   - A range never loses quorum by a move: a dead replica is removed first
-//     only while the live replicas remain a majority of what is left, and a
-//     replica is added before a live one is removed.
+//   - A range never loses quorum by a move: no move leaves fewer replicas on
+//     live stores than a quorum of the range's new group (a new replica
+//     counts as live: its store is, and it catches up by snapshot). A dead
+//     replica is removed first only while the live replicas remain a
+//     majority of what is left; a live replica is removed only while every
+//     replica of the range is live, and only after a replica was added.
+//   - A store that is missing from gossip but not yet declared dead (one
+//     that restarts, say) still counts: it keeps its replicas and its place
+//     in the replication factor, so its absence never shrinks a range.
 //   - One move per store per step; moves wait for the previous one to show
 //     in the descriptors.
 package balancer
@@ -75,7 +81,8 @@ type View struct {
 // Policy holds the targets.
 type Policy struct {
 	// ReplicationFactor is the replicas a range should have, capped by the
-	// number of live stores. Default 3.
+	// number of stores that are not dead (live, or missing for less than
+	// the dead-store timeout). Default 3.
 	ReplicationFactor int
 	// SplitBytes splits a range larger than this; SplitLoad one busier than
 	// this (ops/s; 0: never by load).
@@ -86,13 +93,16 @@ type Policy struct {
 	MergeLoad  float64
 }
 
-func (p Policy) rf(live int) int {
+func (p Policy) rf(stores int) int {
 	rf := p.ReplicationFactor
 	if rf <= 0 {
 		rf = 3
 	}
-	return min(rf, live)
+	return min(rf, stores)
 }
+
+// quorum is the votes a Raft group of n replicas needs.
+func quorum(n int) int { return n/2 + 1 }
 
 // Plan returns the moves this store should make now, most urgent first. The
 // caller makes the first and plans again next step.
@@ -116,11 +126,32 @@ func Plan(v View, p Policy) []Action {
 			leaderCount[r.LeaderStore]++
 		}
 	}
-	rf := p.rf(len(v.Live))
+	// Stores that are not dead: live ones, and those named by a descriptor
+	// that gossip misses for less than the dead-store timeout.
+	notDead := map[uint64]bool{}
+	for _, s := range v.Live {
+		notDead[s] = true
+	}
+	for _, r := range v.Ranges {
+		for _, rep := range r.Desc.Replicas {
+			if !v.Dead[rep.StoreId] {
+				notDead[rep.StoreId] = true
+			}
+		}
+	}
+	rf := p.rf(len(notDead))
 	var out []Action
 	mine := func(r RangeView) bool { return r.LeaderStore == v.Self }
 	busy := func(r RangeView) bool {
 		return r.Desc.Pending != nil || r.Desc.State != kvpb.RangeState_RANGE_STATE_NORMAL
+	}
+	allLive := func(r RangeView) bool {
+		for _, rep := range r.Desc.Replicas {
+			if !live[rep.StoreId] {
+				return false
+			}
+		}
+		return true
 	}
 
 	// 1. Replace replicas on dead stores; keep the replica count.
@@ -138,18 +169,20 @@ func Plan(v View, p Policy) []Action {
 			}
 		}
 		n := len(r.Desc.Replicas)
-		if len(deadReps) > 0 && len(liveReps) > (n-1)/2 {
+		if len(deadReps) > 0 && len(liveReps) >= quorum(n-1) {
 			// Removing one dead replica keeps a live majority of the rest.
 			out = append(out, Action{RemoveReplica, r.Desc.Id, deadReps[0], fmt.Sprintf("store %d is dead", deadReps[0])})
 			continue
 		}
-		if n < rf {
+		if n < rf && len(liveReps)+1 >= quorum(n+1) {
 			if s := leastLoaded(v.Live, replicaCount, storeSet(r.Desc)); s != 0 {
 				out = append(out, Action{AddReplica, r.Desc.Id, s, fmt.Sprintf("%d replicas, want %d", n, rf)})
 				continue
 			}
 		}
-		if n > rf {
+		// A live replica goes only while every replica is live: with one
+		// missing, the group may need every other vote.
+		if n > rf && len(liveReps) == n {
 			if s := mostLoaded(liveReps, replicaCount, v.Self); s != 0 {
 				out = append(out, Action{RemoveReplica, r.Desc.Id, s, fmt.Sprintf("%d replicas, want %d", n, rf)})
 				continue
@@ -203,7 +236,7 @@ func Plan(v View, p Policy) []Action {
 			}
 			continue
 		}
-		if !mine(r) {
+		if !mine(r) || !allLive(l) || !allLive(r) {
 			continue
 		}
 		// Align the right range with the left: add where the left is, then
@@ -227,7 +260,7 @@ func Plan(v View, p Policy) []Action {
 		mean /= float64(len(v.Live))
 	}
 	for _, r := range v.Ranges {
-		if !mine(r) || busy(r) {
+		if !mine(r) || busy(r) || !allLive(r) {
 			continue
 		}
 		for _, rep := range r.Desc.Replicas {

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
@@ -51,6 +52,27 @@ func TestPlan(t *testing.T) {
 			view: View{Self: 1, Live: []uint64{1, 2, 3, 4}, Ranges: []RangeView{
 				rv(desc(1, "", "m", 1, 2, 3, 4), 1, 500), rv(desc(2, "m", "", 2, 3, 4), 2, 500)}},
 			want: []Action{{Kind: RemoveReplica, RangeID: 1, StoreID: 4}},
+		},
+		{
+			// Bug: rf was capped by live stores, so a restarting store made
+			// rf 2 and the leader removed a live replica, leaving {leader,
+			// restarting store}: no quorum until the store came back.
+			name: "a missing store that is not yet dead still counts for the replication factor",
+			view: View{Self: 1, Live: []uint64{1, 2}, Ranges: []RangeView{rv(desc(1, "", "", 1, 2, 3), 1, 500)}},
+		},
+		{
+			name: "an over-replicated range with a missing replica removes nothing until it is back or dead",
+			view: View{Self: 1, Live: []uint64{1, 2, 4}, Ranges: []RangeView{rv(desc(1, "", "", 1, 2, 3, 4), 1, 500)}},
+		},
+		{
+			name: "an under-replicated range with a missing replica still gets a replica",
+			view: View{Self: 1, Live: []uint64{1, 2}, Ranges: []RangeView{rv(desc(1, "", "", 1, 3), 1, 500)}},
+			want: []Action{{Kind: AddReplica, RangeID: 1, StoreID: 2}},
+		},
+		{
+			name: "a range with a missing replica is not spread",
+			view: View{Self: 1, Live: []uint64{1, 2, 4, 5}, Ranges: []RangeView{
+				rv(desc(1, "", "b", 1, 2, 3), 1, 500), rv(desc(2, "b", "c", 1, 2, 3), 2, 500)}},
 		},
 		{
 			name: "replication factor is capped by live stores",
@@ -130,5 +152,90 @@ func TestPlan(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPlanMovesKeepQuorum checks the planner's safety rule on many generated
+// views: no move leaves a range with fewer live replicas than a quorum of its
+// new group (a new replica counts as live: its store is), and no live
+// replica is removed while another replica of the range is not live.
+func TestPlanMovesKeepQuorum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	policy := Policy{ReplicationFactor: 3, SplitBytes: 1000, MergeBytes: 100}
+	for i := 0; i < 20000; i++ {
+		stores := 2 + rng.IntN(5)
+		v := View{Self: uint64(1 + rng.IntN(stores)), Dead: map[uint64]bool{}}
+		live := map[uint64]bool{}
+		for s := uint64(1); s <= uint64(stores); s++ {
+			switch rng.IntN(6) {
+			case 0:
+				v.Dead[s] = true
+			case 1: // missing, not yet dead
+			default:
+				live[s] = true
+				v.Live = append(v.Live, s)
+			}
+		}
+		if !live[v.Self] {
+			delete(v.Dead, v.Self)
+			live[v.Self] = true
+			v.Live = append(v.Live, v.Self)
+		}
+		start := ""
+		for r := 1; r <= 1+rng.IntN(4); r++ {
+			n := 1 + rng.IntN(min(stores, 5))
+			perm := rng.Perm(stores)
+			var reps []uint64
+			for _, p := range perm[:n] {
+				reps = append(reps, uint64(p+1))
+			}
+			end := string(rune('a' + r))
+			if r == 4 {
+				end = ""
+			}
+			leader := reps[rng.IntN(n)]
+			v.Ranges = append(v.Ranges, rv(desc(uint64(r), start, end, reps...), leader, uint64(rng.IntN(200))))
+			start = end
+			if end == "" {
+				break
+			}
+		}
+		for _, a := range Plan(v, policy) {
+			var r RangeView
+			for _, x := range v.Ranges {
+				if x.Desc.Id == a.RangeID {
+					r = x
+				}
+			}
+			n, liveReps := len(r.Desc.Replicas), 0
+			for _, rep := range r.Desc.Replicas {
+				if live[rep.StoreId] {
+					liveReps++
+				}
+			}
+			switch a.Kind {
+			case AddReplica:
+				if !live[a.StoreID] || storeSet(r.Desc)[a.StoreID] {
+					t.Fatalf("view %+v: %v adds to a store that is not live or already holds the range", v, a)
+				}
+				if liveReps+1 < quorum(n+1) {
+					t.Fatalf("view %+v: %v leaves %d live of %d", v, a, liveReps+1, n+1)
+				}
+			case RemoveReplica:
+				after := liveReps
+				if live[a.StoreID] {
+					after--
+					if liveReps != n {
+						t.Fatalf("view %+v: %v removes a live replica while %d of %d are not live", v, a, n-liveReps, n)
+					}
+				}
+				if after < quorum(n-1) {
+					t.Fatalf("view %+v: %v leaves %d live of %d", v, a, after, n-1)
+				}
+				if a.StoreID == v.Self {
+					t.Fatalf("view %+v: %v removes the leader's own replica", v, a)
+				}
+			}
+		}
 	}
 }
