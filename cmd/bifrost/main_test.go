@@ -82,6 +82,18 @@ func TestConfigFile(t *testing.T) {
 			t.Errorf("config %q: exit %d, %q; want 2 naming %q", tc.body, code, stderr, tc.want)
 		}
 	}
+	// The MQTT settings of standalone and frontend, [[acl]] tables included.
+	for i, tc := range []struct{ body, want string }{
+		{"[[acl]]\nallow = true\nfrob = 1\n", "unknown key \"frob\""},
+		{"[[acl]]\nallow = true\naction = \"shout\"\ntopic = \"a/#\"\n", "acl[0]"},
+		{"[[acl]]\nallow = \"yes\"\n", "bad value for allow"},
+		{"mqtt-max-packet-size = 1\n", "-mqtt-max-packet-size"},
+	} {
+		code, _, stderr := runCLI("standalone", "--config", write(fmt.Sprintf("m%d.toml", i), tc.body))
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("config %q: exit %d, %q; want 2 naming %q", tc.body, code, stderr, tc.want)
+		}
+	}
 	// A flag on the command line wins over the file.
 	code, _, stderr := runCLI("store", "--config", write("ok.toml", "gossip = \"nohost\"\n"), "--gossip", "127.0.0.1:1", "--raft", "bad")
 	if code != 2 || !strings.Contains(stderr, "-raft") {
