@@ -4,7 +4,7 @@ PKGS := ./...
 RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/...
 BIN := bin/bifrost
 
-.PHONY: all build test test-unit lint generate bench clean
+.PHONY: all build test test-unit lint generate bench bench-mqtt clean
 
 all: build
 
@@ -31,6 +31,10 @@ generate:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 5s ./kvstore/... ./ranges/...
+
+# MQTT load: mosquitto 2 (apt-get install -y mosquitto) vs bifrost standalone, then bifrost/mosquitto.
+bench-mqtt:
+	GO=$(GO) ./cmd/mqttbench/run.sh
 
 clean:
 	rm -rf bin
