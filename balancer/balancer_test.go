@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -81,29 +82,70 @@ func descriptors(c *rangestest.Cluster, via int) []*kvpb.RangeDescriptor {
 	return out
 }
 
+// quorumGrace is how long a range may go without answering a linearizable
+// read before the monitor says it lost quorum: long enough for a leader
+// election and the router's retries after a store is killed, and for the
+// elections a starved test process (race detector, a shared 2-core machine)
+// goes through; a range without a quorum stays silent until a store returns.
+const quorumGrace = 15 * time.Second
+
 // quorumMonitor checks, until stopped, that every range keeps a majority of
-// its replicas on live stores.
+// its replicas on live stores and has a reachable quorum: a range that
+// answers no linearizable read (its descriptor, through ReadIndex) for longer
+// than quorumGrace has lost it. A range without a quorum cannot answer, so
+// its descriptor alone could never show the loss. Ranges are probed at the
+// same time, so that a slow one does not delay the others' probes.
 func quorumMonitor(t *testing.T, c *rangestest.Cluster, via int, dead *atomic.Uint64) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ctx := context.Background()
+		lastAnswer := map[uint64]time.Time{}
 		for {
 			select {
 			case <-done:
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(200 * time.Millisecond):
 			}
 			router := c.Nodes[via].Router()
-			for _, route := range router.Table().All() {
-				cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-				d, err := router.Descriptor(cctx, route.Desc.Id)
-				cancel()
-				if err != nil {
-					continue // merged away, or busy: the next look sees it
+			routes := router.Table().All()
+			type probe struct {
+				desc *kvpb.RangeDescriptor
+				err  error
+			}
+			probes := make([]probe, len(routes))
+			var pg sync.WaitGroup
+			for i, route := range routes {
+				pg.Add(1)
+				go func() {
+					defer pg.Done()
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					probes[i].desc, probes[i].err = router.Descriptor(ctx, route.Desc.Id)
+				}()
+			}
+			pg.Wait()
+			seen := map[uint64]bool{}
+			for i, route := range routes {
+				id := route.Desc.Id
+				seen[id] = true
+				if _, ok := lastAnswer[id]; !ok {
+					lastAnswer[id] = time.Now()
 				}
+				d, err := probes[i].desc, probes[i].err
+				if err != nil {
+					if router.Table().Get(id) == nil {
+						continue // merged away
+					}
+					if silent := time.Since(lastAnswer[id]); silent > quorumGrace {
+						t.Errorf("range %d lost quorum: no linearizable read answered for %v (replicas %v): %v",
+							id, silent.Round(time.Second), route.Desc.Replicas, err)
+						lastAnswer[id] = time.Now() // report once per grace period
+					}
+					continue
+				}
+				lastAnswer[id] = time.Now()
 				live := 0
 				for _, r := range d.Replicas {
 					if r.StoreId != dead.Load() {
@@ -112,6 +154,11 @@ func quorumMonitor(t *testing.T, c *rangestest.Cluster, via int, dead *atomic.Ui
 				}
 				if live <= len(d.Replicas)/2 {
 					t.Errorf("range %d lost quorum: %d of %d replicas live (%v)", d.Id, live, len(d.Replicas), d.Replicas)
+				}
+			}
+			for id := range lastAnswer {
+				if !seen[id] {
+					delete(lastAnswer, id)
 				}
 			}
 		}
@@ -251,6 +298,71 @@ func TestNewStoreGetsReplicasAndDeadStoreIsReplaced(t *testing.T) {
 	if n < 50 {
 		t.Fatalf("only %d writes were acknowledged during the test", n)
 	}
+}
+
+// TestStoreRestartWithinDeadStoreTimeoutKeepsQuorum guards against the
+// replication factor being capped by the live stores only: with one of three
+// stores restarting, every leader removed a live replica (rf 2), leaving
+// itself and the restarting store, two votes needed of two, and the range
+// unavailable until the store was back.
+func TestStoreRestartWithinDeadStoreTimeoutKeepsQuorum(t *testing.T) {
+	c := rangestest.Start(t, 3, rangestest.Options{})
+	h := newHarness(t, c, balancer.Policy{ReplicationFactor: 3})
+	h.cfg.DeadStoreTimeout = 40 * time.Second
+	for i := range c.Nodes {
+		h.run(i)
+	}
+	var dead atomic.Uint64
+	stopMonitor := quorumMonitor(t, c, 0, &dead)
+	defer stopMonitor()
+	threeReplicas := func() (bool, string) {
+		for _, d := range descriptors(c, 0) {
+			if len(d.Replicas) != 3 {
+				return false, fmt.Sprintf("range %d: replicas %v", d.Id, d.Replicas)
+			}
+		}
+		return true, ""
+	}
+	waitFor(t, "every range on 3 replicas", 30*time.Second, threeReplicas)
+
+	victim := 2
+	victimStore := c.Nodes[victim].Store().ID()
+	dead.Store(victimStore)
+	h.stop(victim)
+	c.StopNode(victim)
+	// Down for longer than the monitor's grace, well within the dead-store
+	// timeout: the balancers see the store missing all along.
+	down := time.Now()
+	for time.Since(down) < quorumGrace+5*time.Second {
+		if ok, state := threeReplicas(); !ok {
+			t.Errorf("a replica was removed while store %d restarted: %s", victimStore, state)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	c.StartNode(victim)
+	dead.Store(0)
+	h.run(victim)
+
+	cl := c.Client(0)
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		k := []byte(fmt.Sprintf("r%03d", i))
+		if err := cl.Put(ctx, k, []byte("v")); err != nil {
+			t.Fatalf("write after the restart: %v", err)
+		}
+		cancel()
+	}
+	waitFor(t, "every range on 3 replicas, the restarted store among them", 30*time.Second, func() (bool, string) {
+		if ok, state := threeReplicas(); !ok {
+			return false, state
+		}
+		for _, d := range descriptors(c, 0) {
+			if !slices.ContainsFunc(d.Replicas, func(r *kvpb.Replica) bool { return r.StoreId == victimStore }) {
+				return false, fmt.Sprintf("range %d is not on store %d: %v", d.Id, victimStore, d.Replicas)
+			}
+		}
+		return true, ""
+	})
 }
 
 func TestSplitWhenLargeMergeWhenEmpty(t *testing.T) {
