@@ -36,7 +36,7 @@ var metrics = []metric{
 	{"fanout", "fan-out throughput", "deliveries/s", 0, rate, true},
 	{"fanout", "fan-out latency p50", "ms", 2, p50, false},
 	{"fanout", "fan-out latency p99", "ms", 2, p99, false},
-	{"connect", "connects", "cycles/s", 0, rate, true},
+	{"connect", "connects", "connects/s", 0, rate, true},
 	{"connect", "connect cycle p99", "ms", 2, p99, false},
 	{"idle", "memory per idle connection", "KiB RSS", 1, kibPerCon, false},
 }
