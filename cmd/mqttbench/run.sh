@@ -73,7 +73,7 @@ bin/bifrost standalone --data "$work/bifrost-data" --mqtt 127.0.0.1:18831 \
 bifrost_pid=$!
 pids+=("$bifrost_pid")
 echo
-echo "== bifrost standalone $(git rev-parse --short HEAD) (pid $bifrost_pid)"
+echo "== bifrost standalone $(git describe --always --dirty 2>/dev/null || echo "(not a git checkout)") (pid $bifrost_pid)"
 if ! bin/mqttbench --addr 127.0.0.1:18831 --pid "$bifrost_pid" --name bifrost --json "$out/bifrost.json" "$@"; then
 	status=1
 	echo "-- bifrost log (tail):" >&2
