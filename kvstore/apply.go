@@ -260,11 +260,9 @@ func (a *applier) coprocessor() (Coprocessor, error) {
 // rebuildCoprocessor makes a new coprocessor for the descriptor and fills
 // it from the batch, which holds every entry applied so far.
 func (a *applier) rebuildCoprocessor() error {
-	cop := a.copFor(a.desc)
-	if cop != nil {
-		if err := cop.Reset(&rangeReader{r: a.batch, desc: a.desc}); err != nil {
-			return fmt.Errorf("range %d: reset coprocessor: %w", a.rangeID, err)
-		}
+	cop, err := newCoprocessor(a.copFor, a.batch, a.desc)
+	if err != nil {
+		return err
 	}
 	a.cop, a.copStale, a.copChanged = cop, false, true
 	return nil

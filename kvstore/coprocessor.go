@@ -31,9 +31,12 @@ type Coprocessor interface {
 	Mutate(tx Tx, input []byte) ([]byte, error)
 	// Query answers a read on the range's state.
 	Query(r Reader, input []byte) ([]byte, error)
-	// Reset rebuilds in-memory state from the range's data. It is called
-	// when the replica opens, after a snapshot is installed, and after the
-	// range's span changes by a split or merge.
+	// Reset rebuilds in-memory state from the range's data. The state
+	// machine calls it on a new instance, when the replica opens, after a
+	// snapshot is installed, and when a split or merge changed the range's
+	// span, and publishes that instance together with its descriptor, so a
+	// query never sees an index of another span than its descriptor's. A
+	// Reset of an instance in use must swap its new state in whole.
 	Reset(r Reader) error
 }
 

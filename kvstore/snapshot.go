@@ -177,15 +177,16 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	if err := batch.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("range %d: commit snapshot: %w", s.rangeID, err)
 	}
+	cop, err := newCoprocessor(s.coprocessorFor, s.engine.db, desc)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
-	s.desc, s.applied = desc, applied
+	s.desc, s.applied, s.cop = desc, applied, cop
 	s.mu.Unlock()
 	if s.metrics != nil {
 		s.metrics.snapshotsRecovered.Inc()
 		s.metrics.recovered.Add(1)
-	}
-	if err := s.resetCoprocessor(desc); err != nil {
-		return err
 	}
 	if desc != nil && s.onSnapshot != nil {
 		s.onSnapshot(desc)

@@ -56,29 +56,26 @@ type rangeStateMachine struct {
 	cop     Coprocessor
 }
 
-// resetCoprocessor (re)builds the coprocessor's in-memory state for the
-// descriptor's span, making the coprocessor first if there is none.
-func (s *rangeStateMachine) resetCoprocessor(desc *kvpb.RangeDescriptor) error {
-	if desc == nil || s.coprocessorFor == nil {
-		return nil
+// newCoprocessor makes a coprocessor for the descriptor and fills it from r
+// (nil: the keyspace has none). It is built aside and published with the
+// descriptor it was built for, under mu, so that a query never sees an index
+// half built, or one of another span than its descriptor's.
+func newCoprocessor(factory func(*kvpb.RangeDescriptor) Coprocessor, r pebble.Reader, desc *kvpb.RangeDescriptor) (Coprocessor, error) {
+	if desc == nil || factory == nil {
+		return nil, nil
 	}
-	s.mu.Lock()
-	if s.cop == nil {
-		s.cop = s.coprocessorFor(desc)
-	}
-	cop := s.cop
-	s.mu.Unlock()
+	cop := factory(desc)
 	if cop == nil {
-		return nil
+		return nil, nil
 	}
-	if err := cop.Reset(&rangeReader{r: s.engine.db, desc: desc}); err != nil {
-		return fmt.Errorf("range %d: reset coprocessor: %w", s.rangeID, err)
+	if err := cop.Reset(&rangeReader{r: r, desc: desc}); err != nil {
+		return nil, fmt.Errorf("range %d: reset coprocessor: %w", desc.Id, err)
 	}
-	return nil
+	return cop, nil
 }
 
 // spanChanged reports whether a descriptor change moved the range's bounds
-// (or is the first descriptor), which needs a coprocessor reset.
+// (or is the first descriptor), which needs a new coprocessor.
 func spanChanged(old, cur *kvpb.RangeDescriptor) bool {
 	return old == nil || string(old.Start) != string(cur.Start) || string(old.End) != string(cur.End)
 }
@@ -104,12 +101,13 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 			return 0, fmt.Errorf("range %d: corrupt descriptor: %w", s.rangeID, err)
 		}
 	}
-	s.mu.Lock()
-	s.desc, s.applied = desc, applied
-	s.mu.Unlock()
-	if err := s.resetCoprocessor(desc); err != nil {
+	cop, err := newCoprocessor(s.coprocessorFor, db, desc)
+	if err != nil {
 		return 0, err
 	}
+	s.mu.Lock()
+	s.desc, s.applied, s.cop = desc, applied, cop
+	s.mu.Unlock()
 	if desc != nil && s.onDescriptor != nil {
 		s.onDescriptor(s.rangeID, desc)
 	}
@@ -164,7 +162,7 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		}
 		entries[i].Result = sm.Result{Value: uint64(res.Status), Data: data}
 	}
-	if a.copStale {
+	if a.copFor != nil && (a.copStale || a.descChanged && spanChanged(old, a.desc)) {
 		if err := a.rebuildCoprocessor(); err != nil {
 			return nil, err
 		}
@@ -207,11 +205,6 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		s.cop = a.cop
 	}
 	s.mu.Unlock()
-	if a.descChanged && a.desc != nil && spanChanged(old, a.desc) {
-		if err := s.resetCoprocessor(a.desc); err != nil {
-			return nil, err
-		}
-	}
 	if s.metrics != nil {
 		s.metrics.applyLatency.Observe(time.Since(start).Seconds())
 		s.metrics.appliedEntries.Add(float64(len(entries)))

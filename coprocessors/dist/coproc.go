@@ -137,9 +137,11 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 	return proto.Marshal(resp)
 }
 
-// Reset rebuilds the trie from the routes in the range's span.
+// Reset rebuilds the trie from the routes in the range's span. It builds
+// the new trie aside and swaps it in whole, so that a match running
+// meanwhile misses no route that was there before and after.
 func (c *Coprocessor) Reset(r kvstore.Reader) error {
-	c.trie.Clear()
+	fresh := NewTrie()
 	var bad error
 	err := r.Iterate(nil, nil, func(key, value []byte) bool {
 		rt := &distpb.Route{}
@@ -152,13 +154,17 @@ func (c *Coprocessor) Reset(r kvstore.Reader) error {
 			bad = fmt.Errorf("corrupt route at %q: %w", key, err)
 			return false
 		}
-		c.trie.Add(tenant, sub, recv)
+		fresh.Add(tenant, sub, recv)
 		return true
 	})
 	if err != nil {
 		return err
 	}
-	return bad
+	if bad != nil {
+		return bad
+	}
+	c.trie.replace(fresh)
+	return nil
 }
 
 // Routes returns how many routes the replica holds.

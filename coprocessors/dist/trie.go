@@ -70,6 +70,14 @@ func (t *Trie) Clear() {
 	t.tenants, t.counts, t.routes = map[string]*node{}, map[string]int{}, 0
 }
 
+// replace takes over every route of o at once, so that a concurrent match
+// sees the old routes or the new ones, never a mix. o must not be used after.
+func (t *Trie) replace(o *Trie) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.tenants, t.counts, t.routes = o.tenants, o.counts, o.routes
+}
+
 // Len returns the number of routes.
 func (t *Trie) Len() int {
 	t.mu.RLock()

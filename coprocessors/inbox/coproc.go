@@ -70,13 +70,18 @@ func New(rangeID uint64) kvstore.Coprocessor {
 }
 
 func (c *Coprocessor) track(m *inboxpb.Meta) {
-	k := string(Prefix(m.Tenant, m.Inbox))
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	trackIn(c.pending, m)
+}
+
+// trackIn records in pending whether a session waits for its expiry or will.
+func trackIn(pending map[string]*inboxpb.Meta, m *inboxpb.Meta) {
+	k := string(Prefix(m.Tenant, m.Inbox))
 	if m.DetachedUnixMs != 0 || m.WillDueUnixMs != 0 {
-		c.pending[k] = proto.CloneOf(m)
+		pending[k] = proto.CloneOf(m)
 	} else {
-		delete(c.pending, k)
+		delete(pending, k)
 	}
 }
 
@@ -507,10 +512,10 @@ func (c *Coprocessor) due(req *inboxpb.DueRequest) *inboxpb.DueResponse {
 }
 
 // Reset rebuilds the list of detached sessions from the range's metadata.
+// It builds the new list aside and swaps it in whole, so that the scheduler
+// asking meanwhile misses no session that was due before and after.
 func (c *Coprocessor) Reset(r kvstore.Reader) error {
-	c.mu.Lock()
-	c.pending = map[string]*inboxpb.Meta{}
-	c.mu.Unlock()
+	fresh := map[string]*inboxpb.Meta{}
 	var bad error
 	err := r.Iterate(nil, nil, func(k, v []byte) bool {
 		// Metadata keys end with 0x00 'm' after the inbox; queue keys carry
@@ -526,13 +531,19 @@ func (c *Coprocessor) Reset(r kvstore.Reader) error {
 		if string(metaKey(m.Tenant, m.Inbox)) != string(k) {
 			return true // a queue key that happens to end in 0x00 'm'
 		}
-		c.track(m)
+		trackIn(fresh, m)
 		return true
 	})
 	if err != nil {
 		return err
 	}
-	return bad
+	if bad != nil {
+		return bad
+	}
+	c.mu.Lock()
+	c.pending = fresh
+	c.mu.Unlock()
+	return nil
 }
 
 // AlignSplitKey moves a split key to the start of the inbox that holds it, so

@@ -129,16 +129,23 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 	return proto.Marshal(resp)
 }
 
-// Reset rebuilds the index from the range's messages.
+// Reset rebuilds the index from the range's messages. It builds the new
+// index aside and swaps it in whole, so that a match running meanwhile
+// misses no message that was there before and after.
 func (c *Coprocessor) Reset(r kvstore.Reader) error {
-	c.index.Clear()
-	return r.Iterate(nil, nil, func(key, _ []byte) bool {
+	fresh := NewIndex()
+	err := r.Iterate(nil, nil, func(key, _ []byte) bool {
 		tenant, topic, ok := strings.Cut(string(key), "\x00")
 		if ok {
-			c.index.Add(tenant, topic)
+			fresh.Add(tenant, topic)
 		}
 		return true
 	})
+	if err != nil {
+		return err
+	}
+	c.index.replace(fresh)
+	return nil
 }
 
 func validateFilter(f string) error {

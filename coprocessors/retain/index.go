@@ -29,6 +29,14 @@ func (x *Index) Clear() {
 	x.tenants, x.counts = map[string]*tnode{}, map[string]int{}
 }
 
+// replace takes over every topic of o at once, so that a concurrent match
+// sees the old topics or the new ones, never a mix. o must not be used after.
+func (x *Index) replace(o *Index) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.tenants, x.counts = o.tenants, o.counts
+}
+
 // TenantLen returns the number of retained topics of a tenant.
 func (x *Index) TenantLen(tenant string) int {
 	x.mu.RLock()
