@@ -34,9 +34,10 @@ type applier struct {
 	keyedRecords int
 	// cop is the range's coprocessor and copFor makes a new one (nil: the
 	// keyspace has none). copStale says cop's in-memory state no longer
-	// matches the batch (a refused command had changed it): cop is rebuilt
-	// before its next use and before the batch commits. copChanged says cop
-	// is a new instance, to be published with the descriptor at commit.
+	// matches the batch (the span changed, or a refused command had changed
+	// it): cop is rebuilt from the batch before its next use and before the
+	// batch commits. copChanged says cop is a new instance, to be published
+	// with the descriptor at commit; until then queries keep the old pair.
 	cop        Coprocessor
 	copFor     func(*kvpb.RangeDescriptor) Coprocessor
 	copStale   bool
@@ -48,7 +49,15 @@ type applier struct {
 // the range's beginning, and applying on would silently diverge.
 var errNoDescriptor = errors.New("replica has no descriptor but the log holds data commands: refusing to diverge")
 
+// setDesc changes the descriptor. A new span (the first descriptor, a split,
+// a merge) makes the coprocessor stale here, in the middle of the batch: the
+// commands after it must see the coprocessor of the new span (a tenant's
+// count, say), or replicas whose batches end elsewhere would answer them
+// differently.
 func (a *applier) setDesc(d *kvpb.RangeDescriptor) {
+	if spanChanged(a.desc, d) {
+		a.copStale = true
+	}
 	a.desc = d
 	a.descChanged = true
 }

@@ -323,3 +323,54 @@ func TestQueriesDuringSpanChangesSeeAWholeIndex(t *testing.T) {
 	default:
 	}
 }
+
+// dist and retain check a tenant's limit against their in-memory count,
+// which was rebuilt for a split's new span only after the whole Update
+// batch. A replica that got the split and a later add in one batch counted
+// with the old span; one that got them in two batches counted with the new:
+// LIMIT on one replica, OK on another, and their data diverged. What a
+// command sees must depend only on the entries before it.
+func TestCoprocessorStateAfterSplitIsTheSameForAnyBatching(t *testing.T) {
+	log := []*kvpb.Command{
+		initCmd(1, kvpb.Keyspace_KEYSPACE_DIST, "", ""),
+		write(1, coprocOp("a1", "add a1")),
+		write(1, coprocOp("z1", "add z1")),
+		splitCmd(1, "m", 2),
+		// The range holds one key now, so a limit of two admits one more.
+		write(2, coprocOp("a2", "add a2 2")),
+		write(2, coprocOp("a3", "add a3 2")),
+	}
+	batchings := map[string][]int{
+		"one entry per batch":      {1, 1, 1, 1, 1, 1},
+		"split and adds together":  {1, 2, 3},
+		"everything in one batch":  {6},
+		"split ends a batch":       {2, 2, 2},
+		"split alone then the two": {3, 1, 2},
+	}
+	want := []string{"ok", "limit"}
+	for name, sizes := range batchings {
+		t.Run(name, func(t *testing.T) {
+			ts := newCopSM(t, openTestEngine(t, t.TempDir()), 1)
+			var results []*kvpb.CommandResult
+			next := 0
+			for _, n := range sizes {
+				results = append(results, ts.apply(log[next:next+n]...)...)
+				next += n
+			}
+			for i, r := range results[4:] {
+				if r.Status != kvpb.Status_STATUS_OK {
+					t.Fatalf("add %d: %v %s", i, r.Status, r.Message)
+				}
+				if got := string(r.Results[0].Value); got != want[i] {
+					t.Errorf("add %d after the split: %s, want %s", i, got, want[i])
+				}
+			}
+			if got := ts.get(2, "a2").Results[0]; !got.Found {
+				t.Error("a2 was not written")
+			}
+			if got := ts.get(2, "a3").Results[0]; got.Found {
+				t.Error("a3 was written past the limit")
+			}
+		})
+	}
+}

@@ -149,7 +149,6 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	s.mu.RLock()
 	a := applier{rangeID: s.rangeID, replicaID: s.replicaID, joined: s.joined, batch: batch, desc: s.desc,
 		cop: s.cop, copFor: s.coprocessorFor}
-	old := s.desc
 	s.mu.RUnlock()
 	for i := range entries {
 		res, err := a.apply(entries[i].Cmd)
@@ -162,7 +161,7 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		}
 		entries[i].Result = sm.Result{Value: uint64(res.Status), Data: data}
 	}
-	if a.copFor != nil && (a.copStale || a.descChanged && spanChanged(old, a.desc)) {
+	if a.copStale && a.copFor != nil {
 		if err := a.rebuildCoprocessor(); err != nil {
 			return nil, err
 		}
