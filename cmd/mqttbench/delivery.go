@@ -141,25 +141,44 @@ func (p *publisher) run(ctx context.Context, window uint64) error {
 			return false, fmt.Errorf("%s: no %s in %v", p.f.topic, what, stallTimeout)
 		}
 	}
-	var low uint64 // p.f.delivered(), as last seen
+	// Once blocked, the publisher waits for a quarter of a window to open
+	// before it goes on, so that it writes in batches rather than a
+	// message per system call as each acknowledgement or delivery frees
+	// one place (which would make the generator, not the broker, the
+	// bottleneck).
+	var (
+		low    uint64 // p.f.delivered(), as last seen
+		resume = window - window/4
+		credit int // tokens taken and not yet used
+		batch  = max(1, cap(p.tokens)/4)
+	)
 	for ctx.Err() == nil {
 		seq := p.sent + 1
-		for seq-low > window {
-			if low = p.f.delivered(); seq-low <= window {
-				break
-			}
-			if ok, err := wait(p.f.wake, "delivery"); !ok {
-				return err
+		if seq-low > window {
+			if low = p.f.delivered(); seq-low > window {
+				for seq-low > resume {
+					if ok, err := wait(p.f.wake, "delivery"); !ok {
+						return err
+					}
+					low = p.f.delivered()
+				}
 			}
 		}
 		if p.tokens != nil {
-			select {
-			case <-p.tokens:
-			default:
-				if ok, err := wait(p.tokens, "PUBACK"); !ok {
-					return err
+			for credit == 0 {
+				select {
+				case <-p.tokens:
+					credit++
+				default:
+					for credit < batch {
+						if ok, err := wait(p.tokens, "PUBACK"); !ok {
+							return err
+						}
+						credit++
+					}
 				}
 			}
+			credit--
 			p.msg.PacketID = uint16(seq%math.MaxUint16) + 1
 		}
 		putStamp(p.msg.Payload, seq, now())
