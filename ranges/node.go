@@ -81,6 +81,8 @@ type Node struct {
 	bootstrapped chan struct{}
 	bootOnce     sync.Once
 
+	recon *storeReconciler
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -121,6 +123,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		bootstrapped: make(chan struct{}), ctx: ctx, cancel: cancel,
 	}
 	n.router = NewRouter(RouterConfig{Logger: cfg.Logger, Registerer: cfg.Registerer}, n.table, n, n)
+	n.recon = newStoreReconciler(cfg.Registerer)
 	for _, info := range n.localRanges() {
 		n.table.Update(info)
 	}
@@ -174,6 +177,11 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	go func() {
 		defer n.wg.Done()
 		n.reconcileLoop()
+	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.storeReconcileLoop()
 	}()
 	n.log.Info("storage node started", "grpc", lis.Addr().String(), "gossip", cfg.GossipAddr, "raft", cfg.Store.RaftAddr)
 	return n, nil
