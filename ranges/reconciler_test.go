@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 	"github.com/bifrost-mq/bifrost/ranges/rangestest"
 )
 
@@ -125,4 +127,46 @@ func waitRangeValues(t *testing.T, c *rangestest.Cluster, i int, rangeID uint64,
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// A store that was down while it was removed from a range comes back with a
+// replica that lists itself; the reconciler destroys it once the range's
+// other replicas confirm, linearizably, that the store is no member.
+func TestReconcilerRemovesReplicaRemovedWhileDown(t *testing.T) {
+	c := rangestest.Start(t, 3, rangestest.Options{})
+	kv := letters()
+	putAll(t, c.Client(0), kv)
+	down := 2
+	if c.WaitLeader(1) == down {
+		if err := c.Nodes[0].TransferLeader(ctxT(t, 15*time.Second), 1, c.Nodes[0].Store().ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	downStore := c.Nodes[down].Store().ID()
+	c.StopNode(down)
+	if _, err := c.Client(0).Admin.RemoveReplica(ctxT(t, 30*time.Second), &rangespb.RemoveReplicaRequest{RangeId: 1, StoreId: downStore}); err != nil {
+		t.Fatal(ranges.FromStatus(err))
+	}
+	c.StartNode(down)
+	n := c.Nodes[down]
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := n.Store().Descriptor(1); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store %d still runs its removed replica of range 1 after 30s", downStore)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := n.ReconcilerActions("remove"); got != 1 {
+		t.Fatalf("reconciler counted %v removals, want 1", got)
+	}
+	// Its other replicas stay, and the range keeps every key.
+	for _, fr := range ranges.FirstRanges[1:] {
+		if _, err := n.Store().Descriptor(fr.ID); err != nil {
+			t.Fatalf("store %d lost its replica of range %d: %v", downStore, fr.ID, err)
+		}
+	}
+	checkAll(t, c.Client(down), kv)
 }
