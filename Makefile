@@ -30,7 +30,9 @@ generate:
 		kvstore/kvpb/kv.proto ranges/rangespb/ranges.proto coprocessors/dist/distpb/dist.proto coprocessors/retain/retainpb/retain.proto coprocessors/inbox/inboxpb/inbox.proto balancer/balancerpb/balancer.proto mqtt/mqttpb/frontend.proto
 
 bench:
+	$(GO) test -run '^$$' -bench BenchmarkIdleConnection -benchtime 1x ./mqtt/
 	$(GO) test -run '^$$' -bench . -benchtime 5s ./kvstore/... ./ranges/...
+	$(GO) test -run '^$$' -bench . ./mqtt/packet/
 
 # MQTT load: mosquitto 2 (apt-get install -y mosquitto) vs bifrost standalone, then bifrost/mosquitto.
 bench-mqtt:

@@ -26,13 +26,13 @@ import (
 // env is a real cluster (Dragonboat, Pebble, gRPC on loopback) whose every
 // store also runs an MQTT frontend, as standalone does.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	cluster *rangestest.Cluster
 	mu      sync.Mutex
 	fronts  map[int]*mqtt.Server
 }
 
-func startEnv(t *testing.T, stores int, tune func(*mqtt.Config)) *env {
+func startEnv(t testing.TB, stores int, tune func(*mqtt.Config)) *env {
 	t.Helper()
 	e := &env{t: t, fronts: map[int]*mqtt.Server{}}
 	var idx int
