@@ -18,6 +18,10 @@
 //   - A store that is missing from gossip but not yet declared dead (one
 //     that restarts, say) still counts: it keeps its replicas and its place
 //     in the replication factor, so its absence never shrinks a range.
+//   - Merge alignment converges: while a range is aligned with its left
+//     neighbour, replicas are added only where the neighbour is and removed
+//     only where it is not; the leader hands its leadership to a store of the
+//     neighbour's before its own replica is removed.
 //   - One move per store per step; moves wait for the previous one to show
 //     in the descriptors.
 package balancer
@@ -153,6 +157,11 @@ func Plan(v View, p Policy) []Action {
 		}
 		return true
 	}
+	align := mergeAlignments(v, p, rf, busy, allLive)
+	aligning := map[uint64]bool{}
+	for _, a := range align {
+		aligning[a.left.Desc.Id], aligning[a.right.Desc.Id] = true, true
+	}
 
 	// 1. Replace replicas on dead stores; keep the replica count.
 	for _, r := range v.Ranges {
@@ -169,13 +178,18 @@ func Plan(v View, p Policy) []Action {
 			}
 		}
 		n := len(r.Desc.Replicas)
+		target := align[r.Desc.Id].target // nil unless r is aligned for a merge
 		if len(deadReps) > 0 && len(liveReps) >= quorum(n-1) {
 			// Removing one dead replica keeps a live majority of the rest.
 			out = append(out, Action{RemoveReplica, r.Desc.Id, deadReps[0], fmt.Sprintf("store %d is dead", deadReps[0])})
 			continue
 		}
 		if n < rf && len(liveReps)+1 >= quorum(n+1) {
-			if s := leastLoaded(v.Live, replicaCount, storeSet(r.Desc)); s != 0 {
+			s := leastLoaded(v.Live, replicaCount, storeSet(r.Desc), target)
+			if s == 0 {
+				s = leastLoaded(v.Live, replicaCount, storeSet(r.Desc), nil)
+			}
+			if s != 0 {
 				out = append(out, Action{AddReplica, r.Desc.Id, s, fmt.Sprintf("%d replicas, want %d", n, rf)})
 				continue
 			}
@@ -183,9 +197,21 @@ func Plan(v View, p Policy) []Action {
 		// A live replica goes only while every replica is live: with one
 		// missing, the group may need every other vote.
 		if n > rf && len(liveReps) == n {
-			if s := mostLoaded(liveReps, replicaCount, v.Self); s != 0 {
+			candidates := liveReps
+			if target != nil {
+				candidates = slices.DeleteFunc(slices.Clone(liveReps), func(s uint64) bool { return target[s] })
+			}
+			if s := mostLoaded(candidates, replicaCount, v.Self); s != 0 {
 				out = append(out, Action{RemoveReplica, r.Desc.Id, s, fmt.Sprintf("%d replicas, want %d", n, rf)})
 				continue
+			}
+			if target != nil && !target[v.Self] {
+				// Only this store's replica is off the target: hand over
+				// leadership so that the new leader removes it.
+				if s := fewestLeaders(liveReps, leaderCount, target); s != 0 {
+					out = append(out, Action{TransferLeader, r.Desc.Id, s, fmt.Sprintf("align with range %d to merge: store %d must go", align[r.Desc.Id].left.Desc.Id, v.Self)})
+					continue
+				}
 			}
 		}
 	}
@@ -209,42 +235,21 @@ func Plan(v View, p Policy) []Action {
 	}
 
 	// 3. Merge small, cold neighbours: the right range's leader aligns its
-	// replicas with the left's; the left's leader merges once aligned.
-	byStart := slices.Clone(v.Ranges)
-	sort.Slice(byStart, func(i, j int) bool {
-		a, b := byStart[i].Desc, byStart[j].Desc
-		if a.Keyspace != b.Keyspace {
-			return a.Keyspace < b.Keyspace
-		}
-		return bytes.Compare(a.Start, b.Start) < 0
-	})
-	small := func(r RangeView) bool {
-		return p.MergeBytes > 0 && r.Bytes < p.MergeBytes && (p.MergeLoad <= 0 || r.Load < p.MergeLoad)
-	}
-	for i := 0; i+1 < len(byStart); i++ {
-		l, r := byStart[i], byStart[i+1]
-		if l.Desc.Keyspace != r.Desc.Keyspace || !bytes.Equal(l.Desc.End, r.Desc.Start) || busy(l) || busy(r) {
-			continue
-		}
-		if !small(l) || !small(r) || (p.SplitBytes > 0 && l.Bytes+r.Bytes >= p.SplitBytes/2) {
-			continue
-		}
-		ls, rs := storeSet(l.Desc), storeSet(r.Desc)
-		if slices.Equal(sortedKeys(ls), sortedKeys(rs)) {
+	// replicas with the left's (adding first; rule 1 then removes what is off
+	// the left's stores); the left's leader merges once aligned.
+	for _, a := range sortedAlignments(align) {
+		l, r := a.left, a.right
+		if slices.Equal(sortedKeys(storeSet(l.Desc)), sortedKeys(storeSet(r.Desc))) {
 			if mine(l) {
 				out = append(out, Action{Kind: Merge, RangeID: l.Desc.Id, Reason: fmt.Sprintf("ranges %d and %d are small and cold", l.Desc.Id, r.Desc.Id)})
 			}
 			continue
 		}
-		if !mine(r) || !allLive(l) || !allLive(r) {
+		if !mine(r) || len(r.Desc.Replicas) > rf {
 			continue
 		}
-		// Align the right range with the left: add where the left is, then
-		// remove where it is not.
-		if add := missing(ls, rs); add != 0 && live[add] {
+		if add := missing(a.target, storeSet(r.Desc)); add != 0 {
 			out = append(out, Action{AddReplica, r.Desc.Id, add, fmt.Sprintf("align with range %d to merge", l.Desc.Id)})
-		} else if rm := missing(rs, ls); rm != 0 && rm != v.Self {
-			out = append(out, Action{RemoveReplica, r.Desc.Id, rm, fmt.Sprintf("align with range %d to merge", l.Desc.Id)})
 		}
 	}
 	if len(out) > 0 {
@@ -260,14 +265,14 @@ func Plan(v View, p Policy) []Action {
 		mean /= float64(len(v.Live))
 	}
 	for _, r := range v.Ranges {
-		if !mine(r) || busy(r) || !allLive(r) {
+		if !mine(r) || busy(r) || !allLive(r) || aligning[r.Desc.Id] {
 			continue
 		}
 		for _, rep := range r.Desc.Replicas {
 			if rep.StoreId == v.Self || !live[rep.StoreId] || float64(replicaCount[rep.StoreId]) < math.Floor(mean)+1 {
 				continue
 			}
-			if t := leastLoaded(v.Live, replicaCount, storeSet(r.Desc)); t != 0 && float64(replicaCount[t]) < math.Ceil(mean)-0.5 && replicaCount[rep.StoreId]-replicaCount[t] >= 2 {
+			if t := leastLoaded(v.Live, replicaCount, storeSet(r.Desc), nil); t != 0 && float64(replicaCount[t]) < math.Ceil(mean)-0.5 && replicaCount[rep.StoreId]-replicaCount[t] >= 2 {
 				// Add first; the over-replicated range then sheds the replica
 				// on the most loaded store.
 				out = append(out, Action{AddReplica, r.Desc.Id, t, fmt.Sprintf("store %d holds %d replicas, store %d %d", rep.StoreId, replicaCount[rep.StoreId], t, replicaCount[t])})
@@ -327,11 +332,11 @@ func missing(want, have map[uint64]bool) uint64 {
 }
 
 // leastLoaded picks the live store with the fewest replicas that is not in
-// exclude (ties: lowest ID).
-func leastLoaded(live []uint64, count map[uint64]int, exclude map[uint64]bool) uint64 {
+// exclude and, unless only is nil, is in only (ties: lowest ID).
+func leastLoaded(live []uint64, count map[uint64]int, exclude, only map[uint64]bool) uint64 {
 	best := uint64(0)
 	for _, s := range sortedKeys(setOf(live)) {
-		if exclude[s] {
+		if exclude[s] || (only != nil && !only[s]) {
 			continue
 		}
 		if best == 0 || count[s] < count[best] {
@@ -361,5 +366,80 @@ func setOf(s []uint64) map[uint64]bool {
 	for _, x := range s {
 		out[x] = true
 	}
+	return out
+}
+
+// fewestLeaders picks the store among candidates that are in only with the
+// fewest leaders (ties: lowest ID).
+func fewestLeaders(candidates []uint64, leaders map[uint64]int, only map[uint64]bool) uint64 {
+	best := uint64(0)
+	for _, s := range sortedKeys(setOf(candidates)) {
+		if only[s] && (best == 0 || leaders[s] < leaders[best]) {
+			best = s
+		}
+	}
+	return best
+}
+
+// alignment is a pair of adjacent ranges to merge: right's replicas are
+// moved onto target, the stores of left.
+type alignment struct {
+	left, right RangeView
+	target      map[uint64]bool
+}
+
+// mergeAlignments returns, keyed by the right range's ID, the neighbours to
+// merge: adjacent ranges of one keyspace, both small and cold, not changing,
+// every replica on a live store, and the left one at the replication factor
+// (its leader fixes its count first). A range that is itself being aligned
+// with its left neighbour is not a target for its right one until that merge
+// is done, so that no range chases a moving target.
+func mergeAlignments(v View, p Policy, rf int, busy, allLive func(RangeView) bool) map[uint64]alignment {
+	byStart := slices.Clone(v.Ranges)
+	sort.Slice(byStart, func(i, j int) bool {
+		a, b := byStart[i].Desc, byStart[j].Desc
+		if a.Keyspace != b.Keyspace {
+			return a.Keyspace < b.Keyspace
+		}
+		return bytes.Compare(a.Start, b.Start) < 0
+	})
+	small := func(r RangeView) bool {
+		return p.MergeBytes > 0 && r.Bytes < p.MergeBytes && (p.MergeLoad <= 0 || r.Load < p.MergeLoad)
+	}
+	out := map[uint64]alignment{}
+	unaligned := map[uint64]bool{} // right sides still being aligned
+	for i := 0; i+1 < len(byStart); i++ {
+		l, r := byStart[i], byStart[i+1]
+		if l.Desc.Keyspace != r.Desc.Keyspace || !bytes.Equal(l.Desc.End, r.Desc.Start) || busy(l) || busy(r) {
+			continue
+		}
+		if !small(l) || !small(r) || (p.SplitBytes > 0 && l.Bytes+r.Bytes >= p.SplitBytes/2) {
+			continue
+		}
+		if !allLive(l) || !allLive(r) || len(l.Desc.Replicas) != rf || unaligned[l.Desc.Id] {
+			continue
+		}
+		target := storeSet(l.Desc)
+		out[r.Desc.Id] = alignment{left: l, right: r, target: target}
+		if !slices.Equal(sortedKeys(target), sortedKeys(storeSet(r.Desc))) {
+			unaligned[r.Desc.Id] = true
+		}
+	}
+	return out
+}
+
+// sortedAlignments returns the alignments by keyspace and start key.
+func sortedAlignments(m map[uint64]alignment) []alignment {
+	out := make([]alignment, 0, len(m))
+	for _, a := range m {
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].left.Desc, out[j].left.Desc
+		if a.Keyspace != b.Keyspace {
+			return a.Keyspace < b.Keyspace
+		}
+		return bytes.Compare(a.Start, b.Start) < 0
+	})
 	return out
 }

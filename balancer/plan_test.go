@@ -1,7 +1,9 @@
 package balancer
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
@@ -237,5 +239,99 @@ func TestPlanMovesKeepQuorum(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// sim is a toy cluster that applies the planner's moves, one per store per
+// round, as the balancers would.
+type sim struct {
+	live   []uint64
+	ranges []RangeView
+	nextID uint64
+}
+
+func (s *sim) apply(a Action) {
+	for i := range s.ranges {
+		r := &s.ranges[i]
+		if r.Desc.Id != a.RangeID {
+			continue
+		}
+		switch a.Kind {
+		case AddReplica:
+			s.nextID++
+			r.Desc.Replicas = append(r.Desc.Replicas, &kvpb.Replica{ReplicaId: s.nextID, StoreId: a.StoreID})
+		case RemoveReplica:
+			r.Desc.Replicas = slices.DeleteFunc(r.Desc.Replicas, func(rep *kvpb.Replica) bool { return rep.StoreId == a.StoreID })
+		case TransferLeader:
+			r.LeaderStore = a.StoreID
+		case Merge:
+			right := s.ranges[i+1]
+			r.Desc.End = right.Desc.End
+			s.ranges = slices.Delete(s.ranges, i+1, i+2)
+		}
+		return
+	}
+}
+
+func (s *sim) round(p Policy) {
+	for _, self := range s.live {
+		v := View{Self: self, Live: s.live, Ranges: s.ranges}
+		if acts := Plan(v, p); len(acts) > 0 {
+			s.apply(acts[0])
+		}
+	}
+}
+
+// TestPlanMergeAlignmentConverges guards against alignment that never ends:
+// the right range's leader added a replica where the left range is, and the
+// replica-count rule then removed the most loaded replica, which could be the
+// one just added, so the next round added it again.
+func TestPlanMergeAlignmentConverges(t *testing.T) {
+	policy := Policy{ReplicationFactor: 3, SplitBytes: 1000, MergeBytes: 100}
+	type rng struct {
+		stores []uint64
+		leader uint64
+	}
+	tests := []struct {
+		name   string
+		live   []uint64
+		ranges []rng // adjacent, small and cold
+	}{
+		{"the right leader's store is not in the left's", []uint64{1, 2, 3, 4}, []rng{{[]uint64{1, 2, 3}, 1}, {[]uint64{2, 3, 4}, 4}}},
+		{"the right leader's store is in the left's", []uint64{1, 2, 3, 4}, []rng{{[]uint64{1, 2, 3}, 1}, {[]uint64{2, 3, 4}, 2}}},
+		{"disjoint replica sets", []uint64{1, 2, 3, 4, 5, 6}, []rng{{[]uint64{1, 2, 3}, 1}, {[]uint64{4, 5, 6}, 5}}},
+		{"one store in common, held by the right leader", []uint64{1, 2, 3, 4, 5}, []rng{{[]uint64{1, 2, 3}, 1}, {[]uint64{3, 4, 5}, 3}}},
+		{"a chain of three", []uint64{1, 2, 3, 4, 5}, []rng{{[]uint64{1, 2, 3}, 1}, {[]uint64{3, 4, 5}, 4}, {[]uint64{1, 4, 5}, 5}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &sim{live: tc.live, nextID: 100}
+			for i, r := range tc.ranges {
+				start, end := string(rune('a'+i)), string(rune('a'+i+1))
+				if i == 0 {
+					start = ""
+				}
+				if i == len(tc.ranges)-1 {
+					end = ""
+				}
+				s.ranges = append(s.ranges, rv(desc(uint64(i+1), start, end, r.stores...), r.leader, 10))
+			}
+			const rounds = 30
+			for round := 0; round < rounds && len(s.ranges) > 1; round++ {
+				s.round(policy)
+				for _, r := range s.ranges {
+					if n := len(r.Desc.Replicas); n < 3 {
+						t.Fatalf("round %d: range %d fell to %d replicas", round, r.Desc.Id, n)
+					}
+				}
+			}
+			if len(s.ranges) > 1 {
+				var state []string
+				for _, r := range s.ranges {
+					state = append(state, fmt.Sprintf("range %d on %v led by %d", r.Desc.Id, sortedKeys(storeSet(r.Desc)), r.LeaderStore))
+				}
+				t.Fatalf("not merged after %d rounds: %v", rounds, state)
+			}
+		})
 	}
 }
