@@ -174,3 +174,11 @@ func (s *Store) LogCompacted(rangeID uint64) bool {
 	boot := &kvpb.BootRecord{}
 	return proto.Unmarshal(v, boot) == nil && !boot.CompactOnStart
 }
+
+// HasBootRecord reports whether the store has a boot record for a range: it
+// runs the range's replica, or is about to (a split applied here writes the
+// child's record, and a store goroutine starts the child right after).
+func (s *Store) HasBootRecord(rangeID uint64) bool {
+	_, ok, err := get(s.engine.db, localBootKey(rangeID))
+	return err == nil && ok
+}

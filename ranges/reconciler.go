@@ -23,7 +23,9 @@ import (
 // store, leader or not:
 //
 //   - Start: for a range whose descriptor (gossip, the routing table) lists
-//     this store but that the store does not run and never tombstoned, it
+//     this store but that the store does not run, has no boot record for (a
+//     split applied here writes one and starts the child itself) and never
+//     tombstoned, it
 //     reads the descriptor linearizably from the range's other replicas
 //     (leader first). Only if that descriptor is no older than the one this
 //     store knows, is normal, still lists this store, no local replica of
@@ -33,7 +35,8 @@ import (
 //     joiner must get a snapshot, never a replay onto empty state), does it
 //     start the replica with the descriptor's replica ID as a joiner, the
 //     way AddReplica starts one: Raft already counts it, and the leader
-//     brings it up to date by snapshot.
+//     brings it up to date by snapshot. The same answer must be seen twice,
+//     at least two intervals apart.
 //   - Remove: a local replica whose range's current descriptor, read
 //     linearizably from the other replicas at a higher version, no longer
 //     lists it (not even as pending), or whose span a range it is no member
@@ -57,7 +60,9 @@ const (
 	reconcileRecheckTicks = 3
 )
 
-type removalSeen struct {
+// seenAt is a descriptor version the reconciler saw calling for an action,
+// and when it first saw it.
+type seenAt struct {
 	ver, confVer uint64
 	since        time.Time
 }
@@ -70,7 +75,8 @@ type storeReconciler struct {
 
 	// Owned by the loop's goroutine.
 	nextCheck map[uint64]time.Time
-	removals  map[uint64]removalSeen
+	removals  map[uint64]seenAt
+	starts    map[uint64]seenAt
 }
 
 func newStoreReconciler(reg prometheus.Registerer) *storeReconciler {
@@ -82,7 +88,7 @@ func newStoreReconciler(reg prometheus.Registerer) *storeReconciler {
 		reg.MustRegister(c)
 	}
 	return &storeReconciler{actions: c, counts: map[string]uint64{},
-		nextCheck: map[uint64]time.Time{}, removals: map[uint64]removalSeen{}}
+		nextCheck: map[uint64]time.Time{}, removals: map[uint64]seenAt{}, starts: map[uint64]seenAt{}}
 }
 
 func (r *storeReconciler) count(action string) {
@@ -135,7 +141,9 @@ func (n *Node) reconcileStore() {
 	// Ranges that list this store and that it does not run.
 	for _, rt := range n.table.All() {
 		rep := replicaOnStore(rt.Desc, self)
-		if rep == nil || rt.Desc.State != kvpb.RangeState_RANGE_STATE_NORMAL || n.holds(rt.Desc.Id) || n.store.Tombstoned(rt.Desc.Id) {
+		if rep == nil || rt.Desc.State != kvpb.RangeState_RANGE_STATE_NORMAL || n.holds(rt.Desc.Id) ||
+			n.store.HasBootRecord(rt.Desc.Id) || n.store.Tombstoned(rt.Desc.Id) {
+			delete(r.starts, rt.Desc.Id)
 			continue
 		}
 		if overlappingLocal(local, rt.Desc) != nil || !due(rt.Desc.Id) {
@@ -191,6 +199,11 @@ func (n *Node) reconcileStore() {
 			delete(r.removals, id)
 		}
 	}
+	for id, s := range r.starts {
+		if now.Sub(s.since) > time.Minute {
+			delete(r.starts, id)
+		}
+	}
 	for id, t := range r.nextCheck {
 		if now.Sub(t) > time.Minute {
 			delete(r.nextCheck, id)
@@ -208,14 +221,20 @@ func (n *Node) startMissing(ctx context.Context, rt *Route) (bool, error) {
 	if d.Ver < rt.Desc.Ver || (d.Ver == rt.Desc.Ver && d.ConfVer < rt.Desc.ConfVer) {
 		return false, fmt.Errorf("the range's replicas answered version %d.%d, older than the known %d.%d", d.Ver, d.ConfVer, rt.Desc.Ver, rt.Desc.ConfVer)
 	}
+	r := n.recon
 	rep := replicaOnStore(d, self)
 	if rep == nil || d.State != kvpb.RangeState_RANGE_STATE_NORMAL {
+		delete(r.starts, d.Id)
 		return false, nil // the table was stale: nothing to start
 	}
 	if ol := overlappingLocal(n.store.Replicas(), d); ol != nil {
 		return false, fmt.Errorf("local range %d at version %d overlaps version %d: wait until it caught up", ol.Id, ol.Ver, d.Ver)
 	}
-	if n.holds(d.Id) || n.store.Tombstoned(d.Id) {
+	if n.holds(d.Id) || n.store.HasBootRecord(d.Id) || n.store.Tombstoned(d.Id) {
+		// Running, or about to: a split applied here wrote the child's boot
+		// record and starts it (as a bootstrapping member, whose first
+		// compaction the record tracks: it must not be replaced).
+		delete(r.starts, d.Id)
 		return false, nil
 	}
 	for _, other := range d.Replicas {
@@ -226,6 +245,17 @@ func (n *Node) startMissing(ctx context.Context, rt *Route) (bool, error) {
 			return false, fmt.Errorf("replica %d on store %d has not compacted its first log yet (%v)", other.ReplicaId, other.StoreId, err)
 		}
 	}
+	// Act only on an answer seen twice, at least two intervals apart.
+	prev, ok := r.starts[d.Id]
+	if !ok || prev.ver != d.Ver || prev.confVer != d.ConfVer {
+		r.starts[d.Id] = seenAt{ver: d.Ver, confVer: d.ConfVer, since: time.Now()}
+		r.nextCheck[d.Id] = time.Now().Add(2 * n.cfg.ReconcileInterval)
+		return false, nil
+	}
+	if time.Since(prev.since) < 2*n.cfg.ReconcileInterval {
+		return false, nil
+	}
+	delete(r.starts, d.Id)
 	// Raft counts this replica already (it is in the descriptor, which
 	// follows Raft's membership): start it as a joiner, the way AddReplica
 	// does, and the leader sends it a snapshot.
@@ -278,7 +308,7 @@ func (n *Node) removeStale(ctx context.Context, lr kvstore.ReplicaStatus, rt, co
 	// Act only on an answer seen twice, at least two intervals apart.
 	prev, ok := r.removals[lr.RangeID]
 	if !ok || prev.ver != cur.Ver || prev.confVer != cur.ConfVer {
-		r.removals[lr.RangeID] = removalSeen{ver: cur.Ver, confVer: cur.ConfVer, since: time.Now()}
+		r.removals[lr.RangeID] = seenAt{ver: cur.Ver, confVer: cur.ConfVer, since: time.Now()}
 		r.nextCheck[lr.RangeID] = time.Now().Add(2 * n.cfg.ReconcileInterval)
 		return false, nil
 	}
