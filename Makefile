@@ -1,7 +1,7 @@
 GO ?= go
 PKGS := ./...
 # Packages that hold concurrency run under the race detector.
-RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/...
+RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/...
 BIN := bin/bifrost
 
 .PHONY: all build test test-unit lint generate bench bench-mqtt clean
@@ -13,7 +13,7 @@ build:
 
 test: lint
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e /kvstore -e /ranges -e /coprocessors -e /balancer -e /mqtt)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -E 'bifrost/(kvstore|ranges|coprocessors|balancer|mqtt|cmd/mqttbench)(/|$$)')
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
