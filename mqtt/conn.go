@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -104,7 +103,7 @@ func (c *conn) protocolError(format string, args ...any) error {
 func (c *conn) serve() {
 	defer close(c.done)
 	defer c.nc.Close()
-	r := packet.NewReader(bufio.NewReaderSize(c.nc, 1024), c.s.cfg.MaxPacketSize)
+	r := packet.NewReader(newLazyReader(c.nc), c.s.cfg.MaxPacketSize)
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ConnectTimeout))
 	p, err := r.ReadPacket(0)
 	if err != nil {
