@@ -111,6 +111,13 @@ func (n *Node) RemoveReplica(ctx context.Context, rangeID, storeID uint64) (*kvp
 		return nil, &RefusedError{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED,
 			Message: fmt.Sprintf("range %d is adding a replica on store %d", rangeID, desc.Pending.StoreId)}
 	}
+	if desc.State != kvpb.RangeState_RANGE_STATE_NORMAL {
+		// A merge waits for every replica of a frozen range and commits on
+		// the left only where the right's replica is there: removing one
+		// would let the commit apply on some stores and not on others.
+		return nil, &RefusedError{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED,
+			Message: fmt.Sprintf("range %d is %s: no replica change until its split or merge ends", rangeID, desc.State)}
+	}
 	if storeID == n.store.ID() {
 		return nil, fmt.Errorf("%w: remove the local replica from another store", ErrBadRequest)
 	}
