@@ -2,8 +2,12 @@ package ranges
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -17,8 +21,20 @@ import (
 // store with the lowest ID, and only it, creates one range per keyspace on the
 // min(N, 3) lowest stores. It never happens twice: a store that holds or held
 // a range announces it, and a store that sees such an announcement joins
-// instead; the plan is a function of the member set, so a bootstrapper that
-// crashes halfway repeats the same plan on restart.
+// instead.
+//
+// The bootstrapper writes its plan (the ranges, their replica IDs, stores and
+// Raft addresses) to its data directory, synced, before it starts anything,
+// and removes it only once every first range is initialised. While the plan
+// is there (a failed attempt, or a crash and restart halfway) the store
+// finishes that same plan, whatever the member view says now and although it
+// already announces itself as bootstrapped: it starts each range's replicas
+// (idempotent for a replica that runs) and proposes the range's Init
+// (idempotent for an initialised range), range after range, skipping a range
+// its local replica already holds the descriptor of. A plan of which nothing
+// was started (no local boot record of its first range: the local replica is
+// always started first) is dropped, and the bootstrap starts over as if it
+// had never been tried, so the checks above still guard it.
 
 // FirstRanges are the ranges a new cluster starts with, one per keyspace.
 var FirstRanges = []struct {
@@ -31,22 +47,165 @@ var FirstRanges = []struct {
 	{4, kvpb.Keyspace_KEYSPACE_RETAIN},
 }
 
+// Failpoint steps of the bootstrap (NodeConfig.Failpoint): after the replicas
+// of one first range have started on every planned store, and after one first
+// range was initialised.
+const (
+	FailBootstrapAfterStart = "bootstrap-after-start"
+	FailBootstrapAfterInit  = "bootstrap-after-init"
+)
+
 // MaxInitialReplicas caps the replicas of the first ranges.
 const MaxInitialReplicas = 3
+
+// bootstrapPlanFile, in the store's data directory, holds the plan of a
+// bootstrap this store began and has not finished.
+const bootstrapPlanFile = "bootstrap-plan.json"
+
+type bootstrapPlan struct {
+	Ranges   []plannedRange   `json:"ranges"`
+	Replicas []plannedReplica `json:"replicas"`
+}
+
+type plannedRange struct {
+	ID       uint64        `json:"id"`
+	Keyspace kvpb.Keyspace `json:"keyspace"`
+}
+
+type plannedReplica struct {
+	ReplicaID uint64 `json:"replica_id"`
+	StoreID   uint64 `json:"store_id"`
+	Raft      string `json:"raft"`
+}
+
+func newBootstrapPlan(stores []Member) *bootstrapPlan {
+	p := &bootstrapPlan{}
+	for _, fr := range FirstRanges {
+		p.Ranges = append(p.Ranges, plannedRange{ID: fr.ID, Keyspace: fr.Keyspace})
+	}
+	for i, m := range stores {
+		p.Replicas = append(p.Replicas, plannedReplica{ReplicaID: uint64(i + 1), StoreID: m.Meta.StoreID, Raft: m.Meta.Raft})
+	}
+	return p
+}
+
+func bootstrapPlanPath(dataDir string) string { return filepath.Join(dataDir, bootstrapPlanFile) }
+
+// hasBootstrapPlan reports whether a store's data directory holds an
+// unfinished bootstrap plan.
+func hasBootstrapPlan(dataDir string) bool {
+	_, err := os.Stat(bootstrapPlanPath(dataDir))
+	return err == nil
+}
+
+// loadBootstrapPlan returns the unfinished plan, or nil.
+func (n *Node) loadBootstrapPlan() (*bootstrapPlan, error) {
+	b, err := os.ReadFile(bootstrapPlanPath(n.cfg.Store.DataDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read bootstrap plan: %w", err)
+	}
+	p := &bootstrapPlan{}
+	if err := json.Unmarshal(b, p); err != nil {
+		return nil, fmt.Errorf("corrupt bootstrap plan %s: %w", bootstrapPlanPath(n.cfg.Store.DataDir), err)
+	}
+	if len(p.Ranges) == 0 || len(p.Replicas) == 0 || p.Replicas[0].StoreID != n.store.ID() {
+		return nil, fmt.Errorf("bootstrap plan %s is not this store's", bootstrapPlanPath(n.cfg.Store.DataDir))
+	}
+	return p, nil
+}
+
+// saveBootstrapPlan writes the plan durably (temporary file, fsync, rename,
+// fsync of the directory).
+func (n *Node) saveBootstrapPlan(p *bootstrapPlan) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	path := bootstrapPlanPath(n.cfg.Store.DataDir)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("write bootstrap plan: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(n.cfg.Store.DataDir)
+	}
+	if err != nil {
+		return fmt.Errorf("write bootstrap plan: %w", err)
+	}
+	return nil
+}
+
+func (n *Node) removeBootstrapPlan() error {
+	if err := os.Remove(bootstrapPlanPath(n.cfg.Store.DataDir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove bootstrap plan: %w", err)
+	}
+	return syncDir(n.cfg.Store.DataDir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 func (n *Node) bootstrapLoop() {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	var lastView string
-	var stableSince time.Time
+	var stableSince, lastWarn time.Time
 	waiting := false
+	warn := func(msg string, err error) {
+		if time.Since(lastWarn) >= 5*time.Second {
+			n.log.Warn(msg, "err", err)
+			lastWarn = time.Now()
+		}
+	}
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
 		}
-		if n.isBootstrapped() {
+		plan, err := n.loadBootstrapPlan()
+		if err != nil {
+			warn("bootstrap plan unreadable; not bootstrapping", err)
+			continue
+		}
+		if plan != nil && !n.store.HasBootRecord(plan.Ranges[0].ID) {
+			// Nothing of it was started: forget it and start over.
+			if err := n.removeBootstrapPlan(); err != nil {
+				warn("bootstrap plan", err)
+				continue
+			}
+			plan = nil
+		}
+		if plan != nil {
+			if !n.runBootstrapPlan(plan, warn) {
+				continue
+			}
+			return
+		}
+		if n.isBootstrapped() || n.cfg.BootstrapExpect == 0 {
 			return
 		}
 		stores := n.members.Stores()
@@ -76,59 +235,95 @@ func (n *Node) bootstrapLoop() {
 		if time.Since(stableSince) < time.Second || stores[0].Meta.StoreID != n.store.ID() {
 			continue
 		}
-		plan := stores[:min(n.cfg.BootstrapExpect, MaxInitialReplicas, len(stores))]
-		ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
-		err := n.bootstrap(ctx, plan)
-		cancel()
-		if err != nil {
-			n.log.Warn("bootstrap attempt failed, retrying", "err", err)
+		plan = newBootstrapPlan(stores[:min(n.cfg.BootstrapExpect, MaxInitialReplicas, len(stores))])
+		if err := n.saveBootstrapPlan(plan); err != nil {
+			warn("bootstrap attempt failed, retrying", err)
 			continue
 		}
-		return
+		n.log.Info("bootstrapping the cluster", "stores", len(plan.Replicas))
+		if n.runBootstrapPlan(plan, warn) {
+			return
+		}
 	}
 }
 
-func (n *Node) bootstrap(ctx context.Context, plan []Member) error {
+// runBootstrapPlan makes one attempt at the plan and, once it is done,
+// removes it. It reports whether the bootstrap is finished.
+func (n *Node) runBootstrapPlan(plan *bootstrapPlan, warn func(string, error)) bool {
+	ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+	err := n.bootstrap(ctx, plan)
+	cancel()
+	if err == nil {
+		err = n.removeBootstrapPlan()
+	}
+	if err != nil {
+		warn("bootstrap attempt failed, retrying the same plan", err)
+		return false
+	}
+	n.log.Info("cluster bootstrapped", "ranges", len(plan.Ranges))
+	return true
+}
+
+// bootstrap creates and initialises the plan's ranges, one after the other.
+// Every step is idempotent, so that an attempt that failed or a bootstrapper
+// that crashed halfway can run it again.
+func (n *Node) bootstrap(ctx context.Context, plan *bootstrapPlan) error {
 	members := map[uint64]string{}
 	var replicas []*kvpb.Replica
-	for i, m := range plan {
-		id := uint64(i + 1)
-		members[id] = m.Meta.Raft
-		replicas = append(replicas, &kvpb.Replica{ReplicaId: id, StoreId: m.Meta.StoreID, RaftAddr: m.Meta.Raft})
+	for _, r := range plan.Replicas {
+		members[r.ReplicaID] = r.Raft
+		replicas = append(replicas, &kvpb.Replica{ReplicaId: r.ReplicaID, StoreId: r.StoreID, RaftAddr: r.Raft})
 	}
-	n.log.Info("bootstrapping the cluster", "stores", len(plan))
-	for _, fr := range FirstRanges {
-		for i, m := range plan {
-			boot := &kvpb.BootRecord{RangeId: fr.ID, ReplicaId: uint64(i + 1), InitialMembers: members}
-			if err := n.startOn(ctx, m.Meta.StoreID, boot); err != nil {
-				return fmt.Errorf("start range %d on store %d: %w", fr.ID, m.Meta.StoreID, err)
+	for _, pr := range plan.Ranges {
+		if d, err := n.store.Descriptor(pr.ID); err == nil && d != nil {
+			continue // initialised by an earlier attempt
+		}
+		for _, r := range plan.Replicas {
+			boot := &kvpb.BootRecord{RangeId: pr.ID, ReplicaId: r.ReplicaID, InitialMembers: members}
+			if err := n.startOn(ctx, r.StoreID, boot); err != nil {
+				return fmt.Errorf("start range %d on store %d: %w", pr.ID, r.StoreID, err)
 			}
 		}
-	}
-	for _, fr := range FirstRanges {
+		if err := n.failpoint(FailBootstrapAfterStart); err != nil {
+			return err
+		}
 		desc := &kvpb.RangeDescriptor{
-			Id: fr.ID, Keyspace: fr.Keyspace, Ver: 1, ConfVer: 1, Replicas: replicas,
-			NextReplicaId: uint64(len(plan) + 1),
+			Id: pr.ID, Keyspace: pr.Keyspace, Ver: 1, ConfVer: 1, Replicas: replicas,
+			NextReplicaId: uint64(len(plan.Replicas) + 1),
 		}
-		cmd := &kvpb.Command{Payload: &kvpb.Command_Init{Init: &kvpb.InitRange{Range: desc}}}
-		for {
-			res, err := n.store.Propose(ctx, fr.ID, cmd)
-			if err == nil && res.Status == kvpb.Status_STATUS_OK {
-				break
-			}
-			if err == nil {
-				return fmt.Errorf("init range %d: %s", fr.ID, res.Message)
-			}
-			if !errors.Is(err, kvstore.ErrNotReady) && !errors.Is(err, kvstore.ErrTimeout) {
-				return fmt.Errorf("init range %d: %w", fr.ID, err)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
+		if err := n.initRange(ctx, desc); err != nil {
+			return err
+		}
+		if err := n.failpoint(FailBootstrapAfterInit); err != nil {
+			return err
 		}
 	}
-	n.log.Info("cluster bootstrapped", "ranges", len(FirstRanges))
 	return nil
+}
+
+// initRange proposes a first range's Init until it is applied. A range
+// already initialised (by an earlier attempt whose answer was lost; it may
+// have changed since) is done.
+func (n *Node) initRange(ctx context.Context, desc *kvpb.RangeDescriptor) error {
+	cmd := &kvpb.Command{Payload: &kvpb.Command_Init{Init: &kvpb.InitRange{Range: desc}}}
+	for {
+		res, err := n.store.Propose(ctx, desc.Id, cmd)
+		if err == nil && res.Status == kvpb.Status_STATUS_OK {
+			return nil
+		}
+		if err == nil && res.Status == kvpb.Status_STATUS_BAD_REQUEST && res.GetRange().GetId() == desc.Id {
+			return nil
+		}
+		if err == nil {
+			return fmt.Errorf("init range %d: %s", desc.Id, res.Message)
+		}
+		if !errors.Is(err, kvstore.ErrNotReady) && !errors.Is(err, kvstore.ErrTimeout) {
+			return fmt.Errorf("init range %d: %w", desc.Id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

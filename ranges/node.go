@@ -166,7 +166,8 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	if cfg.BootstrapExpect > 0 {
+	// A store with an unfinished bootstrap plan finishes it, flag or not.
+	if cfg.BootstrapExpect > 0 || hasBootstrapPlan(cfg.Store.DataDir) {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
