@@ -251,3 +251,18 @@ func (tx *stagedTx) flush() error {
 	}
 	return nil
 }
+
+// AlignSplitKey moves a split key of keyspace ks to the start of the unit
+// that holds it, through the keyspace's SplitAligner: the rule SplitKey
+// applies to the balancer's splits, for a key chosen elsewhere (an admin's).
+// A keyspace without an aligner keeps the key.
+func (s *Store) AlignSplitKey(ks kvpb.Keyspace, key []byte) []byte {
+	f := s.cfg.Coprocessors[ks]
+	if f == nil {
+		return key
+	}
+	if a, ok := f(0).(SplitAligner); ok {
+		return a.AlignSplitKey(key)
+	}
+	return key
+}

@@ -40,6 +40,17 @@ func (n *Node) Split(ctx context.Context, rangeID uint64, key []byte) (left, rig
 	if len(key) == 0 || string(key) == string(desc.Start) || !kvstore.ContainsKey(desc, key) {
 		return nil, nil, fmt.Errorf("%w: split key %q must lie strictly inside range %d [%q, %q)", ErrBadRequest, key, rangeID, desc.Start, desc.End)
 	}
+	// A split never cuts a unit of the keyspace's coprocessor (an inbox, a
+	// dist subscription's routes): the key moves to the unit's start, as the
+	// balancer's split keys do (kvstore.Store.SplitKey).
+	if aligned := n.store.AlignSplitKey(desc.Keyspace, key); string(aligned) != string(key) {
+		if string(aligned) <= string(desc.Start) {
+			return nil, nil, fmt.Errorf("%w: split key %q lies in a unit of keyspace %s that starts at %q, at or before the start of range %d: the range cannot be split there",
+				ErrBadRequest, key, keyspaceName(desc.Keyspace), aligned, rangeID)
+		}
+		n.log.Info("split key aligned to a unit boundary", "range", rangeID, "key", string(key), "aligned", string(aligned))
+		key = aligned
+	}
 	if desc.State != kvpb.RangeState_RANGE_STATE_NORMAL || desc.Pending != nil {
 		return nil, nil, &RefusedError{Status: kvpb.Status_STATUS_SPLIT_MERGE_REFUSED,
 			Message: fmt.Sprintf("range %d is changing (%s); try again", rangeID, desc.State)}

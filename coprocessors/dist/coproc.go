@@ -1,6 +1,7 @@
 package dist
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -169,3 +170,35 @@ func (c *Coprocessor) Reset(r kvstore.Reader) error {
 
 // Routes returns how many routes the replica holds.
 func (c *Coprocessor) Routes() int { return c.trie.Len() }
+
+var _ kvstore.SplitAligner = (*Coprocessor)(nil)
+
+// AlignSplitKey moves a split key to the start of the key prefix of the
+// (tenant, subscription) whose routes it would cut, so that every route of
+// one filter, the members of a $share or $oshare group included, stays in
+// one range. Match picks one member of a group per range it asks, so a
+// group cut in two would deliver a message to one member on each side, and
+// a $oshare group would no longer send one publisher to one member.
+//
+// The routes of one subscription are prefix P + kind + ID, where P (tenant
+// 0x00, levels each ended by 0x00, 0x00) ends in two zero bytes, the kind
+// is not zero and the ID holds no zero byte. A key cuts the routes of P
+// only if P is a proper prefix of it followed by a byte other than zero, so
+// the key is moved to its shortest prefix of that shape: no shorter
+// subscription prefix can then be cut. Filters with empty levels (a//b)
+// hold zero pairs inside P; for them the key may move further left, to a
+// boundary that is still whole. The balancer (kvstore.Store.SplitKey) and
+// admin splits (ranges.Node.Split) both call this through
+// kvstore.SplitAligner, as they do inbox's.
+func (c *Coprocessor) AlignSplitKey(key []byte) []byte {
+	t := bytes.IndexByte(key, 0)
+	if t < 0 {
+		return key
+	}
+	for j := t + 2; j < len(key); j++ {
+		if key[j-1] == 0 && key[j-2] == 0 && key[j] != 0 {
+			return key[:j:j]
+		}
+	}
+	return key
+}
