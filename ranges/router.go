@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -319,4 +321,277 @@ func keyOf(req *rangespb.ExecuteRequest) []byte {
 		}
 	}
 	return nil
+}
+
+// KeyedOp is one write of a batch: an op on a single key (not a scan) and
+// the request ID that makes it apply once (nil: WriteBatch makes one and
+// stores it in the caller's slice, for a retry of the batch to reuse).
+type KeyedOp struct {
+	Op        *kvpb.Op
+	RequestID []byte
+}
+
+// batchParallelism is how many ranges a WriteBatch writes to at once.
+const batchParallelism = 8
+
+// batchUnit is the ops of a batch sent to one range as one command. Its
+// request ID is its first op's: the store keeps a write's result under its
+// first key and request ID, and that record follows the key through splits
+// and merges. A unit whose outcome is unknown (a transport error, a
+// timeout) is resent whole, unchanged, until the range holding its first
+// key either answers (applied now, or the result remembered) or refuses it
+// for a stale version: only then were none of its ops applied, and only
+// then are they planned again with the fresher descriptors.
+type batchUnit struct {
+	idx       []int // indexes of the ops in the batch, in input order
+	ops       []*kvpb.Op
+	requestID []byte
+	key       []byte // the first op's key
+	ambiguous bool
+}
+
+type unitOutcome int
+
+const (
+	unitDone   unitOutcome = iota // applied: results filled in
+	unitFailed                    // a definite error for its ops
+	unitReplan                    // refused unapplied: plan its ops again
+	unitRetry                     // try the same unit again
+)
+
+// WriteBatch applies writes on many keys, across ranges: it groups the ops
+// by the range that holds their key, sends one command per range (up to 8 at
+// once), and resends only the ops of ranges that refused them (a split or
+// merge since the routing table was read) with fresher descriptors, until
+// each op has a definite answer or ctx (or the router's Timeout) ends.
+//
+// The ops of one key stay in input order and in one command, so they apply
+// in that order; ops on different keys are not ordered, and the batch is not
+// atomic across ranges. Each op's result is at its input index. The error is
+// nil if every op applied; otherwise it joins the ops' errors, and the
+// results of the ops that did apply are still filled in.
+//
+// Retries within a call apply each op once. A caller that retries a whole
+// failed batch with the same request IDs gets the remembered results where
+// the ops are grouped the same way (same ranges, same order).
+func (r *Router) WriteBatch(ctx context.Context, ks kvpb.Keyspace, ops []KeyedOp) ([]*kvpb.OpResult, error) {
+	results := make([]*kvpb.OpResult, len(ops))
+	errs := make([]error, len(ops))
+	keys := make([][]byte, len(ops))
+	for i, op := range ops {
+		k, isScan := kvstore.OpKey(op.Op)
+		if op.Op == nil || isScan || k == nil {
+			return nil, fmt.Errorf("%w: batch op %d has no single key", ErrBadRequest, i)
+		}
+		keys[i] = k
+		if op.RequestID == nil {
+			ops[i].RequestID = NewRequestID()
+		}
+	}
+	ctx, cancel := r.withTimeout(ctx)
+	defer cancel()
+
+	free := make([]int, len(ops)) // ops to plan afresh, in input order
+	for i := range free {
+		free[i] = i
+	}
+	var held []*batchUnit // units to resend unchanged
+	backoff := r.cfg.MinBackoff
+	var lastErr error
+	tried := map[uint64]map[uint64]bool{}
+	for round := 0; len(free) > 0 || len(held) > 0; round++ {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				if lastErr == nil {
+					lastErr = ctx.Err()
+				}
+				err := fmt.Errorf("%w: %v", ErrUnavailable, lastErr)
+				if errors.Is(lastErr, ErrNoRange) {
+					err = lastErr
+				}
+				for _, i := range free {
+					errs[i] = err
+				}
+				for _, u := range held {
+					for _, i := range u.idx {
+						errs[i] = err
+					}
+				}
+				return results, errors.Join(uniqueErrs(errs)...)
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, r.cfg.MaxBackoff)
+		}
+		units, unrouted := r.planBatch(ks, ops, keys, free)
+		units = append(held, units...)
+		free, held = unrouted, nil
+		if len(unrouted) > 0 {
+			lastErr = ErrNoRange
+			r.retries.WithLabelValues("no_route").Inc()
+			if r.refresher != nil {
+				_ = r.refresher.Refresh(ctx)
+			}
+		}
+		outcomes := make([]unitOutcome, len(units))
+		unitErrs := make([]error, len(units))
+		var refresh bool
+		var mu sync.Mutex
+		sem := make(chan struct{}, batchParallelism)
+		var wg sync.WaitGroup
+		for n, u := range units {
+			route := r.table.Lookup(ks, u.key)
+			if route == nil {
+				outcomes[n], unitErrs[n] = unitRetry, ErrNoRange
+				if !u.ambiguous {
+					outcomes[n] = unitReplan
+				}
+				refresh = true
+				continue
+			}
+			mu.Lock()
+			t := tried[route.Desc.Id]
+			if t == nil {
+				t = map[uint64]bool{}
+				tried[route.Desc.Id] = t
+			}
+			storeID := pickStore(route, t)
+			mu.Unlock()
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				out, stale, err := r.sendUnit(ctx, route, storeID, u, results)
+				mu.Lock()
+				defer mu.Unlock()
+				outcomes[n], unitErrs[n] = out, err
+				if stale {
+					refresh = true
+				}
+				if out == unitRetry && !errors.Is(err, kvstore.ErrNotReady) {
+					t[storeID] = true
+				}
+			}()
+		}
+		wg.Wait()
+		if refresh && r.refresher != nil {
+			_ = r.refresher.Refresh(ctx)
+		}
+		progress := false
+		for n, u := range units {
+			switch outcomes[n] {
+			case unitDone:
+				progress = true
+			case unitFailed:
+				for _, i := range u.idx {
+					errs[i] = unitErrs[n]
+				}
+			case unitReplan:
+				free = append(free, u.idx...)
+				lastErr = unitErrs[n]
+			case unitRetry:
+				held = append(held, u)
+				lastErr = unitErrs[n]
+			}
+		}
+		slices.Sort(free)
+		if progress {
+			backoff = r.cfg.MinBackoff
+		}
+	}
+	return results, errors.Join(uniqueErrs(errs)...)
+}
+
+// planBatch groups the ops at idx (in input order) by the range holding
+// their key; it returns the ops no known range holds.
+func (r *Router) planBatch(ks kvpb.Keyspace, ops []KeyedOp, keys [][]byte, idx []int) (units []*batchUnit, unrouted []int) {
+	byRange := map[uint64]*batchUnit{}
+	for _, i := range idx {
+		route := r.table.Lookup(ks, keys[i])
+		if route == nil {
+			unrouted = append(unrouted, i)
+			continue
+		}
+		u := byRange[route.Desc.Id]
+		if u == nil {
+			u = &batchUnit{requestID: ops[i].RequestID, key: keys[i]}
+			byRange[route.Desc.Id] = u
+			units = append(units, u)
+		}
+		u.idx = append(u.idx, i)
+		u.ops = append(u.ops, ops[i].Op)
+	}
+	return units, unrouted
+}
+
+// sendUnit makes one attempt at a unit on one store. stale reports that the
+// routing table needs refreshing.
+func (r *Router) sendUnit(ctx context.Context, route *Route, storeID uint64, u *batchUnit, results []*kvpb.OpResult) (out unitOutcome, stale bool, err error) {
+	if storeID == 0 {
+		return unitRetry, true, fmt.Errorf("range %d has no replicas", route.Desc.Id)
+	}
+	req := &rangespb.ExecuteRequest{RangeId: route.Desc.Id, Request: &rangespb.ExecuteRequest_Command{
+		Command: &kvpb.Command{RequestId: u.requestID, Ver: route.Desc.Ver, IssuedUnixMs: time.Now().UnixMilli(),
+			Payload: &kvpb.Command_Write{Write: &kvpb.WriteBatch{Ops: u.ops}}},
+	}}
+	actx, acancel := context.WithTimeout(ctx, r.cfg.AttemptTimeout)
+	resp, err := r.transport.Execute(actx, storeID, req)
+	acancel()
+	if err != nil {
+		// The command may have applied: resend it unchanged.
+		u.ambiguous = true
+		reason := "store_error"
+		if isTimeout(err) {
+			reason = "timeout"
+		} else if isNotHere(err) {
+			reason, stale = "not_here", true
+		}
+		r.retries.WithLabelValues(reason).Inc()
+		return unitRetry, stale, err
+	}
+	r.table.SetLeader(route.Desc.Id, resp.LeaderReplicaId, resp.LeaderTerm)
+	res := resp.Result
+	switch res.Status {
+	case kvpb.Status_STATUS_OK:
+		if len(res.Results) != len(u.idx) {
+			return unitFailed, false, fmt.Errorf("range %d answered %d results for %d ops", route.Desc.Id, len(res.Results), len(u.idx))
+		}
+		for j, i := range u.idx {
+			results[i] = res.Results[j]
+		}
+		return unitDone, false, nil
+	case kvpb.Status_STATUS_EPOCH_NOT_MATCH, kvpb.Status_STATUS_KEY_NOT_IN_RANGE:
+		r.retries.WithLabelValues("epoch").Inc()
+		if res.Range != nil {
+			r.table.Update(&rangespb.RangeInfo{Range: res.Range})
+		}
+		err = &EpochNotMatchError{Current: res.Range, Message: res.Message}
+		stale = res.Range == nil || res.Range.State != kvpb.RangeState_RANGE_STATE_NORMAL || !kvstore.ContainsKey(res.Range, u.key)
+		// The range that holds the first key would have answered with the
+		// remembered result had an earlier attempt applied: its refusal
+		// says none did.
+		if !u.ambiguous || (res.Range != nil && kvstore.ContainsKey(res.Range, u.key)) {
+			return unitReplan, stale, err
+		}
+		return unitRetry, stale, err
+	case kvpb.Status_STATUS_RANGE_NOT_READY:
+		r.retries.WithLabelValues("not_ready").Inc()
+		return unitRetry, false, fmt.Errorf("range %d: %w", route.Desc.Id, kvstore.ErrNotReady)
+	case kvpb.Status_STATUS_BAD_REQUEST:
+		return unitFailed, false, fmt.Errorf("%w: %s", ErrBadRequest, res.Message)
+	default:
+		return unitFailed, false, &RefusedError{Status: res.Status, Message: res.Message}
+	}
+}
+
+func uniqueErrs(errs []error) []error {
+	var out []error
+	seen := map[error]bool{}
+	for _, err := range errs {
+		if err != nil && !seen[err] {
+			seen[err] = true
+			out = append(out, err)
+		}
+	}
+	return out
 }
