@@ -18,7 +18,8 @@ import (
 // Client is a gRPC client of one store's KV and Admin services. Errors come
 // back as the package's sentinels (ErrNoRange, ErrUnknownRange,
 // ErrBadRequest, ErrUnavailable, ErrUnknownStore), wrapped with the server's
-// message.
+// message, and refusals as *RefusedError (with the range's status) or
+// *EpochNotMatchError (with the current descriptor).
 type Client struct {
 	conn  *grpc.ClientConn
 	KV    rangespb.KVClient
@@ -62,13 +63,32 @@ func FromStatus(err error) error {
 	case codes.InvalidArgument:
 		base = ErrBadRequest
 	case codes.FailedPrecondition:
-		return &RefusedError{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED, Message: st.Message()}
+		return refusedFromStatus(st)
 	case codes.Unavailable, codes.DeadlineExceeded:
 		base = ErrUnavailable
 	default:
 		return err
 	}
 	return fmt.Errorf("%w: %s", base, st.Message())
+}
+
+// refusedFromStatus rebuilds the typed refusal ToStatus put in the status's
+// details: an *EpochNotMatchError for a stale version or a key outside the
+// range, otherwise a *RefusedError with the range's own status. A status
+// without the detail (an older server) is a refused conf change, as before.
+func refusedFromStatus(st *status.Status) error {
+	for _, d := range st.Details() {
+		res, ok := d.(*kvpb.CommandResult)
+		if !ok || res.Status == kvpb.Status_STATUS_OK {
+			continue
+		}
+		switch res.Status {
+		case kvpb.Status_STATUS_EPOCH_NOT_MATCH, kvpb.Status_STATUS_KEY_NOT_IN_RANGE:
+			return &EpochNotMatchError{Current: res.Range, Message: res.Message}
+		}
+		return &RefusedError{Status: res.Status, Message: st.Message()}
+	}
+	return &RefusedError{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED, Message: st.Message()}
 }
 
 // Get reads a key linearizably.

@@ -34,8 +34,10 @@ func ToStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, ErrBadRequest):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.As(err, &refused), errors.As(err, &epoch):
-		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.As(err, &refused):
+		return refusedStatus(err, &kvpb.CommandResult{Status: refused.Status, Message: refused.Message})
+	case errors.As(err, &epoch):
+		return refusedStatus(err, &kvpb.CommandResult{Status: kvpb.Status_STATUS_EPOCH_NOT_MATCH, Message: epoch.Message, Range: epoch.Current})
 	case errors.Is(err, kvstore.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
 	case errors.Is(err, ErrUnavailable), errors.Is(err, kvstore.ErrNotReady):
@@ -44,6 +46,17 @@ func ToStatus(err error) error {
 		return status.Error(codes.Canceled, err.Error())
 	}
 	return status.Error(codes.Internal, err.Error())
+}
+
+// refusedStatus is a FailedPrecondition status that carries the refusal
+// (its kvpb.Status, and for a stale version the current descriptor) as a
+// detail, for FromStatus to rebuild the typed error on the other side.
+func refusedStatus(err error, detail *kvpb.CommandResult) error {
+	st := status.New(codes.FailedPrecondition, err.Error())
+	if withDetail, derr := st.WithDetails(detail); derr == nil {
+		st = withDetail
+	}
+	return st.Err()
 }
 
 func checkKey(key []byte) error {

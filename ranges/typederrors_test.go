@@ -1,0 +1,79 @@
+package ranges_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
+	"github.com/bifrost-mq/bifrost/ranges/rangestest"
+)
+
+// TestNoRangeError: a key outside every known range is ErrNoRange, from a
+// single write and a batch, and through the gRPC boundary.
+func TestNoRangeError(t *testing.T) {
+	r := ranges.NewRouter(ranges.RouterConfig{Timeout: 300 * time.Millisecond}, ranges.NewTable(), nil, nil)
+	_, err := r.Write(context.Background(), ksKV, []byte("k"), nil, &kvpb.Op{Op: &kvpb.Op_Put{Put: &kvpb.PutOp{Key: []byte("k")}}})
+	if !errors.Is(err, ranges.ErrNoRange) {
+		t.Fatalf("write: %v, want ErrNoRange", err)
+	}
+	if got := ranges.FromStatus(ranges.ToStatus(err)); !errors.Is(got, ranges.ErrNoRange) {
+		t.Errorf("through gRPC: %v, want ErrNoRange", got)
+	}
+	_, err = r.WriteBatch(context.Background(), ksKV, []ranges.KeyedOp{{Op: casOp("k", "", "v")}})
+	if !errors.Is(err, ranges.ErrNoRange) {
+		t.Errorf("batch: %v, want ErrNoRange", err)
+	}
+}
+
+// TestRefusalsSurviveGRPC: a refusal keeps its status, and a stale version
+// its current descriptor, through ToStatus and FromStatus.
+func TestRefusalsSurviveGRPC(t *testing.T) {
+	cur := &kvpb.RangeDescriptor{Id: 7, Ver: 3, Start: []byte("m")}
+	err := ranges.FromStatus(ranges.ToStatus(fmt.Errorf("split: %w", &ranges.EpochNotMatchError{Current: cur, Message: "stale"})))
+	var epoch *ranges.EpochNotMatchError
+	if !errors.As(err, &epoch) || epoch.Current.GetId() != 7 || epoch.Current.GetVer() != 3 {
+		t.Errorf("stale version: %#v, want an EpochNotMatchError with range 7 ver 3", err)
+	}
+	for _, st := range []kvpb.Status{kvpb.Status_STATUS_SPLIT_MERGE_REFUSED, kvpb.Status_STATUS_CONF_CHANGE_REFUSED} {
+		err := ranges.FromStatus(ranges.ToStatus(&ranges.RefusedError{Status: st, Message: "no"}))
+		var refused *ranges.RefusedError
+		if !errors.As(err, &refused) || refused.Status != st || refused.Message != "no" {
+			t.Errorf("refused %s: %#v", st, err)
+		}
+	}
+	// A status without the detail (an older server) is still a refusal.
+	var refused *ranges.RefusedError
+	if err := ranges.FromStatus(status.Error(codes.FailedPrecondition, "old")); !errors.As(err, &refused) || refused.Status != kvpb.Status_STATUS_CONF_CHANGE_REFUSED {
+		t.Errorf("old server: %#v", err)
+	}
+}
+
+// TestRefusedSplitStatusOverGRPC: a split of a frozen range is refused over
+// a real connection as SPLIT_MERGE_REFUSED, not as a refused conf change.
+func TestRefusedSplitStatusOverGRPC(t *testing.T) {
+	c := rangestest.Start(t, 1, rangestest.Options{
+		MergeResolveAfter: time.Minute,
+		Failpoint: func(s string) error {
+			if s == ranges.FailAfterFreeze {
+				return errors.New("injected crash at " + s)
+			}
+			return nil
+		}})
+	resp := split(t, c, 0, "m")
+	if _, err := c.Client(0).Admin.Merge(ctxT(t, 30*time.Second), &rangespb.MergeRequest{RangeId: resp.Left.Id}); err == nil {
+		t.Fatal("the failpoint did not fire")
+	}
+	_, err := c.Client(0).Admin.Split(ctxT(t, 30*time.Second), &rangespb.SplitRequest{RangeId: resp.Right.Id, Key: []byte("t")})
+	var refused *ranges.RefusedError
+	if err = ranges.FromStatus(err); !errors.As(err, &refused) || refused.Status != kvpb.Status_STATUS_SPLIT_MERGE_REFUSED {
+		t.Fatalf("split of a frozen range: %#v, want a RefusedError with SPLIT_MERGE_REFUSED", err)
+	}
+}
