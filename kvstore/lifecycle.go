@@ -16,6 +16,9 @@ import (
 // child's boot record is on disk, so start the child on another goroutine
 // (NodeHost must never be called from inside Update).
 func (s *Store) splitApplied(child *kvpb.RangeDescriptor) {
+	if s.failpoint(FailSplitChildBeforeStart) {
+		return
+	}
 	s.goBackground(func(ctx context.Context) {
 		v, ok, err := get(s.engine.db, localBootKey(child.Id))
 		if err != nil || !ok {

@@ -57,6 +57,31 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the store's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// Failpoint, for tests only, is called at the store's own steps of a
+	// split (the Fail* constants); an error skips the rest of that step, as
+	// a crash there would.
+	Failpoint func(step string) error
+}
+
+// The store's failpoints: where a store can die on its own part of a split.
+const (
+	// FailSplitChildBeforeStart: the split applied (the child's descriptor
+	// and boot record are written) but the child was not started.
+	FailSplitChildBeforeStart = "split-child-before-start"
+	// FailSplitChildBeforeCompaction: the child started but its bootstrap
+	// log was not compacted.
+	FailSplitChildBeforeCompaction = "split-child-before-compaction"
+)
+
+func (s *Store) failpoint(step string) bool {
+	if s.cfg.Failpoint == nil {
+		return false
+	}
+	if err := s.cfg.Failpoint(step); err != nil {
+		s.log.Warn("failpoint", "step", step, "err", err)
+		return true
+	}
+	return false
 }
 
 // Validate reports the first bad field.
@@ -287,7 +312,7 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 		}
 		return err
 	}
-	if boot.CompactOnStart {
+	if boot.CompactOnStart && !s.failpoint(FailSplitChildBeforeCompaction) {
 		s.goBackground(func(ctx context.Context) { s.compactNewRange(ctx, boot) })
 	}
 	return nil

@@ -42,6 +42,9 @@ type Options struct {
 	MergeResolveAfter time.Duration
 	// Failpoint, if set, is called at split and merge steps on every node.
 	Failpoint func(step string) error
+	// StoreFailpoint, if set, is called at a store's own split steps
+	// (kvstore.Fail*) with the node's index.
+	StoreFailpoint func(node int, step string) error
 	// Coprocessors and Services are passed to every node.
 	Coprocessors map[kvpb.Keyspace]kvstore.CoprocessorFactory
 	Services     func(s *grpc.Server, n *ranges.Node)
@@ -130,6 +133,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 				CompactionOverhead: opts.CompactionOverhead,
 				SmallLogDB:         true,
 				Coprocessors:       opts.Coprocessors,
+				Failpoint:          storeFailpoint(opts.StoreFailpoint, i),
 			},
 			Services:          opts.Services,
 			GossipAddr:        FreeAddr(t),
@@ -312,4 +316,11 @@ func (c *Cluster) WaitLeader(rangeID uint64) int {
 	}
 	c.t.Fatalf("range %d has no leader after 30s", rangeID)
 	return -1
+}
+
+func storeFailpoint(f func(int, string) error, node int) func(string) error {
+	if f == nil {
+		return nil
+	}
+	return func(step string) error { return f(node, step) }
 }
