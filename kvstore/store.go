@@ -516,6 +516,16 @@ func (s *Store) CompactLog(ctx context.Context, rangeID uint64) error {
 	if err != nil && !errors.Is(err, dragonboat.ErrRejected) {
 		return s.translate(rangeID, err)
 	}
+	// A rejected request (a snapshot already being saved, say) compacted
+	// nothing: only a log whose first entry is gone is compacted, and a
+	// replica added later then gets a snapshot, not the bootstrap log.
+	lr, err := s.nh.GetLogReader(rangeID)
+	if err != nil {
+		return s.translate(rangeID, err)
+	}
+	if first, _ := lr.GetRange(); first <= 1 {
+		return fmt.Errorf("range %d: log not compacted yet (its first entry is %d)", rangeID, first)
+	}
 	return nil
 }
 

@@ -208,16 +208,27 @@ func testBootstrapResume(t *testing.T, step string, restart bool) {
 			t.Errorf("store %d still has a bootstrap plan after the bootstrap finished: %v", i, err)
 		}
 	}
+	// A follower applies the last Inits a moment after the bootstrapper
+	// saw them commit: wait for them, then require exactly the plan.
+	deadline = time.Now().Add(20 * time.Second)
 	for i, nd := range nodes {
-		var got []uint64
-		for _, r := range nd.Store().Replicas() {
-			got = append(got, r.RangeID)
-			if r.Descriptor == nil {
-				t.Errorf("store %d: range %d has no descriptor", i, r.RangeID)
+		for {
+			var got []uint64
+			missing := ""
+			for _, r := range nd.Store().Replicas() {
+				got = append(got, r.RangeID)
+				if r.Descriptor == nil {
+					missing = fmt.Sprintf("store %d: range %d has no descriptor", i, r.RangeID)
+				}
 			}
-		}
-		if !slices.Equal(got, []uint64{1, 2, 3, 4}) {
-			t.Errorf("store %d runs ranges %v, want [1 2 3 4]", i, got)
+			if missing == "" && slices.Equal(got, []uint64{1, 2, 3, 4}) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("store %d runs ranges %v, want [1 2 3 4] each with a descriptor (%s)", i, got, missing)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 }
