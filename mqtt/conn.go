@@ -320,29 +320,20 @@ func (c *conn) handle(p packet.Packet) error {
 }
 
 func (c *conn) ack(qos byte, id uint16, code packet.ReasonCode, reason string) {
-	var p packet.Packet
+	if c.version != packet.V5 {
+		// 3.x has no negative acknowledgement: the message is dropped.
+		code, reason = packet.Success, ""
+	}
 	switch qos {
 	case 1:
 		a := &packet.Puback{PacketID: id, ReasonCode: code}
 		a.Properties.ReasonString = reason
-		p = a
+		c.send(a)
 	case 2:
 		a := &packet.Pubrec{PacketID: id, ReasonCode: code}
 		a.Properties.ReasonString = reason
-		p = a
-	default:
-		return
+		c.send(a)
 	}
-	if c.version != packet.V5 {
-		// 3.x has no negative acknowledgement: the message is dropped.
-		switch a := p.(type) {
-		case *packet.Puback:
-			a.ReasonCode, a.Properties.ReasonString = packet.Success, ""
-		case *packet.Pubrec:
-			a.ReasonCode, a.Properties.ReasonString = packet.Success, ""
-		}
-	}
-	c.send(p)
 }
 
 func (c *conn) onPublish(p *packet.Publish) error {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	mathrand "math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -339,7 +340,7 @@ func (s *Server) match(ctx context.Context, tenant, topic, publisher string, see
 // how many sessions or frontends took it. An error means the message may
 // not have reached every receiver (dist could not be asked).
 func (s *Server) dispatch(ctx context.Context, tenant string, m *mqttpb.Message) (int, error) {
-	seed := randomSeed()
+	seed := mathrand.Uint64()
 	routes, err := s.match(ctx, tenant, m.Topic, m.Publisher, seed)
 	if err != nil {
 		return 0, err

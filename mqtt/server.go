@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
@@ -61,9 +60,6 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) RegisterService(g *grpc.Server) {
 	mqttpb.RegisterFrontendServer(g, &frontendService{s: s})
 }
-
-// ReceiverID is the frontend's name in dist routes.
-func (s *Server) ReceiverID() string { return s.cfg.ReceiverID }
 
 // Start opens the configured listeners; on an error none stays open.
 func (s *Server) Start() error {
@@ -178,5 +174,3 @@ func (s *Server) session(tenant, clientID string) *conn {
 	defer s.mu.Unlock()
 	return s.sessions[sessionKey{tenant, clientID}]
 }
-
-func randomSeed() uint64 { return rand.Uint64() }

@@ -2,20 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
@@ -64,14 +60,9 @@ func runFrontend(args []string, stderr io.Writer) error {
 			return usagef("bifrost %s: invalid value %q for %s: want host:port", cmd, addr, flagName)
 		}
 	}
-	var seeds []string
-	for _, j := range strings.Split(join, ",") {
-		if j = strings.TrimSpace(j); j != "" {
-			if _, _, err := net.SplitHostPort(j); err != nil {
-				return usagef("bifrost %s: invalid address %q in -join: want host:port", cmd, j)
-			}
-			seeds = append(seeds, j)
-		}
+	seeds, err := parseJoin(join)
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
 	}
 	if len(seeds) == 0 {
 		return usagef("bifrost %s: -join is required: the gossip address of a cluster member", cmd)
@@ -129,20 +120,11 @@ func runFrontend(args []string, stderr io.Writer) error {
 	}
 	defer front.Close()
 
-	if httpAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-		hl, err := net.Listen("tcp", httpAddr)
-		if err != nil {
-			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: admin http listen on %s: %v", cmd, httpAddr, err)}
-		}
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("admin http stopped", "err", err)
-			}
-		}()
+	srv, err := serveAdminHTTP(httpAddr, reg, log, func() error { return nil })
+	if err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
+	if srv != nil {
 		defer srv.Close()
 	}
 	log.Info("bifrost frontend running", "grpc", lis.Addr().String(), "receiver", fc.ReceiverID)

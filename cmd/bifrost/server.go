@@ -185,14 +185,9 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	if f.rttMs < 5 || f.rttMs > 10000 {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -raft-rtt-ms: want 5 to 10000", f.rttMs)
 	}
-	var join []string
-	for _, j := range strings.Split(f.join, ",") {
-		if j = strings.TrimSpace(j); j != "" {
-			if _, _, err := net.SplitHostPort(j); err != nil {
-				return ranges.NodeConfig{}, fmt.Errorf("invalid address %q in -join: want host:port", j)
-			}
-			join = append(join, j)
-		}
+	join, err := parseJoin(f.join)
+	if err != nil {
+		return ranges.NodeConfig{}, err
 	}
 	if f.balancerRF < 1 || f.balancerRF > 7 {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -replication-factor: want 1 to 7", f.balancerRF)
@@ -301,29 +296,17 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 		}
 		defer f.front.Close()
 	}
-	var httpSrv *http.Server
-	if f.http != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-			select {
-			case <-node.Bootstrapped():
-				fmt.Fprintln(w, "ok")
-			default:
-				http.Error(w, "waiting for the cluster to bootstrap", http.StatusServiceUnavailable)
-			}
-		})
-		lis, err := net.Listen("tcp", f.http)
-		if err != nil {
-			node.Close()
-			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: admin http listen on %s: %v", cmd, f.http, err)}
+	httpSrv, err := serveAdminHTTP(f.http, reg, log, func() error {
+		select {
+		case <-node.Bootstrapped():
+			return nil
+		default:
+			return errors.New("waiting for the cluster to bootstrap")
 		}
-		httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := httpSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("admin http stopped", "err", err)
-			}
-		}()
+	})
+	if err != nil {
+		node.Close()
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
 	}
 	// The inbox leaders' time-driven work: session expiry and wills.
 	schedCtx, stopSched := context.WithCancel(context.Background())
@@ -357,4 +340,46 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 		cancel()
 	}
 	return node.Close()
+}
+
+// parseJoin splits a -join value into gossip seeds.
+func parseJoin(v string) ([]string, error) {
+	var join []string
+	for _, j := range strings.Split(v, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			if _, _, err := net.SplitHostPort(j); err != nil {
+				return nil, fmt.Errorf("invalid address %q in -join: want host:port", j)
+			}
+			join = append(join, j)
+		}
+	}
+	return join, nil
+}
+
+// serveAdminHTTP serves /metrics and /healthz (healthy while health returns
+// nil) on addr; an empty addr serves nothing and returns a nil server.
+func serveAdminHTTP(addr string, reg *prometheus.Registry, log *slog.Logger, health func() error) (*http.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := health(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin http listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin http stopped", "err", err)
+		}
+	}()
+	return srv, nil
 }
