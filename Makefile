@@ -4,14 +4,18 @@ PKGS := ./...
 RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/...
 BIN := bin/bifrost
 
-.PHONY: all build test test-unit lint generate bench bench-mqtt clean
+.PHONY: all build test test-deps test-unit lint generate bench bench-mqtt clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/bifrost
 
-test: lint
+# mqtt's TestMosquittoClients runs Debian's mosquitto_sub and mosquitto_pub.
+test-deps:
+	@command -v mosquitto_sub >/dev/null || (apt-get update && apt-get install -y mosquitto-clients)
+
+test: lint test-deps
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
 	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -E 'bifrost/(kvstore|ranges|coprocessors|balancer|mqtt|cmd/mqttbench)(/|$$)')
 
