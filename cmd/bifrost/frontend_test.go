@@ -176,10 +176,7 @@ func TestFrontendProcessKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "bifrost")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	storeGossip := rangestest.FreeAddr(t)
 	startProc(t, bin, "store.log", "standalone", "--data", filepath.Join(t.TempDir(), "data"),
 		"--gossip", storeGossip, "--raft", rangestest.FreeAddr(t), "--grpc", rangestest.FreeAddr(t),
