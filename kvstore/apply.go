@@ -30,6 +30,10 @@ type applier struct {
 	// ranges absorbed. The store acts on both after the batch commits.
 	splits []*kvpb.RangeDescriptor
 	merged []uint64
+	// maxIssuedMs is the newest issue time of the commands the range has
+	// applied (metaMaxIssued), loaded at the start of the batch;
+	// loadedIssuedMs is the value loaded, to write it back only if it moved.
+	loadedIssuedMs int64
 	// keyedRecords counts the write records (dedupeKey) the batch wrote.
 	keyedRecords int
 	// cop is the range's coprocessor and copFor makes a new one (nil: the
@@ -71,9 +75,6 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 	if err := proto.Unmarshal(data, cmd); err != nil {
 		return badRequest("undecodable command: " + err.Error()), nil
 	}
-	if cmd.IssuedUnixMs > a.maxIssuedMs {
-		a.maxIssuedMs = cmd.IssuedUnixMs
-	}
 	var recKey []byte
 	var keyed bool
 	if len(cmd.RequestId) > 0 {
@@ -87,7 +88,11 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 		if found {
 			dr := &kvpb.DedupeRecord{}
 			res := &kvpb.CommandResult{}
-			if proto.Unmarshal(rec, dr) == nil && proto.Unmarshal(dr.Result, res) == nil {
+			// A record past the window counts as gone whether or not this
+			// replica's sweep has deleted it yet: sweeps run at different
+			// times on different replicas, the rule does not.
+			if proto.Unmarshal(rec, dr) == nil && proto.Unmarshal(dr.Result, res) == nil &&
+				dr.IssuedUnixMs >= max(a.maxIssuedMs, cmd.IssuedUnixMs)-DedupeWindow.Milliseconds() {
 				return res, nil
 			}
 		}
@@ -100,6 +105,12 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 	res, err := a.applyPayload(cmd)
 	if err != nil {
 		return nil, err
+	}
+	// Only commands that changed state move the high-water mark: a frozen
+	// range refuses everything, so its mark is the same on every replica
+	// when the merge reads it.
+	if res.Status == kvpb.Status_STATUS_OK && cmd.IssuedUnixMs > a.maxIssuedMs {
+		a.maxIssuedMs = cmd.IssuedUnixMs
 	}
 	// Only successful results are remembered: a retry of a refused command
 	// (stale version, say) must be able to run once it is routed right.
@@ -373,8 +384,8 @@ func (a *applier) remember(key []byte, keyed bool, cmd *kvpb.Command, res *kvpb.
 }
 
 // gcDedupe drops the range's own (metadata) dedupe records older than the
-// window, judged by the newest issue time in the batch, a bounded number per
-// batch.
+// window, judged by the range's newest issue time (maxIssuedMs), a bounded
+// number per batch.
 func (a *applier) gcDedupe() error {
 	cutoff := a.maxIssuedMs - DedupeWindow.Milliseconds()
 	if cutoff <= 0 {

@@ -135,3 +135,81 @@ func TestDedupeRecordsTravelInSnapshots(t *testing.T) {
 		t.Fatalf("the retry applied twice after a snapshot: c = %q", got.Value)
 	}
 }
+
+// TestDedupeExpiryIsTheSameForAnyBatching: the same log applied in different
+// batches must leave the same state. The sweep that deletes expired records
+// runs at the end of a batch, so a retry past the window that arrives in the
+// batch after the sweep found no record on one replica, and the record
+// (with the old result) on a replica whose batch held the sweep's trigger
+// and the retry together: the retry applied on one and not on the other.
+func TestDedupeExpiryIsTheSameForAnyBatching(t *testing.T) {
+	w := DedupeWindow.Milliseconds()
+	first := write(1, putOp("k", "a"))
+	first.RequestId, first.IssuedUnixMs = []byte("req-1"), 1000
+	later := write(1, putOp("k", "b"))
+	later.RequestId, later.IssuedUnixMs = []byte("req-2"), 1000+w+1
+	retry := write(1, putOp("k", "a"))
+	retry.RequestId, retry.IssuedUnixMs = []byte("req-1"), 1000
+	logs := [][][]*kvpb.Command{
+		{{initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", "")}, {first}, {later}, {retry}},
+		{{initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", "")}, {first}, {later, retry}},
+		{{initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""), first, later, retry}},
+	}
+	var values []string
+	for _, batches := range logs {
+		ts := newTestSM(t, openTestEngine(t, t.TempDir()), 1)
+		for _, b := range batches {
+			ts.apply(b...)
+		}
+		values = append(values, string(ts.get(1, "k").Results[0].Value))
+	}
+	for i, v := range values {
+		if v != values[0] {
+			t.Fatalf("batching %d left k = %q, batching 0 left %q: replicas diverge", i, v, values[0])
+		}
+	}
+	// Past the window the retry is a new write.
+	if values[0] != "a" {
+		t.Fatalf("k = %q, want the retry past the window applied", values[0])
+	}
+}
+
+// TestDedupeMarkSurvivesRestartAndSplit: the high-water mark the window is
+// judged from is persisted and given to a split child, so a retry past the
+// window is treated the same after a restart and on the child.
+func TestDedupeMarkSurvivesRestartAndSplit(t *testing.T) {
+	w := DedupeWindow.Milliseconds()
+	dir := t.TempDir()
+	e := openTestEngine(t, dir)
+	ts := newTestSM(t, e, 1)
+	first := write(1, putOp("m", "a"))
+	first.RequestId, first.IssuedUnixMs = []byte("req-1"), 1000
+	later := write(1, putOp("x", "b"))
+	later.RequestId, later.IssuedUnixMs = []byte("req-2"), 1000+w+1
+	ts.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
+	ts.apply(first)
+	ts.apply(later)
+	if got := ts.sm.maxIssued(t); got != 1000+w+1 {
+		t.Fatalf("mark %d after the batch, want %d", got, 1000+w+1)
+	}
+	split := &kvpb.Command{Ver: 1, Payload: &kvpb.Command_Split{Split: &kvpb.Split{Key: []byte("l"), NewRangeId: 2}}}
+	if res := ts.apply(split)[0]; res.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("split: %v", res)
+	}
+	child := &rangeStateMachine{engine: e, rangeID: 2, replicaID: 1}
+	if _, err := child.Open(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := child.maxIssued(t); got != 1000+w+1 {
+		t.Fatalf("the child's mark is %d, want the parent's %d", got, 1000+w+1)
+	}
+}
+
+func (s *rangeStateMachine) maxIssued(t *testing.T) int64 {
+	t.Helper()
+	v, found, err := get(s.engine.db, metaKey(s.rangeID, metaMaxIssued))
+	if err != nil || !found {
+		t.Fatalf("no mark for range %d: %v", s.rangeID, err)
+	}
+	return int64(decodeU64(v))
+}

@@ -25,6 +25,10 @@ const (
 	metaDedupe     byte = 'R' // + request ID -> DedupeRecord
 	metaDedupeTime byte = 'T' // + issued ms (8 bytes) + request ID -> empty
 	metaNextID     byte = 'N' // range 1 only: the next range ID to allocate
+	// The newest issue time of the commands the range applied (8 bytes): the
+	// dedupe window is judged from it, so every replica, whatever its
+	// batching, treats the same records as expired.
+	metaMaxIssued byte = 'I'
 )
 
 // Local record kinds: 'l' + kind + ...

@@ -95,6 +95,12 @@ func (a *applier) applySplit(ver uint64, p *kvpb.Split) (*kvpb.CommandResult, er
 	if err := a.batch.Set(metaKey(child.Id, metaDescriptor), childBytes, nil); err != nil {
 		return nil, err
 	}
+	// The child judges the dedupe window of the records it inherits from the
+	// parent's mark: a record the parent's sweeps took as expired on some
+	// replicas must be expired for the child on all of them.
+	if err := a.batch.Set(metaKey(child.Id, metaMaxIssued), u64(uint64(a.maxIssuedMs)), nil); err != nil {
+		return nil, err
+	}
 	boot := &kvpb.BootRecord{RangeId: child.Id, ReplicaId: a.replicaID, InitialMembers: map[uint64]string{}, CompactOnStart: !bugzoo.SkipChildCompaction}
 	for _, r := range child.Replicas {
 		boot.InitialMembers[r.ReplicaId] = r.RaftAddr
@@ -167,6 +173,13 @@ func (a *applier) applyCommitMerge(ver uint64, p *kvpb.CommitMerge) (*kvpb.Comma
 	local := &kvpb.RangeDescriptor{}
 	if !found || proto.Unmarshal(localBytes, local) != nil || !proto.Equal(local, r) {
 		return refusedSplitMerge(d, "the local replica of range %d is not frozen for this merge", r.Id), nil
+	}
+	// The left takes the newer of the two marks, for the right's records
+	// (see applySplit); the frozen right's mark no longer moves.
+	if v, found, err := get(a.batch, metaKey(r.Id, metaMaxIssued)); err != nil {
+		return nil, err
+	} else if found && len(v) == 8 {
+		a.maxIssuedMs = max(a.maxIssuedMs, int64(decodeU64(v)))
 	}
 	n := proto.CloneOf(d)
 	n.End = r.End

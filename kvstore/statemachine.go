@@ -150,6 +150,12 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	a := applier{rangeID: s.rangeID, replicaID: s.replicaID, joined: s.joined, batch: batch, desc: s.desc,
 		cop: s.cop, copFor: s.coprocessorFor}
 	s.mu.RUnlock()
+	if v, found, err := get(batch, metaKey(s.rangeID, metaMaxIssued)); err != nil {
+		return nil, err
+	} else if found && len(v) == 8 {
+		a.maxIssuedMs = int64(decodeU64(v))
+		a.loadedIssuedMs = a.maxIssuedMs
+	}
 	for i := range entries {
 		res, err := a.apply(entries[i].Cmd)
 		if err != nil {
@@ -176,6 +182,11 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	last := entries[len(entries)-1].Index
 	if err := batch.Set(metaKey(s.rangeID, metaApplied), u64(last), nil); err != nil {
 		return nil, err
+	}
+	if a.maxIssuedMs != a.loadedIssuedMs {
+		if err := batch.Set(metaKey(s.rangeID, metaMaxIssued), u64(uint64(a.maxIssuedMs)), nil); err != nil {
+			return nil, err
+		}
 	}
 	if a.descChanged {
 		b, err := proto.Marshal(a.desc)
