@@ -33,7 +33,7 @@ type Config struct {
 
 // DefaultPolicy is the policy of a production cluster.
 func DefaultPolicy() Policy {
-	return Policy{ReplicationFactor: 3, SplitBytes: 512 << 20, MergeBytes: 32 << 20}
+	return Policy{ReplicationFactor: 3, SplitBytes: 512 << 20, MergeBytes: 32 << 20, SplitLoad: 2500, MergeLoad: 250}
 }
 
 func (c Config) withDefaults() Config {
@@ -165,7 +165,11 @@ func (b *Balancer) do(ctx context.Context, a Action) error {
 	case TransferLeader:
 		return b.node.TransferLeader(ctx, a.RangeID, a.StoreID)
 	case Split:
-		key, err := b.node.Store().SplitKey(a.RangeID)
+		splitKey := b.node.Store().SplitKey
+		if a.ByLoad {
+			splitKey = b.node.Store().LoadSplitKey
+		}
+		key, err := splitKey(a.RangeID)
 		if err != nil {
 			return err
 		}
@@ -173,7 +177,7 @@ func (b *Balancer) do(ctx context.Context, a Action) error {
 			b.mu.Lock()
 			b.noSplit[a.RangeID] = time.Now()
 			b.mu.Unlock()
-			return fmt.Errorf("range %d has no split key (one unit)", a.RangeID)
+			return fmt.Errorf("range %d has no split key (one unit, or its load is on one key)", a.RangeID)
 		}
 		_, _, err = b.node.Split(ctx, a.RangeID, key)
 		return err
@@ -236,7 +240,9 @@ func (b *Balancer) View(now time.Time) View {
 			if store.IsLeader(route.Desc.Id) {
 				rv.LeaderStore = self
 				rv.Bytes = store.RangeBytes(rv.Desc)
-				rv.Load = b.load(route.Desc.Id, now)
+				// Writes applied (whoever proposed them) or the reads and
+				// writes this store sent, whichever is more.
+				rv.Load = max(b.load(route.Desc.Id, now), store.Load(route.Desc.Id))
 			} else if rv.LeaderStore == self {
 				rv.LeaderStore = 0 // the table is behind: we do not lead it
 			}

@@ -54,6 +54,8 @@ type Action struct {
 	RangeID uint64
 	StoreID uint64 // the store to add to, remove from, or hand leadership to
 	Reason  string
+	// ByLoad: a split that halves the range's load, not its bytes.
+	ByLoad bool
 }
 
 func (a Action) String() string {
@@ -88,6 +90,8 @@ type Policy struct {
 	// number of stores that are not dead (live, or missing for less than
 	// the dead-store timeout). Default 3.
 	ReplicationFactor int
+	// KeyspaceReplication overrides ReplicationFactor per keyspace.
+	KeyspaceReplication map[kvpb.Keyspace]int
 	// SplitBytes splits a range larger than this; SplitLoad one busier than
 	// this (ops/s; 0: never by load).
 	SplitBytes uint64
@@ -97,8 +101,12 @@ type Policy struct {
 	MergeLoad  float64
 }
 
-func (p Policy) rf(stores int) int {
+// rf is the replication factor of a keyspace, capped by the stores.
+func (p Policy) rf(ks kvpb.Keyspace, stores int) int {
 	rf := p.ReplicationFactor
+	if n, ok := p.KeyspaceReplication[ks]; ok && n > 0 {
+		rf = n
+	}
 	if rf <= 0 {
 		rf = 3
 	}
@@ -143,7 +151,7 @@ func Plan(v View, p Policy) []Action {
 			}
 		}
 	}
-	rf := p.rf(len(notDead))
+	rfOf := func(r RangeView) int { return p.rf(r.Desc.Keyspace, len(notDead)) }
 	var out []Action
 	mine := func(r RangeView) bool { return r.LeaderStore == v.Self }
 	busy := func(r RangeView) bool {
@@ -157,7 +165,7 @@ func Plan(v View, p Policy) []Action {
 		}
 		return true
 	}
-	align := mergeAlignments(v, p, rf, busy, allLive)
+	align := mergeAlignments(v, p, rfOf, busy, allLive)
 	aligning := map[uint64]bool{}
 	for _, a := range align {
 		aligning[a.left.Desc.Id], aligning[a.right.Desc.Id] = true, true
@@ -177,11 +185,11 @@ func Plan(v View, p Policy) []Action {
 				liveReps = append(liveReps, rep.StoreId)
 			}
 		}
-		n := len(r.Desc.Replicas)
+		n, rf := len(r.Desc.Replicas), rfOf(r)
 		target := align[r.Desc.Id].target // nil unless r is aligned for a merge
 		if len(deadReps) > 0 && len(liveReps) >= quorum(n-1) {
 			// Removing one dead replica keeps a live majority of the rest.
-			out = append(out, Action{RemoveReplica, r.Desc.Id, deadReps[0], fmt.Sprintf("store %d is dead", deadReps[0])})
+			out = append(out, Action{Kind: RemoveReplica, RangeID: r.Desc.Id, StoreID: deadReps[0], Reason: fmt.Sprintf("store %d is dead", deadReps[0])})
 			continue
 		}
 		if n < rf && len(liveReps)+1 >= quorum(n+1) {
@@ -190,7 +198,7 @@ func Plan(v View, p Policy) []Action {
 				s = leastLoaded(v.Live, replicaCount, storeSet(r.Desc), nil)
 			}
 			if s != 0 {
-				out = append(out, Action{AddReplica, r.Desc.Id, s, fmt.Sprintf("%d replicas, want %d", n, rf)})
+				out = append(out, Action{Kind: AddReplica, RangeID: r.Desc.Id, StoreID: s, Reason: fmt.Sprintf("%d replicas, want %d", n, rf)})
 				continue
 			}
 		}
@@ -202,14 +210,14 @@ func Plan(v View, p Policy) []Action {
 				candidates = slices.DeleteFunc(slices.Clone(liveReps), func(s uint64) bool { return target[s] })
 			}
 			if s := mostLoaded(candidates, replicaCount, v.Self); s != 0 {
-				out = append(out, Action{RemoveReplica, r.Desc.Id, s, fmt.Sprintf("%d replicas, want %d", n, rf)})
+				out = append(out, Action{Kind: RemoveReplica, RangeID: r.Desc.Id, StoreID: s, Reason: fmt.Sprintf("%d replicas, want %d", n, rf)})
 				continue
 			}
 			if target != nil && !target[v.Self] {
 				// Only this store's replica is off the target: hand over
 				// leadership so that the new leader removes it.
 				if s := fewestLeaders(liveReps, leaderCount, target); s != 0 {
-					out = append(out, Action{TransferLeader, r.Desc.Id, s, fmt.Sprintf("align with range %d to merge: store %d must go", align[r.Desc.Id].left.Desc.Id, v.Self)})
+					out = append(out, Action{Kind: TransferLeader, RangeID: r.Desc.Id, StoreID: s, Reason: fmt.Sprintf("align with range %d to merge: store %d must go", align[r.Desc.Id].left.Desc.Id, v.Self)})
 					continue
 				}
 			}
@@ -227,7 +235,7 @@ func Plan(v View, p Policy) []Action {
 		if p.SplitBytes > 0 && r.Bytes > p.SplitBytes && r.Bytes != math.MaxUint64 {
 			out = append(out, Action{Kind: Split, RangeID: r.Desc.Id, Reason: fmt.Sprintf("%d bytes > %d", r.Bytes, p.SplitBytes)})
 		} else if p.SplitLoad > 0 && r.Load > p.SplitLoad {
-			out = append(out, Action{Kind: Split, RangeID: r.Desc.Id, Reason: fmt.Sprintf("%.0f ops/s > %.0f", r.Load, p.SplitLoad)})
+			out = append(out, Action{Kind: Split, RangeID: r.Desc.Id, Reason: fmt.Sprintf("%.0f ops/s > %.0f", r.Load, p.SplitLoad), ByLoad: true})
 		}
 	}
 	if len(out) > 0 {
@@ -245,11 +253,11 @@ func Plan(v View, p Policy) []Action {
 			}
 			continue
 		}
-		if !mine(r) || len(r.Desc.Replicas) > rf {
+		if !mine(r) || len(r.Desc.Replicas) > rfOf(r) {
 			continue
 		}
 		if add := missing(a.target, storeSet(r.Desc)); add != 0 {
-			out = append(out, Action{AddReplica, r.Desc.Id, add, fmt.Sprintf("align with range %d to merge", l.Desc.Id)})
+			out = append(out, Action{Kind: AddReplica, RangeID: r.Desc.Id, StoreID: add, Reason: fmt.Sprintf("align with range %d to merge", l.Desc.Id)})
 		}
 	}
 	if len(out) > 0 {
@@ -275,7 +283,7 @@ func Plan(v View, p Policy) []Action {
 			if t := leastLoaded(v.Live, replicaCount, storeSet(r.Desc), nil); t != 0 && float64(replicaCount[t]) < math.Ceil(mean)-0.5 && replicaCount[rep.StoreId]-replicaCount[t] >= 2 {
 				// Add first; the over-replicated range then sheds the replica
 				// on the most loaded store.
-				out = append(out, Action{AddReplica, r.Desc.Id, t, fmt.Sprintf("store %d holds %d replicas, store %d %d", rep.StoreId, replicaCount[rep.StoreId], t, replicaCount[t])})
+				out = append(out, Action{Kind: AddReplica, RangeID: r.Desc.Id, StoreID: t, Reason: fmt.Sprintf("store %d holds %d replicas, store %d %d", rep.StoreId, replicaCount[rep.StoreId], t, replicaCount[t])})
 				return out
 			}
 		}
@@ -296,7 +304,7 @@ func Plan(v View, p Policy) []Action {
 				}
 			}
 			if best != 0 && leaderCount[best]+1 < leaderCount[v.Self] {
-				out = append(out, Action{TransferLeader, r.Desc.Id, best, fmt.Sprintf("store %d leads %d ranges, store %d %d", v.Self, leaderCount[v.Self], best, leaderCount[best])})
+				out = append(out, Action{Kind: TransferLeader, RangeID: r.Desc.Id, StoreID: best, Reason: fmt.Sprintf("store %d leads %d ranges, store %d %d", v.Self, leaderCount[v.Self], best, leaderCount[best])})
 				return out
 			}
 		}
@@ -394,7 +402,7 @@ type alignment struct {
 // (its leader fixes its count first). A range that is itself being aligned
 // with its left neighbour is not a target for its right one until that merge
 // is done, so that no range chases a moving target.
-func mergeAlignments(v View, p Policy, rf int, busy, allLive func(RangeView) bool) map[uint64]alignment {
+func mergeAlignments(v View, p Policy, rfOf func(RangeView) int, busy, allLive func(RangeView) bool) map[uint64]alignment {
 	byStart := slices.Clone(v.Ranges)
 	sort.Slice(byStart, func(i, j int) bool {
 		a, b := byStart[i].Desc, byStart[j].Desc
@@ -416,7 +424,7 @@ func mergeAlignments(v View, p Policy, rf int, busy, allLive func(RangeView) boo
 		if !small(l) || !small(r) || (p.SplitBytes > 0 && l.Bytes+r.Bytes >= p.SplitBytes/2) {
 			continue
 		}
-		if !allLive(l) || !allLive(r) || len(l.Desc.Replicas) != rf || unaligned[l.Desc.Id] {
+		if !allLive(l) || !allLive(r) || len(l.Desc.Replicas) != rfOf(l) || unaligned[l.Desc.Id] {
 			continue
 		}
 		target := storeSet(l.Desc)

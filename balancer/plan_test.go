@@ -22,7 +22,8 @@ func rv(d *kvpb.RangeDescriptor, leader uint64, bytes uint64) RangeView {
 }
 
 func TestPlan(t *testing.T) {
-	policy := Policy{ReplicationFactor: 3, SplitBytes: 1000, MergeBytes: 100, SplitLoad: 500}
+	policy := Policy{ReplicationFactor: 3, SplitBytes: 1000, MergeBytes: 100, SplitLoad: 500, MergeLoad: 50,
+		KeyspaceReplication: map[kvpb.Keyspace]int{kvpb.Keyspace_KEYSPACE_DIST: 4}}
 	tests := []struct {
 		name string
 		view View
@@ -88,7 +89,19 @@ func TestPlan(t *testing.T) {
 		{
 			name: "a busy range splits by load",
 			view: View{Self: 1, Live: []uint64{1, 2, 3}, Ranges: []RangeView{{Desc: desc(1, "", "", 1, 2, 3), LeaderStore: 1, Bytes: 10, Load: 900}}},
-			want: []Action{{Kind: Split, RangeID: 1}},
+			want: []Action{{Kind: Split, RangeID: 1, ByLoad: true}},
+		},
+		{
+			name: "small but busy neighbours do not merge",
+			view: View{Self: 1, Live: []uint64{1, 2, 3}, Ranges: []RangeView{
+				{Desc: desc(1, "", "m", 1, 2, 3), LeaderStore: 1, Bytes: 10, Load: 100}, rv(desc(2, "m", "", 1, 2, 3), 2, 10)}},
+		},
+		{
+			name: "a keyspace's own replication factor",
+			view: View{Self: 1, Live: []uint64{1, 2, 3, 4, 5}, Ranges: []RangeView{
+				rv(desc(1, "", "", 1, 2, 3), 1, 500),
+				{Desc: &kvpb.RangeDescriptor{Id: 2, Keyspace: kvpb.Keyspace_KEYSPACE_DIST, Replicas: desc(2, "", "", 1, 2, 3).Replicas}, LeaderStore: 1, Bytes: 10}}},
+			want: []Action{{Kind: AddReplica, RangeID: 2, StoreID: 4}},
 		},
 		{
 			name: "only the leader acts",
@@ -149,7 +162,7 @@ func TestPlan(t *testing.T) {
 			}
 			for i, w := range tc.want {
 				g := got[i]
-				if g.Kind != w.Kind || g.RangeID != w.RangeID || g.StoreID != w.StoreID {
+				if g.Kind != w.Kind || g.RangeID != w.RangeID || g.StoreID != w.StoreID || g.ByLoad != w.ByLoad {
 					t.Fatalf("move %d: got %v, want %v", i, g, w)
 				}
 			}

@@ -124,6 +124,7 @@ func (s *Store) retire(ctx context.Context, rangeID uint64) {
 	}
 	s.mu.Lock()
 	delete(s.replicas, rangeID)
+	s.loads.drop(rangeID)
 	delete(s.leaders, rangeID)
 	s.mu.Unlock()
 	if err := s.removeRaftData(ctx, rangeID, r.replicaID); err != nil {

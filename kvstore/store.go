@@ -133,6 +133,8 @@ type Store struct {
 	replicas map[uint64]*rangeStateMachine
 	leaders  map[uint64]raftio.LeaderInfo
 	watchers []func(rangeID uint64)
+	// loads measures the ops this store sends to each range (load.go).
+	loads loads
 
 	// Background work (starting split children, retiring merged ranges) is
 	// owned by the store and stopped by Close.
@@ -354,6 +356,9 @@ func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) 
 		return s.ackBeforeCommit(rangeID, cmd, data)
 	}
 	start := time.Now()
+	if w := cmd.GetWrite(); w != nil {
+		s.loads.record(rangeID, w.Ops, true, start)
+	}
 	res, err := s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(rangeID), data)
 	if err != nil {
 		s.metrics.proposals.WithLabelValues("error").Inc()
@@ -378,6 +383,7 @@ func (s *Store) Read(ctx context.Context, rangeID uint64, q *kvpb.Query, stale b
 	if _, err := s.replica(rangeID); err != nil {
 		return nil, err
 	}
+	s.loads.record(rangeID, q.Ops, false, time.Now())
 	kind := "linearizable"
 	var v any
 	var err error
@@ -549,6 +555,7 @@ func (s *Store) DestroyReplica(ctx context.Context, rangeID, replicaID uint64) e
 	}
 	s.mu.Lock()
 	delete(s.replicas, rangeID)
+	s.loads.drop(rangeID)
 	delete(s.leaders, rangeID)
 	s.mu.Unlock()
 	if err := s.removeRaftData(ctx, rangeID, replicaID); err != nil {

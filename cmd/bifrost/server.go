@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,7 @@ type serverFlags struct {
 	splitBytes       uint64
 	mergeBytes       uint64
 	splitLoad        float64
+	keyspaceRF       string
 	balancerInterval time.Duration
 	bal              *balancer.Balancer
 
@@ -85,7 +87,8 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.DurationVar(&f.deadStoreTimeout, "dead-store-timeout", 30*time.Second, "replace the replicas of a store gone this long")
 	fs.Uint64Var(&f.splitBytes, "split-bytes", def.SplitBytes, "split a range larger than this")
 	fs.Uint64Var(&f.mergeBytes, "merge-bytes", def.MergeBytes, "merge adjacent ranges both smaller than this")
-	fs.Float64Var(&f.splitLoad, "split-load", 0, "split a range applying more writes per second than this (0: off)")
+	fs.StringVar(&f.keyspaceRF, "keyspace-replication", "", "replication factors per keyspace, overriding -replication-factor (e.g. dist=5,retain=3)")
+	fs.Float64Var(&f.splitLoad, "split-load", def.SplitLoad, "split a range serving more reads plus writes per second than this, at the key that halves its load (0: off); neighbours under a tenth of it are cold enough to merge")
 	fs.DurationVar(&f.balancerInterval, "balancer-interval", 5*time.Second, "time between balancer moves")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -198,6 +201,14 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	if f.splitLoad < 0 {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %v for -split-load: must be 0 or more", f.splitLoad)
 	}
+	mergeLoad := f.splitLoad / 10
+	if f.splitLoad == 0 {
+		mergeLoad = balancer.DefaultPolicy().MergeLoad
+	}
+	keyspaceRF, err := parseKeyspaceRF(f.keyspaceRF)
+	if err != nil {
+		return ranges.NodeConfig{}, err
+	}
 	if f.splitBytes > 0 && f.mergeBytes >= f.splitBytes {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -merge-bytes: must be below -split-bytes (%d)", f.mergeBytes, f.splitBytes)
 	}
@@ -214,7 +225,7 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 		Services: func(s *grpc.Server, n *ranges.Node) {
 			f.bal = balancer.New(balancer.Config{
 				Policy: balancer.Policy{ReplicationFactor: f.balancerRF, SplitBytes: f.splitBytes, MergeBytes: f.mergeBytes,
-					SplitLoad: f.splitLoad, MergeLoad: f.splitLoad / 10},
+					SplitLoad: f.splitLoad, MergeLoad: mergeLoad, KeyspaceReplication: keyspaceRF},
 				Interval: f.balancerInterval, DeadStoreTimeout: f.deadStoreTimeout, Paused: f.balancerPaused,
 				Logger: log, Registerer: reg,
 			}, n)
@@ -382,4 +393,22 @@ func serveAdminHTTP(addr string, reg *prometheus.Registry, log *slog.Logger, hea
 		}
 	}()
 	return srv, nil
+}
+
+// parseKeyspaceRF parses -keyspace-replication: keyspace=factor pairs.
+func parseKeyspaceRF(v string) (map[kvpb.Keyspace]int, error) {
+	if v == "" {
+		return nil, nil
+	}
+	out := map[kvpb.Keyspace]int{}
+	for _, pair := range strings.Split(v, ",") {
+		name, n, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		ks, known := kvpb.Keyspace_value["KEYSPACE_"+strings.ToUpper(name)]
+		rf, err := strconv.Atoi(n)
+		if !ok || !known || ks == 0 || err != nil || rf < 1 || rf > 7 {
+			return nil, fmt.Errorf("invalid value %q for -keyspace-replication: want keyspace=factor pairs (keyspaces kv, dist, inbox, retain; factors 1 to 7)", v)
+		}
+		out[kvpb.Keyspace(ks)] = rf
+	}
+	return out, nil
 }
