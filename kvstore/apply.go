@@ -53,6 +53,14 @@ type applier struct {
 // the range's beginning, and applying on would silently diverge.
 var errNoDescriptor = errors.New("replica has no descriptor but the log holds data commands: refusing to diverge")
 
+// errJoinedReplay stops a replica added to a range that is sent the range's
+// log from its first entry instead of a snapshot: replaying the range's
+// history on this store could rewrite keys other ranges own here now (a
+// split child's), so it stops rather than corrupt them. AddReplica compacts
+// every live replica's log first, so only a replica that was down at the
+// add and then led the range can cause this.
+var errJoinedReplay = errors.New("replica added to a range was sent the range's log from its beginning, not a snapshot: refusing to replay its history onto this store")
+
 // setDesc changes the descriptor. A new span (the first descriptor, a split,
 // a merge) makes the coprocessor stale here, in the middle of the batch: the
 // commands after it must see the coprocessor of the new span (a tenant's
@@ -98,9 +106,10 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 		}
 	}
 	if a.desc == nil && a.joined {
-		if _, isInit := cmd.Payload.(*kvpb.Command_Init); !isInit {
-			return nil, errNoDescriptor
+		if _, isInit := cmd.Payload.(*kvpb.Command_Init); isInit {
+			return nil, errJoinedReplay
 		}
+		return nil, errNoDescriptor
 	}
 	res, err := a.applyPayload(cmd)
 	if err != nil {
@@ -150,7 +159,7 @@ func (a *applier) applyPayload(cmd *kvpb.Command) (*kvpb.CommandResult, error) {
 	case *kvpb.Command_Write:
 		return a.applyWrite(cmd.Ver, p.Write)
 	case *kvpb.Command_AddReplica:
-		return a.applyAddReplicaIntent(p.AddReplica), nil
+		return a.applyAddReplicaIntent(cmd.Ver, p.AddReplica), nil
 	case *kvpb.Command_SetReplicas:
 		return a.applySetReplicas(p.SetReplicas), nil
 	case *kvpb.Command_Split:
@@ -308,10 +317,16 @@ func cas(tx Tx, c *kvpb.CasOp) (*kvpb.OpResult, error) {
 	return res, tx.Set(c.Key, c.NewValue)
 }
 
-func (a *applier) applyAddReplicaIntent(p *kvpb.AddReplicaIntent) *kvpb.CommandResult {
+func (a *applier) applyAddReplicaIntent(ver uint64, p *kvpb.AddReplicaIntent) *kvpb.CommandResult {
 	d := a.desc
 	if d == nil {
 		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_RANGE_NOT_READY}
+	}
+	// The add was prepared (every log compacted) at version ver: a split or
+	// merge since then is in logs the new replica could be sent.
+	if ver != 0 && ver != d.Ver {
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_EPOCH_NOT_MATCH, Range: d,
+			Message: fmt.Sprintf("range %d is at version %d, the add was prepared at %d", d.Id, d.Ver, ver)}
 	}
 	if d.State != kvpb.RangeState_RANGE_STATE_NORMAL {
 		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED, Range: d,

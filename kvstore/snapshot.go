@@ -182,7 +182,7 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 		return err
 	}
 	s.mu.Lock()
-	s.desc, s.applied, s.cop = desc, applied, cop
+	s.desc, s.applied, s.cop, s.descIndex = desc, applied, cop, applied
 	s.mu.Unlock()
 	if s.metrics != nil {
 		s.metrics.snapshotsRecovered.Inc()

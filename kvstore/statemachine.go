@@ -54,6 +54,10 @@ type rangeStateMachine struct {
 	desc    *kvpb.RangeDescriptor
 	applied uint64
 	cop     Coprocessor
+	// descIndex is an index at or after the entry that made desc (the last
+	// of its batch, or the applied index at open and at a snapshot): a
+	// snapshot at or past it holds the range as desc describes it.
+	descIndex uint64
 }
 
 // newCoprocessor makes a coprocessor for the descriptor and fills it from r
@@ -106,7 +110,7 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		return 0, err
 	}
 	s.mu.Lock()
-	s.desc, s.applied, s.cop = desc, applied, cop
+	s.desc, s.applied, s.cop, s.descIndex = desc, applied, cop, applied
 	s.mu.Unlock()
 	if desc != nil && s.onDescriptor != nil {
 		s.onDescriptor(s.rangeID, desc)
@@ -211,6 +215,9 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	s.sweepFrom = sweepNext
 	s.mu.Lock()
 	s.desc, s.applied = a.desc, last
+	if a.descChanged {
+		s.descIndex = last
+	}
 	if a.copChanged {
 		s.cop = a.cop
 	}

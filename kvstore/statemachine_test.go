@@ -331,3 +331,24 @@ func TestScanIsClippedAndPaginated(t *testing.T) {
 }
 
 func bufioWriter(w io.Writer) *bufio.Writer { return bufio.NewWriter(w) }
+
+// TestJoinedReplicaRefusesToReplayFromInit: a replica added to a range that
+// is sent the range's log from its first entry stops instead of replaying
+// the range's history onto its store.
+func TestJoinedReplicaRefusesToReplayFromInit(t *testing.T) {
+	e := openTestEngine(t, t.TempDir())
+	s := &rangeStateMachine{engine: e, rangeID: 1, replicaID: 4, joined: true}
+	if _, err := s.Open(nil); err != nil {
+		t.Fatal(err)
+	}
+	data, err := proto.Marshal(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update([]sm.Entry{{Index: 1, Cmd: data}}); err == nil {
+		t.Fatal("a joined replica applied the range's Init from the log")
+	}
+	if d := s.Descriptor(); d != nil {
+		t.Fatalf("descriptor %v after the refused replay", d)
+	}
+}

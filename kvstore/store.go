@@ -515,6 +515,51 @@ func (s *Store) TransferLeader(rangeID, replicaID uint64) error {
 
 // CompactLog snapshots the range and compacts its whole log, so that a
 // replica added later catches up by snapshot.
+// CompactForAdd compacts the range's log on this store past the entry that
+// made its current descriptor, and returns that descriptor. Once every
+// replica has done so, a replica added to the range starts from a snapshot
+// of the range as it is now, whichever replica leads: a replay of the older
+// log on a new store would rewrite keys that other ranges there now own (a
+// split's child, say) and replay a split that store cannot apply.
+func (s *Store) CompactForAdd(ctx context.Context, rangeID uint64) (*kvpb.RangeDescriptor, error) {
+	r, err := s.replica(rangeID)
+	if err != nil {
+		return nil, err
+	}
+	var nudged time.Time
+	for {
+		r.mu.RLock()
+		d, descIndex := r.desc, r.descIndex
+		r.mu.RUnlock()
+		if d == nil {
+			return nil, fmt.Errorf("range %d: %w", rangeID, ErrNotReady)
+		}
+		lr, err := s.nh.GetLogReader(rangeID)
+		if err != nil {
+			return nil, s.translate(rangeID, err)
+		}
+		first, _ := lr.GetRange()
+		if first > 1 && first > descIndex {
+			return d, nil
+		}
+		_, err = s.nh.SyncRequestSnapshot(ctx, rangeID, dragonboat.SnapshotOption{OverrideCompactionOverhead: true, CompactionOverhead: 0})
+		if errors.Is(err, dragonboat.ErrRejected) && time.Since(nudged) > 500*time.Millisecond {
+			// Nothing applied since the last snapshot (or one is being
+			// saved): apply an empty write, so the next snapshot is new.
+			nudged = time.Now()
+			_, err = s.Propose(ctx, rangeID, &kvpb.Command{Ver: d.Ver, Payload: &kvpb.Command_Write{Write: &kvpb.WriteBatch{}}})
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, dragonboat.ErrRejected) {
+			return nil, s.translate(rangeID, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("range %d: log not compacted past its descriptor (first entry %d, descriptor at %d): %w", rangeID, first, descIndex, ErrTimeout)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 func (s *Store) CompactLog(ctx context.Context, rangeID uint64) error {
 	_, err := s.nh.SyncRequestSnapshot(ctx, rangeID, dragonboat.SnapshotOption{
 		OverrideCompactionOverhead: true, CompactionOverhead: 0,

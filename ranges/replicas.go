@@ -60,13 +60,13 @@ func (n *Node) AddReplica(ctx context.Context, rangeID, storeID uint64) (*kvpb.R
 	if err != nil {
 		return nil, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = n.waitCompacted(wctx, desc)
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = n.compactForAdd(wctx, desc)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	res, err := n.propose(ctx, rangeID, &kvpb.Command{Payload: &kvpb.Command_AddReplica{
+	res, err := n.propose(ctx, rangeID, &kvpb.Command{Ver: desc.Ver, Payload: &kvpb.Command_AddReplica{
 		AddReplica: &kvpb.AddReplicaIntent{StoreId: storeID, RaftAddr: target.Meta.Raft}}})
 	if err != nil {
 		return nil, err
@@ -324,4 +324,43 @@ func (n *Node) reconcileLoop() {
 			cancel()
 		}
 	}
+}
+
+// compactForAdd has every replica of the range that gossip sees alive
+// compact its log past the entry that made the range's current descriptor
+// (kvstore.Store.CompactForAdd), so that the replica about to be added gets
+// a snapshot of the range as it is, never a replay of its older history,
+// whichever of them leads while it catches up. A replica whose store is down
+// cannot lead until it is back; if it then leads the new replica through
+// the old log, that replica stops rather than replay it (kvstore).
+func (n *Node) compactForAdd(ctx context.Context, d *kvpb.RangeDescriptor) error {
+	for _, rep := range d.Replicas {
+		if _, live := n.members.Store(rep.StoreId); !live {
+			continue
+		}
+		var got *kvpb.RangeDescriptor
+		var err error
+		if rep.StoreId == n.store.ID() {
+			got, err = n.store.CompactForAdd(ctx, d.Id)
+		} else {
+			var c rangespb.StoreClient
+			if c, err = n.storeClient(rep.StoreId); err == nil {
+				var resp *rangespb.ReplicaDescriptorResponse
+				if resp, err = c.ReplicaDescriptor(ctx, &rangespb.ReplicaDescriptorRequest{RangeId: d.Id, Compact: true}); err == nil {
+					got = resp.Range
+				} else {
+					err = FromStatus(err)
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%w: replica %d of range %d on store %d could not compact its log before the add: %v; retry",
+				ErrUnavailable, rep.ReplicaId, d.Id, rep.StoreId, err)
+		}
+		if got.Ver != d.Ver || got.ConfVer != d.ConfVer {
+			return fmt.Errorf("%w: range %d changed during the add (replica %d is at version %d.%d, the add at %d.%d); retry",
+				ErrUnavailable, d.Id, rep.ReplicaId, got.Ver, got.ConfVer, d.Ver, d.ConfVer)
+		}
+	}
+	return nil
 }

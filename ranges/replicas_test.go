@@ -126,3 +126,70 @@ func TestRestartedFollowerCatchesUpByLogReplay(t *testing.T) {
 		t.Fatalf("follower installed %d snapshots; this test covers log replay", got)
 	}
 }
+
+// TestReAddedReplicaLeavesSplitChildAlone is the case the jepsen moving-keys
+// run found: range 1 splits; its replica on a store is removed and added
+// again, twice. The re-added replica replayed range 1's log from its first
+// entry (the bootstrap log was never compacted): it wrote the pre-split
+// values of the child's keys into the store's engine, under the child's
+// replica there, and was refused the replayed split (the child's ID was in
+// use), so it kept the pre-split span, and removing it again deleted that
+// whole span, the child's keys included. A replica added to a range must
+// start from a snapshot of the range as it is now.
+func TestReAddedReplicaLeavesSplitChildAlone(t *testing.T) {
+	c := rangestest.Start(t, 3, rangestest.Options{})
+	cl := c.Client(0)
+	mustPut(t, cl, "a", "left")
+	mustPut(t, cl, "n1", "before the split")
+	resp := split(t, c, 0, "m")
+	child := resp.Right.Id
+	mustPut(t, cl, "n1", "after the split")
+	mustPut(t, cl, "n2", "after the split")
+	victim := 2
+	victimStore := c.Nodes[victim].Store().ID()
+	want := map[string]string{"n1": "after the split", "n2": "after the split"}
+	checkLocal := func(after string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			bad := ""
+			for k, v := range want {
+				res, err := c.Nodes[victim].Store().Read(ctxT(t, 5*time.Second), child, staleGet(c, child, k), true)
+				if err != nil || res.Status != kvpb.Status_STATUS_OK || string(res.Results[0].Value) != v {
+					bad = fmt.Sprintf("key %s: %v %v", k, res, err)
+				}
+			}
+			if bad == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %s, the victim's replica of the untouched child range %d is wrong: %s", after, child, bad)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	checkLocal("the split")
+	for round := 1; round <= 2; round++ {
+		if _, err := c.Client(0).Admin.RemoveReplica(ctxT(t, 30*time.Second), &rangespb.RemoveReplicaRequest{RangeId: 1, StoreId: victimStore}); err != nil {
+			t.Fatal(ranges.FromStatus(err))
+		}
+		checkLocal(fmt.Sprintf("removing range 1's replica, round %d", round))
+		if _, err := c.Client(0).Admin.AddReplica(ctxT(t, 30*time.Second), &rangespb.AddReplicaRequest{RangeId: 1, StoreId: victimStore}); err != nil {
+			t.Fatal(ranges.FromStatus(err))
+		}
+		checkLocal(fmt.Sprintf("adding range 1's replica again, round %d", round))
+		// The re-added replica has range 1's span as it is now.
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			d, err := c.Nodes[victim].Store().Descriptor(1)
+			if err == nil && d != nil && string(d.End) == "m" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the re-added replica of range 1 has descriptor %v (%v), want the span [\"\", \"m\")", round, d, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	checkAll(t, c.Client(victim), map[string]string{"a": "left", "n1": "after the split", "n2": "after the split"})
+}

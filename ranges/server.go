@@ -309,6 +309,13 @@ func (s *adminServer) forward(ctx context.Context, rangeID uint64, call func(ran
 }
 
 func (s *storeServer) ReplicaDescriptor(ctx context.Context, req *rangespb.ReplicaDescriptorRequest) (*rangespb.ReplicaDescriptorResponse, error) {
+	if req.Compact {
+		d, err := s.n.store.CompactForAdd(ctx, req.RangeId)
+		if err != nil {
+			return nil, ToStatus(err)
+		}
+		return &rangespb.ReplicaDescriptorResponse{Range: d, LogCompacted: true}, nil
+	}
 	d, err := s.n.store.Descriptor(req.RangeId)
 	if err != nil {
 		return nil, ToStatus(err)

@@ -588,9 +588,12 @@ func (x *ScanResponse) GetNextKey() []byte {
 	return nil
 }
 
+// compact asks the store to compact its log of the range past the entry that
+// made its descriptor first (AddReplica does, on every replica).
 type ReplicaDescriptorRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Compact       bool                   `protobuf:"varint,2,opt,name=compact,proto3" json:"compact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -630,6 +633,13 @@ func (x *ReplicaDescriptorRequest) GetRangeId() uint64 {
 		return x.RangeId
 	}
 	return 0
+}
+
+func (x *ReplicaDescriptorRequest) GetCompact() bool {
+	if x != nil {
+		return x.Compact
+	}
+	return false
 }
 
 type ReplicaDescriptorResponse struct {
@@ -1914,9 +1924,10 @@ const file_ranges_rangespb_ranges_proto_rawDesc = "" +
 	"\fScanResponse\x12(\n" +
 	"\x05pairs\x18\x01 \x03(\v2\x12.bifrost.kv.KVPairR\x05pairs\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\x12\x19\n" +
-	"\bnext_key\x18\x03 \x01(\fR\anextKey\"5\n" +
+	"\bnext_key\x18\x03 \x01(\fR\anextKey\"O\n" +
 	"\x18ReplicaDescriptorRequest\x12\x19\n" +
-	"\brange_id\x18\x01 \x01(\x04R\arangeId\"s\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x18\n" +
+	"\acompact\x18\x02 \x01(\bR\acompact\"s\n" +
 	"\x19ReplicaDescriptorResponse\x121\n" +
 	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\x12#\n" +
 	"\rlog_compacted\x18\x02 \x01(\bR\flogCompacted\"\xa8\x01\n" +
