@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -209,6 +210,13 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 		// scheduler publishes it within a tick; the client retries.
 		return out(inboxpb.Result_RESULT_CONFLICT, "the previous connection's will is being published; retry"), nil
 	}
+	var previous string
+	if found && m.DetachedUnixMs == 0 && m.Owner != "" && m.Owner != req.Owner {
+		// Taken over from a connection that has not detached: it may have
+		// sent any queued message, and is told to close by the caller.
+		previous = m.Owner
+		m.DupBelow = m.Qos12.GetTail()
+	}
 	if found && !req.CleanStart && !expired(m, req.NowUnixMs) {
 		// Resume the session. A reconnect before the will delay passed
 		// cancels the will (MQTT-3.1.3-9); the new connection's will replaces it.
@@ -220,14 +228,16 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 		if err := c.putMeta(tx, m); err != nil {
 			return nil, err
 		}
-		return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: true, Meta: m}}, nil
+		return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: true, Meta: m, PreviousOwner: previous}}, nil
 	}
 	inc := uint64(1)
+	var discarded *inboxpb.Meta
 	if found {
 		inc = m.Incarnation + 1
 		if err := c.drop(tx, m); err != nil {
 			return nil, err
 		}
+		discarded = m
 	}
 	n := &inboxpb.Meta{
 		Tenant: req.Tenant, Inbox: req.Inbox, Incarnation: inc, Owner: req.Owner, ExpirySeconds: req.ExpirySeconds,
@@ -236,7 +246,7 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 	if err := c.putMeta(tx, n); err != nil {
 		return nil, err
 	}
-	return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: false, Meta: n}}, nil
+	return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: false, Meta: n, PreviousOwner: previous, Discarded: discarded}}, nil
 }
 
 func (c *Coprocessor) detach(tx kvstore.Tx, req *inboxpb.DetachRequest) (*inboxpb.Output, error) {
@@ -247,8 +257,17 @@ func (c *Coprocessor) detach(tx kvstore.Tx, req *inboxpb.DetachRequest) (*inboxp
 	if !found || m.Incarnation != req.Incarnation {
 		return out(inboxpb.Result_RESULT_NO_INBOX, ""), nil
 	}
+	if req.SentUpto > m.DupBelow {
+		m.DupBelow = req.SentUpto
+	}
+	m.AwaitingRel = req.AwaitingRel
 	if m.Owner != req.Owner {
-		// A newer connection took the session over; this one's end changes nothing.
+		// A newer connection took the session over; this one's end changes
+		// nothing but what it tells of the client's and its own in-flight
+		// messages (the new owner waited for it to end before reading them).
+		if err := c.putMeta(tx, m); err != nil {
+			return nil, err
+		}
 		return out(inboxpb.Result_RESULT_CONFLICT, fmt.Sprintf("inbox is owned by %q", m.Owner)), nil
 	}
 	if req.ExpirySeconds != nil {
@@ -327,6 +346,12 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 			resp.Results[i] = inboxpb.InsertResult_INSERT_NO_INBOX
 			continue
 		}
+		if resp.Owners == nil {
+			resp.Owners = make([]string, len(req.Items))
+		}
+		if m.DetachedUnixMs == 0 {
+			resp.Owners[i] = m.Owner
+		}
 		qos0 := it.Message.Qos == 0
 		q, qb := m.Qos12, queue12
 		if qos0 {
@@ -369,7 +394,50 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 }
 
 func (c *Coprocessor) commit(tx kvstore.Tx, req *inboxpb.CommitRequest) (*inboxpb.Output, error) {
+	if req.Owner != "" {
+		m, found, err := getMeta(tx, req.Tenant, req.Inbox)
+		if err != nil {
+			return nil, err
+		}
+		if found && m.Incarnation == req.Incarnation && m.Owner != req.Owner {
+			return out(inboxpb.Result_RESULT_CONFLICT, fmt.Sprintf("inbox is owned by %q", m.Owner)), nil
+		}
+	}
 	return c.withMeta(tx, req.Tenant, req.Inbox, req.Incarnation, func(m *inboxpb.Meta) error {
+		done := map[uint64]bool{}
+		for _, seq := range req.Qos12Done {
+			if seq < m.Qos12.Head || seq >= m.Qos12.Tail || done[seq] {
+				continue
+			}
+			done[seq] = true
+			if err := tx.Delete(msgKey(m.Tenant, m.Inbox, m.Incarnation, queue12, seq)); err != nil {
+				return err
+			}
+		}
+		for _, seq := range req.Qos12Released {
+			if seq >= m.Qos12.Head && seq < m.Qos12.Tail && !done[seq] && !slices.Contains(m.Released, seq) {
+				m.Released = append(m.Released, seq)
+			}
+		}
+		if len(done) > 0 {
+			// The head moves to the first message still queued.
+			head := m.Qos12.Tail
+			lo := msgKey(m.Tenant, m.Inbox, m.Incarnation, queue12, m.Qos12.Head)
+			hi := msgKey(m.Tenant, m.Inbox, m.Incarnation, queue12, m.Qos12.Tail)
+			if err := tx.Iterate(lo, hi, func(k, _ []byte) bool {
+				if seq := binary.BigEndian.Uint64(k[len(k)-8:]); !done[seq] {
+					head = seq
+					return false
+				}
+				return true
+			}); err != nil {
+				return err
+			}
+			m.Qos12.Head = head
+		}
+		defer func() {
+			m.Released = slices.DeleteFunc(m.Released, func(seq uint64) bool { return seq < m.Qos12.Head || done[seq] })
+		}()
 		for _, p := range []struct {
 			q    *inboxpb.Queue
 			b    byte
@@ -449,7 +517,7 @@ func fetch(r kvstore.Reader, req *inboxpb.FetchRequest) (*inboxpb.FetchResponse,
 	if max <= 0 || max > 1000 {
 		max = 1000
 	}
-	resp := &inboxpb.FetchResponse{Qos0Dropped: m.Qos0.GetDropped(), Qos12Dropped: m.Qos12.GetDropped()}
+	resp := &inboxpb.FetchResponse{Qos0Dropped: m.Qos0.GetDropped(), Qos12Dropped: m.Qos12.GetDropped(), Owner: m.Owner}
 	for _, p := range []struct {
 		q    *inboxpb.Queue
 		b    byte

@@ -33,6 +33,7 @@ type Scheduler struct {
 	client   *Client
 	pub      WillPublisher
 	interval time.Duration
+	routes   RouteRemover
 	log      *slog.Logger
 	wills    prometheus.Counter
 	expiries prometheus.Counter
@@ -44,6 +45,15 @@ type SchedulerConfig struct {
 	Interval   time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// Routes, if set, has the dist routes of an expired session removed
+	// (its subscriptions, receiver ReceiverID(inbox, incarnation)); a route
+	// left behind is removed by the first insert that finds no inbox.
+	Routes RouteRemover
+}
+
+// RouteRemover removes dist routes; *dist.Client is one.
+type RouteRemover interface {
+	RemoveRoute(ctx context.Context, req *distpb.RemoveRouteRequest) (*distpb.Output, error)
 }
 
 // NewScheduler returns a scheduler for a node's inbox ranges.
@@ -55,7 +65,7 @@ func NewScheduler(cfg SchedulerConfig, node *ranges.Node, pub WillPublisher) *Sc
 		cfg.Logger = slog.Default()
 	}
 	s := &Scheduler{
-		node: node, client: NewClient(node.Router()), pub: pub, interval: cfg.Interval, log: cfg.Logger,
+		node: node, client: NewClient(node.Router()), pub: pub, interval: cfg.Interval, routes: cfg.Routes, log: cfg.Logger,
 		wills: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_inbox_wills_published_total", Help: "Wills published by this node's inbox leaders.",
 		}),
@@ -136,9 +146,24 @@ func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now 
 		}
 		if o.Result == inboxpb.Result_RESULT_OK {
 			s.expiries.Inc()
+			s.removeRoutes(ctx, m)
 		}
 	}
 	return nil
+}
+
+// removeRoutes removes the dist routes of an expired session.
+func (s *Scheduler) removeRoutes(ctx context.Context, m *inboxpb.Meta) {
+	if s.routes == nil {
+		return
+	}
+	id := ReceiverID(m.Inbox, m.Incarnation)
+	for filter := range m.Subscriptions {
+		if _, err := s.routes.RemoveRoute(ctx, &distpb.RemoveRouteRequest{Route: &distpb.Route{Tenant: m.Tenant,
+			Subscription: filter, Receiver: &distpb.Receiver{Kind: ReceiverInbox, Id: id}}}); err != nil {
+			s.log.Warn("removing an expired session's route", "tenant", m.Tenant, "inbox", m.Inbox, "filter", filter, "err", err)
+		}
+	}
 }
 
 // RoutePublisher publishes a will like any message: retained if flagged,
@@ -176,12 +201,15 @@ func (p *RoutePublisher) PublishWill(ctx context.Context, tenant, inbox string, 
 	}
 	msg := &inboxpb.Message{Topic: w.Topic, Payload: w.Payload, Qos: w.Qos, Retain: w.Retain, Properties: w.Properties, Publisher: inbox}
 	var items []*inboxpb.InsertItem
+	var receivers []string
 	for _, m := range matches.Topics[0].Matched {
 		switch m.Receiver.Kind {
 		case ReceiverInbox:
 			mm := proto.CloneOf(msg)
 			mm.Subscription = m.Subscription
-			items = append(items, &inboxpb.InsertItem{Tenant: tenant, Inbox: m.Receiver.Id, Message: mm})
+			ib, inc := ParseReceiverID(m.Receiver.Id)
+			items = append(items, &inboxpb.InsertItem{Tenant: tenant, Inbox: ib, Incarnation: inc, Message: mm})
+			receivers = append(receivers, m.Receiver.Id)
 		case ReceiverFrontend:
 			if p.Transient != nil {
 				if err := p.Transient(ctx, tenant, m, msg); err != nil {
@@ -202,7 +230,7 @@ func (p *RoutePublisher) PublishWill(ctx context.Context, tenant, inbox string, 
 	for i, r := range res.Results {
 		if r == inboxpb.InsertResult_INSERT_NO_INBOX {
 			_, err := p.Dist.RemoveRoute(ctx, &distpb.RemoveRouteRequest{Route: &distpb.Route{Tenant: tenant,
-				Subscription: items[i].Message.Subscription, Receiver: &distpb.Receiver{Kind: ReceiverInbox, Id: items[i].Inbox}}})
+				Subscription: items[i].Message.Subscription, Receiver: &distpb.Receiver{Kind: ReceiverInbox, Id: receivers[i]}}})
 			if err != nil {
 				return err
 			}
