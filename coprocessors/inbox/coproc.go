@@ -394,16 +394,15 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 }
 
 func (c *Coprocessor) commit(tx kvstore.Tx, req *inboxpb.CommitRequest) (*inboxpb.Output, error) {
-	if req.Owner != "" {
-		m, found, err := getMeta(tx, req.Tenant, req.Inbox)
-		if err != nil {
-			return nil, err
+	// The acknowledgements are applied whoever sends them (they are the
+	// client's word, and a connection that lost its session flushes its
+	// last ones while the new owner waits); a former owner is told it is
+	// one by RESULT_CONFLICT.
+	conflict := ""
+	o, err := c.withMeta(tx, req.Tenant, req.Inbox, req.Incarnation, func(m *inboxpb.Meta) error {
+		if req.Owner != "" && m.Owner != req.Owner {
+			conflict = m.Owner
 		}
-		if found && m.Incarnation == req.Incarnation && m.Owner != req.Owner {
-			return out(inboxpb.Result_RESULT_CONFLICT, fmt.Sprintf("inbox is owned by %q", m.Owner)), nil
-		}
-	}
-	return c.withMeta(tx, req.Tenant, req.Inbox, req.Incarnation, func(m *inboxpb.Meta) error {
 		done := map[uint64]bool{}
 		for _, seq := range req.Qos12Done {
 			if seq < m.Qos12.Head || seq >= m.Qos12.Tail || done[seq] {
@@ -455,6 +454,10 @@ func (c *Coprocessor) commit(tx kvstore.Tx, req *inboxpb.CommitRequest) (*inboxp
 		}
 		return nil
 	})
+	if err == nil && conflict != "" {
+		o.Result, o.Reason = inboxpb.Result_RESULT_CONFLICT, fmt.Sprintf("inbox is owned by %q", conflict)
+	}
+	return o, err
 }
 
 func (c *Coprocessor) expire(tx kvstore.Tx, req *inboxpb.ExpireRequest) (*inboxpb.Output, error) {

@@ -1527,8 +1527,9 @@ type CommitRequest struct {
 	Qos12Done []uint64 `protobuf:"varint,6,rep,packed,name=qos12_done,json=qos12Done,proto3" json:"qos12_done,omitempty"`
 	// qos12_released are messages whose PUBREC came back (Meta.released).
 	Qos12Released []uint64 `protobuf:"varint,7,rep,packed,name=qos12_released,json=qos12Released,proto3" json:"qos12_released,omitempty"`
-	// owner, when set, must be the inbox's owner: a connection that lost its
-	// session to a takeover gets RESULT_CONFLICT and commits nothing.
+	// owner, when set, is checked against the inbox's owner: a connection that
+	// lost its session to a takeover gets RESULT_CONFLICT (its
+	// acknowledgements still apply: they are the client's).
 	Owner         string `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
