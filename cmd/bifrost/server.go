@@ -275,6 +275,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 			fc := f.frontCfg
 			fc.ReceiverID = mqtt.NewReceiverID(n.GRPCAddr())
 			fc.Dist, fc.Retain = dist.NewClient(n.Router()), retain.NewClient(n.Router())
+			fc.Inbox = inbox.NewClient(n.Router())
 			fc.Frontends = frontendAddrs(n.Membership)
 			front, err := mqtt.New(fc)
 			if err != nil {
@@ -311,9 +312,15 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	// The inbox leaders' time-driven work: session expiry and wills.
 	schedCtx, stopSched := context.WithCancel(context.Background())
 	schedDone := make(chan struct{})
-	sched := inbox.NewScheduler(inbox.SchedulerConfig{Logger: log, Registerer: reg}, node, &inbox.RoutePublisher{
+	// Wills go out through this process's frontend when it runs one (to
+	// transient subscribers too, and the inboxes' owners are told).
+	var wills inbox.WillPublisher = &inbox.RoutePublisher{
 		Dist: dist.NewClient(node.Router()), Inbox: inbox.NewClient(node.Router()), Retain: retain.NewClient(node.Router()),
-	})
+	}
+	if f.front != nil {
+		wills = f.front
+	}
+	sched := inbox.NewScheduler(inbox.SchedulerConfig{Logger: log, Registerer: reg, Routes: dist.NewClient(node.Router())}, node, wills)
 	go func() {
 		defer close(schedDone)
 		sched.Run(schedCtx)

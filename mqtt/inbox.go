@@ -1,0 +1,267 @@
+package mqtt
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
+	"github.com/bifrost-mq/bifrost/mqtt/packet"
+)
+
+// Inbox is what the frontend needs of the inbox coprocessor (persistent
+// sessions); *inbox.Client is one.
+type Inbox interface {
+	Mutate(ctx context.Context, in *inboxpb.Input) (*inboxpb.Output, error)
+	Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inboxpb.InsertResponse, error)
+	Query(ctx context.Context, q *inboxpb.QueryRequest) (*inboxpb.QueryResponse, error)
+}
+
+// An inbox owner is the connection attached to a persistent session:
+// "<this frontend's receiver ID>|<random nonce>". The receiver ID part tells
+// every frontend where to send a Notify or a Kick for it.
+func ownerFrontend(owner string) string {
+	recv, _, _ := strings.Cut(owner, "|")
+	return recv
+}
+
+// messageProps is a message's properties as the inbox and retain keep them
+// (opaque bytes): a Message without topic, payload, QoS, retain or expiry.
+func messageProps(m *mqttpb.Message) []byte {
+	b, _ := proto.Marshal(&mqttpb.Message{
+		HasPayloadFormat: m.HasPayloadFormat, PayloadFormat: m.PayloadFormat, ContentType: m.ContentType,
+		ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, UserProperties: m.UserProperties,
+		Publisher: m.Publisher,
+	})
+	return b
+}
+
+// fromInbox turns a queued inbox message back into a message.
+func fromInbox(im *inboxpb.Message) *mqttpb.Message {
+	m := &mqttpb.Message{}
+	_ = proto.Unmarshal(im.Properties, m)
+	m.Topic, m.Payload, m.Qos, m.Retain, m.ExpiresUnixMs = im.Topic, im.Payload, im.Qos, im.Retain, im.ExpiresUnixMs
+	if im.Publisher != "" {
+		m.Publisher = im.Publisher
+	}
+	return m
+}
+
+// deliverInboxes inserts a message into the inboxes dist matched (one
+// batched Insert, one proposal per range), tells their owners to fetch,
+// and removes routes whose inbox is gone. It returns how many took it.
+func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Message, routes []*distpb.Matched) (int, error) {
+	if s.cfg.Inbox == nil {
+		// Persistent sessions are off on this frontend.
+		s.m.dropped.WithLabelValues("inbox_receiver").Add(float64(len(routes)))
+		return 0, nil
+	}
+	props := messageProps(m)
+	items := make([]*inboxpb.InsertItem, len(routes))
+	for i, r := range routes {
+		ib, inc := inbox.ParseReceiverID(r.Receiver.GetId())
+		items[i] = &inboxpb.InsertItem{Tenant: tenant, Inbox: ib, Incarnation: inc, Message: &inboxpb.Message{
+			Topic: m.Topic, Payload: m.Payload, Qos: m.Qos, Retain: m.Retain, Properties: props,
+			Publisher: m.Publisher, ExpiresUnixMs: m.ExpiresUnixMs, Subscription: r.Subscription,
+		}}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := s.cfg.Inbox.Insert(ctx, items)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	notify := map[string][]*mqttpb.SessionRef{}
+	var gone []*distpb.Matched
+	for i, r := range resp.Results {
+		switch r {
+		case inboxpb.InsertResult_INSERT_OK:
+			n++
+			if i < len(resp.Owners) && resp.Owners[i] != "" {
+				fe := ownerFrontend(resp.Owners[i])
+				notify[fe] = append(notify[fe], &mqttpb.SessionRef{Tenant: tenant, ClientId: items[i].Inbox, Owner: resp.Owners[i]})
+			}
+		case inboxpb.InsertResult_INSERT_DROPPED:
+			s.m.dropped.WithLabelValues("inbox_full").Inc()
+		case inboxpb.InsertResult_INSERT_NO_INBOX:
+			gone = append(gone, routes[i])
+		}
+	}
+	for fe, refs := range notify {
+		s.notify(fe, refs)
+	}
+	if len(gone) > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			for _, r := range gone {
+				s.removeInboxRoute(s.ctx, tenant, r.Subscription, r.Receiver.GetId())
+			}
+		}()
+	}
+	return n, nil
+}
+
+// notify tells the frontend fe (a receiver ID) that the sessions' inboxes
+// have messages; for this frontend, in-process.
+func (s *Server) notify(fe string, refs []*mqttpb.SessionRef) {
+	if fe == s.cfg.ReceiverID {
+		s.wakeSessions(refs)
+		return
+	}
+	addr, ok := receiverAddr(fe)
+	if !ok {
+		return
+	}
+	c, err := s.peers.client(addr)
+	if err != nil {
+		return // the owner polls its inbox
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+		defer cancel()
+		if _, err := c.Notify(ctx, &mqttpb.NotifyRequest{Receiver: fe, Sessions: refs}); err != nil {
+			s.log.Debug("inbox notification not delivered", "frontend", addr, "err", err)
+		}
+	}()
+}
+
+func (s *Server) wakeSessions(refs []*mqttpb.SessionRef) {
+	for _, r := range refs {
+		if c := s.session(r.Tenant, r.ClientId); c != nil && c.sess != nil && c.sess.owner == r.Owner {
+			c.sess.wakeUp()
+		}
+	}
+}
+
+// kickOwner closes the connection owner (on this or another frontend) whose
+// session a new connection took over, and waits until it ended and wrote
+// its in-flight state to the inbox, or ctx ends. An owner that cannot be
+// reached finds out by itself: its next commit or fetch names another owner.
+func (s *Server) kickOwner(ctx context.Context, tenant, clientID, owner string) {
+	fe := ownerFrontend(owner)
+	if fe == s.cfg.ReceiverID {
+		s.kickLocal(ctx, tenant, clientID, owner)
+		return
+	}
+	addr, ok := receiverAddr(fe)
+	if !ok {
+		return
+	}
+	c, err := s.peers.client(addr)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(s.cfg.RequestTimeout, 3*time.Second))
+	defer cancel()
+	if _, err := c.Kick(ctx, &mqttpb.KickRequest{Receiver: fe, ReasonCode: uint32(packet.SessionTakenOver),
+		Session: &mqttpb.SessionRef{Tenant: tenant, ClientId: clientID, Owner: owner}}); err != nil {
+		s.log.Info("telling the previous owner of a session to close failed", "tenant", tenant, "client", clientID, "owner", owner, "err", err)
+	}
+}
+
+func (s *Server) kickLocal(ctx context.Context, tenant, clientID, owner string) bool {
+	c := s.session(tenant, clientID)
+	if c == nil || c.sess == nil || c.sess.owner != owner {
+		return false
+	}
+	c.kick(packet.SessionTakenOver) // MQTT-3.1.4-3
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+	}
+	return true
+}
+
+// removeInboxRoute removes one route of an inbox receiver.
+func (s *Server) removeInboxRoute(ctx context.Context, tenant, sub, receiver string) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	_, err := s.cfg.Dist.RemoveRoute(ctx, &distpb.RemoveRouteRequest{Route: &distpb.Route{
+		Tenant: tenant, Subscription: sub, Receiver: &distpb.Receiver{Kind: receiverInbox, Id: receiver}}})
+	if err != nil {
+		s.m.routeChanges.WithLabelValues("remove", "error").Inc()
+		s.log.Warn("removing an inbox route failed", "tenant", tenant, "subscription", sub, "receiver", receiver, "err", err)
+		return
+	}
+	s.m.routeChanges.WithLabelValues("remove", "ok").Inc()
+}
+
+// removeSessionRoutes removes, in the background, the routes of a session
+// that ended (discarded, or detached with no expiry).
+func (s *Server) removeSessionRoutes(m *inboxpb.Meta) {
+	if m == nil || len(m.Subscriptions) == 0 {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		id := inbox.ReceiverID(m.Inbox, m.Incarnation)
+		for f := range m.Subscriptions {
+			s.removeInboxRoute(context.Background(), m.Tenant, f, id)
+		}
+	}()
+}
+
+// PublishWill publishes a persistent session's will when the inbox
+// scheduler finds it due (its delay passed or the session ended without the
+// client coming back): like any message, retained if flagged, to transient
+// and persistent subscribers alike. It implements inbox.WillPublisher.
+func (s *Server) PublishWill(ctx context.Context, tenant, clientID string, w *inboxpb.Will) error {
+	if w == nil {
+		return nil
+	}
+	m := &mqttpb.Message{}
+	_ = proto.Unmarshal(w.Properties, m)
+	// The stored expiry is the will's message expiry interval in ms.
+	if m.ExpiresUnixMs != 0 {
+		m.ExpiresUnixMs += time.Now().UnixMilli()
+	}
+	m.Topic, m.Payload, m.Qos, m.Retain, m.Publisher = w.Topic, w.Payload, w.Qos, w.Retain, clientID
+	if m.Retain {
+		if err := s.retain(ctx, tenant, m); err != nil {
+			return err
+		}
+	}
+	_, err := s.dispatch(ctx, tenant, m)
+	return err
+}
+
+// willOf is the will as the inbox keeps it: the properties, with the message
+// expiry interval (relative, in ms) in place of an absolute expiry.
+func willOf(w *packet.Will, clientID string) *inboxpb.Will {
+	if w == nil {
+		return nil
+	}
+	m := messageOf(w.Topic, &packet.Publish{QoS: w.QoS, Retain: w.Retain, Properties: w.Properties}, clientID, time.UnixMilli(0))
+	props, _ := proto.Marshal(&mqttpb.Message{
+		HasPayloadFormat: m.HasPayloadFormat, PayloadFormat: m.PayloadFormat, ContentType: m.ContentType,
+		ResponseTopic: m.ResponseTopic, CorrelationData: m.CorrelationData, UserProperties: m.UserProperties,
+		Publisher: m.Publisher, ExpiresUnixMs: m.ExpiresUnixMs,
+	})
+	return &inboxpb.Will{Topic: w.Topic, Payload: w.Payload, Qos: uint32(w.QoS), Retain: w.Retain,
+		DelaySeconds: w.Properties.WillDelayInterval, Properties: props}
+}
+
+func (f *frontendService) Notify(ctx context.Context, req *mqttpb.NotifyRequest) (*mqttpb.NotifyResponse, error) {
+	if req.Receiver == f.s.cfg.ReceiverID {
+		f.s.wakeSessions(req.Sessions)
+	}
+	return &mqttpb.NotifyResponse{}, nil
+}
+
+func (f *frontendService) Kick(ctx context.Context, req *mqttpb.KickRequest) (*mqttpb.KickResponse, error) {
+	if req.Receiver != f.s.cfg.ReceiverID || req.Session == nil {
+		return &mqttpb.KickResponse{UnknownReceiver: true}, nil
+	}
+	found := f.s.kickLocal(ctx, req.Session.Tenant, req.Session.ClientId, req.Session.Owner)
+	return &mqttpb.KickResponse{Found: found}, nil
+}
