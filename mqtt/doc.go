@@ -48,7 +48,9 @@
 //     and in-flight state are in the inbox before the new connection reads
 //     them. An owner that was not reached learns it lost the session from
 //     its next commit or fetch (at most InboxPollInterval later) and
-//     closes.
+//     closes. A connection is in the frontend's owner set from before its
+//     attach until after its detach; the inbox scheduler detaches only
+//     sessions whose owner no frontend has (Owners, DeadOwners).
 //   - A transient session's subscriptions and in-flight messages die with
 //     its connection; a clean start discards a persistent session of the
 //     same client ID (its inbox and routes) first (MQTT-3.1.2-4/6).

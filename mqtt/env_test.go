@@ -86,7 +86,7 @@ func startEnv(t testing.TB, stores int, tune func(*mqtt.Config)) *env {
 			// The inbox leaders' expiry and delayed wills, published
 			// through the frontend, as bifrost standalone does.
 			sched := inbox.NewScheduler(inbox.SchedulerConfig{Interval: 100 * time.Millisecond, Logger: cfg.Logger,
-				Routes: dist.NewClient(n.Router())}, n, s)
+				Routes: dist.NewClient(n.Router()), Owners: s, OwnerCheckInterval: 200 * time.Millisecond}, n, s)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { defer close(done); sched.Run(ctx) }()

@@ -3,6 +3,7 @@ package mqtt
 import (
 	"context"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -264,4 +265,100 @@ func (f *frontendService) Kick(ctx context.Context, req *mqttpb.KickRequest) (*m
 	}
 	found := f.s.kickLocal(ctx, req.Session.Tenant, req.Session.ClientId, req.Session.Owner)
 	return &mqttpb.KickResponse{Found: found}, nil
+}
+
+// ownerSet is the inbox owners this frontend's connections are, from
+// before their attach to after their detach.
+type ownerSet struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+func (o *ownerSet) add(owner string) {
+	o.mu.Lock()
+	if o.m == nil {
+		o.m = map[string]struct{}{}
+	}
+	o.m[owner] = struct{}{}
+	o.mu.Unlock()
+}
+
+func (o *ownerSet) remove(owner string) {
+	o.mu.Lock()
+	delete(o.m, owner)
+	o.mu.Unlock()
+}
+
+func (o *ownerSet) has(owner string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.m[owner]
+	return ok
+}
+
+// DeadOwners returns the inbox owners that are gone: a connection of this
+// frontend that ended, of a frontend that answers it does not have it or
+// is a later process at that address, or of a frontend that has been
+// unreachable and absent from gossip for DeadFrontendAfter. It implements
+// inbox.OwnerChecker for the inbox scheduler.
+func (s *Server) DeadOwners(ctx context.Context, owners []string) []string {
+	byFE := map[string][]string{}
+	for _, o := range owners {
+		fe := ownerFrontend(o)
+		byFE[fe] = append(byFE[fe], o)
+	}
+	var dead []string
+	for fe, os := range byFE {
+		if fe == s.cfg.ReceiverID {
+			for _, o := range os {
+				if !s.owners.has(o) {
+					dead = append(dead, o)
+				}
+			}
+			continue
+		}
+		addr, ok := receiverAddr(fe)
+		if !ok {
+			dead = append(dead, os...)
+			continue
+		}
+		gone := func() bool {
+			return s.cfg.Frontends != nil && s.peers.gone(addr, s.cfg.Frontends(), s.cfg.DeadFrontendAfter)
+		}
+		c, err := s.peers.client(addr)
+		if err != nil {
+			if gone() {
+				dead = append(dead, os...)
+			}
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		resp, err := c.Owners(cctx, &mqttpb.OwnersRequest{Receiver: fe, Owners: os})
+		cancel()
+		switch {
+		case err != nil:
+			s.peers.failed(addr)
+			if gone() {
+				dead = append(dead, os...)
+			}
+		case resp.UnknownReceiver:
+			dead = append(dead, os...)
+		default:
+			dead = append(dead, resp.Gone...)
+		}
+	}
+	return dead
+}
+
+func (f *frontendService) Owners(ctx context.Context, req *mqttpb.OwnersRequest) (*mqttpb.OwnersResponse, error) {
+	if req.Receiver != f.s.cfg.ReceiverID {
+		return &mqttpb.OwnersResponse{UnknownReceiver: true}, nil
+	}
+	resp := &mqttpb.OwnersResponse{}
+	for _, o := range req.Owners {
+		if !f.s.owners.has(o) {
+			resp.Gone = append(resp.Gone, o)
+		}
+	}
+	return resp, nil
 }

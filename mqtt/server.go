@@ -25,6 +25,7 @@ type Server struct {
 	cache      *matchCache
 	peers      peers
 	routeLocks routeLocks
+	owners     ownerSet
 
 	mu        sync.Mutex
 	sessions  map[sessionKey]*conn

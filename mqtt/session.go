@@ -115,6 +115,13 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 	ctx, cancel := context.WithTimeout(c.s.ctx, 2*c.s.cfg.RequestTimeout)
 	defer cancel()
 	owner := c.s.cfg.ReceiverID + "|" + newNonce()
+	// Known as a live owner before the inbox names it one, until detached.
+	c.s.owners.add(owner)
+	defer func() {
+		if c.sess == nil {
+			c.s.owners.remove(owner)
+		}
+	}()
 	if expiry == 0 {
 		// Transient unless a session exists and the client asked to resume it.
 		q, err := ib.Query(ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Get{Get: &inboxpb.GetRequest{Tenant: tenant, Inbox: clientID}}})
@@ -439,6 +446,9 @@ func (s *session) close(sendWill bool, expiry *uint32) {
 	o, err := c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{
 		Tenant: c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc, Owner: s.owner, NowUnixMs: time.Now().UnixMilli(),
 		ExpirySeconds: expiry, SendWill: sendWill, AwaitingRel: rel, SentUpto: sent}}})
+	// From now on the inbox scheduler may detach it for us (if this detach
+	// failed), sending the will.
+	c.s.owners.remove(s.owner)
 	if err != nil {
 		c.s.log.Warn("inbox detach failed", "tenant", c.id.Tenant, "client", s.inbox, "err", err)
 		return

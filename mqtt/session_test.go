@@ -1,10 +1,15 @@
 package mqtt_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/mqtt"
+	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 )
 
@@ -387,4 +392,42 @@ func TestWillDelay(t *testing.T) {
 		}
 		watch.expectNone(1500 * time.Millisecond)
 	})
+}
+
+// TestOrphanedSessionDetached: a session whose owner's frontend is gone —
+// a later process at the owner's address, or an address unreachable and
+// absent from gossip — is detached by the inbox leader as if its
+// connection had been lost: its will is sent (MQTT-3.1.2-8) and its expiry
+// starts, and the client resumes it.
+func TestOrphanedSessionDetached(t *testing.T) {
+	e := startEnv(t, 1, func(c *mqtt.Config) { c.DeadFrontendAfter = 500 * time.Millisecond })
+	watch := connectRaw(t, e.addr(0), packet.V5, "orph-watch")
+	watch.subscribe(1, packet.Subscription{Filter: "orph/#", QoS: 1})
+	ib := inbox.NewClient(e.cluster.Nodes[0].Router())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, owner := range []string{
+		"fe:" + e.cluster.Nodes[0].GRPCAddr() + "#0123456789ab|restarted", // not this frontend's incarnation
+		"fe:127.0.0.1:1#0123456789ab|unreachable",
+	} {
+		o, err := ib.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{
+			Tenant: auth.DefaultTenant, Inbox: fmt.Sprintf("orph-%d", i), Owner: owner, ExpirySeconds: 60,
+			Will: &inboxpb.Will{Topic: fmt.Sprintf("orph/%d", i), Payload: []byte("lost"), Qos: 1}, NowUnixMs: time.Now().UnixMilli()}}})
+		if err != nil || o.Attach == nil {
+			t.Fatalf("attach: %v %v", o, err)
+		}
+	}
+	got := map[string]bool{}
+	for len(got) < 2 {
+		p := watch.nextPublish()
+		if got[p.Topic] {
+			t.Fatalf("will %s twice", p.Topic)
+		}
+		got[p.Topic] = true
+	}
+	watch.expectNone(time.Second)
+	c := dialRaw(t, e.addr(0), packet.V5)
+	if !c.persistent("orph-1", 60, nil) {
+		t.Fatal("the detached session was not kept for its expiry")
+	}
 }

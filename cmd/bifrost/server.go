@@ -317,10 +317,13 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	var wills inbox.WillPublisher = &inbox.RoutePublisher{
 		Dist: dist.NewClient(node.Router()), Inbox: inbox.NewClient(node.Router()), Retain: retain.NewClient(node.Router()),
 	}
+	schedCfg := inbox.SchedulerConfig{Logger: log, Registerer: reg, Routes: dist.NewClient(node.Router())}
 	if f.front != nil {
 		wills = f.front
+		// Sessions whose frontend died are detached (expiry, will).
+		schedCfg.Owners = f.front
 	}
-	sched := inbox.NewScheduler(inbox.SchedulerConfig{Logger: log, Registerer: reg, Routes: dist.NewClient(node.Router())}, node, wills)
+	sched := inbox.NewScheduler(schedCfg, node, wills)
 	go func() {
 		defer close(schedDone)
 		sched.Run(schedCtx)

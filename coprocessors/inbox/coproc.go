@@ -63,32 +63,43 @@ func validID(s string) bool { return s != "" && !strings.ContainsRune(s, 0) && l
 type Coprocessor struct {
 	mu      sync.Mutex
 	pending map[string]*inboxpb.Meta // by prefix
+	// attached are the sessions a connection owns, for the scheduler to
+	// detach those whose frontend is gone.
+	attached map[string]*inboxpb.Meta
 }
 
 // New makes the inbox coprocessor of one replica; a kvstore.CoprocessorFactory.
 func New(rangeID uint64) kvstore.Coprocessor {
-	return &Coprocessor{pending: map[string]*inboxpb.Meta{}}
+	return &Coprocessor{pending: map[string]*inboxpb.Meta{}, attached: map[string]*inboxpb.Meta{}}
 }
 
 func (c *Coprocessor) track(m *inboxpb.Meta) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	trackIn(c.pending, m)
+	trackIn(c.pending, c.attached, m)
 }
 
-// trackIn records in pending whether a session waits for its expiry or will.
-func trackIn(pending map[string]*inboxpb.Meta, m *inboxpb.Meta) {
+// trackIn records in pending whether a session waits for its expiry or
+// will, and in attached whether a connection owns it.
+func trackIn(pending, attached map[string]*inboxpb.Meta, m *inboxpb.Meta) {
 	k := string(Prefix(m.Tenant, m.Inbox))
 	if m.DetachedUnixMs != 0 || m.WillDueUnixMs != 0 {
 		pending[k] = proto.CloneOf(m)
 	} else {
 		delete(pending, k)
 	}
+	if m.DetachedUnixMs == 0 && m.Owner != "" {
+		attached[k] = &inboxpb.Meta{Tenant: m.Tenant, Inbox: m.Inbox, Incarnation: m.Incarnation, Owner: m.Owner,
+			Subscriptions: m.Subscriptions} // the map is never changed in place: a mutation decodes a fresh Meta
+	} else {
+		delete(attached, k)
+	}
 }
 
 func (c *Coprocessor) untrack(tenant, inbox string) {
 	c.mu.Lock()
 	delete(c.pending, string(Prefix(tenant, inbox)))
+	delete(c.attached, string(Prefix(tenant, inbox)))
 	c.mu.Unlock()
 }
 
@@ -257,10 +268,17 @@ func (c *Coprocessor) detach(tx kvstore.Tx, req *inboxpb.DetachRequest) (*inboxp
 	if !found || m.Incarnation != req.Incarnation {
 		return out(inboxpb.Result_RESULT_NO_INBOX, ""), nil
 	}
-	if req.SentUpto > m.DupBelow {
-		m.DupBelow = req.SentUpto
+	if req.Orphaned {
+		if m.Owner != req.Owner || m.DetachedUnixMs != 0 {
+			return out(inboxpb.Result_RESULT_CONFLICT, fmt.Sprintf("inbox is owned by %q", m.Owner)), nil
+		}
+		m.DupBelow = m.Qos12.GetTail()
+	} else {
+		if req.SentUpto > m.DupBelow {
+			m.DupBelow = req.SentUpto
+		}
+		m.AwaitingRel = req.AwaitingRel
 	}
-	m.AwaitingRel = req.AwaitingRel
 	if m.Owner != req.Owner {
 		// A newer connection took the session over; this one's end changes
 		// nothing but what it tells of the client's and its own in-flight
@@ -568,6 +586,11 @@ func (c *Coprocessor) due(req *inboxpb.DueRequest) *inboxpb.DueResponse {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	resp := &inboxpb.DueResponse{}
+	if req.Attached {
+		for _, m := range c.attached {
+			resp.Attached = append(resp.Attached, proto.CloneOf(m))
+		}
+	}
 	for _, m := range c.pending {
 		if len(resp.Wills)+len(resp.Expired) >= max {
 			break
@@ -586,7 +609,7 @@ func (c *Coprocessor) due(req *inboxpb.DueRequest) *inboxpb.DueResponse {
 // It builds the new list aside and swaps it in whole, so that the scheduler
 // asking meanwhile misses no session that was due before and after.
 func (c *Coprocessor) Reset(r kvstore.Reader) error {
-	fresh := map[string]*inboxpb.Meta{}
+	fresh, attached := map[string]*inboxpb.Meta{}, map[string]*inboxpb.Meta{}
 	var bad error
 	err := r.Iterate(nil, nil, func(k, v []byte) bool {
 		// Metadata keys end with 0x00 'm' after the inbox; queue keys carry
@@ -602,7 +625,7 @@ func (c *Coprocessor) Reset(r kvstore.Reader) error {
 		if string(metaKey(m.Tenant, m.Inbox)) != string(k) {
 			return true // a queue key that happens to end in 0x00 'm'
 		}
-		trackIn(fresh, m)
+		trackIn(fresh, attached, m)
 		return true
 	})
 	if err != nil {
@@ -612,7 +635,7 @@ func (c *Coprocessor) Reset(r kvstore.Reader) error {
 		return bad
 	}
 	c.mu.Lock()
-	c.pending = fresh
+	c.pending, c.attached = fresh, attached
 	c.mu.Unlock()
 	return nil
 }

@@ -34,9 +34,13 @@ type Scheduler struct {
 	pub      WillPublisher
 	interval time.Duration
 	routes   RouteRemover
-	log      *slog.Logger
-	wills    prometheus.Counter
-	expiries prometheus.Counter
+	owners   OwnerChecker
+	ownerInt time.Duration
+	// lastOwnerCheck is when Tick last checked owners.
+	lastOwnerCheck time.Time
+	log            *slog.Logger
+	wills          prometheus.Counter
+	expiries       prometheus.Counter
 }
 
 // SchedulerConfig configures a Scheduler.
@@ -49,6 +53,17 @@ type SchedulerConfig struct {
 	// (its subscriptions, receiver ReceiverID(inbox, incarnation)); a route
 	// left behind is removed by the first insert that finds no inbox.
 	Routes RouteRemover
+	// Owners, if set, tells which owners (connections) of attached sessions
+	// are gone with their frontend; those sessions are detached as if their
+	// connection had been lost (their expiry starts, their will is
+	// scheduled). Checked every OwnerCheckInterval (default 10s).
+	Owners             OwnerChecker
+	OwnerCheckInterval time.Duration
+}
+
+// OwnerChecker finds, among inbox owners, those that no longer exist.
+type OwnerChecker interface {
+	DeadOwners(ctx context.Context, owners []string) []string
 }
 
 // RouteRemover removes dist routes; *dist.Client is one.
@@ -64,8 +79,11 @@ func NewScheduler(cfg SchedulerConfig, node *ranges.Node, pub WillPublisher) *Sc
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.OwnerCheckInterval == 0 {
+		cfg.OwnerCheckInterval = 10 * time.Second
+	}
 	s := &Scheduler{
-		node: node, client: NewClient(node.Router()), pub: pub, interval: cfg.Interval, routes: cfg.Routes, log: cfg.Logger,
+		node: node, client: NewClient(node.Router()), pub: pub, interval: cfg.Interval, routes: cfg.Routes, owners: cfg.Owners, ownerInt: cfg.OwnerCheckInterval, log: cfg.Logger,
 		wills: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_inbox_wills_published_total", Help: "Wills published by this node's inbox leaders.",
 		}),
@@ -98,18 +116,22 @@ func (s *Scheduler) Run(ctx context.Context) {
 // Tick does the work due at now on every inbox range this node leads.
 func (s *Scheduler) Tick(ctx context.Context, now time.Time) error {
 	var errs []error
+	owners := s.owners != nil && now.Sub(s.lastOwnerCheck) >= s.ownerInt
+	if owners {
+		s.lastOwnerCheck = now
+	}
 	for _, r := range s.node.Store().Replicas() {
 		d := r.Descriptor
 		if d == nil || d.Keyspace != keyspace || !s.node.Store().IsLeader(r.RangeID) {
 			continue
 		}
-		errs = append(errs, s.tickRange(ctx, d, now))
+		errs = append(errs, s.tickRange(ctx, d, now, owners))
 	}
 	return errors.Join(errs...)
 }
 
-func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now time.Time) error {
-	in, err := proto.Marshal(&inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Due{Due: &inboxpb.DueRequest{NowUnixMs: now.UnixMilli(), Max: 256}}})
+func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now time.Time, owners bool) error {
+	in, err := proto.Marshal(&inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Due{Due: &inboxpb.DueRequest{NowUnixMs: now.UnixMilli(), Max: 256, Attached: owners}}})
 	if err != nil {
 		return err
 	}
@@ -125,6 +147,9 @@ func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now 
 	}
 	resp := &inboxpb.QueryResponse{}
 	if err := proto.Unmarshal(res.Results[0].Value, resp); err != nil {
+		return err
+	}
+	if err := s.detachOrphans(ctx, resp.Due.GetAttached(), now); err != nil {
 		return err
 	}
 	for _, m := range resp.Due.GetWills() {
@@ -147,6 +172,40 @@ func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now 
 		if o.Result == inboxpb.Result_RESULT_OK {
 			s.expiries.Inc()
 			s.removeRoutes(ctx, m)
+		}
+	}
+	return nil
+}
+
+// detachOrphans detaches the attached sessions whose owner is gone: their
+// frontend died (or restarted) without detaching them.
+func (s *Scheduler) detachOrphans(ctx context.Context, attached []*inboxpb.Meta, now time.Time) error {
+	if len(attached) == 0 {
+		return nil
+	}
+	var owners []string
+	for _, m := range attached {
+		owners = append(owners, m.Owner)
+	}
+	dead := map[string]bool{}
+	for _, o := range s.owners.DeadOwners(ctx, owners) {
+		dead[o] = true
+	}
+	for _, m := range attached {
+		if !dead[m.Owner] {
+			continue
+		}
+		o, err := s.client.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{
+			Tenant: m.Tenant, Inbox: m.Inbox, Incarnation: m.Incarnation, Owner: m.Owner, NowUnixMs: now.UnixMilli(),
+			SendWill: true, Orphaned: true}}})
+		if err != nil {
+			return err
+		}
+		if o.Result == inboxpb.Result_RESULT_OK {
+			s.log.Info("detached a session whose connection's frontend is gone", "tenant", m.Tenant, "inbox", m.Inbox, "owner", m.Owner)
+			if o.Meta == nil {
+				s.removeRoutes(ctx, m) // it ended with its connection
+			}
 		}
 	}
 	return nil

@@ -704,6 +704,112 @@ func (x *KickResponse) GetFound() bool {
 	return false
 }
 
+// OwnersRequest asks a frontend which of the inbox owners (its
+// connections) named are gone; the inbox scheduler detaches their sessions.
+type OwnersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receiver      string                 `protobuf:"bytes,1,opt,name=receiver,proto3" json:"receiver,omitempty"`
+	Owners        []string               `protobuf:"bytes,2,rep,name=owners,proto3" json:"owners,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnersRequest) Reset() {
+	*x = OwnersRequest{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnersRequest) ProtoMessage() {}
+
+func (x *OwnersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnersRequest.ProtoReflect.Descriptor instead.
+func (*OwnersRequest) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *OwnersRequest) GetReceiver() string {
+	if x != nil {
+		return x.Receiver
+	}
+	return ""
+}
+
+func (x *OwnersRequest) GetOwners() []string {
+	if x != nil {
+		return x.Owners
+	}
+	return nil
+}
+
+type OwnersResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	UnknownReceiver bool                   `protobuf:"varint,1,opt,name=unknown_receiver,json=unknownReceiver,proto3" json:"unknown_receiver,omitempty"`
+	Gone            []string               `protobuf:"bytes,2,rep,name=gone,proto3" json:"gone,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *OwnersResponse) Reset() {
+	*x = OwnersResponse{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnersResponse) ProtoMessage() {}
+
+func (x *OwnersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnersResponse.ProtoReflect.Descriptor instead.
+func (*OwnersResponse) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *OwnersResponse) GetUnknownReceiver() bool {
+	if x != nil {
+		return x.UnknownReceiver
+	}
+	return false
+}
+
+func (x *OwnersResponse) GetGone() []string {
+	if x != nil {
+		return x.Gone
+	}
+	return nil
+}
+
 var File_mqtt_mqttpb_frontend_proto protoreflect.FileDescriptor
 
 const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
@@ -755,12 +861,19 @@ const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
 	"reasonCode\"O\n" +
 	"\fKickResponse\x12)\n" +
 	"\x10unknown_receiver\x18\x01 \x01(\bR\x0funknownReceiver\x12\x14\n" +
-	"\x05found\x18\x02 \x01(\bR\x05found2\xad\x02\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found\"C\n" +
+	"\rOwnersRequest\x12\x1a\n" +
+	"\breceiver\x18\x01 \x01(\tR\breceiver\x12\x16\n" +
+	"\x06owners\x18\x02 \x03(\tR\x06owners\"O\n" +
+	"\x0eOwnersResponse\x12)\n" +
+	"\x10unknown_receiver\x18\x01 \x01(\bR\x0funknownReceiver\x12\x12\n" +
+	"\x04gone\x18\x02 \x03(\tR\x04gone2\xf2\x02\n" +
 	"\bFrontend\x12F\n" +
 	"\aDeliver\x12\x1c.bifrost.mqtt.DeliverRequest\x1a\x1d.bifrost.mqtt.DeliverResponse\x12U\n" +
 	"\x10InvalidateRoutes\x12\x1f.bifrost.mqtt.InvalidateRequest\x1a .bifrost.mqtt.InvalidateResponse\x12C\n" +
 	"\x06Notify\x12\x1b.bifrost.mqtt.NotifyRequest\x1a\x1c.bifrost.mqtt.NotifyResponse\x12=\n" +
-	"\x04Kick\x12\x19.bifrost.mqtt.KickRequest\x1a\x1a.bifrost.mqtt.KickResponseB+Z)github.com/bifrost-mq/bifrost/mqtt/mqttpbb\x06proto3"
+	"\x04Kick\x12\x19.bifrost.mqtt.KickRequest\x1a\x1a.bifrost.mqtt.KickResponse\x12C\n" +
+	"\x06Owners\x12\x1b.bifrost.mqtt.OwnersRequest\x1a\x1c.bifrost.mqtt.OwnersResponseB+Z)github.com/bifrost-mq/bifrost/mqtt/mqttpbb\x06proto3"
 
 var (
 	file_mqtt_mqttpb_frontend_proto_rawDescOnce sync.Once
@@ -774,7 +887,7 @@ func file_mqtt_mqttpb_frontend_proto_rawDescGZIP() []byte {
 	return file_mqtt_mqttpb_frontend_proto_rawDescData
 }
 
-var file_mqtt_mqttpb_frontend_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_mqtt_mqttpb_frontend_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_mqtt_mqttpb_frontend_proto_goTypes = []any{
 	(*UserProperty)(nil),       // 0: bifrost.mqtt.UserProperty
 	(*Message)(nil),            // 1: bifrost.mqtt.Message
@@ -787,6 +900,8 @@ var file_mqtt_mqttpb_frontend_proto_goTypes = []any{
 	(*NotifyResponse)(nil),     // 8: bifrost.mqtt.NotifyResponse
 	(*KickRequest)(nil),        // 9: bifrost.mqtt.KickRequest
 	(*KickResponse)(nil),       // 10: bifrost.mqtt.KickResponse
+	(*OwnersRequest)(nil),      // 11: bifrost.mqtt.OwnersRequest
+	(*OwnersResponse)(nil),     // 12: bifrost.mqtt.OwnersResponse
 }
 var file_mqtt_mqttpb_frontend_proto_depIdxs = []int32{
 	0,  // 0: bifrost.mqtt.Message.user_properties:type_name -> bifrost.mqtt.UserProperty
@@ -797,12 +912,14 @@ var file_mqtt_mqttpb_frontend_proto_depIdxs = []int32{
 	4,  // 5: bifrost.mqtt.Frontend.InvalidateRoutes:input_type -> bifrost.mqtt.InvalidateRequest
 	7,  // 6: bifrost.mqtt.Frontend.Notify:input_type -> bifrost.mqtt.NotifyRequest
 	9,  // 7: bifrost.mqtt.Frontend.Kick:input_type -> bifrost.mqtt.KickRequest
-	3,  // 8: bifrost.mqtt.Frontend.Deliver:output_type -> bifrost.mqtt.DeliverResponse
-	5,  // 9: bifrost.mqtt.Frontend.InvalidateRoutes:output_type -> bifrost.mqtt.InvalidateResponse
-	8,  // 10: bifrost.mqtt.Frontend.Notify:output_type -> bifrost.mqtt.NotifyResponse
-	10, // 11: bifrost.mqtt.Frontend.Kick:output_type -> bifrost.mqtt.KickResponse
-	8,  // [8:12] is the sub-list for method output_type
-	4,  // [4:8] is the sub-list for method input_type
+	11, // 8: bifrost.mqtt.Frontend.Owners:input_type -> bifrost.mqtt.OwnersRequest
+	3,  // 9: bifrost.mqtt.Frontend.Deliver:output_type -> bifrost.mqtt.DeliverResponse
+	5,  // 10: bifrost.mqtt.Frontend.InvalidateRoutes:output_type -> bifrost.mqtt.InvalidateResponse
+	8,  // 11: bifrost.mqtt.Frontend.Notify:output_type -> bifrost.mqtt.NotifyResponse
+	10, // 12: bifrost.mqtt.Frontend.Kick:output_type -> bifrost.mqtt.KickResponse
+	12, // 13: bifrost.mqtt.Frontend.Owners:output_type -> bifrost.mqtt.OwnersResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -819,7 +936,7 @@ func file_mqtt_mqttpb_frontend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mqtt_mqttpb_frontend_proto_rawDesc), len(file_mqtt_mqttpb_frontend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

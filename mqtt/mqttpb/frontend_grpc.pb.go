@@ -27,6 +27,7 @@ const (
 	Frontend_InvalidateRoutes_FullMethodName = "/bifrost.mqtt.Frontend/InvalidateRoutes"
 	Frontend_Notify_FullMethodName           = "/bifrost.mqtt.Frontend/Notify"
 	Frontend_Kick_FullMethodName             = "/bifrost.mqtt.Frontend/Kick"
+	Frontend_Owners_FullMethodName           = "/bifrost.mqtt.Frontend/Owners"
 )
 
 // FrontendClient is the client API for Frontend service.
@@ -37,6 +38,7 @@ type FrontendClient interface {
 	InvalidateRoutes(ctx context.Context, in *InvalidateRequest, opts ...grpc.CallOption) (*InvalidateResponse, error)
 	Notify(ctx context.Context, in *NotifyRequest, opts ...grpc.CallOption) (*NotifyResponse, error)
 	Kick(ctx context.Context, in *KickRequest, opts ...grpc.CallOption) (*KickResponse, error)
+	Owners(ctx context.Context, in *OwnersRequest, opts ...grpc.CallOption) (*OwnersResponse, error)
 }
 
 type frontendClient struct {
@@ -87,6 +89,16 @@ func (c *frontendClient) Kick(ctx context.Context, in *KickRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *frontendClient) Owners(ctx context.Context, in *OwnersRequest, opts ...grpc.CallOption) (*OwnersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OwnersResponse)
+	err := c.cc.Invoke(ctx, Frontend_Owners_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FrontendServer is the server API for Frontend service.
 // All implementations must embed UnimplementedFrontendServer
 // for forward compatibility.
@@ -95,6 +107,7 @@ type FrontendServer interface {
 	InvalidateRoutes(context.Context, *InvalidateRequest) (*InvalidateResponse, error)
 	Notify(context.Context, *NotifyRequest) (*NotifyResponse, error)
 	Kick(context.Context, *KickRequest) (*KickResponse, error)
+	Owners(context.Context, *OwnersRequest) (*OwnersResponse, error)
 	mustEmbedUnimplementedFrontendServer()
 }
 
@@ -116,6 +129,9 @@ func (UnimplementedFrontendServer) Notify(context.Context, *NotifyRequest) (*Not
 }
 func (UnimplementedFrontendServer) Kick(context.Context, *KickRequest) (*KickResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Kick not implemented")
+}
+func (UnimplementedFrontendServer) Owners(context.Context, *OwnersRequest) (*OwnersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Owners not implemented")
 }
 func (UnimplementedFrontendServer) mustEmbedUnimplementedFrontendServer() {}
 func (UnimplementedFrontendServer) testEmbeddedByValue()                  {}
@@ -210,6 +226,24 @@ func _Frontend_Kick_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Frontend_Owners_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OwnersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrontendServer).Owners(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Frontend_Owners_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrontendServer).Owners(ctx, req.(*OwnersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Frontend_ServiceDesc is the grpc.ServiceDesc for Frontend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -232,6 +266,10 @@ var Frontend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Kick",
 			Handler:    _Frontend_Kick_Handler,
+		},
+		{
+			MethodName: "Owners",
+			Handler:    _Frontend_Owners_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1104,7 +1104,11 @@ type DetachRequest struct {
 	// awaiting_rel replaces Meta.awaiting_rel.
 	AwaitingRel []uint32 `protobuf:"varint,8,rep,packed,name=awaiting_rel,json=awaitingRel,proto3" json:"awaiting_rel,omitempty"`
 	// sent_upto: QoS 1/2 messages below it may have reached the client.
-	SentUpto      uint64 `protobuf:"varint,9,opt,name=sent_upto,json=sentUpto,proto3" json:"sent_upto,omitempty"`
+	SentUpto uint64 `protobuf:"varint,9,opt,name=sent_upto,json=sentUpto,proto3" json:"sent_upto,omitempty"`
+	// orphaned: the owner's frontend is gone (the scheduler detaches for
+	// it). Applies only if it is still the owner; awaiting_rel and sent_upto
+	// are unknown: the first is kept, every queued message counts as sent.
+	Orphaned      bool `protobuf:"varint,10,opt,name=orphaned,proto3" json:"orphaned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1200,6 +1204,13 @@ func (x *DetachRequest) GetSentUpto() uint64 {
 		return x.SentUpto
 	}
 	return 0
+}
+
+func (x *DetachRequest) GetOrphaned() bool {
+	if x != nil {
+		return x.Orphaned
+	}
+	return false
 }
 
 type SubscribeRequest struct {
@@ -2147,9 +2158,12 @@ func (x *GetRequest) GetInbox() string {
 
 // DueRequest lists the inboxes whose expiry or will is due at now.
 type DueRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NowUnixMs     int64                  `protobuf:"varint,1,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
-	Max           uint32                 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NowUnixMs int64                  `protobuf:"varint,1,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
+	Max       uint32                 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	// attached asks for the attached sessions too, for their owners to be
+	// checked.
+	Attached      bool `protobuf:"varint,3,opt,name=attached,proto3" json:"attached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2198,10 +2212,18 @@ func (x *DueRequest) GetMax() uint32 {
 	return 0
 }
 
+func (x *DueRequest) GetAttached() bool {
+	if x != nil {
+		return x.Attached
+	}
+	return false
+}
+
 type DueResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Expired       []*Meta                `protobuf:"bytes,1,rep,name=expired,proto3" json:"expired,omitempty"`
 	Wills         []*Meta                `protobuf:"bytes,2,rep,name=wills,proto3" json:"wills,omitempty"`
+	Attached      []*Meta                `protobuf:"bytes,3,rep,name=attached,proto3" json:"attached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2246,6 +2268,13 @@ func (x *DueResponse) GetExpired() []*Meta {
 func (x *DueResponse) GetWills() []*Meta {
 	if x != nil {
 		return x.Wills
+	}
+	return nil
+}
+
+func (x *DueResponse) GetAttached() []*Meta {
+	if x != nil {
+		return x.Attached
 	}
 	return nil
 }
@@ -2406,7 +2435,7 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x0fsession_present\x18\x01 \x01(\bR\x0esessionPresent\x12'\n" +
 	"\x04meta\x18\x02 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\x12%\n" +
 	"\x0eprevious_owner\x18\x03 \x01(\tR\rpreviousOwner\x121\n" +
-	"\tdiscarded\x18\x04 \x01(\v2\x13.bifrost.inbox.MetaR\tdiscarded\"\xb1\x02\n" +
+	"\tdiscarded\x18\x04 \x01(\v2\x13.bifrost.inbox.MetaR\tdiscarded\"\xcd\x02\n" +
 	"\rDetachRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2416,7 +2445,9 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x0eexpiry_seconds\x18\x06 \x01(\rH\x00R\rexpirySeconds\x88\x01\x01\x12\x1b\n" +
 	"\tsend_will\x18\a \x01(\bR\bsendWill\x12!\n" +
 	"\fawaiting_rel\x18\b \x03(\rR\vawaitingRel\x12\x1b\n" +
-	"\tsent_upto\x18\t \x01(\x04R\bsentUptoB\x11\n" +
+	"\tsent_upto\x18\t \x01(\x04R\bsentUpto\x12\x1a\n" +
+	"\borphaned\x18\n" +
+	" \x01(\bR\borphanedB\x11\n" +
 	"\x0f_expiry_seconds\"\xaf\x01\n" +
 	"\x10SubscribeRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
@@ -2489,14 +2520,16 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\n" +
 	"GetRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
-	"\x05inbox\x18\x02 \x01(\tR\x05inbox\">\n" +
+	"\x05inbox\x18\x02 \x01(\tR\x05inbox\"Z\n" +
 	"\n" +
 	"DueRequest\x12\x1e\n" +
 	"\vnow_unix_ms\x18\x01 \x01(\x03R\tnowUnixMs\x12\x10\n" +
-	"\x03max\x18\x02 \x01(\rR\x03max\"g\n" +
+	"\x03max\x18\x02 \x01(\rR\x03max\x12\x1a\n" +
+	"\battached\x18\x03 \x01(\bR\battached\"\x98\x01\n" +
 	"\vDueResponse\x12-\n" +
 	"\aexpired\x18\x01 \x03(\v2\x13.bifrost.inbox.MetaR\aexpired\x12)\n" +
-	"\x05wills\x18\x02 \x03(\v2\x13.bifrost.inbox.MetaR\x05wills\"\xc9\x01\n" +
+	"\x05wills\x18\x02 \x03(\v2\x13.bifrost.inbox.MetaR\x05wills\x12/\n" +
+	"\battached\x18\x03 \x03(\v2\x13.bifrost.inbox.MetaR\battached\"\xc9\x01\n" +
 	"\rQueryResponse\x122\n" +
 	"\x05fetch\x18\x01 \x01(\v2\x1c.bifrost.inbox.FetchResponseR\x05fetch\x12'\n" +
 	"\x04meta\x18\x02 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\x12,\n" +
@@ -2598,20 +2631,21 @@ var file_coprocessors_inbox_inboxpb_inbox_proto_depIdxs = []int32{
 	8,  // 31: bifrost.inbox.FetchResponse.qos12:type_name -> bifrost.inbox.QueuedMessage
 	6,  // 32: bifrost.inbox.DueResponse.expired:type_name -> bifrost.inbox.Meta
 	6,  // 33: bifrost.inbox.DueResponse.wills:type_name -> bifrost.inbox.Meta
-	24, // 34: bifrost.inbox.QueryResponse.fetch:type_name -> bifrost.inbox.FetchResponse
-	6,  // 35: bifrost.inbox.QueryResponse.meta:type_name -> bifrost.inbox.Meta
-	27, // 36: bifrost.inbox.QueryResponse.due:type_name -> bifrost.inbox.DueResponse
-	1,  // 37: bifrost.inbox.QueryResponse.result:type_name -> bifrost.inbox.Result
-	4,  // 38: bifrost.inbox.Meta.SubscriptionsEntry.value:type_name -> bifrost.inbox.SubOptions
-	9,  // 39: bifrost.inbox.Inbox.Mutate:input_type -> bifrost.inbox.Input
-	22, // 40: bifrost.inbox.Inbox.Query:input_type -> bifrost.inbox.QueryRequest
-	21, // 41: bifrost.inbox.Inbox.Mutate:output_type -> bifrost.inbox.Output
-	28, // 42: bifrost.inbox.Inbox.Query:output_type -> bifrost.inbox.QueryResponse
-	41, // [41:43] is the sub-list for method output_type
-	39, // [39:41] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	6,  // 34: bifrost.inbox.DueResponse.attached:type_name -> bifrost.inbox.Meta
+	24, // 35: bifrost.inbox.QueryResponse.fetch:type_name -> bifrost.inbox.FetchResponse
+	6,  // 36: bifrost.inbox.QueryResponse.meta:type_name -> bifrost.inbox.Meta
+	27, // 37: bifrost.inbox.QueryResponse.due:type_name -> bifrost.inbox.DueResponse
+	1,  // 38: bifrost.inbox.QueryResponse.result:type_name -> bifrost.inbox.Result
+	4,  // 39: bifrost.inbox.Meta.SubscriptionsEntry.value:type_name -> bifrost.inbox.SubOptions
+	9,  // 40: bifrost.inbox.Inbox.Mutate:input_type -> bifrost.inbox.Input
+	22, // 41: bifrost.inbox.Inbox.Query:input_type -> bifrost.inbox.QueryRequest
+	21, // 42: bifrost.inbox.Inbox.Mutate:output_type -> bifrost.inbox.Output
+	28, // 43: bifrost.inbox.Inbox.Query:output_type -> bifrost.inbox.QueryResponse
+	42, // [42:44] is the sub-list for method output_type
+	40, // [40:42] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_coprocessors_inbox_inboxpb_inbox_proto_init() }
