@@ -73,7 +73,7 @@ func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Me
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	resp, err := s.cfg.Inbox.Insert(ctx, items)
+	resp, err := s.inserts.insert(ctx, s.cfg.Inbox, items)
 	if err != nil {
 		return 0, err
 	}
@@ -107,6 +107,98 @@ func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Me
 		}()
 	}
 	return n, nil
+}
+
+// maxInsertBatch bounds the items of one batched Insert.
+const maxInsertBatch = 1024
+
+// insertBatcher coalesces the inbox inserts of concurrent publishes: while
+// one Insert is in flight, the next ones queue and go together in the
+// following call (one proposal per range for all of them). A publisher
+// waits for its own publish, so its messages keep their order.
+type insertBatcher struct {
+	mu      sync.Mutex
+	pending []*insertCall
+	running bool
+}
+
+type insertCall struct {
+	ctx   context.Context
+	items []*inboxpb.InsertItem
+	resp  *inboxpb.InsertResponse
+	err   error
+	done  chan struct{}
+}
+
+func (b *insertBatcher) insert(ctx context.Context, ib Inbox, items []*inboxpb.InsertItem) (*inboxpb.InsertResponse, error) {
+	call := &insertCall{ctx: ctx, items: items, done: make(chan struct{})}
+	b.mu.Lock()
+	b.pending = append(b.pending, call)
+	if !b.running {
+		b.running = true
+		go b.run(ib)
+	}
+	b.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.resp, call.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (b *insertBatcher) run(ib Inbox) {
+	for {
+		b.mu.Lock()
+		var batch []*insertCall
+		n := 0
+		for len(b.pending) > 0 && (n == 0 || n+len(b.pending[0].items) <= maxInsertBatch) {
+			c := b.pending[0]
+			b.pending[0] = nil
+			b.pending = b.pending[1:]
+			if c.ctx.Err() != nil {
+				c.err = c.ctx.Err()
+				close(c.done)
+				continue
+			}
+			batch = append(batch, c)
+			n += len(c.items)
+		}
+		if len(batch) == 0 {
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		items := make([]*inboxpb.InsertItem, 0, n)
+		var deadline time.Time
+		for _, c := range batch {
+			items = append(items, c.items...)
+			if d, ok := c.ctx.Deadline(); ok && d.After(deadline) {
+				deadline = d
+			}
+		}
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if !deadline.IsZero() {
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+		}
+		resp, err := ib.Insert(ctx, items)
+		cancel()
+		off := 0
+		for _, c := range batch {
+			if err != nil {
+				c.err = err
+			} else {
+				r := &inboxpb.InsertResponse{Results: resp.Results[off : off+len(c.items)]}
+				if len(resp.Owners) >= off+len(c.items) {
+					r.Owners = resp.Owners[off : off+len(c.items)]
+				}
+				c.resp = r
+			}
+			off += len(c.items)
+			close(c.done)
+		}
+	}
 }
 
 // notify tells the frontend fe (a receiver ID) that the sessions' inboxes

@@ -26,6 +26,7 @@ type Server struct {
 	peers      peers
 	routeLocks routeLocks
 	owners     ownerSet
+	inserts    insertBatcher
 
 	mu        sync.Mutex
 	sessions  map[sessionKey]*conn

@@ -274,7 +274,8 @@ func TestSessionExpiry5(t *testing.T) {
 // another frontend takes the session over: the old connection gets
 // DISCONNECT 0x8E and is closed, nothing queued is lost.
 func TestSessionAcrossFrontends(t *testing.T) {
-	e := startEnv(t, 2, nil)
+	// No polling of inboxes: a live message must be notified.
+	e := startEnv(t, 2, func(c *mqtt.Config) { c.InboxPollInterval = time.Hour })
 	a, b := e.addr(0), e.addr(1)
 	pub := connectRaw(t, a, packet.V5, "xfe-pub")
 
@@ -296,6 +297,7 @@ func TestSessionAcrossFrontends(t *testing.T) {
 			}
 		}
 		// Published on A, into the inbox, and B told to fetch (not polled).
+		time.Sleep(300 * time.Millisecond)
 		start := time.Now()
 		pub.publish(&packet.Publish{Topic: "xfe1/t", QoS: 1, PacketID: 10, Payload: []byte("live")})
 		if p := sub.nextPublish(); string(p.Payload) != "live" {
