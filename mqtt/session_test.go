@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	pahov3 "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/mqtt"
@@ -431,5 +433,55 @@ func TestOrphanedSessionDetached(t *testing.T) {
 	c := dialRaw(t, e.addr(0), packet.V5)
 	if !c.persistent("orph-1", 60, nil) {
 		t.Fatal("the detached session was not kept for its expiry")
+	}
+}
+
+// TestPahoV311PersistentSession: Eclipse Paho's 3.1.1 client with clean
+// session 0 (MQTT-3.1.2-4): its subscription and the QoS 1 messages
+// published while it was away survive its disconnect; on reconnect the
+// client is told session present (MQTT-3.2.2-2) and gets all of them in
+// order (MQTT-4.6.0-5), without subscribing again.
+func TestPahoV311PersistentSession(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	u := "tcp://" + e.addr(0)
+	recv := make(chan pahov3.Message, 100)
+	connect := func() (pahov3.Client, bool) {
+		o := pahov3.NewClientOptions().AddBroker(u).SetClientID("paho-persist").SetProtocolVersion(4).
+			SetCleanSession(false).SetAutoReconnect(false).SetConnectRetry(false).SetOrderMatters(true).
+			SetDefaultPublishHandler(func(_ pahov3.Client, m pahov3.Message) { recv <- m })
+		c := pahov3.NewClient(o)
+		tok := c.Connect()
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("connect: %v", tok.Error())
+		}
+		return c, tok.(*pahov3.ConnectToken).SessionPresent()
+	}
+	c, present := connect()
+	if present {
+		t.Fatal("a new session said present")
+	}
+	if tok := c.Subscribe("p3s/#", 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	c.Disconnect(250)
+
+	pub := connectRaw(t, e.addr(0), packet.V311, "paho-persist-pub")
+	for i := 0; i < 10; i++ {
+		pub.publish(&packet.Publish{Topic: "p3s/t", QoS: 1, PacketID: uint16(i + 1), Payload: []byte(fmt.Sprint(i))})
+	}
+	c, present = connect()
+	defer c.Disconnect(250)
+	if !present {
+		t.Fatal("MQTT-3.2.2-2: session present 0")
+	}
+	for i := 0; i < 10; i++ {
+		select {
+		case m := <-recv:
+			if string(m.Payload()) != fmt.Sprint(i) || m.Qos() != 1 {
+				t.Fatalf("message %d: %q QoS %d", i, m.Payload(), m.Qos())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("message %d did not come", i)
+		}
 	}
 }
