@@ -340,6 +340,27 @@ func TestSessionAcrossFrontends(t *testing.T) {
 		}
 		nu.disconnect()
 	})
+
+	t.Run("FrontendGoes", func(t *testing.T) {
+		// The session's frontend shuts down under it; the client comes
+		// back on the other and finds its session and what was queued.
+		sub := dialRaw(t, b, packet.V311)
+		sub.persistent("xfe3", 0, nil)
+		sub.subscribe(1, packet.Subscription{Filter: "xfe3/#", QoS: 1})
+		e.mu.Lock()
+		front := e.fronts[1]
+		e.mu.Unlock()
+		front.Close()
+		sub.closed()
+		pub.publish(&packet.Publish{Topic: "xfe3/t", QoS: 1, PacketID: 30, Payload: []byte("queued")})
+		sub = dialRaw(t, a, packet.V311)
+		if !sub.persistent("xfe3", 0, nil) {
+			t.Fatal("session lost with its frontend")
+		}
+		if p := sub.nextPublish(); string(p.Payload) != "queued" {
+			t.Fatalf("got %q", p.Payload)
+		}
+	})
 }
 
 // TestWillDelay: MQTT-3.1.3-9 — a persistent session's will with a delay is
@@ -384,6 +405,21 @@ func TestWillDelay(t *testing.T) {
 		watch.expectNone(3 * time.Second)
 		c.disconnect() // normal: the will is discarded
 		watch.expectNone(500 * time.Millisecond)
+	})
+
+	t.Run("FiredWhenCleanStartEndsSession", func(t *testing.T) {
+		c := dialRaw(t, addr, packet.V5)
+		c.persistent("wd-d", 60, will("wd/d", 30))
+		c.nc.Close()
+		time.Sleep(300 * time.Millisecond)
+		c = dialRaw(t, addr, packet.V5)
+		if ack := c.connect(&packet.Connect{ClientID: "wd-d", CleanStart: true}); ack.ReasonCode != 0 || ack.SessionPresent {
+			t.Fatalf("clean start: %+v", ack)
+		}
+		if p := watch.nextPublish(); p.Topic != "wd/d" {
+			t.Fatalf("will: %+v", p)
+		}
+		watch.expectNone(time.Second)
 	})
 
 	t.Run("FiredAtSessionEnd", func(t *testing.T) {
