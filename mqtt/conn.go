@@ -249,7 +249,7 @@ func (c *conn) connect(p *packet.Connect) bool {
 	c.subs = map[string]dist.Subscription{}
 	c.awaitingRel = map[uint16]struct{}{}
 
-	present, err := c.openSession(p, &ack)
+	present, err := c.openSessionAside(p, &ack)
 	if err != nil {
 		c.s.log.Warn("opening a persistent session failed", "tenant", id.Tenant, "client", clientID, "err", err)
 		return refuse(packet.ServerUnavailable, packet.ConnRefusedServerUnavailable, "session_unavailable")

