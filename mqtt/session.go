@@ -382,12 +382,17 @@ func (s *session) deliver(qm *inboxpb.QueuedMessage, queue int) bool {
 	m := fromInbox(qm.Message)
 	s.mu.Lock()
 	opts, subscribed := s.subs[qm.Message.Subscription]
-	released := s.relSeqs[qm.Seq]
+	released := queue == 1 && s.relSeqs[qm.Seq]
 	s.mu.Unlock()
-	skip := !subscribed || // unsubscribed since (MQTT-3.10.4-2)
+	// A message whose PUBREC came back is the client's already: its
+	// exchange is finished (PUBREL) whatever happened to the subscription.
+	skip := !released && (!subscribed || // unsubscribed since (MQTT-3.10.4-2)
 		(opts.GetNoLocal() && m.Publisher == c.key.clientID) || // MQTT-3.8.3-3
-		(m.ExpiresUnixMs != 0 && time.Now().UnixMilli() >= m.ExpiresUnixMs && !released) // MQTT-3.3.2-5
+		(m.ExpiresUnixMs != 0 && time.Now().UnixMilli() >= m.ExpiresUnixMs)) // MQTT-3.3.2-5
 	qos := min(byte(m.Qos), byte(opts.GetQos()))
+	if released {
+		qos = 2
+	}
 	var ids []uint32
 	if id := opts.GetSubscriptionId(); id != 0 {
 		ids = []uint32{id}
