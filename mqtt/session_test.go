@@ -422,6 +422,22 @@ func TestWillDelay(t *testing.T) {
 		watch.expectNone(time.Second)
 	})
 
+	t.Run("FiredWhenCleanStartTakesOver", func(t *testing.T) {
+		old := dialRaw(t, addr, packet.V5)
+		old.persistent("wd-e", 60, will("wd/e", 30))
+		c := dialRaw(t, addr, packet.V5)
+		if ack := c.connect(&packet.Connect{ClientID: "wd-e", CleanStart: true}); ack.ReasonCode != 0 || ack.SessionPresent {
+			t.Fatalf("clean start: %+v", ack)
+		}
+		if d := old.closed(); d == nil || d.ReasonCode != packet.SessionTakenOver {
+			t.Fatalf("old connection: %+v", d)
+		}
+		if p := watch.nextPublish(); p.Topic != "wd/e" {
+			t.Fatalf("will: %+v", p)
+		}
+		watch.expectNone(time.Second)
+	})
+
 	t.Run("FiredAtSessionEnd", func(t *testing.T) {
 		c := dialRaw(t, addr, packet.V5)
 		c.persistent("wd-c", 1, will("wd/c", 30))

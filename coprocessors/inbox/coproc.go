@@ -221,10 +221,13 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 		// scheduler publishes it within a tick; the client retries.
 		return out(inboxpb.Result_RESULT_CONFLICT, "the previous connection's will is being published; retry"), nil
 	}
-	if found && m.WillDueUnixMs != 0 && (req.CleanStart || expired(m, req.NowUnixMs)) {
+	takenOverLive := found && m.DetachedUnixMs == 0 && m.Owner != "" && m.Owner != req.Owner
+	if found && (m.WillDueUnixMs != 0 || (takenOverLive && m.Will.GetDelaySeconds() > 0)) && (req.CleanStart || expired(m, req.NowUnixMs)) {
 		// The session ends here, and with it the wait for its will
-		// (MQTT-3.1.3-9: delay or session end, whichever first): the will
-		// is due now; the client retries once the scheduler sent it.
+		// (MQTT-3.1.3-9: delay or session end, whichever first), be its
+		// connection lost already or being taken over (a will without a
+		// delay the frontend sends itself as the connection closes): the
+		// will is due now; the client retries once the scheduler sent it.
 		m.WillDueUnixMs = req.NowUnixMs
 		if err := c.putMeta(tx, m); err != nil {
 			return nil, err
