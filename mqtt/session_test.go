@@ -537,3 +537,61 @@ func TestPahoV311PersistentSession(t *testing.T) {
 		}
 	}
 }
+
+// TestPersistentSessionWindow: more messages than the client's receive
+// maximum (MQTT-3.3.4-7: at most that many unacknowledged) flow through
+// the inbox in order (MQTT-4.6.0-5), at QoS 1 and 2, half of them queued
+// while the client is away; once all are acknowledged, a reconnect resends
+// nothing.
+func TestPersistentSessionWindow(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	addr := e.addr(0)
+	connect := func() *rawClient {
+		c := dialRaw(t, addr, packet.V5)
+		c.keepRel.Store(true)
+		cp := &packet.Connect{ClientID: "win", KeepAlive: 60}
+		cp.Properties.SessionExpiryInterval, cp.Properties.HasSessionExpiryInterval = 300, true
+		cp.Properties.ReceiveMaximum, cp.Properties.HasReceiveMaximum = 5, true
+		if ack := c.connect(cp); ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK %s", ack.ReasonCode)
+		}
+		return c
+	}
+	sub := connect()
+	sub.subscribe(1, packet.Subscription{Filter: "win/#", QoS: 2})
+	sub.disconnect()
+	pub := connectRaw(t, addr, packet.V5, "win-pub")
+	const n = 120
+	send := func(from, to int) {
+		for i := from; i < to; i++ {
+			pub.publish(&packet.Publish{Topic: "win/t", QoS: byte(1 + i%2), PacketID: uint16(i + 1), Payload: []byte(fmt.Sprint(i))})
+		}
+	}
+	send(0, n/2)
+	sub = connect()
+	go send(n/2, n)
+	rels := 0
+	for i := 0; i < n || rels < n/2; {
+		switch p := sub.nextPacket().(type) {
+		case *packet.Publish:
+			if string(p.Payload) != fmt.Sprint(i) || p.QoS != byte(1+i%2) || p.Dup {
+				t.Fatalf("message %d: %+v", i, p)
+			}
+			i++
+			if p.QoS == 1 {
+				sub.send(&packet.Puback{PacketID: p.PacketID})
+			} else {
+				sub.send(&packet.Pubrec{PacketID: p.PacketID})
+			}
+		case *packet.Pubrel:
+			rels++
+			sub.send(&packet.Pubcomp{PacketID: p.PacketID})
+		default:
+			t.Fatalf("unexpected %+v", p)
+		}
+	}
+	sub.expectNone(300 * time.Millisecond)
+	sub.disconnect()
+	sub = connect()
+	sub.expectNone(500 * time.Millisecond)
+}
