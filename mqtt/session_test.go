@@ -595,3 +595,58 @@ func TestPersistentSessionWindow(t *testing.T) {
 	sub = connect()
 	sub.expectNone(500 * time.Millisecond)
 }
+
+// TestPersistentSessionReceiveMaximum: MQTT-3.3.4-7 — from its inbox a
+// client gets no more unacknowledged QoS 1/2 messages than its receive
+// maximum; each acknowledgement lets the next one out.
+func TestPersistentSessionReceiveMaximum(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	addr := e.addr(0)
+	connect := func() *rawClient {
+		c := dialRaw(t, addr, packet.V5)
+		cp := &packet.Connect{ClientID: "rmax-p", KeepAlive: 60}
+		cp.Properties.SessionExpiryInterval, cp.Properties.HasSessionExpiryInterval = 300, true
+		cp.Properties.ReceiveMaximum, cp.Properties.HasReceiveMaximum = 3, true
+		if ack := c.connect(cp); ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK %s", ack.ReasonCode)
+		}
+		return c
+	}
+	sub := connect()
+	sub.subscribe(1, packet.Subscription{Filter: "rmax-p", QoS: 1})
+	sub.disconnect()
+	pub := connectRaw(t, addr, packet.V5, "rmax-p-pub")
+	for i := 0; i < 6; i++ {
+		pub.publish(&packet.Publish{Topic: "rmax-p", QoS: 1, PacketID: uint16(i + 1), Payload: []byte{byte(i)}})
+	}
+	sub = connect()
+	var ids []uint16
+	for i := 0; i < 3; i++ {
+		p, ok := sub.nextPacket().(*packet.Publish)
+		if !ok || p.Payload[0] != byte(i) {
+			t.Fatalf("message %d: %+v", i, p)
+		}
+		ids = append(ids, p.PacketID)
+	}
+	sub.expectNone(500 * time.Millisecond)
+	sub.send(&packet.Puback{PacketID: ids[1]}) // out of order
+	if p, ok := sub.nextPacket().(*packet.Publish); !ok || p.Payload[0] != 3 {
+		t.Fatalf("after one PUBACK: %+v", p)
+	}
+	sub.expectNone(500 * time.Millisecond)
+	// Reconnect: the unacknowledged ones come again (DUP), not the acknowledged.
+	sub.nc.Close()
+	sub = connect()
+	for _, want := range []byte{0, 2, 3} {
+		p, ok := sub.nextPacket().(*packet.Publish)
+		if !ok || p.Payload[0] != want || !p.Dup {
+			t.Fatalf("resent %d: %+v", want, p)
+		}
+		sub.send(&packet.Puback{PacketID: p.PacketID})
+	}
+	for _, want := range []byte{4, 5} {
+		if p := sub.nextPublish(); p.Payload[0] != want || p.Dup {
+			t.Fatalf("then %d: %+v", want, p)
+		}
+	}
+}
