@@ -80,6 +80,18 @@ type Config struct {
 	// Dist and Retain are required.
 	Dist   Dist
 	Retain Retain
+	// Inbox keeps persistent sessions; nil: every session is transient
+	// (CONNACK says session present 0, MQTT 5 clients are told expiry 0).
+	Inbox Inbox
+	// MaxSessionExpiry caps a session's expiry interval in seconds (a 3.x
+	// persistent session's included); an MQTT 5 client asking for more is
+	// told the cap in CONNACK. Default 0: no cap.
+	MaxSessionExpiry uint32
+	// InboxPollInterval is how often a connected persistent session looks
+	// at its inbox without being told of new messages (a lost notification,
+	// a will inserted by the inbox scheduler), and checks it still owns the
+	// session. Default 5s.
+	InboxPollInterval time.Duration
 	// Auth decides who connects and what they may do; default allow-all.
 	Auth auth.Authenticator
 	// Frontends returns the gRPC addresses of the other frontends, for
@@ -117,6 +129,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5 * time.Second
+	}
+	if c.InboxPollInterval == 0 {
+		c.InboxPollInterval = 5 * time.Second
 	}
 	if c.DeadFrontendAfter == 0 {
 		c.DeadFrontendAfter = 30 * time.Second

@@ -46,6 +46,10 @@ type conn struct {
 	// willOnClose is cleared by a normal DISCONNECT (MQTT-3.14.4-3).
 	willOnClose   bool
 	connectExpiry uint32
+	// sess is the persistent session (nil: transient), set at CONNECT.
+	sess *session
+	// disconnectExpiry is the session expiry an MQTT 5 DISCONNECT set.
+	disconnectExpiry *uint32
 
 	// Inbound state, reader goroutine only.
 	aliasesIn   map[uint16]string
@@ -78,6 +82,9 @@ type outMessage struct {
 	subIDs []uint32
 	// released is set once PUBREC came back for a QoS 2 message.
 	released bool
+	// inbox: a persistent session's message, seq in its inbox queue.
+	inbox bool
+	seq   uint64
 }
 
 func newConn(s *Server, nc net.Conn, info listener.ConnInfo) *conn {
@@ -217,10 +224,6 @@ func (c *conn) connect(p *packet.Connect) bool {
 			ka = max
 			ack.Properties.ServerKeepAlive, ack.Properties.HasServerKeepAlive = ka, true
 		}
-		if p.Properties.SessionExpiryInterval > 0 {
-			// Sessions do not outlive connections on this frontend yet.
-			ack.Properties.SessionExpiryInterval, ack.Properties.HasSessionExpiryInterval = 0, true
-		}
 		if assigned {
 			ack.Properties.AssignedClientIdentifier = clientID
 		}
@@ -246,9 +249,18 @@ func (c *conn) connect(p *packet.Connect) bool {
 	c.subs = map[string]dist.Subscription{}
 	c.awaitingRel = map[uint16]struct{}{}
 
+	present, err := c.openSessionAside(p, &ack)
+	if err != nil {
+		c.s.log.Warn("opening a persistent session failed", "tenant", id.Tenant, "client", clientID, "err", err)
+		return refuse(packet.ServerUnavailable, packet.ConnRefusedServerUnavailable, "session_unavailable")
+	}
+	ack.SessionPresent = present // MQTT-3.2.2-2, MQTT-3.2.2-3
 	c.s.register(c)
 	c.s.m.connects.WithLabelValues("accepted").Inc()
-	c.send(&ack) // session present 0: sessions are transient here
+	c.send(&ack)
+	if c.sess != nil {
+		c.sess.start()
+	}
 	return true
 }
 
@@ -306,6 +318,13 @@ func (c *conn) handle(p packet.Packet) error {
 	case *packet.Disconnect:
 		if p.Properties.HasSessionExpiryInterval && p.Properties.SessionExpiryInterval > 0 && c.connectExpiry == 0 {
 			return c.protocolError("MQTT-3.14.2-2: session expiry set on DISCONNECT after 0 on CONNECT")
+		}
+		if p.Properties.HasSessionExpiryInterval {
+			e := p.Properties.SessionExpiryInterval
+			if max := c.s.cfg.MaxSessionExpiry; max > 0 && e > max {
+				e = max
+			}
+			c.disconnectExpiry = &e
 		}
 		c.willOnClose = p.ReasonCode == packet.DisconnectWithWill
 		return io.EOF
@@ -500,9 +519,15 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		}
 		qos := min(sub.QoS, 2)
 		_, existed := c.subs[sub.Filter]
-		res, err := c.s.subscribe(c.s.ctx, c.id.Tenant, c.key.clientID, parsed, fanout.Options{
+		opts := fanout.Options{
 			QoS: qos, NoLocal: sub.NoLocal && v5, RetainAsPublished: sub.RetainAsPublished && v5, SubscriptionID: subID,
-		})
+		}
+		var res distpb.Result
+		if c.sess != nil {
+			res, err = c.sess.subscribe(parsed, opts)
+		} else {
+			res, err = c.s.subscribe(c.s.ctx, c.id.Tenant, c.key.clientID, parsed, opts)
+		}
 		if err != nil {
 			c.s.log.Warn("subscribe failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", sub.Filter, "err", err)
 			code := packet.UnspecifiedError
@@ -565,7 +590,11 @@ func (c *conn) onUnsubscribe(p *packet.Unsubscribe) {
 			codes[i] = packet.NoSubscriptionExisted
 			continue
 		}
-		c.s.unsubscribe(c.s.ctx, c.id.Tenant, c.key.clientID, sub)
+		if c.sess != nil {
+			c.sess.unsubscribe(sub)
+		} else {
+			c.s.unsubscribe(c.s.ctx, c.id.Tenant, c.key.clientID, sub)
+		}
 		delete(c.subs, f)
 		c.s.m.subscriptions.Dec()
 		codes[i] = packet.Success
@@ -582,11 +611,25 @@ func (c *conn) end(err error) {
 		c.send(d)
 	}
 	c.flushAndClose()
-	c.s.unregister(c)
+	if c.sess == nil {
+		c.s.unregister(c)
+	}
 	// MQTT-3.1.2-8: the will goes out unless the client said a normal
-	// DISCONNECT; that includes a takeover and a server shutdown.
-	if c.willOnClose && c.will != nil {
+	// DISCONNECT; that includes a takeover and a server shutdown. A
+	// persistent session's will with a delay is the inbox's to send
+	// (MQTT-3.1.3-9), so that it survives this frontend.
+	delayedWill := c.sess != nil && c.will != nil && c.will.Properties.WillDelayInterval > 0
+	if c.willOnClose && c.will != nil && !delayedWill {
 		c.publishWill()
+	}
+	if c.sess != nil {
+		// The subscriptions and unacknowledged messages stay in the inbox.
+		c.sess.close(c.willOnClose && delayedWill, c.disconnectExpiry)
+		c.s.m.subscriptions.Sub(float64(len(c.subs)))
+		c.subs = nil
+		// Registered until detached: a new connection of the client here
+		// waits for it (openSession).
+		c.s.unregister(c)
 	}
 	for f, sub := range c.subs {
 		c.s.unsubscribe(context.Background(), c.id.Tenant, c.key.clientID, sub)
@@ -594,7 +637,12 @@ func (c *conn) end(err error) {
 		c.s.m.subscriptions.Dec()
 	}
 	c.mu.Lock()
-	dropped := len(c.inflight) + len(c.queue)
+	dropped := len(c.queue)
+	for _, om := range c.inflight {
+		if !om.inbox {
+			dropped++
+		}
+	}
 	c.inflight, c.queue = nil, nil
 	c.mu.Unlock()
 	if dropped > 0 {
@@ -757,10 +805,14 @@ func (c *conn) startLocked(om *outMessage) bool {
 }
 
 func (c *conn) nextPacketIDLocked() uint16 {
+	lo := uint16(1)
+	if c.sess != nil {
+		lo = inboxIDs + 1 // below are the inbox's (seqPacketID)
+	}
 	for {
 		c.nextID++
-		if c.nextID == 0 {
-			c.nextID = 1
+		if c.nextID < lo {
+			c.nextID = lo
 		}
 		if _, used := c.inflight[c.nextID]; !used {
 			return c.nextID // MQTT-2.2.1-4: not in use
@@ -830,6 +882,9 @@ func (c *conn) onAck(id uint16, t packet.Type, code packet.ReasonCode) {
 		if !code.IsError() {
 			om.released = true
 			c.enqueueLocked(&packet.Pubrel{PacketID: id}) // MQTT-4.3.3-4
+			if om.inbox {
+				c.sess.pubrec(om.seq)
+			}
 			return
 		}
 		// A PUBREC with an error ends the exchange (MQTT-4.3.3-?): no PUBREL.
@@ -839,6 +894,9 @@ func (c *conn) onAck(id uint16, t packet.Type, code packet.ReasonCode) {
 		}
 	}
 	delete(c.inflight, id)
+	if om.inbox {
+		c.sess.acked(om.seq) // committed to the inbox by the session's loop
+	}
 	for len(c.queue) > 0 && len(c.inflight) < c.window {
 		next := c.queue[0]
 		c.queue[0] = nil

@@ -2,17 +2,20 @@ package mqtt_test
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
@@ -40,6 +43,7 @@ func startEnv(t testing.TB, stores int, tune func(*mqtt.Config)) *env {
 	e.cluster = rangestest.Start(t, stores, rangestest.Options{
 		Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{
 			kvpb.Keyspace_KEYSPACE_DIST: dist.New, kvpb.Keyspace_KEYSPACE_RETAIN: retain.New,
+			kvpb.Keyspace_KEYSPACE_INBOX: inbox.New,
 		},
 		Services: func(g *grpc.Server, n *ranges.Node) {
 			idxMu.Lock()
@@ -51,6 +55,7 @@ func startEnv(t testing.TB, stores int, tune func(*mqtt.Config)) *env {
 				Listeners:  []listener.Config{{Kind: listener.TCP, Addr: "127.0.0.1:0"}},
 				Dist:       dist.NewClient(n.Router()),
 				Retain:     retain.NewClient(n.Router()),
+				Inbox:      inbox.NewClient(n.Router()),
 				Frontends: func() []string {
 					m := n.Membership()
 					if m == nil {
@@ -78,6 +83,14 @@ func startEnv(t testing.TB, stores int, tune func(*mqtt.Config)) *env {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { s.Close() })
+			// The inbox leaders' expiry and delayed wills, published
+			// through the frontend, as bifrost standalone does.
+			sched := inbox.NewScheduler(inbox.SchedulerConfig{Interval: 100 * time.Millisecond, Logger: cfg.Logger,
+				Routes: dist.NewClient(n.Router()), Owners: s, OwnerCheckInterval: 200 * time.Millisecond}, n, s)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); sched.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
 			e.mu.Lock()
 			e.fronts[i] = s
 			e.mu.Unlock()
@@ -107,6 +120,8 @@ type rawClient struct {
 	// held keeps PUBLISH packets that arrived while publish waited for its
 	// acknowledgement (a client may receive its own message first).
 	held []packet.Packet
+	// keepRel hands PUBREL packets to the test instead of answering them.
+	keepRel atomic.Bool
 }
 
 func dialRaw(t *testing.T, addr string, v packet.Version) *rawClient {
@@ -125,7 +140,7 @@ func dialRaw(t *testing.T, addr string, v packet.Version) *rawClient {
 				close(c.recv)
 				return
 			}
-			if rel, ok := p.(*packet.Pubrel); ok {
+			if rel, ok := p.(*packet.Pubrel); ok && !c.keepRel.Load() {
 				// The last step of an inbound QoS 2 flow, answered here.
 				b, _ := packet.Append(nil, &packet.Pubcomp{PacketID: rel.PacketID}, c.v)
 				c.wmu.Lock()

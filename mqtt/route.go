@@ -349,6 +349,7 @@ func (s *Server) dispatch(ctx context.Context, tenant string, m *mqttpb.Message)
 		return 0, nil
 	}
 	var local []string
+	var inboxes []*distpb.Matched
 	remote := map[string][]string{}
 	for _, r := range routes {
 		switch {
@@ -356,13 +357,20 @@ func (s *Server) dispatch(ctx context.Context, tenant string, m *mqttpb.Message)
 			local = append(local, r.Subscription)
 		case r.Receiver.GetKind() == receiverFrontend:
 			remote[r.Receiver.GetId()] = append(remote[r.Receiver.GetId()], r.Subscription)
-		default:
-			// Inbox receivers belong to persistent sessions, which this
-			// frontend does not serve yet.
-			s.m.dropped.WithLabelValues("inbox_receiver").Inc()
+		case r.Receiver.GetKind() == receiverInbox:
+			inboxes = append(inboxes, r)
 		}
 	}
 	n := 0
+	if len(inboxes) > 0 {
+		// Persistent sessions: into their inboxes first, as the
+		// acknowledgement to the publisher waits for it.
+		k, err := s.deliverInboxes(ctx, tenant, m, inboxes)
+		if err != nil {
+			return 0, err
+		}
+		n += k
+	}
 	if len(local) > 0 {
 		delivered, gone := s.deliverLocal(tenant, m, local, seed)
 		n += delivered

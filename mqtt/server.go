@@ -25,6 +25,8 @@ type Server struct {
 	cache      *matchCache
 	peers      peers
 	routeLocks routeLocks
+	owners     ownerSet
+	inserts    insertBatcher
 
 	mu        sync.Mutex
 	sessions  map[sessionKey]*conn

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/ranges"
@@ -92,6 +93,7 @@ func runFrontend(args []string, stderr io.Writer) error {
 	defer gw.Close()
 	fc.ReceiverID = mqtt.NewReceiverID(lis.Addr().String())
 	fc.Dist, fc.Retain = dist.NewClient(gw.Router()), retain.NewClient(gw.Router())
+	fc.Inbox = inbox.NewClient(gw.Router())
 	fc.Frontends = frontendAddrs(gw.Membership)
 	front, err := mqtt.New(fc)
 	if err != nil {

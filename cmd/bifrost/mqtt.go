@@ -24,6 +24,7 @@ type mqttFlags struct {
 	maxKeepAlive                 uint
 	receiveMaximum, maxInflight  uint
 	maxQueued                    int
+	maxSessionExpiry             uint
 	usersFile                    string
 	allowAnonymous, defaultAllow bool
 	acl                          []auth.Rule
@@ -43,6 +44,7 @@ func (m *mqttFlags) register(fs *flag.FlagSet) {
 	fs.UintVar(&m.receiveMaximum, "mqtt-receive-maximum", 128, "inbound QoS 1/2 publishes a client may have unacknowledged")
 	fs.UintVar(&m.maxInflight, "mqtt-max-inflight", 64, "outbound QoS 1/2 messages awaiting a client's acknowledgement")
 	fs.IntVar(&m.maxQueued, "mqtt-max-queued", 1000, "messages queued per connection behind a full in-flight window")
+	fs.UintVar(&m.maxSessionExpiry, "mqtt-max-session-expiry", 0, "cap on a persistent session's expiry in seconds, told to MQTT 5 clients (0: no cap)")
 	fs.StringVar(&m.usersFile, "users-file", "", "file of username:bcrypt-hash lines; when set, clients must authenticate")
 	fs.BoolVar(&m.allowAnonymous, "allow-anonymous", false, "with --users-file, also accept clients without a username")
 	fs.BoolVar(&m.defaultAllow, "acl-default-allow", true, "allow what no [[acl]] rule of the config file decides")
@@ -171,6 +173,9 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 	if m.maxInflight < 1 || m.maxInflight > 65535 {
 		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-inflight: want 1 to 65535", m.maxInflight)
 	}
+	if m.maxSessionExpiry > 4294967295 {
+		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-session-expiry: want 0 to 4294967295", m.maxSessionExpiry)
+	}
 	if m.maxQueued < 0 {
 		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-queued: must be 0 or more", m.maxQueued)
 	}
@@ -178,7 +183,7 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 		Listeners: ls, Auth: a,
 		MaxPacketSize: uint32(m.maxPacketSize), MaxKeepAlive: uint16(m.maxKeepAlive),
 		ReceiveMaximum: uint16(m.receiveMaximum), MaxInflight: uint16(m.maxInflight), MaxQueued: max(m.maxQueued, 1),
-		Logger: log, Registerer: reg,
+		MaxSessionExpiry: uint32(m.maxSessionExpiry), Logger: log, Registerer: reg,
 	}, nil
 }
 

@@ -286,6 +286,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 			fc := f.frontCfg
 			fc.ReceiverID = mqtt.NewReceiverID(n.GRPCAddr())
 			fc.Dist, fc.Retain = dist.NewClient(n.Router()), retain.NewClient(n.Router())
+			fc.Inbox = inbox.NewClient(n.Router())
 			fc.Frontends = frontendAddrs(n.Membership)
 			front, err := mqtt.New(fc)
 			if err != nil {
@@ -319,12 +320,26 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 		node.Close()
 		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
 	}
+	// Wills go out through a frontend (to transient subscribers on every
+	// frontend too, and the inboxes' owners are told), and the owners of
+	// attached sessions are checked through it (a dead frontend's sessions
+	// are detached: expiry, will): this process's frontend, or on a store
+	// without one a frontend with no listeners and no clients.
+	pub := f.front
+	if pub == nil {
+		pub, err = mqtt.New(mqtt.Config{ReceiverID: mqtt.NewReceiverID(node.GRPCAddr()),
+			Dist: dist.NewClient(node.Router()), Retain: retain.NewClient(node.Router()), Inbox: inbox.NewClient(node.Router()),
+			Frontends: frontendAddrs(node.Membership), Logger: log})
+		if err != nil {
+			node.Close()
+			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+		}
+		defer pub.Close()
+	}
 	// The inbox leaders' time-driven work: session expiry and wills.
 	schedCtx, stopSched := context.WithCancel(context.Background())
 	schedDone := make(chan struct{})
-	sched := inbox.NewScheduler(inbox.SchedulerConfig{Logger: log, Registerer: reg}, node, &inbox.RoutePublisher{
-		Dist: dist.NewClient(node.Router()), Inbox: inbox.NewClient(node.Router()), Retain: retain.NewClient(node.Router()),
-	})
+	sched := inbox.NewScheduler(inbox.SchedulerConfig{Logger: log, Registerer: reg, Routes: dist.NewClient(node.Router()), Owners: pub}, node, pub)
 	go func() {
 		defer close(schedDone)
 		sched.Run(schedCtx)

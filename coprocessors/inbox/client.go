@@ -80,6 +80,7 @@ func (c *Client) mutate(ctx context.Context, key []byte, in *inboxpb.Input) (*in
 // in flight are routed again.
 func (c *Client) Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inboxpb.InsertResponse, error) {
 	results := make([]inboxpb.InsertResult, len(items))
+	owners := make([]string, len(items))
 	todo := make([]int, 0, len(items))
 	for i, it := range items {
 		if !validID(it.Tenant) || !validID(it.Inbox) {
@@ -125,17 +126,21 @@ func (c *Client) Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inbo
 			if err != nil {
 				return nil, err
 			}
+			ow := o.GetInsert().GetOwners()
 			for j, r := range o.GetInsert().GetResults() {
 				if r == inboxpb.InsertResult_INSERT_WRONG_RANGE {
 					retry = append(retry, idx[j])
 				} else {
 					results[idx[j]] = r
+					if j < len(ow) {
+						owners[idx[j]] = ow[j]
+					}
 				}
 			}
 		}
 		todo = retry
 	}
-	return &inboxpb.InsertResponse{Results: results}, nil
+	return &inboxpb.InsertResponse{Results: results, Owners: owners}, nil
 }
 
 // Query runs a query addressed to one inbox (fetch or get).

@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -62,32 +63,43 @@ func validID(s string) bool { return s != "" && !strings.ContainsRune(s, 0) && l
 type Coprocessor struct {
 	mu      sync.Mutex
 	pending map[string]*inboxpb.Meta // by prefix
+	// attached are the sessions a connection owns, for the scheduler to
+	// detach those whose frontend is gone.
+	attached map[string]*inboxpb.Meta
 }
 
 // New makes the inbox coprocessor of one replica; a kvstore.CoprocessorFactory.
 func New(rangeID uint64) kvstore.Coprocessor {
-	return &Coprocessor{pending: map[string]*inboxpb.Meta{}}
+	return &Coprocessor{pending: map[string]*inboxpb.Meta{}, attached: map[string]*inboxpb.Meta{}}
 }
 
 func (c *Coprocessor) track(m *inboxpb.Meta) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	trackIn(c.pending, m)
+	trackIn(c.pending, c.attached, m)
 }
 
-// trackIn records in pending whether a session waits for its expiry or will.
-func trackIn(pending map[string]*inboxpb.Meta, m *inboxpb.Meta) {
+// trackIn records in pending whether a session waits for its expiry or
+// will, and in attached whether a connection owns it.
+func trackIn(pending, attached map[string]*inboxpb.Meta, m *inboxpb.Meta) {
 	k := string(Prefix(m.Tenant, m.Inbox))
 	if m.DetachedUnixMs != 0 || m.WillDueUnixMs != 0 {
 		pending[k] = proto.CloneOf(m)
 	} else {
 		delete(pending, k)
 	}
+	if m.DetachedUnixMs == 0 && m.Owner != "" {
+		attached[k] = &inboxpb.Meta{Tenant: m.Tenant, Inbox: m.Inbox, Incarnation: m.Incarnation, Owner: m.Owner,
+			Subscriptions: m.Subscriptions} // the map is never changed in place: a mutation decodes a fresh Meta
+	} else {
+		delete(attached, k)
+	}
 }
 
 func (c *Coprocessor) untrack(tenant, inbox string) {
 	c.mu.Lock()
 	delete(c.pending, string(Prefix(tenant, inbox)))
+	delete(c.attached, string(Prefix(tenant, inbox)))
 	c.mu.Unlock()
 }
 
@@ -209,6 +221,26 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 		// scheduler publishes it within a tick; the client retries.
 		return out(inboxpb.Result_RESULT_CONFLICT, "the previous connection's will is being published; retry"), nil
 	}
+	takenOverLive := found && m.DetachedUnixMs == 0 && m.Owner != "" && m.Owner != req.Owner
+	if found && (m.WillDueUnixMs != 0 || (takenOverLive && m.Will.GetDelaySeconds() > 0)) && (req.CleanStart || expired(m, req.NowUnixMs)) {
+		// The session ends here, and with it the wait for its will
+		// (MQTT-3.1.3-9: delay or session end, whichever first), be its
+		// connection lost already or being taken over (a will without a
+		// delay the frontend sends itself as the connection closes): the
+		// will is due now; the client retries once the scheduler sent it.
+		m.WillDueUnixMs = req.NowUnixMs
+		if err := c.putMeta(tx, m); err != nil {
+			return nil, err
+		}
+		return out(inboxpb.Result_RESULT_CONFLICT, "the previous session's will is being published; retry"), nil
+	}
+	var previous string
+	if found && m.DetachedUnixMs == 0 && m.Owner != "" && m.Owner != req.Owner {
+		// Taken over from a connection that has not detached: it may have
+		// sent any queued message, and is told to close by the caller.
+		previous = m.Owner
+		m.DupBelow = m.Qos12.GetTail()
+	}
 	if found && !req.CleanStart && !expired(m, req.NowUnixMs) {
 		// Resume the session. A reconnect before the will delay passed
 		// cancels the will (MQTT-3.1.3-9); the new connection's will replaces it.
@@ -220,14 +252,16 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 		if err := c.putMeta(tx, m); err != nil {
 			return nil, err
 		}
-		return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: true, Meta: m}}, nil
+		return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: true, Meta: m, PreviousOwner: previous}}, nil
 	}
 	inc := uint64(1)
+	var discarded *inboxpb.Meta
 	if found {
 		inc = m.Incarnation + 1
 		if err := c.drop(tx, m); err != nil {
 			return nil, err
 		}
+		discarded = m
 	}
 	n := &inboxpb.Meta{
 		Tenant: req.Tenant, Inbox: req.Inbox, Incarnation: inc, Owner: req.Owner, ExpirySeconds: req.ExpirySeconds,
@@ -236,7 +270,7 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 	if err := c.putMeta(tx, n); err != nil {
 		return nil, err
 	}
-	return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: false, Meta: n}}, nil
+	return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: false, Meta: n, PreviousOwner: previous, Discarded: discarded}}, nil
 }
 
 func (c *Coprocessor) detach(tx kvstore.Tx, req *inboxpb.DetachRequest) (*inboxpb.Output, error) {
@@ -247,8 +281,24 @@ func (c *Coprocessor) detach(tx kvstore.Tx, req *inboxpb.DetachRequest) (*inboxp
 	if !found || m.Incarnation != req.Incarnation {
 		return out(inboxpb.Result_RESULT_NO_INBOX, ""), nil
 	}
+	if req.Orphaned {
+		if m.Owner != req.Owner || m.DetachedUnixMs != 0 {
+			return out(inboxpb.Result_RESULT_CONFLICT, fmt.Sprintf("inbox is owned by %q", m.Owner)), nil
+		}
+		m.DupBelow = m.Qos12.GetTail()
+	} else {
+		if req.SentUpto > m.DupBelow {
+			m.DupBelow = req.SentUpto
+		}
+		m.AwaitingRel = req.AwaitingRel
+	}
 	if m.Owner != req.Owner {
-		// A newer connection took the session over; this one's end changes nothing.
+		// A newer connection took the session over; this one's end changes
+		// nothing but what it tells of the client's and its own in-flight
+		// messages (the new owner waited for it to end before reading them).
+		if err := c.putMeta(tx, m); err != nil {
+			return nil, err
+		}
 		return out(inboxpb.Result_RESULT_CONFLICT, fmt.Sprintf("inbox is owned by %q", m.Owner)), nil
 	}
 	if req.ExpirySeconds != nil {
@@ -327,6 +377,12 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 			resp.Results[i] = inboxpb.InsertResult_INSERT_NO_INBOX
 			continue
 		}
+		if resp.Owners == nil {
+			resp.Owners = make([]string, len(req.Items))
+		}
+		if m.DetachedUnixMs == 0 {
+			resp.Owners[i] = m.Owner
+		}
 		qos0 := it.Message.Qos == 0
 		q, qb := m.Qos12, queue12
 		if qos0 {
@@ -369,7 +425,49 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 }
 
 func (c *Coprocessor) commit(tx kvstore.Tx, req *inboxpb.CommitRequest) (*inboxpb.Output, error) {
-	return c.withMeta(tx, req.Tenant, req.Inbox, req.Incarnation, func(m *inboxpb.Meta) error {
+	// The acknowledgements are applied whoever sends them (they are the
+	// client's word, and a connection that lost its session flushes its
+	// last ones while the new owner waits); a former owner is told it is
+	// one by RESULT_CONFLICT.
+	conflict := ""
+	o, err := c.withMeta(tx, req.Tenant, req.Inbox, req.Incarnation, func(m *inboxpb.Meta) error {
+		if req.Owner != "" && m.Owner != req.Owner {
+			conflict = m.Owner
+		}
+		done := map[uint64]bool{}
+		for _, seq := range req.Qos12Done {
+			if seq < m.Qos12.Head || seq >= m.Qos12.Tail || done[seq] {
+				continue
+			}
+			done[seq] = true
+			if err := tx.Delete(msgKey(m.Tenant, m.Inbox, m.Incarnation, queue12, seq)); err != nil {
+				return err
+			}
+		}
+		for _, seq := range req.Qos12Released {
+			if seq >= m.Qos12.Head && seq < m.Qos12.Tail && !done[seq] && !slices.Contains(m.Released, seq) {
+				m.Released = append(m.Released, seq)
+			}
+		}
+		if len(done) > 0 {
+			// The head moves to the first message still queued.
+			head := m.Qos12.Tail
+			lo := msgKey(m.Tenant, m.Inbox, m.Incarnation, queue12, m.Qos12.Head)
+			hi := msgKey(m.Tenant, m.Inbox, m.Incarnation, queue12, m.Qos12.Tail)
+			if err := tx.Iterate(lo, hi, func(k, _ []byte) bool {
+				if seq := binary.BigEndian.Uint64(k[len(k)-8:]); !done[seq] {
+					head = seq
+					return false
+				}
+				return true
+			}); err != nil {
+				return err
+			}
+			m.Qos12.Head = head
+		}
+		defer func() {
+			m.Released = slices.DeleteFunc(m.Released, func(seq uint64) bool { return seq < m.Qos12.Head || done[seq] })
+		}()
 		for _, p := range []struct {
 			q    *inboxpb.Queue
 			b    byte
@@ -387,6 +485,10 @@ func (c *Coprocessor) commit(tx kvstore.Tx, req *inboxpb.CommitRequest) (*inboxp
 		}
 		return nil
 	})
+	if err == nil && conflict != "" {
+		o.Result, o.Reason = inboxpb.Result_RESULT_CONFLICT, fmt.Sprintf("inbox is owned by %q", conflict)
+	}
+	return o, err
 }
 
 func (c *Coprocessor) expire(tx kvstore.Tx, req *inboxpb.ExpireRequest) (*inboxpb.Output, error) {
@@ -449,7 +551,7 @@ func fetch(r kvstore.Reader, req *inboxpb.FetchRequest) (*inboxpb.FetchResponse,
 	if max <= 0 || max > 1000 {
 		max = 1000
 	}
-	resp := &inboxpb.FetchResponse{Qos0Dropped: m.Qos0.GetDropped(), Qos12Dropped: m.Qos12.GetDropped()}
+	resp := &inboxpb.FetchResponse{Qos0Dropped: m.Qos0.GetDropped(), Qos12Dropped: m.Qos12.GetDropped(), Owner: m.Owner}
 	for _, p := range []struct {
 		q    *inboxpb.Queue
 		b    byte
@@ -497,6 +599,11 @@ func (c *Coprocessor) due(req *inboxpb.DueRequest) *inboxpb.DueResponse {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	resp := &inboxpb.DueResponse{}
+	if req.Attached {
+		for _, m := range c.attached {
+			resp.Attached = append(resp.Attached, proto.CloneOf(m))
+		}
+	}
 	for _, m := range c.pending {
 		if len(resp.Wills)+len(resp.Expired) >= max {
 			break
@@ -515,7 +622,7 @@ func (c *Coprocessor) due(req *inboxpb.DueRequest) *inboxpb.DueResponse {
 // It builds the new list aside and swaps it in whole, so that the scheduler
 // asking meanwhile misses no session that was due before and after.
 func (c *Coprocessor) Reset(r kvstore.Reader) error {
-	fresh := map[string]*inboxpb.Meta{}
+	fresh, attached := map[string]*inboxpb.Meta{}, map[string]*inboxpb.Meta{}
 	var bad error
 	err := r.Iterate(nil, nil, func(k, v []byte) bool {
 		// Metadata keys end with 0x00 'm' after the inbox; queue keys carry
@@ -531,7 +638,7 @@ func (c *Coprocessor) Reset(r kvstore.Reader) error {
 		if string(metaKey(m.Tenant, m.Inbox)) != string(k) {
 			return true // a queue key that happens to end in 0x00 'm'
 		}
-		trackIn(fresh, m)
+		trackIn(fresh, attached, m)
 		return true
 	})
 	if err != nil {
@@ -541,7 +648,7 @@ func (c *Coprocessor) Reset(r kvstore.Reader) error {
 		return bad
 	}
 	c.mu.Lock()
-	c.pending = fresh
+	c.pending, c.attached = fresh, attached
 	c.mu.Unlock()
 	return nil
 }

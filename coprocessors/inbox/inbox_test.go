@@ -314,3 +314,49 @@ func TestInboxAcrossSplitAndRestart(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestOwnershipAndOutOfOrderCommits: an attach that takes a session from a
+// live owner names it; the old owner can no longer commit; single messages
+// acknowledged out of order are removed and the head moves past them; a
+// PUBREC'd message is remembered (released) until its PUBCOMP.
+func TestOwnershipAndOutOfOrderCommits(t *testing.T) {
+	e := start(t)
+	a := e.attach("acme", "own", false, 3600, nil, nil)
+	inc := a.Meta.Incarnation
+	e.insert("acme", "own", 1, "0", "1", "2", "3")
+	commit := func(owner string, done, released []uint64) *inboxpb.Output {
+		return e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Commit{Commit: &inboxpb.CommitRequest{Tenant: "acme", Inbox: "own",
+			Incarnation: inc, Owner: owner, Qos12Done: done, Qos12Released: released}}})
+	}
+	if o := commit("fe-1", []uint64{1, 3}, []uint64{2}); o.Result != inboxpb.Result_RESULT_OK {
+		t.Fatalf("commit: %v", o)
+	}
+	if f := e.fetch("acme", "own", inc, 0); payloads(f.Qos12) != "0:0 2:2 " || f.Owner != "fe-1" {
+		t.Fatalf("after out-of-order commit: %s owner %q", payloads(f.Qos12), f.Owner)
+	}
+	if o := commit("fe-1", []uint64{0}, nil); o.Meta.Qos12.Head != 2 || len(o.Meta.Released) != 1 || o.Meta.Released[0] != 2 {
+		t.Fatalf("head %d released %v, want 2 [2]", o.Meta.Qos12.Head, o.Meta.Released)
+	}
+	// A second connection takes the session over from the live one.
+	o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{Tenant: "acme", Inbox: "own",
+		Owner: "fe-2", ExpirySeconds: 3600, NowUnixMs: time.Now().UnixMilli()}}})
+	if !o.Attach.SessionPresent || o.Attach.PreviousOwner != "fe-1" || o.Attach.Meta.DupBelow != 4 {
+		t.Fatalf("takeover: %v", o.Attach)
+	}
+	// The old owner's last acknowledgements count, and it learns it lost the session.
+	if o := commit("fe-1", []uint64{2}, nil); o.Result != inboxpb.Result_RESULT_CONFLICT || o.Meta.Qos12.Head != 4 || len(o.Meta.Released) != 0 {
+		t.Fatalf("commit by the old owner: %v", o)
+	}
+	if o := commit("fe-2", nil, nil); o.Result != inboxpb.Result_RESULT_OK {
+		t.Fatalf("commit by the new owner: %v", o)
+	}
+	// A clean start hands back the session it discarded.
+	o = e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{Tenant: "acme", Inbox: "own",
+		Owner: "fe-3", CleanStart: true, NowUnixMs: time.Now().UnixMilli()}}})
+	if o.Attach.SessionPresent || o.Attach.Discarded.GetIncarnation() != inc || o.Attach.PreviousOwner != "fe-2" {
+		t.Fatalf("clean start: %v", o.Attach)
+	}
+	if ib, n := inbox.ParseReceiverID(inbox.ReceiverID("a:b", 7)); ib != "a:b" || n != 7 {
+		t.Fatalf("receiver ID round trip: %q %d", ib, n)
+	}
+}

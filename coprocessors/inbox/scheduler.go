@@ -33,9 +33,14 @@ type Scheduler struct {
 	client   *Client
 	pub      WillPublisher
 	interval time.Duration
-	log      *slog.Logger
-	wills    prometheus.Counter
-	expiries prometheus.Counter
+	routes   RouteRemover
+	owners   OwnerChecker
+	ownerInt time.Duration
+	// lastOwnerCheck is when Tick last checked owners.
+	lastOwnerCheck time.Time
+	log            *slog.Logger
+	wills          prometheus.Counter
+	expiries       prometheus.Counter
 }
 
 // SchedulerConfig configures a Scheduler.
@@ -44,6 +49,26 @@ type SchedulerConfig struct {
 	Interval   time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// Routes, if set, has the dist routes of an expired session removed
+	// (its subscriptions, receiver ReceiverID(inbox, incarnation)); a route
+	// left behind is removed by the first insert that finds no inbox.
+	Routes RouteRemover
+	// Owners, if set, tells which owners (connections) of attached sessions
+	// are gone with their frontend; those sessions are detached as if their
+	// connection had been lost (their expiry starts, their will is
+	// scheduled). Checked every OwnerCheckInterval (default 10s).
+	Owners             OwnerChecker
+	OwnerCheckInterval time.Duration
+}
+
+// OwnerChecker finds, among inbox owners, those that no longer exist.
+type OwnerChecker interface {
+	DeadOwners(ctx context.Context, owners []string) []string
+}
+
+// RouteRemover removes dist routes; *dist.Client is one.
+type RouteRemover interface {
+	RemoveRoute(ctx context.Context, req *distpb.RemoveRouteRequest) (*distpb.Output, error)
 }
 
 // NewScheduler returns a scheduler for a node's inbox ranges.
@@ -54,8 +79,11 @@ func NewScheduler(cfg SchedulerConfig, node *ranges.Node, pub WillPublisher) *Sc
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.OwnerCheckInterval == 0 {
+		cfg.OwnerCheckInterval = 10 * time.Second
+	}
 	s := &Scheduler{
-		node: node, client: NewClient(node.Router()), pub: pub, interval: cfg.Interval, log: cfg.Logger,
+		node: node, client: NewClient(node.Router()), pub: pub, interval: cfg.Interval, routes: cfg.Routes, owners: cfg.Owners, ownerInt: cfg.OwnerCheckInterval, log: cfg.Logger,
 		wills: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_inbox_wills_published_total", Help: "Wills published by this node's inbox leaders.",
 		}),
@@ -88,18 +116,22 @@ func (s *Scheduler) Run(ctx context.Context) {
 // Tick does the work due at now on every inbox range this node leads.
 func (s *Scheduler) Tick(ctx context.Context, now time.Time) error {
 	var errs []error
+	owners := s.owners != nil && now.Sub(s.lastOwnerCheck) >= s.ownerInt
+	if owners {
+		s.lastOwnerCheck = now
+	}
 	for _, r := range s.node.Store().Replicas() {
 		d := r.Descriptor
 		if d == nil || d.Keyspace != keyspace || !s.node.Store().IsLeader(r.RangeID) {
 			continue
 		}
-		errs = append(errs, s.tickRange(ctx, d, now))
+		errs = append(errs, s.tickRange(ctx, d, now, owners))
 	}
 	return errors.Join(errs...)
 }
 
-func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now time.Time) error {
-	in, err := proto.Marshal(&inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Due{Due: &inboxpb.DueRequest{NowUnixMs: now.UnixMilli(), Max: 256}}})
+func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now time.Time, owners bool) error {
+	in, err := proto.Marshal(&inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Due{Due: &inboxpb.DueRequest{NowUnixMs: now.UnixMilli(), Max: 256, Attached: owners}}})
 	if err != nil {
 		return err
 	}
@@ -115,6 +147,9 @@ func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now 
 	}
 	resp := &inboxpb.QueryResponse{}
 	if err := proto.Unmarshal(res.Results[0].Value, resp); err != nil {
+		return err
+	}
+	if err := s.detachOrphans(ctx, resp.Due.GetAttached(), now); err != nil {
 		return err
 	}
 	for _, m := range resp.Due.GetWills() {
@@ -136,9 +171,58 @@ func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now 
 		}
 		if o.Result == inboxpb.Result_RESULT_OK {
 			s.expiries.Inc()
+			s.removeRoutes(ctx, m)
 		}
 	}
 	return nil
+}
+
+// detachOrphans detaches the attached sessions whose owner is gone: their
+// frontend died (or restarted) without detaching them.
+func (s *Scheduler) detachOrphans(ctx context.Context, attached []*inboxpb.Meta, now time.Time) error {
+	if len(attached) == 0 {
+		return nil
+	}
+	var owners []string
+	for _, m := range attached {
+		owners = append(owners, m.Owner)
+	}
+	dead := map[string]bool{}
+	for _, o := range s.owners.DeadOwners(ctx, owners) {
+		dead[o] = true
+	}
+	for _, m := range attached {
+		if !dead[m.Owner] {
+			continue
+		}
+		o, err := s.client.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{
+			Tenant: m.Tenant, Inbox: m.Inbox, Incarnation: m.Incarnation, Owner: m.Owner, NowUnixMs: now.UnixMilli(),
+			SendWill: true, Orphaned: true}}})
+		if err != nil {
+			return err
+		}
+		if o.Result == inboxpb.Result_RESULT_OK {
+			s.log.Info("detached a session whose connection's frontend is gone", "tenant", m.Tenant, "inbox", m.Inbox, "owner", m.Owner)
+			if o.Meta == nil {
+				s.removeRoutes(ctx, m) // it ended with its connection
+			}
+		}
+	}
+	return nil
+}
+
+// removeRoutes removes the dist routes of an expired session.
+func (s *Scheduler) removeRoutes(ctx context.Context, m *inboxpb.Meta) {
+	if s.routes == nil {
+		return
+	}
+	id := ReceiverID(m.Inbox, m.Incarnation)
+	for filter := range m.Subscriptions {
+		if _, err := s.routes.RemoveRoute(ctx, &distpb.RemoveRouteRequest{Route: &distpb.Route{Tenant: m.Tenant,
+			Subscription: filter, Receiver: &distpb.Receiver{Kind: ReceiverInbox, Id: id}}}); err != nil {
+			s.log.Warn("removing an expired session's route", "tenant", m.Tenant, "inbox", m.Inbox, "filter", filter, "err", err)
+		}
+	}
 }
 
 // RoutePublisher publishes a will like any message: retained if flagged,
@@ -176,12 +260,15 @@ func (p *RoutePublisher) PublishWill(ctx context.Context, tenant, inbox string, 
 	}
 	msg := &inboxpb.Message{Topic: w.Topic, Payload: w.Payload, Qos: w.Qos, Retain: w.Retain, Properties: w.Properties, Publisher: inbox}
 	var items []*inboxpb.InsertItem
+	var receivers []string
 	for _, m := range matches.Topics[0].Matched {
 		switch m.Receiver.Kind {
 		case ReceiverInbox:
 			mm := proto.CloneOf(msg)
 			mm.Subscription = m.Subscription
-			items = append(items, &inboxpb.InsertItem{Tenant: tenant, Inbox: m.Receiver.Id, Message: mm})
+			ib, inc := ParseReceiverID(m.Receiver.Id)
+			items = append(items, &inboxpb.InsertItem{Tenant: tenant, Inbox: ib, Incarnation: inc, Message: mm})
+			receivers = append(receivers, m.Receiver.Id)
 		case ReceiverFrontend:
 			if p.Transient != nil {
 				if err := p.Transient(ctx, tenant, m, msg); err != nil {
@@ -202,7 +289,7 @@ func (p *RoutePublisher) PublishWill(ctx context.Context, tenant, inbox string, 
 	for i, r := range res.Results {
 		if r == inboxpb.InsertResult_INSERT_NO_INBOX {
 			_, err := p.Dist.RemoveRoute(ctx, &distpb.RemoveRouteRequest{Route: &distpb.Route{Tenant: tenant,
-				Subscription: items[i].Message.Subscription, Receiver: &distpb.Receiver{Kind: ReceiverInbox, Id: items[i].Inbox}}})
+				Subscription: items[i].Message.Subscription, Receiver: &distpb.Receiver{Kind: ReceiverInbox, Id: receivers[i]}}})
 			if err != nil {
 				return err
 			}

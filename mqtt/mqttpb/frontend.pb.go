@@ -438,6 +438,378 @@ func (*InvalidateResponse) Descriptor() ([]byte, []int) {
 	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{5}
 }
 
+// SessionRef names a persistent session's connection: owner is the inbox
+// owner string (this frontend's receiver ID, '|', a per-connection nonce).
+type SessionRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	ClientId      string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Owner         string                 `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionRef) Reset() {
+	*x = SessionRef{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionRef) ProtoMessage() {}
+
+func (x *SessionRef) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionRef.ProtoReflect.Descriptor instead.
+func (*SessionRef) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SessionRef) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SessionRef) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *SessionRef) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+// NotifyRequest tells a frontend that inboxes it serves have new messages.
+type NotifyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receiver      string                 `protobuf:"bytes,1,opt,name=receiver,proto3" json:"receiver,omitempty"`
+	Sessions      []*SessionRef          `protobuf:"bytes,2,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyRequest) Reset() {
+	*x = NotifyRequest{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyRequest) ProtoMessage() {}
+
+func (x *NotifyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyRequest.ProtoReflect.Descriptor instead.
+func (*NotifyRequest) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NotifyRequest) GetReceiver() string {
+	if x != nil {
+		return x.Receiver
+	}
+	return ""
+}
+
+func (x *NotifyRequest) GetSessions() []*SessionRef {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+type NotifyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifyResponse) Reset() {
+	*x = NotifyResponse{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyResponse) ProtoMessage() {}
+
+func (x *NotifyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyResponse.ProtoReflect.Descriptor instead.
+func (*NotifyResponse) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{8}
+}
+
+// KickRequest asks a frontend to close a connection whose session another
+// connection took over; it answers once the connection ended (and wrote
+// what it had to its inbox) or was not there.
+type KickRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receiver      string                 `protobuf:"bytes,1,opt,name=receiver,proto3" json:"receiver,omitempty"`
+	Session       *SessionRef            `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	ReasonCode    uint32                 `protobuf:"varint,3,opt,name=reason_code,json=reasonCode,proto3" json:"reason_code,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KickRequest) Reset() {
+	*x = KickRequest{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KickRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KickRequest) ProtoMessage() {}
+
+func (x *KickRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KickRequest.ProtoReflect.Descriptor instead.
+func (*KickRequest) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *KickRequest) GetReceiver() string {
+	if x != nil {
+		return x.Receiver
+	}
+	return ""
+}
+
+func (x *KickRequest) GetSession() *SessionRef {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *KickRequest) GetReasonCode() uint32 {
+	if x != nil {
+		return x.ReasonCode
+	}
+	return 0
+}
+
+type KickResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	UnknownReceiver bool                   `protobuf:"varint,1,opt,name=unknown_receiver,json=unknownReceiver,proto3" json:"unknown_receiver,omitempty"`
+	Found           bool                   `protobuf:"varint,2,opt,name=found,proto3" json:"found,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *KickResponse) Reset() {
+	*x = KickResponse{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KickResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KickResponse) ProtoMessage() {}
+
+func (x *KickResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KickResponse.ProtoReflect.Descriptor instead.
+func (*KickResponse) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *KickResponse) GetUnknownReceiver() bool {
+	if x != nil {
+		return x.UnknownReceiver
+	}
+	return false
+}
+
+func (x *KickResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+// OwnersRequest asks a frontend which of the inbox owners (its
+// connections) named are gone; the inbox scheduler detaches their sessions.
+type OwnersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Receiver      string                 `protobuf:"bytes,1,opt,name=receiver,proto3" json:"receiver,omitempty"`
+	Owners        []string               `protobuf:"bytes,2,rep,name=owners,proto3" json:"owners,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OwnersRequest) Reset() {
+	*x = OwnersRequest{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnersRequest) ProtoMessage() {}
+
+func (x *OwnersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnersRequest.ProtoReflect.Descriptor instead.
+func (*OwnersRequest) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *OwnersRequest) GetReceiver() string {
+	if x != nil {
+		return x.Receiver
+	}
+	return ""
+}
+
+func (x *OwnersRequest) GetOwners() []string {
+	if x != nil {
+		return x.Owners
+	}
+	return nil
+}
+
+type OwnersResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	UnknownReceiver bool                   `protobuf:"varint,1,opt,name=unknown_receiver,json=unknownReceiver,proto3" json:"unknown_receiver,omitempty"`
+	Gone            []string               `protobuf:"bytes,2,rep,name=gone,proto3" json:"gone,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *OwnersResponse) Reset() {
+	*x = OwnersResponse{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnersResponse) ProtoMessage() {}
+
+func (x *OwnersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnersResponse.ProtoReflect.Descriptor instead.
+func (*OwnersResponse) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *OwnersResponse) GetUnknownReceiver() bool {
+	if x != nil {
+		return x.UnknownReceiver
+	}
+	return false
+}
+
+func (x *OwnersResponse) GetGone() []string {
+	if x != nil {
+		return x.Gone
+	}
+	return nil
+}
+
 var File_mqtt_mqttpb_frontend_proto protoreflect.FileDescriptor
 
 const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
@@ -472,10 +844,36 @@ const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
 	"\tdelivered\x18\x03 \x01(\rR\tdelivered\"+\n" +
 	"\x11InvalidateRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"\x14\n" +
-	"\x12InvalidateResponse2\xa9\x01\n" +
+	"\x12InvalidateResponse\"W\n" +
+	"\n" +
+	"SessionRef\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\"a\n" +
+	"\rNotifyRequest\x12\x1a\n" +
+	"\breceiver\x18\x01 \x01(\tR\breceiver\x124\n" +
+	"\bsessions\x18\x02 \x03(\v2\x18.bifrost.mqtt.SessionRefR\bsessions\"\x10\n" +
+	"\x0eNotifyResponse\"~\n" +
+	"\vKickRequest\x12\x1a\n" +
+	"\breceiver\x18\x01 \x01(\tR\breceiver\x122\n" +
+	"\asession\x18\x02 \x01(\v2\x18.bifrost.mqtt.SessionRefR\asession\x12\x1f\n" +
+	"\vreason_code\x18\x03 \x01(\rR\n" +
+	"reasonCode\"O\n" +
+	"\fKickResponse\x12)\n" +
+	"\x10unknown_receiver\x18\x01 \x01(\bR\x0funknownReceiver\x12\x14\n" +
+	"\x05found\x18\x02 \x01(\bR\x05found\"C\n" +
+	"\rOwnersRequest\x12\x1a\n" +
+	"\breceiver\x18\x01 \x01(\tR\breceiver\x12\x16\n" +
+	"\x06owners\x18\x02 \x03(\tR\x06owners\"O\n" +
+	"\x0eOwnersResponse\x12)\n" +
+	"\x10unknown_receiver\x18\x01 \x01(\bR\x0funknownReceiver\x12\x12\n" +
+	"\x04gone\x18\x02 \x03(\tR\x04gone2\xf2\x02\n" +
 	"\bFrontend\x12F\n" +
 	"\aDeliver\x12\x1c.bifrost.mqtt.DeliverRequest\x1a\x1d.bifrost.mqtt.DeliverResponse\x12U\n" +
-	"\x10InvalidateRoutes\x12\x1f.bifrost.mqtt.InvalidateRequest\x1a .bifrost.mqtt.InvalidateResponseB+Z)github.com/bifrost-mq/bifrost/mqtt/mqttpbb\x06proto3"
+	"\x10InvalidateRoutes\x12\x1f.bifrost.mqtt.InvalidateRequest\x1a .bifrost.mqtt.InvalidateResponse\x12C\n" +
+	"\x06Notify\x12\x1b.bifrost.mqtt.NotifyRequest\x1a\x1c.bifrost.mqtt.NotifyResponse\x12=\n" +
+	"\x04Kick\x12\x19.bifrost.mqtt.KickRequest\x1a\x1a.bifrost.mqtt.KickResponse\x12C\n" +
+	"\x06Owners\x12\x1b.bifrost.mqtt.OwnersRequest\x1a\x1c.bifrost.mqtt.OwnersResponseB+Z)github.com/bifrost-mq/bifrost/mqtt/mqttpbb\x06proto3"
 
 var (
 	file_mqtt_mqttpb_frontend_proto_rawDescOnce sync.Once
@@ -489,7 +887,7 @@ func file_mqtt_mqttpb_frontend_proto_rawDescGZIP() []byte {
 	return file_mqtt_mqttpb_frontend_proto_rawDescData
 }
 
-var file_mqtt_mqttpb_frontend_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_mqtt_mqttpb_frontend_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_mqtt_mqttpb_frontend_proto_goTypes = []any{
 	(*UserProperty)(nil),       // 0: bifrost.mqtt.UserProperty
 	(*Message)(nil),            // 1: bifrost.mqtt.Message
@@ -497,19 +895,34 @@ var file_mqtt_mqttpb_frontend_proto_goTypes = []any{
 	(*DeliverResponse)(nil),    // 3: bifrost.mqtt.DeliverResponse
 	(*InvalidateRequest)(nil),  // 4: bifrost.mqtt.InvalidateRequest
 	(*InvalidateResponse)(nil), // 5: bifrost.mqtt.InvalidateResponse
+	(*SessionRef)(nil),         // 6: bifrost.mqtt.SessionRef
+	(*NotifyRequest)(nil),      // 7: bifrost.mqtt.NotifyRequest
+	(*NotifyResponse)(nil),     // 8: bifrost.mqtt.NotifyResponse
+	(*KickRequest)(nil),        // 9: bifrost.mqtt.KickRequest
+	(*KickResponse)(nil),       // 10: bifrost.mqtt.KickResponse
+	(*OwnersRequest)(nil),      // 11: bifrost.mqtt.OwnersRequest
+	(*OwnersResponse)(nil),     // 12: bifrost.mqtt.OwnersResponse
 }
 var file_mqtt_mqttpb_frontend_proto_depIdxs = []int32{
-	0, // 0: bifrost.mqtt.Message.user_properties:type_name -> bifrost.mqtt.UserProperty
-	1, // 1: bifrost.mqtt.DeliverRequest.message:type_name -> bifrost.mqtt.Message
-	2, // 2: bifrost.mqtt.Frontend.Deliver:input_type -> bifrost.mqtt.DeliverRequest
-	4, // 3: bifrost.mqtt.Frontend.InvalidateRoutes:input_type -> bifrost.mqtt.InvalidateRequest
-	3, // 4: bifrost.mqtt.Frontend.Deliver:output_type -> bifrost.mqtt.DeliverResponse
-	5, // 5: bifrost.mqtt.Frontend.InvalidateRoutes:output_type -> bifrost.mqtt.InvalidateResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	0,  // 0: bifrost.mqtt.Message.user_properties:type_name -> bifrost.mqtt.UserProperty
+	1,  // 1: bifrost.mqtt.DeliverRequest.message:type_name -> bifrost.mqtt.Message
+	6,  // 2: bifrost.mqtt.NotifyRequest.sessions:type_name -> bifrost.mqtt.SessionRef
+	6,  // 3: bifrost.mqtt.KickRequest.session:type_name -> bifrost.mqtt.SessionRef
+	2,  // 4: bifrost.mqtt.Frontend.Deliver:input_type -> bifrost.mqtt.DeliverRequest
+	4,  // 5: bifrost.mqtt.Frontend.InvalidateRoutes:input_type -> bifrost.mqtt.InvalidateRequest
+	7,  // 6: bifrost.mqtt.Frontend.Notify:input_type -> bifrost.mqtt.NotifyRequest
+	9,  // 7: bifrost.mqtt.Frontend.Kick:input_type -> bifrost.mqtt.KickRequest
+	11, // 8: bifrost.mqtt.Frontend.Owners:input_type -> bifrost.mqtt.OwnersRequest
+	3,  // 9: bifrost.mqtt.Frontend.Deliver:output_type -> bifrost.mqtt.DeliverResponse
+	5,  // 10: bifrost.mqtt.Frontend.InvalidateRoutes:output_type -> bifrost.mqtt.InvalidateResponse
+	8,  // 11: bifrost.mqtt.Frontend.Notify:output_type -> bifrost.mqtt.NotifyResponse
+	10, // 12: bifrost.mqtt.Frontend.Kick:output_type -> bifrost.mqtt.KickResponse
+	12, // 13: bifrost.mqtt.Frontend.Owners:output_type -> bifrost.mqtt.OwnersResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_mqtt_mqttpb_frontend_proto_init() }
@@ -523,7 +936,7 @@ func file_mqtt_mqttpb_frontend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mqtt_mqttpb_frontend_proto_rawDesc), len(file_mqtt_mqttpb_frontend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

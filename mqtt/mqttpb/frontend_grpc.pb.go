@@ -25,6 +25,9 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Frontend_Deliver_FullMethodName          = "/bifrost.mqtt.Frontend/Deliver"
 	Frontend_InvalidateRoutes_FullMethodName = "/bifrost.mqtt.Frontend/InvalidateRoutes"
+	Frontend_Notify_FullMethodName           = "/bifrost.mqtt.Frontend/Notify"
+	Frontend_Kick_FullMethodName             = "/bifrost.mqtt.Frontend/Kick"
+	Frontend_Owners_FullMethodName           = "/bifrost.mqtt.Frontend/Owners"
 )
 
 // FrontendClient is the client API for Frontend service.
@@ -33,6 +36,9 @@ const (
 type FrontendClient interface {
 	Deliver(ctx context.Context, in *DeliverRequest, opts ...grpc.CallOption) (*DeliverResponse, error)
 	InvalidateRoutes(ctx context.Context, in *InvalidateRequest, opts ...grpc.CallOption) (*InvalidateResponse, error)
+	Notify(ctx context.Context, in *NotifyRequest, opts ...grpc.CallOption) (*NotifyResponse, error)
+	Kick(ctx context.Context, in *KickRequest, opts ...grpc.CallOption) (*KickResponse, error)
+	Owners(ctx context.Context, in *OwnersRequest, opts ...grpc.CallOption) (*OwnersResponse, error)
 }
 
 type frontendClient struct {
@@ -63,12 +69,45 @@ func (c *frontendClient) InvalidateRoutes(ctx context.Context, in *InvalidateReq
 	return out, nil
 }
 
+func (c *frontendClient) Notify(ctx context.Context, in *NotifyRequest, opts ...grpc.CallOption) (*NotifyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NotifyResponse)
+	err := c.cc.Invoke(ctx, Frontend_Notify_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *frontendClient) Kick(ctx context.Context, in *KickRequest, opts ...grpc.CallOption) (*KickResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KickResponse)
+	err := c.cc.Invoke(ctx, Frontend_Kick_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *frontendClient) Owners(ctx context.Context, in *OwnersRequest, opts ...grpc.CallOption) (*OwnersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OwnersResponse)
+	err := c.cc.Invoke(ctx, Frontend_Owners_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FrontendServer is the server API for Frontend service.
 // All implementations must embed UnimplementedFrontendServer
 // for forward compatibility.
 type FrontendServer interface {
 	Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error)
 	InvalidateRoutes(context.Context, *InvalidateRequest) (*InvalidateResponse, error)
+	Notify(context.Context, *NotifyRequest) (*NotifyResponse, error)
+	Kick(context.Context, *KickRequest) (*KickResponse, error)
+	Owners(context.Context, *OwnersRequest) (*OwnersResponse, error)
 	mustEmbedUnimplementedFrontendServer()
 }
 
@@ -84,6 +123,15 @@ func (UnimplementedFrontendServer) Deliver(context.Context, *DeliverRequest) (*D
 }
 func (UnimplementedFrontendServer) InvalidateRoutes(context.Context, *InvalidateRequest) (*InvalidateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InvalidateRoutes not implemented")
+}
+func (UnimplementedFrontendServer) Notify(context.Context, *NotifyRequest) (*NotifyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Notify not implemented")
+}
+func (UnimplementedFrontendServer) Kick(context.Context, *KickRequest) (*KickResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Kick not implemented")
+}
+func (UnimplementedFrontendServer) Owners(context.Context, *OwnersRequest) (*OwnersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Owners not implemented")
 }
 func (UnimplementedFrontendServer) mustEmbedUnimplementedFrontendServer() {}
 func (UnimplementedFrontendServer) testEmbeddedByValue()                  {}
@@ -142,6 +190,60 @@ func _Frontend_InvalidateRoutes_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Frontend_Notify_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NotifyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrontendServer).Notify(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Frontend_Notify_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrontendServer).Notify(ctx, req.(*NotifyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Frontend_Kick_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KickRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrontendServer).Kick(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Frontend_Kick_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrontendServer).Kick(ctx, req.(*KickRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Frontend_Owners_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OwnersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrontendServer).Owners(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Frontend_Owners_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrontendServer).Owners(ctx, req.(*OwnersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Frontend_ServiceDesc is the grpc.ServiceDesc for Frontend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -156,6 +258,18 @@ var Frontend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "InvalidateRoutes",
 			Handler:    _Frontend_InvalidateRoutes_Handler,
+		},
+		{
+			MethodName: "Notify",
+			Handler:    _Frontend_Notify_Handler,
+		},
+		{
+			MethodName: "Kick",
+			Handler:    _Frontend_Kick_Handler,
+		},
+		{
+			MethodName: "Owners",
+			Handler:    _Frontend_Owners_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -428,6 +428,16 @@ type Meta struct {
 	Qos0          *Queue                 `protobuf:"bytes,11,opt,name=qos0,proto3" json:"qos0,omitempty"`
 	Qos12         *Queue                 `protobuf:"bytes,12,opt,name=qos12,proto3" json:"qos12,omitempty"`
 	CreatedUnixMs int64                  `protobuf:"varint,13,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	// awaiting_rel are the packet IDs of inbound QoS 2 messages the client
+	// sent and has not released yet (MQTT-4.3.3), kept at detach so that a
+	// resent PUBLISH after a reconnect is not delivered twice.
+	AwaitingRel []uint32 `protobuf:"varint,14,rep,packed,name=awaiting_rel,json=awaitingRel,proto3" json:"awaiting_rel,omitempty"`
+	// released are the QoS 1/2 queue's sequence numbers whose PUBREC came
+	// back: after a reconnect a PUBREL, not the PUBLISH, is resent.
+	Released []uint64 `protobuf:"varint,15,rep,packed,name=released,proto3" json:"released,omitempty"`
+	// dup_below: QoS 1/2 messages with a lower seq may have been sent to the
+	// client already; a resend carries DUP 1 (MQTT-3.3.1-1).
+	DupBelow      uint64 `protobuf:"varint,16,opt,name=dup_below,json=dupBelow,proto3" json:"dup_below,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -549,6 +559,27 @@ func (x *Meta) GetQos12() *Queue {
 func (x *Meta) GetCreatedUnixMs() int64 {
 	if x != nil {
 		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+func (x *Meta) GetAwaitingRel() []uint32 {
+	if x != nil {
+		return x.AwaitingRel
+	}
+	return nil
+}
+
+func (x *Meta) GetReleased() []uint64 {
+	if x != nil {
+		return x.Released
+	}
+	return nil
+}
+
+func (x *Meta) GetDupBelow() uint64 {
+	if x != nil {
+		return x.DupBelow
 	}
 	return 0
 }
@@ -989,8 +1020,15 @@ type AttachResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	SessionPresent bool                   `protobuf:"varint,1,opt,name=session_present,json=sessionPresent,proto3" json:"session_present,omitempty"`
 	Meta           *Meta                  `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// previous_owner is the owner the session was attached to when this
+	// attach took it over (empty: it was detached or new); the caller tells
+	// that owner to close its connection.
+	PreviousOwner string `protobuf:"bytes,3,opt,name=previous_owner,json=previousOwner,proto3" json:"previous_owner,omitempty"`
+	// discarded is the session this attach dropped (clean start, or expired),
+	// for the caller to remove its routes.
+	Discarded     *Meta `protobuf:"bytes,4,opt,name=discarded,proto3" json:"discarded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AttachResponse) Reset() {
@@ -1037,6 +1075,20 @@ func (x *AttachResponse) GetMeta() *Meta {
 	return nil
 }
 
+func (x *AttachResponse) GetPreviousOwner() string {
+	if x != nil {
+		return x.PreviousOwner
+	}
+	return ""
+}
+
+func (x *AttachResponse) GetDiscarded() *Meta {
+	if x != nil {
+		return x.Discarded
+	}
+	return nil
+}
+
 // DetachRequest records that the session's connection ended.
 type DetachRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -1048,7 +1100,15 @@ type DetachRequest struct {
 	// expiry_seconds replaces the session expiry when set (MQTT 5 DISCONNECT).
 	ExpirySeconds *uint32 `protobuf:"varint,6,opt,name=expiry_seconds,json=expirySeconds,proto3,oneof" json:"expiry_seconds,omitempty"`
 	// send_will: the connection ended without a normal DISCONNECT.
-	SendWill      bool `protobuf:"varint,7,opt,name=send_will,json=sendWill,proto3" json:"send_will,omitempty"`
+	SendWill bool `protobuf:"varint,7,opt,name=send_will,json=sendWill,proto3" json:"send_will,omitempty"`
+	// awaiting_rel replaces Meta.awaiting_rel.
+	AwaitingRel []uint32 `protobuf:"varint,8,rep,packed,name=awaiting_rel,json=awaitingRel,proto3" json:"awaiting_rel,omitempty"`
+	// sent_upto: QoS 1/2 messages below it may have reached the client.
+	SentUpto uint64 `protobuf:"varint,9,opt,name=sent_upto,json=sentUpto,proto3" json:"sent_upto,omitempty"`
+	// orphaned: the owner's frontend is gone (the scheduler detaches for
+	// it). Applies only if it is still the owner; awaiting_rel and sent_upto
+	// are unknown: the first is kept, every queued message counts as sent.
+	Orphaned      bool `protobuf:"varint,10,opt,name=orphaned,proto3" json:"orphaned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1128,6 +1188,27 @@ func (x *DetachRequest) GetExpirySeconds() uint32 {
 func (x *DetachRequest) GetSendWill() bool {
 	if x != nil {
 		return x.SendWill
+	}
+	return false
+}
+
+func (x *DetachRequest) GetAwaitingRel() []uint32 {
+	if x != nil {
+		return x.AwaitingRel
+	}
+	return nil
+}
+
+func (x *DetachRequest) GetSentUpto() uint64 {
+	if x != nil {
+		return x.SentUpto
+	}
+	return 0
+}
+
+func (x *DetachRequest) GetOrphaned() bool {
+	if x != nil {
+		return x.Orphaned
 	}
 	return false
 }
@@ -1392,7 +1473,10 @@ func (x *InsertRequest) GetItems() []*InsertItem {
 type InsertResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One result per item.
-	Results       []InsertResult `protobuf:"varint,1,rep,packed,name=results,proto3,enum=bifrost.inbox.InsertResult" json:"results,omitempty"`
+	Results []InsertResult `protobuf:"varint,1,rep,packed,name=results,proto3,enum=bifrost.inbox.InsertResult" json:"results,omitempty"`
+	// owners has, per item, the owner of the inbox inserted into (empty: none
+	// attached), for the caller to tell it there is something to fetch.
+	Owners        []string `protobuf:"bytes,2,rep,name=owners,proto3" json:"owners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1434,14 +1518,30 @@ func (x *InsertResponse) GetResults() []InsertResult {
 	return nil
 }
 
+func (x *InsertResponse) GetOwners() []string {
+	if x != nil {
+		return x.Owners
+	}
+	return nil
+}
+
 type CommitRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Tenant      string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	Inbox       string                 `protobuf:"bytes,2,opt,name=inbox,proto3" json:"inbox,omitempty"`
 	Incarnation uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// Messages with seq < upto are removed.
-	Qos0Upto      uint64 `protobuf:"varint,4,opt,name=qos0_upto,json=qos0Upto,proto3" json:"qos0_upto,omitempty"`
-	Qos12Upto     uint64 `protobuf:"varint,5,opt,name=qos12_upto,json=qos12Upto,proto3" json:"qos12_upto,omitempty"`
+	Qos0Upto  uint64 `protobuf:"varint,4,opt,name=qos0_upto,json=qos0Upto,proto3" json:"qos0_upto,omitempty"`
+	Qos12Upto uint64 `protobuf:"varint,5,opt,name=qos12_upto,json=qos12Upto,proto3" json:"qos12_upto,omitempty"`
+	// qos12_done are single QoS 1/2 messages acknowledged (PUBACK, PUBCOMP)
+	// out of order: removed, whatever the queue's head.
+	Qos12Done []uint64 `protobuf:"varint,6,rep,packed,name=qos12_done,json=qos12Done,proto3" json:"qos12_done,omitempty"`
+	// qos12_released are messages whose PUBREC came back (Meta.released).
+	Qos12Released []uint64 `protobuf:"varint,7,rep,packed,name=qos12_released,json=qos12Released,proto3" json:"qos12_released,omitempty"`
+	// owner, when set, is checked against the inbox's owner: a connection that
+	// lost its session to a takeover gets RESULT_CONFLICT (its
+	// acknowledgements still apply: they are the client's).
+	Owner         string `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1509,6 +1609,27 @@ func (x *CommitRequest) GetQos12Upto() uint64 {
 		return x.Qos12Upto
 	}
 	return 0
+}
+
+func (x *CommitRequest) GetQos12Done() []uint64 {
+	if x != nil {
+		return x.Qos12Done
+	}
+	return nil
+}
+
+func (x *CommitRequest) GetQos12Released() []uint64 {
+	if x != nil {
+		return x.Qos12Released
+	}
+	return nil
+}
+
+func (x *CommitRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
 }
 
 type ExpireRequest struct {
@@ -1899,12 +2020,14 @@ func (x *FetchRequest) GetMax() uint32 {
 }
 
 type FetchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Result        Result                 `protobuf:"varint,1,opt,name=result,proto3,enum=bifrost.inbox.Result" json:"result,omitempty"`
-	Qos0          []*QueuedMessage       `protobuf:"bytes,2,rep,name=qos0,proto3" json:"qos0,omitempty"`
-	Qos12         []*QueuedMessage       `protobuf:"bytes,3,rep,name=qos12,proto3" json:"qos12,omitempty"`
-	Qos0Dropped   uint64                 `protobuf:"varint,4,opt,name=qos0_dropped,json=qos0Dropped,proto3" json:"qos0_dropped,omitempty"`
-	Qos12Dropped  uint64                 `protobuf:"varint,5,opt,name=qos12_dropped,json=qos12Dropped,proto3" json:"qos12_dropped,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Result       Result                 `protobuf:"varint,1,opt,name=result,proto3,enum=bifrost.inbox.Result" json:"result,omitempty"`
+	Qos0         []*QueuedMessage       `protobuf:"bytes,2,rep,name=qos0,proto3" json:"qos0,omitempty"`
+	Qos12        []*QueuedMessage       `protobuf:"bytes,3,rep,name=qos12,proto3" json:"qos12,omitempty"`
+	Qos0Dropped  uint64                 `protobuf:"varint,4,opt,name=qos0_dropped,json=qos0Dropped,proto3" json:"qos0_dropped,omitempty"`
+	Qos12Dropped uint64                 `protobuf:"varint,5,opt,name=qos12_dropped,json=qos12Dropped,proto3" json:"qos12_dropped,omitempty"`
+	// owner is the inbox's current owner.
+	Owner         string `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1974,6 +2097,13 @@ func (x *FetchResponse) GetQos12Dropped() uint64 {
 	return 0
 }
 
+func (x *FetchResponse) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
 type GetRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -2028,9 +2158,12 @@ func (x *GetRequest) GetInbox() string {
 
 // DueRequest lists the inboxes whose expiry or will is due at now.
 type DueRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NowUnixMs     int64                  `protobuf:"varint,1,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
-	Max           uint32                 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NowUnixMs int64                  `protobuf:"varint,1,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
+	Max       uint32                 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	// attached asks for the attached sessions too, for their owners to be
+	// checked.
+	Attached      bool `protobuf:"varint,3,opt,name=attached,proto3" json:"attached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2079,10 +2212,18 @@ func (x *DueRequest) GetMax() uint32 {
 	return 0
 }
 
+func (x *DueRequest) GetAttached() bool {
+	if x != nil {
+		return x.Attached
+	}
+	return false
+}
+
 type DueResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Expired       []*Meta                `protobuf:"bytes,1,rep,name=expired,proto3" json:"expired,omitempty"`
 	Wills         []*Meta                `protobuf:"bytes,2,rep,name=wills,proto3" json:"wills,omitempty"`
+	Attached      []*Meta                `protobuf:"bytes,3,rep,name=attached,proto3" json:"attached,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2127,6 +2268,13 @@ func (x *DueResponse) GetExpired() []*Meta {
 func (x *DueResponse) GetWills() []*Meta {
 	if x != nil {
 		return x.Wills
+	}
+	return nil
+}
+
+func (x *DueResponse) GetAttached() []*Meta {
+	if x != nil {
+		return x.Attached
 	}
 	return nil
 }
@@ -2227,7 +2375,7 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x05Queue\x12\x12\n" +
 	"\x04head\x18\x01 \x01(\x04R\x04head\x12\x12\n" +
 	"\x04tail\x18\x02 \x01(\x04R\x04tail\x12\x18\n" +
-	"\adropped\x18\x03 \x01(\x04R\adropped\"\xe7\x04\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\"\xc3\x05\n" +
 	"\x04Meta\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2242,7 +2390,10 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	" \x03(\v2&.bifrost.inbox.Meta.SubscriptionsEntryR\rsubscriptions\x12(\n" +
 	"\x04qos0\x18\v \x01(\v2\x14.bifrost.inbox.QueueR\x04qos0\x12*\n" +
 	"\x05qos12\x18\f \x01(\v2\x14.bifrost.inbox.QueueR\x05qos12\x12&\n" +
-	"\x0fcreated_unix_ms\x18\r \x01(\x03R\rcreatedUnixMs\x1a[\n" +
+	"\x0fcreated_unix_ms\x18\r \x01(\x03R\rcreatedUnixMs\x12!\n" +
+	"\fawaiting_rel\x18\x0e \x03(\rR\vawaitingRel\x12\x1a\n" +
+	"\breleased\x18\x0f \x03(\x04R\breleased\x12\x1b\n" +
+	"\tdup_below\x18\x10 \x01(\x04R\bdupBelow\x1a[\n" +
 	"\x12SubscriptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
 	"\x05value\x18\x02 \x01(\v2\x19.bifrost.inbox.SubOptionsR\x05value:\x028\x01\"\xed\x01\n" +
@@ -2279,10 +2430,12 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x0eexpiry_seconds\x18\x05 \x01(\rR\rexpirySeconds\x12'\n" +
 	"\x04will\x18\x06 \x01(\v2\x13.bifrost.inbox.WillR\x04will\x12-\n" +
 	"\x06limits\x18\a \x01(\v2\x15.bifrost.inbox.LimitsR\x06limits\x12\x1e\n" +
-	"\vnow_unix_ms\x18\b \x01(\x03R\tnowUnixMs\"b\n" +
+	"\vnow_unix_ms\x18\b \x01(\x03R\tnowUnixMs\"\xbc\x01\n" +
 	"\x0eAttachResponse\x12'\n" +
 	"\x0fsession_present\x18\x01 \x01(\bR\x0esessionPresent\x12'\n" +
-	"\x04meta\x18\x02 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\"\xf1\x01\n" +
+	"\x04meta\x18\x02 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\x12%\n" +
+	"\x0eprevious_owner\x18\x03 \x01(\tR\rpreviousOwner\x121\n" +
+	"\tdiscarded\x18\x04 \x01(\v2\x13.bifrost.inbox.MetaR\tdiscarded\"\xcd\x02\n" +
 	"\rDetachRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2290,7 +2443,11 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x05owner\x18\x04 \x01(\tR\x05owner\x12\x1e\n" +
 	"\vnow_unix_ms\x18\x05 \x01(\x03R\tnowUnixMs\x12*\n" +
 	"\x0eexpiry_seconds\x18\x06 \x01(\rH\x00R\rexpirySeconds\x88\x01\x01\x12\x1b\n" +
-	"\tsend_will\x18\a \x01(\bR\bsendWillB\x11\n" +
+	"\tsend_will\x18\a \x01(\bR\bsendWill\x12!\n" +
+	"\fawaiting_rel\x18\b \x03(\rR\vawaitingRel\x12\x1b\n" +
+	"\tsent_upto\x18\t \x01(\x04R\bsentUpto\x12\x1a\n" +
+	"\borphaned\x18\n" +
+	" \x01(\bR\borphanedB\x11\n" +
 	"\x0f_expiry_seconds\"\xaf\x01\n" +
 	"\x10SubscribeRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
@@ -2310,16 +2467,21 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x120\n" +
 	"\amessage\x18\x04 \x01(\v2\x16.bifrost.inbox.MessageR\amessage\"@\n" +
 	"\rInsertRequest\x12/\n" +
-	"\x05items\x18\x01 \x03(\v2\x19.bifrost.inbox.InsertItemR\x05items\"G\n" +
+	"\x05items\x18\x01 \x03(\v2\x19.bifrost.inbox.InsertItemR\x05items\"_\n" +
 	"\x0eInsertResponse\x125\n" +
-	"\aresults\x18\x01 \x03(\x0e2\x1b.bifrost.inbox.InsertResultR\aresults\"\x9b\x01\n" +
+	"\aresults\x18\x01 \x03(\x0e2\x1b.bifrost.inbox.InsertResultR\aresults\x12\x16\n" +
+	"\x06owners\x18\x02 \x03(\tR\x06owners\"\xf7\x01\n" +
 	"\rCommitRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x1b\n" +
 	"\tqos0_upto\x18\x04 \x01(\x04R\bqos0Upto\x12\x1d\n" +
 	"\n" +
-	"qos12_upto\x18\x05 \x01(\x04R\tqos12Upto\"\x7f\n" +
+	"qos12_upto\x18\x05 \x01(\x04R\tqos12Upto\x12\x1d\n" +
+	"\n" +
+	"qos12_done\x18\x06 \x03(\x04R\tqos12Done\x12%\n" +
+	"\x0eqos12_released\x18\a \x03(\x04R\rqos12Released\x12\x14\n" +
+	"\x05owner\x18\b \x01(\tR\x05owner\"\x7f\n" +
 	"\rExpireRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2347,24 +2509,27 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\tqos0_from\x18\x04 \x01(\x04R\bqos0From\x12\x1d\n" +
 	"\n" +
 	"qos12_from\x18\x05 \x01(\x04R\tqos12From\x12\x10\n" +
-	"\x03max\x18\x06 \x01(\rR\x03max\"\xec\x01\n" +
+	"\x03max\x18\x06 \x01(\rR\x03max\"\x82\x02\n" +
 	"\rFetchResponse\x12-\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x15.bifrost.inbox.ResultR\x06result\x120\n" +
 	"\x04qos0\x18\x02 \x03(\v2\x1c.bifrost.inbox.QueuedMessageR\x04qos0\x122\n" +
 	"\x05qos12\x18\x03 \x03(\v2\x1c.bifrost.inbox.QueuedMessageR\x05qos12\x12!\n" +
 	"\fqos0_dropped\x18\x04 \x01(\x04R\vqos0Dropped\x12#\n" +
-	"\rqos12_dropped\x18\x05 \x01(\x04R\fqos12Dropped\":\n" +
+	"\rqos12_dropped\x18\x05 \x01(\x04R\fqos12Dropped\x12\x14\n" +
+	"\x05owner\x18\x06 \x01(\tR\x05owner\":\n" +
 	"\n" +
 	"GetRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
-	"\x05inbox\x18\x02 \x01(\tR\x05inbox\">\n" +
+	"\x05inbox\x18\x02 \x01(\tR\x05inbox\"Z\n" +
 	"\n" +
 	"DueRequest\x12\x1e\n" +
 	"\vnow_unix_ms\x18\x01 \x01(\x03R\tnowUnixMs\x12\x10\n" +
-	"\x03max\x18\x02 \x01(\rR\x03max\"g\n" +
+	"\x03max\x18\x02 \x01(\rR\x03max\x12\x1a\n" +
+	"\battached\x18\x03 \x01(\bR\battached\"\x98\x01\n" +
 	"\vDueResponse\x12-\n" +
 	"\aexpired\x18\x01 \x03(\v2\x13.bifrost.inbox.MetaR\aexpired\x12)\n" +
-	"\x05wills\x18\x02 \x03(\v2\x13.bifrost.inbox.MetaR\x05wills\"\xc9\x01\n" +
+	"\x05wills\x18\x02 \x03(\v2\x13.bifrost.inbox.MetaR\x05wills\x12/\n" +
+	"\battached\x18\x03 \x03(\v2\x13.bifrost.inbox.MetaR\battached\"\xc9\x01\n" +
 	"\rQueryResponse\x122\n" +
 	"\x05fetch\x18\x01 \x01(\v2\x1c.bifrost.inbox.FetchResponseR\x05fetch\x12'\n" +
 	"\x04meta\x18\x02 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\x12,\n" +
@@ -2449,36 +2614,38 @@ var file_coprocessors_inbox_inboxpb_inbox_proto_depIdxs = []int32{
 	2,  // 14: bifrost.inbox.AttachRequest.will:type_name -> bifrost.inbox.Will
 	3,  // 15: bifrost.inbox.AttachRequest.limits:type_name -> bifrost.inbox.Limits
 	6,  // 16: bifrost.inbox.AttachResponse.meta:type_name -> bifrost.inbox.Meta
-	4,  // 17: bifrost.inbox.SubscribeRequest.options:type_name -> bifrost.inbox.SubOptions
-	7,  // 18: bifrost.inbox.InsertItem.message:type_name -> bifrost.inbox.Message
-	15, // 19: bifrost.inbox.InsertRequest.items:type_name -> bifrost.inbox.InsertItem
-	0,  // 20: bifrost.inbox.InsertResponse.results:type_name -> bifrost.inbox.InsertResult
-	1,  // 21: bifrost.inbox.Output.result:type_name -> bifrost.inbox.Result
-	11, // 22: bifrost.inbox.Output.attach:type_name -> bifrost.inbox.AttachResponse
-	17, // 23: bifrost.inbox.Output.insert:type_name -> bifrost.inbox.InsertResponse
-	6,  // 24: bifrost.inbox.Output.meta:type_name -> bifrost.inbox.Meta
-	23, // 25: bifrost.inbox.QueryRequest.fetch:type_name -> bifrost.inbox.FetchRequest
-	25, // 26: bifrost.inbox.QueryRequest.get:type_name -> bifrost.inbox.GetRequest
-	26, // 27: bifrost.inbox.QueryRequest.due:type_name -> bifrost.inbox.DueRequest
-	1,  // 28: bifrost.inbox.FetchResponse.result:type_name -> bifrost.inbox.Result
-	8,  // 29: bifrost.inbox.FetchResponse.qos0:type_name -> bifrost.inbox.QueuedMessage
-	8,  // 30: bifrost.inbox.FetchResponse.qos12:type_name -> bifrost.inbox.QueuedMessage
-	6,  // 31: bifrost.inbox.DueResponse.expired:type_name -> bifrost.inbox.Meta
-	6,  // 32: bifrost.inbox.DueResponse.wills:type_name -> bifrost.inbox.Meta
-	24, // 33: bifrost.inbox.QueryResponse.fetch:type_name -> bifrost.inbox.FetchResponse
-	6,  // 34: bifrost.inbox.QueryResponse.meta:type_name -> bifrost.inbox.Meta
-	27, // 35: bifrost.inbox.QueryResponse.due:type_name -> bifrost.inbox.DueResponse
-	1,  // 36: bifrost.inbox.QueryResponse.result:type_name -> bifrost.inbox.Result
-	4,  // 37: bifrost.inbox.Meta.SubscriptionsEntry.value:type_name -> bifrost.inbox.SubOptions
-	9,  // 38: bifrost.inbox.Inbox.Mutate:input_type -> bifrost.inbox.Input
-	22, // 39: bifrost.inbox.Inbox.Query:input_type -> bifrost.inbox.QueryRequest
-	21, // 40: bifrost.inbox.Inbox.Mutate:output_type -> bifrost.inbox.Output
-	28, // 41: bifrost.inbox.Inbox.Query:output_type -> bifrost.inbox.QueryResponse
-	40, // [40:42] is the sub-list for method output_type
-	38, // [38:40] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	6,  // 17: bifrost.inbox.AttachResponse.discarded:type_name -> bifrost.inbox.Meta
+	4,  // 18: bifrost.inbox.SubscribeRequest.options:type_name -> bifrost.inbox.SubOptions
+	7,  // 19: bifrost.inbox.InsertItem.message:type_name -> bifrost.inbox.Message
+	15, // 20: bifrost.inbox.InsertRequest.items:type_name -> bifrost.inbox.InsertItem
+	0,  // 21: bifrost.inbox.InsertResponse.results:type_name -> bifrost.inbox.InsertResult
+	1,  // 22: bifrost.inbox.Output.result:type_name -> bifrost.inbox.Result
+	11, // 23: bifrost.inbox.Output.attach:type_name -> bifrost.inbox.AttachResponse
+	17, // 24: bifrost.inbox.Output.insert:type_name -> bifrost.inbox.InsertResponse
+	6,  // 25: bifrost.inbox.Output.meta:type_name -> bifrost.inbox.Meta
+	23, // 26: bifrost.inbox.QueryRequest.fetch:type_name -> bifrost.inbox.FetchRequest
+	25, // 27: bifrost.inbox.QueryRequest.get:type_name -> bifrost.inbox.GetRequest
+	26, // 28: bifrost.inbox.QueryRequest.due:type_name -> bifrost.inbox.DueRequest
+	1,  // 29: bifrost.inbox.FetchResponse.result:type_name -> bifrost.inbox.Result
+	8,  // 30: bifrost.inbox.FetchResponse.qos0:type_name -> bifrost.inbox.QueuedMessage
+	8,  // 31: bifrost.inbox.FetchResponse.qos12:type_name -> bifrost.inbox.QueuedMessage
+	6,  // 32: bifrost.inbox.DueResponse.expired:type_name -> bifrost.inbox.Meta
+	6,  // 33: bifrost.inbox.DueResponse.wills:type_name -> bifrost.inbox.Meta
+	6,  // 34: bifrost.inbox.DueResponse.attached:type_name -> bifrost.inbox.Meta
+	24, // 35: bifrost.inbox.QueryResponse.fetch:type_name -> bifrost.inbox.FetchResponse
+	6,  // 36: bifrost.inbox.QueryResponse.meta:type_name -> bifrost.inbox.Meta
+	27, // 37: bifrost.inbox.QueryResponse.due:type_name -> bifrost.inbox.DueResponse
+	1,  // 38: bifrost.inbox.QueryResponse.result:type_name -> bifrost.inbox.Result
+	4,  // 39: bifrost.inbox.Meta.SubscriptionsEntry.value:type_name -> bifrost.inbox.SubOptions
+	9,  // 40: bifrost.inbox.Inbox.Mutate:input_type -> bifrost.inbox.Input
+	22, // 41: bifrost.inbox.Inbox.Query:input_type -> bifrost.inbox.QueryRequest
+	21, // 42: bifrost.inbox.Inbox.Mutate:output_type -> bifrost.inbox.Output
+	28, // 43: bifrost.inbox.Inbox.Query:output_type -> bifrost.inbox.QueryResponse
+	42, // [42:44] is the sub-list for method output_type
+	40, // [40:42] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_coprocessors_inbox_inboxpb_inbox_proto_init() }

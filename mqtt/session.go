@@ -1,0 +1,557 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/mqtt/fanout"
+	"github.com/bifrost-mq/bifrost/mqtt/packet"
+)
+
+// inboxIDs is how many packet IDs (1..inboxIDs) the messages of a
+// persistent session's inbox use: a message's ID is a function of its
+// queue sequence number, so that a resend after a reconnect, on any
+// frontend, carries the ID the client saw (MQTT-4.3.3: the client's QoS 2
+// state is keyed by it). Other messages (retained ones sent at SUBSCRIBE)
+// take IDs above.
+const inboxIDs = 32768
+
+func seqPacketID(seq uint64) uint16 { return uint16(seq%inboxIDs) + 1 }
+
+// fetchBatch bounds one fetch of the QoS 0 queue.
+const fetchBatch = 256
+
+// session is the live side of a persistent session: the connection that
+// owns the inbox, and a goroutine (run) that fetches from the inbox after
+// the last sequence number it fetched, hands the messages to the
+// connection, and commits what the client acknowledged. The inbox is the
+// session's only durable state: subscriptions, queues, the PUBREC'd
+// messages, the client's unreleased QoS 2 packet IDs.
+type session struct {
+	c     *conn
+	inbox string
+	inc   uint64
+	owner string
+
+	wake     chan struct{}
+	stop     chan struct{}
+	loopDone chan struct{}
+
+	mu   sync.Mutex
+	subs map[string]*inboxpb.SubOptions // by route subscription (dist.Subscription.String())
+	// Acknowledgements to commit.
+	done     []uint64
+	released []uint64
+	qos0Upto uint64
+	// relSeqs are the messages whose PUBREC came back before this
+	// connection: a PUBREL, not the PUBLISH, is resent (MQTT-4.4.0-1).
+	relSeqs map[uint64]bool
+	// Loop state.
+	next0, next12 uint64
+	dupBelow      uint64
+	sentUpto      uint64
+}
+
+func newNonce() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// openSession decides, at CONNECT, whether the connection has a persistent
+// session, and attaches it: creating it or resuming it (session present),
+// discarding it on a clean start (MQTT-3.1.2-4, MQTT-3.1.2-6), and taking it
+// over from a connection that holds it on any frontend. It returns session
+// present.
+func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error) {
+	v5 := c.version == packet.V5
+	ib := c.s.cfg.Inbox
+	if ib == nil {
+		if v5 && p.Properties.SessionExpiryInterval > 0 {
+			// Sessions do not outlive connections on this frontend.
+			ack.Properties.SessionExpiryInterval, ack.Properties.HasSessionExpiryInterval = 0, true
+		}
+		return false, nil
+	}
+	expiry := p.Properties.SessionExpiryInterval
+	if !v5 {
+		expiry = 0
+		if !p.CleanStart {
+			expiry = math.MaxUint32 // a 3.x session never expires (MQTT-3.1.2-4)
+		}
+	}
+	if max := c.s.cfg.MaxSessionExpiry; max > 0 && expiry > max {
+		expiry = max
+		if v5 {
+			// The server's choice is announced (MQTT-3.2.2-... session expiry interval).
+			ack.Properties.SessionExpiryInterval, ack.Properties.HasSessionExpiryInterval = max, true
+		}
+	}
+	c.connectExpiry = expiry
+	tenant, clientID := c.id.Tenant, c.key.clientID
+	// A connection of the client on this frontend ends (and detaches its
+	// session) first: MQTT-3.1.4-3.
+	c.s.mu.Lock()
+	old := c.s.sessions[c.key]
+	c.s.mu.Unlock()
+	if old != nil {
+		old.kick(packet.SessionTakenOver)
+		select {
+		case <-old.done:
+		case <-time.After(2 * c.s.cfg.RequestTimeout):
+		}
+	}
+	ctx, cancel := context.WithTimeout(c.s.ctx, 2*c.s.cfg.RequestTimeout)
+	defer cancel()
+	owner := c.s.cfg.ReceiverID + "|" + newNonce()
+	// Known as a live owner before the inbox names it one, until detached.
+	c.s.owners.add(owner)
+	defer func() {
+		if c.sess == nil {
+			c.s.owners.remove(owner)
+		}
+	}()
+	if expiry == 0 {
+		// Transient unless a session exists and the client asked to resume it.
+		q, err := ib.Query(ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Get{Get: &inboxpb.GetRequest{Tenant: tenant, Inbox: clientID}}})
+		if err != nil {
+			return false, err
+		}
+		if q.Result == inboxpb.Result_RESULT_NO_INBOX || q.Meta == nil {
+			return false, nil
+		}
+		if p.CleanStart {
+			return false, c.discardSession(ctx, owner)
+		}
+	}
+	a, err := c.attach(ctx, &inboxpb.AttachRequest{Tenant: tenant, Inbox: clientID, Owner: owner, CleanStart: p.CleanStart,
+		ExpirySeconds: expiry, Will: willOf(p.Will, clientID)})
+	if err != nil {
+		return false, err
+	}
+	if a.PreviousOwner != "" {
+		c.s.kickOwner(ctx, tenant, clientID, a.PreviousOwner)
+	}
+	c.s.removeSessionRoutes(a.Discarded)
+	meta := a.Meta
+	if a.SessionPresent && a.PreviousOwner != "" {
+		// Read again what the previous connection wrote as it ended.
+		q, err := ib.Query(ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Get{Get: &inboxpb.GetRequest{Tenant: tenant, Inbox: clientID}}})
+		if err != nil {
+			return false, err
+		}
+		if q.Meta == nil || q.Meta.Owner != owner || q.Meta.Incarnation != meta.Incarnation {
+			return false, errors.New("the session was taken over again while attaching")
+		}
+		meta = q.Meta
+	}
+	s := &session{c: c, inbox: clientID, inc: meta.Incarnation, owner: owner,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), loopDone: make(chan struct{}),
+		subs: map[string]*inboxpb.SubOptions{}, relSeqs: map[uint64]bool{}, dupBelow: meta.DupBelow}
+	for f, o := range meta.Subscriptions {
+		parsed, err := dist.ParseSubscription(f)
+		if err != nil {
+			continue
+		}
+		s.subs[f] = o
+		c.subs[f] = parsed
+	}
+	c.s.m.subscriptions.Add(float64(len(c.subs)))
+	for _, seq := range meta.Released {
+		s.relSeqs[seq] = true
+	}
+	for _, id := range meta.AwaitingRel {
+		c.awaitingRel[uint16(id)] = struct{}{}
+	}
+	c.sess = s
+	return a.SessionPresent, nil
+}
+
+// openSessionAside runs openSession on a goroutine of its own: the inbox
+// calls need a deep stack, which the connection's reader goroutine would
+// otherwise keep for the connection's life (measured: 4 KiB more per idle
+// connection).
+func (c *conn) openSessionAside(p *packet.Connect, ack *packet.Connack) (bool, error) {
+	if c.s.cfg.Inbox == nil {
+		return c.openSession(p, ack)
+	}
+	type result struct {
+		present bool
+		err     error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		present, err := c.openSession(p, ack)
+		ch <- result{present, err}
+	}()
+	r := <-ch
+	return r.present, r.err
+}
+
+// attach runs an AttachRequest, retrying while the previous connection's
+// will is being published.
+func (c *conn) attach(ctx context.Context, req *inboxpb.AttachRequest) (*inboxpb.AttachResponse, error) {
+	for attempt := 0; ; attempt++ {
+		req.NowUnixMs = time.Now().UnixMilli()
+		o, err := c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: req}})
+		if err != nil {
+			return nil, err
+		}
+		if o.Result == inboxpb.Result_RESULT_OK && o.Attach != nil {
+			return o.Attach, nil
+		}
+		if o.Result != inboxpb.Result_RESULT_CONFLICT || attempt == 50 {
+			return nil, fmt.Errorf("inbox attach: %s %s", o.Result, o.Reason)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// discardSession ends the client's existing session for a clean start
+// without a persistent one: the connection holding it is closed, its routes
+// removed, its inbox deleted.
+func (c *conn) discardSession(ctx context.Context, owner string) error {
+	tenant, clientID := c.id.Tenant, c.key.clientID
+	a, err := c.attach(ctx, &inboxpb.AttachRequest{Tenant: tenant, Inbox: clientID, Owner: owner, CleanStart: true})
+	if err != nil {
+		return err
+	}
+	if a.PreviousOwner != "" {
+		c.s.kickOwner(ctx, tenant, clientID, a.PreviousOwner)
+	}
+	c.s.removeSessionRoutes(a.Discarded)
+	zero := uint32(0)
+	_, err = c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{
+		Tenant: tenant, Inbox: clientID, Incarnation: a.Meta.Incarnation, Owner: owner,
+		NowUnixMs: time.Now().UnixMilli(), ExpirySeconds: &zero}}})
+	return err
+}
+
+// start runs the delivery loop; after CONNACK.
+func (s *session) start() {
+	s.c.s.wg.Add(1)
+	go func() {
+		defer s.c.s.wg.Done()
+		s.run()
+	}()
+}
+
+func (s *session) wakeUp() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *session) run() {
+	defer close(s.loopDone)
+	poll := s.c.s.cfg.InboxPollInterval
+	t := time.NewTicker(poll)
+	defer t.Stop()
+	for {
+		if !s.commit() {
+			s.c.kick(packet.SessionTakenOver)
+			return
+		}
+		more, ok := s.fetch()
+		if !ok {
+			s.c.kick(packet.SessionTakenOver)
+			return
+		}
+		if more {
+			select {
+			case <-s.stop:
+				s.commit()
+				return
+			default:
+				continue
+			}
+		}
+		select {
+		case <-s.stop:
+			s.commit()
+			return
+		case <-s.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// commit writes the acknowledgements gathered since the last commit; false
+// when the connection no longer owns the session.
+func (s *session) commit() bool {
+	s.mu.Lock()
+	done, rel, q0 := s.done, s.released, s.qos0Upto
+	s.done, s.released = nil, nil
+	s.mu.Unlock()
+	if len(done) == 0 && len(rel) == 0 && q0 == 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.c.s.cfg.RequestTimeout)
+	defer cancel()
+	o, err := s.c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Commit{Commit: &inboxpb.CommitRequest{
+		Tenant: s.c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc, Owner: s.owner,
+		Qos0Upto: q0, Qos12Done: done, Qos12Released: rel}}})
+	if err != nil {
+		// Not committed: the messages are resent after a reconnect (QoS 1
+		// may repeat; a QoS 2 PUBLISH resent after its PUBREC is answered
+		// by the client with PUBREC again, MQTT-4.3.3-9).
+		s.c.s.log.Warn("inbox commit failed", "tenant", s.c.id.Tenant, "client", s.inbox, "err", err)
+		s.mu.Lock()
+		s.done, s.released = append(s.done, done...), append(s.released, rel...)
+		s.mu.Unlock()
+		return true
+	}
+	switch o.Result {
+	case inboxpb.Result_RESULT_OK:
+		return true
+	case inboxpb.Result_RESULT_CONFLICT, inboxpb.Result_RESULT_NO_INBOX:
+		return false
+	}
+	return true
+}
+
+// fetch gets the messages after the last fetched and hands them to the
+// connection; more means a full batch came (fetch again); false means the
+// session is no longer this connection's.
+func (s *session) fetch() (more, ok bool) {
+	c := s.c
+	c.mu.Lock()
+	free := c.window - len(c.inflight)
+	closed := c.closed
+	c.mu.Unlock()
+	if closed {
+		return false, true
+	}
+	req := &inboxpb.FetchRequest{Tenant: c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc,
+		Qos0From: s.next0, Qos12From: s.next12, Max: uint32(max(free, 1))}
+	if free <= 0 {
+		req.Qos12From, req.Max = math.MaxUint64, fetchBatch
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
+	defer cancel()
+	q, err := c.s.cfg.Inbox.Query(ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Fetch{Fetch: req}})
+	if err != nil {
+		c.s.log.Warn("inbox fetch failed", "tenant", c.id.Tenant, "client", s.inbox, "err", err)
+		return false, true
+	}
+	f := q.Fetch
+	if f.GetResult() == inboxpb.Result_RESULT_NO_INBOX || f.GetOwner() != s.owner {
+		return false, false // taken over, discarded or expired
+	}
+	for _, qm := range f.Qos0 {
+		s.next0 = qm.Seq + 1
+		s.deliver(qm, 0)
+	}
+	if len(f.Qos0) > 0 {
+		s.mu.Lock()
+		s.qos0Upto = s.next0
+		s.mu.Unlock()
+	}
+	for _, qm := range f.Qos12 {
+		if !s.deliver(qm, 1) {
+			// Its packet ID is still held by a message 32768 back: wait
+			// for that one's acknowledgement.
+			return false, true
+		}
+		s.next12 = qm.Seq + 1
+	}
+	return (len(f.Qos0) >= int(req.Max)) || (free > 0 && len(f.Qos12) >= free), true
+}
+
+// deliver hands one queued message to the connection with its
+// subscription's options, or acknowledges it at once when it is not to be
+// sent. false: not now (its packet ID is in use), fetch it again later.
+func (s *session) deliver(qm *inboxpb.QueuedMessage, queue int) bool {
+	c := s.c
+	m := fromInbox(qm.Message)
+	s.mu.Lock()
+	opts, subscribed := s.subs[qm.Message.Subscription]
+	released := queue == 1 && s.relSeqs[qm.Seq]
+	s.mu.Unlock()
+	// A message whose PUBREC came back is the client's already: its
+	// exchange is finished (PUBREL) whatever happened to the subscription.
+	skip := !released && (!subscribed || // unsubscribed since (MQTT-3.10.4-2)
+		(opts.GetNoLocal() && m.Publisher == c.key.clientID) || // MQTT-3.8.3-3
+		(m.ExpiresUnixMs != 0 && time.Now().UnixMilli() >= m.ExpiresUnixMs)) // MQTT-3.3.2-5
+	qos := min(byte(m.Qos), byte(opts.GetQos()))
+	if released {
+		qos = 2
+	}
+	var ids []uint32
+	if id := opts.GetSubscriptionId(); id != 0 {
+		ids = []uint32{id}
+	}
+	retain := m.Retain && opts.GetRetainAsPublished()
+	if queue == 0 || qos == 0 || skip {
+		if !skip {
+			c.deliver(m, 0, retain, ids)
+		}
+		if queue == 1 {
+			s.acked(qm.Seq)
+		}
+		return true
+	}
+	om := &outMessage{m: m, qos: qos, retain: retain, subIDs: ids, inbox: true, seq: qm.Seq, released: released}
+	id := seqPacketID(qm.Seq)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.inflight == nil {
+		return true
+	}
+	if _, used := c.inflight[id]; used {
+		return false
+	}
+	if released {
+		c.inflight[id] = om
+		c.enqueueLocked(&packet.Pubrel{PacketID: id}) // MQTT-4.4.0-1
+		return true
+	}
+	if !c.sendPublishLocked(om, id, qm.Seq < s.dupBelow) { // DUP on a resend: MQTT-3.3.1-1
+		s.acked(qm.Seq) // too large for the client: dropped
+		return true
+	}
+	c.inflight[id] = om
+	s.mu.Lock()
+	s.sentUpto = max(s.sentUpto, qm.Seq+1)
+	s.mu.Unlock()
+	return true
+}
+
+// acked records a QoS 1/2 message the client is done with (PUBACK,
+// PUBCOMP, or an error PUBREC).
+func (s *session) acked(seq uint64) {
+	s.mu.Lock()
+	s.done = append(s.done, seq)
+	delete(s.relSeqs, seq)
+	s.mu.Unlock()
+	s.wakeUp()
+}
+
+// pubrec records a QoS 2 message whose PUBREC came back.
+func (s *session) pubrec(seq uint64) {
+	s.mu.Lock()
+	s.released = append(s.released, seq)
+	s.relSeqs[seq] = true
+	s.mu.Unlock()
+	s.wakeUp()
+}
+
+// close stops the delivery loop (after a last commit) and detaches the
+// session from the connection; the inbox keeps it for its expiry and
+// schedules the will if sendWill (the inbox fires it after its delay).
+func (s *session) close(sendWill bool, expiry *uint32) {
+	close(s.stop)
+	<-s.loopDone
+	c := s.c
+	var rel []uint32
+	for id := range c.awaitingRel {
+		rel = append(rel, uint32(id))
+	}
+	slices.Sort(rel)
+	s.mu.Lock()
+	sent := s.sentUpto
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
+	defer cancel()
+	o, err := c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{
+		Tenant: c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc, Owner: s.owner, NowUnixMs: time.Now().UnixMilli(),
+		ExpirySeconds: expiry, SendWill: sendWill, AwaitingRel: rel, SentUpto: sent}}})
+	// From now on the inbox scheduler may detach it for us (if this detach
+	// failed), sending the will.
+	c.s.owners.remove(s.owner)
+	if err != nil {
+		c.s.log.Warn("inbox detach failed", "tenant", c.id.Tenant, "client", s.inbox, "err", err)
+		return
+	}
+	if o.Result == inboxpb.Result_RESULT_OK && o.Meta == nil {
+		// The session ended with its connection (expiry 0): its routes go.
+		s.mu.Lock()
+		m := &inboxpb.Meta{Tenant: c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc, Subscriptions: s.subs}
+		s.mu.Unlock()
+		c.s.removeSessionRoutes(m)
+	}
+}
+
+// subscribe adds a subscription to the session: recorded in the inbox,
+// then routed in dist to the inbox (not to this frontend), then announced
+// to the other frontends' match caches; the SUBACK follows.
+func (s *session) subscribe(sub dist.Subscription, o fanout.Options) (distpb.Result, error) {
+	c := s.c
+	key := sub.String()
+	opts := &inboxpb.SubOptions{Qos: uint32(o.QoS), NoLocal: o.NoLocal, RetainAsPublished: o.RetainAsPublished, SubscriptionId: o.SubscriptionID}
+	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
+	defer cancel()
+	out, err := c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Subscribe{Subscribe: &inboxpb.SubscribeRequest{
+		Tenant: c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc, Filter: key, Options: opts}}})
+	if err == nil && out.Result != inboxpb.Result_RESULT_OK {
+		err = fmt.Errorf("inbox refused the subscription: %s %s", out.Result, out.Reason)
+	}
+	if err != nil {
+		return distpb.Result_RESULT_OK, err
+	}
+	s.mu.Lock()
+	_, had := s.subs[key]
+	s.subs[key] = opts
+	s.mu.Unlock()
+	if had {
+		return distpb.Result_RESULT_OK, nil // the route exists; the options changed
+	}
+	dout, err := c.s.cfg.Dist.AddRoute(ctx, &distpb.AddRouteRequest{Route: &distpb.Route{Tenant: c.id.Tenant, Subscription: key,
+		Receiver: &distpb.Receiver{Kind: receiverInbox, Id: inbox.ReceiverID(s.inbox, s.inc)}}})
+	if err == nil && dout.Result != distpb.Result_RESULT_OK && dout.Result != distpb.Result_RESULT_EXISTS {
+		err = fmt.Errorf("dist refused the route: %s %s", dout.Result, dout.Reason)
+	}
+	if err != nil {
+		c.s.m.routeChanges.WithLabelValues("add", "error").Inc()
+		s.mu.Lock()
+		delete(s.subs, key)
+		s.mu.Unlock()
+		s.unrecord(key)
+		if dout != nil {
+			return dout.Result, err
+		}
+		return distpb.Result_RESULT_OK, err
+	}
+	c.s.m.routeChanges.WithLabelValues("add", "ok").Inc()
+	c.s.cache.invalidate(c.id.Tenant)
+	c.s.broadcastInvalidate(ctx, c.id.Tenant)
+	return distpb.Result_RESULT_OK, nil
+}
+
+// unsubscribe removes a subscription's route and its record; messages it
+// already queued are dropped at delivery.
+func (s *session) unsubscribe(sub dist.Subscription) {
+	key := sub.String()
+	s.mu.Lock()
+	delete(s.subs, key)
+	s.mu.Unlock()
+	s.c.s.removeInboxRoute(s.c.s.ctx, s.c.id.Tenant, key, inbox.ReceiverID(s.inbox, s.inc))
+	s.c.s.cache.invalidate(s.c.id.Tenant)
+	s.unrecord(key)
+}
+
+func (s *session) unrecord(key string) {
+	c := s.c
+	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
+	defer cancel()
+	if _, err := c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Unsubscribe{Unsubscribe: &inboxpb.UnsubscribeRequest{
+		Tenant: c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc, Filter: key}}}); err != nil {
+		c.s.log.Warn("removing a subscription from an inbox failed", "tenant", c.id.Tenant, "client", s.inbox, "filter", key, "err", err)
+	}
+}
