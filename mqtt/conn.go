@@ -68,6 +68,10 @@ type conn struct {
 	aliasesOut  map[string]uint16
 
 	done chan struct{}
+
+	// idle is the reader's state between packets, and what lets an idle
+	// connection wait without a goroutine (idle.go).
+	idle idleConn
 }
 
 // outMessage is a message on its way to the client.
@@ -100,26 +104,28 @@ func (c *conn) protocolError(format string, args ...any) error {
 	return &disconnectError{code: packet.ProtocolError, reason: fmt.Sprintf(format, args...)}
 }
 
+// serve reads the CONNECT, then packets until the connection ends or
+// parks (readOn).
 func (c *conn) serve() {
-	defer close(c.done)
-	defer c.nc.Close()
-	r := packet.NewReader(newLazyReader(c.nc), c.s.cfg.MaxPacketSize)
+	lr := newLazyReader(c.nc)
+	r := packet.NewReader(lr, c.s.cfg.MaxPacketSize)
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ConnectTimeout))
 	p, err := r.ReadPacket(0)
 	if err != nil {
 		c.refuseBadConnect(err)
+		c.finish()
 		return
 	}
 	c.s.m.packetsIn.WithLabelValues("CONNECT").Inc()
 	connect := p.(*packet.Connect)
 	if !c.connect(connect) {
 		c.flushAndClose()
+		c.finish()
 		return
 	}
 	c.s.m.connections.Inc()
-	err = c.readLoop(r)
-	c.end(err)
-	c.s.m.connections.Dec()
+	c.idle.r, c.idle.lr = r, lr
+	c.readOn()
 }
 
 // refuseBadConnect answers a CONNECT that did not decode: with the CONNACK
@@ -254,11 +260,9 @@ func (c *conn) connect(p *packet.Connect) bool {
 
 func (c *conn) readLoop(r *packet.Reader) error {
 	for {
-		if c.keepAlive > 0 {
-			// MQTT-3.1.2-24: one and a half keep-alive periods.
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
-		} else {
-			_ = c.nc.SetReadDeadline(time.Time{})
+		// Sets the keep-alive deadline; true: parked (idle.go).
+		if c.awaitPacket() {
+			return errParked
 		}
 		p, err := r.ReadPacket(c.version)
 		if err != nil {
@@ -655,6 +659,7 @@ func (c *conn) flushAndClose() {
 	}
 	c.nc.Close()
 	c.writerWG.Wait()
+	c.wake() // a parked reader, to see the close
 }
 
 // send queues a control packet.
@@ -710,6 +715,7 @@ func (c *conn) writeLoop() {
 			c.out = nil
 			c.mu.Unlock()
 			c.nc.Close()
+			c.wake() // a parked reader, to see the close
 			return
 		}
 		c.mu.Unlock()

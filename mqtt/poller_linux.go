@@ -1,0 +1,151 @@
+package mqtt
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller watches the sockets of parked connections with one epoll set and
+// one goroutine, and wakes a connection when its socket turns readable
+// (data, the peer's FIN or a reset). Each socket is registered once, at its
+// connection's first park, level-triggered and one-shot, then re-armed at
+// each park: a socket that became readable before it was armed is reported
+// at once, and an event wakes its connection once.
+//
+// The epoll data of a socket is a token, never a pointer: an event that
+// arrives after its connection ended finds no token and is dropped.
+type poller struct {
+	epfd int
+	evfd int // an eventfd, token 0: stop
+
+	mu    sync.Mutex
+	conns map[uint64]*conn
+	last  uint64
+
+	done chan struct{}
+}
+
+// Events a parked socket is armed for. EPOLLHUP and EPOLLERR are always
+// reported.
+const parkEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT
+
+func newPoller(log *slog.Logger) (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN}); err != nil {
+		unix.Close(evfd)
+		unix.Close(epfd)
+		return nil, err
+	}
+	p := &poller{epfd: epfd, evfd: evfd, conns: map[uint64]*conn{}, done: make(chan struct{})}
+	go p.loop(log)
+	return p, nil
+}
+
+func (p *poller) loop(log *slog.Logger) {
+	defer close(p.done)
+	events := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			// Not expected with valid arguments; parked connections would
+			// be stranded, so say so loudly.
+			log.Error("idle connection poller failed", "err", err)
+			return
+		}
+		for i := range events[:n] {
+			tok := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
+			if tok == 0 {
+				return
+			}
+			p.mu.Lock()
+			c := p.conns[tok]
+			p.mu.Unlock()
+			if c != nil {
+				c.wake()
+			}
+		}
+	}
+}
+
+// add gives c a token; its socket is registered at its first arm.
+func (p *poller) add(c *conn) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.last++
+	p.conns[p.last] = c
+	return p.last
+}
+
+// forget drops an ended connection's token. Its socket left the epoll set
+// when it was closed.
+func (p *poller) forget(tok uint64) {
+	p.mu.Lock()
+	delete(p.conns, tok)
+	p.mu.Unlock()
+}
+
+// arm (re-)arms the socket for one readable event. It fails once the
+// socket is closed.
+func (p *poller) arm(rc syscall.RawConn, tok uint64) error {
+	ev := unix.EpollEvent{Events: parkEvents, Fd: int32(uint32(tok)), Pad: int32(uint32(tok >> 32))}
+	var err error
+	cerr := rc.Control(func(fd uintptr) {
+		// Control holds the descriptor open, so it cannot be closed and
+		// its number reused meanwhile.
+		err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+		if errors.Is(err, unix.ENOENT) {
+			err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+		}
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// stop ends the poller's goroutine and closes its descriptors; no
+// connection may park any more.
+func (p *poller) stop() {
+	one := [8]byte{1} // an eventfd takes a native-endian uint64
+	_, _ = unix.Write(p.evfd, one[:])
+	<-p.done
+	unix.Close(p.epfd)
+	unix.Close(p.evfd)
+}
+
+// idlePoller is the server's poller, started by Start.
+type idlePoller struct {
+	p atomic.Pointer[poller]
+}
+
+// start starts the poller; without one, connections do not park.
+func (ip *idlePoller) start(log *slog.Logger) {
+	p, err := newPoller(log)
+	if err != nil {
+		log.Warn("idle connections keep a goroutine each: no epoll", "err", err)
+		return
+	}
+	ip.p.Store(p)
+}
+
+func (ip *idlePoller) stop() {
+	if p := ip.p.Swap(nil); p != nil {
+		p.stop()
+	}
+}
