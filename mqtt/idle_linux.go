@@ -3,7 +3,6 @@ package mqtt
 import (
 	"errors"
 	"io"
-	"math"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -21,11 +20,11 @@ var parkAfter = 100 * time.Millisecond
 // idleConn is a connection's reader state between packets, and its
 // parking.
 //
-// Ownership: the reader state (everything but state and timer's firing)
-// belongs to one goroutine at a time. The reader that parks gives it up by
-// storing parked, and must touch nothing of the connection afterwards but
-// fields no reader writes again (rc, token, timer); wake takes it by
-// swapping parked back, and hands it to the goroutine it starts.
+// Ownership: the reader state (all but state and deadline) belongs to one
+// goroutine at a time. The reader that parks gives it up by storing
+// parked, and touches nothing of the connection afterwards but fields no
+// reader writes again (rc, token); wake takes it by swapping parked back,
+// and hands it to the goroutine it starts.
 type idleConn struct {
 	r  *packet.Reader
 	lr *lazyReader
@@ -37,11 +36,13 @@ type idleConn struct {
 	checked bool
 	// resumed: the reader was just woken, the keep-alive deadline of the
 	// packet it waits for is already set.
-	resumed  bool
-	state    atomic.Uint32 // parked or not
-	token    uint64        // in the poller, from the first park
-	timer    *time.Timer   // wakes at the keep-alive deadline; from the first park with a keep-alive
-	deadline time.Time
+	resumed bool
+	state   atomic.Uint32 // parked or not
+	token   uint64        // in the poller, from the first park
+	// deadline is the keep-alive deadline of the next packet (monoNow's
+	// clock), 0 for none; the poller's sweep wakes a parked connection
+	// past it.
+	deadline atomic.Int64
 }
 
 const (
@@ -57,7 +58,8 @@ func (c *conn) awaitPacket() bool {
 	resumed := in.resumed
 	in.resumed = false
 	if !resumed {
-		in.deadline = c.keepAliveDeadline()
+		d := c.keepAliveDeadline()
+		in.deadline.Store(mono(d))
 		if !in.checked {
 			in.checked = true
 			in.rc = rawConnOf(c.nc)
@@ -65,30 +67,32 @@ func (c *conn) awaitPacket() bool {
 		if in.rc == nil || c.s.idle.p.Load() == nil || in.lr.buffered() {
 			return false
 		}
-	}
-	// Something to read (or an error, the close that woke a parked reader
-	// among them): ReadPacket takes it.
-	if got, err := in.lr.probe(in.rc); got || err != nil {
-		return false
-	}
-	if !resumed && parkAfter > 0 {
-		// A short blocking wait first.
-		wait := time.Now().Add(parkAfter)
-		if !in.deadline.IsZero() && in.deadline.Before(wait) {
-			wait = in.deadline
-		}
-		_ = c.nc.SetReadDeadline(wait)
-		got, err := in.lr.readOne()
-		_ = c.nc.SetReadDeadline(in.deadline)
-		var ne interface{ Timeout() bool }
-		if got || err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+		// Something to read (or an error): ReadPacket takes it.
+		if got, err := in.lr.probe(in.rc); got || err != nil {
 			return false
 		}
+		if parkAfter > 0 {
+			// A short blocking wait first.
+			wait := time.Now().Add(parkAfter)
+			if !d.IsZero() && d.Before(wait) {
+				wait = d
+			}
+			_ = c.nc.SetReadDeadline(wait)
+			got, err := in.lr.readOne()
+			_ = c.nc.SetReadDeadline(d)
+			var ne interface{ Timeout() bool }
+			if got || err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+				return false
+			}
+		}
+	} else if got, err := in.lr.probe(in.rc); got || err != nil {
+		// Woken by data, or by a close (the error).
+		return false
 	}
-	if !in.deadline.IsZero() && !time.Now().Before(in.deadline) {
+	if dl := in.deadline.Load(); dl != 0 && monoNow() >= dl {
 		return false // ReadPacket times out
 	}
-	return c.park()
+	return c.park() // afresh after a spurious wake-up too
 }
 
 // park hands the connection to the poller; false: it could not, the
@@ -102,20 +106,8 @@ func (c *conn) park() bool {
 	if in.token == 0 {
 		in.token = p.add(c)
 	}
-	var d time.Duration
-	if !in.deadline.IsZero() {
-		if in.timer == nil {
-			in.timer = time.AfterFunc(math.MaxInt64, c.wake)
-		}
-		d = max(time.Until(in.deadline), 0)
-	}
 	in.state.Store(parked)
 	// From here on the connection may be running in another goroutine.
-	// A timer reset late, after a wake, at worst wakes a parked reader
-	// early, and that one parks again.
-	if d > 0 {
-		in.timer.Reset(d)
-	}
 	if err := p.arm(in.rc, in.token); err != nil {
 		// Closed: read on here, unless a wake took the connection already.
 		return !in.state.CompareAndSwap(parked, running)
@@ -124,8 +116,8 @@ func (c *conn) park() bool {
 }
 
 // wake resumes a parked connection in a new goroutine; it does nothing to
-// one that is not parked. Its callers: the poller (readable), the
-// keep-alive timer, and whoever closes the connection from outside its
+// one that is not parked. Its callers: the poller (readable, or past the
+// keep-alive deadline), and whoever closes the connection from outside its
 // reader.
 func (c *conn) wake() {
 	if c.idle.state.CompareAndSwap(parked, running) {
@@ -140,14 +132,25 @@ func (c *conn) resume() {
 
 // idleGone releases what parking held, once the connection ended.
 func (c *conn) idleGone() {
-	if c.idle.timer != nil {
-		c.idle.timer.Stop()
-	}
 	if c.idle.token != 0 {
 		if p := c.s.idle.p.Load(); p != nil {
 			p.forget(c.idle.token)
 		}
 	}
+}
+
+// monoEpoch starts the monotonic clock of keep-alive deadlines.
+var monoEpoch = time.Now()
+
+// monoNow is the time on the deadlines' clock.
+func monoNow() int64 { return int64(time.Since(monoEpoch)) }
+
+// mono is t on the deadlines' clock; 0 for the zero Time.
+func mono(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(int64(t.Sub(monoEpoch)), 1)
 }
 
 // rawConnOf is the socket of a connection that may park: plain TCP.

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,7 +29,12 @@ type poller struct {
 	last  uint64
 
 	done chan struct{}
+	due  []*conn // the sweep's, reused
 }
+
+// sweepEvery is how often the poller wakes parked connections past their
+// keep-alive deadline: they are closed up to this late.
+const sweepEvery = time.Second
 
 // Events a parked socket is armed for. EPOLLHUP and EPOLLERR are always
 // reported.
@@ -57,8 +63,13 @@ func newPoller(log *slog.Logger) (*poller, error) {
 func (p *poller) loop(log *slog.Logger) {
 	defer close(p.done)
 	events := make([]unix.EpollEvent, 256)
+	next := time.Now().Add(sweepEvery)
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		n, err := unix.EpollWait(p.epfd, events, max(int(time.Until(next)/time.Millisecond), 0)+1)
+		if now := time.Now(); !now.Before(next) {
+			p.sweep()
+			next = now.Add(sweepEvery)
+		}
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
@@ -81,6 +92,26 @@ func (p *poller) loop(log *slog.Logger) {
 			}
 		}
 	}
+}
+
+// sweep wakes the parked connections past their keep-alive deadline; the
+// goroutine each gets times out its read. It looks at every connection
+// that ever parked: O(n) a second, as mosquitto's keep-alive check; a
+// timer wheel would look at the expiring ones only.
+func (p *poller) sweep() {
+	now := monoNow()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		if dl := c.idle.deadline.Load(); dl != 0 && dl <= now && c.idle.state.Load() == parked {
+			p.due = append(p.due, c)
+		}
+	}
+	p.mu.Unlock()
+	for i, c := range p.due {
+		c.wake()
+		p.due[i] = nil
+	}
+	p.due = p.due[:0]
 }
 
 // add gives c a token; its socket is registered at its first arm.
