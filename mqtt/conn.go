@@ -47,7 +47,8 @@ type conn struct {
 	willOnClose   bool
 	connectExpiry uint32
 
-	// Inbound state, reader goroutine only.
+	// Inbound state, reader goroutine only. The maps are made at their
+	// first entry (connmem.go).
 	aliasesIn   map[uint16]string
 	awaitingRel map[uint16]struct{} // QoS 2 packet IDs before PUBREL
 	subs        map[string]dist.Subscription
@@ -249,8 +250,6 @@ func (c *conn) connect(p *packet.Connect) bool {
 		c.aliasOutMax = p.Properties.TopicAliasMaximum
 	}
 	c.inflight = map[uint16]*outMessage{}
-	c.subs = map[string]dist.Subscription{}
-	c.awaitingRel = map[uint16]struct{}{}
 
 	c.s.register(c)
 	c.s.m.connects.WithLabelValues("accepted").Inc()
@@ -387,7 +386,7 @@ func (c *conn) onPublish(p *packet.Publish) error {
 		c.s.m.dropped.WithLabelValues("not_authorized").Inc()
 		c.ack(p.QoS, p.PacketID, packet.NotAuthorized, "not authorized")
 		if p.QoS == 2 && c.version != packet.V5 {
-			c.awaitingRel[p.PacketID] = struct{}{}
+			c.awaitRel(p.PacketID)
 		}
 		return nil
 	}
@@ -426,7 +425,7 @@ func (c *conn) onPublish(p *packet.Publish) error {
 		code = packet.NoMatchingSubscribers
 	}
 	if p.QoS == 2 {
-		c.awaitingRel[p.PacketID] = struct{}{}
+		c.awaitRel(p.PacketID)
 	}
 	c.ack(p.QoS, p.PacketID, code, "")
 	return nil
@@ -519,7 +518,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		if !existed {
 			c.s.m.subscriptions.Inc()
 		}
-		c.subs[sub.Filter] = parsed
+		c.addSub(sub.Filter, parsed)
 		codes[i] = packet.ReasonCode(qos) // granted QoS: MQTT-3.9.3-1
 		// MQTT-3.3.1-9..11: retained messages by retain handling; none for
 		// shared subscriptions (MQTT-4.8.2 note).
