@@ -22,9 +22,8 @@ var parkAfter = 100 * time.Millisecond
 //
 // Ownership: the reader state (all but state and deadline) belongs to one
 // goroutine at a time. The reader that parks gives it up by storing
-// parked, and touches nothing of the connection afterwards but fields no
-// reader writes again (rc, token); wake takes it by swapping parked back,
-// and hands it to the goroutine it starts.
+// parked, and touches nothing of the connection afterwards; wake takes it
+// by swapping parked back, and hands it to the goroutine it starts.
 type idleConn struct {
 	r  *packet.Reader
 	lr *lazyReader
@@ -104,13 +103,21 @@ func (c *conn) park() bool {
 	}
 	in := &c.idle
 	if in.token == 0 {
-		in.token = p.add(c)
+		p.add(c)
 	}
+	// The readers hold nothing between packets: made afresh on resume,
+	// they cost a parked connection nothing.
+	r, lr := in.r, in.lr
+	in.r, in.lr = nil, nil
+	rc, tok := in.rc, in.token
 	in.state.Store(parked)
 	// From here on the connection may be running in another goroutine.
-	if err := p.arm(in.rc, in.token); err != nil {
+	if err := p.arm(rc, tok); err != nil {
 		// Closed: read on here, unless a wake took the connection already.
-		return !in.state.CompareAndSwap(parked, running)
+		if in.state.CompareAndSwap(parked, running) {
+			in.r, in.lr = r, lr
+			return false
+		}
 	}
 	return true
 }
@@ -126,7 +133,10 @@ func (c *conn) wake() {
 }
 
 func (c *conn) resume() {
-	c.idle.resumed = true
+	in := &c.idle
+	in.lr = newLazyReader(c.nc)
+	in.r = packet.NewReader(in.lr, c.s.cfg.MaxPacketSize)
+	in.resumed = true
 	c.readOn()
 }
 

@@ -19,14 +19,19 @@ import (
 // at once, and an event wakes its connection once.
 //
 // The epoll data of a socket is a token, never a pointer: an event that
-// arrives after its connection ended finds no token and is dropped.
+// arrives after its connection ended finds another token or none, and is
+// dropped.
 type poller struct {
 	epfd int
 	evfd int // an eventfd, token 0: stop
 
+	// slots holds the connections that parked and have not ended; a
+	// token is a slot's index (plus 1) and, above, a generation, so that
+	// a slot's next tenant does not take its last one's events.
 	mu    sync.Mutex
-	conns map[uint64]*conn
-	last  uint64
+	slots []*conn
+	free  []uint32
+	gen   uint32
 
 	done chan struct{}
 	due  []*conn // the sweep's, reused
@@ -55,7 +60,7 @@ func newPoller(log *slog.Logger) (*poller, error) {
 		unix.Close(epfd)
 		return nil, err
 	}
-	p := &poller{epfd: epfd, evfd: evfd, conns: map[uint64]*conn{}, done: make(chan struct{})}
+	p := &poller{epfd: epfd, evfd: evfd, done: make(chan struct{})}
 	go p.loop(log)
 	return p, nil
 }
@@ -84,10 +89,7 @@ func (p *poller) loop(log *slog.Logger) {
 			if tok == 0 {
 				return
 			}
-			p.mu.Lock()
-			c := p.conns[tok]
-			p.mu.Unlock()
-			if c != nil {
+			if c := p.lookup(tok); c != nil {
 				c.wake()
 			}
 		}
@@ -101,7 +103,10 @@ func (p *poller) loop(log *slog.Logger) {
 func (p *poller) sweep() {
 	now := monoNow()
 	p.mu.Lock()
-	for _, c := range p.conns {
+	for _, c := range p.slots {
+		if c == nil {
+			continue
+		}
 		if dl := c.idle.deadline.Load(); dl != 0 && dl <= now && c.idle.state.Load() == parked {
 			p.due = append(p.due, c)
 		}
@@ -114,20 +119,45 @@ func (p *poller) sweep() {
 	p.due = p.due[:0]
 }
 
-// add gives c a token; its socket is registered at its first arm.
-func (p *poller) add(c *conn) uint64 {
+// add gives c a token (c.idle.token, written under mu for lookup); its
+// socket is registered at its first arm.
+func (p *poller) add(c *conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.last++
-	p.conns[p.last] = c
-	return p.last
+	var i uint32
+	if n := len(p.free); n > 0 {
+		i = p.free[n-1]
+		p.free = p.free[:n-1]
+	} else {
+		p.slots = append(p.slots, nil)
+		i = uint32(len(p.slots) - 1)
+	}
+	p.slots[i] = c
+	p.gen++
+	c.idle.token = uint64(p.gen)<<32 | uint64(i+1) // never 0, the eventfd's
+}
+
+// lookup is the connection of a token; nil if it ended.
+func (p *poller) lookup(tok uint64) *conn {
+	i := uint32(tok) - 1
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if int(i) >= len(p.slots) {
+		return nil
+	}
+	if c := p.slots[i]; c != nil && c.idle.token == tok {
+		return c
+	}
+	return nil
 }
 
 // forget drops an ended connection's token. Its socket left the epoll set
 // when it was closed.
 func (p *poller) forget(tok uint64) {
+	i := uint32(tok) - 1
 	p.mu.Lock()
-	delete(p.conns, tok)
+	p.slots[i] = nil
+	p.free = append(p.free, i)
 	p.mu.Unlock()
 }
 
