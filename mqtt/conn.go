@@ -51,7 +51,8 @@ type conn struct {
 	// disconnectExpiry is the session expiry an MQTT 5 DISCONNECT set.
 	disconnectExpiry *uint32
 
-	// Inbound state, reader goroutine only.
+	// Inbound state, reader goroutine only. The maps are made at their
+	// first entry (connmem.go).
 	aliasesIn   map[uint16]string
 	awaitingRel map[uint16]struct{} // QoS 2 packet IDs before PUBREL
 	subs        map[string]dist.Subscription
@@ -72,6 +73,10 @@ type conn struct {
 	aliasesOut  map[string]uint16
 
 	done chan struct{}
+
+	// idle is the reader's state between packets, and what lets an idle
+	// connection wait without a goroutine (idle.go).
+	idle idleConn
 }
 
 // outMessage is a message on its way to the client.
@@ -107,26 +112,28 @@ func (c *conn) protocolError(format string, args ...any) error {
 	return &disconnectError{code: packet.ProtocolError, reason: fmt.Sprintf(format, args...)}
 }
 
+// serve reads the CONNECT, then packets until the connection ends or
+// parks (readOn).
 func (c *conn) serve() {
-	defer close(c.done)
-	defer c.nc.Close()
-	r := packet.NewReader(newLazyReader(c.nc), c.s.cfg.MaxPacketSize)
+	lr := newLazyReader(c.nc)
+	r := packet.NewReader(lr, c.s.cfg.MaxPacketSize)
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ConnectTimeout))
 	p, err := r.ReadPacket(0)
 	if err != nil {
 		c.refuseBadConnect(err)
+		c.finish()
 		return
 	}
 	c.s.m.packetsIn.WithLabelValues("CONNECT").Inc()
 	connect := p.(*packet.Connect)
 	if !c.connect(connect) {
 		c.flushAndClose()
+		c.finish()
 		return
 	}
 	c.s.m.connections.Inc()
-	err = c.readLoop(r)
-	c.end(err)
-	c.s.m.connections.Dec()
+	c.idle.r, c.idle.lr = r, lr
+	c.readOn()
 }
 
 // refuseBadConnect answers a CONNECT that did not decode: with the CONNACK
@@ -246,8 +253,6 @@ func (c *conn) connect(p *packet.Connect) bool {
 		c.aliasOutMax = p.Properties.TopicAliasMaximum
 	}
 	c.inflight = map[uint16]*outMessage{}
-	c.subs = map[string]dist.Subscription{}
-	c.awaitingRel = map[uint16]struct{}{}
 
 	present, err := c.openSessionAside(p, &ack)
 	if err != nil {
@@ -266,11 +271,9 @@ func (c *conn) connect(p *packet.Connect) bool {
 
 func (c *conn) readLoop(r *packet.Reader) error {
 	for {
-		if c.keepAlive > 0 {
-			// MQTT-3.1.2-24: one and a half keep-alive periods.
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
-		} else {
-			_ = c.nc.SetReadDeadline(time.Time{})
+		// Sets the keep-alive deadline; true: parked (idle.go).
+		if c.awaitPacket() {
+			return errParked
 		}
 		p, err := r.ReadPacket(c.version)
 		if err != nil {
@@ -402,7 +405,7 @@ func (c *conn) onPublish(p *packet.Publish) error {
 		c.s.m.dropped.WithLabelValues("not_authorized").Inc()
 		c.ack(p.QoS, p.PacketID, packet.NotAuthorized, "not authorized")
 		if p.QoS == 2 && c.version != packet.V5 {
-			c.awaitingRel[p.PacketID] = struct{}{}
+			c.awaitRel(p.PacketID)
 		}
 		return nil
 	}
@@ -441,7 +444,7 @@ func (c *conn) onPublish(p *packet.Publish) error {
 		code = packet.NoMatchingSubscribers
 	}
 	if p.QoS == 2 {
-		c.awaitingRel[p.PacketID] = struct{}{}
+		c.awaitRel(p.PacketID)
 	}
 	c.ack(p.QoS, p.PacketID, code, "")
 	return nil
@@ -540,7 +543,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		if !existed {
 			c.s.m.subscriptions.Inc()
 		}
-		c.subs[sub.Filter] = parsed
+		c.addSub(sub.Filter, parsed)
 		codes[i] = packet.ReasonCode(qos) // granted QoS: MQTT-3.9.3-1
 		// MQTT-3.3.1-9..11: retained messages by retain handling; none for
 		// shared subscriptions (MQTT-4.8.2 note).
@@ -703,6 +706,7 @@ func (c *conn) flushAndClose() {
 	}
 	c.nc.Close()
 	c.writerWG.Wait()
+	c.wake() // a parked reader, to see the close
 }
 
 // send queues a control packet.
@@ -758,6 +762,7 @@ func (c *conn) writeLoop() {
 			c.out = nil
 			c.mu.Unlock()
 			c.nc.Close()
+			c.wake() // a parked reader, to see the close
 			return
 		}
 		c.mu.Unlock()

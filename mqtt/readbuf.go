@@ -22,13 +22,19 @@ type lazyReader struct {
 	// burst is set after a one-byte read: more bytes are on their way, so
 	// the next byte comes from a bulk read.
 	burst bool
-	one   [1]byte
+	// have: one[0] is the next byte, read ahead by probe or readOne.
+	have bool
+	one  [1]byte
 }
 
 func newLazyReader(nc net.Conn) *lazyReader { return &lazyReader{nc: nc} }
 
 // ReadByte returns the next byte.
 func (l *lazyReader) ReadByte() (byte, error) {
+	if l.have {
+		l.have, l.burst = false, true
+		return l.one[0], nil
+	}
 	if l.buf == nil {
 		if !l.burst {
 			n, err := l.nc.Read(l.one[:])
@@ -65,6 +71,11 @@ func (l *lazyReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if l.have {
+		l.have, l.burst = false, true
+		p[0] = l.one[0]
+		return 1, nil
+	}
 	if l.buf == nil {
 		l.burst = false
 		return l.nc.Read(p)
@@ -82,4 +93,21 @@ func (l *lazyReader) release() {
 		l.buf = nil
 		l.r, l.w = 0, 0
 	}
+}
+
+// buffered says whether bytes are held or on their way.
+func (l *lazyReader) buffered() bool { return l.buf != nil || l.burst || l.have }
+
+// readOne waits for the next byte and holds it; false with no error does
+// not happen.
+func (l *lazyReader) readOne() (bool, error) {
+	n, err := l.nc.Read(l.one[:])
+	if n == 1 {
+		l.have = true
+		return true, nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return false, err
 }

@@ -33,6 +33,8 @@ type Server struct {
 	conns     map[*conn]struct{}
 	listeners []*listener.Listener
 	closed    bool
+	// idle waits on the sockets of parked connections (idle.go).
+	idle idlePoller
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -76,6 +78,7 @@ func (s *Server) Start() error {
 		}
 		s.listeners = append(s.listeners, l)
 	}
+	s.idle.start(s.log)
 	return nil
 }
 
@@ -110,13 +113,17 @@ func (s *Server) Close() error {
 		err = errors.Join(err, l.Close())
 	}
 	s.wg.Wait()
+	s.idle.stop()
 	s.cancel()
 	s.peers.close()
 	return err
 }
 
-// ServeConn serves one client connection until it ends. Listeners call it;
-// tests may call it with any net.Conn.
+// ServeConn serves one client connection. Listeners call it; tests may call
+// it with any net.Conn. It returns when the connection ends, or earlier
+// when the connection goes idle and parks (a plain TCP connection on
+// Linux): the connection then goes on without a goroutine of its own until
+// it is readable again, and Close still ends and waits for it.
 func (s *Server) ServeConn(nc net.Conn, info listener.ConnInfo) {
 	c := newConn(s, nc, info)
 	s.mu.Lock()
@@ -128,13 +135,15 @@ func (s *Server) ServeConn(nc net.Conn, info listener.ConnInfo) {
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
-	c.serve()
+	c.serve() // may return before the connection ends: see conn.finish
+}
+
+// connEnded forgets a connection that ended (conn.finish).
+func (s *Server) connEnded(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // register makes c the session of its client ID, taking over (and waiting

@@ -1,8 +1,10 @@
 package listener
 
 import (
+	"errors"
 	"net"
 	"sync"
+	"syscall"
 
 	"github.com/coder/websocket"
 )
@@ -50,4 +52,19 @@ func (c *trackedConn) release() {
 		c.l.untrack(c.raw)
 		c.l.m.open.Dec()
 	})
+}
+
+// errNotPlain: the conn has a TLS or WebSocket layer over its socket.
+var errNotPlain = errors.New("listener: not a plain TCP connection")
+
+// SyscallConn gives the socket of a plain TCP connection, so that a handler
+// may wait for it to turn readable without a goroutine blocked in Read. It
+// fails for TLS and WebSocket connections: their layers may hold input read
+// ahead that the socket no longer shows.
+func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok || c.Conn != c.raw {
+		return nil, errNotPlain
+	}
+	return sc.SyscallConn()
 }
