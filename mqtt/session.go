@@ -165,14 +165,14 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 			continue
 		}
 		s.subs[f] = o
-		c.subs[f] = parsed
+		c.addSub(f, parsed)
 	}
 	c.s.m.subscriptions.Add(float64(len(c.subs)))
 	for _, seq := range meta.Released {
 		s.relSeqs[seq] = true
 	}
 	for _, id := range meta.AwaitingRel {
-		c.awaitingRel[uint16(id)] = struct{}{}
+		c.awaitRel(uint16(id))
 	}
 	c.sess = s
 	return a.SessionPresent, nil
