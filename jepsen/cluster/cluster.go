@@ -242,8 +242,28 @@ func (c *Cluster) recordCrash(n *Node, err error) {
 	if err != nil {
 		msg = err.Error()
 	}
+	if p := lastPanic(n.LogPath()); p != "" {
+		msg += ": " + p
+	}
 	c.crashes = append(c.crashes, Crash{Node: n.Name, Time: time.Now(), Err: msg})
 	c.log.Error("node exited on its own", "node", n.Name, "err", msg)
+}
+
+// lastPanic returns the last "panic: " line of a log, cut short.
+func lastPanic(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	i := strings.LastIndex(string(b), "\npanic: ")
+	if i < 0 {
+		return ""
+	}
+	line, _, _ := strings.Cut(string(b[i+1:]), "\n")
+	if len(line) > 300 {
+		line = line[:300] + "…"
+	}
+	return line
 }
 
 // Crashes returns the node exits nobody caused.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sort"
 
 	"github.com/bifrost-mq/bifrost/jepsen/cluster"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
@@ -168,33 +169,63 @@ func (Move) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (stri
 		}
 	}
 	var free []uint64
+	nodeOf := map[uint64]*cluster.Node{}
 	for _, m := range members.Members {
-		if m.Role == "store" && m.StoreId != 0 && !holds[m.StoreId] {
+		if m.Role != "store" || m.StoreId == 0 {
+			continue
+		}
+		if n := c.Node(m.Name); n != nil {
+			nodeOf[m.StoreId] = n
+		}
+		if !holds[m.StoreId] {
 			free = append(free, m.StoreId)
 		}
 	}
 	if len(followers) == 0 {
 		return "", fmt.Errorf("range %d has no follower", r.Range.Id)
 	}
+	sort.Slice(free, func(i, j int) bool { return free[i] < free[j] })
+	sort.Slice(followers, func(i, j int) bool { return followers[i] < followers[j] })
 	from := followers[rng.IntN(len(followers))]
+	// A store refuses to remove its own replica: the changes go through
+	// another store, one that is up.
+	var via *ranges.Client
+	for _, n := range shuffled(rng, c.Stores()) {
+		if n != nodeOf[from] && n.Running() && !n.Paused() {
+			if via, err = ranges.Dial(n.GRPCAddr()); err != nil {
+				return "", err
+			}
+			break
+		}
+	}
+	if via == nil {
+		return "", errors.New("no other store is up")
+	}
+	defer via.Close()
 	id := r.Range.Id
+	label := func(id uint64) string {
+		if n := nodeOf[id]; n != nil {
+			return n.Name
+		}
+		return fmt.Sprintf("store %d", id)
+	}
 	if len(free) > 0 {
 		to := free[rng.IntN(len(free))]
-		if _, err := cl.Admin.AddReplica(ctx, &rangespb.AddReplicaRequest{RangeId: id, StoreId: to}); err != nil {
-			return fmt.Sprintf("range %d: add a replica on store %d", id, to), ranges.FromStatus(err)
+		if _, err := via.Admin.AddReplica(ctx, &rangespb.AddReplicaRequest{RangeId: id, StoreId: to}); err != nil {
+			return fmt.Sprintf("range %d: add a replica on %s", id, label(to)), ranges.FromStatus(err)
 		}
-		if _, err := cl.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: id, StoreId: from}); err != nil {
-			return fmt.Sprintf("range %d: added store %d, remove store %d", id, to, from), ranges.FromStatus(err)
+		if _, err := via.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: id, StoreId: from}); err != nil {
+			return fmt.Sprintf("range %d: added %s, remove %s", id, label(to), label(from)), ranges.FromStatus(err)
 		}
-		return fmt.Sprintf("range %d moved from store %d to store %d", id, from, to), nil
+		return fmt.Sprintf("range %d moved from %s to %s", id, label(from), label(to)), nil
 	}
-	if _, err := cl.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: id, StoreId: from}); err != nil {
-		return fmt.Sprintf("range %d: remove store %d", id, from), ranges.FromStatus(err)
+	if _, err := via.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: id, StoreId: from}); err != nil {
+		return fmt.Sprintf("range %d: remove %s", id, label(from)), ranges.FromStatus(err)
 	}
-	if _, err := cl.Admin.AddReplica(ctx, &rangespb.AddReplicaRequest{RangeId: id, StoreId: from}); err != nil {
-		return fmt.Sprintf("range %d: removed store %d, add it back", id, from), ranges.FromStatus(err)
+	if _, err := via.Admin.AddReplica(ctx, &rangespb.AddReplicaRequest{RangeId: id, StoreId: from}); err != nil {
+		return fmt.Sprintf("range %d: removed %s, add it back", id, label(from)), ranges.FromStatus(err)
 	}
-	return fmt.Sprintf("range %d: replica on store %d removed and added anew", id, from), nil
+	return fmt.Sprintf("range %d: replica on %s removed and added anew", id, label(from)), nil
 }
 
 func (Move) Stop(context.Context, *cluster.Cluster) error { return nil }

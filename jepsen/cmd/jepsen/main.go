@@ -29,8 +29,8 @@ import (
 
 	"github.com/bifrost-mq/bifrost/jepsen"
 	"github.com/bifrost-mq/bifrost/jepsen/cluster"
-	"github.com/bifrost-mq/bifrost/jepsen/kv"
 	"github.com/bifrost-mq/bifrost/jepsen/nemesis"
+	"github.com/bifrost-mq/bifrost/jepsen/suite"
 )
 
 func main() {
@@ -43,7 +43,7 @@ type options struct {
 	seed                                     uint64
 	stores, concurrency                      int
 	keep, verbose                            bool
-	checkTimeout                             time.Duration
+	checkTimeout, faultEvery                 time.Duration
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -61,7 +61,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs := flag.NewFlagSet("jepsen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.workload, "workload", "register", "register, set or moving-keys")
+	fs.StringVar(&o.workload, "workload", "register", strings.Join(suite.Workloads, ", "))
 	fs.StringVar(&o.nemeses, "nemesis", "partition-halves,kill", "comma-separated nemeses, or none: "+strings.Join(nemesis.Names, ", "))
 	fs.StringVar(&o.suite, "suite", "", "run a profile instead of one test: ci or full")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long the clients run")
@@ -73,6 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.out, "out", "jepsen-results", "directory that gets one directory per run")
 	fs.BoolVar(&o.keep, "keep-data", false, "keep the nodes' data directories")
 	fs.BoolVar(&o.verbose, "v", false, "log the harness's events")
+	fs.DurationVar(&o.faultEvery, "fault-every", 0, "mean quiet time between faults (default 4s; 1s for split-merge-move alone)")
 	fs.DurationVar(&o.checkTimeout, "check-timeout", 2*time.Minute, "porcupine's time limit per history")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -95,10 +96,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "jepsen: removed %d leftovers of crashed runs\n", len(removed))
 	}
 
-	var specs []jepsen.Spec
+	var specs []suite.Spec
 	if o.suite != "" {
 		var ok bool
-		if specs, ok = jepsen.Suites[o.suite]; !ok {
+		if specs, ok = suite.Suites[o.suite]; !ok {
 			fmt.Fprintf(stderr, "jepsen: unknown suite %q (ci, full)\n", o.suite)
 			return 2
 		}
@@ -107,7 +108,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if o.nemeses != "none" && o.nemeses != "" {
 			nems = strings.Split(o.nemeses, ",")
 		}
-		specs = []jepsen.Spec{{Workload: o.workload, Nemeses: nems, Duration: o.duration, Stores: o.stores}}
+		every := o.faultEvery
+		if every == 0 && o.nemeses == "split-merge-move" {
+			every = time.Second
+		}
+		specs = []suite.Spec{{Workload: o.workload, Nemeses: nems, Duration: o.duration, Stores: o.stores, FaultEvery: every}}
 	}
 	bin, err := binary(ctx, o, stderr)
 	if err != nil {
@@ -127,12 +132,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	begin := time.Now()
 	for i, spec := range specs {
 		seed := o.seed + uint64(i)
-		cfg, err := configure(o, spec, bin, seed, logger)
+		cfg, err := suite.Configure(spec, suite.Options{Out: o.out, Binary: bin, BuildTags: o.tags, Seed: seed,
+			Concurrency: o.concurrency, CheckTimeout: o.checkTimeout, KeepData: o.keep, Logger: logger})
 		if err != nil {
 			fmt.Fprintln(stderr, "jepsen:", err)
 			return 2
 		}
-		fmt.Fprintf(stdout, "=== %s × %s for %v, seed %d, %d stores → %s\n", spec.Workload, nemesisLabel(spec.Nemeses), spec.Duration, seed, cfg.Stores, cfg.Dir)
+		fmt.Fprintf(stdout, "=== %s × %s for %v, seed %d, %d stores → %s\n", spec.Workload, spec.Label(), spec.Duration, seed, cfg.Stores, cfg.Dir)
 		res, err := jepsen.Run(ctx, cfg)
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "jepsen: interrupted; the cluster is removed")
@@ -150,58 +156,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "=== %d runs in %v: exit %d\n", len(specs), time.Since(begin).Round(time.Second), code)
 	return code
-}
-
-func nemesisLabel(n []string) string {
-	if len(n) == 0 {
-		return "none"
-	}
-	return strings.Join(n, "+")
-}
-
-func configure(o options, spec jepsen.Spec, bin string, seed uint64, logger *slog.Logger) (jepsen.Config, error) {
-	stores := spec.Stores
-	if stores == 0 {
-		stores = 3
-	}
-	var wl jepsen.Workload
-	var splitKey nemesis.SplitKeyFunc
-	switch spec.Workload {
-	case "register":
-		wl = kv.NewRegister(kv.RegisterConfig{CheckTimeout: o.checkTimeout})
-		splitKey = func(rng *rand.Rand) string { return fmt.Sprintf("reg/%06d", rng.IntN(1000)) }
-	case "set":
-		wl = kv.NewSet([]string{kv.SetKey(500), kv.SetKey(1500)})
-		splitKey = func(rng *rand.Rand) string { return kv.SetKey(rng.Int64N(5000)) }
-	case "moving-keys":
-		const keys = 60
-		r := kv.NewMovingKeys(keys)
-		r.SetCheckTimeout(o.checkTimeout)
-		wl = r
-		splitKey = func(rng *rand.Rand) string { return kv.MovingKey(1 + rng.IntN(keys-1)) }
-	default:
-		return jepsen.Config{}, fmt.Errorf("unknown workload %q (register, set, moving-keys)", spec.Workload)
-	}
-	var nems []jepsen.Nemesis
-	for _, name := range spec.Nemeses {
-		n, err := nemesis.New(strings.TrimSpace(name), splitKey)
-		if err != nil {
-			return jepsen.Config{}, err
-		}
-		nems = append(nems, n)
-	}
-	dir := filepath.Join(o.out, fmt.Sprintf("%s-%s-%s", time.Now().UTC().Format("20060102T150405"), spec.Workload, nemesisLabel(spec.Nemeses)))
-	if abs, err := filepath.Abs(dir); err == nil {
-		dir = abs
-	}
-	return jepsen.Config{
-		Dir: dir, Binary: bin, BuildTags: o.tags, Stores: stores, Concurrency: o.concurrency,
-		// The balancer stays paused: the nemeses move ranges on the
-		// schedule's terms, so that a seed replays the same moves.
-		StoreArgs: []string{"--balancer-paused", "--raft-rtt-ms", "50"},
-		Workload:  wl, Nemeses: nems, Seed: seed, Duration: spec.Duration,
-		KeepData: o.keep, Logger: logger,
-	}, nil
 }
 
 func report(w io.Writer, res *jepsen.Results) {
