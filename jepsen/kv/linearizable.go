@@ -139,6 +139,18 @@ type Linearizable struct {
 
 func (l *Linearizable) Name() string { return l.CheckerName }
 
+// illegalKeys checks each key's operations on their own and returns the
+// keys that are not linearizable.
+func illegalKeys(ops []porcupine.Operation, timeout time.Duration) []string {
+	var bad []string
+	for _, part := range RegisterModel.Partition(ops) {
+		if porcupine.CheckOperationsTimeout(RegisterModel, part, timeout) == porcupine.Illegal {
+			bad = append(bad, part[0].Input.(regInput).Key)
+		}
+	}
+	return bad
+}
+
 // Operations converts a history's register operations to porcupine's:
 // failed reads and writes are dropped (they did nothing); a CAS that failed
 // on a mismatch is kept as an observation of the value it found; an info
@@ -231,7 +243,9 @@ func (l *Linearizable) Check(_ context.Context, h history.History, dir string) j
 	case porcupine.Ok:
 		r.Valid, r.Summary = jepsen.Valid, fmt.Sprintf("%d operations on %d keys are linearizable", len(ops), keys)
 	case porcupine.Illegal:
-		r.Valid, r.Summary = jepsen.Invalid, fmt.Sprintf("not linearizable: %d operations on %d keys (see %s)", len(ops), keys, file)
+		bad := illegalKeys(ops, timeout)
+		r.Details.(map[string]any)["illegal_keys"] = bad
+		r.Valid, r.Summary = jepsen.Invalid, fmt.Sprintf("not linearizable: %d operations on %d keys, keys %v are not (see %s)", len(ops), keys, bad, file)
 	default:
 		r.Valid, r.Summary = jepsen.Unknown, fmt.Sprintf("porcupine did not decide within %v (%d operations on %d keys)", timeout, len(ops), keys)
 	}

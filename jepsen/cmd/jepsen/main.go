@@ -29,6 +29,7 @@ import (
 
 	"github.com/bifrost-mq/bifrost/jepsen"
 	"github.com/bifrost-mq/bifrost/jepsen/cluster"
+	"github.com/bifrost-mq/bifrost/jepsen/history"
 	"github.com/bifrost-mq/bifrost/jepsen/nemesis"
 	"github.com/bifrost-mq/bifrost/jepsen/suite"
 )
@@ -57,6 +58,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return 0
+	}
+	if len(args) > 0 && args[0] == "check" {
+		return check(args[1:], stdout, stderr)
 	}
 	var o options
 	fs := flag.NewFlagSet("jepsen", flag.ContinueOnError)
@@ -193,4 +197,37 @@ func binary(ctx context.Context, o options, stderr io.Writer) (string, error) {
 		return "", fmt.Errorf("go build: %w", err)
 	}
 	return out, nil
+}
+
+// check runs a workload's checkers again on a run directory's history
+// (jepsen check -workload register DIR), writing nothing but the checkers'
+// files into DIR.
+func check(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("jepsen check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	workload := fs.String("workload", "register", strings.Join(suite.Workloads, ", "))
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: jepsen check -workload NAME RUN_DIR")
+		return 2
+	}
+	dir := fs.Arg(0)
+	h, err := history.ReadFile(filepath.Join(dir, "history.jsonl"))
+	if err != nil {
+		fmt.Fprintln(stderr, "jepsen check:", err)
+		return 2
+	}
+	cfg, err := suite.Configure(suite.Spec{Workload: *workload}, suite.Options{Out: os.TempDir(), Binary: "unused"})
+	if err != nil {
+		fmt.Fprintln(stderr, "jepsen check:", err)
+		return 2
+	}
+	code := 0
+	for _, ch := range cfg.Workload.Checkers() {
+		r := ch.Check(context.Background(), h, dir)
+		fmt.Fprintf(stdout, "%-13s %-8s %s\n", ch.Name(), r.Valid, r.Summary)
+		if r.Valid != jepsen.Valid {
+			code = 1
+		}
+	}
+	return code
 }
