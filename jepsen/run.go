@@ -60,6 +60,9 @@ type Config struct {
 	// MinOKRate is the least rate of successful operations per second
 	// before the first fault (default 5) for the run to count.
 	MinOKRate float64 `json:"min_ok_rate"`
+	// DelayProxy runs the stores' links through the delay proxy (needed by
+	// the delay nemesis).
+	DelayProxy bool `json:"delay_proxy"`
 	// KeepData keeps the nodes' data directories (logs are always kept).
 	KeepData bool `json:"keep_data"`
 
@@ -164,7 +167,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	}
 	defer rec.Close()
 	nodesDir := filepath.Join(cfg.Dir, "nodes")
-	c, err := cluster.New(ctx, cluster.Config{Binary: cfg.Binary, Dir: nodesDir, Stores: cfg.Stores, Frontends: cfg.Frontends, StoreArgs: cfg.StoreArgs, Logger: log})
+	c, err := cluster.New(ctx, cluster.Config{Binary: cfg.Binary, Dir: nodesDir, Stores: cfg.Stores, Frontends: cfg.Frontends, StoreArgs: cfg.StoreArgs, DelayProxy: cfg.DelayProxy, Logger: log})
 	if err != nil {
 		return res, err
 	}

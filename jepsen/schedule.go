@@ -114,6 +114,7 @@ func (s *scheduler) healAll(ctx context.Context) error {
 	defer cancel()
 	s.rec.Record(history.Op{Type: history.Invoke, Process: history.NemesisProcess, F: "heal", Key: "all"})
 	errs = append(errs, s.c.Heal(ctx))
+	s.c.ClearDelays()
 	for _, n := range s.c.Nodes() {
 		errs = append(errs, n.Resume())
 		if !n.Running() {

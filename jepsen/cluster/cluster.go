@@ -52,6 +52,9 @@ type Config struct {
 	// StoreArgs are extra arguments for every store, after the harness's
 	// own (for example --raft-rtt-ms 50).
 	StoreArgs []string
+	// DelayProxy routes every store's Raft and gRPC connections to the
+	// other stores through the harness's delay proxy (see SetDelay).
+	DelayProxy bool
 	// Logger gets the cluster's events (default: discard).
 	Logger *slog.Logger
 }
@@ -89,6 +92,8 @@ type Cluster struct {
 	nodes  []*Node
 	log    *slog.Logger
 
+	proxy *proxy
+
 	mu      sync.Mutex
 	closed  bool
 	crashes []Crash
@@ -124,6 +129,11 @@ func New(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	if err := c.setupNetwork(ctx); err != nil {
 		return nil, errors.Join(err, c.Close())
+	}
+	if cfg.DelayProxy {
+		if err := c.startProxy(ctx); err != nil {
+			return nil, errors.Join(err, c.Close())
+		}
 	}
 	return c, nil
 }
@@ -315,6 +325,9 @@ func (c *Cluster) Close() error {
 	var errs []error
 	for _, n := range c.nodes {
 		n.stop()
+	}
+	if c.proxy != nil {
+		c.proxy.close()
 	}
 	for _, n := range c.nodes {
 		killNamespace(ctx, n.NS)

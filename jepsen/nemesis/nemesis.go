@@ -12,13 +12,14 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/bifrost-mq/bifrost/jepsen/cluster"
 )
 
 // Names lists every nemesis New knows.
 var Names = []string{"partition-one", "partition-halves", "partition-ring", "partition-bridge",
-	"kill", "kill-minority", "pause", "leader-transfer", "split", "merge", "move", "split-merge-move"}
+	"kill", "kill-minority", "pause", "delay", "leader-transfer", "split", "merge", "move", "split-merge-move"}
 
 // SplitKeyFunc picks a split point for the split nemesis.
 type SplitKeyFunc func(rng *rand.Rand) string
@@ -35,6 +36,8 @@ func New(name string, splitKey SplitKeyFunc) (Nemesis, error) {
 		return &Kill{Minority: true}, nil
 	case "pause":
 		return &Pause{}, nil
+	case "delay":
+		return &Delay{}, nil
 	case "leader-transfer":
 		return LeaderTransfer{}, nil
 	case "split":
@@ -201,6 +204,34 @@ func (p *Pause) Stop(context.Context, *cluster.Cluster) error {
 		}
 	}
 	p.paused = nil
+	return nil
+}
+
+// Delay slows a random store's links to and from every other store by
+// 100-300 ms through the delay proxy (the cluster needs DelayProxy).
+type Delay struct{}
+
+func (Delay) Name() string { return "delay" }
+
+func (Delay) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	slow := shuffled(rng, c.Stores())[0]
+	d := time.Duration(100+rng.IntN(201)) * time.Millisecond
+	for _, other := range c.Stores() {
+		if other == slow {
+			continue
+		}
+		if err := c.SetDelay(slow, other, d); err != nil {
+			return "", err
+		}
+		if err := c.SetDelay(other, slow, d); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("%s's links delayed %v", slow.Name, d), nil
+}
+
+func (Delay) Stop(_ context.Context, c *cluster.Cluster) error {
+	c.ClearDelays()
 	return nil
 }
 

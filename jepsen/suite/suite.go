@@ -78,7 +78,9 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 		return jepsen.Config{}, fmt.Errorf("unknown workload %q (%s)", spec.Workload, strings.Join(Workloads, ", "))
 	}
 	var nems []jepsen.Nemesis
+	proxy := false
 	for _, name := range spec.Nemeses {
+		proxy = proxy || strings.TrimSpace(name) == "delay"
 		n, err := nemesis.New(strings.TrimSpace(name), splitKey)
 		if err != nil {
 			return jepsen.Config{}, err
@@ -95,7 +97,7 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 		// schedule's terms, so that a seed replays the same moves.
 		StoreArgs: []string{"--balancer-paused", "--raft-rtt-ms", "50"},
 		Workload:  wl, Nemeses: nems, Seed: o.Seed, Duration: spec.Duration, FaultEvery: spec.FaultEvery,
-		KeepData: o.KeepData, Logger: o.Logger,
+		DelayProxy: proxy, KeepData: o.KeepData, Logger: o.Logger,
 	}, nil
 }
 
@@ -116,7 +118,7 @@ func fullSuite() []Spec {
 	var out []Spec
 	faults := [][]string{
 		{"partition-one"}, {"partition-halves"}, {"partition-ring"}, {"partition-bridge"},
-		{"kill"}, {"kill-minority"}, {"pause"}, {"leader-transfer"},
+		{"kill"}, {"kill-minority"}, {"pause"}, {"delay"}, {"leader-transfer"},
 	}
 	for _, w := range []string{"register", "set"} {
 		for _, f := range faults {
