@@ -71,7 +71,11 @@ func TestClusterLifecycle(t *testing.T) {
 	if err := n3.Pause(); err != nil {
 		t.Fatal(err)
 	}
-	if !n3.Paused() || !strings.Contains(procState(t, n3), "T") {
+	// SIGSTOP takes effect asynchronously: wait for the stopped state.
+	for deadline := time.Now().Add(3 * time.Second); procState(t, n3) != "T" && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !n3.Paused() || procState(t, n3) != "T" {
 		t.Errorf("n3 paused: Paused()=%v, state %q, want stopped (T)", n3.Paused(), procState(t, n3))
 	}
 	if err := n3.Resume(); err != nil {

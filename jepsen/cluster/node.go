@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -236,9 +237,13 @@ func (n *Node) Wipe() error {
 // stop ends the process for good, at Close.
 func (n *Node) stop() { _ = n.Kill() }
 
-// WaitReady waits until a linearizable read of probeKey through this store
-// succeeds.
+// WaitReady waits until the store's /healthz says it is up (its gRPC
+// server may take requests a moment before the store can route them) and
+// then until a linearizable read of probeKey through it succeeds.
 func (n *Node) WaitReady(ctx context.Context, probeKey string) error {
+	if err := n.waitHealthy(ctx); err != nil {
+		return err
+	}
 	cl, err := dial(n)
 	if err != nil {
 		return err
@@ -272,4 +277,36 @@ func (n *Node) pid() string {
 		return ""
 	}
 	return strconv.Itoa(n.proc.cmd.Process.Pid)
+}
+
+// HTTPAddr is the node's admin HTTP address (/healthz, /metrics).
+func (n *Node) HTTPAddr() string {
+	if n.Role == RoleFrontend {
+		return fmt.Sprintf("%s:%d", n.IP, FrontendHTTPPort)
+	}
+	return fmt.Sprintf("%s:%d", n.IP, HTTPPort)
+}
+
+func (n *Node) waitHealthy(ctx context.Context) error {
+	hc := &http.Client{Timeout: time.Second}
+	var last error
+	for {
+		if !n.Running() {
+			return fmt.Errorf("%s is not running (log: %s)", n.Name, n.LogPath())
+		}
+		resp, err := hc.Get("http://" + n.HTTPAddr() + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("healthz: %s", resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not healthy: %w (last: %v)", n.Name, ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
