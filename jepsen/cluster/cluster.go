@@ -259,7 +259,8 @@ func (c *Cluster) recordCrash(n *Node, err error) {
 	c.log.Error("node exited on its own", "node", n.Name, "err", msg)
 }
 
-// lastPanic returns the last "panic: " line of a log, cut short.
+// lastPanic returns the last "panic: " line of a log, cut short, and the
+// first bifrost function of its stack.
 func lastPanic(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -269,11 +270,18 @@ func lastPanic(path string) string {
 	if i < 0 {
 		return ""
 	}
-	line, _, _ := strings.Cut(string(b[i+1:]), "\n")
-	if len(line) > 300 {
-		line = line[:300] + "…"
+	lines := strings.SplitN(string(b[i+1:]), "\n", 60)
+	msg := lines[0]
+	if len(msg) > 300 {
+		msg = msg[:300] + "…"
 	}
-	return line
+	for _, l := range lines[1:] {
+		if strings.HasPrefix(l, "github.com/bifrost-mq/bifrost/") {
+			fn, _, _ := strings.Cut(strings.TrimPrefix(l, "github.com/bifrost-mq/bifrost/"), "(0x")
+			return msg + " at " + fn
+		}
+	}
+	return msg
 }
 
 // Crashes returns the node exits nobody caused.
