@@ -110,9 +110,12 @@ func (c *Config) Validate() error {
 
 // Results is results.json.
 type Results struct {
-	Workload string            `json:"workload"`
-	Nemeses  []string          `json:"nemeses"`
-	Seed     uint64            `json:"seed"`
+	Workload string   `json:"workload"`
+	Nemeses  []string `json:"nemeses"`
+	Seed     uint64   `json:"seed"`
+	// Started is the wall-clock time of the history's time 0, to line the
+	// history up with the nodes' logs.
+	Started  time.Time         `json:"started"`
 	Valid    Verdict           `json:"valid"`
 	Checkers map[string]Result `json:"checkers"`
 	// Ops counts client operations by completion type.
@@ -166,6 +169,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		return res, err
 	}
 	defer rec.Close()
+	res.Started = rec.Start().UTC()
 	nodesDir := filepath.Join(cfg.Dir, "nodes")
 	c, err := cluster.New(ctx, cluster.Config{Binary: cfg.Binary, Dir: nodesDir, Stores: cfg.Stores, Frontends: cfg.Frontends, StoreArgs: cfg.StoreArgs, DelayProxy: cfg.DelayProxy, Logger: log})
 	if err != nil {

@@ -106,7 +106,7 @@ var Suites = map[string][]Spec{
 	// ci: a few minutes in total on two cores; every workload, and between
 	// them every kind of fault.
 	"ci": {
-		{Workload: "register", Nemeses: []string{"partition-one", "partition-halves", "kill", "pause", "leader-transfer"}, Duration: 30 * time.Second},
+		{Workload: "register", Nemeses: []string{"partition-one", "partition-halves", "kill", "pause", "delay", "leader-transfer"}, Duration: 30 * time.Second},
 		{Workload: "set", Nemeses: []string{"partition-ring", "kill", "split-merge-move"}, Duration: 20 * time.Second},
 		{Workload: "moving-keys", Nemeses: []string{"split-merge-move"}, Duration: 25 * time.Second, FaultEvery: time.Second},
 	},
