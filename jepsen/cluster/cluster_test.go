@@ -20,7 +20,7 @@ func reachable(from *Node, addr string) bool {
 }
 
 // TestClusterLifecycle: three stores in their own namespaces form a
-// cluster; a partition rule inside a receiver's namespace cuts exactly that
+// cluster, and a frontend in a fourth takes MQTT connections; a partition rule inside a receiver's namespace cuts exactly that
 // direction; kill, pause and restart act on the real process; Close leaves
 // no namespace, link or process behind.
 func TestClusterLifecycle(t *testing.T) {
@@ -30,7 +30,7 @@ func TestClusterLifecycle(t *testing.T) {
 	bin := testbin.Bifrost(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := New(ctx, Config{Binary: bin, Dir: t.TempDir(), Stores: 3})
+	c, err := New(ctx, Config{Binary: bin, Dir: t.TempDir(), Stores: 3, Frontends: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,6 +47,12 @@ func TestClusterLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	n1, n2, n3 := c.Stores()[0], c.Stores()[1], c.Stores()[2]
+	f1 := c.Frontends()[0]
+	for deadline := time.Now().Add(30 * time.Second); !reachable(n1, f1.MQTTAddr()); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) || !f1.Running() {
+			t.Fatalf("frontend %s (running %v) takes no MQTT connection on %s", f1.Name, f1.Running(), f1.MQTTAddr())
+		}
+	}
 	if !reachable(n2, n1.GRPCAddr()) || !reachable(n1, n2.GRPCAddr()) {
 		t.Fatal("n1 and n2 cannot reach each other before any partition")
 	}

@@ -21,8 +21,9 @@ type Spec struct {
 	Workload string
 	Nemeses  []string
 	Duration time.Duration
-	// Stores is the cluster size (default 3).
-	Stores int
+	// Stores is the cluster size (default 3); Frontends the number of MQTT
+	// frontends (default 0: the KV workloads use none).
+	Stores, Frontends int
 	// FaultEvery is the mean quiet time between faults (default
 	// Config's); the admin nemeses run faster than the others.
 	FaultEvery time.Duration
@@ -92,7 +93,7 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 		dir = abs
 	}
 	return jepsen.Config{
-		Dir: dir, Binary: o.Binary, BuildTags: o.BuildTags, Stores: stores, Concurrency: o.Concurrency,
+		Dir: dir, Binary: o.Binary, BuildTags: o.BuildTags, Stores: stores, Frontends: spec.Frontends, Concurrency: o.Concurrency,
 		// The balancer stays paused: the nemeses move ranges on the
 		// schedule's terms, so that a seed replays the same moves.
 		StoreArgs: []string{"--balancer-paused", "--raft-rtt-ms", "50"},

@@ -42,7 +42,7 @@ type options struct {
 	workload, nemeses, suite, bin, tags, out string
 	duration                                 time.Duration
 	seed                                     uint64
-	stores, concurrency                      int
+	stores, frontends, concurrency           int
 	keep, verbose                            bool
 	checkTimeout, faultEvery                 time.Duration
 }
@@ -71,6 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long the clients run")
 	fs.Uint64Var(&o.seed, "seed", 0, "seed of the schedule and the operations (0: a random one, printed)")
 	fs.IntVar(&o.stores, "stores", 3, "storage nodes")
+	fs.IntVar(&o.frontends, "frontends", 0, "MQTT frontends, each in its own namespace")
 	fs.IntVar(&o.concurrency, "concurrency", 0, "client workers (default 2 per store)")
 	fs.StringVar(&o.bin, "bin", "", "bifrost binary (default: go build ./cmd/bifrost, with -bugzoo tags)")
 	fs.StringVar(&o.tags, "bugzoo", "", "build tags of a bug-zoo fault to build in (e.g. bugzoo_stale_read)")
@@ -116,7 +117,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if every == 0 && o.nemeses == "split-merge-move" {
 			every = time.Second
 		}
-		specs = []suite.Spec{{Workload: o.workload, Nemeses: nems, Duration: o.duration, Stores: o.stores, FaultEvery: every}}
+		specs = []suite.Spec{{Workload: o.workload, Nemeses: nems, Duration: o.duration, Stores: o.stores, Frontends: o.frontends, FaultEvery: every}}
 	}
 	bin, err := binary(ctx, o, stderr)
 	if err != nil {
