@@ -53,6 +53,16 @@ type Client interface {
 	Close() error
 }
 
+// Observer is implemented by a client that sees events it did not invoke
+// (an MQTT subscriber's deliveries). Before the run the harness hands it
+// record, which puts one such event in the history as an operation that
+// completed at once (an invocation and an OK with the same F, Key, Value
+// and time) under a process of the client's own; record is safe to call
+// from any goroutine until the client is closed.
+type Observer interface {
+	Observe(record func(op history.Op))
+}
+
 // Verdict is a checker's judgement.
 type Verdict string
 

@@ -206,6 +206,9 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		}
 		clients[w] = cl
 		defer cl.Close()
+		if o, ok := cl.(Observer); ok {
+			o.Observe(observer(rec, observerProcess+w, cl.Node()))
+		}
 	}
 
 	// Clients and the nemesis run for Duration; then everything heals.
@@ -312,6 +315,23 @@ func runWorker(ctx context.Context, cfg Config, rec *history.Recorder, cl Client
 	}
 }
 
+// observerProcess+w is the process of worker w's observed events.
+const observerProcess = 2_000_000
+
+// observer records an observed event as an operation done at once.
+func observer(rec *history.Recorder, process int, node string) func(history.Op) {
+	var mu sync.Mutex
+	return func(op history.Op) {
+		mu.Lock()
+		defer mu.Unlock()
+		op.Process, op.Node, op.Time, op.Error = process, node, rec.Now(), ""
+		op.Type = history.Invoke
+		rec.Record(op)
+		op.Type = history.OK
+		rec.Record(op)
+	}
+}
+
 // finalProcess is the first process number of the final operations, after
 // every worker's.
 const finalProcess = 1_000_000
@@ -376,6 +396,7 @@ func availability(cfg Config, pairs []history.Pair, faults []history.Fault, star
 	var ok int
 	for _, p := range pairs {
 		if p.Invoke.Process < finalProcess && p.Completion.Type == history.OK && p.Completion.Time <= end {
+			// Workers' own operations only: not final ones, not observations.
 			ok++
 		}
 	}
