@@ -54,9 +54,12 @@ jepsen-ci: jepsen-deps build $(JEPSEN_BIN)
 # The harness's own tests on real clusters (the bug zoo caught, each fault
 # by its checker; the short profile valid), then the full suite: every
 # workload against every fault, a minute or more each.
+# Both parts run; the target fails if either does.
 jepsen: jepsen-deps build $(JEPSEN_BIN)
-	BIFROST_JEPSEN=1 JEPSEN_BIFROST=$(CURDIR)/$(BIN) $(GO) test -p 1 -count=1 -timeout 40m -v ./jepsen/...
-	$(JEPSEN_BIN) -bin $(BIN) -suite full -out $(JEPSEN_OUT)
+	@status=0; \
+	BIFROST_JEPSEN=1 JEPSEN_BIFROST=$(CURDIR)/$(BIN) $(GO) test -p 1 -count=1 -timeout 40m -v ./jepsen/... || status=1; \
+	$(JEPSEN_BIN) -bin $(BIN) -suite full -out $(JEPSEN_OUT) || status=1; \
+	exit $$status
 
 FORCE:
 
