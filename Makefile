@@ -4,7 +4,7 @@ PKGS := ./...
 RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/...
 BIN := bin/bifrost
 
-.PHONY: all build test test-deps test-unit lint generate bench bench-mqtt clean
+.PHONY: all build test test-deps test-unit lint generate bench bench-mqtt clean jepsen jepsen-ci jepsen-deps
 
 all: build
 
@@ -32,6 +32,36 @@ generate:
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I . --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
 		kvstore/kvpb/kv.proto ranges/rangespb/ranges.proto coprocessors/dist/distpb/dist.proto coprocessors/retain/retainpb/retain.proto coprocessors/inbox/inboxpb/inbox.proto balancer/balancerpb/balancer.proto mqtt/mqttpb/frontend.proto
+
+# The consistency harness (jepsen/) runs bifrost processes in network
+# namespaces and cuts them apart with iptables: it needs root, iproute2 and
+# iptables. Each run leaves its directory (config, history, results.json,
+# plots, porcupine's HTML, the nodes' logs) under $(JEPSEN_OUT).
+JEPSEN_OUT ?= jepsen-results
+JEPSEN_BIN := bin/jepsen
+
+jepsen-deps:
+	@command -v ip >/dev/null && command -v iptables >/dev/null || (apt-get update && apt-get install -y iproute2 iptables)
+
+$(JEPSEN_BIN): FORCE
+	$(GO) build -o $(JEPSEN_BIN) ./jepsen/cmd/jepsen
+
+# The short profile: every workload, every kind of fault, a few minutes in
+# all; exits non-zero when any run is invalid or undecided.
+jepsen-ci: jepsen-deps build $(JEPSEN_BIN)
+	$(JEPSEN_BIN) -bin $(BIN) -suite ci -out $(JEPSEN_OUT)
+
+# The harness's own tests on real clusters (the bug zoo caught, each fault
+# by its checker; the short profile valid), then the full suite: every
+# workload against every fault, a minute or more each.
+# Both parts run; the target fails if either does.
+jepsen: jepsen-deps build $(JEPSEN_BIN)
+	@status=0; \
+	BIFROST_JEPSEN=1 JEPSEN_BIFROST=$(CURDIR)/$(BIN) $(GO) test -p 1 -count=1 -timeout 40m -v ./jepsen/... || status=1; \
+	$(JEPSEN_BIN) -bin $(BIN) -suite full -out $(JEPSEN_OUT) || status=1; \
+	exit $$status
+
+FORCE:
 
 bench:
 	$(GO) test -run '^$$' -bench BenchmarkIdleConnection -benchtime 1x ./mqtt/

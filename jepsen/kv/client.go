@@ -1,0 +1,163 @@
+// Package kv holds the harness's workloads on the store's key-value API
+// (the `kv` keyspace through a store's gRPC KV service): a register per key
+// checked linearizable with porcupine (Register; with many keys and a
+// nemesis that splits, merges and moves ranges it is the moving-keys
+// workload), and a grow-only set checked for lost and unexpected elements
+// after a final read (Set).
+//
+// Errors decide an operation's completion: a read that errs is a fail (it
+// changed nothing); a write that the server refused as malformed is a fail;
+// any other write error (a timeout, an unavailable range, a lost
+// connection) is info, since the write may have applied.
+package kv
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/bifrost-mq/bifrost/jepsen/cluster"
+	"github.com/bifrost-mq/bifrost/jepsen/history"
+	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
+)
+
+// Args are an invocation's arguments: the value a write writes; a CAS
+// writes Value where the key holds From.
+type Args struct {
+	Value string `json:"value,omitempty"`
+	From  string `json:"from,omitempty"`
+}
+
+// Result is what a read found, or what a CAS that did not write found.
+type Result struct {
+	Value string `json:"value"`
+	Found bool   `json:"found"`
+}
+
+// Operation names.
+const (
+	FRead  = "read"
+	FWrite = "write"
+	FCAS   = "cas"
+	FAdd   = "add"
+	// FReadAll reads every key under a prefix (the Key), in one scan.
+	FReadAll = "read-all"
+)
+
+// client is a worker's connection to one store.
+type client struct {
+	node string
+	cl   *ranges.Client
+}
+
+func newClient(c *cluster.Cluster, worker int) (*client, error) {
+	stores := c.Stores()
+	n := stores[worker%len(stores)]
+	cl, err := ranges.Dial(n.GRPCAddr())
+	if err != nil {
+		return nil, err
+	}
+	return &client{node: n.Name, cl: cl}, nil
+}
+
+func (c *client) Node() string { return c.node }
+
+func (c *client) Close() error { return c.cl.Close() }
+
+func mustJSON(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// writeFailure is the completion of a write that returned err: fail when
+// the request certainly never reached a store (gRPC could not connect) or
+// was refused as malformed, info otherwise.
+func writeFailure(op history.Op, err error) history.Op {
+	op.Error = err.Error()
+	op.Type = history.Info
+	if errors.Is(err, ranges.ErrBadRequest) || neverSent(err) {
+		op.Type = history.Fail
+	}
+	return op
+}
+
+// neverSent reports whether gRPC failed the call before sending it: the
+// connection to the store could not be made (the store is down), so the
+// store never saw the request.
+func neverSent(err error) bool {
+	return errors.Is(err, ranges.ErrUnavailable) && strings.Contains(err.Error(), "Error while dialing")
+}
+
+func (c *client) Invoke(ctx context.Context, op history.Op) history.Op {
+	var args Args
+	if len(op.Value) > 0 {
+		if err := json.Unmarshal(op.Value, &args); err != nil {
+			op.Type, op.Error = history.Fail, "bad arguments: "+err.Error()
+			return op
+		}
+	}
+	op.Value = nil
+	switch op.F {
+	case FRead:
+		v, found, err := c.cl.Get(ctx, []byte(op.Key))
+		if err != nil {
+			op.Type, op.Error = history.Fail, err.Error()
+			return op
+		}
+		op.Type, op.Value = history.OK, mustJSON(Result{Value: string(v), Found: found})
+	case FWrite, FAdd:
+		if err := c.cl.Put(ctx, []byte(op.Key), []byte(args.Value)); err != nil {
+			return writeFailure(op, err)
+		}
+		op.Type = history.OK
+	case FCAS:
+		ok, cur, err := c.cl.CompareAndSwap(ctx, []byte(op.Key), []byte(args.From), []byte(args.Value))
+		if err != nil {
+			return writeFailure(op, err)
+		}
+		if ok {
+			op.Type = history.OK
+			return op
+		}
+		// The CAS found another value: it did not write, and what it found
+		// is a linearizable observation of the key. (No Error: the store
+		// answered; the harness backs off only after errors.)
+		op.Type = history.Fail
+		op.Value = mustJSON(Result{Value: string(cur), Found: cur != nil})
+	case FReadAll:
+		keys, err := c.scan(ctx, op.Key)
+		if err != nil {
+			op.Type, op.Error = history.Fail, err.Error()
+			return op
+		}
+		op.Type, op.Value = history.OK, mustJSON(keys)
+	default:
+		op.Type, op.Error = history.Fail, fmt.Sprintf("unknown operation %q", op.F)
+	}
+	return op
+}
+
+// scan returns every key under prefix.
+func (c *client) scan(ctx context.Context, prefix string) ([]string, error) {
+	var keys []string
+	start, end := []byte(prefix), append([]byte(prefix), 0xff)
+	for {
+		resp, err := c.cl.KV.Scan(ctx, &rangespb.ScanRequest{Start: start, End: end, Limit: 1000})
+		if err != nil {
+			return nil, ranges.FromStatus(err)
+		}
+		for _, p := range resp.Pairs {
+			keys = append(keys, string(p.Key))
+		}
+		if !resp.More {
+			return keys, nil
+		}
+		start = resp.NextKey
+	}
+}

@@ -1,0 +1,231 @@
+package nemesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/bifrost-mq/bifrost/jepsen/cluster"
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
+)
+
+// admin dials a random store that runs and is not paused.
+func admin(c *cluster.Cluster, rng *rand.Rand) (*ranges.Client, error) {
+	for _, n := range shuffled(rng, c.Stores()) {
+		if n.Running() && !n.Paused() {
+			return ranges.Dial(n.GRPCAddr())
+		}
+	}
+	return nil, errors.New("no store is up")
+}
+
+// kvRanges lists the ranges of the kv keyspace, ordered by start key.
+func kvRanges(ctx context.Context, cl *ranges.Client) ([]*rangespb.RangeInfo, error) {
+	resp, err := cl.Admin.Ranges(ctx, &rangespb.RangesRequest{})
+	if err != nil {
+		return nil, ranges.FromStatus(err)
+	}
+	var out []*rangespb.RangeInfo
+	for _, r := range resp.Ranges {
+		if r.Range.GetKeyspace() == kvpb.Keyspace_KEYSPACE_KV && r.Range.GetState() == kvpb.RangeState_RANGE_STATE_NORMAL {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// LeaderTransfer moves the leadership of a random kv range to a random
+// other replica.
+type LeaderTransfer struct{}
+
+func (LeaderTransfer) Name() string    { return "leader-transfer" }
+func (LeaderTransfer) Momentary() bool { return true }
+
+func (LeaderTransfer) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	cl, err := admin(c, rng)
+	if err != nil {
+		return "", err
+	}
+	defer cl.Close()
+	rs, err := kvRanges(ctx, cl)
+	if err != nil || len(rs) == 0 {
+		return "", fmt.Errorf("list ranges: %v", err)
+	}
+	r := rs[rng.IntN(len(rs))]
+	var others []*kvpb.Replica
+	for _, rep := range r.Range.Replicas {
+		if rep.ReplicaId != r.LeaderReplicaId {
+			others = append(others, rep)
+		}
+	}
+	if len(others) == 0 {
+		return "", fmt.Errorf("range %d has no replica but its leader", r.Range.Id)
+	}
+	to := others[rng.IntN(len(others))]
+	_, err = cl.Admin.TransferLeader(ctx, &rangespb.TransferLeaderRequest{RangeId: r.Range.Id, StoreId: to.StoreId})
+	return fmt.Sprintf("range %d leader to store %d", r.Range.Id, to.StoreId), ranges.FromStatus(err)
+}
+
+func (LeaderTransfer) Stop(context.Context, *cluster.Cluster) error { return nil }
+
+// Split splits the kv keyspace at a key the workload picks.
+type Split struct{ Key SplitKeyFunc }
+
+func (*Split) Name() string    { return "split" }
+func (*Split) Momentary() bool { return true }
+
+func (s *Split) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	if s.Key == nil {
+		return "", errors.New("split: the workload gives no split keys")
+	}
+	cl, err := admin(c, rng)
+	if err != nil {
+		return "", err
+	}
+	defer cl.Close()
+	key := s.Key(rng)
+	resp, err := cl.Admin.Split(ctx, &rangespb.SplitRequest{Keyspace: "kv", Key: []byte(key)})
+	if err != nil {
+		return "split at " + key, ranges.FromStatus(err)
+	}
+	return fmt.Sprintf("split range %d at %s: new range %d", resp.Left.GetId(), key, resp.Right.GetId()), nil
+}
+
+func (*Split) Stop(context.Context, *cluster.Cluster) error { return nil }
+
+// Merge merges a random kv range with its right neighbour.
+type Merge struct{}
+
+func (Merge) Name() string    { return "merge" }
+func (Merge) Momentary() bool { return true }
+
+func (Merge) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	cl, err := admin(c, rng)
+	if err != nil {
+		return "", err
+	}
+	defer cl.Close()
+	rs, err := kvRanges(ctx, cl)
+	if err != nil {
+		return "", err
+	}
+	if len(rs) < 2 {
+		return "one kv range: nothing to merge", nil
+	}
+	// Any range but the last has a right neighbour in the keyspace.
+	var left *rangespb.RangeInfo
+	for _, r := range rs {
+		if len(r.Range.End) > 0 {
+			if left == nil || rng.IntN(2) == 0 {
+				left = r
+			}
+		}
+	}
+	if left == nil {
+		return "no kv range has a right neighbour", nil
+	}
+	resp, err := cl.Admin.Merge(ctx, &rangespb.MergeRequest{RangeId: left.Range.Id})
+	if err != nil {
+		return fmt.Sprintf("merge range %d with its right neighbour", left.Range.Id), ranges.FromStatus(err)
+	}
+	return fmt.Sprintf("merged into range %d [%q, %q)", resp.Range.Id, resp.Range.Start, resp.Range.End), nil
+}
+
+func (Merge) Stop(context.Context, *cluster.Cluster) error { return nil }
+
+// Move moves a replica of a random kv range to a store that has none (with
+// more stores than replicas); when every store holds one, it removes a
+// random follower's replica and adds a new replica on that store again.
+type Move struct{}
+
+func (Move) Name() string    { return "move" }
+func (Move) Momentary() bool { return true }
+
+func (Move) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	cl, err := admin(c, rng)
+	if err != nil {
+		return "", err
+	}
+	defer cl.Close()
+	rs, err := kvRanges(ctx, cl)
+	if err != nil || len(rs) == 0 {
+		return "", fmt.Errorf("list ranges: %v", err)
+	}
+	r := rs[rng.IntN(len(rs))]
+	members, err := cl.Admin.Cluster(ctx, &rangespb.ClusterRequest{})
+	if err != nil {
+		return "", ranges.FromStatus(err)
+	}
+	holds := map[uint64]bool{}
+	var followers []uint64
+	for _, rep := range r.Range.Replicas {
+		holds[rep.StoreId] = true
+		if rep.ReplicaId != r.LeaderReplicaId {
+			followers = append(followers, rep.StoreId)
+		}
+	}
+	var free []uint64
+	nodeOf := map[uint64]*cluster.Node{}
+	for _, m := range members.Members {
+		if m.Role != "store" || m.StoreId == 0 {
+			continue
+		}
+		if n := c.Node(m.Name); n != nil {
+			nodeOf[m.StoreId] = n
+		}
+		if !holds[m.StoreId] {
+			free = append(free, m.StoreId)
+		}
+	}
+	if len(followers) == 0 {
+		return "", fmt.Errorf("range %d has no follower", r.Range.Id)
+	}
+	sort.Slice(free, func(i, j int) bool { return free[i] < free[j] })
+	sort.Slice(followers, func(i, j int) bool { return followers[i] < followers[j] })
+	from := followers[rng.IntN(len(followers))]
+	// A store refuses to remove its own replica: the changes go through
+	// another store, one that is up.
+	var via *ranges.Client
+	for _, n := range shuffled(rng, c.Stores()) {
+		if n != nodeOf[from] && n.Running() && !n.Paused() {
+			if via, err = ranges.Dial(n.GRPCAddr()); err != nil {
+				return "", err
+			}
+			break
+		}
+	}
+	if via == nil {
+		return "", errors.New("no other store is up")
+	}
+	defer via.Close()
+	id := r.Range.Id
+	label := func(id uint64) string {
+		if n := nodeOf[id]; n != nil {
+			return n.Name
+		}
+		return fmt.Sprintf("store %d", id)
+	}
+	if len(free) > 0 {
+		to := free[rng.IntN(len(free))]
+		if _, err := via.Admin.AddReplica(ctx, &rangespb.AddReplicaRequest{RangeId: id, StoreId: to}); err != nil {
+			return fmt.Sprintf("range %d: add a replica on %s", id, label(to)), ranges.FromStatus(err)
+		}
+		if _, err := via.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: id, StoreId: from}); err != nil {
+			return fmt.Sprintf("range %d: added %s, remove %s", id, label(to), label(from)), ranges.FromStatus(err)
+		}
+		return fmt.Sprintf("range %d moved from %s to %s", id, label(from), label(to)), nil
+	}
+	if _, err := via.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: id, StoreId: from}); err != nil {
+		return fmt.Sprintf("range %d: remove %s", id, label(from)), ranges.FromStatus(err)
+	}
+	if _, err := via.Admin.AddReplica(ctx, &rangespb.AddReplicaRequest{RangeId: id, StoreId: from}); err != nil {
+		return fmt.Sprintf("range %d: removed %s, add it back", id, label(from)), ranges.FromStatus(err)
+	}
+	return fmt.Sprintf("range %d: replica on %s removed and added anew", id, label(from)), nil
+}
+
+func (Move) Stop(context.Context, *cluster.Cluster) error { return nil }

@@ -1,0 +1,261 @@
+// Package nemesis holds the harness's faults (jepsen.Nemesis): network
+// partitions made with iptables inside the receiving node's namespace
+// (one node isolated, random halves, a ring of majorities, a bridge),
+// process kills and pauses, and the store's own disruptions through its
+// admin API (leader transfer, split, merge, replica move) done while the
+// clients run. Each chooses its targets with the schedule's seeded rng.
+package nemesis
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/jepsen/cluster"
+)
+
+// Names lists every nemesis New knows.
+var Names = []string{"partition-one", "partition-halves", "partition-ring", "partition-bridge",
+	"kill", "kill-minority", "pause", "delay", "leader-transfer", "split", "merge", "move", "split-merge-move"}
+
+// SplitKeyFunc picks a split point for the split nemesis.
+type SplitKeyFunc func(rng *rand.Rand) string
+
+// New returns the named nemesis; splitKey picks split points (needed by
+// split and split-merge-move).
+func New(name string, splitKey SplitKeyFunc) (Nemesis, error) {
+	switch name {
+	case "partition-one", "partition-halves", "partition-ring", "partition-bridge":
+		return &Partition{Mode: strings.TrimPrefix(name, "partition-")}, nil
+	case "kill":
+		return &Kill{}, nil
+	case "kill-minority":
+		return &Kill{Minority: true}, nil
+	case "pause":
+		return &Pause{}, nil
+	case "delay":
+		return &Delay{}, nil
+	case "leader-transfer":
+		return LeaderTransfer{}, nil
+	case "split":
+		return &Split{Key: splitKey}, nil
+	case "merge":
+		return Merge{}, nil
+	case "move":
+		return Move{}, nil
+	case "split-merge-move":
+		return &Mix{Label: name, Of: []Nemesis{&Split{Key: splitKey}, Merge{}, Move{}, LeaderTransfer{}}}, nil
+	}
+	return nil, fmt.Errorf("unknown nemesis %q (known: %s)", name, strings.Join(Names, ", "))
+}
+
+// Nemesis is jepsen.Nemesis, restated here so this package stands alone.
+type Nemesis interface {
+	Name() string
+	Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error)
+	Stop(ctx context.Context, c *cluster.Cluster) error
+}
+
+func shuffled(rng *rand.Rand, nodes []*cluster.Node) []*cluster.Node {
+	out := append([]*cluster.Node(nil), nodes...)
+	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+func names(nodes []*cluster.Node) string {
+	var s []string
+	for _, n := range nodes {
+		s = append(s, n.Name)
+	}
+	sort.Strings(s)
+	return strings.Join(s, ",")
+}
+
+// Partition cuts the stores' network. Mode:
+//   - one: a random store is cut off from every other (both directions);
+//   - halves: the stores split at random into a minority and a majority;
+//   - ring: a ring of majorities: in a random ring, each store receives
+//     only from itself and the next ⌊n/2⌋ stores, so each sees a majority
+//     and no two see the same one (the cuts are one-way);
+//   - bridge: two halves that cannot talk, and one store that talks to both.
+type Partition struct{ Mode string }
+
+func (p *Partition) Name() string { return "partition-" + p.Mode }
+
+// Grudge computes the partition: for each receiver, the senders whose
+// packets it drops.
+func (p *Partition) Grudge(rng *rand.Rand, stores []*cluster.Node) (map[*cluster.Node][]*cluster.Node, string) {
+	nodes := shuffled(rng, stores)
+	n := len(nodes)
+	drops := map[*cluster.Node][]*cluster.Node{}
+	cut := func(a, b []*cluster.Node) {
+		for _, x := range a {
+			for _, y := range b {
+				drops[x] = append(drops[x], y)
+				drops[y] = append(drops[y], x)
+			}
+		}
+	}
+	switch p.Mode {
+	case "one":
+		cut(nodes[:1], nodes[1:])
+		return drops, nodes[0].Name + " isolated"
+	case "halves":
+		cut(nodes[:n/2], nodes[n/2:])
+		return drops, fmt.Sprintf("{%s} | {%s}", names(nodes[:n/2]), names(nodes[n/2:]))
+	case "bridge":
+		if n < 3 {
+			cut(nodes[:n/2], nodes[n/2:])
+			return drops, fmt.Sprintf("{%s} | {%s}", names(nodes[:n/2]), names(nodes[n/2:]))
+		}
+		// nodes[0] is the bridge; the rest split in two.
+		rest := nodes[1:]
+		cut(rest[:len(rest)/2], rest[len(rest)/2:])
+		return drops, fmt.Sprintf("{%s} | {%s}, bridged by %s", names(rest[:len(rest)/2]), names(rest[len(rest)/2:]), nodes[0].Name)
+	default: // ring
+		var desc []string
+		for i, recv := range nodes {
+			var sees []string
+			for j := 1; j < n; j++ {
+				sender := nodes[(i+j)%n]
+				if j <= n/2 {
+					sees = append(sees, sender.Name)
+					continue
+				}
+				drops[recv] = append(drops[recv], sender)
+			}
+			desc = append(desc, fmt.Sprintf("%s hears %s", recv.Name, strings.Join(sees, ",")))
+		}
+		return drops, strings.Join(desc, "; ")
+	}
+}
+
+func (p *Partition) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	drops, desc := p.Grudge(rng, c.Stores())
+	return desc, c.Partition(ctx, drops)
+}
+
+func (p *Partition) Stop(ctx context.Context, c *cluster.Cluster) error { return c.Heal(ctx) }
+
+// Kill sends SIGKILL to a random store (or a random minority) and restarts
+// it when stopped.
+type Kill struct {
+	Minority bool
+	killed   []*cluster.Node
+}
+
+func (k *Kill) Name() string {
+	if k.Minority {
+		return "kill-minority"
+	}
+	return "kill"
+}
+
+func minority(rng *rand.Rand, stores []*cluster.Node, want bool) []*cluster.Node {
+	count := 1
+	if want {
+		count = 1 + rng.IntN(max(1, (len(stores)-1)/2))
+	}
+	return shuffled(rng, stores)[:count]
+}
+
+func (k *Kill) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	k.killed = minority(rng, c.Stores(), k.Minority)
+	for _, n := range k.killed {
+		if err := n.Kill(); err != nil {
+			return "", err
+		}
+	}
+	return "killed " + names(k.killed), nil
+}
+
+func (k *Kill) Stop(ctx context.Context, _ *cluster.Cluster) error {
+	for _, n := range k.killed {
+		if err := n.Start(ctx); err != nil {
+			return err
+		}
+	}
+	k.killed = nil
+	return nil
+}
+
+// Pause stops a random store with SIGSTOP and continues it when stopped.
+type Pause struct{ paused []*cluster.Node }
+
+func (p *Pause) Name() string { return "pause" }
+
+func (p *Pause) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	p.paused = minority(rng, c.Stores(), false)
+	for _, n := range p.paused {
+		if err := n.Pause(); err != nil {
+			return "", err
+		}
+	}
+	return "paused " + names(p.paused), nil
+}
+
+func (p *Pause) Stop(context.Context, *cluster.Cluster) error {
+	for _, n := range p.paused {
+		if err := n.Resume(); err != nil {
+			return err
+		}
+	}
+	p.paused = nil
+	return nil
+}
+
+// Delay slows a random store's links to and from every other store by
+// 100-300 ms through the delay proxy (the cluster needs DelayProxy).
+type Delay struct{}
+
+func (Delay) Name() string { return "delay" }
+
+func (Delay) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	slow := shuffled(rng, c.Stores())[0]
+	d := time.Duration(100+rng.IntN(201)) * time.Millisecond
+	for _, other := range c.Stores() {
+		if other == slow {
+			continue
+		}
+		if err := c.SetDelay(slow, other, d); err != nil {
+			return "", err
+		}
+		if err := c.SetDelay(other, slow, d); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("%s's links delayed %v", slow.Name, d), nil
+}
+
+func (Delay) Stop(_ context.Context, c *cluster.Cluster) error {
+	c.ClearDelays()
+	return nil
+}
+
+// Mix runs one of its nemeses, chosen at random, each time it starts.
+type Mix struct {
+	Label  string
+	Of     []Nemesis
+	active Nemesis
+}
+
+func (m *Mix) Name() string    { return m.Label }
+func (m *Mix) Momentary() bool { return true }
+
+func (m *Mix) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	m.active = m.Of[rng.IntN(len(m.Of))]
+	desc, err := m.active.Start(ctx, c, rng)
+	return m.active.Name() + ": " + desc, err
+}
+
+func (m *Mix) Stop(ctx context.Context, c *cluster.Cluster) error {
+	if m.active == nil {
+		return nil
+	}
+	err := m.active.Stop(ctx, c)
+	m.active = nil
+	return err
+}

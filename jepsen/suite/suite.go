@@ -1,0 +1,135 @@
+// Package suite names the harness's runs: workloads and nemeses by name,
+// and the profiles (ci, full) that the jepsen command and the Makefile run.
+package suite
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/jepsen"
+	"github.com/bifrost-mq/bifrost/jepsen/kv"
+	"github.com/bifrost-mq/bifrost/jepsen/nemesis"
+)
+
+// Spec names one run of a suite: a workload, the nemeses the schedule
+// draws from, and how long the clients run.
+type Spec struct {
+	Workload string
+	Nemeses  []string
+	Duration time.Duration
+	// Stores is the cluster size (default 3); Frontends the number of MQTT
+	// frontends (default 0: the KV workloads use none).
+	Stores, Frontends int
+	// FaultEvery is the mean quiet time between faults (default
+	// Config's); the admin nemeses run faster than the others.
+	FaultEvery time.Duration
+}
+
+// Workloads are the names Configure knows.
+var Workloads = []string{"register", "set", "moving-keys"}
+
+// Options are a run's settings that are not in its Spec.
+type Options struct {
+	// Out is the directory that gets one directory per run.
+	Out string
+	// Binary is the bifrost binary; BuildTags is recorded with the run.
+	Binary, BuildTags string
+	Seed              uint64
+	Concurrency       int
+	// CheckTimeout bounds porcupine (default 2m).
+	CheckTimeout time.Duration
+	KeepData     bool
+	Logger       *slog.Logger
+}
+
+// Label is the spec's nemeses joined by "+", or "none".
+func (s Spec) Label() string {
+	if len(s.Nemeses) == 0 {
+		return "none"
+	}
+	return strings.Join(s.Nemeses, "+")
+}
+
+// Configure builds the harness's config for a spec.
+func Configure(spec Spec, o Options) (jepsen.Config, error) {
+	stores := spec.Stores
+	if stores == 0 {
+		stores = 3
+	}
+	var wl jepsen.Workload
+	var splitKey nemesis.SplitKeyFunc
+	switch spec.Workload {
+	case "register":
+		wl = kv.NewRegister(kv.RegisterConfig{CheckTimeout: o.CheckTimeout})
+		splitKey = func(rng *rand.Rand) string { return fmt.Sprintf("reg/%06d", rng.IntN(1000)) }
+	case "set":
+		wl = kv.NewSet([]string{kv.SetKey(500), kv.SetKey(1500)})
+		splitKey = func(rng *rand.Rand) string { return kv.SetKey(rng.Int64N(5000)) }
+	case "moving-keys":
+		const keys = 60
+		r := kv.NewMovingKeys(keys)
+		r.SetCheckTimeout(o.CheckTimeout)
+		wl = r
+		splitKey = func(rng *rand.Rand) string { return kv.MovingKey(1 + rng.IntN(keys-1)) }
+	default:
+		return jepsen.Config{}, fmt.Errorf("unknown workload %q (%s)", spec.Workload, strings.Join(Workloads, ", "))
+	}
+	var nems []jepsen.Nemesis
+	proxy := false
+	for _, name := range spec.Nemeses {
+		proxy = proxy || strings.TrimSpace(name) == "delay"
+		n, err := nemesis.New(strings.TrimSpace(name), splitKey)
+		if err != nil {
+			return jepsen.Config{}, err
+		}
+		nems = append(nems, n)
+	}
+	dir := filepath.Join(o.Out, fmt.Sprintf("%s-%s-%s", time.Now().UTC().Format("20060102T150405"), spec.Workload, spec.Label()))
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return jepsen.Config{
+		Dir: dir, Binary: o.Binary, BuildTags: o.BuildTags, Stores: stores, Frontends: spec.Frontends, Concurrency: o.Concurrency,
+		// The balancer stays paused: the nemeses move ranges on the
+		// schedule's terms, so that a seed replays the same moves.
+		StoreArgs: []string{"--balancer-paused", "--raft-rtt-ms", "50"},
+		Workload:  wl, Nemeses: nems, Seed: o.Seed, Duration: spec.Duration, FaultEvery: spec.FaultEvery,
+		DelayProxy: proxy, KeepData: o.KeepData, Logger: o.Logger,
+	}, nil
+}
+
+// Suites are the named profiles of the CLI's -suite flag.
+var Suites = map[string][]Spec{
+	// ci: a few minutes in total on two cores; every workload, and between
+	// them every kind of fault.
+	"ci": {
+		{Workload: "register", Nemeses: []string{"partition-one", "partition-halves", "kill", "pause", "delay", "leader-transfer"}, Duration: 30 * time.Second},
+		{Workload: "set", Nemeses: []string{"partition-ring", "kill", "split-merge-move"}, Duration: 20 * time.Second},
+		{Workload: "moving-keys", Nemeses: []string{"split-merge-move"}, Duration: 25 * time.Second, FaultEvery: time.Second},
+	},
+	// full: every workload against every fault on its own, and mixed.
+	"full": fullSuite(),
+}
+
+func fullSuite() []Spec {
+	var out []Spec
+	faults := [][]string{
+		{"partition-one"}, {"partition-halves"}, {"partition-ring"}, {"partition-bridge"},
+		{"kill"}, {"kill-minority"}, {"pause"}, {"delay"}, {"leader-transfer"},
+	}
+	for _, w := range []string{"register", "set"} {
+		for _, f := range faults {
+			out = append(out, Spec{Workload: w, Nemeses: f, Duration: 60 * time.Second, Stores: 5})
+		}
+		out = append(out, Spec{Workload: w, Nemeses: []string{"split-merge-move"}, Duration: 60 * time.Second, Stores: 4, FaultEvery: time.Second})
+	}
+	out = append(out,
+		Spec{Workload: "moving-keys", Nemeses: []string{"split-merge-move"}, Duration: 90 * time.Second, Stores: 4, FaultEvery: time.Second},
+		Spec{Workload: "moving-keys", Nemeses: []string{"split-merge-move", "kill", "partition-halves"}, Duration: 90 * time.Second, Stores: 5},
+	)
+	return out
+}

@@ -1,0 +1,121 @@
+package suite
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/jepsen"
+	"github.com/bifrost-mq/bifrost/jepsen/cluster"
+	"github.com/bifrost-mq/bifrost/jepsen/internal/testbin"
+)
+
+// EnvIntegration turns on the tests that run real clusters (make jepsen
+// sets it): each takes tens of seconds and builds bifrost, some with a
+// bug-zoo fault.
+const EnvIntegration = "BIFROST_JEPSEN"
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
+}
+
+func requireIntegration(t *testing.T) {
+	t.Helper()
+	if os.Getenv(EnvIntegration) == "" {
+		t.Skipf("runs real clusters for minutes: set %s=1 (make jepsen)", EnvIntegration)
+	}
+	if err := cluster.RequireTools(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runSpec runs one spec against a bifrost built with tags and returns its
+// results; the run's directory is logged when the test fails.
+func runSpec(t *testing.T, tags string, spec Spec, seed uint64) *jepsen.Results {
+	t.Helper()
+	bin := testbin.Bifrost(t, tags)
+	out := t.TempDir()
+	cfg, err := Configure(spec, Options{Out: out, Binary: bin, BuildTags: tags, Seed: seed, CheckTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), spec.Duration+3*time.Minute)
+	defer cancel()
+	res, err := jepsen.Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for name, r := range res.Checkers {
+		t.Logf("%s × %s: %-12s %-8s %s", spec.Workload, spec.Label(), name, r.Valid, r.Summary)
+	}
+	t.Logf("ops %v, %d faults, %s", res.Ops, len(res.Faults), res.Duration)
+	return res
+}
+
+// requireCaught asserts that the run is invalid and that checker is one
+// that says so.
+func requireCaught(t *testing.T, res *jepsen.Results, checker string) jepsen.Result {
+	t.Helper()
+	if res.Valid != jepsen.Invalid {
+		t.Fatalf("the run is %s; the fault must make it invalid", res.Valid)
+	}
+	r := res.Checkers[checker]
+	if r.Valid != jepsen.Invalid {
+		t.Fatalf("checker %s says %s (%s); it is the one meant to catch this fault", checker, r.Valid, r.Summary)
+	}
+	return r
+}
+
+// TestBugzooStaleReadCaught: reads answered from the local replica with no
+// ReadIndex (bugzoo_stale_read) are caught by the register's
+// linearizability check once a partition isolates a store, whose clients
+// then read what it had.
+func TestBugzooStaleReadCaught(t *testing.T) {
+	requireIntegration(t)
+	res := runSpec(t, "bugzoo_stale_read", Spec{Workload: "register", Nemeses: []string{"partition-one"}, Duration: 15 * time.Second}, 11)
+	requireCaught(t, res, "linearizable")
+}
+
+// TestBugzooAckBeforeCommitCaught: writes acknowledged before they commit
+// (bugzoo_ack_before_commit) are caught by the register's linearizability
+// check with no fault at all: a read right after the acknowledgement does
+// not see the write.
+func TestBugzooAckBeforeCommitCaught(t *testing.T) {
+	requireIntegration(t)
+	res := runSpec(t, "bugzoo_ack_before_commit", Spec{Workload: "register", Duration: 10 * time.Second}, 12)
+	requireCaught(t, res, "linearizable")
+}
+
+// TestBugzooSkipCompactionCaught: a split child whose bootstrap log is not
+// compacted (bugzoo_skip_compaction) makes a replica added to it later
+// replay that log onto an empty state machine; the store refuses to
+// diverge and stops, which the harness reports as a node that exited on
+// its own. The set workload splits its keys into child ranges at setup,
+// and the split-merge-move nemesis re-adds their replicas.
+func TestBugzooSkipCompactionCaught(t *testing.T) {
+	requireIntegration(t)
+	res := runSpec(t, "bugzoo_skip_compaction", Spec{Workload: "set", Nemeses: []string{"move"}, Duration: 15 * time.Second, FaultEvery: time.Second}, 13)
+	r := requireCaught(t, res, "crashes")
+	if !strings.Contains(r.Summary, "no descriptor") {
+		t.Fatalf("the node exited, but not on the fail-stop of a replica with no descriptor: %s", r.Summary)
+	}
+	if set := res.Checkers["set"]; set.Valid == jepsen.Invalid {
+		t.Logf("the set checker also found lost elements: %s", set.Summary)
+	}
+}
+
+// TestShortProfileValid: the ci profile (every workload, every kind of
+// fault between them) is valid on the real build.
+func TestShortProfileValid(t *testing.T) {
+	requireIntegration(t)
+	for i, spec := range Suites["ci"] {
+		res := runSpec(t, "", spec, uint64(100+i))
+		if res.Valid != jepsen.Valid {
+			t.Errorf("%s × %s is %s on the real build", spec.Workload, spec.Label(), res.Valid)
+		}
+	}
+}
