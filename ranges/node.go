@@ -146,14 +146,6 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	if cfg.Services != nil {
 		cfg.Services(n.server, n)
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.server.Serve(lis); err != nil {
-			n.log.Error("grpc server stopped", "err", err)
-		}
-	}()
-
 	n.members, err = NewMembership(MembershipConfig{
 		Name: cfg.Name, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.GossipAdvertise, Join: cfg.Join,
 		Fast: cfg.FastGossip, Logger: cfg.Logger,
@@ -166,6 +158,15 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
+	// Serve only now: a request that looks for a route uses the membership.
+	// Until then peers that dial this store are refused and retry.
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.server.Serve(lis); err != nil {
+			n.log.Error("grpc server stopped", "err", err)
+		}
+	}()
 	// A store with an unfinished bootstrap plan finishes it, flag or not.
 	if cfg.BootstrapExpect > 0 || hasBootstrapPlan(cfg.Store.DataDir) {
 		n.wg.Add(1)

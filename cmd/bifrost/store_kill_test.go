@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -145,6 +146,24 @@ func TestStoreProcessesSIGKILLed(t *testing.T) {
 			if m.GrpcAddr == s.grpc {
 				byStore[m.StoreId], storeOf[i] = i, m.StoreId
 			}
+		}
+	}
+	// A fourth store joins and holds no replica (the balancer is paused):
+	// it is healthy all the same once it knows the cluster's ranges.
+	httpAddr := rangestest.FreeAddr(t)
+	startProc(t, bin, "store3.log", "store", "--data", filepath.Join(t.TempDir(), "data"),
+		"--gossip", rangestest.FreeAddr(t), "--join", gossips[0], "--raft", rangestest.FreeAddr(t),
+		"--grpc", rangestest.FreeAddr(t), "--http", httpAddr, "--raft-rtt-ms", "20", "--balancer-paused")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a store with no replica never turned healthy: %v %v", resp, err)
 		}
 	}
 	victim, ok := byStore[leaderStore]
