@@ -15,9 +15,12 @@ build:
 test-deps:
 	@command -v mosquitto_sub >/dev/null || (apt-get update && apt-get install -y mosquitto-clients)
 
-test: lint test-deps
+# Unit and integration tests (race detector on the packages that hold
+# concurrency), then the consistency harness's short profile.
+test: lint test-deps jepsen-deps
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
 	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -E 'bifrost/(kvstore|ranges|coprocessors|balancer|mqtt|cmd/mqttbench)(/|$$)')
+	$(MAKE) jepsen-ci
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
