@@ -244,27 +244,6 @@ func (n *Node) replicaDescriptor(ctx context.Context, storeID, rangeID uint64) (
 	return resp.Range, resp.LogCompacted, nil
 }
 
-// waitCompacted waits until every replica of a range has compacted its
-// bootstrap log (a split child's first compaction), so that a replica added
-// now starts from a snapshot, whichever replica leads.
-func (n *Node) waitCompacted(ctx context.Context, d *kvpb.RangeDescriptor) error {
-	for _, rep := range d.Replicas {
-		for {
-			_, done, err := n.replicaDescriptor(ctx, rep.StoreId, d.Id)
-			if err == nil && done {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("%w: replica %d of range %d on store %d has not compacted its first log yet (%v); retry",
-					ErrUnavailable, rep.ReplicaId, d.Id, rep.StoreId, err)
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}
-	return nil
-}
-
 // resolveMerge decides the fate of a frozen right range. It reads the left
 // range linearizably: if the left covers the right, the merge committed
 // (returns the left). If the left is still at the version the merge was
