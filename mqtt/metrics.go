@@ -16,6 +16,7 @@ type metrics struct {
 	subscriptions prometheus.Gauge
 	routeChanges  *prometheus.CounterVec // add/remove
 	matchCache    *prometheus.CounterVec // hit/miss
+	matchBatch    prometheus.Histogram   // topics per dist match request
 	remote        *prometheus.CounterVec // remote deliveries by result
 }
 
@@ -48,6 +49,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		matchCache: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_match_cache_total", Help: "dist match cache lookups.",
 		}, []string{"result"}),
+		matchBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "bifrost_mqtt_match_batch_topics", Help: "Topics per dist match request (concurrent publishes batched).",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 5),
+		}),
 		remote: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_remote_deliveries_total", Help: "Messages handed to other frontends, by result.",
 		}, []string{"result"}),
@@ -61,6 +66,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.subscriptions = register(reg, m.subscriptions)
 	m.routeChanges = register(reg, m.routeChanges)
 	m.matchCache = register(reg, m.matchCache)
+	m.matchBatch = register(reg, m.matchBatch)
 	m.remote = register(reg, m.remote)
 	return m
 }

@@ -325,12 +325,9 @@ func (s *Server) match(ctx context.Context, tenant, topic, publisher string, see
 	s.m.matchCache.WithLabelValues("miss").Inc()
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	resp, err := s.cfg.Dist.Match(ctx, &distpb.MatchRequest{Tenant: tenant, Topics: []string{topic}, Publisher: publisher, Seed: seed})
+	routes, err := s.matcher.match(ctx, tenant, topic, publisher, seed)
 	if err != nil {
 		return nil, err
-	}
-	if len(resp.Topics) == 1 {
-		routes = resp.Topics[0].Matched
 	}
 	s.cache.put(tenant, topic, gen, routes, now)
 	return routes, nil

@@ -23,6 +23,7 @@ type Server struct {
 	m          *metrics
 	fan        *fanout.Index
 	cache      *matchCache
+	matcher    *matchBatcher
 	peers      peers
 	routeLocks routeLocks
 	owners     ownerSet
@@ -51,12 +52,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("frontend", cfg.ReceiverID), m: newMetrics(cfg.Registerer),
 		fan: fanout.New(), cache: newMatchCache(cfg.MatchCacheTTL),
 		sessions: map[sessionKey]*conn{}, conns: map[*conn]struct{}{},
 		ctx: ctx, cancel: cancel,
-	}, nil
+	}
+	s.matcher = newMatchBatcher(cfg.Dist, cfg.RequestTimeout, func(n int) { s.m.matchBatch.Observe(float64(n)) })
+	return s, nil
 }
 
 // RegisterService registers the Frontend gRPC service (deliveries from

@@ -127,7 +127,11 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 	resp := &distpb.MatchResponse{Topics: make([]*distpb.TopicMatches, len(req.Topics))}
 	for i, topic := range req.Topics {
 		tm := &distpb.TopicMatches{}
-		for _, m := range c.trie.Match(req.Tenant, topic, req.Publisher, req.Seed+uint64(i)) {
+		publisher := req.Publisher
+		if len(req.Publishers) == len(req.Topics) {
+			publisher = req.Publishers[i]
+		}
+		for _, m := range c.trie.Match(req.Tenant, topic, publisher, req.Seed+uint64(i)) {
 			tm.Matched = append(tm.Matched, &distpb.Matched{
 				Receiver:     &distpb.Receiver{Kind: uint32(m.Receiver.Kind), Id: m.Receiver.ID},
 				Subscription: m.Sub.String(),

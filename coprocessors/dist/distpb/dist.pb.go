@@ -436,7 +436,11 @@ type MatchRequest struct {
 	// seed picks the member of $share groups; vary it per message.
 	Seed uint64 `protobuf:"varint,4,opt,name=seed,proto3" json:"seed,omitempty"`
 	// stale allows the match to read a local replica without a ReadIndex.
-	Stale         bool `protobuf:"varint,5,opt,name=stale,proto3" json:"stale,omitempty"`
+	Stale bool `protobuf:"varint,5,opt,name=stale,proto3" json:"stale,omitempty"`
+	// publishers, when it has one entry per topic, gives each topic its own
+	// publisher (a frontend batches the matches of several publishers'
+	// messages into one request); publisher is then ignored.
+	Publishers    []string `protobuf:"bytes,6,rep,name=publishers,proto3" json:"publishers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -504,6 +508,13 @@ func (x *MatchRequest) GetStale() bool {
 		return x.Stale
 	}
 	return false
+}
+
+func (x *MatchRequest) GetPublishers() []string {
+	if x != nil {
+		return x.Publishers
+	}
+	return nil
 }
 
 type Matched struct {
@@ -669,13 +680,16 @@ const file_coprocessors_dist_distpb_dist_proto_rawDesc = "" +
 	"\x05route\x18\x01 \x01(\v2\x13.bifrost.dist.RouteR\x05route\"N\n" +
 	"\x06Output\x12,\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x14.bifrost.dist.ResultR\x06result\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x86\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xa6\x01\n" +
 	"\fMatchRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x1c\n" +
 	"\tpublisher\x18\x03 \x01(\tR\tpublisher\x12\x12\n" +
 	"\x04seed\x18\x04 \x01(\x04R\x04seed\x12\x14\n" +
-	"\x05stale\x18\x05 \x01(\bR\x05stale\"a\n" +
+	"\x05stale\x18\x05 \x01(\bR\x05stale\x12\x1e\n" +
+	"\n" +
+	"publishers\x18\x06 \x03(\tR\n" +
+	"publishers\"a\n" +
 	"\aMatched\x122\n" +
 	"\breceiver\x18\x01 \x01(\v2\x16.bifrost.dist.ReceiverR\breceiver\x12\"\n" +
 	"\fsubscription\x18\x02 \x01(\tR\fsubscription\"?\n" +
