@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 )
 
 // TestMatchBatchKeepsEachPublishersPick: a frontend batches the matches of
@@ -42,5 +45,48 @@ func TestMatchBatchKeepsEachPublishersPick(t *testing.T) {
 	}
 	if len(members) < 2 {
 		t.Fatalf("16 publishers all picked %v: the batch used one publisher for all", members)
+	}
+}
+
+// TestRouteLimitIsTheTenantsAcrossRanges: a tenant's routes split over two
+// ranges; the limit counts them all, not only those of the range that adds.
+func TestRouteLimitIsTheTenantsAcrossRanges(t *testing.T) {
+	c := startCluster(t)
+	cl := cl2(c)
+	ctx := ctxT(t)
+	const limit = 10
+	add := func(filter string) distpb.Result {
+		t.Helper()
+		out, err := cl.AddRoute(ctx, &distpb.AddRouteRequest{Route: route("acme", filter, "r"), MaxRoutesPerTenant: limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Result
+	}
+	for i := 0; i < 6; i++ {
+		if r := add(fmt.Sprintf("a/%d", i)); r != distpb.Result_RESULT_OK {
+			t.Fatalf("route %d: %v", i, r)
+		}
+	}
+	// Split the tenant's span between the a/ and the z/ routes.
+	resp, err := c.Client(0).Admin.Split(ctx, &rangespb.SplitRequest{Keyspace: "dist", Key: []byte("acme\x00m\x00")})
+	if err != nil {
+		t.Fatal(ranges.FromStatus(err))
+	}
+	if lo, _ := dist.TenantSpan("acme"); string(resp.Right.Start) <= string(lo) {
+		t.Fatalf("split at %q: not inside the tenant's span", resp.Right.Start)
+	}
+	for i := 0; i < 4; i++ {
+		if r := add(fmt.Sprintf("z/%d", i)); r != distpb.Result_RESULT_OK {
+			t.Fatalf("route z/%d: %v", i, r)
+		}
+	}
+	// 10 routes in all, 4 of them in the right range: the 11th is refused
+	// on either side.
+	if r := add("z/4"); r != distpb.Result_RESULT_LIMIT {
+		t.Fatalf("the 11th route (right range): %v, want the limit", r)
+	}
+	if r := add("a/9"); r != distpb.Result_RESULT_LIMIT {
+		t.Fatalf("the 11th route (left range): %v, want the limit", r)
 	}
 }

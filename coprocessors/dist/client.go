@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
 )
@@ -27,7 +28,49 @@ func (c *Client) AddRoute(ctx context.Context, req *distpb.AddRouteRequest) (*di
 	if err != nil {
 		return &distpb.Output{Result: distpb.Result_RESULT_INVALID, Reason: err.Error()}, nil
 	}
-	return c.mutate(ctx, routeKey(tenant, sub, r), &distpb.Input{Op: &distpb.Input_Add{Add: req}})
+	key := routeKey(tenant, sub, r)
+	if req.MaxRoutesPerTenant > 0 {
+		// The limit is the tenant's, and its routes may span ranges: the
+		// range that adds the route counts its own, the others' are
+		// counted here. Concurrent adds in different ranges can pass
+		// together, so the limit can be exceeded by as many as run at once.
+		elsewhere, err := c.routesElsewhere(ctx, tenant, key)
+		if err != nil {
+			return nil, err
+		}
+		req = proto.CloneOf(req)
+		req.RoutesElsewhere = elsewhere
+	}
+	return c.mutate(ctx, key, &distpb.Input{Op: &distpb.Input_Add{Add: req}})
+}
+
+// routesElsewhere counts the tenant's routes in the ranges of its span that
+// do not hold key.
+func (c *Client) routesElsewhere(ctx context.Context, tenant string, key []byte) (uint64, error) {
+	input, err := proto.Marshal(&distpb.MatchRequest{Tenant: tenant, CountRoutes: true})
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	cursor, end := TenantSpan(tenant)
+	for {
+		res, err := c.router.Read(ctx, keyspace, cursor, false, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: cursor, Input: input}}})
+		if err != nil {
+			return 0, err
+		}
+		part := &distpb.MatchResponse{}
+		if err := proto.Unmarshal(res.Results[0].Value, part); err != nil {
+			return 0, fmt.Errorf("undecodable route count: %w", err)
+		}
+		if !kvstore.ContainsKey(res.Range, key) {
+			n += part.RouteCount
+		}
+		next := res.Range.GetEnd()
+		if len(next) == 0 || string(next) >= string(end) {
+			return n, nil
+		}
+		cursor = next
+	}
 }
 
 // RemoveRoute removes a route.

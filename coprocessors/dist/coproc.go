@@ -82,7 +82,7 @@ func (c *Coprocessor) Mutate(tx kvstore.Tx, input []byte) ([]byte, error) {
 		} else if found {
 			return output(distpb.Result_RESULT_EXISTS, "")
 		}
-		if max := op.Add.MaxRoutesPerTenant; max > 0 && c.trie.TenantLen(tenant) >= int(max) {
+		if max := op.Add.MaxRoutesPerTenant; max > 0 && uint64(c.trie.TenantLen(tenant))+op.Add.RoutesElsewhere >= uint64(max) {
 			return output(distpb.Result_RESULT_LIMIT, fmt.Sprintf("tenant %q has %d routes, the limit", tenant, max))
 		}
 		val, err := proto.Marshal(op.Add.Route)
@@ -123,6 +123,9 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 	req := &distpb.MatchRequest{}
 	if err := proto.Unmarshal(input, req); err != nil {
 		return nil, fmt.Errorf("undecodable match request: %w", err)
+	}
+	if req.CountRoutes {
+		return proto.Marshal(&distpb.MatchResponse{RouteCount: uint64(c.trie.TenantLen(req.Tenant))})
 	}
 	resp := &distpb.MatchResponse{Topics: make([]*distpb.TopicMatches, len(req.Topics))}
 	for i, topic := range req.Topics {

@@ -280,11 +280,15 @@ func (*Input_Remove) isInput_Op() {}
 type AddRouteRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Route *Route                 `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
-	// max_routes_per_tenant refuses the route when this range already holds
-	// that many routes of the tenant; 0 means no limit.
+	// max_routes_per_tenant refuses the route when the tenant already has
+	// that many routes: this range's count plus routes_elsewhere; 0 means no
+	// limit.
 	MaxRoutesPerTenant uint32 `protobuf:"varint,2,opt,name=max_routes_per_tenant,json=maxRoutesPerTenant,proto3" json:"max_routes_per_tenant,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// routes_elsewhere is the tenant's routes in its other ranges, counted by
+	// the client just before (Client.AddRoute fills it in).
+	RoutesElsewhere uint64 `protobuf:"varint,3,opt,name=routes_elsewhere,json=routesElsewhere,proto3" json:"routes_elsewhere,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AddRouteRequest) Reset() {
@@ -327,6 +331,13 @@ func (x *AddRouteRequest) GetRoute() *Route {
 func (x *AddRouteRequest) GetMaxRoutesPerTenant() uint32 {
 	if x != nil {
 		return x.MaxRoutesPerTenant
+	}
+	return 0
+}
+
+func (x *AddRouteRequest) GetRoutesElsewhere() uint64 {
+	if x != nil {
+		return x.RoutesElsewhere
 	}
 	return 0
 }
@@ -440,7 +451,10 @@ type MatchRequest struct {
 	// publishers, when it has one entry per topic, gives each topic its own
 	// publisher (a frontend batches the matches of several publishers'
 	// messages into one request); publisher is then ignored.
-	Publishers    []string `protobuf:"bytes,6,rep,name=publishers,proto3" json:"publishers,omitempty"`
+	Publishers []string `protobuf:"bytes,6,rep,name=publishers,proto3" json:"publishers,omitempty"`
+	// count_routes asks for the number of the tenant's routes in the range
+	// (MatchResponse.route_count) instead of matching topics.
+	CountRoutes   bool `protobuf:"varint,7,opt,name=count_routes,json=countRoutes,proto3" json:"count_routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -515,6 +529,13 @@ func (x *MatchRequest) GetPublishers() []string {
 		return x.Publishers
 	}
 	return nil
+}
+
+func (x *MatchRequest) GetCountRoutes() bool {
+	if x != nil {
+		return x.CountRoutes
+	}
+	return false
 }
 
 type Matched struct {
@@ -616,6 +637,7 @@ func (x *TopicMatches) GetMatched() []*Matched {
 type MatchResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Topics        []*TopicMatches        `protobuf:"bytes,1,rep,name=topics,proto3" json:"topics,omitempty"`
+	RouteCount    uint64                 `protobuf:"varint,2,opt,name=route_count,json=routeCount,proto3" json:"route_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -657,6 +679,13 @@ func (x *MatchResponse) GetTopics() []*TopicMatches {
 	return nil
 }
 
+func (x *MatchResponse) GetRouteCount() uint64 {
+	if x != nil {
+		return x.RouteCount
+	}
+	return 0
+}
+
 var File_coprocessors_dist_distpb_dist_proto protoreflect.FileDescriptor
 
 const file_coprocessors_dist_distpb_dist_proto_rawDesc = "" +
@@ -672,15 +701,16 @@ const file_coprocessors_dist_distpb_dist_proto_rawDesc = "" +
 	"\x05Input\x121\n" +
 	"\x03add\x18\x01 \x01(\v2\x1d.bifrost.dist.AddRouteRequestH\x00R\x03add\x12:\n" +
 	"\x06remove\x18\x02 \x01(\v2 .bifrost.dist.RemoveRouteRequestH\x00R\x06removeB\x04\n" +
-	"\x02op\"o\n" +
+	"\x02op\"\x9a\x01\n" +
 	"\x0fAddRouteRequest\x12)\n" +
 	"\x05route\x18\x01 \x01(\v2\x13.bifrost.dist.RouteR\x05route\x121\n" +
-	"\x15max_routes_per_tenant\x18\x02 \x01(\rR\x12maxRoutesPerTenant\"?\n" +
+	"\x15max_routes_per_tenant\x18\x02 \x01(\rR\x12maxRoutesPerTenant\x12)\n" +
+	"\x10routes_elsewhere\x18\x03 \x01(\x04R\x0froutesElsewhere\"?\n" +
 	"\x12RemoveRouteRequest\x12)\n" +
 	"\x05route\x18\x01 \x01(\v2\x13.bifrost.dist.RouteR\x05route\"N\n" +
 	"\x06Output\x12,\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x14.bifrost.dist.ResultR\x06result\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xa6\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xc9\x01\n" +
 	"\fMatchRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x1c\n" +
@@ -689,14 +719,17 @@ const file_coprocessors_dist_distpb_dist_proto_rawDesc = "" +
 	"\x05stale\x18\x05 \x01(\bR\x05stale\x12\x1e\n" +
 	"\n" +
 	"publishers\x18\x06 \x03(\tR\n" +
-	"publishers\"a\n" +
+	"publishers\x12!\n" +
+	"\fcount_routes\x18\a \x01(\bR\vcountRoutes\"a\n" +
 	"\aMatched\x122\n" +
 	"\breceiver\x18\x01 \x01(\v2\x16.bifrost.dist.ReceiverR\breceiver\x12\"\n" +
 	"\fsubscription\x18\x02 \x01(\tR\fsubscription\"?\n" +
 	"\fTopicMatches\x12/\n" +
-	"\amatched\x18\x01 \x03(\v2\x15.bifrost.dist.MatchedR\amatched\"C\n" +
+	"\amatched\x18\x01 \x03(\v2\x15.bifrost.dist.MatchedR\amatched\"d\n" +
 	"\rMatchResponse\x122\n" +
-	"\x06topics\x18\x01 \x03(\v2\x1a.bifrost.dist.TopicMatchesR\x06topics*f\n" +
+	"\x06topics\x18\x01 \x03(\v2\x1a.bifrost.dist.TopicMatchesR\x06topics\x12\x1f\n" +
+	"\vroute_count\x18\x02 \x01(\x04R\n" +
+	"routeCount*f\n" +
 	"\x06Result\x12\r\n" +
 	"\tRESULT_OK\x10\x00\x12\x11\n" +
 	"\rRESULT_EXISTS\x10\x01\x12\x14\n" +
