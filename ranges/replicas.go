@@ -8,6 +8,9 @@ import (
 	"sort"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
@@ -135,7 +138,7 @@ func (n *Node) AddReplica(ctx context.Context, rangeID, storeID uint64) (*kvpb.R
 	}
 	// It votes now (or already did): its store restarts it as a voter.
 	boot := &kvpb.BootRecord{RangeId: rangeID, ReplicaId: replicaID, Join: true}
-	if err := n.startOn(ctx, storeID, boot); err != nil {
+	if err := n.startOnRetrying(ctx, storeID, boot); err != nil {
 		return nil, fmt.Errorf("start replica %d on store %d: %w", replicaID, storeID, err)
 	}
 	n.log.Info("replica added", "range", rangeID, "replica", replicaID, "target", storeID)
@@ -174,7 +177,7 @@ func (n *Node) addLearner(ctx context.Context, rangeID, replicaID, storeID uint6
 		}
 	}
 	boot := &kvpb.BootRecord{RangeId: rangeID, ReplicaId: replicaID, Join: true, NonVoting: true}
-	if err := n.startOn(ctx, storeID, boot); err != nil {
+	if err := n.startOnRetrying(ctx, storeID, boot); err != nil {
 		n.abandonLearner(rangeID, replicaID)
 		return fmt.Errorf("start replica %d on store %d: %w", replicaID, storeID, err)
 	}
@@ -216,6 +219,22 @@ func (n *Node) addLearner(ctx context.Context, rangeID, replicaID, storeID uint6
 		}
 		if _, ok := voters[replicaID]; ok {
 			return nil
+		}
+	}
+}
+
+// startOnRetrying starts a replica on a store (StartReplica is idempotent),
+// retrying for a while when the store does not answer or gossip has it
+// suspect for a moment: the replica is a Raft member already.
+func (n *Node) startOnRetrying(ctx context.Context, storeID uint64, boot *kvpb.BootRecord) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := n.startOn(ctx, storeID, boot)
+		if c := status.Code(err); err == nil || c != codes.Unavailable && c != codes.DeadlineExceeded || time.Now().After(deadline) {
+			return err
+		}
+		if perr := pause(ctx, 200*time.Millisecond); perr != nil {
+			return err
 		}
 	}
 }
