@@ -40,9 +40,15 @@ func (s *rangeStateMachine) PrepareSnapshot() (any, error) {
 	return &snapshotContext{snap: s.engine.db.NewSnapshot(), desc: s.desc, applied: s.applied}, nil
 }
 
+// SaveSnapshot writes the snapshot. An on-disk state machine's own
+// snapshots are Dragonboat's metadata only: this runs when a snapshot is
+// streamed to another replica.
 func (s *rangeStateMachine) SaveSnapshot(ctx any, w io.Writer, done <-chan struct{}) error {
 	sc := ctx.(*snapshotContext)
 	defer sc.snap.Close()
+	if s.beforeSend != nil {
+		s.beforeSend()
+	}
 	bw := bufio.NewWriterSize(w, 256<<10)
 	if _, err := bw.WriteString(snapMagic); err != nil {
 		return err

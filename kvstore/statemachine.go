@@ -43,6 +43,9 @@ type rangeStateMachine struct {
 	onSplit    func(child *kvpb.RangeDescriptor)
 	onMerged   func(rightID uint64)
 	onSnapshot func(d *kvpb.RangeDescriptor)
+	// beforeSend, if set, is called as a snapshot starts to stream to
+	// another replica (a test hook: FailBeforeSnapshotSend).
+	beforeSend func()
 	// coprocessorFor makes the coprocessor of the range's keyspace (nil: none).
 	coprocessorFor func(d *kvpb.RangeDescriptor) Coprocessor
 

@@ -71,6 +71,12 @@ const (
 	// FailSplitChildBeforeCompaction: the child started but its bootstrap
 	// log was not compacted.
 	FailSplitChildBeforeCompaction = "split-child-before-compaction"
+	// FailBeforeSnapshotSend: a replica (the leader) is about to stream a
+	// snapshot to another one, a replica being added or one far behind.
+	// The stream cannot be skipped, so the result is ignored; a test blocks
+	// in the hook to make the stream slow (Dragonboat streams one snapshot
+	// of a range at a time).
+	FailBeforeSnapshotSend = "before-snapshot-send"
 )
 
 func (s *Store) failpoint(step string) bool {
@@ -135,6 +141,8 @@ type Store struct {
 	watchers []func(rangeID uint64)
 	// loads measures the ops this store sends to each range (load.go).
 	loads loads
+	// bootMu orders the read-modify-writes of boot records.
+	bootMu sync.Mutex
 
 	// Background work (starting split children, retiring merged ranges) is
 	// owned by the store and stopped by Close.
@@ -243,6 +251,9 @@ func (s *Store) StartReplica(boot *kvpb.BootRecord) error {
 	s.mu.RUnlock()
 	if running {
 		if r.replicaID == boot.ReplicaId {
+			if !boot.NonVoting {
+				return s.votingNow(boot.RangeId, boot.ReplicaId)
+			}
 			return nil
 		}
 		return fmt.Errorf("store already runs replica %d of range %d", r.replicaID, boot.RangeId)
@@ -283,6 +294,7 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 			engine: s.engine, rangeID: shardID, replicaID: replicaID, joined: boot.Join,
 			metrics: s.metrics, onDescriptor: s.descriptorChanged,
 			onSplit: s.splitApplied, onMerged: s.mergeApplied, onSnapshot: s.snapshotInstalled,
+			beforeSend: func() { s.failpoint(FailBeforeSnapshotSend) },
 		}
 		r.coprocessorFor = func(d *kvpb.RangeDescriptor) Coprocessor {
 			if f := s.cfg.Coprocessors[d.Keyspace]; f != nil {
@@ -307,12 +319,18 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 		PreVote:            true,
 		SnapshotEntries:    s.cfg.SnapshotEntries,
 		CompactionOverhead: s.cfg.CompactionOverhead,
+		// A replica being added runs as a non-voting member until it caught
+		// up and was promoted; Dragonboat must be told which one it is.
+		IsNonVoting: boot.NonVoting,
 	}
 	if err := s.nh.StartOnDiskReplica(members, join, create, rc); err != nil {
 		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
 			return nil
 		}
 		return err
+	}
+	if boot.NonVoting {
+		s.goBackground(func(ctx context.Context) { s.watchPromotion(ctx, boot.RangeId, boot.ReplicaId) })
 	}
 	if boot.CompactOnStart && !s.failpoint(FailSplitChildBeforeCompaction) {
 		s.goBackground(func(ctx context.Context) { s.compactNewRange(ctx, boot) })
@@ -494,6 +512,96 @@ func (s *Store) AddRaftReplica(ctx context.Context, rangeID, replicaID uint64, r
 	if err := s.nh.SyncRequestAddReplica(ctx, rangeID, replicaID, raftAddr, 0); err != nil {
 		return s.translate(rangeID, err)
 	}
+	return nil
+}
+
+// AddRaftNonVoting adds a non-voting replica (a learner) to Raft's
+// membership: it receives the log, and a snapshot first, but counts in no
+// quorum. AddRaftReplica with its ID promotes it.
+func (s *Store) AddRaftNonVoting(ctx context.Context, rangeID, replicaID uint64, raftAddr string) error {
+	if err := s.nh.SyncRequestAddNonVoting(ctx, rangeID, replicaID, raftAddr, 0); err != nil {
+		return s.translate(rangeID, err)
+	}
+	return nil
+}
+
+// RaftMembers returns Raft's view of the range's voting and non-voting
+// replicas (replica ID to raft address), read linearizably.
+func (s *Store) RaftMembers(ctx context.Context, rangeID uint64) (voters, nonVoting map[uint64]string, err error) {
+	m, err := s.nh.SyncGetShardMembership(ctx, rangeID)
+	if err != nil {
+		return nil, nil, s.translate(rangeID, err)
+	}
+	return m.Nodes, m.NonVotings, nil
+}
+
+// Applied returns the last index the local replica's state machine applied.
+func (s *Store) Applied(rangeID uint64) (uint64, error) {
+	r, err := s.replica(rangeID)
+	if err != nil {
+		return 0, err
+	}
+	return r.Applied(), nil
+}
+
+// watchPromotion waits until a replica started as non-voting is a voter in
+// the membership it applied, then rewrites its boot record, so that a
+// restart starts it as a voter (Dragonboat must be told; a voter restarted
+// as non-voting would never vote again). AddReplica rewrites the record too,
+// right after the promotion; this covers a crash in between.
+func (s *Store) watchPromotion(ctx context.Context, rangeID, replicaID uint64) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+		s.mu.RLock()
+		r := s.replicas[rangeID]
+		s.mu.RUnlock()
+		if r == nil || r.replicaID != replicaID {
+			return
+		}
+		nhi := s.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
+		if nhi == nil {
+			return
+		}
+		for _, si := range nhi.ShardInfoList {
+			if si.ShardID != rangeID || si.ReplicaID != replicaID || si.Pending || si.IsNonVoting {
+				continue
+			}
+			if _, voter := si.Replicas[replicaID]; voter {
+				if err := s.votingNow(rangeID, replicaID); err != nil {
+					s.log.Warn("rewrite boot record of a promoted replica", "range", rangeID, "err", err)
+					continue
+				}
+				return
+			}
+		}
+	}
+}
+
+// votingNow clears the non-voting mark of a replica's boot record once Raft
+// promoted it.
+func (s *Store) votingNow(rangeID, replicaID uint64) error {
+	s.bootMu.Lock()
+	defer s.bootMu.Unlock()
+	v, ok, err := get(s.engine.db, localBootKey(rangeID))
+	if err != nil || !ok {
+		return err
+	}
+	boot := &kvpb.BootRecord{}
+	if err := proto.Unmarshal(v, boot); err != nil {
+		return err
+	}
+	if boot.ReplicaId != replicaID || !boot.NonVoting {
+		return nil
+	}
+	boot.NonVoting = false
+	if err := s.engine.putBoot(boot); err != nil {
+		return err
+	}
+	s.log.Info("replica promoted to voter", "range", rangeID, "replica", replicaID)
 	return nil
 }
 

@@ -86,6 +86,12 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// closeMu and storeClosed keep readers of the store that Close does not
+	// wait for (memberlist answers a push-pull on its own goroutine, even
+	// after Shutdown) away from a closed engine.
+	closeMu     sync.RWMutex
+	storeClosed bool
 }
 
 // StartNode opens the store, starts gossip and serves gRPC.
@@ -198,6 +204,9 @@ func (n *Node) Close() error {
 	n.server.Stop()
 	n.wg.Wait()
 	n.closeConns()
+	n.closeMu.Lock()
+	n.storeClosed = true
+	n.closeMu.Unlock()
 	return n.store.Close()
 }
 
@@ -240,6 +249,11 @@ func (n *Node) meta() MemberMeta {
 }
 
 func (n *Node) localRanges() []*rangespb.RangeInfo {
+	n.closeMu.RLock()
+	defer n.closeMu.RUnlock()
+	if n.storeClosed {
+		return nil
+	}
 	var out []*rangespb.RangeInfo
 	for _, r := range n.store.Replicas() {
 		if r.Descriptor == nil {

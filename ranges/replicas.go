@@ -8,6 +8,10 @@ import (
 	"sort"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 )
@@ -17,14 +21,31 @@ import (
 //
 //  1. AddReplicaIntent through the range's log allocates a replica ID (never
 //     reused) and records the store as pending.
-//  2. Raft's config change adds the replica; the target store starts it with
-//     join set.
-//  3. SetReplicas through the log makes the descriptor match Raft's
+//  2. Raft's config change adds the replica as a non-voting member (a
+//     learner); the target store starts it with join and non-voting set, and
+//     the leader brings it up to date by snapshot.
+//  3. Once it applied what the range had applied when it joined, a second
+//     config change promotes it to voter, and its store records that.
+//  4. SetReplicas through the log makes the descriptor match Raft's
 //     membership and clears pending.
 //
-// A crash between the steps leaves a pending entry or a descriptor that
-// differs from Raft; the leader's reconciler finishes step 3 from Raft's
-// membership, which is the truth.
+// A new replica holds nothing until a snapshot reached it. Added at once as
+// a voter, it would count in the quorum from the moment its config change
+// applied: a range of three with one replica behind (a store that has just
+// restarted, still waiting for its own snapshot) becomes a range of four that
+// needs three acknowledgements, with two of its replicas unable to give one,
+// and stops committing until one of them has caught up. As a learner it
+// counts in no quorum until it is promoted, and it is promoted caught up.
+//
+// A crash between the steps leaves a pending entry (and perhaps a learner)
+// or a descriptor that differs from Raft; the leader's reconciler finishes
+// step 4 from Raft's membership, which is the truth, and removes a learner
+// it gives up on.
+
+// learnerCatchUp bounds the wait for a new replica to catch up before its
+// promotion; it stays under pendingGrace, after which the background
+// reconciler gives the pending replica up.
+const learnerCatchUp = 25 * time.Second
 
 // holds reports whether this store runs a replica of the range.
 func (n *Node) holds(rangeID uint64) bool {
@@ -32,16 +53,55 @@ func (n *Node) holds(rangeID uint64) bool {
 	return err == nil
 }
 
-// descriptor reads the range's descriptor linearizably through the local replica.
+// retryNotReady runs f until it returns anything but a transient refusal of
+// the local replica (no leader during an election, a busy or starting
+// replica, a timed-out read) or ctx ends. Only reads go through it: their
+// retry is harmless.
+func retryNotReady(ctx context.Context, f func(ctx context.Context) error) error {
+	backoff := 20 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(actx)
+		cancel()
+		if err == nil || !(errors.Is(err, kvstore.ErrNotReady) || errors.Is(err, kvstore.ErrTimeout)) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 500*time.Millisecond)
+	}
+}
+
+// descriptor reads the range's descriptor linearizably through the local
+// replica, retrying while the range has no leader.
 func (n *Node) descriptor(ctx context.Context, rangeID uint64) (*kvpb.RangeDescriptor, error) {
-	res, err := n.store.Read(ctx, rangeID, &kvpb.Query{DescriptorOnly: true}, false)
-	if err != nil {
-		return nil, err
-	}
-	if res.Range == nil {
-		return nil, fmt.Errorf("range %d has no descriptor yet", rangeID)
-	}
-	return res.Range, nil
+	var d *kvpb.RangeDescriptor
+	err := retryNotReady(ctx, func(ctx context.Context) error {
+		res, err := n.store.Read(ctx, rangeID, &kvpb.Query{DescriptorOnly: true}, false)
+		if err != nil {
+			return err
+		}
+		if res.Range == nil {
+			return fmt.Errorf("range %d has no descriptor yet: %w", rangeID, kvstore.ErrNotReady)
+		}
+		d = res.Range
+		return nil
+	})
+	return d, err
+}
+
+// membership reads Raft's voters and non-voting members of the range
+// linearizably through the local replica, retrying while it has no leader.
+func (n *Node) membership(ctx context.Context, rangeID uint64) (voters, learners map[uint64]string, err error) {
+	err = retryNotReady(ctx, func(ctx context.Context) error {
+		var err error
+		voters, learners, err = n.store.RaftMembers(ctx, rangeID)
+		return err
+	})
+	return voters, learners, err
 }
 
 func (n *Node) propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) (*kvpb.CommandResult, error) {
@@ -50,7 +110,8 @@ func (n *Node) propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) (
 }
 
 // AddReplica adds a replica of the range on a store and waits until the
-// descriptor lists it.
+// descriptor lists it. The replica joins as a learner and becomes a voter
+// only once it has caught up, so the range keeps its quorum meanwhile.
 func (n *Node) AddReplica(ctx context.Context, rangeID, storeID uint64) (*kvpb.RangeDescriptor, error) {
 	target, ok := n.members.Store(storeID)
 	if !ok {
@@ -71,22 +132,169 @@ func (n *Node) AddReplica(ctx context.Context, rangeID, storeID uint64) (*kvpb.R
 	if err != nil {
 		return nil, err
 	}
-	replicaID := res.ReplicaId
-	members, _, err := n.store.Membership(ctx, rangeID)
-	if err != nil {
+	replicaID, addr := res.ReplicaId, target.Meta.Raft
+	if err := n.addLearner(ctx, rangeID, replicaID, storeID, addr); err != nil {
 		return nil, err
 	}
-	if _, ok := members[replicaID]; !ok {
-		if err := n.store.AddRaftReplica(ctx, rangeID, replicaID, target.Meta.Raft); err != nil {
-			return nil, fmt.Errorf("raft add of replica %d: %w", replicaID, err)
-		}
-	}
+	// It votes now (or already did): its store restarts it as a voter.
 	boot := &kvpb.BootRecord{RangeId: rangeID, ReplicaId: replicaID, Join: true}
-	if err := n.startOn(ctx, storeID, boot); err != nil {
+	if err := n.startOnRetrying(ctx, storeID, boot); err != nil {
 		return nil, fmt.Errorf("start replica %d on store %d: %w", replicaID, storeID, err)
 	}
 	n.log.Info("replica added", "range", rangeID, "replica", replicaID, "target", storeID)
 	return n.reconcile(ctx, rangeID, true)
+}
+
+// addLearner makes the replica a voter of the range the safe way: added as
+// a non-voting member and started, promoted once it caught up. A replica
+// that Raft counts as a voter already is left as it is (an earlier attempt
+// promoted it).
+func (n *Node) addLearner(ctx context.Context, rangeID, replicaID, storeID uint64, addr string) error {
+	for {
+		voters, learners, err := n.membership(ctx, rangeID)
+		if err != nil {
+			return err
+		}
+		if _, ok := voters[replicaID]; ok {
+			return nil
+		}
+		if _, ok := learners[replicaID]; ok {
+			break
+		}
+		// A config change that times out may still apply: look again
+		// before a retry.
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = n.store.AddRaftNonVoting(cctx, rangeID, replicaID, addr)
+		cancel()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, kvstore.ErrNotReady) && !errors.Is(err, kvstore.ErrTimeout) || ctx.Err() != nil {
+			return fmt.Errorf("raft add of non-voting replica %d: %w", replicaID, err)
+		}
+		if err := pause(ctx, 100*time.Millisecond); err != nil {
+			return fmt.Errorf("raft add of non-voting replica %d: %w", replicaID, err)
+		}
+	}
+	boot := &kvpb.BootRecord{RangeId: rangeID, ReplicaId: replicaID, Join: true, NonVoting: true}
+	if err := n.startOnRetrying(ctx, storeID, boot); err != nil {
+		n.abandonLearner(rangeID, replicaID)
+		return fmt.Errorf("start replica %d on store %d: %w", replicaID, storeID, err)
+	}
+	// What the range applied once the learner was a member: the leader's
+	// snapshot for it, and the log after, hold at least that much.
+	if _, err := n.descriptor(ctx, rangeID); err != nil {
+		return err
+	}
+	want, err := n.store.Applied(rangeID)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, learnerCatchUp)
+	err = n.waitReplicaApplied(wctx, storeID, rangeID, want)
+	cancel()
+	if err != nil {
+		n.abandonLearner(rangeID, replicaID)
+		return fmt.Errorf("%w: replica %d of range %d on store %d did not catch up, so it was not made a voter (%v); retry",
+			ErrUnavailable, replicaID, rangeID, storeID, err)
+	}
+	// Promote. A timed-out promotion may have applied: look again.
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := n.store.AddRaftReplica(cctx, rangeID, replicaID, addr)
+		cancel()
+		if err == nil {
+			n.log.Info("learner caught up and promoted", "range", rangeID, "replica", replicaID, "applied", want)
+			return nil
+		}
+		if !errors.Is(err, kvstore.ErrNotReady) && !errors.Is(err, kvstore.ErrTimeout) || ctx.Err() != nil {
+			return fmt.Errorf("raft promotion of replica %d: %w", replicaID, err)
+		}
+		if err := pause(ctx, 100*time.Millisecond); err != nil {
+			return fmt.Errorf("raft promotion of replica %d: %w", replicaID, err)
+		}
+		voters, _, merr := n.membership(ctx, rangeID)
+		if merr != nil {
+			return merr
+		}
+		if _, ok := voters[replicaID]; ok {
+			return nil
+		}
+	}
+}
+
+// startOnRetrying starts a replica on a store (StartReplica is idempotent),
+// retrying for a while when the store does not answer or gossip has it
+// suspect for a moment: the replica is a Raft member already.
+func (n *Node) startOnRetrying(ctx context.Context, storeID uint64, boot *kvpb.BootRecord) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := n.startOn(ctx, storeID, boot)
+		if c := status.Code(err); err == nil || c != codes.Unavailable && c != codes.DeadlineExceeded || time.Now().After(deadline) {
+			return err
+		}
+		if perr := pause(ctx, 200*time.Millisecond); perr != nil {
+			return err
+		}
+	}
+}
+
+// pause waits d, or until ctx ends.
+func pause(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// waitReplicaApplied waits until the range's replica on a store applied the
+// index.
+func (n *Node) waitReplicaApplied(ctx context.Context, storeID, rangeID, index uint64) error {
+	var got uint64
+	var lastErr error
+	for {
+		if storeID == n.store.ID() {
+			got, lastErr = n.store.Applied(rangeID)
+		} else if c, err := n.storeClient(storeID); err != nil {
+			lastErr = err
+		} else {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			resp, err := c.ReplicaDescriptor(cctx, &rangespb.ReplicaDescriptorRequest{RangeId: rangeID})
+			cancel()
+			if lastErr = err; err == nil {
+				got = resp.Applied
+			}
+		}
+		if lastErr == nil && got >= index {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if lastErr != nil {
+				return fmt.Errorf("applied %d of %d: %w", got, index, lastErr)
+			}
+			return fmt.Errorf("applied %d of %d", got, index)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// abandonLearner takes a learner that will not be promoted out of Raft and
+// drops the pending entry; the target store's reconciler then destroys the
+// replica, which no descriptor lists. Best effort: the leader's reconciler
+// does the same after its grace period.
+func (n *Node) abandonLearner(rangeID, replicaID uint64) {
+	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	defer cancel()
+	if err := n.store.RemoveRaftReplica(ctx, rangeID, replicaID); err != nil {
+		n.log.Warn("remove a learner that did not catch up", "range", rangeID, "replica", replicaID, "err", err)
+		return
+	}
+	if _, err := n.reconcile(ctx, rangeID, true); err != nil {
+		n.log.Warn("drop a learner's pending entry", "range", rangeID, "replica", replicaID, "err", err)
+	}
 }
 
 // RemoveReplica removes the range's replica on a store, then destroys it there.
@@ -200,7 +408,7 @@ func (n *Node) reconcile(ctx context.Context, rangeID uint64, clearPending bool)
 		if err != nil {
 			return nil, err
 		}
-		members, _, err := n.store.Membership(ctx, rangeID)
+		members, learners, err := n.membership(ctx, rangeID)
 		if err != nil {
 			return nil, err
 		}
@@ -237,6 +445,16 @@ func (n *Node) reconcile(ctx context.Context, rangeID uint64, clearPending bool)
 		}
 		if !pendingDone {
 			return desc, nil // the Raft change is still to come
+		}
+		if p := desc.Pending; p != nil {
+			if _, learner := learners[p.ReplicaId]; learner {
+				// Given up before its promotion: out of Raft first, or it
+				// would stay a member that no descriptor lists.
+				if err := n.store.RemoveRaftReplica(ctx, rangeID, p.ReplicaId); err != nil {
+					return nil, fmt.Errorf("raft remove of learner %d: %w", p.ReplicaId, err)
+				}
+				continue
+			}
 		}
 		if desc.Pending == nil && sameReplicas(want, desc.Replicas) {
 			return desc, nil

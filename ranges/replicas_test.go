@@ -2,9 +2,11 @@ package ranges_test
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
@@ -192,4 +194,125 @@ func TestReAddedReplicaLeavesSplitChildAlone(t *testing.T) {
 		}
 	}
 	checkAll(t, c.Client(victim), map[string]string{"a": "left", "n1": "after the split", "n2": "after the split"})
+}
+
+// TestAddedReplicaCountsInNoQuorumUntilCaughtUp: a range of three, one of
+// whose replicas has just restarted and waits for a snapshot that is slow to
+// come, gets a replica on a fourth store. The range keeps taking writes all
+// along: the new replica counts in no quorum until it has caught up. (Added
+// as a voter at once, it made the range need three acknowledgements of four
+// while two of its replicas could give none before a snapshot reached them,
+// and the leader streams one snapshot of a range at a time: no write
+// committed until the slow stream ended. That is the flake of
+// TestStoreDiesBeforeStartingItsSplitChild, where the restarted store's
+// split child is the replica behind.)
+func TestAddedReplicaCountsInNoQuorumUntilCaughtUp(t *testing.T) {
+	var mu sync.Mutex
+	hold := map[int]chan struct{}{} // node index: its snapshot sends wait until the channel closes
+	held := make(chan int, 16)
+	c := rangestest.Start(t, 3, rangestest.Options{SnapshotEntries: 20, CompactionOverhead: 5, RTTMillisecond: 100,
+		StoreFailpoint: func(node int, step string) error {
+			if step != kvstore.FailBeforeSnapshotSend {
+				return nil
+			}
+			mu.Lock()
+			ch := hold[node]
+			mu.Unlock()
+			if ch != nil {
+				select {
+				case held <- node:
+				default:
+				}
+				<-ch
+			}
+			return nil
+		}})
+	releaseAll := func() {
+		mu.Lock()
+		for i, ch := range hold {
+			close(ch)
+			delete(hold, i)
+		}
+		mu.Unlock()
+	}
+	t.Cleanup(releaseAll) // before the cluster closes: cleanups run last first
+	leader := c.WaitLeader(1)
+	cl := c.Client(leader)
+	put := func(prefix string, n int) (keys []string) {
+		for i := 0; i < n; i++ {
+			k := fmt.Sprintf("%s%03d", prefix, i)
+			keys = append(keys, k)
+			mustPut(t, cl, k, "v")
+		}
+		return keys
+	}
+	keys := put("a", 20)
+	// A store misses enough that it needs a snapshot, and restarts; the
+	// snapshot is slow to come (held wherever the leader is): the store is
+	// alive, and behind.
+	behind := (leader + 1) % 3
+	c.StopNode(behind)
+	keys = append(keys, put("b", 100)...)
+	mu.Lock()
+	for i := 0; i < 3; i++ {
+		if i != behind {
+			hold[i] = make(chan struct{})
+		}
+	}
+	mu.Unlock()
+	c.StartNode(behind)
+	select {
+	case <-held:
+	case <-time.After(60 * time.Second):
+		t.Fatal("no snapshot was sent to the restarted store")
+	}
+
+	n4 := c.AddNode()
+	newStore := c.Nodes[n4].Store().ID()
+	waitGossip(t, c, newStore)
+	added := make(chan error, 1)
+	go func() {
+		_, err := cl.Admin.AddReplica(ctxT(t, 90*time.Second), &rangespb.AddReplicaRequest{RangeId: 1, StoreId: newStore})
+		added <- ranges.FromStatus(err)
+	}()
+	// Until the new replica is in Raft's membership.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if d, err := c.Nodes[leader].Store().Descriptor(1); err == nil && d.Pending != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new replica was never pending")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	// The new replica holds nothing yet, and an old one is behind: the
+	// range commits with the two others.
+	for i := 0; i < 5; i++ {
+		k := fmt.Sprintf("during%d", i)
+		if err := cl.Put(ctxT(t, 10*time.Second), []byte(k), []byte("v")); err != nil {
+			t.Fatalf("write %s while the new replica catches up: %v", k, err)
+		}
+		keys = append(keys, k)
+	}
+	releaseAll()
+	select {
+	case err := <-added:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("AddReplica did not return")
+	}
+	d, err := c.Nodes[leader].Store().Descriptor(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Replicas) != 4 || d.Pending != nil {
+		t.Fatalf("after the add: %v", d)
+	}
+	keys = append(keys, put("c", 3)...)
+	waitLocalKeys(t, c, n4, keys)
+	waitLocalKeys(t, c, behind, keys)
 }

@@ -323,7 +323,8 @@ func (s *storeServer) ReplicaDescriptor(ctx context.Context, req *rangespb.Repli
 	if d == nil {
 		return nil, status.Errorf(codes.Unavailable, "range %d has no descriptor yet", req.RangeId)
 	}
-	return &rangespb.ReplicaDescriptorResponse{Range: d, LogCompacted: s.n.store.LogCompacted(req.RangeId)}, nil
+	applied, _ := s.n.store.Applied(req.RangeId)
+	return &rangespb.ReplicaDescriptorResponse{Range: d, LogCompacted: s.n.store.LogCompacted(req.RangeId), Applied: applied}, nil
 }
 
 func (s *adminServer) Split(ctx context.Context, req *rangespb.SplitRequest) (*rangespb.SplitResponse, error) {

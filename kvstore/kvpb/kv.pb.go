@@ -1988,8 +1988,13 @@ type BootRecord struct {
 	// as it starts (a range created by a split), so that a replica added later
 	// gets a snapshot and never replays the bootstrap log onto empty state.
 	CompactOnStart bool `protobuf:"varint,5,opt,name=compact_on_start,json=compactOnStart,proto3" json:"compact_on_start,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// non_voting starts the replica as a Raft non-voting member (a learner): a
+	// replica being added catches up as one, and counts in no quorum until it
+	// holds the range's state and is promoted (ranges.Node.AddReplica). The
+	// store clears it once the replica is a voter.
+	NonVoting     bool `protobuf:"varint,6,opt,name=non_voting,json=nonVoting,proto3" json:"non_voting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BootRecord) Reset() {
@@ -2053,6 +2058,13 @@ func (x *BootRecord) GetInitialMembers() map[uint64]string {
 func (x *BootRecord) GetCompactOnStart() bool {
 	if x != nil {
 		return x.CompactOnStart
+	}
+	return false
+}
+
+func (x *BootRecord) GetNonVoting() bool {
+	if x != nil {
+		return x.NonVoting
 	}
 	return false
 }
@@ -2236,7 +2248,7 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\x0fdescriptor_only\x18\x03 \x01(\bR\x0edescriptorOnly\"L\n" +
 	"\fDedupeRecord\x12$\n" +
 	"\x0eissued_unix_ms\x18\x01 \x01(\x03R\fissuedUnixMs\x12\x16\n" +
-	"\x06result\x18\x02 \x01(\fR\x06result\"\x9c\x02\n" +
+	"\x06result\x18\x02 \x01(\fR\x06result\"\xbb\x02\n" +
 	"\n" +
 	"BootRecord\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1d\n" +
@@ -2244,7 +2256,9 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"replica_id\x18\x02 \x01(\x04R\treplicaId\x12\x12\n" +
 	"\x04join\x18\x03 \x01(\bR\x04join\x12S\n" +
 	"\x0finitial_members\x18\x04 \x03(\v2*.bifrost.kv.BootRecord.InitialMembersEntryR\x0einitialMembers\x12(\n" +
-	"\x10compact_on_start\x18\x05 \x01(\bR\x0ecompactOnStart\x1aA\n" +
+	"\x10compact_on_start\x18\x05 \x01(\bR\x0ecompactOnStart\x12\x1d\n" +
+	"\n" +
+	"non_voting\x18\x06 \x01(\bR\tnonVoting\x1aA\n" +
 	"\x13InitialMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"E\n" +

@@ -647,7 +647,11 @@ type ReplicaDescriptorResponse struct {
 	Range *kvpb.RangeDescriptor  `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
 	// log_compacted is false while a split child's replica has not yet
 	// compacted its bootstrap log: no replica may be added to it before.
-	LogCompacted  bool `protobuf:"varint,2,opt,name=log_compacted,json=logCompacted,proto3" json:"log_compacted,omitempty"`
+	LogCompacted bool `protobuf:"varint,2,opt,name=log_compacted,json=logCompacted,proto3" json:"log_compacted,omitempty"`
+	// applied is the last index the replica's state machine applied (a
+	// command's, or a snapshot's): a replica being added has caught up once
+	// it reaches what the range had applied when it joined.
+	Applied       uint64 `protobuf:"varint,3,opt,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -694,6 +698,13 @@ func (x *ReplicaDescriptorResponse) GetLogCompacted() bool {
 		return x.LogCompacted
 	}
 	return false
+}
+
+func (x *ReplicaDescriptorResponse) GetApplied() uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return 0
 }
 
 type ExecuteRequest struct {
@@ -1927,10 +1938,11 @@ const file_ranges_rangespb_ranges_proto_rawDesc = "" +
 	"\bnext_key\x18\x03 \x01(\fR\anextKey\"O\n" +
 	"\x18ReplicaDescriptorRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x18\n" +
-	"\acompact\x18\x02 \x01(\bR\acompact\"s\n" +
+	"\acompact\x18\x02 \x01(\bR\acompact\"\x8d\x01\n" +
 	"\x19ReplicaDescriptorResponse\x121\n" +
 	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\x12#\n" +
-	"\rlog_compacted\x18\x02 \x01(\bR\flogCompacted\"\xa8\x01\n" +
+	"\rlog_compacted\x18\x02 \x01(\bR\flogCompacted\x12\x18\n" +
+	"\aapplied\x18\x03 \x01(\x04R\aapplied\"\xa8\x01\n" +
 	"\x0eExecuteRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12/\n" +
 	"\acommand\x18\x02 \x01(\v2\x13.bifrost.kv.CommandH\x00R\acommand\x12)\n" +

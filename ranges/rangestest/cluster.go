@@ -28,6 +28,8 @@ type Cluster struct {
 	t     testing.TB
 	Nodes []*ranges.Node
 	cfgs  []ranges.NodeConfig
+	// storeFailpoint is Options.StoreFailpoint, for the nodes AddNode adds.
+	storeFailpoint func(node int, step string) error
 }
 
 // Options tune a test cluster.
@@ -120,7 +122,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 			opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 		}
 	}
-	c := &Cluster{t: t}
+	c := &Cluster{t: t, storeFailpoint: opts.StoreFailpoint}
 	base := t.TempDir()
 	var seed string
 	for i := 0; i < n; i++ {
@@ -172,6 +174,7 @@ func (c *Cluster) AddNode() int {
 	cfg.BootstrapExpect = 0
 	cfg.Join = []string{c.liveGossipAddr()}
 	cfg.Logger = c.cfgs[0].Logger
+	cfg.Store.Failpoint = storeFailpoint(c.storeFailpoint, len(c.cfgs))
 	c.cfgs = append(c.cfgs, cfg)
 	c.Nodes = append(c.Nodes, nil)
 	c.StartNode(len(c.cfgs) - 1)
