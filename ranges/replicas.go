@@ -544,41 +544,53 @@ func (n *Node) reconcileLoop() {
 	}
 }
 
-// compactForAdd has every replica of the range that gossip sees alive
-// compact its log past the entry that made the range's current descriptor
-// (kvstore.Store.CompactForAdd), so that the replica about to be added gets
-// a snapshot of the range as it is, never a replay of its older history,
-// whichever of them leads while it catches up. A replica whose store is down
-// cannot lead until it is back; if it then leads the new replica through
-// the old log, that replica stops rather than replay it (kvstore).
+// compactForAdd has the range's leader, and every other replica that can
+// do so quickly, compact its log past the entry that made the range's
+// current descriptor (kvstore.Store.CompactForAdd), so that the replica about
+// to be added gets a snapshot of the range as it is, never a replay of its
+// older history. A replica that is behind (restarting, waiting for a
+// snapshot) cannot compact now, and cannot lead until it has caught up; if
+// it then leads the new replica through an old log, the new replica stops
+// rather than replay it (kvstore).
 func (n *Node) compactForAdd(ctx context.Context, d *kvpb.RangeDescriptor) error {
+	leaderReplica, _, _ := n.store.Leader(d.Id)
 	for _, rep := range d.Replicas {
 		if _, live := n.members.Store(rep.StoreId); !live {
 			continue
 		}
-		var got *kvpb.RangeDescriptor
-		var err error
-		if rep.StoreId == n.store.ID() {
-			got, err = n.store.CompactForAdd(ctx, d.Id)
-		} else {
-			var c rangespb.StoreClient
-			if c, err = n.storeClient(rep.StoreId); err == nil {
-				var resp *rangespb.ReplicaDescriptorResponse
-				if resp, err = c.ReplicaDescriptor(ctx, &rangespb.ReplicaDescriptorRequest{RangeId: d.Id, Compact: true}); err == nil {
-					got = resp.Range
-				} else {
-					err = FromStatus(err)
-				}
-			}
+		isLeader := rep.ReplicaId == leaderReplica
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if !isLeader {
+			rctx, cancel = context.WithTimeout(ctx, 3*time.Second)
+		}
+		got, err := n.compactReplica(rctx, rep.StoreId, d.Id)
+		cancel()
+		if err == nil && (got.Ver != d.Ver || got.ConfVer != d.ConfVer) {
+			err = fmt.Errorf("%w: range %d changed during the add (replica %d is at version %d.%d, the add at %d.%d); retry",
+				ErrUnavailable, d.Id, rep.ReplicaId, got.Ver, got.ConfVer, d.Ver, d.ConfVer)
 		}
 		if err != nil {
-			return fmt.Errorf("%w: replica %d of range %d on store %d could not compact its log before the add: %v; retry",
-				ErrUnavailable, rep.ReplicaId, d.Id, rep.StoreId, err)
-		}
-		if got.Ver != d.Ver || got.ConfVer != d.ConfVer {
-			return fmt.Errorf("%w: range %d changed during the add (replica %d is at version %d.%d, the add at %d.%d); retry",
-				ErrUnavailable, d.Id, rep.ReplicaId, got.Ver, got.ConfVer, d.Ver, d.ConfVer)
+			if isLeader || leaderReplica == 0 {
+				return fmt.Errorf("%w: replica %d of range %d on store %d could not compact its log before the add: %v; retry",
+					ErrUnavailable, rep.ReplicaId, d.Id, rep.StoreId, err)
+			}
+			n.log.Info("replica behind: its log is not compacted before the add", "range", d.Id, "replica", rep.ReplicaId, "err", err)
 		}
 	}
 	return nil
+}
+
+func (n *Node) compactReplica(ctx context.Context, storeID, rangeID uint64) (*kvpb.RangeDescriptor, error) {
+	if storeID == n.store.ID() {
+		return n.store.CompactForAdd(ctx, rangeID)
+	}
+	c, err := n.storeClient(storeID)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.ReplicaDescriptor(ctx, &rangespb.ReplicaDescriptorRequest{RangeId: rangeID, Compact: true})
+	if err != nil {
+		return nil, FromStatus(err)
+	}
+	return resp.Range, nil
 }
