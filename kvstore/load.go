@@ -36,15 +36,23 @@ type rangeLoad struct {
 
 // loads holds the per-range trackers; a range gets one on its first op.
 type loads struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[uint64]*rangeLoad
 }
 
+// get is on every read and write's path: a range's tracker is looked up
+// under the read lock, and made under the write lock only once.
 func (l *loads) get(rangeID uint64, create bool) *rangeLoad {
+	l.mu.RLock()
+	r := l.m[rangeID]
+	l.mu.RUnlock()
+	if r != nil || !create {
+		return r
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	r := l.m[rangeID]
-	if r == nil && create {
+	r = l.m[rangeID]
+	if r == nil {
 		if l.m == nil {
 			l.m = map[uint64]*rangeLoad{}
 		}

@@ -47,27 +47,36 @@ func (c *Client) AddRoute(ctx context.Context, req *distpb.AddRouteRequest) (*di
 // routesElsewhere counts the tenant's routes in the ranges of its span that
 // do not hold key.
 func (c *Client) routesElsewhere(ctx context.Context, tenant string, key []byte) (uint64, error) {
-	input, err := proto.Marshal(&distpb.MatchRequest{Tenant: tenant, CountRoutes: true})
-	if err != nil {
-		return 0, err
-	}
 	var n uint64
-	cursor, end := TenantSpan(tenant)
+	err := c.eachRange(ctx, &distpb.MatchRequest{Tenant: tenant, CountRoutes: true}, func(d *kvpb.RangeDescriptor, part *distpb.MatchResponse) {
+		if !kvstore.ContainsKey(d, key) {
+			n += part.RouteCount
+		}
+	})
+	return n, err
+}
+
+// eachRange asks req of every range of the tenant's key span, in order,
+// following splits and merges as it goes, and hands each answer to f.
+func (c *Client) eachRange(ctx context.Context, req *distpb.MatchRequest, f func(*kvpb.RangeDescriptor, *distpb.MatchResponse)) error {
+	input, err := proto.Marshal(req)
+	if err != nil {
+		return err
+	}
+	cursor, end := TenantSpan(req.Tenant)
 	for {
-		res, err := c.router.Read(ctx, keyspace, cursor, false, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: cursor, Input: input}}})
+		res, err := c.router.Read(ctx, keyspace, cursor, req.Stale, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: cursor, Input: input}}})
 		if err != nil {
-			return 0, err
+			return err
 		}
 		part := &distpb.MatchResponse{}
 		if err := proto.Unmarshal(res.Results[0].Value, part); err != nil {
-			return 0, fmt.Errorf("undecodable route count: %w", err)
+			return fmt.Errorf("undecodable match response: %w", err)
 		}
-		if !kvstore.ContainsKey(res.Range, key) {
-			n += part.RouteCount
-		}
+		f(res.Range, part)
 		next := res.Range.GetEnd()
 		if len(next) == 0 || string(next) >= string(end) {
-			return n, nil
+			return nil
 		}
 		cursor = next
 	}
@@ -109,35 +118,21 @@ func (c *Client) Match(ctx context.Context, req *distpb.MatchRequest) (*distpb.M
 			return nil, fmt.Errorf("%w: topic %q: %v", ranges.ErrBadRequest, t, err)
 		}
 	}
-	input, err := proto.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
 	out := &distpb.MatchResponse{Topics: make([]*distpb.TopicMatches, len(req.Topics))}
 	for i := range out.Topics {
 		out.Topics[i] = &distpb.TopicMatches{}
 	}
-	cursor, end := TenantSpan(req.Tenant)
-	for {
-		res, err := c.router.Read(ctx, keyspace, cursor, req.Stale, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: cursor, Input: input}}})
-		if err != nil {
-			return nil, err
-		}
-		part := &distpb.MatchResponse{}
-		if err := proto.Unmarshal(res.Results[0].Value, part); err != nil {
-			return nil, fmt.Errorf("undecodable match response: %w", err)
-		}
+	err := c.eachRange(ctx, req, func(_ *kvpb.RangeDescriptor, part *distpb.MatchResponse) {
 		for i, tm := range part.Topics {
 			if i < len(out.Topics) {
 				out.Topics[i].Matched = append(out.Topics[i].Matched, tm.Matched...)
 			}
 		}
-		next := res.Range.GetEnd()
-		if len(next) == 0 || string(next) >= string(end) {
-			return out, nil
-		}
-		cursor = next
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // Service serves the Dist gRPC API through a client.
