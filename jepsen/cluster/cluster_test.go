@@ -110,10 +110,19 @@ func TestClusterLifecycle(t *testing.T) {
 	if _, err := os.Stat("/proc/" + pid); err == nil {
 		t.Errorf("process %s of n1 survives Close", pid)
 	}
-	out, _ := exec.Command("ip", "netns", "list").Output()
-	links, _ := exec.Command("ip", "-o", "link").Output()
-	if id := NamePrefix + c.ID(); strings.Contains(string(out), id) || strings.Contains(string(links), id) {
-		t.Errorf("cluster %s left namespaces or links:\n%s\n%s", id, out, links)
+	// The kernel removes a veth whose peer's namespace went a moment later,
+	// on its own: give it a few seconds before calling it left behind.
+	id := NamePrefix + c.ID()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		links, _ := exec.Command("ip", "-o", "link").Output()
+		if !strings.Contains(string(out), id) && !strings.Contains(string(links), id) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("cluster %s left namespaces or links:\n%s\n%s", id, out, links)
+			break
+		}
 	}
 }
 
