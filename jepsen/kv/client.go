@@ -47,25 +47,45 @@ const (
 	FReadAll = "read-all"
 )
 
-// client is a worker's connection to one store.
+// client is a worker's client: its operations go through one store's KV
+// service, or, for every other worker, through a router of its own with
+// cached routes (routedAPI); scans always go through the store.
 type client struct {
-	node string
-	cl   *ranges.Client
+	node   string
+	cl     *ranges.Client
+	api    kvAPI
+	routed *routedAPI
 }
 
-func newClient(c *cluster.Cluster, worker int) (*client, error) {
+// newClient opens worker's client. Odd workers route by themselves, so a
+// run has clients with stale routes beside clients of the stores' fresh
+// ones.
+func newClient(ctx context.Context, c *cluster.Cluster, worker int) (*client, error) {
 	stores := c.Stores()
 	n := stores[worker%len(stores)]
 	cl, err := ranges.Dial(n.GRPCAddr())
 	if err != nil {
 		return nil, err
 	}
-	return &client{node: n.Name, cl: cl}, nil
+	if worker%2 == 0 {
+		return &client{node: n.Name, cl: cl, api: storeAPI{cl}}, nil
+	}
+	r, err := newRoutedAPI(ctx, c)
+	if err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return &client{node: "router", cl: cl, api: r, routed: r}, nil
 }
 
 func (c *client) Node() string { return c.node }
 
-func (c *client) Close() error { return c.cl.Close() }
+func (c *client) Close() error {
+	if c.routed != nil {
+		c.routed.close()
+	}
+	return c.cl.Close()
+}
 
 func mustJSON(v any) json.RawMessage {
 	b, err := json.Marshal(v)
@@ -105,19 +125,19 @@ func (c *client) Invoke(ctx context.Context, op history.Op) history.Op {
 	op.Value = nil
 	switch op.F {
 	case FRead:
-		v, found, err := c.cl.Get(ctx, []byte(op.Key))
+		v, found, err := c.api.get(ctx, []byte(op.Key))
 		if err != nil {
 			op.Type, op.Error = history.Fail, err.Error()
 			return op
 		}
 		op.Type, op.Value = history.OK, mustJSON(Result{Value: string(v), Found: found})
 	case FWrite, FAdd:
-		if err := c.cl.Put(ctx, []byte(op.Key), []byte(args.Value)); err != nil {
+		if err := c.api.put(ctx, []byte(op.Key), []byte(args.Value)); err != nil {
 			return writeFailure(op, err)
 		}
 		op.Type = history.OK
 	case FCAS:
-		ok, cur, err := c.cl.CompareAndSwap(ctx, []byte(op.Key), []byte(args.From), []byte(args.Value))
+		ok, cur, found, err := c.api.cas(ctx, []byte(op.Key), []byte(args.From), []byte(args.Value))
 		if err != nil {
 			return writeFailure(op, err)
 		}
@@ -129,7 +149,7 @@ func (c *client) Invoke(ctx context.Context, op history.Op) history.Op {
 		// is a linearizable observation of the key. (No Error: the store
 		// answered; the harness backs off only after errors.)
 		op.Type = history.Fail
-		op.Value = mustJSON(Result{Value: string(cur), Found: cur != nil})
+		op.Value = mustJSON(Result{Value: string(cur), Found: found})
 	case FReadAll:
 		keys, err := c.scan(ctx, op.Key)
 		if err != nil {

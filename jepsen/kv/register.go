@@ -90,8 +90,8 @@ func (r *Register) Setup(ctx context.Context, c *cluster.Cluster) error {
 	return splitAt(ctx, c, r.cfg.SplitKeys)
 }
 
-func (r *Register) NewClient(_ context.Context, c *cluster.Cluster, worker int) (jepsen.Client, error) {
-	return newClient(c, worker)
+func (r *Register) NewClient(ctx context.Context, c *cluster.Cluster, worker int) (jepsen.Client, error) {
+	return newClient(ctx, c, worker)
 }
 
 func (r *Register) key(rng *rand.Rand) string {

@@ -42,9 +42,14 @@ func (s *Set) Setup(ctx context.Context, c *cluster.Cluster) error {
 	return splitAt(ctx, c, s.splitKeys)
 }
 
-func (s *Set) NewClient(_ context.Context, c *cluster.Cluster, worker int) (jepsen.Client, error) {
-	return newClient(c, worker)
+func (s *Set) NewClient(ctx context.Context, c *cluster.Cluster, worker int) (jepsen.Client, error) {
+	return newClient(ctx, c, worker)
 }
+
+// SplitKey picks a split point among the elements added so far and the
+// next thousand, so that splits land where the adds go as well as behind
+// them.
+func (s *Set) SplitKey(rng *rand.Rand) string { return SetKey(rng.Int64N(s.next.Load() + 1000)) }
 
 func (s *Set) Next(*rand.Rand, int) history.Op {
 	e := s.next.Add(1)

@@ -79,20 +79,27 @@ func (*Split) Name() string    { return "split" }
 func (*Split) Momentary() bool { return true }
 
 func (s *Split) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
-	if s.Key == nil {
-		return "", errors.New("split: the workload gives no split keys")
+	_, did, err := split(ctx, c, rng, s.Key)
+	return did, err
+}
+
+// split splits the kv keyspace, through a random store, at a key pick
+// chooses; it returns the split's answer and what it did.
+func split(ctx context.Context, c *cluster.Cluster, rng *rand.Rand, pick SplitKeyFunc) (*rangespb.SplitResponse, string, error) {
+	if pick == nil {
+		return nil, "", errors.New("split: the workload gives no split keys")
 	}
 	cl, err := admin(c, rng)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	defer cl.Close()
-	key := s.Key(rng)
+	key := pick(rng)
 	resp, err := cl.Admin.Split(ctx, &rangespb.SplitRequest{Keyspace: "kv", Key: []byte(key)})
 	if err != nil {
-		return "split at " + key, ranges.FromStatus(err)
+		return nil, "split at " + key, ranges.FromStatus(err)
 	}
-	return fmt.Sprintf("split range %d at %s: new range %d", resp.Left.GetId(), key, resp.Right.GetId()), nil
+	return resp, fmt.Sprintf("split range %d at %s: new range %d", resp.Left.GetId(), key, resp.Right.GetId()), nil
 }
 
 func (*Split) Stop(context.Context, *cluster.Cluster) error { return nil }
@@ -229,3 +236,78 @@ func (Move) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (stri
 }
 
 func (Move) Stop(context.Context, *cluster.Cluster) error { return nil }
+
+// SplitScatter splits the kv keyspace at a key the workload picks and then
+// scatters the new right range, as the balancer does after a load split:
+// it gets a replica on a store the parent has none on, that replica takes
+// its leadership, and one of the replicas it shares with the parent goes.
+// The two halves then answer from different stores, so a command that a
+// stale route sends to the parent for a key of the child is visible to the
+// child's reads only if the parent refused it.
+type SplitScatter struct{ Key SplitKeyFunc }
+
+func (*SplitScatter) Name() string    { return "split-scatter" }
+func (*SplitScatter) Momentary() bool { return true }
+
+func (s *SplitScatter) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	resp, did, err := split(ctx, c, rng, s.Key)
+	if err != nil {
+		return did, err
+	}
+	right := resp.Right
+	cl, err := admin(c, rng)
+	if err != nil {
+		return did, err
+	}
+	defer cl.Close()
+	members, err := cl.Admin.Cluster(ctx, &rangespb.ClusterRequest{})
+	if err != nil {
+		return did, ranges.FromStatus(err)
+	}
+	holds := map[uint64]bool{}
+	for _, rep := range right.Replicas {
+		holds[rep.StoreId] = true
+	}
+	var free []uint64
+	nodeOf := map[uint64]*cluster.Node{}
+	for _, m := range members.Members {
+		if m.Role != "store" || m.StoreId == 0 {
+			continue
+		}
+		n := c.Node(m.Name)
+		if n == nil || !n.Running() || n.Paused() {
+			continue
+		}
+		nodeOf[m.StoreId] = n
+		if !holds[m.StoreId] {
+			free = append(free, m.StoreId)
+		}
+	}
+	if len(free) == 0 {
+		return did + "; no store without a replica to scatter it to", nil
+	}
+	sort.Slice(free, func(i, j int) bool { return free[i] < free[j] })
+	to := free[rng.IntN(len(free))]
+	via, err := ranges.Dial(nodeOf[to].GRPCAddr())
+	if err != nil {
+		return did, err
+	}
+	defer via.Close()
+	if _, err := via.Admin.AddReplica(ctx, &rangespb.AddReplicaRequest{RangeId: right.Id, StoreId: to}); err != nil {
+		return fmt.Sprintf("%s; add a replica on %s", did, nodeOf[to].Name), ranges.FromStatus(err)
+	}
+	if _, err := via.Admin.TransferLeader(ctx, &rangespb.TransferLeaderRequest{RangeId: right.Id, StoreId: to}); err != nil {
+		return fmt.Sprintf("%s; added a replica on %s, make it leader", did, nodeOf[to].Name), ranges.FromStatus(err)
+	}
+	from := right.Replicas[rng.IntN(len(right.Replicas))].StoreId
+	if _, err := via.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: right.Id, StoreId: from}); err != nil {
+		return fmt.Sprintf("%s; replica and leader on %s, remove store %d's", did, nodeOf[to].Name, from), ranges.FromStatus(err)
+	}
+	label := fmt.Sprintf("store %d", from)
+	if n := nodeOf[from]; n != nil {
+		label = n.Name
+	}
+	return fmt.Sprintf("%s; its leader is now on %s, its replica on %s removed", did, nodeOf[to].Name, label), nil
+}
+
+func (*SplitScatter) Stop(context.Context, *cluster.Cluster) error { return nil }

@@ -19,13 +19,13 @@ import (
 
 // Names lists every nemesis New knows.
 var Names = []string{"partition-one", "partition-halves", "partition-ring", "partition-bridge",
-	"kill", "kill-minority", "pause", "delay", "leader-transfer", "split", "merge", "move", "split-merge-move"}
+	"kill", "kill-minority", "pause", "delay", "leader-transfer", "split", "split-scatter", "merge", "move", "split-merge-move"}
 
 // SplitKeyFunc picks a split point for the split nemesis.
 type SplitKeyFunc func(rng *rand.Rand) string
 
 // New returns the named nemesis; splitKey picks split points (needed by
-// split and split-merge-move).
+// split, split-scatter and split-merge-move).
 func New(name string, splitKey SplitKeyFunc) (Nemesis, error) {
 	switch name {
 	case "partition-one", "partition-halves", "partition-ring", "partition-bridge":
@@ -42,12 +42,14 @@ func New(name string, splitKey SplitKeyFunc) (Nemesis, error) {
 		return LeaderTransfer{}, nil
 	case "split":
 		return &Split{Key: splitKey}, nil
+	case "split-scatter":
+		return &SplitScatter{Key: splitKey}, nil
 	case "merge":
 		return Merge{}, nil
 	case "move":
 		return Move{}, nil
 	case "split-merge-move":
-		return &Mix{Label: name, Of: []Nemesis{&Split{Key: splitKey}, Merge{}, Move{}, LeaderTransfer{}}}, nil
+		return &Mix{Label: name, Of: []Nemesis{&Split{Key: splitKey}, &SplitScatter{Key: splitKey}, Merge{}, Move{}, LeaderTransfer{}}}, nil
 	}
 	return nil, fmt.Errorf("unknown nemesis %q (known: %s)", name, strings.Join(Names, ", "))
 }

@@ -67,8 +67,8 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 		wl = kv.NewRegister(kv.RegisterConfig{CheckTimeout: o.CheckTimeout})
 		splitKey = func(rng *rand.Rand) string { return fmt.Sprintf("reg/%06d", rng.IntN(1000)) }
 	case "set":
-		wl = kv.NewSet([]string{kv.SetKey(500), kv.SetKey(1500)})
-		splitKey = func(rng *rand.Rand) string { return kv.SetKey(rng.Int64N(5000)) }
+		set := kv.NewSet([]string{kv.SetKey(500), kv.SetKey(1500)})
+		wl, splitKey = set, set.SplitKey
 	case "moving-keys":
 		const keys = 60
 		r := kv.NewMovingKeys(keys)
