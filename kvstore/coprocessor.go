@@ -72,7 +72,7 @@ type rangeReader struct {
 func (rr *rangeReader) Range() *kvpb.RangeDescriptor { return rr.desc }
 
 func (rr *rangeReader) Get(key []byte) ([]byte, bool, error) {
-	if !ContainsKey(rr.desc, key) {
+	if !keyInRange(rr.desc, key) {
 		return nil, false, fmt.Errorf("get %q: %w", key, ErrKeyNotInRange)
 	}
 	return get(rr.r, DataKey(rr.desc.Keyspace, key))
@@ -113,14 +113,14 @@ type rangeTx struct {
 }
 
 func (tx *rangeTx) Set(key, value []byte) error {
-	if !ContainsKey(tx.desc, key) {
+	if !keyInRange(tx.desc, key) {
 		return fmt.Errorf("set %q: %w", key, ErrKeyNotInRange)
 	}
 	return tx.batch.Set(DataKey(tx.desc.Keyspace, key), value, nil)
 }
 
 func (tx *rangeTx) Delete(key []byte) error {
-	if !ContainsKey(tx.desc, key) {
+	if !keyInRange(tx.desc, key) {
 		return fmt.Errorf("delete %q: %w", key, ErrKeyNotInRange)
 	}
 	return tx.batch.Delete(DataKey(tx.desc.Keyspace, key), nil)
@@ -168,7 +168,7 @@ func (tx *stagedTx) stage(key []byte, w stagedWrite) {
 }
 
 func (tx *stagedTx) Set(key, value []byte) error {
-	if !ContainsKey(tx.desc, key) {
+	if !keyInRange(tx.desc, key) {
 		return fmt.Errorf("set %q: %w", key, ErrKeyNotInRange)
 	}
 	tx.stage(key, stagedWrite{value: append([]byte(nil), value...)})
@@ -176,7 +176,7 @@ func (tx *stagedTx) Set(key, value []byte) error {
 }
 
 func (tx *stagedTx) Delete(key []byte) error {
-	if !ContainsKey(tx.desc, key) {
+	if !keyInRange(tx.desc, key) {
 		return fmt.Errorf("delete %q: %w", key, ErrKeyNotInRange)
 	}
 	tx.stage(key, stagedWrite{deleted: true})

@@ -3,7 +3,9 @@
 // built with its tag, so a normal build compiles the faults away:
 //
 //	bugzoo_stale_read        serve linearizable reads from the local replica, no ReadIndex
-//	bugzoo_skip_version      skip the descriptor version check at apply time
+//	bugzoo_skip_version      skip the epoch check at apply time: the command's
+//	                         version and its keys' span (SkipEpochCheck)
 //	bugzoo_ack_before_commit acknowledge a write before it is committed
-//	bugzoo_skip_compaction   skip the split child's log compaction
+//	bugzoo_skip_compaction   skip the split child's log compaction, at its start
+//	                         and before a replica is added to a range
 package bugzoo

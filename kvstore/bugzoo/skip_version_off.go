@@ -2,5 +2,5 @@
 
 package bugzoo
 
-// SkipVersionCheck is off in a normal build.
-const SkipVersionCheck = false
+// SkipEpochCheck is off in a normal build.
+const SkipEpochCheck = false

@@ -2,5 +2,5 @@
 
 package bugzoo
 
-// SkipVersionCheck is on: this binary carries the fault.
-const SkipVersionCheck = true
+// SkipEpochCheck is on: this binary carries the fault.
+const SkipEpochCheck = true
