@@ -96,12 +96,15 @@ func mustJSON(v any) json.RawMessage {
 }
 
 // writeFailure is the completion of a write that returned err: fail when
-// the request certainly never reached a store (gRPC could not connect) or
-// was refused as malformed, info otherwise.
-func writeFailure(op history.Op, err error) history.Op {
+// the server refused it as malformed, or when the worker's one call to its
+// store certainly never reached the store (gRPC could not connect), info
+// otherwise. A routed worker's error is only its last attempt's: an
+// earlier attempt may have reached a leader and applied, so a routed write
+// that could not connect in the end is info too.
+func (c *client) writeFailure(op history.Op, err error) history.Op {
 	op.Error = err.Error()
 	op.Type = history.Info
-	if errors.Is(err, ranges.ErrBadRequest) || neverSent(err) {
+	if errors.Is(err, ranges.ErrBadRequest) || (c.routed == nil && neverSent(err)) {
 		op.Type = history.Fail
 	}
 	return op
@@ -133,13 +136,13 @@ func (c *client) Invoke(ctx context.Context, op history.Op) history.Op {
 		op.Type, op.Value = history.OK, mustJSON(Result{Value: string(v), Found: found})
 	case FWrite, FAdd:
 		if err := c.api.put(ctx, []byte(op.Key), []byte(args.Value)); err != nil {
-			return writeFailure(op, err)
+			return c.writeFailure(op, err)
 		}
 		op.Type = history.OK
 	case FCAS:
 		ok, cur, found, err := c.api.cas(ctx, []byte(op.Key), []byte(args.From), []byte(args.Value))
 		if err != nil {
-			return writeFailure(op, err)
+			return c.writeFailure(op, err)
 		}
 		if ok {
 			op.Type = history.OK
