@@ -159,3 +159,36 @@ func TestSetChecker(t *testing.T) {
 		})
 	}
 }
+
+// TestRoutesChecker: the routes checker counts the stale-route events and
+// the routed workers' operations, and is unknown when routed workers
+// invoked operations and none succeeded.
+func TestRoutesChecker(t *testing.T) {
+	routed := func(typ history.Type, p int, ms int64) history.History {
+		i, c := ev(inv, p, FAdd, SetKey(int64(p)), nil, ms), ev(typ, p, FAdd, SetKey(int64(p)), nil, ms+1)
+		i.Node, c.Node = routedNode, routedNode
+		return history.History{i, c}
+	}
+	stale := func(rangeID uint64, ms int64) history.History {
+		v := StaleRoute{Range: rangeID, Status: "STATUS_KEY_NOT_IN_RANGE"}
+		return history.History{ev(inv, 2000, FStaleRoute, "set/1", v, ms), ev(ok, 2000, FStaleRoute, "set/1", v, ms)}
+	}
+	cat := func(hs ...history.History) history.History {
+		var out history.History
+		for _, h := range hs {
+			out = append(out, h...)
+		}
+		return index(out)
+	}
+	got := RoutesChecker{}.Check(context.Background(), cat(routed(ok, 1, 0), stale(7, 2), stale(7, 3), stale(9, 4), routed(info, 3, 5)), "")
+	d, isMap := got.Details.(map[string]any)
+	if got.Valid != jepsen.Valid || !isMap || d["stale_routes"] != 3 || d["ranges"] != 2 || d["routed_ok"] != 1 || d["routed_info"] != 1 {
+		t.Fatalf("got %s %v (%s), want valid with 3 stale routes on 2 ranges, 1 ok and 1 info", got.Valid, got.Details, got.Summary)
+	}
+	if got := (RoutesChecker{}).Check(context.Background(), cat(routed(fail, 1, 0), routed(info, 3, 5)), ""); got.Valid != jepsen.Unknown {
+		t.Fatalf("no routed operation succeeded: got %s (%s), want unknown", got.Valid, got.Summary)
+	}
+	if got := (RoutesChecker{}).Check(context.Background(), index(history.History{ev(inv, 0, FAdd, SetKey(1), nil, 0), ev(ok, 0, FAdd, SetKey(1), nil, 1)}), ""); got.Valid != jepsen.Valid {
+		t.Fatalf("no routed worker: got %s (%s), want valid", got.Valid, got.Summary)
+	}
+}

@@ -45,7 +45,17 @@ const (
 	FAdd   = "add"
 	// FReadAll reads every key under a prefix (the Key), in one scan.
 	FReadAll = "read-all"
+	// FStaleRoute is an event, not an invocation: a store refused a
+	// routed worker's command or query for its stale route (StaleRoute),
+	// and the worker's router retried it.
+	FStaleRoute = "stale-route"
 )
+
+// StaleRoute is the value of an FStaleRoute event.
+type StaleRoute struct {
+	Range  uint64 `json:"range"`
+	Status string `json:"status"`
+}
 
 // client is a worker's client: its operations go through one store's KV
 // service, or, for every other worker, through a router of its own with
@@ -75,13 +85,27 @@ func newClient(ctx context.Context, c *cluster.Cluster, worker int) (*client, er
 		cl.Close()
 		return nil, err
 	}
-	return &client{node: "router", cl: cl, api: r, routed: r}, nil
+	return &client{node: routedNode, cl: cl, api: r, routed: r}, nil
 }
+
+// routedNode is the node of a routed worker's operations in the history.
+const routedNode = "router"
 
 func (c *client) Node() string { return c.node }
 
+// Observe implements jepsen.Observer: a routed worker records the stale
+// routes stores refused as FStaleRoute events.
+func (c *client) Observe(record func(history.Op)) {
+	if c.routed != nil {
+		c.routed.mu.Lock()
+		c.routed.record = record
+		c.routed.mu.Unlock()
+	}
+}
+
 func (c *client) Close() error {
 	if c.routed != nil {
+		c.Observe(nil)
 		c.routed.close()
 	}
 	return c.cl.Close()

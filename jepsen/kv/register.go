@@ -125,7 +125,7 @@ func (r *Register) Final() []history.Op {
 }
 
 func (r *Register) Checkers() []jepsen.Checker {
-	return []jepsen.Checker{&Linearizable{CheckerName: "linearizable", Timeout: r.cfg.CheckTimeout}}
+	return []jepsen.Checker{&Linearizable{CheckerName: "linearizable", Timeout: r.cfg.CheckTimeout}, RoutesChecker{}}
 }
 
 // SetCheckTimeout sets porcupine's time limit.

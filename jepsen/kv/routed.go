@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/bifrost-mq/bifrost/jepsen/cluster"
+	"github.com/bifrost-mq/bifrost/jepsen/history"
+	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
@@ -59,6 +61,7 @@ type routedAPI struct {
 	conns       map[uint64]*grpc.ClientConn // by store ID
 	addrs       map[uint64]string
 	lastRefresh time.Time
+	record      func(history.Op) // set by Observe; nil: none
 }
 
 func newRoutedAPI(ctx context.Context, c *cluster.Cluster) (*routedAPI, error) {
@@ -138,7 +141,35 @@ func (a *routedAPI) Execute(ctx context.Context, storeID uint64, req *rangespb.E
 	if err != nil {
 		return nil, err
 	}
-	return rangespb.NewStoreClient(cc).Execute(ctx, req)
+	resp, err := rangespb.NewStoreClient(cc).Execute(ctx, req)
+	if err == nil {
+		if st := resp.GetResult().GetStatus(); st == kvpb.Status_STATUS_EPOCH_NOT_MATCH || st == kvpb.Status_STATUS_KEY_NOT_IN_RANGE {
+			a.staleRoute(req, st)
+		}
+	}
+	return resp, err
+}
+
+// staleRoute records, as an event in the history, a store's refusal of a
+// command or query this client routed by a stale descriptor.
+func (a *routedAPI) staleRoute(req *rangespb.ExecuteRequest, st kvpb.Status) {
+	a.mu.Lock()
+	record := a.record
+	a.mu.Unlock()
+	if record == nil {
+		return
+	}
+	var key []byte
+	var ops []*kvpb.Op
+	if cmd := req.GetCommand(); cmd != nil {
+		ops = cmd.GetWrite().GetOps()
+	} else {
+		ops = req.GetQuery().GetOps()
+	}
+	if len(ops) > 0 {
+		key, _ = kvstore.OpKey(ops[0])
+	}
+	record(history.Op{F: FStaleRoute, Key: string(key), Value: mustJSON(StaleRoute{Range: req.RangeId, Status: st.String()})})
 }
 
 // Refresh is the router's refresher: every store that answers within a

@@ -58,7 +58,7 @@ func (s *Set) Next(*rand.Rand, int) history.Op {
 
 func (s *Set) Final() []history.Op { return []history.Op{{F: FReadAll, Key: SetPrefix}} }
 
-func (s *Set) Checkers() []jepsen.Checker { return []jepsen.Checker{SetChecker{}} }
+func (s *Set) Checkers() []jepsen.Checker { return []jepsen.Checker{SetChecker{}, RoutesChecker{}} }
 
 // SetChecker compares the adds with the last successful final read: an
 // element whose add succeeded but is missing is lost, an element present
