@@ -35,6 +35,7 @@ func runFrontend(args []string, stderr io.Writer) error {
 	fs.StringVar(&advertise, "advertise", "", "gossip address peers dial (default: --gossip)")
 	fs.StringVar(&grpcAddr, "grpc", "127.0.0.1:7958", "gRPC address other frontends reach this one on (host:port)")
 	fs.StringVar(&httpAddr, "http", "127.0.0.1:8092", "admin HTTP address for /metrics and /healthz (empty: off)")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's runtime profiles under /debug/pprof/ on the admin HTTP address")
 	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of cluster members (required)")
 	fs.StringVar(&name, "name", "", "gossip member name (default frontend-<grpc address>)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -122,7 +123,7 @@ func runFrontend(args []string, stderr io.Writer) error {
 	}
 	defer front.Close()
 
-	srv, err := serveAdminHTTP(httpAddr, reg, log, func() error { return nil })
+	srv, err := serveAdminHTTP(httpAddr, reg, log, f.pprof, func() error { return nil })
 	if err != nil {
 		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
 	}

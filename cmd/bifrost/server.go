@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -49,6 +50,7 @@ type serverFlags struct {
 
 	config           string
 	balancerPaused   bool
+	pprof            bool
 	balancerRF       int
 	deadStoreTimeout time.Duration
 	splitBytes       uint64
@@ -77,6 +79,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.StringVar(&f.raft, "raft", "127.0.0.1:7947", "Raft address (host:port), reachable by peers")
 	fs.StringVar(&f.grpc, "grpc", "127.0.0.1:7948", "gRPC address (host:port), reachable by peers")
 	fs.StringVar(&f.http, "http", "127.0.0.1:8091", "admin HTTP address for /metrics and /healthz (empty: off)")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve Go's runtime profiles under /debug/pprof/ on the admin HTTP address")
 	fs.StringVar(&f.join, "join", "", "comma-separated gossip addresses of members to join")
 	fs.StringVar(&f.name, "name", "", "gossip member name (default store-<id>)")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", expect, "create the cluster once this many stores are members (0: join only)")
@@ -308,7 +311,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 		}
 		defer f.front.Close()
 	}
-	httpSrv, err := serveAdminHTTP(f.http, reg, log, func() error {
+	httpSrv, err := serveAdminHTTP(f.http, reg, log, f.pprof, func() error {
 		select {
 		case <-node.Bootstrapped():
 			return nil
@@ -388,8 +391,9 @@ func parseJoin(v string) ([]string, error) {
 }
 
 // serveAdminHTTP serves /metrics and /healthz (healthy while health returns
-// nil) on addr; an empty addr serves nothing and returns a nil server.
-func serveAdminHTTP(addr string, reg *prometheus.Registry, log *slog.Logger, health func() error) (*http.Server, error) {
+// nil) on addr, and with withPprof Go's runtime profiles under
+// /debug/pprof/; an empty addr serves nothing and returns a nil server.
+func serveAdminHTTP(addr string, reg *prometheus.Registry, log *slog.Logger, withPprof bool, health func() error) (*http.Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -402,6 +406,13 @@ func serveAdminHTTP(addr string, reg *prometheus.Registry, log *slog.Logger, hea
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin http listen on %s: %w", addr, err)
