@@ -46,8 +46,9 @@ const (
 	// FReadAll reads every key under a prefix (the Key), in one scan.
 	FReadAll = "read-all"
 	// FStaleRoute is an event, not an invocation: a store refused a
-	// routed worker's command or query for its stale route (StaleRoute),
-	// and the worker's router retried it.
+	// routed worker's command or query for its stale route (StaleRoute:
+	// a stale epoch, a key outside the range, or no replica of the range
+	// there), and the worker's router retried it.
 	FStaleRoute = "stale-route"
 )
 

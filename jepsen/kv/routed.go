@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/bifrost-mq/bifrost/jepsen/cluster"
 	"github.com/bifrost-mq/bifrost/jepsen/history"
@@ -142,17 +144,27 @@ func (a *routedAPI) Execute(ctx context.Context, storeID uint64, req *rangespb.E
 		return nil, err
 	}
 	resp, err := rangespb.NewStoreClient(cc).Execute(ctx, req)
-	if err == nil {
+	switch {
+	case status.Code(err) == codes.NotFound:
+		// The store holds no replica of the range any more: the route's
+		// replica list is stale (a move, or a merge took the range).
+		a.staleRoute(req, notHere)
+	case err == nil:
 		if st := resp.GetResult().GetStatus(); st == kvpb.Status_STATUS_EPOCH_NOT_MATCH || st == kvpb.Status_STATUS_KEY_NOT_IN_RANGE {
-			a.staleRoute(req, st)
+			a.staleRoute(req, st.String())
 		}
 	}
 	return resp, err
 }
 
+// notHere is the status of a stale-route event for a store that no longer
+// holds the range.
+const notHere = "NOT_HERE"
+
 // staleRoute records, as an event in the history, a store's refusal of a
-// command or query this client routed by a stale descriptor.
-func (a *routedAPI) staleRoute(req *rangespb.ExecuteRequest, st kvpb.Status) {
+// command or query this client routed by a stale descriptor: a status
+// (STATUS_EPOCH_NOT_MATCH, STATUS_KEY_NOT_IN_RANGE) or notHere.
+func (a *routedAPI) staleRoute(req *rangespb.ExecuteRequest, st string) {
 	a.mu.Lock()
 	record := a.record
 	a.mu.Unlock()
@@ -169,7 +181,7 @@ func (a *routedAPI) staleRoute(req *rangespb.ExecuteRequest, st kvpb.Status) {
 	if len(ops) > 0 {
 		key, _ = kvstore.OpKey(ops[0])
 	}
-	record(history.Op{F: FStaleRoute, Key: string(key), Value: mustJSON(StaleRoute{Range: req.RangeId, Status: st.String()})})
+	record(history.Op{F: FStaleRoute, Key: string(key), Value: mustJSON(StaleRoute{Range: req.RangeId, Status: st})})
 }
 
 // Refresh is the router's refresher: every store that answers within a
