@@ -163,6 +163,7 @@ func (c *Cluster) setupNetwork(ctx context.Context) error {
 		}
 		hostEnd := fmt.Sprintf("%s%sh%d", NamePrefix, c.id, i)
 		nsEnd := fmt.Sprintf("%s%sp%d", NamePrefix, c.id, i)
+		n.hostLink = hostEnd
 		c.nodes = append(c.nodes, n)
 		if err := run(ctx, "ip", "netns", "add", n.NS); err != nil {
 			return err
@@ -331,6 +332,10 @@ func (c *Cluster) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var errs []error
+	// Heal first: the connections of the processes about to be killed then
+	// finish closing. Behind a partition their orphaned sockets retransmit
+	// for minutes, and keep their namespace, and its veth pair, alive.
+	_ = c.Heal(ctx)
 	for _, n := range c.nodes {
 		n.stop()
 	}
@@ -342,8 +347,12 @@ func (c *Cluster) Close() error {
 		if err := run(ctx, "ip", "netns", "del", n.NS); err != nil && !strings.Contains(err.Error(), "No such file") {
 			errs = append(errs, err)
 		}
+		// A veth pair goes with its namespace, unless something still holds
+		// the namespace: delete the host end, which takes the pair.
+		if err := run(ctx, "ip", "link", "del", n.hostLink); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+			errs = append(errs, err)
+		}
 	}
-	// The veth pairs went with their namespaces; the bridge remains.
 	if err := run(ctx, "ip", "link", "del", c.bridge); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
 		errs = append(errs, err)
 	}

@@ -37,6 +37,8 @@ type Node struct {
 	NS  string
 	IP  string
 	dir string
+	// hostLink is the host end of the node's veth pair.
+	hostLink string
 
 	mu     sync.Mutex
 	proc   *process
