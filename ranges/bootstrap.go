@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
 
@@ -317,7 +316,7 @@ func (n *Node) initRange(ctx context.Context, desc *kvpb.RangeDescriptor) error 
 		if err == nil {
 			return fmt.Errorf("init range %d: %s", desc.Id, res.Message)
 		}
-		if !errors.Is(err, kvstore.ErrNotReady) && !errors.Is(err, kvstore.ErrTimeout) {
+		if !transient(err) {
 			return fmt.Errorf("init range %d: %w", desc.Id, err)
 		}
 		select {

@@ -63,7 +63,7 @@ func retryNotReady(ctx context.Context, f func(ctx context.Context) error) error
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := f(actx)
 		cancel()
-		if err == nil || !(errors.Is(err, kvstore.ErrNotReady) || errors.Is(err, kvstore.ErrTimeout)) {
+		if err == nil || !transient(err) {
 			return err
 		}
 		select {
@@ -73,6 +73,12 @@ func retryNotReady(ctx context.Context, f func(ctx context.Context) error) error
 		}
 		backoff = min(backoff*2, 500*time.Millisecond)
 	}
+}
+
+// transient reports whether the local replica refused for a moment only:
+// no leader during an election, a busy or starting replica, a timeout.
+func transient(err error) bool {
+	return errors.Is(err, kvstore.ErrNotReady) || errors.Is(err, kvstore.ErrTimeout)
 }
 
 // descriptor reads the range's descriptor linearizably through the local
@@ -169,7 +175,7 @@ func (n *Node) addLearner(ctx context.Context, rangeID, replicaID, storeID uint6
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, kvstore.ErrNotReady) && !errors.Is(err, kvstore.ErrTimeout) || ctx.Err() != nil {
+		if !transient(err) || ctx.Err() != nil {
 			return fmt.Errorf("raft add of non-voting replica %d: %w", replicaID, err)
 		}
 		if err := pause(ctx, 100*time.Millisecond); err != nil {
@@ -207,7 +213,7 @@ func (n *Node) addLearner(ctx context.Context, rangeID, replicaID, storeID uint6
 			n.log.Info("learner caught up and promoted", "range", rangeID, "replica", replicaID, "applied", want)
 			return nil
 		}
-		if !errors.Is(err, kvstore.ErrNotReady) && !errors.Is(err, kvstore.ErrTimeout) || ctx.Err() != nil {
+		if !transient(err) || ctx.Err() != nil {
 			return fmt.Errorf("raft promotion of replica %d: %w", replicaID, err)
 		}
 		if err := pause(ctx, 100*time.Millisecond); err != nil {

@@ -98,9 +98,7 @@ func (c *client) Node() string { return c.node }
 // routes stores refused as FStaleRoute events.
 func (c *client) Observe(record func(history.Op)) {
 	if c.routed != nil {
-		c.routed.mu.Lock()
-		c.routed.record = record
-		c.routed.mu.Unlock()
+		c.routed.setRecord(record)
 	}
 }
 

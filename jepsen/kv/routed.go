@@ -8,9 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/bifrost-mq/bifrost/jepsen/cluster"
@@ -60,14 +58,14 @@ type routedAPI struct {
 	router *ranges.Router
 
 	mu          sync.Mutex
-	conns       map[uint64]*grpc.ClientConn // by store ID
+	conns       map[uint64]*ranges.Client // by store ID
 	addrs       map[uint64]string
 	lastRefresh time.Time
 	record      func(history.Op) // set by Observe; nil: none
 }
 
 func newRoutedAPI(ctx context.Context, c *cluster.Cluster) (*routedAPI, error) {
-	a := &routedAPI{c: c, conns: map[uint64]*grpc.ClientConn{}, addrs: map[uint64]string{}}
+	a := &routedAPI{c: c, conns: map[uint64]*ranges.Client{}, addrs: map[uint64]string{}}
 	a.router = ranges.NewRouter(ranges.RouterConfig{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		// Short attempts: the harness's operation timeout is a few seconds.
@@ -119,31 +117,39 @@ func (a *routedAPI) learnStores(ctx context.Context) error {
 	return fmt.Errorf("routed client: no store listed the cluster's members: %v", last)
 }
 
-func (a *routedAPI) conn(storeID uint64) (*grpc.ClientConn, error) {
+// store returns the client of a store's services, dialled once.
+func (a *routedAPI) store(storeID uint64) (rangespb.StoreClient, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if cc := a.conns[storeID]; cc != nil {
-		return cc, nil
+	cl := a.conns[storeID]
+	if cl == nil {
+		addr, ok := a.addrs[storeID]
+		if !ok {
+			return nil, fmt.Errorf("%w: store %d", ranges.ErrUnknownStore, storeID)
+		}
+		var err error
+		if cl, err = ranges.Dial(addr); err != nil {
+			return nil, err
+		}
+		a.conns[storeID] = cl
 	}
-	addr, ok := a.addrs[storeID]
-	if !ok {
-		return nil, fmt.Errorf("%w: store %d", ranges.ErrUnknownStore, storeID)
-	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return nil, err
-	}
-	a.conns[storeID] = cc
-	return cc, nil
+	return rangespb.NewStoreClient(cl.Conn()), nil
+}
+
+// setRecord sets (or, with nil, clears) where stale-route events go.
+func (a *routedAPI) setRecord(record func(history.Op)) {
+	a.mu.Lock()
+	a.record = record
+	a.mu.Unlock()
 }
 
 // Execute is the router's transport: the store's Store service.
 func (a *routedAPI) Execute(ctx context.Context, storeID uint64, req *rangespb.ExecuteRequest) (*rangespb.ExecuteResponse, error) {
-	cc, err := a.conn(storeID)
+	sc, err := a.store(storeID)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := rangespb.NewStoreClient(cc).Execute(ctx, req)
+	resp, err := sc.Execute(ctx, req)
 	switch {
 	case status.Code(err) == codes.NotFound:
 		// The store holds no replica of the range any more: the route's
@@ -204,13 +210,13 @@ func (a *routedAPI) Refresh(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cc, err := a.conn(id)
+			sc, err := a.store(id)
 			if err != nil {
 				return
 			}
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
-			resp, err := rangespb.NewStoreClient(cc).LocalRanges(cctx, &rangespb.LocalRangesRequest{})
+			resp, err := sc.LocalRanges(cctx, &rangespb.LocalRangesRequest{})
 			if err != nil {
 				return
 			}
@@ -251,10 +257,10 @@ func (a *routedAPI) cas(ctx context.Context, key, from, value []byte) (bool, []b
 func (a *routedAPI) close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, cc := range a.conns {
-		cc.Close()
+	for _, cl := range a.conns {
+		cl.Close()
 	}
-	a.conns = map[uint64]*grpc.ClientConn{}
+	a.conns = map[uint64]*ranges.Client{}
 }
 
 // ksKV is the keyspace of the kv workloads.
