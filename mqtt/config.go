@@ -69,6 +69,15 @@ type Config struct {
 	// RequestTimeout bounds each call to dist, retain or another frontend.
 	// Default 5s.
 	RequestTimeout time.Duration
+	// InsertTimeout bounds how long a publish waits for the inboxes of the
+	// persistent sessions it matched to take it. Long next to a leader
+	// election in an inbox range, so that a publisher gets its
+	// acknowledgement late rather than a closed connection. Default 30s.
+	InsertTimeout time.Duration
+	// PublishPipeline is how many inbound publishes of one connection may
+	// wait for their inboxes at once; past it the connection is not read
+	// until the oldest is acknowledged. Default ReceiveMaximum.
+	PublishPipeline int
 
 	// DeadFrontendAfter is how long another frontend must be both
 	// unreachable and gone from gossip before this one removes the routes
@@ -130,6 +139,12 @@ func (c Config) withDefaults() Config {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 5 * time.Second
 	}
+	if c.InsertTimeout == 0 {
+		c.InsertTimeout = 30 * time.Second
+	}
+	if c.PublishPipeline == 0 {
+		c.PublishPipeline = int(c.ReceiveMaximum)
+	}
 	if c.InboxPollInterval == 0 {
 		c.InboxPollInterval = 5 * time.Second
 	}
@@ -158,6 +173,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxQueued < 0 {
 		return fmt.Errorf("mqtt: max queued %d must not be negative", c.MaxQueued)
+	}
+	if c.PublishPipeline < 0 || c.InsertTimeout < 0 {
+		return fmt.Errorf("mqtt: publish pipeline %d and insert timeout %v must not be negative", c.PublishPipeline, c.InsertTimeout)
 	}
 	for i, l := range c.Listeners {
 		if err := l.Validate(); err != nil {

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -56,6 +54,9 @@ type conn struct {
 	aliasesIn   map[uint16]string
 	awaitingRel map[uint16]struct{} // QoS 2 packet IDs before PUBREL
 	subs        map[string]dist.Subscription
+	// pubs is the publishes whose acknowledgements are not sent yet
+	// (publish.go).
+	pubs pubPipeline
 
 	mu       sync.Mutex
 	out      []byte
@@ -341,115 +342,6 @@ func (c *conn) handle(p packet.Packet) error {
 	return nil
 }
 
-func (c *conn) ack(qos byte, id uint16, code packet.ReasonCode, reason string) {
-	if c.version != packet.V5 {
-		// 3.x has no negative acknowledgement: the message is dropped.
-		code, reason = packet.Success, ""
-	}
-	switch qos {
-	case 1:
-		a := &packet.Puback{PacketID: id, ReasonCode: code}
-		a.Properties.ReasonString = reason
-		c.send(a)
-	case 2:
-		a := &packet.Pubrec{PacketID: id, ReasonCode: code}
-		a.Properties.ReasonString = reason
-		c.send(a)
-	}
-}
-
-func (c *conn) onPublish(p *packet.Publish) error {
-	v5 := c.version == packet.V5
-	topic := p.Topic
-	if v5 && p.Properties.HasTopicAlias {
-		a := p.Properties.TopicAlias
-		if a == 0 || a > c.s.cfg.TopicAliasMaximum {
-			return &disconnectError{code: packet.TopicAliasInvalid, reason: "MQTT-3.3.2-9: topic alias out of range"}
-		}
-		if topic == "" {
-			t, ok := c.aliasesIn[a]
-			if !ok {
-				return c.protocolError("MQTT-3.3.2-8: unknown topic alias %d", a)
-			}
-			topic = t
-		} else {
-			if c.aliasesIn == nil {
-				c.aliasesIn = map[uint16]string{}
-			}
-			c.aliasesIn[a] = topic
-		}
-	}
-	if err := dist.ValidateTopicName(topic); err != nil {
-		if v5 {
-			return &disconnectError{code: packet.TopicNameInvalid, reason: err.Error()}
-		}
-		return errClose // MQTT-3.3.2-2
-	}
-	if v5 && len(p.Properties.SubscriptionIdentifier) > 0 {
-		return c.protocolError("MQTT-3.3.4-6: a client sent a subscription identifier")
-	}
-	if p.QoS == 2 {
-		if _, dup := c.awaitingRel[p.PacketID]; dup {
-			// Already accepted: acknowledge again, deliver once (MQTT-4.3.3-10).
-			c.send(&packet.Pubrec{PacketID: p.PacketID})
-			return nil
-		}
-		if len(c.awaitingRel) >= int(c.s.cfg.ReceiveMaximum) {
-			if v5 {
-				return &disconnectError{code: packet.ReceiveMaximumExceeded, reason: "MQTT-3.3.4-9: receive maximum exceeded"}
-			}
-			return errClose
-		}
-	}
-	if !c.s.cfg.Auth.Authorize(c.id, auth.Publish, topic) {
-		c.s.m.dropped.WithLabelValues("not_authorized").Inc()
-		c.ack(p.QoS, p.PacketID, packet.NotAuthorized, "not authorized")
-		if p.QoS == 2 && c.version != packet.V5 {
-			c.awaitRel(p.PacketID)
-		}
-		return nil
-	}
-	if v5 && p.Properties.HasPayloadFormatIndicator && p.Properties.PayloadFormatIndicator == 1 && !utf8.Valid(p.Payload) {
-		c.ack(p.QoS, p.PacketID, packet.PayloadFormatInvalid, "payload is not UTF-8") // MQTT-3.3.2-4 allows the check
-		return nil
-	}
-	m := messageOf(topic, p, c.key.clientID, time.Now())
-	c.s.m.published.WithLabelValues(strconv.Itoa(int(p.QoS))).Inc()
-	ctx := c.s.ctx
-	if p.Retain {
-		if err := c.s.retain(ctx, c.id.Tenant, m); err != nil {
-			c.s.log.Warn("storing a retained message failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
-			if !v5 || p.QoS == 0 {
-				return errClose // the client retries a QoS 1/2 message on its next connection
-			}
-			c.ack(p.QoS, p.PacketID, packet.UnspecifiedError, "retained message not stored")
-			return nil
-		}
-	}
-	n, err := c.s.dispatch(ctx, c.id.Tenant, m)
-	if err != nil {
-		c.s.log.Warn("routing a message failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
-		if p.QoS == 0 {
-			c.s.m.dropped.WithLabelValues("route_error").Inc()
-			return nil
-		}
-		if !v5 {
-			return errClose
-		}
-		c.ack(p.QoS, p.PacketID, packet.UnspecifiedError, "routing failed")
-		return nil
-	}
-	code := packet.Success
-	if n == 0 && v5 {
-		code = packet.NoMatchingSubscribers
-	}
-	if p.QoS == 2 {
-		c.awaitRel(p.PacketID)
-	}
-	c.ack(p.QoS, p.PacketID, code, "")
-	return nil
-}
-
 // messageOf builds the message that travels from a PUBLISH.
 func messageOf(topic string, p *packet.Publish, publisher string, now time.Time) *mqttpb.Message {
 	m := &mqttpb.Message{
@@ -607,6 +499,12 @@ func (c *conn) onUnsubscribe(p *packet.Unsubscribe) {
 
 // end tears the session down after the read loop stopped.
 func (c *conn) end(err error) {
+	// The publishes already read are handed on (a QoS 0 message before a
+	// DISCONNECT is still delivered) before the session goes.
+	c.pubs.drain(c.s.cfg.InsertTimeout + time.Second)
+	for _, id := range c.pubs.takeRelUndo() {
+		delete(c.awaitingRel, id)
+	}
 	var de *disconnectError
 	if errors.As(err, &de) && c.version == packet.V5 {
 		d := &packet.Disconnect{ReasonCode: de.code}
@@ -690,6 +588,7 @@ func (c *conn) flushAndClose() {
 	c.mu.Lock()
 	c.closed = true
 	c.mu.Unlock()
+	c.pubs.close() // a reader waiting for room in the pipeline
 	done := make(chan struct{})
 	go func() { c.writerWG.Wait(); close(done) }()
 	select {

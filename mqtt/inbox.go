@@ -53,14 +53,19 @@ func fromInbox(im *inboxpb.Message) *mqttpb.Message {
 	return m
 }
 
-// deliverInboxes inserts a message into the inboxes dist matched (one
-// batched Insert, one proposal per range), tells their owners to fetch,
-// and removes routes whose inbox is gone. It returns how many took it.
-func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Message, routes []*distpb.Matched) (int, error) {
+// deliverInboxes inserts a message into the inboxes dist matched, in the
+// background (batched with the inserts of concurrent publishes, one
+// proposal per range), tells their owners to fetch, and removes routes
+// whose inbox is gone. done gets how many inboxes took the message, once
+// the insert is committed (or failed); it runs on the batcher's goroutine
+// and must not block. Inserts of one caller are applied in the order of its
+// calls.
+func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Message, routes []*distpb.Matched, done func(int, error)) {
 	if s.cfg.Inbox == nil {
 		// Persistent sessions are off on this frontend.
 		s.m.dropped.WithLabelValues("inbox_receiver").Add(float64(len(routes)))
-		return 0, nil
+		done(0, nil)
+		return
 	}
 	props := messageProps(m)
 	items := make([]*inboxpb.InsertItem, len(routes))
@@ -71,20 +76,32 @@ func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Me
 			Publisher: m.Publisher, ExpiresUnixMs: m.ExpiresUnixMs, Subscription: r.Subscription,
 		}}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	resp, err := s.inserts.insert(ctx, s.cfg.Inbox, items)
-	if err != nil {
-		return 0, err
-	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
+	s.inserts.insert(ctx, s.cfg.Inbox, items, func(resp *inboxpb.InsertResponse, err error) {
+		cancel()
+		if err != nil {
+			done(0, err)
+			return
+		}
+		done(s.inserted(tenant, items, routes, resp), nil)
+	})
+}
+
+// inserted handles the results of an insert: it counts the inboxes that
+// took the message, wakes their owners and removes the routes of inboxes
+// that are gone.
+func (s *Server) inserted(tenant string, items []*inboxpb.InsertItem, routes []*distpb.Matched, resp *inboxpb.InsertResponse) int {
 	n := 0
-	notify := map[string][]*mqttpb.SessionRef{}
+	var notify map[string][]*mqttpb.SessionRef
 	var gone []*distpb.Matched
 	for i, r := range resp.Results {
 		switch r {
 		case inboxpb.InsertResult_INSERT_OK:
 			n++
 			if i < len(resp.Owners) && resp.Owners[i] != "" {
+				if notify == nil {
+					notify = map[string][]*mqttpb.SessionRef{}
+				}
 				fe := ownerFrontend(resp.Owners[i])
 				notify[fe] = append(notify[fe], &mqttpb.SessionRef{Tenant: tenant, ClientId: items[i].Inbox, Owner: resp.Owners[i]})
 			}
@@ -106,16 +123,17 @@ func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Me
 			}
 		}()
 	}
-	return n, nil
+	return n
 }
 
 // maxInsertBatch bounds the items of one batched Insert.
-const maxInsertBatch = 1024
+const maxInsertBatch = 4096
 
 // insertBatcher coalesces the inbox inserts of concurrent publishes: while
 // one Insert is in flight, the next ones queue and go together in the
-// following call (one proposal per range for all of them). A publisher
-// waits for its own publish, so its messages keep their order.
+// following call (one proposal per range for all of them). Calls are
+// applied in the order they were made, so a publisher's messages keep their
+// order in every inbox even while it has many in flight.
 type insertBatcher struct {
 	mu      sync.Mutex
 	pending []*insertCall
@@ -125,13 +143,13 @@ type insertBatcher struct {
 type insertCall struct {
 	ctx   context.Context
 	items []*inboxpb.InsertItem
-	resp  *inboxpb.InsertResponse
-	err   error
-	done  chan struct{}
+	done  func(*inboxpb.InsertResponse, error)
 }
 
-func (b *insertBatcher) insert(ctx context.Context, ib Inbox, items []*inboxpb.InsertItem) (*inboxpb.InsertResponse, error) {
-	call := &insertCall{ctx: ctx, items: items, done: make(chan struct{})}
+// insert queues items; done is called once, from the batcher's goroutine,
+// when they are committed or failed.
+func (b *insertBatcher) insert(ctx context.Context, ib Inbox, items []*inboxpb.InsertItem, done func(*inboxpb.InsertResponse, error)) {
+	call := &insertCall{ctx: ctx, items: items, done: done}
 	b.mu.Lock()
 	b.pending = append(b.pending, call)
 	if !b.running {
@@ -139,37 +157,37 @@ func (b *insertBatcher) insert(ctx context.Context, ib Inbox, items []*inboxpb.I
 		go b.run(ib)
 	}
 	b.mu.Unlock()
-	select {
-	case <-call.done:
-		return call.resp, call.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 func (b *insertBatcher) run(ib Inbox) {
 	for {
 		b.mu.Lock()
 		var batch []*insertCall
+		var expired []*insertCall
 		n := 0
 		for len(b.pending) > 0 && (n == 0 || n+len(b.pending[0].items) <= maxInsertBatch) {
 			c := b.pending[0]
 			b.pending[0] = nil
 			b.pending = b.pending[1:]
 			if c.ctx.Err() != nil {
-				c.err = c.ctx.Err()
-				close(c.done)
+				expired = append(expired, c)
 				continue
 			}
 			batch = append(batch, c)
 			n += len(c.items)
 		}
-		if len(batch) == 0 {
+		if len(batch) == 0 && len(expired) == 0 {
 			b.running = false
 			b.mu.Unlock()
 			return
 		}
 		b.mu.Unlock()
+		for _, c := range expired {
+			c.done(nil, c.ctx.Err())
+		}
+		if len(batch) == 0 {
+			continue
+		}
 		items := make([]*inboxpb.InsertItem, 0, n)
 		var deadline time.Time
 		for _, c := range batch {
@@ -187,16 +205,15 @@ func (b *insertBatcher) run(ib Inbox) {
 		off := 0
 		for _, c := range batch {
 			if err != nil {
-				c.err = err
+				c.done(nil, err)
 			} else {
 				r := &inboxpb.InsertResponse{Results: resp.Results[off : off+len(c.items)]}
 				if len(resp.Owners) >= off+len(c.items) {
 					r.Owners = resp.Owners[off : off+len(c.items)]
 				}
-				c.resp = r
+				c.done(r, nil)
 			}
 			off += len(c.items)
-			close(c.done)
 		}
 	}
 }

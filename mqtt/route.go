@@ -335,39 +335,52 @@ func (s *Server) match(ctx context.Context, tenant, topic, publisher string, see
 
 // dispatch hands a message to every receiver its topic matches and returns
 // how many sessions or frontends took it. An error means the message may
-// not have reached every receiver (dist could not be asked).
+// not have reached every receiver (dist could not be asked, or the inboxes
+// did not take it).
 func (s *Server) dispatch(ctx context.Context, tenant string, m *mqttpb.Message) (int, error) {
+	type result struct {
+		n   int
+		err error
+	}
+	ch := make(chan result, 1)
+	s.dispatchAsync(ctx, tenant, m, func(n int, err error) { ch <- result{n, err} })
+	r := <-ch
+	return r.n, r.err
+}
+
+// dispatchAsync is dispatch for a caller that goes on meanwhile: the
+// transient receivers get the message before it returns, the persistent
+// sessions' inboxes in the background. done is called exactly once, maybe
+// before dispatchAsync returns, with what dispatch would return; it must
+// not block. The inbox inserts of successive calls apply in call order.
+func (s *Server) dispatchAsync(ctx context.Context, tenant string, m *mqttpb.Message, done func(int, error)) {
 	seed := mathrand.Uint64()
 	routes, err := s.match(ctx, tenant, m.Topic, m.Publisher, seed)
 	if err != nil {
-		return 0, err
+		done(0, err)
+		return
 	}
 	if len(routes) == 0 {
-		return 0, nil
+		done(0, nil)
+		return
 	}
 	var local []string
 	var inboxes []*distpb.Matched
-	remote := map[string][]string{}
+	var remote map[string][]string
 	for _, r := range routes {
 		switch {
 		case r.Receiver.GetKind() == receiverFrontend && r.Receiver.GetId() == s.cfg.ReceiverID:
 			local = append(local, r.Subscription)
 		case r.Receiver.GetKind() == receiverFrontend:
+			if remote == nil {
+				remote = map[string][]string{}
+			}
 			remote[r.Receiver.GetId()] = append(remote[r.Receiver.GetId()], r.Subscription)
 		case r.Receiver.GetKind() == receiverInbox:
 			inboxes = append(inboxes, r)
 		}
 	}
 	n := 0
-	if len(inboxes) > 0 {
-		// Persistent sessions: into their inboxes first, as the
-		// acknowledgement to the publisher waits for it.
-		k, err := s.deliverInboxes(ctx, tenant, m, inboxes)
-		if err != nil {
-			return 0, err
-		}
-		n += k
-	}
 	if len(local) > 0 {
 		delivered, gone := s.deliverLocal(tenant, m, local, seed)
 		n += delivered
@@ -378,7 +391,19 @@ func (s *Server) dispatch(ctx context.Context, tenant string, m *mqttpb.Message)
 			n++
 		}
 	}
-	return n, nil
+	if len(inboxes) == 0 {
+		done(n, nil)
+		return
+	}
+	// Persistent sessions: the acknowledgement to the publisher waits for
+	// their inboxes to have committed the message.
+	s.deliverInboxes(ctx, tenant, m, inboxes, func(k int, err error) {
+		if err != nil {
+			done(0, err)
+			return
+		}
+		done(n+k, nil)
+	})
 }
 
 // removeGone removes stale routes in the background: delivery must not

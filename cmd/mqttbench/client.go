@@ -46,21 +46,28 @@ type client struct {
 
 // dial opens a connection and completes CONNECT/CONNACK with a clean session.
 func dial(ctx context.Context, addr, clientID string, keepAlive uint16) (*client, error) {
+	return dialSession(ctx, addr, clientID, keepAlive, true)
+}
+
+// dialSession opens a connection and completes CONNECT/CONNACK; with clean
+// false the session is persistent (3.1.1 clean session 0): the broker keeps
+// its subscriptions and queues its messages while it is disconnected.
+func dialSession(ctx context.Context, addr, clientID string, keepAlive uint16, clean bool) (*client, error) {
 	d := net.Dialer{Timeout: ioTimeout}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	c := &client{nc: nc, in: make([]byte, 256)}
-	if err := c.handshake(clientID, keepAlive); err != nil {
+	if err := c.handshake(clientID, keepAlive, clean); err != nil {
 		nc.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-func (c *client) handshake(clientID string, keepAlive uint16) error {
-	if err := c.send(&packet.Connect{CleanStart: true, KeepAlive: keepAlive, ClientID: clientID}); err != nil {
+func (c *client) handshake(clientID string, keepAlive uint16, clean bool) error {
+	if err := c.send(&packet.Connect{CleanStart: clean, KeepAlive: keepAlive, ClientID: clientID}); err != nil {
 		return err
 	}
 	if err := c.flush(); err != nil {

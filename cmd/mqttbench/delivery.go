@@ -215,8 +215,10 @@ func (p *publisher) readAcks() error {
 
 // runDelivery measures flows topics, each with one publisher and perFlow
 // subscribers, all at qos: the messages received per second, the latency
-// from publish to receipt, and what was lost.
-func runDelivery(ctx context.Context, cfg *config, r *result, flows, perFlow int, qos byte) error {
+// from publish to receipt, and what was lost. With persistent, the
+// subscribers' sessions are persistent (clean session 0), so every message
+// goes through the broker's durable queue; they are discarded afterwards.
+func runDelivery(ctx context.Context, cfg *config, r *result, flows, perFlow int, qos byte, persistent bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	fs := make([]*flow, flows)
@@ -240,12 +242,15 @@ func runDelivery(ctx context.Context, cfg *config, r *result, flows, perFlow int
 			}
 		}
 		disconnectAll(cs)
+		if persistent {
+			discardSessions(cfg, r.Scenario, flows*perFlow)
+		}
 	}()
 
 	// Every subscription is in place (SUBACK) before anything is published.
 	err := parallel(ctx, flows*perFlow, dialWidth, func(i int) error {
 		f := fs[i/perFlow]
-		c, err := dial(ctx, cfg.addr, cfg.clientID(r.Scenario, "sub", i), 0)
+		c, err := dialSession(ctx, cfg.addr, cfg.clientID(r.Scenario, "sub", i), 0, !persistent)
 		if err != nil {
 			return err
 		}
@@ -353,4 +358,20 @@ func runDelivery(ctx context.Context, cfg *config, r *result, flows, perFlow int
 	r.P99Ms = milliseconds(latency.quantile(0.99))
 	r.setCPU(cpu0, cpu1)
 	return nil
+}
+
+// discardSessions ends the persistent sessions of a scenario's n
+// subscribers: a connect with a clean session discards what the broker
+// kept (MQTT-3.1.2-6), so that runs do not leave queues behind.
+func discardSessions(cfg *config, scenario string, n int) {
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	_ = parallel(ctx, n, dialWidth, func(i int) error {
+		c, err := dial(ctx, cfg.addr, cfg.clientID(scenario, "sub", i), 0)
+		if err != nil {
+			return err
+		}
+		c.disconnect()
+		return nil
+	})
 }

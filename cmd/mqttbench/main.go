@@ -102,17 +102,22 @@ var scenarios = []scenario{
 	{"qos0", func(c *config) string {
 		return fmt.Sprintf("QoS 0, %d publishers -> %d subscribers on 1:1 topics, %d-byte payloads", c.pairs, c.pairs, c.payload)
 	}, "msgs/s", func(ctx context.Context, c *config, r *result) error {
-		return runDelivery(ctx, c, r, c.pairs, 1, 0)
+		return runDelivery(ctx, c, r, c.pairs, 1, 0, false)
 	}},
 	{"qos1", func(c *config) string {
 		return fmt.Sprintf("QoS 1, %d publishers -> %d subscribers on 1:1 topics, %d-byte payloads", c.pairs, c.pairs, c.payload)
 	}, "msgs/s", func(ctx context.Context, c *config, r *result) error {
-		return runDelivery(ctx, c, r, c.pairs, 1, 1)
+		return runDelivery(ctx, c, r, c.pairs, 1, 1, false)
+	}},
+	{"persistent", func(c *config) string {
+		return fmt.Sprintf("QoS 1, %d publishers -> %d persistent subscribers (clean session 0) on 1:1 topics, %d-byte payloads", c.pairs, c.pairs, c.payload)
+	}, "msgs/s", func(ctx context.Context, c *config, r *result) error {
+		return runDelivery(ctx, c, r, c.pairs, 1, 1, true)
 	}},
 	{"fanout", func(c *config) string {
 		return fmt.Sprintf("QoS 0, 1 publisher -> %d subscribers on one topic, %d-byte payloads", c.fanout, c.payload)
 	}, "deliveries/s", func(ctx context.Context, c *config, r *result) error {
-		return runDelivery(ctx, c, r, 1, c.fanout, 0)
+		return runDelivery(ctx, c, r, 1, c.fanout, 0, false)
 	}},
 }
 
