@@ -2,6 +2,8 @@ package mqtt
 
 import (
 	"context"
+	"fmt"
+	"hash/fnv"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +23,8 @@ type Inbox interface {
 	Mutate(ctx context.Context, in *inboxpb.Input) (*inboxpb.Output, error)
 	Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inboxpb.InsertResponse, error)
 	Query(ctx context.Context, q *inboxpb.QueryRequest) (*inboxpb.QueryResponse, error)
+	CommitBatch(ctx context.Context, commits []*inboxpb.CommitRequest) ([]*inboxpb.Output, error)
+	Fetch(ctx context.Context, f *inboxpb.FetchRequest, linearizable bool) (*inboxpb.FetchResponse, error)
 }
 
 // An inbox owner is the connection attached to a persistent session:
@@ -77,33 +81,33 @@ func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Me
 		}}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
-	s.inserts.insert(ctx, s.cfg.Inbox, items, func(resp *inboxpb.InsertResponse, err error) {
+	s.inserts[insertLane(tenant, m.Publisher)].add(ctx, items, func(res []insertResult, err error) {
 		cancel()
 		if err != nil {
 			done(0, err)
 			return
 		}
-		done(s.inserted(tenant, items, routes, resp), nil)
+		done(s.inserted(tenant, items, routes, res), nil)
 	})
 }
 
 // inserted handles the results of an insert: it counts the inboxes that
 // took the message, wakes their owners and removes the routes of inboxes
 // that are gone.
-func (s *Server) inserted(tenant string, items []*inboxpb.InsertItem, routes []*distpb.Matched, resp *inboxpb.InsertResponse) int {
+func (s *Server) inserted(tenant string, items []*inboxpb.InsertItem, routes []*distpb.Matched, res []insertResult) int {
 	n := 0
 	var notify map[string][]*mqttpb.SessionRef
 	var gone []*distpb.Matched
-	for i, r := range resp.Results {
-		switch r {
+	for i, r := range res {
+		switch r.result {
 		case inboxpb.InsertResult_INSERT_OK:
 			n++
-			if i < len(resp.Owners) && resp.Owners[i] != "" {
+			if r.owner != "" {
 				if notify == nil {
 					notify = map[string][]*mqttpb.SessionRef{}
 				}
-				fe := ownerFrontend(resp.Owners[i])
-				notify[fe] = append(notify[fe], &mqttpb.SessionRef{Tenant: tenant, ClientId: items[i].Inbox, Owner: resp.Owners[i]})
+				fe := ownerFrontend(r.owner)
+				notify[fe] = append(notify[fe], &mqttpb.SessionRef{Tenant: tenant, ClientId: items[i].Inbox, Owner: r.owner})
 			}
 		case inboxpb.InsertResult_INSERT_DROPPED:
 			s.m.dropped.WithLabelValues("inbox_full").Inc()
@@ -126,46 +130,50 @@ func (s *Server) inserted(tenant string, items []*inboxpb.InsertItem, routes []*
 	return n
 }
 
-// maxInsertBatch bounds the items of one batched Insert.
-const maxInsertBatch = 4096
-
-// insertBatcher coalesces the inbox inserts of concurrent publishes: while
-// one Insert is in flight, the next ones queue and go together in the
+// batcher coalesces the calls of concurrent callers into one: while one
+// call of do is in flight, the next ones queue and go together in the
 // following call (one proposal per range for all of them). Calls are
-// applied in the order they were made, so a publisher's messages keep their
-// order in every inbox even while it has many in flight.
-type insertBatcher struct {
+// served in the order they were made, so the items of one caller, made
+// one after the other, apply in that order (a publisher's messages keep
+// their order in every inbox while it has many in flight).
+type batcher[I, R any] struct {
+	// do serves a batch, a result per item (or an error for all).
+	do func(ctx context.Context, items []I) ([]R, error)
+	// max bounds the items of one call of do.
+	max int
+	// observe, if set, is told each call's duration and size.
+	observe func(d time.Duration, items int)
+
 	mu      sync.Mutex
-	pending []*insertCall
+	pending []*batchCall[I, R]
 	running bool
 }
 
-type insertCall struct {
+type batchCall[I, R any] struct {
 	ctx   context.Context
-	items []*inboxpb.InsertItem
-	done  func(*inboxpb.InsertResponse, error)
+	items []I
+	done  func([]R, error)
 }
 
-// insert queues items; done is called once, from the batcher's goroutine,
-// when they are committed or failed.
-func (b *insertBatcher) insert(ctx context.Context, ib Inbox, items []*inboxpb.InsertItem, done func(*inboxpb.InsertResponse, error)) {
-	call := &insertCall{ctx: ctx, items: items, done: done}
+// add queues items; done is called once, from the batcher's goroutine,
+// with their results (in order) or an error. It must not block.
+func (b *batcher[I, R]) add(ctx context.Context, items []I, done func([]R, error)) {
+	call := &batchCall[I, R]{ctx: ctx, items: items, done: done}
 	b.mu.Lock()
 	b.pending = append(b.pending, call)
 	if !b.running {
 		b.running = true
-		go b.run(ib)
+		go b.run()
 	}
 	b.mu.Unlock()
 }
 
-func (b *insertBatcher) run(ib Inbox) {
+func (b *batcher[I, R]) run() {
 	for {
 		b.mu.Lock()
-		var batch []*insertCall
-		var expired []*insertCall
+		var batch, expired []*batchCall[I, R]
 		n := 0
-		for len(b.pending) > 0 && (n == 0 || n+len(b.pending[0].items) <= maxInsertBatch) {
+		for len(b.pending) > 0 && (n == 0 || n+len(b.pending[0].items) <= b.max) {
 			c := b.pending[0]
 			b.pending[0] = nil
 			b.pending = b.pending[1:]
@@ -188,7 +196,7 @@ func (b *insertBatcher) run(ib Inbox) {
 		if len(batch) == 0 {
 			continue
 		}
-		items := make([]*inboxpb.InsertItem, 0, n)
+		items := make([]I, 0, n)
 		var deadline time.Time
 		for _, c := range batch {
 			items = append(items, c.items...)
@@ -200,22 +208,103 @@ func (b *insertBatcher) run(ib Inbox) {
 		if !deadline.IsZero() {
 			ctx, cancel = context.WithDeadline(ctx, deadline)
 		}
-		resp, err := ib.Insert(ctx, items)
+		start := time.Now()
+		res, err := b.do(ctx, items)
 		cancel()
+		if b.observe != nil {
+			b.observe(time.Since(start), len(items))
+		}
+		if err == nil && len(res) != len(items) {
+			err = fmt.Errorf("mqtt: a batch of %d items got %d results", len(items), len(res))
+		}
 		off := 0
 		for _, c := range batch {
 			if err != nil {
 				c.done(nil, err)
 			} else {
-				r := &inboxpb.InsertResponse{Results: resp.Results[off : off+len(c.items)]}
-				if len(resp.Owners) >= off+len(c.items) {
-					r.Owners = resp.Owners[off : off+len(c.items)]
-				}
-				c.done(r, nil)
+				c.done(res[off:off+len(c.items):off+len(c.items)], nil)
 			}
 			off += len(c.items)
 		}
 	}
+}
+
+// insertLanes is how many inserts a frontend has in flight at once, each
+// lane one batch at a time. A publisher's messages all take its lane, so
+// they keep their order; lanes overlap their Raft rounds (the leader
+// appends their proposals with one fsync).
+const insertLanes = 4
+
+func insertLane(tenant, publisher string) int {
+	h := fnv.New32a()
+	h.Write([]byte(tenant))
+	h.Write([]byte{0})
+	h.Write([]byte(publisher))
+	return int(h.Sum32() % insertLanes)
+}
+
+// insertResult is one inserted message's result and the owner of its
+// inbox (empty: none attached), to be told there is something to fetch.
+type insertResult struct {
+	result inboxpb.InsertResult
+	owner  string
+}
+
+// newInsertBatcher batches inbox inserts (up to 4096 messages a call).
+func newInsertBatcher(ib Inbox, m *metrics) *batcher[*inboxpb.InsertItem, insertResult] {
+	return &batcher[*inboxpb.InsertItem, insertResult]{
+		max: 4096,
+		do: func(ctx context.Context, items []*inboxpb.InsertItem) ([]insertResult, error) {
+			resp, err := ib.Insert(ctx, items)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]insertResult, len(resp.Results))
+			for i, r := range resp.Results {
+				out[i].result = r
+				if i < len(resp.Owners) {
+					out[i].owner = resp.Owners[i]
+				}
+			}
+			return out, nil
+		},
+		observe: func(d time.Duration, items int) {
+			m.inboxCalls.WithLabelValues("insert").Observe(d.Seconds())
+			m.insertBatch.Observe(float64(items))
+		},
+	}
+}
+
+// newCommitBatcher batches the commits of the sessions this frontend
+// serves (up to 1024 a call).
+func newCommitBatcher(ib Inbox, m *metrics) *batcher[*inboxpb.CommitRequest, commitResult] {
+	return &batcher[*inboxpb.CommitRequest, commitResult]{
+		max: 1024,
+		do: func(ctx context.Context, items []*inboxpb.CommitRequest) ([]commitResult, error) {
+			outs, err := ib.CommitBatch(ctx, items)
+			if outs == nil {
+				return nil, err
+			}
+			res := make([]commitResult, len(items))
+			for i, o := range outs {
+				res[i].out = o
+				if o == nil {
+					res[i].err = err
+				}
+			}
+			return res, nil
+		},
+		observe: func(d time.Duration, _ int) {
+			m.inboxCalls.WithLabelValues("commit").Observe(d.Seconds())
+		},
+	}
+}
+
+// commitResult is one session's commit: its output, or why it was not
+// applied.
+type commitResult struct {
+	out *inboxpb.Output
+	err error
 }
 
 // notify tells the frontend fe (a receiver ID) that the sessions' inboxes
@@ -247,6 +336,7 @@ func (s *Server) notify(fe string, refs []*mqttpb.SessionRef) {
 func (s *Server) wakeSessions(refs []*mqttpb.SessionRef) {
 	for _, r := range refs {
 		if c := s.session(r.Tenant, r.ClientId); c != nil && c.sess != nil && c.sess.owner == r.Owner {
+			c.sess.notified.Store(true)
 			c.sess.wakeUp()
 		}
 	}

@@ -18,6 +18,10 @@ type metrics struct {
 	matchCache    *prometheus.CounterVec // hit/miss
 	matchBatch    prometheus.Histogram   // topics per dist match request
 	remote        *prometheus.CounterVec // remote deliveries by result
+	// The durable path: each inbox call's duration by op (insert, fetch,
+	// commit), and the items of each batched insert.
+	inboxCalls  *prometheus.HistogramVec
+	insertBatch prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -56,6 +60,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		remote: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_remote_deliveries_total", Help: "Messages handed to other frontends, by result.",
 		}, []string{"result"}),
+		inboxCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "bifrost_mqtt_inbox_call_duration_seconds", Help: "Calls to the inbox coprocessor for persistent sessions, by op (insert, fetch, commit).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"op"}),
+		insertBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "bifrost_mqtt_inbox_insert_batch_items", Help: "Messages per batched inbox insert (concurrent publishes batched).",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 7),
+		}),
 	}
 	m.connections = register(reg, m.connections)
 	m.connects = register(reg, m.connects)
@@ -68,6 +80,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.matchCache = register(reg, m.matchCache)
 	m.matchBatch = register(reg, m.matchBatch)
 	m.remote = register(reg, m.remote)
+	m.inboxCalls = register(reg, m.inboxCalls)
+	m.insertBatch = register(reg, m.insertBatch)
 	return m
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/mqtt/fanout"
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
@@ -27,7 +28,8 @@ type Server struct {
 	peers      peers
 	routeLocks routeLocks
 	owners     ownerSet
-	inserts    insertBatcher
+	inserts    [insertLanes]*batcher[*inboxpb.InsertItem, insertResult]
+	commits    *batcher[*inboxpb.CommitRequest, commitResult]
 
 	mu        sync.Mutex
 	sessions  map[sessionKey]*conn
@@ -57,6 +59,12 @@ func New(cfg Config) (*Server, error) {
 		fan: fanout.New(), cache: newMatchCache(cfg.MatchCacheTTL),
 		sessions: map[sessionKey]*conn{}, conns: map[*conn]struct{}{},
 		ctx: ctx, cancel: cancel,
+	}
+	if cfg.Inbox != nil {
+		for i := range s.inserts {
+			s.inserts[i] = newInsertBatcher(cfg.Inbox, s.m)
+		}
+		s.commits = newCommitBatcher(cfg.Inbox, s.m)
 	}
 	s.matcher = newMatchBatcher(cfg.Dist, cfg.RequestTimeout, func(n int) { s.m.matchBatch.Observe(float64(n)) })
 	return s, nil

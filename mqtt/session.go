@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
@@ -51,9 +52,17 @@ type session struct {
 	mu   sync.Mutex
 	subs map[string]*inboxpb.SubOptions // by route subscription (dist.Subscription.String())
 	// Acknowledgements to commit.
-	done     []uint64
-	released []uint64
-	qos0Upto uint64
+	done          []uint64
+	released      []uint64
+	qos0Upto      uint64
+	qos0Committed uint64
+	// committing is closed when the commit in flight is done; nil: none.
+	committing chan struct{}
+	// lost: a commit found the session owned by another connection.
+	lost atomic.Bool
+	// notified: this frontend was told of new messages since the last
+	// fetch.
+	notified atomic.Bool
 	// relSeqs are the messages whose PUBREC came back before this
 	// connection: a PUBREL, not the PUBLISH, is resent (MQTT-4.4.0-1).
 	relSeqs map[uint64]bool
@@ -263,20 +272,26 @@ func (s *session) run() {
 	poll := s.c.s.cfg.InboxPollInterval
 	t := time.NewTicker(poll)
 	defer t.Stop()
+	// The first fetch of a connection, and the poll's, are linearizable:
+	// the first must see the acknowledgements the previous connection
+	// committed, the poll is the backstop for a lost notification.
+	linearizable := true
 	for {
-		if !s.commit() {
+		if s.lost.Load() {
 			s.c.kick(packet.SessionTakenOver)
 			return
 		}
-		more, ok := s.fetch()
+		s.commit()
+		notified := s.notified.Swap(false)
+		more, ok := s.fetch(linearizable, notified)
 		if !ok {
 			s.c.kick(packet.SessionTakenOver)
 			return
 		}
+		linearizable = false
 		if more {
 			select {
 			case <-s.stop:
-				s.commit()
 				return
 			default:
 				continue
@@ -284,52 +299,106 @@ func (s *session) run() {
 		}
 		select {
 		case <-s.stop:
-			s.commit()
 			return
 		case <-s.wake:
 		case <-t.C:
+			linearizable = true
 		}
 	}
 }
 
-// commit writes the acknowledgements gathered since the last commit; false
-// when the connection no longer owns the session.
-func (s *session) commit() bool {
+// commit hands the acknowledgements gathered since the last commit to the
+// frontend's commit batcher (one Raft round for the commits of all its
+// sessions) and returns at once; the returned channel is closed when that
+// commit is done, nil if none was started. One commit of a session is in
+// flight at a time: acknowledgements that come meanwhile go in the next.
+// A connection that no longer owns the session is told by the result and
+// closed.
+func (s *session) commit() <-chan struct{} {
 	s.mu.Lock()
-	done, rel, q0 := s.done, s.released, s.qos0Upto
-	s.done, s.released = nil, nil
-	s.mu.Unlock()
-	if len(done) == 0 && len(rel) == 0 && q0 == 0 {
-		return true
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.c.s.cfg.RequestTimeout)
-	defer cancel()
-	o, err := s.c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Commit{Commit: &inboxpb.CommitRequest{
-		Tenant: s.c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc, Owner: s.owner,
-		Qos0Upto: q0, Qos12Done: done, Qos12Released: rel}}})
-	if err != nil {
-		// Not committed: the messages are resent after a reconnect (QoS 1
-		// may repeat; a QoS 2 PUBLISH resent after its PUBREC is answered
-		// by the client with PUBREC again, MQTT-4.3.3-9).
-		s.c.s.log.Warn("inbox commit failed", "tenant", s.c.id.Tenant, "client", s.inbox, "err", err)
-		s.mu.Lock()
-		s.done, s.released = append(s.done, done...), append(s.released, rel...)
+	if s.committing != nil {
 		s.mu.Unlock()
-		return true
+		return nil
 	}
-	switch o.Result {
-	case inboxpb.Result_RESULT_OK:
-		return true
-	case inboxpb.Result_RESULT_CONFLICT, inboxpb.Result_RESULT_NO_INBOX:
-		return false
+	done, rel, q0 := s.done, s.released, s.qos0Upto
+	if len(done) == 0 && len(rel) == 0 && q0 <= s.qos0Committed {
+		s.mu.Unlock()
+		return nil
 	}
-	return true
+	s.done, s.released = nil, nil
+	ch := make(chan struct{})
+	s.committing = ch
+	s.mu.Unlock()
+	req := &inboxpb.CommitRequest{Tenant: s.c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc, Owner: s.owner,
+		Qos0Upto: q0, Qos12Done: done, Qos12Released: rel}
+	ctx, cancel := context.WithTimeout(context.Background(), s.c.s.cfg.RequestTimeout)
+	s.c.s.commits.add(ctx, []*inboxpb.CommitRequest{req}, func(res []commitResult, err error) {
+		cancel()
+		var o *inboxpb.Output
+		if err == nil {
+			o, err = res[0].out, res[0].err
+		}
+		s.mu.Lock()
+		s.committing = nil
+		if err != nil {
+			// Not committed: the messages are resent after a reconnect
+			// (QoS 1 may repeat; a QoS 2 PUBLISH resent after its PUBREC
+			// is answered by the client with PUBREC again, MQTT-4.3.3-9).
+			// The next commit carries them again.
+			s.done, s.released = append(s.done, done...), append(s.released, rel...)
+		} else {
+			s.qos0Committed = max(s.qos0Committed, q0)
+		}
+		more := len(s.done) > 0 || len(s.released) > 0 || s.qos0Upto > s.qos0Committed
+		s.mu.Unlock()
+		close(ch)
+		switch {
+		case err != nil:
+			s.c.s.log.Warn("inbox commit failed", "tenant", s.c.id.Tenant, "client", s.inbox, "err", err)
+		case o.Result == inboxpb.Result_RESULT_CONFLICT, o.Result == inboxpb.Result_RESULT_NO_INBOX:
+			s.lost.Store(true)
+			s.wakeUp()
+		case more:
+			s.wakeUp()
+		}
+	})
+	return ch
+}
+
+// commitAll commits what is gathered and waits, for a session that stops.
+func (s *session) commitAll() {
+	deadline := time.After(2 * s.c.s.cfg.RequestTimeout)
+	for {
+		s.mu.Lock()
+		inFlight := s.committing
+		s.mu.Unlock()
+		var ch <-chan struct{} = inFlight
+		if inFlight == nil {
+			if ch = s.commit(); ch == nil {
+				return
+			}
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			return
+		}
+	}
 }
 
 // fetch gets the messages after the last fetched and hands them to the
 // connection; more means a full batch came (fetch again); false means the
 // session is no longer this connection's.
-func (s *session) fetch() (more, ok bool) {
+//
+// Most fetches read the inbox range leader's applied state without a
+// ReadIndex round (half the latency of a message's way through the inbox
+// was that round). Such a read is never wrong about messages (the cursors
+// only move forward, and the first fetch of a connection is linearizable),
+// but it may be behind after a leader change: it is asked again
+// linearizably when it shows another owner or no inbox (before concluding
+// that the session is lost), or nothing although this session was just
+// told of new messages (notified).
+func (s *session) fetch(linearizable, notified bool) (more, ok bool) {
 	c := s.c
 	c.mu.Lock()
 	free := c.window - len(c.inflight)
@@ -345,12 +414,26 @@ func (s *session) fetch() (more, ok bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
 	defer cancel()
-	q, err := c.s.cfg.Inbox.Query(ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Fetch{Fetch: req}})
-	if err != nil {
-		c.s.log.Warn("inbox fetch failed", "tenant", c.id.Tenant, "client", s.inbox, "err", err)
-		return false, true
+	var f *inboxpb.FetchResponse
+	for {
+		start := time.Now()
+		var err error
+		f, err = c.s.cfg.Inbox.Fetch(ctx, req, linearizable)
+		op := "fetch_leader"
+		if linearizable {
+			op = "fetch"
+		}
+		c.s.m.inboxCalls.WithLabelValues(op).Observe(time.Since(start).Seconds())
+		if err != nil {
+			c.s.log.Warn("inbox fetch failed", "tenant", c.id.Tenant, "client", s.inbox, "err", err)
+			return false, true
+		}
+		lost := f.GetResult() == inboxpb.Result_RESULT_NO_INBOX || f.GetOwner() != s.owner
+		if linearizable || !(lost || (notified && len(f.Qos0) == 0 && len(f.Qos12) == 0)) {
+			break
+		}
+		linearizable = true
 	}
-	f := q.Fetch
 	if f.GetResult() == inboxpb.Result_RESULT_NO_INBOX || f.GetOwner() != s.owner {
 		return false, false // taken over, discarded or expired
 	}
@@ -458,6 +541,7 @@ func (s *session) pubrec(seq uint64) {
 func (s *session) close(sendWill bool, expiry *uint32) {
 	close(s.stop)
 	<-s.loopDone
+	s.commitAll()
 	c := s.c
 	var rel []uint32
 	for id := range c.awaitingRel {

@@ -143,8 +143,65 @@ func (c *Client) Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inbo
 	return &inboxpb.InsertResponse{Results: results, Owners: owners}, nil
 }
 
-// Query runs a query addressed to one inbox (fetch or get).
+// CommitBatch applies the commits of many sessions: one command per range
+// (router.WriteBatch), so that the acknowledgements of every session a
+// frontend serves cost one Raft round, not one each. outs[i] is commits[i]'s
+// output, nil where its range could not be reached; err joins those
+// failures. A commit is idempotent, so a failed one may be sent again.
+func (c *Client) CommitBatch(ctx context.Context, commits []*inboxpb.CommitRequest) ([]*inboxpb.Output, error) {
+	outs := make([]*inboxpb.Output, len(commits))
+	ops := make([]ranges.KeyedOp, 0, len(commits))
+	idx := make([]int, 0, len(commits))
+	for i, cr := range commits {
+		if !validID(cr.Tenant) || !validID(cr.Inbox) {
+			outs[i] = &inboxpb.Output{Result: inboxpb.Result_RESULT_INVALID, Reason: "tenant and inbox must be non-empty and free of NUL"}
+			continue
+		}
+		b, err := proto.Marshal(&inboxpb.Input{Op: &inboxpb.Input_Commit{Commit: cr}})
+		if err != nil {
+			return nil, err
+		}
+		key := Prefix(cr.Tenant, cr.Inbox)
+		ops = append(ops, ranges.KeyedOp{Op: &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: key, Input: b}}}})
+		idx = append(idx, i)
+	}
+	if len(ops) == 0 {
+		return outs, nil
+	}
+	res, err := c.router.WriteBatch(ctx, keyspace, ops)
+	for j, r := range res {
+		if r == nil {
+			continue
+		}
+		o := &inboxpb.Output{}
+		if uerr := proto.Unmarshal(r.Value, o); uerr != nil {
+			return nil, fmt.Errorf("undecodable inbox output: %w", uerr)
+		}
+		outs[idx[j]] = o
+	}
+	return outs, err
+}
+
+// Query runs a query addressed to one inbox (fetch or get), linearizably.
 func (c *Client) Query(ctx context.Context, q *inboxpb.QueryRequest) (*inboxpb.QueryResponse, error) {
+	return c.query(ctx, q, false)
+}
+
+// Fetch reads an inbox's messages. With linearizable false it reads the
+// applied state of the range's leader (as the routing table knows it)
+// without a ReadIndex round: it may miss the latest inserts when
+// leadership just moved, or show an older owner, and a caller that needs
+// to know (the first fetch of a connection, a fetch that found nothing it
+// was told of) asks again linearizably.
+func (c *Client) Fetch(ctx context.Context, f *inboxpb.FetchRequest, linearizable bool) (*inboxpb.FetchResponse, error) {
+	q, err := c.query(ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Fetch{Fetch: f}}, !linearizable)
+	if err != nil {
+		return nil, err
+	}
+	return q.Fetch, nil
+}
+
+func (c *Client) query(ctx context.Context, q *inboxpb.QueryRequest, stale bool) (*inboxpb.QueryResponse, error) {
 	var tenant, inbox string
 	switch op := q.Op.(type) {
 	case *inboxpb.QueryRequest_Fetch:
@@ -162,8 +219,7 @@ func (c *Client) Query(ctx context.Context, q *inboxpb.QueryRequest) (*inboxpb.Q
 		return nil, err
 	}
 	key := Prefix(tenant, inbox)
-	// Inbox reads are never stale: a fetch must see every committed insert.
-	res, err := c.router.Read(ctx, keyspace, key, false, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: key, Input: b}}})
+	res, err := c.router.Read(ctx, keyspace, key, stale, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: key, Input: b}}})
 	if err != nil {
 		return nil, err
 	}
