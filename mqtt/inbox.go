@@ -102,7 +102,13 @@ func (s *Server) inserted(tenant string, items []*inboxpb.InsertItem, routes []*
 		switch r.result {
 		case inboxpb.InsertResult_INSERT_OK:
 			n++
-			if r.owner != "" {
+			if r.owner != "" && ownerFrontend(r.owner) == s.cfg.ReceiverID {
+				// Ours: the message itself goes to the session, which
+				// delivers it without fetching it when it is the next.
+				if c := s.session(tenant, items[i].Inbox); c != nil && c.sess != nil && c.sess.owner == r.owner {
+					c.sess.offer(r.seq, items[i].Message)
+				}
+			} else if r.owner != "" {
 				if notify == nil {
 					notify = map[string][]*mqttpb.SessionRef{}
 				}
@@ -248,6 +254,7 @@ func insertLane(tenant, publisher string) int {
 type insertResult struct {
 	result inboxpb.InsertResult
 	owner  string
+	seq    uint64
 }
 
 // newInsertBatcher batches inbox inserts (up to 4096 messages a call).
@@ -264,6 +271,9 @@ func newInsertBatcher(ib Inbox, m *metrics) *batcher[*inboxpb.InsertItem, insert
 				out[i].result = r
 				if i < len(resp.Owners) {
 					out[i].owner = resp.Owners[i]
+				}
+				if i < len(resp.Seqs) {
+					out[i].seq = resp.Seqs[i]
 				}
 			}
 			return out, nil

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -63,6 +64,14 @@ type session struct {
 	// notified: this frontend was told of new messages since the last
 	// fetch.
 	notified atomic.Bool
+	// offers are messages inserts on this frontend put in the inbox,
+	// delivered without a fetch when next in their queue (guarded by mu).
+	offers        []offered
+	offersDropped bool
+	// behind (loop only): the inbox may hold messages after the cursors
+	// that no offer or notification will announce (the window was full, a
+	// fetch was cut short): the loop fetches on its next turn.
+	behind bool
 	// relSeqs are the messages whose PUBREC came back before this
 	// connection: a PUBREL, not the PUBLISH, is resent (MQTT-4.4.0-1).
 	relSeqs map[uint64]bool
@@ -283,12 +292,19 @@ func (s *session) run() {
 		}
 		s.commit()
 		notified := s.notified.Swap(false)
-		more, ok := s.fetch(linearizable, notified)
-		if !ok {
-			s.c.kick(packet.SessionTakenOver)
-			return
+		if s.deliverOffers() {
+			s.behind = true
 		}
-		linearizable = false
+		more := false
+		if linearizable || notified || s.behind {
+			var ok bool
+			more, ok = s.fetch(linearizable, notified)
+			if !ok {
+				s.c.kick(packet.SessionTakenOver)
+				return
+			}
+			linearizable = false
+		}
 		if more {
 			select {
 			case <-s.stop:
@@ -305,6 +321,91 @@ func (s *session) run() {
 			linearizable = true
 		}
 	}
+}
+
+// maxOffers bounds the messages offered to a session between two turns of
+// its loop; past it they are fetched.
+const maxOffers = 1024
+
+// offered is a message an insert on this frontend put in the session's
+// inbox, with its sequence number.
+type offered struct {
+	seq uint64
+	msg *inboxpb.Message
+}
+
+// offer hands the session a message just inserted into its inbox (the
+// insert committed, naming this connection as the owner), so that its loop
+// delivers it without a fetch when it is the next in its queue.
+func (s *session) offer(seq uint64, m *inboxpb.Message) {
+	s.mu.Lock()
+	if len(s.offers) < maxOffers {
+		s.offers = append(s.offers, offered{seq: seq, msg: m})
+	} else {
+		s.offersDropped = true
+	}
+	s.mu.Unlock()
+	s.wakeUp()
+}
+
+// deliverOffers delivers the offered messages that are next in their
+// queues; true when some could not be (a gap before them, the window full,
+// too many offered): those are left to a fetch. Loop only.
+func (s *session) deliverOffers() (rest bool) {
+	s.mu.Lock()
+	offers, dropped := s.offers, s.offersDropped
+	s.offers, s.offersDropped = nil, false
+	s.mu.Unlock()
+	if len(offers) == 0 {
+		return dropped
+	}
+	// Inserts of several lanes may report out of order.
+	slices.SortFunc(offers, func(a, b offered) int {
+		if a.msg.Qos == 0 && b.msg.Qos != 0 {
+			return -1
+		}
+		if a.msg.Qos != 0 && b.msg.Qos == 0 {
+			return 1
+		}
+		return cmp.Compare(a.seq, b.seq)
+	})
+	q0 := false
+	for _, o := range offers {
+		qm := &inboxpb.QueuedMessage{Seq: o.seq, Message: o.msg}
+		if o.msg.Qos == 0 {
+			switch {
+			case o.seq < s.next0:
+			case o.seq == s.next0:
+				s.deliver(qm, 0)
+				s.next0++
+				q0 = true
+			default:
+				rest = true
+			}
+			continue
+		}
+		switch {
+		case o.seq < s.next12:
+		case o.seq == s.next12 && !rest && s.windowFree() && s.deliver(qm, 1):
+			s.next12++
+		default:
+			rest = true
+		}
+	}
+	if q0 {
+		s.mu.Lock()
+		s.qos0Upto = s.next0
+		s.mu.Unlock()
+	}
+	return rest || dropped
+}
+
+// windowFree says whether the connection may send one more QoS 1/2 message.
+func (s *session) windowFree() bool {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.window-len(c.inflight) > 0
 }
 
 // commit hands the acknowledgements gathered since the last commit to the
@@ -450,11 +551,15 @@ func (s *session) fetch(linearizable, notified bool) (more, ok bool) {
 		if !s.deliver(qm, 1) {
 			// Its packet ID is still held by a message 32768 back: wait
 			// for that one's acknowledgement.
+			s.behind = true
 			return false, true
 		}
 		s.next12 = qm.Seq + 1
 	}
-	return (len(f.Qos0) >= int(req.Max)) || (free > 0 && len(f.Qos12) >= free), true
+	more = (len(f.Qos0) >= int(req.Max)) || (free > 0 && len(f.Qos12) >= free)
+	// A full window leaves QoS 1/2 messages in the inbox (not asked for).
+	s.behind = more || free <= 0
+	return more, true
 }
 
 // deliver hands one queued message to the connection with its

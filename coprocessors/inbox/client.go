@@ -81,6 +81,7 @@ func (c *Client) mutate(ctx context.Context, key []byte, in *inboxpb.Input) (*in
 func (c *Client) Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inboxpb.InsertResponse, error) {
 	results := make([]inboxpb.InsertResult, len(items))
 	owners := make([]string, len(items))
+	seqs := make([]uint64, len(items))
 	todo := make([]int, 0, len(items))
 	for i, it := range items {
 		if !validID(it.Tenant) || !validID(it.Inbox) {
@@ -126,7 +127,7 @@ func (c *Client) Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inbo
 			if err != nil {
 				return nil, err
 			}
-			ow := o.GetInsert().GetOwners()
+			ow, sq := o.GetInsert().GetOwners(), o.GetInsert().GetSeqs()
 			for j, r := range o.GetInsert().GetResults() {
 				if r == inboxpb.InsertResult_INSERT_WRONG_RANGE {
 					retry = append(retry, idx[j])
@@ -135,12 +136,15 @@ func (c *Client) Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inbo
 					if j < len(ow) {
 						owners[idx[j]] = ow[j]
 					}
+					if j < len(sq) {
+						seqs[idx[j]] = sq[j]
+					}
 				}
 			}
 		}
 		todo = retry
 	}
-	return &inboxpb.InsertResponse{Results: results, Owners: owners}, nil
+	return &inboxpb.InsertResponse{Results: results, Owners: owners, Seqs: seqs}, nil
 }
 
 // CommitBatch applies the commits of many sessions: one command per range

@@ -379,6 +379,7 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 		}
 		if resp.Owners == nil {
 			resp.Owners = make([]string, len(req.Items))
+			resp.Seqs = make([]uint64, len(req.Items))
 		}
 		if m.DetachedUnixMs == 0 {
 			resp.Owners[i] = m.Owner
@@ -406,6 +407,7 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 		if err := tx.Set(msgKey(m.Tenant, m.Inbox, m.Incarnation, qb, q.Tail), b); err != nil {
 			return nil, err
 		}
+		resp.Seqs[i] = q.Tail
 		q.Tail++
 	}
 	// Write each touched inbox's pointers once, in a fixed order.

@@ -360,3 +360,65 @@ func TestOwnershipAndOutOfOrderCommits(t *testing.T) {
 		t.Fatalf("receiver ID round trip: %q %d", ib, n)
 	}
 }
+
+// TestInsertSeqsAndCommitBatch: an insert names the sequence number each
+// message got (an owner told of it delivers it without fetching, so it must
+// be the one a fetch would show), and CommitBatch commits the
+// acknowledgements of many sessions in one call, each with its own result.
+func TestInsertSeqsAndCommitBatch(t *testing.T) {
+	e := start(t)
+	incs := map[string]uint64{}
+	for _, ib := range []string{"s1", "s2", "s3"} {
+		incs[ib] = e.attach("acme", ib, true, 3600, nil, nil).Meta.Incarnation
+	}
+	var items []*inboxpb.InsertItem
+	for i := range 6 {
+		ib := []string{"s1", "s2", "s3"}[i%3]
+		items = append(items, &inboxpb.InsertItem{Tenant: "acme", Inbox: ib, Message: &inboxpb.Message{Topic: "t", Payload: fmt.Appendf(nil, "%s-%d", ib, i), Qos: 1}})
+	}
+	items = append(items, &inboxpb.InsertItem{Tenant: "acme", Inbox: "s1", Message: &inboxpb.Message{Topic: "t", Payload: []byte("s1-q0"), Qos: 0}})
+	r, err := e.inbox.Insert(e.ctx, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Seqs) != len(items) {
+		t.Fatalf("%d seqs for %d items", len(r.Seqs), len(items))
+	}
+	for _, ib := range []string{"s1", "s2", "s3"} {
+		f := e.fetch("acme", ib, incs[ib], 0)
+		got := map[string]uint64{}
+		for _, m := range append(f.Qos12, f.Qos0...) {
+			got[string(m.Message.Payload)] = m.Seq
+		}
+		for i, it := range items {
+			if it.Inbox != ib {
+				continue
+			}
+			if seq, ok := got[string(it.Message.Payload)]; !ok || seq != r.Seqs[i] {
+				t.Fatalf("%s: insert said seq %d, fetch shows %d (found %v)", it.Message.Payload, r.Seqs[i], seq, ok)
+			}
+		}
+	}
+	outs, err := e.inbox.CommitBatch(e.ctx, []*inboxpb.CommitRequest{
+		{Tenant: "acme", Inbox: "s1", Incarnation: incs["s1"], Qos12Done: []uint64{0}},
+		{Tenant: "acme", Inbox: "s2", Incarnation: incs["s2"], Qos12Done: []uint64{1}, Owner: "someone-else"},
+		{Tenant: "acme", Inbox: "gone", Incarnation: 1, Qos12Done: []uint64{0}},
+		{Tenant: "", Inbox: "s3"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []inboxpb.Result{inboxpb.Result_RESULT_OK, inboxpb.Result_RESULT_CONFLICT, inboxpb.Result_RESULT_NO_INBOX, inboxpb.Result_RESULT_INVALID}
+	for i, o := range outs {
+		if o.GetResult() != want[i] {
+			t.Fatalf("commit %d: %v, want %v", i, o.GetResult(), want[i])
+		}
+	}
+	if got := payloads(e.fetch("acme", "s1", incs["s1"], 0).Qos12); got != "1:s1-3 " {
+		t.Fatalf("s1 after its commit: %s", got)
+	}
+	// A conflicting owner's acknowledgements still apply (they are the client's).
+	if got := payloads(e.fetch("acme", "s2", incs["s2"], 0).Qos12); got != "0:s2-1 " {
+		t.Fatalf("s2 after its commit: %s", got)
+	}
+}

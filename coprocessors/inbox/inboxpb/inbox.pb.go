@@ -1476,7 +1476,11 @@ type InsertResponse struct {
 	Results []InsertResult `protobuf:"varint,1,rep,packed,name=results,proto3,enum=bifrost.inbox.InsertResult" json:"results,omitempty"`
 	// owners has, per item, the owner of the inbox inserted into (empty: none
 	// attached), for the caller to tell it there is something to fetch.
-	Owners        []string `protobuf:"bytes,2,rep,name=owners,proto3" json:"owners,omitempty"`
+	Owners []string `protobuf:"bytes,2,rep,name=owners,proto3" json:"owners,omitempty"`
+	// seqs has, per item inserted (INSERT_OK), the sequence number it got in
+	// its queue: an owner told of the message with it can deliver it without
+	// fetching it.
+	Seqs          []uint64 `protobuf:"varint,3,rep,packed,name=seqs,proto3" json:"seqs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1521,6 +1525,13 @@ func (x *InsertResponse) GetResults() []InsertResult {
 func (x *InsertResponse) GetOwners() []string {
 	if x != nil {
 		return x.Owners
+	}
+	return nil
+}
+
+func (x *InsertResponse) GetSeqs() []uint64 {
+	if x != nil {
+		return x.Seqs
 	}
 	return nil
 }
@@ -2467,10 +2478,11 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x120\n" +
 	"\amessage\x18\x04 \x01(\v2\x16.bifrost.inbox.MessageR\amessage\"@\n" +
 	"\rInsertRequest\x12/\n" +
-	"\x05items\x18\x01 \x03(\v2\x19.bifrost.inbox.InsertItemR\x05items\"_\n" +
+	"\x05items\x18\x01 \x03(\v2\x19.bifrost.inbox.InsertItemR\x05items\"s\n" +
 	"\x0eInsertResponse\x125\n" +
 	"\aresults\x18\x01 \x03(\x0e2\x1b.bifrost.inbox.InsertResultR\aresults\x12\x16\n" +
-	"\x06owners\x18\x02 \x03(\tR\x06owners\"\xf7\x01\n" +
+	"\x06owners\x18\x02 \x03(\tR\x06owners\x12\x12\n" +
+	"\x04seqs\x18\x03 \x03(\x04R\x04seqs\"\xf7\x01\n" +
 	"\rCommitRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
