@@ -766,6 +766,19 @@ func (c *conn) sendPublishLocked(om *outMessage, id uint16, dup bool) bool {
 	return true
 }
 
+// releaseCommitted sends the PUBRELs of inbox messages whose release (their
+// PUBREC) the inbox has committed.
+func (c *conn) releaseCommitted(seqs []uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, seq := range seqs {
+		id := seqPacketID(seq)
+		if om, ok := c.inflight[id]; ok && om.inbox && om.seq == seq && om.released {
+			c.enqueueLocked(&packet.Pubrel{PacketID: id}) // MQTT-4.3.3-4
+		}
+	}
+}
+
 // onAck handles the client's acknowledgements of outbound QoS 1 and 2.
 func (c *conn) onAck(id uint16, t packet.Type, code packet.ReasonCode) {
 	c.mu.Lock()
@@ -785,10 +798,15 @@ func (c *conn) onAck(id uint16, t packet.Type, code packet.ReasonCode) {
 		}
 		if !code.IsError() {
 			om.released = true
-			c.enqueueLocked(&packet.Pubrel{PacketID: id}) // MQTT-4.3.3-4
 			if om.inbox {
+				// The PUBREL waits until the inbox has committed that the
+				// message is released: once the client has the PUBREL it
+				// forgets the packet ID (MQTT-4.3.3, method B), so a
+				// PUBLISH resent after a crash would be a second delivery.
 				c.sess.pubrec(om.seq)
+				return
 			}
+			c.enqueueLocked(&packet.Pubrel{PacketID: id}) // MQTT-4.3.3-4
 			return
 		}
 		// A PUBREC with an error ends the exchange (MQTT-4.3.3-?): no PUBREL.

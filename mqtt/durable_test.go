@@ -3,6 +3,7 @@ package mqtt_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -254,4 +255,45 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 
 		}
 	}
 	return 0
+}
+
+// TestPubrelAfterReleaseCommitted: a persistent subscriber's PUBREC is
+// answered with PUBREL only once the inbox has committed the release. A
+// client forgets a QoS 2 packet ID at PUBREL (MQTT-4.3.3, method B), so a
+// PUBREL sent before the commit, followed by a frontend crash, had the
+// PUBLISH resent to a client that took it for a new message: delivered
+// twice (found by the jepsen mqtt-queue workload under kill-frontend).
+// Here the inbox range loses its quorum between the PUBLISH and the
+// PUBREC: no PUBREL may come until it has it back.
+func TestPubrelAfterReleaseCommitted(t *testing.T) {
+	e := startEnv(t, 3, nil)
+	const id = "rel-sub"
+	sub := dialRaw(t, e.addr(0), packet.V5)
+	sub.persistent(id, 600, nil)
+	if sa := sub.subscribe(1, packet.Subscription{Filter: "rel/t", QoS: 2}); sa.ReasonCodes[0] != 2 {
+		t.Fatalf("SUBACK %v", sa.ReasonCodes)
+	}
+	sub.keepRel.Store(true)
+	pub := connectRaw(t, e.addr(0), packet.V5, "rel-pub")
+	if code := pub.publish(&packet.Publish{Topic: "rel/t", QoS: 2, PacketID: 1, Payload: []byte("once")}); code != 0 {
+		t.Fatalf("publish: %s", code)
+	}
+	p, ok := sub.nextPacket().(*packet.Publish)
+	if !ok || p.QoS != 2 {
+		t.Fatalf("want the QoS 2 PUBLISH, got %+v", p)
+	}
+	e.cluster.StopNode(1)
+	e.cluster.StopNode(2)
+	sub.send(&packet.Pubrec{PacketID: p.PacketID})
+	sub.expectNone(1500 * time.Millisecond) // the release cannot commit
+	e.cluster.StartNode(1)
+	e.cluster.StartNode(2)
+	rel, ok := sub.nextPacket().(*packet.Pubrel)
+	if !ok || rel.PacketID != p.PacketID {
+		t.Fatalf("want PUBREL %d once the inbox has its quorum back, got %+v", p.PacketID, rel)
+	}
+	if !slices.Contains(e.inboxMeta(0, id).GetReleased(), uint64(p.PacketID-1)) { // seqPacketID: seq mod 32768 + 1
+		t.Fatalf("PUBREL sent but the inbox has not the release")
+	}
+	sub.send(&packet.Pubcomp{PacketID: rel.PacketID})
 }

@@ -453,6 +453,11 @@ func (s *session) commit() <-chan struct{} {
 		more := len(s.done) > 0 || len(s.released) > 0 || s.qos0Upto > s.qos0Committed
 		s.mu.Unlock()
 		close(ch)
+		// Applied (a former owner's acknowledgements apply too): the
+		// client may now have its PUBRELs.
+		if err == nil && len(rel) > 0 && (o.Result == inboxpb.Result_RESULT_OK || o.Result == inboxpb.Result_RESULT_CONFLICT) {
+			s.c.releaseCommitted(rel)
+		}
 		switch {
 		case err != nil:
 			s.c.s.log.Warn("inbox commit failed", "tenant", s.c.id.Tenant, "client", s.inbox, "err", err)
