@@ -63,10 +63,14 @@ func runOffline(ctx context.Context, cfg *config, r *result) error {
 		writers.Wait()
 		readers.Wait()
 	}
-	defer func() {
+	// abort ends the scenario early and returns the failure that did, if
+	// one did.
+	abort := func() error {
 		cancel() // a publisher still waiting for PUBACKs
 		stop()
-	}()
+		return failure
+	}
+	defer abort()
 
 	// Enqueue.
 	messages := uint64(cfg.offlineMessages)
@@ -86,13 +90,16 @@ func runOffline(ctx context.Context, cfg *config, r *result) error {
 	var acked uint64
 	err = waitProgress(ctx, cfg.stallTimeout, func() (uint64, bool) {
 		acked = 0
+		done := true
 		for _, f := range fs {
-			acked += f.pub.acks.Load()
+			n := f.pub.acks.Load()
+			acked += n
+			done = done && n >= f.pub.limit
 		}
-		return acked, acked >= total
+		return acked, done
 	})
 	if err != nil {
-		if failure != nil {
+		if failure := abort(); failure != nil {
 			return failure
 		}
 		return fmt.Errorf("enqueue: %d of %d messages acknowledged: %w", acked, total, err)
@@ -121,7 +128,7 @@ func runOffline(ctx context.Context, cfg *config, r *result) error {
 		return nil
 	})
 	if err != nil {
-		if failure != nil {
+		if failure := abort(); failure != nil {
 			return failure
 		}
 		return fmt.Errorf("subscribers reconnecting: %w", err)
