@@ -4,7 +4,7 @@ PKGS := ./...
 RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/...
 BIN := bin/bifrost
 
-.PHONY: all build test test-deps test-unit lint generate bench bench-mqtt clean jepsen jepsen-ci jepsen-bugzoo jepsen-deps
+.PHONY: all build test test-deps test-unit lint generate bench bench-mqtt bench-cluster clean jepsen jepsen-ci jepsen-bugzoo jepsen-deps
 
 all: build
 
@@ -84,6 +84,11 @@ bench:
 # MQTT load: mosquitto 2 (apt-get install -y mosquitto) vs bifrost standalone, then bifrost/mosquitto.
 bench-mqtt:
 	GO=$(GO) ./cmd/mqttbench/run.sh
+
+# MQTT load on a cluster on loopback: 3 bifrost stores and 1 bifrost frontend (qos1, persistent,
+# fanin, offline).
+bench-cluster:
+	GO=$(GO) ./cmd/mqttbench/cluster.sh
 
 clean:
 	rm -rf bin

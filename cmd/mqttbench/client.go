@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
@@ -35,6 +36,8 @@ const flushAt = 8 << 10
 type client struct {
 	nc  net.Conn
 	out []byte
+	// sessionPresent is the CONNACK's: the broker had kept a session.
+	sessionPresent bool
 
 	in         []byte // in[start:end] is read but not decoded
 	start, end int
@@ -77,9 +80,11 @@ func (c *client) handshake(clientID string, keepAlive uint16, clean bool) error 
 	if err != nil {
 		return err
 	}
-	if rc := p.(*packet.Connack).ReasonCode; rc != 0 {
-		return fmt.Errorf("CONNACK return code %d", rc)
+	ack := p.(*packet.Connack)
+	if ack.ReasonCode != 0 {
+		return fmt.Errorf("CONNACK return code %d", ack.ReasonCode)
 	}
+	c.sessionPresent = ack.SessionPresent
 	return nil
 }
 
@@ -116,6 +121,20 @@ func (c *client) expect(t packet.Type) (packet.Packet, error) {
 		return nil, fmt.Errorf("got %s, want %s", p.Type(), t)
 	}
 	return p, c.nc.SetReadDeadline(time.Time{})
+}
+
+// await reads packets, within the connection's deadline, until one of type
+// t, which it returns; others are skipped.
+func (c *client) await(t packet.Type) (packet.Packet, error) {
+	for {
+		p, err := c.next()
+		if err != nil {
+			return nil, fmt.Errorf("waiting for %s: %w", t, err)
+		}
+		if p.Type() == t {
+			return p, nil
+		}
+	}
 }
 
 // send encodes p at the end of out.
@@ -175,6 +194,37 @@ func (c *client) next() (packet.Packet, error) {
 		if err != nil && n == 0 {
 			return nil, err
 		}
+	}
+}
+
+// disconnectAndWait sends DISCONNECT and waits (ioTimeout at most) for the
+// broker to close the connection: then the broker has ended the session's
+// connection (a persistent session is offline), and it is the broker that
+// closes first, so the generator's side of the socket does not sit in
+// TIME_WAIT holding an ephemeral port.
+func (c *client) disconnectAndWait() error {
+	defer c.nc.Close()
+	if err := c.send(&packet.Disconnect{}); err != nil {
+		return err
+	}
+	if err := c.flush(); err != nil {
+		return err
+	}
+	if err := c.nc.SetReadDeadline(time.Now().Add(ioTimeout)); err != nil {
+		return err
+	}
+	for {
+		p, err := c.next()
+		switch {
+		case err == nil && p.Type() == packet.PUBLISH:
+			// A message the broker sent before it read the DISCONNECT.
+			continue
+		case err == nil:
+			return fmt.Errorf("got %s after DISCONNECT", p.Type())
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return fmt.Errorf("the broker did not close the connection %v after DISCONNECT", ioTimeout)
+		}
+		return nil // closed (EOF or reset)
 	}
 }
 

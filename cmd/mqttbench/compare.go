@@ -24,6 +24,7 @@ var (
 	p50       = func(r *result) float64 { return r.P50Ms }
 	p99       = func(r *result) float64 { return r.P99Ms }
 	kibPerCon = func(r *result) float64 { return r.BytesPerConn / 1024 }
+	drainRate = func(r *result) float64 { return r.DrainRate }
 )
 
 var metrics = []metric{
@@ -33,6 +34,14 @@ var metrics = []metric{
 	{"qos1", "QoS 1 throughput", "msgs/s", 0, rate, true},
 	{"qos1", "QoS 1 latency p50", "ms", 2, p50, false},
 	{"qos1", "QoS 1 latency p99", "ms", 2, p99, false},
+	{"persistent", "persistent throughput", "msgs/s", 0, rate, true},
+	{"persistent", "persistent latency p50", "ms", 2, p50, false},
+	{"persistent", "persistent latency p99", "ms", 2, p99, false},
+	{"fanin", "fan-in throughput", "msgs/s", 0, rate, true},
+	{"fanin", "fan-in latency p50", "ms", 2, p50, false},
+	{"fanin", "fan-in latency p99", "ms", 2, p99, false},
+	{"offline", "offline enqueue", "msgs/s", 0, rate, true},
+	{"offline", "offline drain", "msgs/s", 0, drainRate, true},
 	{"fanout", "fan-out throughput", "deliveries/s", 0, rate, true},
 	{"fanout", "fan-out latency p50", "ms", 2, p50, false},
 	{"fanout", "fan-out latency p99", "ms", 2, p99, false},
@@ -138,8 +147,12 @@ func printComparison(w io.Writer, a, b *report) {
 	for _, s := range scenarios {
 		for _, rep := range []*report{a, b} {
 			for _, r := range rep.Results {
-				if r.Scenario == s.name && r.Error != "" {
+				switch {
+				case r.Scenario != s.name:
+				case r.Error != "":
 					fmt.Fprintf(w, "%s %s FAILED: %s\n", rep.Broker, r.Scenario, r.Error)
+				case r.Lost != 0 || r.Duplicated != 0:
+					fmt.Fprintf(w, "%s %s: %d lost, %d duplicated of %d published\n", rep.Broker, r.Scenario, r.Lost, r.Duplicated, r.Sent)
 				}
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,34 +97,17 @@ func connectCycle(ctx context.Context, addr, clientID string) error {
 	if err != nil {
 		return err
 	}
-	defer c.nc.Close()
-	if err := c.send(&packet.Disconnect{}); err != nil {
-		return err
-	}
-	if err := c.flush(); err != nil {
-		return err
-	}
-	if err := c.nc.SetReadDeadline(time.Now().Add(ioTimeout)); err != nil {
-		return err
-	}
-	p, err := c.next()
-	switch {
-	case err == nil:
-		return fmt.Errorf("got %s after DISCONNECT", p.Type())
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return fmt.Errorf("the broker did not close the connection %v after DISCONNECT", ioTimeout)
-	}
-	return nil // closed (EOF or reset)
+	return c.disconnectAndWait()
 }
 
 // runIdle measures the broker's resident memory per idle connection: its
 // RSS growth while cfg.idle connections (CONNECT done, no subscription, no
 // keep-alive) are opened and left alone for cfg.settle.
 func runIdle(ctx context.Context, cfg *config, r *result) error {
-	if cfg.pid == 0 {
+	if len(cfg.pids) == 0 {
 		return errors.New("needs the broker's --pid")
 	}
-	before, err := processRSS(cfg.pid)
+	before, err := cfg.brokerRSS()
 	if err != nil {
 		return err
 	}
@@ -146,7 +128,7 @@ func runIdle(ctx context.Context, cfg *config, r *result) error {
 	if !sleepUntil(ctx, now()+cfg.settle) {
 		return ctx.Err()
 	}
-	after, err := processRSS(cfg.pid)
+	after, err := cfg.brokerRSS()
 	if err != nil {
 		return err
 	}
@@ -155,30 +137,51 @@ func runIdle(ctx context.Context, cfg *config, r *result) error {
 	return nil
 }
 
-// probe checks that the broker connects, subscribes and delivers: a
-// message published to a topic of its own comes back.
+// probe checks that the broker connects, subscribes and delivers, to
+// persistent sessions too: a QoS 1 message published to a topic of its own
+// comes back to a session with clean session 0, which is then discarded. On
+// a cluster just started this waits for every part a scenario uses (the
+// routes and, for Bifrost, the inbox ranges) to have a leader.
 func probe(ctx context.Context, cfg *config) error {
-	c, err := dial(ctx, cfg.addr, cfg.clientID("probe", "", 0), 0)
+	id := cfg.clientID("probe", "", 0)
+	c, err := dialSession(ctx, cfg.addr, id, 0, false)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		// A session left by a probe that failed here is discarded by the
+		// next one, which has the same client ID.
+		if d, err := dial(ctx, cfg.addr, id, 0); err == nil {
+			d.disconnect()
+		}
+	}()
 	defer c.disconnect()
+	if deadline, ok := ctx.Deadline(); ok {
+		c.nc.SetDeadline(deadline)
+	}
 	topic := fmt.Sprintf("mqttbench/%s/probe", cfg.runID)
-	if err := c.subscribe(topic, 0); err != nil {
+	if err := c.subscribe(topic, 1); err != nil {
 		return err
 	}
-	if err := c.awaitSuback(); err != nil {
+	if _, err := c.await(packet.SUBACK); err != nil {
 		return err
 	}
 	payload := make([]byte, stampSize)
-	if err := c.send(&packet.Publish{Topic: topic, Payload: payload}); err != nil {
+	if err := c.send(&packet.Publish{Topic: topic, QoS: 1, PacketID: 1, Payload: payload}); err != nil {
 		return err
 	}
 	if err := c.flush(); err != nil {
 		return err
 	}
-	_, err = c.expect(packet.PUBLISH)
-	return err
+	// The PUBACK may come before or after the message.
+	p, err := c.await(packet.PUBLISH)
+	if err != nil {
+		return err
+	}
+	if err := c.send(&packet.Puback{PacketID: p.(*packet.Publish).PacketID}); err != nil {
+		return err
+	}
+	return c.flush()
 }
 
 // waitReady probes the broker until it answers, for a broker that has just

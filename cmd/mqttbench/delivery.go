@@ -11,46 +11,78 @@ import (
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 )
 
-// stallTimeout is how long a publisher waits for its window to open (its
-// subscribers to receive, or the broker to PUBACK) before the run fails.
-const stallTimeout = 10 * time.Second
-
 // drainTimeout bounds the wait, after the publishers stop, for what they
 // published to arrive.
 const drainTimeout = 5 * time.Second
 
-// flow is one topic with its publisher and subscribers. The publisher keeps
-// at most window messages published but not yet received by every
-// subscriber: a closed loop, so that a QoS 0 publisher cannot outrun the
-// broker into dropping messages or into queues without bound (which would
-// measure the queue, not the broker). Latency is then that of a saturated
-// broker with a bounded queue: by Little's law about window × topics /
-// throughput, so compare latencies of runs with the same window.
+// flow is one publisher with its topics and their subscribers. The
+// publisher publishes to its topics in turn (its message seq goes to topic
+// (seq-1) mod len(topics)) and keeps at most window messages published but
+// not yet received by every subscriber: a closed loop, so that a QoS 0
+// publisher cannot outrun the broker into dropping messages or into queues
+// without bound (which would measure the queue, not the broker). Latency is
+// then that of a saturated broker with a bounded queue: by Little's law
+// about window × publishers / throughput, so compare latencies of runs with
+// the same window.
 type flow struct {
-	topic string
-	pub   *publisher
-	subs  []*subscriber
+	topics []string
+	pub    *publisher
+	subs   []*subscriber
 	// wake is poked (never blocking) when a subscriber makes progress, for
 	// a publisher waiting on its window.
 	wake chan struct{}
 }
 
-// delivered is the highest sequence number every subscriber has reached.
+// delivered is the highest sequence number up to which every subscriber
+// has reached every message of its topic.
 func (f *flow) delivered() uint64 {
+	stride := uint64(len(f.topics))
 	low := uint64(math.MaxUint64)
 	for _, s := range f.subs {
-		low = min(low, s.reached.Load())
+		// The next message s waits for: its topic's first, or the one
+		// after the last it reached.
+		next := uint64(s.topic) + 1
+		if r := s.reached.Load(); r > 0 {
+			next = r + stride
+		}
+		low = min(low, next-1)
 	}
 	return low
 }
 
+// load is the shape of a delivery scenario: topics in all, dealt to the
+// publishers in turn (topic j to publisher j mod publishers), perTopic
+// subscribers on each. With persistent the subscribers' sessions are
+// persistent (clean session 0), so every message goes through the broker's
+// durable queue.
+type load struct {
+	publishers, topics, perTopic int
+	qos                          byte
+	persistent                   bool
+}
+
+// subscribers is the number of subscriber sessions.
+func (l load) subscribers() int { return l.topics * l.perTopic }
+
 type subscriber struct {
 	c *client
 	f *flow
+	// topic is the index of its topic in f.topics.
+	topic int
 	// reached is the highest sequence number received; messages of one
 	// publisher arrive in order, so a message lost in between (QoS 0) does
 	// not hold the window shut.
 	reached atomic.Uint64
+	// With seen set (offline), run marks each message of its topic there
+	// by its round (its sequence number's place among the topic's) and
+	// counts a message marked already as a duplicate; first and lastFirst
+	// are then the count of messages received for the first time and when
+	// the last of them arrived (generator clock), published once per
+	// batch like reached.
+	seen       []uint64
+	duplicated uint64
+	first      atomic.Uint64
+	lastFirst  atomic.Int64
 
 	// Owned by run until it returns.
 	received uint64 // messages
@@ -63,7 +95,13 @@ type subscriber struct {
 // Latency is recorded for messages published within [t0, t1), throughput
 // counts messages received within it.
 func (s *subscriber) run(t0, t1 time.Duration) error {
-	var last uint64
+	var (
+		last      uint64
+		first     uint64
+		lastFirst time.Duration
+		stride    = uint64(len(s.f.topics))
+		maxRounds = uint64(len(s.seen)) * 64
+	)
 	s.c.streaming()
 	s.c.beforeRead = func() error {
 		if last != s.reached.Load() {
@@ -72,6 +110,10 @@ func (s *subscriber) run(t0, t1 time.Duration) error {
 			case s.f.wake <- struct{}{}:
 			default:
 			}
+		}
+		if first != s.first.Load() {
+			s.lastFirst.Store(int64(lastFirst))
+			s.first.Store(first)
 		}
 		return s.c.flush()
 	}
@@ -97,6 +139,19 @@ func (s *subscriber) run(t0, t1 time.Duration) error {
 			s.latency.record(at - sent)
 		}
 		last = max(last, seq)
+		if s.seen != nil {
+			round, topic := (seq-1)/stride, (seq-1)%stride
+			if seq == 0 || topic != uint64(s.topic) || round >= maxRounds {
+				return fmt.Errorf("%s: message %d is not one of the topic's", msg.Topic, seq)
+			}
+			if bit := uint64(1) << (round % 64); s.seen[round/64]&bit != 0 {
+				s.duplicated++
+			} else {
+				s.seen[round/64] |= bit
+				first++
+				lastFirst = at
+			}
+		}
 		if msg.QoS > 0 {
 			s.ack.PacketID = msg.PacketID
 			if err := s.c.send(&s.ack); err != nil {
@@ -116,12 +171,22 @@ type publisher struct {
 	tokens chan struct{}
 	// sent is the last sequence number published; read after run returns.
 	sent uint64
+	// stallTimeout is how long run waits for its window to open (its
+	// subscribers to receive, or the broker to PUBACK) before it fails.
+	stallTimeout time.Duration
+	// limit, if not 0, is how many messages run publishes before it
+	// returns; readAcks closes acked when the broker has acknowledged
+	// that many, and sets lastAck to when the last acknowledgement came.
+	limit   uint64
+	acks    atomic.Uint64
+	acked   chan struct{}
+	lastAck time.Duration
 }
 
-// run publishes until ctx ends, at most window messages ahead of the
-// slowest subscriber.
+// run publishes until ctx ends or it has published p.limit messages, at
+// most window messages ahead of the slowest subscriber.
 func (p *publisher) run(ctx context.Context, window uint64) error {
-	stall := time.NewTimer(stallTimeout)
+	stall := time.NewTimer(p.stallTimeout)
 	stall.Stop()
 	// wait flushes what is gathered (the broker must see it for the window
 	// to open) and receives from ready; false when ctx ended or the stall
@@ -130,7 +195,7 @@ func (p *publisher) run(ctx context.Context, window uint64) error {
 		if err := p.c.flush(); err != nil {
 			return false, err
 		}
-		stall.Reset(stallTimeout)
+		stall.Reset(p.stallTimeout)
 		defer stall.Stop()
 		select {
 		case <-ready:
@@ -138,7 +203,7 @@ func (p *publisher) run(ctx context.Context, window uint64) error {
 		case <-ctx.Done():
 			return false, nil
 		case <-stall.C:
-			return false, fmt.Errorf("%s: no %s in %v", p.f.topic, what, stallTimeout)
+			return false, fmt.Errorf("%s: no %s in %v", p.msg.Topic, what, p.stallTimeout)
 		}
 	}
 	// Once blocked, the publisher waits for a quarter of a window to open
@@ -152,7 +217,7 @@ func (p *publisher) run(ctx context.Context, window uint64) error {
 		credit int // tokens taken and not yet used
 		batch  = max(1, cap(p.tokens)/4)
 	)
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && (p.limit == 0 || p.sent < p.limit) {
 		seq := p.sent + 1
 		if seq-low > window {
 			if low = p.f.delivered(); seq-low > window {
@@ -181,6 +246,7 @@ func (p *publisher) run(ctx context.Context, window uint64) error {
 			credit--
 			p.msg.PacketID = uint16(seq%math.MaxUint16) + 1
 		}
+		p.msg.Topic = p.f.topics[(seq-1)%uint64(len(p.f.topics))]
 		putStamp(p.msg.Payload, seq, now())
 		if err := p.c.send(&p.msg); err != nil {
 			return err
@@ -209,77 +275,27 @@ func (p *publisher) readAcks() error {
 			case p.tokens <- struct{}{}:
 			default: // an acknowledgement of nothing outstanding
 			}
+			if p.acks.Add(1) == p.limit {
+				p.lastAck = now()
+				close(p.acked)
+			}
 		}
 	}
 }
 
-// runDelivery measures flows topics, each with one publisher and perFlow
-// subscribers, all at qos: the messages received per second, the latency
-// from publish to receipt, and what was lost. With persistent, the
-// subscribers' sessions are persistent (clean session 0), so every message
-// goes through the broker's durable queue; they are discarded afterwards.
-func runDelivery(ctx context.Context, cfg *config, r *result, flows, perFlow int, qos byte, persistent bool) error {
+// runDelivery measures the load l at qos: the messages received per second,
+// the latency from publish to receipt, and what was lost. Persistent
+// sessions are discarded afterwards.
+func runDelivery(ctx context.Context, cfg *config, r *result, l load) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	fs := make([]*flow, flows)
-	for i := range fs {
-		fs[i] = &flow{
-			topic: fmt.Sprintf("mqttbench/%s/%s/%d", cfg.runID, r.Scenario, i),
-			subs:  make([]*subscriber, perFlow),
-			wake:  make(chan struct{}, 1),
-		}
+	fs := newFlows(cfg, r.Scenario, l)
+	defer closeFlows(cfg, r.Scenario, fs, l)
+	if err := dialSubscribers(ctx, cfg, r.Scenario, fs, l); err != nil {
+		return err
 	}
-	defer func() {
-		var cs []*client
-		for _, f := range fs {
-			if f.pub != nil {
-				cs = append(cs, f.pub.c)
-			}
-			for _, s := range f.subs {
-				if s != nil {
-					cs = append(cs, s.c)
-				}
-			}
-		}
-		disconnectAll(cs)
-		if persistent {
-			discardSessions(cfg, r.Scenario, flows*perFlow)
-		}
-	}()
-
-	// Every subscription is in place (SUBACK) before anything is published.
-	err := parallel(ctx, flows*perFlow, dialWidth, func(i int) error {
-		f := fs[i/perFlow]
-		c, err := dialSession(ctx, cfg.addr, cfg.clientID(r.Scenario, "sub", i), 0, !persistent)
-		if err != nil {
-			return err
-		}
-		f.subs[i%perFlow] = &subscriber{c: c, f: f}
-		if err := c.subscribe(f.topic, qos); err != nil {
-			return err
-		}
-		return c.awaitSuback()
-	})
-	if err != nil {
-		return fmt.Errorf("subscribers: %w", err)
-	}
-	err = parallel(ctx, flows, dialWidth, func(i int) error {
-		c, err := dial(ctx, cfg.addr, cfg.clientID(r.Scenario, "pub", i), 0)
-		if err != nil {
-			return err
-		}
-		p := &publisher{c: c, f: fs[i], msg: packet.Publish{Topic: fs[i].topic, QoS: qos, Payload: make([]byte, cfg.payload)}}
-		if qos > 0 {
-			p.tokens = make(chan struct{}, cfg.inflight)
-			for range cfg.inflight {
-				p.tokens <- struct{}{}
-			}
-		}
-		fs[i].pub = p
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("publishers: %w", err)
+	if err := dialPublishers(ctx, cfg, r.Scenario, fs, l); err != nil {
+		return err
 	}
 
 	var (
@@ -302,7 +318,7 @@ func runDelivery(ctx context.Context, cfg *config, r *result, flows, perFlow int
 			readers.Go(func() { fail(s.run(t0, t1)) })
 		}
 		writers.Go(func() { fail(f.pub.run(pubCtx, uint64(cfg.window))) })
-		if qos > 0 {
+		if l.qos > 0 {
 			readers.Go(func() { fail(f.pub.readAcks()) })
 		}
 	}
@@ -352,12 +368,103 @@ func runDelivery(ctx context.Context, cfg *config, r *result, flows, perFlow int
 			latency.merge(&s.latency)
 		}
 	}
-	r.Lost = r.Sent*int64(perFlow) - r.Received
+	r.Lost = r.Sent*int64(l.perTopic) - r.Received
 	r.Rate = float64(inWindow) / cfg.duration.Seconds()
 	r.P50Ms = milliseconds(latency.quantile(0.50))
 	r.P99Ms = milliseconds(latency.quantile(0.99))
 	r.setCPU(cpu0, cpu1)
 	return nil
+}
+
+// newFlows makes l's flows, with their topics and subscribers (not yet
+// connected).
+func newFlows(cfg *config, scenario string, l load) []*flow {
+	fs := make([]*flow, l.publishers)
+	for i := range fs {
+		fs[i] = &flow{wake: make(chan struct{}, 1)}
+	}
+	for j := range l.topics {
+		f := fs[j%l.publishers]
+		f.topics = append(f.topics, fmt.Sprintf("mqttbench/%s/%s/%d", cfg.runID, scenario, j))
+		for range l.perTopic {
+			f.subs = append(f.subs, &subscriber{f: f, topic: len(f.topics) - 1})
+		}
+	}
+	return fs
+}
+
+// forSubscribers calls fn for every subscriber on at most dialWidth
+// goroutines, with its index among all of l's (which names its client).
+func forSubscribers(ctx context.Context, fs []*flow, l load, fn func(i int, s *subscriber) error) error {
+	return parallel(ctx, l.subscribers(), dialWidth, func(i int) error {
+		// Topic j is flow j mod publishers' topic j / publishers.
+		j, k := i/l.perTopic, i%l.perTopic
+		f := fs[j%l.publishers]
+		return fn(i, f.subs[j/l.publishers*l.perTopic+k])
+	})
+}
+
+// dialSubscribers connects every subscriber and has it subscribe to its
+// topic: all subscriptions are in place (SUBACK) when it returns.
+func dialSubscribers(ctx context.Context, cfg *config, scenario string, fs []*flow, l load) error {
+	err := forSubscribers(ctx, fs, l, func(i int, s *subscriber) error {
+		c, err := dialSession(ctx, cfg.addr, cfg.clientID(scenario, "sub", i), 0, !l.persistent)
+		if err != nil {
+			return err
+		}
+		s.c = c
+		if err := c.subscribe(s.f.topics[s.topic], l.qos); err != nil {
+			return err
+		}
+		return c.awaitSuback()
+	})
+	if err != nil {
+		return fmt.Errorf("subscribers: %w", err)
+	}
+	return nil
+}
+
+// dialPublishers connects every flow's publisher.
+func dialPublishers(ctx context.Context, cfg *config, scenario string, fs []*flow, l load) error {
+	err := parallel(ctx, len(fs), dialWidth, func(i int) error {
+		c, err := dial(ctx, cfg.addr, cfg.clientID(scenario, "pub", i), 0)
+		if err != nil {
+			return err
+		}
+		p := &publisher{c: c, f: fs[i], msg: packet.Publish{QoS: l.qos, Payload: make([]byte, cfg.payload)}, stallTimeout: cfg.stallTimeout}
+		if l.qos > 0 {
+			p.tokens = make(chan struct{}, cfg.inflight)
+			for range cfg.inflight {
+				p.tokens <- struct{}{}
+			}
+		}
+		fs[i].pub = p
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("publishers: %w", err)
+	}
+	return nil
+}
+
+// closeFlows disconnects every client of fs and discards the persistent
+// sessions of l's subscribers.
+func closeFlows(cfg *config, scenario string, fs []*flow, l load) {
+	var cs []*client
+	for _, f := range fs {
+		if f.pub != nil {
+			cs = append(cs, f.pub.c)
+		}
+		for _, s := range f.subs {
+			if s.c != nil {
+				cs = append(cs, s.c)
+			}
+		}
+	}
+	disconnectAll(cs)
+	if l.persistent {
+		discardSessions(cfg, scenario, l.subscribers())
+	}
 }
 
 // discardSessions ends the persistent sessions of a scenario's n
@@ -367,11 +474,10 @@ func discardSessions(cfg *config, scenario string, n int) {
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
 	_ = parallel(ctx, n, dialWidth, func(i int) error {
-		c, err := dial(ctx, cfg.addr, cfg.clientID(scenario, "sub", i), 0)
-		if err != nil {
-			return err
+		// One that fails does not keep the others from being discarded.
+		if c, err := dial(ctx, cfg.addr, cfg.clientID(scenario, "sub", i), 0); err == nil {
+			c.disconnect()
 		}
-		c.disconnect()
 		return nil
 	})
 }

@@ -143,18 +143,26 @@ func TestParseVmRSS(t *testing.T) {
 	}
 }
 
-// Every scenario runs end to end against a minimal in-process broker, and
-// compare reads what a run wrote.
+// fastArgs make every scenario small and short.
+var fastArgs = []string{"--duration", "200ms", "--warmup", "50ms", "--pause", "0", "--settle", "10ms",
+	"--pairs", "2", "--fanout", "3", "--dialers", "2", "--idle", "20", "--window", "10", "--inflight", "5",
+	"--fanin-subscribers", "7", "--fanin-publishers", "2",
+	"--offline-sessions", "5", "--offline-messages", "40", "--offline-publishers", "2"}
+
+// Every scenario runs end to end against a minimal in-process broker,
+// leaves no persistent session behind, and compare reads what a run wrote.
 func TestRunAgainstFakeBroker(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	b := startFakeBroker(t)
 	out := filepath.Join(t.TempDir(), "out.json")
 	var stdout, stderr bytes.Buffer
-	args := []string{"--addr", b.ln.Addr().String(), "--pid", strconv.Itoa(os.Getpid()), "--name", "fake",
-		"--json", out, "--duration", "200ms", "--warmup", "50ms", "--pause", "0", "--settle", "10ms",
-		"--pairs", "2", "--fanout", "3", "--dialers", "2", "--idle", "20", "--window", "10", "--inflight", "5"}
+	args := append([]string{"--addr", b.ln.Addr().String(), "--pid", strconv.Itoa(os.Getpid()), "--name", "fake",
+		"--json", out}, fastArgs...)
 	if code := run(args, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	}
+	if left := b.persistentSessions(); len(left) > 0 {
+		t.Errorf("persistent sessions left behind: %v", left)
 	}
 	b.stop()
 	rep, err := loadReport(out)
@@ -164,15 +172,26 @@ func TestRunAgainstFakeBroker(t *testing.T) {
 	var ran []string
 	for _, r := range rep.Results {
 		ran = append(ran, r.Scenario)
-		if r.Scenario != "idle" && (r.Rate <= 0 || r.P99Ms <= 0 || r.GeneratorCPU == nil || r.BrokerCPU == nil) {
-			t.Errorf("%s: %+v", r.Scenario, r)
+		switch r.Scenario {
+		case "idle":
+		case "offline":
+			if r.Rate <= 0 || r.DrainRate <= 0 || r.GeneratorCPU == nil || r.BrokerCPU == nil {
+				t.Errorf("%s: %+v", r.Scenario, r)
+			}
+		default:
+			if r.Rate <= 0 || r.P99Ms <= 0 || r.GeneratorCPU == nil || r.BrokerCPU == nil {
+				t.Errorf("%s: %+v", r.Scenario, r)
+			}
 		}
 		perTopic := int64(1)
 		if r.Scenario == "fanout" {
 			perTopic = 3
 		}
-		if r.Lost != 0 || r.Sent*perTopic != r.Received {
-			t.Errorf("%s: %d published, %d received, %d lost", r.Scenario, r.Sent, r.Received, r.Lost)
+		if r.Lost != 0 || r.Duplicated != 0 || r.Sent*perTopic != r.Received {
+			t.Errorf("%s: %d published, %d received, %d lost, %d duplicated", r.Scenario, r.Sent, r.Received, r.Lost, r.Duplicated)
+		}
+		if r.Scenario == "offline" && r.Sent != 5*40 {
+			t.Errorf("offline: %d published, want 200", r.Sent)
 		}
 	}
 	if !slices.Equal(ran, scenarioNames()) {
@@ -182,24 +201,126 @@ func TestRunAgainstFakeBroker(t *testing.T) {
 	if code := run([]string{"compare", out, out}, &stdout, &stderr); code != 0 {
 		t.Fatalf("compare: exit %d: %s", code, &stderr)
 	}
-	if !strings.Contains(stdout.String(), "QoS 1 throughput") || !strings.Contains(stdout.String(), "1.00") {
+	for _, row := range []string{"QoS 1 throughput", "persistent throughput", "fan-in latency p99", "offline enqueue", "offline drain"} {
+		if !strings.Contains(stdout.String(), row) {
+			t.Errorf("compare printed no %q row:\n%s", row, &stdout)
+		}
+	}
+	if !strings.Contains(stdout.String(), "1.00") {
 		t.Errorf("compare printed:\n%s", &stdout)
 	}
 }
 
+// The offline scenario counts what a broker loses and duplicates, and
+// compare reports it.
+func TestOfflineCountsLossAndDuplicates(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	b := startFakeBroker(t)
+	// The broker drops every 10th message queued for an offline session
+	// and sends every 7th twice.
+	b.queued = func(n int) int {
+		switch {
+		case n%10 == 0:
+			return 0
+		case n%7 == 0:
+			return 2
+		}
+		return 1
+	}
+	out := filepath.Join(t.TempDir(), "out.json")
+	var stdout, stderr bytes.Buffer
+	args := append([]string{"--addr", b.ln.Addr().String(), "--name", "lossy", "--json", out, "--scenarios", "offline",
+		"--stall-timeout", "300ms"}, fastArgs...)
+	if code := run(args, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
+	}
+	b.stop()
+	rep, err := loadReport(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.find("offline")
+	// 200 queued: 20 dropped (n = 10, 20, ..., 200), and of the others the
+	// multiples of 7 not of 10 (28 of them, less 70 and 140: 26) twice.
+	if r == nil || r.Sent != 200 || r.Lost != 20 || r.Duplicated != 26 || r.Received != 200-20+26 {
+		t.Fatalf("offline: %+v", r)
+	}
+	stdout.Reset()
+	if code := run([]string{"compare", out, out}, &stdout, &stderr); code != 0 {
+		t.Fatalf("compare: exit %d: %s", code, &stderr)
+	}
+	if want := "lossy offline: 20 lost, 26 duplicated of 200 published"; !strings.Contains(stdout.String(), want) {
+		t.Errorf("compare printed no %q:\n%s", want, &stdout)
+	}
+}
+
+// The delivery window of a publisher that publishes round-robin over
+// several topics is the prefix of its messages that every subscriber has
+// reached.
+func TestFlowDelivered(t *testing.T) {
+	f := &flow{topics: []string{"a", "b", "c"}}
+	for topic := range 3 {
+		f.subs = append(f.subs, &subscriber{f: f, topic: topic})
+	}
+	// Messages 1, 2, 3, 4, ... go to a, b, c, a, ...
+	for _, tc := range []struct {
+		reached [3]uint64
+		want    uint64
+	}{
+		{[3]uint64{0, 0, 0}, 0},
+		{[3]uint64{1, 0, 0}, 1},
+		{[3]uint64{1, 0, 3}, 1},
+		{[3]uint64{1, 2, 3}, 3},
+		{[3]uint64{7, 5, 3}, 5},
+		{[3]uint64{7, 8, 6}, 8},
+	} {
+		for i, r := range tc.reached {
+			f.subs[i].reached.Store(r)
+		}
+		if got := f.delivered(); got != tc.want {
+			t.Errorf("reached %v: delivered %d, want %d", tc.reached, got, tc.want)
+		}
+	}
+	// One topic: the slowest subscriber's.
+	g := &flow{topics: []string{"t"}}
+	for _, r := range []uint64{9, 4, 6} {
+		s := &subscriber{f: g}
+		s.reached.Store(r)
+		g.subs = append(g.subs, s)
+	}
+	if got := g.delivered(); got != 4 {
+		t.Errorf("one topic: delivered %d, want 4", got)
+	}
+}
+
 // fakeBroker is just enough of an MQTT 3.1.1 broker for the generator:
-// exact-topic subscriptions, QoS 0 and 1, a close after DISCONNECT.
+// exact-topic subscriptions, QoS 0 and 1, a close after DISCONNECT, and
+// persistent sessions (clean session 0) whose QoS 1 messages are queued
+// while they are disconnected (no redelivery of what was in flight).
 type fakeBroker struct {
-	t     *testing.T
-	ln    net.Listener
-	wg    sync.WaitGroup
-	mu    sync.Mutex
-	conns map[*fakeConn]bool
-	subs  map[string][]fakeSub
+	t  *testing.T
+	ln net.Listener
+	wg sync.WaitGroup
+	// queued, if set, says how many times the nth message queued for an
+	// offline session (counting from 1, over all sessions) is sent on
+	// reconnect, for faults.
+	queued func(n int) int
+
+	mu       sync.Mutex
+	conns    map[*fakeConn]bool
+	sessions map[string]*fakeSession // by client ID
+	subs     map[string][]fakeSub    // by topic
+	nqueued  int
+}
+
+type fakeSession struct {
+	persistent bool
+	c          *fakeConn // nil while disconnected
+	queue      []*packet.Publish
 }
 
 type fakeSub struct {
-	c   *fakeConn
+	s   *fakeSession
 	qos byte
 }
 
@@ -228,7 +349,7 @@ func startFakeBroker(t *testing.T) *fakeBroker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &fakeBroker{t: t, ln: ln, conns: map[*fakeConn]bool{}, subs: map[string][]fakeSub{}}
+	b := &fakeBroker{t: t, ln: ln, conns: map[*fakeConn]bool{}, sessions: map[string]*fakeSession{}, subs: map[string][]fakeSub{}}
 	b.wg.Go(func() {
 		for {
 			nc, err := ln.Accept()
@@ -256,21 +377,88 @@ func (b *fakeBroker) stop() {
 	b.wg.Wait()
 }
 
+// persistentSessions is the client IDs of the persistent sessions the broker
+// keeps.
+func (b *fakeBroker) persistentSessions() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var ids []string
+	for id, s := range b.sessions {
+		if s.persistent {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// dropSession forgets s and its subscriptions; b.mu is held.
+func (b *fakeBroker) dropSession(id string, s *fakeSession) {
+	delete(b.sessions, id)
+	for topic, subs := range b.subs {
+		b.subs[topic] = slices.DeleteFunc(subs, func(sub fakeSub) bool { return sub.s == s })
+	}
+}
+
+// connect opens or resumes the session of a CONNECT on c, answers it, and
+// sends what was queued for the session.
+func (b *fakeBroker) connect(c *fakeConn, cn *packet.Connect) *fakeSession {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[cn.ClientID]
+	if s != nil && s.c != nil {
+		s.c.nc.Close() // a takeover
+	}
+	present := s != nil && !cn.CleanStart
+	if !present {
+		if s != nil {
+			b.dropSession(cn.ClientID, s)
+		}
+		s = &fakeSession{}
+		b.sessions[cn.ClientID] = s
+	}
+	s.persistent = !cn.CleanStart
+	c.write(&packet.Connack{SessionPresent: present})
+	for _, p := range s.queue {
+		b.nqueued++
+		times := 1
+		if b.queued != nil {
+			times = b.queued(b.nqueued)
+		}
+		for range times {
+			c.write(&packet.Publish{Topic: p.Topic, QoS: p.QoS, Payload: p.Payload})
+		}
+	}
+	s.queue, s.c = nil, c
+	return s
+}
+
 func (b *fakeBroker) serve(c *fakeConn) {
+	var s *fakeSession
+	var id string
 	defer func() {
 		c.nc.Close()
 		b.mu.Lock()
 		delete(b.conns, c)
-		for topic, subs := range b.subs {
-			b.subs[topic] = slices.DeleteFunc(subs, func(s fakeSub) bool { return s.c == c })
+		if s != nil && s.c == c {
+			s.c = nil
+			if !s.persistent {
+				b.dropSession(id, s)
+			}
 		}
 		b.mu.Unlock()
 	}()
 	r := packet.NewReader(c.nc, 0)
-	if _, err := r.ReadPacket(0); err != nil {
+	p, err := r.ReadPacket(0)
+	if err != nil {
 		return
 	}
-	c.write(&packet.Connack{})
+	cn, ok := p.(*packet.Connect)
+	if !ok {
+		b.t.Errorf("fake broker: %s before CONNECT", p.Type())
+		return
+	}
+	id = cn.ClientID
+	s = b.connect(c, cn)
 	for {
 		p, err := r.ReadPacket(packet.V311)
 		if err != nil {
@@ -283,18 +471,31 @@ func (b *fakeBroker) serve(c *fakeConn) {
 		case *packet.Subscribe:
 			var codes []packet.ReasonCode
 			b.mu.Lock()
-			for _, s := range p.Subscriptions {
-				b.subs[s.Filter] = append(b.subs[s.Filter], fakeSub{c, s.QoS})
-				codes = append(codes, packet.ReasonCode(s.QoS))
+			for _, sub := range p.Subscriptions {
+				b.subs[sub.Filter] = append(b.subs[sub.Filter], fakeSub{s, sub.QoS})
+				codes = append(codes, packet.ReasonCode(sub.QoS))
 			}
 			b.mu.Unlock()
 			c.write(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
 		case *packet.Publish:
+			type delivery struct {
+				c   *fakeConn
+				qos byte
+			}
+			var online []delivery
 			b.mu.Lock()
-			subs := slices.Clone(b.subs[p.Topic])
+			for _, sub := range b.subs[p.Topic] {
+				qos := min(p.QoS, sub.qos)
+				switch {
+				case sub.s.c != nil:
+					online = append(online, delivery{sub.s.c, qos})
+				case sub.s.persistent && qos > 0:
+					sub.s.queue = append(sub.s.queue, &packet.Publish{Topic: p.Topic, QoS: qos, Payload: slices.Clone(p.Payload)})
+				}
+			}
 			b.mu.Unlock()
-			for _, s := range subs {
-				s.c.write(&packet.Publish{Topic: p.Topic, QoS: min(p.QoS, s.qos), Payload: p.Payload})
+			for _, d := range online {
+				d.c.write(&packet.Publish{Topic: p.Topic, QoS: d.qos, Payload: p.Payload})
 			}
 			if p.QoS == 1 {
 				c.write(&packet.Puback{PacketID: p.PacketID})

@@ -4,7 +4,7 @@
 # Everything it starts it stops. Arguments go to both mqttbench runs, e.g.
 #   cmd/mqttbench/run.sh --duration 5s --scenarios qos0,qos1
 # Ports on 127.0.0.1: mosquitto 18830; bifrost MQTT 18831, gossip 18832, Raft 18833, gRPC 18834.
-# The JSON results are kept in $BENCH_OUT (default bin/bench-mqtt).
+# The JSON results and the brokers' logs are kept in $BENCH_OUT (default bin/bench-mqtt).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -33,12 +33,13 @@ stop() {
 }
 cleanup() {
 	for pid in "${pids[@]}"; do stop "$pid"; done
+	cp "$work"/*.log "$out/" 2>/dev/null || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
 
 mkdir -p bin "$out"
-rm -f "$out/mosquitto.json" "$out/bifrost.json"
+rm -f "$out/mosquitto.json" "$out/bifrost.json" "$out"/*.log
 $GO build -o bin/bifrost ./cmd/bifrost
 $GO build -o bin/mqttbench ./cmd/mqttbench
 status=0
