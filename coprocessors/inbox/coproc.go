@@ -10,6 +10,7 @@
 package inbox
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -53,6 +54,23 @@ func msgKey(tenant, inbox string, inc uint64, q byte, seq uint64) []byte {
 	b = binary.BigEndian.AppendUint64(b, inc)
 	b = append(b, q)
 	return binary.BigEndian.AppendUint64(b, seq)
+}
+
+// isMetaKey says whether k is an inbox's metadata key: tenant 0x00 inbox
+// 0x00 'm'. Tenants and inboxes hold no NUL (validID), so the first two NULs
+// of any inbox key end them; a queue key has 'q' and binary numbers after
+// the second (which may end in 0x00 'm' too: seq 109).
+func isMetaKey(k []byte) bool {
+	i := bytes.IndexByte(k, 0)
+	if i < 0 {
+		return false
+	}
+	j := bytes.IndexByte(k[i+1:], 0)
+	if j < 0 {
+		return false
+	}
+	rest := k[i+1+j+1:]
+	return len(rest) == 1 && rest[0] == kindMeta
 }
 
 func validID(s string) bool { return s != "" && !strings.ContainsRune(s, 0) && len(s) <= 1024 }
@@ -627,9 +645,7 @@ func (c *Coprocessor) Reset(r kvstore.Reader) error {
 	fresh, attached := map[string]*inboxpb.Meta{}, map[string]*inboxpb.Meta{}
 	var bad error
 	err := r.Iterate(nil, nil, func(k, v []byte) bool {
-		// Metadata keys end with 0x00 'm' after the inbox; queue keys carry
-		// 'q' and 17 more bytes there.
-		if len(k) < 2 || k[len(k)-1] != kindMeta || k[len(k)-2] != 0 {
+		if !isMetaKey(k) {
 			return true
 		}
 		m := &inboxpb.Meta{}
@@ -638,7 +654,8 @@ func (c *Coprocessor) Reset(r kvstore.Reader) error {
 			return false
 		}
 		if string(metaKey(m.Tenant, m.Inbox)) != string(k) {
-			return true // a queue key that happens to end in 0x00 'm'
+			bad = fmt.Errorf("inbox meta at %q names another inbox (%q, %q)", k, m.Tenant, m.Inbox)
+			return false
 		}
 		trackIn(fresh, attached, m)
 		return true
