@@ -12,6 +12,7 @@ import (
 
 	"github.com/bifrost-mq/bifrost/jepsen"
 	"github.com/bifrost-mq/bifrost/jepsen/kv"
+	jmqtt "github.com/bifrost-mq/bifrost/jepsen/mqtt"
 	"github.com/bifrost-mq/bifrost/jepsen/nemesis"
 )
 
@@ -22,7 +23,7 @@ type Spec struct {
 	Nemeses  []string
 	Duration time.Duration
 	// Stores is the cluster size (default 3); Frontends the number of MQTT
-	// frontends (default 0: the KV workloads use none).
+	// frontends (default 0 for the KV workloads, 3 for the MQTT ones).
 	Stores, Frontends int
 	// FaultEvery is the mean quiet time between faults (default
 	// Config's); the admin nemeses run faster than the others.
@@ -30,7 +31,7 @@ type Spec struct {
 }
 
 // Workloads are the names Configure knows.
-var Workloads = []string{"register", "set", "moving-keys"}
+var Workloads = []string{"register", "set", "moving-keys", "mqtt-queue"}
 
 // Options are a run's settings that are not in its Spec.
 type Options struct {
@@ -62,7 +63,19 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 	}
 	var wl jepsen.Workload
 	var splitKey nemesis.SplitKeyFunc
+	keys := nemesis.SplitKeys{}
+	frontends, concurrency := spec.Frontends, o.Concurrency
 	switch spec.Workload {
+	case "mqtt-queue":
+		q := jmqtt.NewQueue(jmqtt.QueueConfig{})
+		wl = q
+		keys.Dist, keys.Inbox = jmqtt.DistSplitKey, jmqtt.InboxSplitKey(8)
+		if frontends == 0 {
+			frontends = 3
+		}
+		if concurrency == 0 {
+			concurrency = 8
+		}
 	case "register":
 		wl = kv.NewRegister(kv.RegisterConfig{CheckTimeout: o.CheckTimeout})
 		splitKey = func(rng *rand.Rand) string { return fmt.Sprintf("reg/%06d", rng.IntN(1000)) }
@@ -82,7 +95,8 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 	proxy := false
 	for _, name := range spec.Nemeses {
 		proxy = proxy || strings.TrimSpace(name) == "delay"
-		n, err := nemesis.New(strings.TrimSpace(name), splitKey)
+		keys.KV = splitKey
+		n, err := nemesis.New(strings.TrimSpace(name), keys)
 		if err != nil {
 			return jepsen.Config{}, err
 		}
@@ -93,7 +107,7 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 		dir = abs
 	}
 	return jepsen.Config{
-		Dir: dir, Binary: o.Binary, BuildTags: o.BuildTags, Stores: stores, Frontends: spec.Frontends, Concurrency: o.Concurrency,
+		Dir: dir, Binary: o.Binary, BuildTags: o.BuildTags, Stores: stores, Frontends: frontends, Concurrency: concurrency,
 		// The balancer stays paused: the nemeses move ranges on the
 		// schedule's terms, so that a seed replays the same moves.
 		StoreArgs: []string{"--balancer-paused", "--raft-rtt-ms", "50"},
