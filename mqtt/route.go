@@ -362,7 +362,7 @@ func (s *Server) dispatch(ctx context.Context, tenant string, m *mqttpb.Message)
 	if len(inboxes) > 0 {
 		// Persistent sessions: into their inboxes first, as the
 		// acknowledgement to the publisher waits for it.
-		k, err := s.deliverInboxes(ctx, tenant, m, inboxes)
+		k, err := s.insertInboxes(ctx, tenant, m, inboxes)
 		if err != nil {
 			return 0, err
 		}

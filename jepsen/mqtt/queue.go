@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bifrost-mq/bifrost/jepsen"
@@ -29,7 +30,10 @@ const (
 
 // ConnectValue is a connect's invocation value and completion value.
 type ConnectValue struct {
-	Frontend       string `json:"frontend"`
+	Frontend string `json:"frontend"`
+	// Conn names the connection the CONNACK opened (its closed observation
+	// names it too).
+	Conn           string `json:"conn,omitempty"`
 	Version        string `json:"version,omitempty"`
 	Clean          bool   `json:"clean"`
 	SessionPresent bool   `json:"session_present"`
@@ -68,6 +72,7 @@ type SubscribeValue struct {
 // ClosedValue is an observed end of a connection.
 type ClosedValue struct {
 	Frontend string `json:"frontend"`
+	Conn     string `json:"conn,omitempty"`
 	Reason   string `json:"reason"`
 }
 
@@ -88,10 +93,16 @@ type QueueConfig struct {
 	// ReceiveMaximum is the 5.0 subscribers' receive maximum (default 4):
 	// a small window keeps messages queued in the inbox behind it.
 	ReceiveMaximum uint16
-	// CrashEvery is the chance of a subscriber dropping its connection
+	// QoS1Only runs every subscriber and publisher at QoS 1
+	// (mqtt-queue-qos1).
+	QoS1Only bool
+	// CrashProbability is the chance of a subscriber dropping its connection
 	// (no DISCONNECT) between holds (default 0.05).
 	CrashProbability float64
 }
+
+// DefaultSubscribers is QueueConfig.Subscribers' default.
+const DefaultSubscribers = 4
 
 // QueueFilter is what the queue's subscribers subscribe to.
 const QueueFilter = "q/#"
@@ -115,7 +126,7 @@ type Queue struct {
 // NewQueue returns the queue workload.
 func NewQueue(cfg QueueConfig) *Queue {
 	if cfg.Subscribers == 0 {
-		cfg.Subscribers = 4
+		cfg.Subscribers = DefaultSubscribers
 	}
 	if cfg.ReceiveMaximum == 0 {
 		cfg.ReceiveMaximum = 4
@@ -126,7 +137,12 @@ func NewQueue(cfg QueueConfig) *Queue {
 	return &Queue{cfg: cfg, subs: map[string]*subscriber{}, pubs: map[int]*publisher{}, addrs: map[string]string{}}
 }
 
-func (q *Queue) Name() string { return "mqtt-queue" }
+func (q *Queue) Name() string {
+	if q.cfg.QoS1Only {
+		return "mqtt-queue-qos1"
+	}
+	return "mqtt-queue"
+}
 
 func (q *Queue) Setup(ctx context.Context, c *cluster.Cluster) error {
 	if len(c.Frontends()) == 0 {
@@ -173,6 +189,8 @@ type subscriber struct {
 	qos     byte
 	recvMax uint16
 	sess    *Session
+	// clean: a clean session (mqtt-takeover's clean client IDs).
+	clean bool
 
 	mu         sync.Mutex
 	conn       *Conn
@@ -203,6 +221,9 @@ func (q *Queue) subscriber(w int) *subscriber {
 		if w%2 == 1 {
 			s.version, s.recvMax = packet.V5, q.cfg.ReceiveMaximum
 		}
+		if q.cfg.QoS1Only {
+			s.qos = 1
+		}
 		q.subs[id] = s
 	}
 	return s
@@ -214,6 +235,9 @@ func (q *Queue) publisher(w int) *publisher {
 	p := q.pubs[w]
 	if p == nil {
 		p = &publisher{id: fmt.Sprintf("p%d", w), qos: byte(1 + w%2)}
+		if q.cfg.QoS1Only {
+			p.qos = 1
+		}
 		q.pubs[w] = p
 	}
 	return p
@@ -332,19 +356,31 @@ func (c *queueClient) Invoke(ctx context.Context, op history.Op) history.Op {
 
 // subscriber0 finds a subscriber by client ID.
 func (q *Queue) subscriber0(id string) *subscriber {
+	q.mu.Lock()
+	s := q.subs[id]
+	q.mu.Unlock()
+	if s != nil {
+		return s
+	}
 	var w int
 	fmt.Sscanf(id, "sub%d", &w)
 	return q.subscriber(w)
 }
 
-// watch records the end of a connection as an observation.
-func watch(conn *Conn, frontend string, record func(history.Op), key string) {
+// connSerial numbers the harness's connections ("c17").
+var connSerial atomic.Int64
+
+// watch names a connection and records its end as an observation; it
+// returns the name.
+func watch(conn *Conn, frontend string, record func(history.Op), key string) string {
+	name := fmt.Sprintf("c%d", connSerial.Add(1))
 	go func() {
 		<-conn.Done()
 		if record != nil {
-			record(history.Op{F: FClosed, Key: key, Value: mustJSON(ClosedValue{Frontend: frontend, Reason: conn.Reason()})})
+			record(history.Op{F: FClosed, Key: key, Value: mustJSON(ClosedValue{Frontend: frontend, Conn: name, Reason: conn.Reason()})})
 		}
 	}()
+	return name
 }
 
 // outcome turns an error of a call whose effect is unknown into info, and
@@ -358,11 +394,20 @@ func outcome(err error) history.Op {
 }
 
 func (q *Queue) dialSub(ctx context.Context, s *subscriber, frontend string) (*Conn, *packet.Connack, error) {
+	conn, ack, _, err := q.dialNamed(ctx, s, frontend, nil)
+	return conn, ack, err
+}
+
+// dialNamed connects as s to frontend and returns the connection's name;
+// record overrides s's recorder.
+func (q *Queue) dialNamed(ctx context.Context, s *subscriber, frontend string, record func(history.Op)) (*Conn, *packet.Connack, string, error) {
 	s.mu.Lock()
-	record := s.record
+	if record == nil {
+		record = s.record
+	}
 	s.mu.Unlock()
-	o := ConnectOptions{ClientID: s.id, Version: s.version, KeepAlive: 30}
-	if s.version == packet.V5 {
+	o := ConnectOptions{ClientID: s.id, Version: s.version, KeepAlive: 30, Clean: s.clean}
+	if s.version == packet.V5 && !s.clean {
 		o.SessionExpiry, o.ReceiveMaximum = 600, s.recvMax
 	}
 	conn, ack, err := Dial(ctx, q.addrs[frontend], o, s.sess, func(d Delivery) {
@@ -375,10 +420,9 @@ func (q *Queue) dialSub(ctx context.Context, s *subscriber, frontend string) (*C
 		}
 	})
 	if err != nil {
-		return nil, ack, err
+		return nil, ack, "", err
 	}
-	watch(conn, frontend, record, s.id)
-	return conn, ack, nil
+	return conn, ack, watch(conn, frontend, record, s.id), nil
 }
 
 // connectSub connects a subscriber to the frontend its invocation names
@@ -461,7 +505,7 @@ func (q *Queue) drain(ctx context.Context, s *subscriber, op history.Op) history
 		old.Close()
 	}
 	fe := q.frontends[rand.IntN(len(q.frontends))]
-	conn, ack, err := q.dialSub(ctx, s, fe)
+	conn, ack, name, err := q.dialNamed(ctx, s, fe, nil)
 	if err != nil {
 		return outcome(err)
 	}
@@ -470,7 +514,7 @@ func (q *Queue) drain(ctx context.Context, s *subscriber, op history.Op) history
 	s.lastSeen = time.Now()
 	s.frontend = fe
 	s.mu.Unlock()
-	v := ConnectValue{Frontend: fe, Version: s.version.String(), SessionPresent: ack.SessionPresent, LostSession: !ack.SessionPresent}
+	v := ConnectValue{Frontend: fe, Conn: name, Version: s.version.String(), SessionPresent: ack.SessionPresent, LostSession: !ack.SessionPresent}
 	for {
 		select {
 		case <-conn.Done():
@@ -509,10 +553,10 @@ func (c *queueClient) publish(ctx context.Context, op history.Op) history.Op {
 		if err != nil {
 			return history.Op{Type: history.Fail, Error: "connect: " + err.Error()}
 		}
+		name := watch(cn, v.Frontend, record, p.id)
 		if record != nil {
-			record(history.Op{F: FConnect, Key: p.id, Value: mustJSON(ConnectValue{Frontend: v.Frontend, Version: "3.1.1", Clean: true, SessionPresent: ack.SessionPresent})})
+			record(history.Op{F: FConnect, Key: p.id, Value: mustJSON(ConnectValue{Frontend: v.Frontend, Conn: name, Version: "3.1.1", Clean: true, SessionPresent: ack.SessionPresent})})
 		}
-		watch(cn, v.Frontend, record, p.id)
 		conn = cn
 		p.mu.Lock()
 		p.conn, p.frontend = cn, v.Frontend

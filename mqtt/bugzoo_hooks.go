@@ -1,0 +1,47 @@
+package mqtt
+
+import (
+	"context"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/mqtt/bugzoo"
+	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
+)
+
+// The hooks of the bug zoo's faults (mqtt/bugzoo): each is the real code
+// path unless the binary is built with the fault's tag, and the compiler
+// drops the fault's branch from a normal build.
+
+// insertInboxes is deliverInboxes, whose commit the publisher's
+// acknowledgement waits for. With bugzoo.AckBeforeInsert the publisher is
+// acknowledged at once and the insert goes in the background after a
+// batching window (a group commit that acknowledges before the group
+// commits), its failure ignored: a frontend that dies in the window loses
+// what it acknowledged.
+func (s *Server) insertInboxes(ctx context.Context, tenant string, m *mqttpb.Message, routes []*distpb.Matched) (int, error) {
+	if !bugzoo.AckBeforeInsert {
+		return s.deliverInboxes(ctx, tenant, m, routes)
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		_, _ = s.deliverInboxes(s.ctx, tenant, m, routes)
+	}()
+	return len(routes), nil
+}
+
+// commitPast returns the acknowledgements to commit once the client is done
+// with seq (already appended to done); with bugzoo.CommitPastUnacked the
+// next message of the queue is committed too, acknowledged or not.
+func commitPast(done []uint64, seq uint64) []uint64 {
+	if !bugzoo.CommitPastUnacked {
+		return done
+	}
+	return append(done, seq+1)
+}
