@@ -45,3 +45,13 @@ func commitPast(done []uint64, seq uint64) []uint64 {
 	}
 	return append(done, seq+1)
 }
+
+// kickAddr is the gRPC address of the frontend fe (a receiver ID), to which
+// a takeover sends its Kick; with bugzoo.SkipRemoteKick there is none, and
+// the older connection on another frontend is not told to close.
+func kickAddr(fe string) (string, bool) {
+	if bugzoo.SkipRemoteKick {
+		return "", false
+	}
+	return receiverAddr(fe)
+}

@@ -129,7 +129,7 @@ func Dial(ctx context.Context, addr string, o ConnectOptions, sess *Session, onD
 	}
 	if ack.ReasonCode != 0 {
 		nc.Close()
-		return nil, ack, fmt.Errorf("CONNACK refused: 0x%02x", byte(ack.ReasonCode))
+		return nil, ack, fmt.Errorf("%w: CONNACK 0x%02x", ErrRefused, byte(ack.ReasonCode))
 	}
 	_ = nc.SetDeadline(time.Time{})
 	c := &Conn{nc: nc, v: o.Version, sess: sess, deliver: onDeliver, waiters: map[uint16]chan packet.Packet{}, done: make(chan struct{})}
@@ -324,8 +324,8 @@ func (c *Conn) Subscribe(ctx context.Context, filter string, qos byte) (packet.R
 	return sa.ReasonCodes[0], nil
 }
 
-// ErrRefused is a publish the server acknowledged with an error reason
-// code: certainly not published.
+// ErrRefused is a CONNECT or a publish the server answered with an error
+// reason code: certainly not done.
 var ErrRefused = errors.New("mqtt: publish refused")
 
 // Publish publishes at QoS 1 or 2 and waits for PUBACK, or for PUBREC and

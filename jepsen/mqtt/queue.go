@@ -189,8 +189,9 @@ type subscriber struct {
 	qos     byte
 	recvMax uint16
 	sess    *Session
-	// clean: a clean session (mqtt-takeover's clean client IDs).
-	clean bool
+	// clean: a clean session (mqtt-takeover's clean client IDs); idle: a
+	// persistent session that never subscribes (mqtt-takeover's).
+	clean, idle bool
 
 	mu         sync.Mutex
 	conn       *Conn

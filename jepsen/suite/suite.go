@@ -31,7 +31,7 @@ type Spec struct {
 }
 
 // Workloads are the names Configure knows.
-var Workloads = []string{"register", "set", "moving-keys", "mqtt-queue", "mqtt-queue-qos1"}
+var Workloads = []string{"register", "set", "moving-keys", "mqtt-queue", "mqtt-queue-qos1", "mqtt-takeover", "mqtt-takeover-persistent"}
 
 // Options are a run's settings that are not in its Spec.
 type Options struct {
@@ -66,6 +66,20 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 	keys := nemesis.SplitKeys{}
 	frontends, concurrency := spec.Frontends, o.Concurrency
 	switch spec.Workload {
+	case "mqtt-takeover", "mqtt-takeover-persistent":
+		cfg := jmqtt.TakeoverConfig{Persistent: 4}
+		if spec.Workload == "mqtt-takeover" {
+			cfg.Clean = 2
+		}
+		t := jmqtt.NewTakeover(cfg)
+		wl = t
+		keys.Dist, keys.Inbox = jmqtt.DistSplitKey, jmqtt.TakeoverInboxSplitKey(cfg.Persistent)
+		if frontends == 0 {
+			frontends = 3
+		}
+		if concurrency == 0 {
+			concurrency = t.Concurrency()
+		}
 	case "mqtt-queue", "mqtt-queue-qos1":
 		cfg := jmqtt.QueueConfig{QoS1Only: spec.Workload == "mqtt-queue-qos1"}
 		wl = jmqtt.NewQueue(cfg)
@@ -129,6 +143,10 @@ var Suites = map[string][]Spec{
 		// open bug, docs/jepsen.md: the full suite runs them).
 		{Workload: "mqtt-queue", Nemeses: []string{"kill", "partition-one", "split-merge-move-mqtt"}, Duration: 25 * time.Second, FaultEvery: 2 * time.Second},
 		{Workload: "mqtt-queue-qos1", Nemeses: []string{"kill-frontend", "partition-frontend", "pause-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
+		// Persistent sessions only: two clean sessions of one client ID on
+		// two frontends both stay connected (issue 13); the full suite runs
+		// mqtt-takeover, clean ones included.
+		{Workload: "mqtt-takeover-persistent", Nemeses: []string{"kill-frontend", "kill", "partition-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
 	},
 	// full: every workload against every fault on its own, and mixed.
 	"full": fullSuite(),
@@ -159,7 +177,7 @@ func fullSuite() []Spec {
 		}
 	}
 	mqttFaults = append(mqttFaults, []string{"kill-frontend"}, []string{"pause-frontend"}, []string{"partition-frontend"}, []string{"kill-any"})
-	for _, w := range []string{"mqtt-queue"} {
+	for _, w := range []string{"mqtt-queue", "mqtt-takeover"} {
 		for _, f := range mqttFaults {
 			out = append(out, Spec{Workload: w, Nemeses: f, Duration: 60 * time.Second, Stores: 5})
 		}

@@ -182,3 +182,21 @@ func TestBugzooCommitPastUnackedCaught(t *testing.T) {
 	}
 	requireLost(t, runSpec(t, "bugzoo_commit_past_unacked", spec, 22))
 }
+
+// TestBugzooTakeoverNoKickCaught: a takeover that does not tell the older
+// connection's frontend to close it (bugzoo_takeover_no_kick) leaves an
+// idle persistent session's older connection open until its session loop
+// polls the inbox, seconds later; the takeover checker finds two
+// connections of one client ID open together longer than its bound. The
+// same run on the real build is valid.
+func TestBugzooTakeoverNoKickCaught(t *testing.T) {
+	requireIntegration(t)
+	spec := Spec{Workload: "mqtt-takeover-persistent", Duration: 15 * time.Second}
+	if res := runSpec(t, "", spec, 23); res.Valid != jepsen.Valid {
+		t.Fatalf("mqtt-takeover-persistent × none is %s on the real build", res.Valid)
+	}
+	r := requireCaught(t, runSpec(t, "bugzoo_takeover_no_kick", spec, 23), "takeover")
+	if d, ok := r.Details.(jmqtt.TakeoverDetails); !ok || d.OverlapPers == 0 {
+		t.Fatalf("the takeover checker says invalid, but not for overlapping persistent connections: %s", r.Summary)
+	}
+}

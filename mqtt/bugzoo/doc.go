@@ -10,4 +10,7 @@
 //	bugzoo_commit_past_unacked   when a client acknowledges a persistent
 //	                             session's message, commit the next one too,
 //	                             acknowledged or not
+//	bugzoo_takeover_no_kick      a takeover does not tell the older connection's
+//	                             frontend to close it (SkipRemoteKick); it
+//	                             lives until its session loop finds out
 package bugzoo
