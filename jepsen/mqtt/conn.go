@@ -72,6 +72,7 @@ type Conn struct {
 	reason  string
 
 	done chan struct{}
+	pong chan struct{}
 }
 
 // ErrClosed is returned by calls on a connection that ended; Reason says how.
@@ -132,7 +133,7 @@ func Dial(ctx context.Context, addr string, o ConnectOptions, sess *Session, onD
 		return nil, ack, fmt.Errorf("%w: CONNACK 0x%02x", ErrRefused, byte(ack.ReasonCode))
 	}
 	_ = nc.SetDeadline(time.Time{})
-	c := &Conn{nc: nc, v: o.Version, sess: sess, deliver: onDeliver, waiters: map[uint16]chan packet.Packet{}, done: make(chan struct{})}
+	c := &Conn{nc: nc, v: o.Version, sess: sess, deliver: onDeliver, waiters: map[uint16]chan packet.Packet{}, done: make(chan struct{}), pong: make(chan struct{}, 1)}
 	go c.read(r)
 	return c, ack, nil
 }
@@ -218,6 +219,11 @@ func (c *Conn) read(r *packet.Reader) {
 			c.wake(p.PacketID, p)
 		case *packet.Suback:
 			c.wake(p.PacketID, p)
+		case *packet.Pingresp:
+			select {
+			case c.pong <- struct{}{}:
+			default:
+			}
 		case *packet.Disconnect:
 			c.end(fmt.Sprintf("disconnect 0x%02x", byte(p.ReasonCode)))
 			return
@@ -368,4 +374,25 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, qos by
 		return nil
 	}
 	return fmt.Errorf("unexpected %v", p.Type())
+}
+
+// Ping sends PINGREQ and waits for PINGRESP. The server answers a
+// connection's packets in order, so what it sent for an earlier packet (the
+// retained messages after a SUBACK) has arrived when Ping returns.
+func (c *Conn) Ping(ctx context.Context) error {
+	select {
+	case <-c.pong:
+	default:
+	}
+	if err := c.write(&packet.Pingreq{}); err != nil {
+		return err
+	}
+	select {
+	case <-c.pong:
+		return nil
+	case <-c.done:
+		return fmt.Errorf("%w: %s", ErrClosed, c.Reason())
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

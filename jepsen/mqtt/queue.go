@@ -541,29 +541,11 @@ func (q *Queue) drain(ctx context.Context, s *subscriber, op history.Op) history
 func (c *queueClient) publish(ctx context.Context, op history.Op) history.Op {
 	var v PublishValue
 	_ = json.Unmarshal(op.Value, &v)
-	p := c.pub
-	p.mu.Lock()
-	conn := p.conn
-	record := p.record
-	p.mu.Unlock()
-	if conn != nil && conn.Reason() != "" {
-		conn = nil
+	conn, err := c.pubConn(ctx, v.Frontend)
+	if err != nil {
+		return history.Op{Type: history.Fail, Error: "connect: " + err.Error()}
 	}
-	if conn == nil {
-		cn, ack, err := Dial(ctx, c.q.addrs[v.Frontend], ConnectOptions{ClientID: p.id, Version: packet.V311, Clean: true, KeepAlive: 30}, nil, nil)
-		if err != nil {
-			return history.Op{Type: history.Fail, Error: "connect: " + err.Error()}
-		}
-		name := watch(cn, v.Frontend, record, p.id)
-		if record != nil {
-			record(history.Op{F: FConnect, Key: p.id, Value: mustJSON(ConnectValue{Frontend: v.Frontend, Conn: name, Version: "3.1.1", Clean: true, SessionPresent: ack.SessionPresent})})
-		}
-		conn = cn
-		p.mu.Lock()
-		p.conn, p.frontend = cn, v.Frontend
-		p.mu.Unlock()
-	}
-	err := conn.Publish(ctx, op.Key, []byte(v.Message), v.QoS, false)
+	err = conn.Publish(ctx, op.Key, []byte(v.Message), v.QoS, false)
 	if err == nil {
 		return history.Op{Type: history.OK}
 	}
@@ -592,4 +574,29 @@ func DistSplitKey(rng *rand.Rand) string {
 // inboxes of subscribers sub0 .. sub<n-1>.
 func InboxSplitKey(n int) func(rng *rand.Rand) string {
 	return func(rng *rand.Rand) string { return tenant + "\x00" + fmt.Sprintf("sub%d", rng.IntN(n)) + "\x00" }
+}
+
+// pubConn returns the publisher's live connection, or connects (clean
+// session) to frontend.
+func (c *queueClient) pubConn(ctx context.Context, frontend string) (*Conn, error) {
+	p := c.pub
+	p.mu.Lock()
+	conn := p.conn
+	record := p.record
+	p.mu.Unlock()
+	if conn != nil && conn.Reason() == "" {
+		return conn, nil
+	}
+	cn, ack, err := Dial(ctx, c.q.addrs[frontend], ConnectOptions{ClientID: p.id, Version: packet.V311, Clean: true, KeepAlive: 30}, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	name := watch(cn, frontend, record, p.id)
+	if record != nil {
+		record(history.Op{F: FConnect, Key: p.id, Value: mustJSON(ConnectValue{Frontend: frontend, Conn: name, Version: "3.1.1", Clean: true, SessionPresent: ack.SessionPresent})})
+	}
+	p.mu.Lock()
+	p.conn, p.frontend = cn, frontend
+	p.mu.Unlock()
+	return cn, nil
 }

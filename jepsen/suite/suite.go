@@ -31,7 +31,7 @@ type Spec struct {
 }
 
 // Workloads are the names Configure knows.
-var Workloads = []string{"register", "set", "moving-keys", "mqtt-queue", "mqtt-queue-qos1", "mqtt-takeover", "mqtt-takeover-persistent"}
+var Workloads = []string{"register", "set", "moving-keys", "mqtt-queue", "mqtt-queue-qos1", "mqtt-takeover", "mqtt-takeover-persistent", "mqtt-retained"}
 
 // Options are a run's settings that are not in its Spec.
 type Options struct {
@@ -79,6 +79,12 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 		}
 		if concurrency == 0 {
 			concurrency = t.Concurrency()
+		}
+	case "mqtt-retained":
+		wl = jmqtt.NewRetained(o.CheckTimeout)
+		keys.Dist, keys.Inbox = jmqtt.DistSplitKey, jmqtt.InboxSplitKey(1)
+		if frontends == 0 {
+			frontends = 3
 		}
 	case "mqtt-queue", "mqtt-queue-qos1":
 		cfg := jmqtt.QueueConfig{QoS1Only: spec.Workload == "mqtt-queue-qos1"}
@@ -147,6 +153,7 @@ var Suites = map[string][]Spec{
 		// two frontends both stay connected (issue 13); the full suite runs
 		// mqtt-takeover, clean ones included.
 		{Workload: "mqtt-takeover-persistent", Nemeses: []string{"kill-frontend", "kill", "partition-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
+		{Workload: "mqtt-retained", Nemeses: []string{"partition-one", "kill-frontend", "partition-frontend"}, Duration: 15 * time.Second, FaultEvery: 2 * time.Second},
 	},
 	// full: every workload against every fault on its own, and mixed.
 	"full": fullSuite(),
@@ -177,7 +184,7 @@ func fullSuite() []Spec {
 		}
 	}
 	mqttFaults = append(mqttFaults, []string{"kill-frontend"}, []string{"pause-frontend"}, []string{"partition-frontend"}, []string{"kill-any"})
-	for _, w := range []string{"mqtt-queue", "mqtt-takeover"} {
+	for _, w := range []string{"mqtt-queue", "mqtt-takeover", "mqtt-retained"} {
 		for _, f := range mqttFaults {
 			out = append(out, Spec{Workload: w, Nemeses: f, Duration: 60 * time.Second, Stores: 5})
 		}
