@@ -56,9 +56,9 @@ $(JEPSEN_BIN): FORCE
 jepsen-ci: jepsen-deps build $(JEPSEN_BIN)
 	$(JEPSEN_BIN) -bin $(BIN) -suite ci -out $(JEPSEN_OUT)
 
-# The bug zoo: bifrost built with each deliberate fault (kvstore/bugzoo),
+# The bug zoo: bifrost built with each deliberate fault (kvstore/bugzoo, mqtt/bugzoo),
 # each run required to be found invalid by the checker meant for it; about
-# three minutes. In make test, so a change that hides a fault from the
+# six minutes. In make test, so a change that hides a fault from the
 # harness (as AddReplica's compaction once hid bugzoo_skip_compaction) fails
 # the build.
 jepsen-bugzoo: jepsen-deps build

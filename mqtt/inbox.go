@@ -362,7 +362,7 @@ func (s *Server) kickOwner(ctx context.Context, tenant, clientID, owner string) 
 		s.kickLocal(ctx, tenant, clientID, owner)
 		return
 	}
-	addr, ok := receiverAddr(fe)
+	addr, ok := kickAddr(fe) // bug zoo (mqtt/bugzoo): receiverAddr in a normal build
 	if !ok {
 		return
 	}

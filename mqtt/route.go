@@ -397,7 +397,7 @@ func (s *Server) dispatchAsync(ctx context.Context, tenant string, m *mqttpb.Mes
 	}
 	// Persistent sessions: the acknowledgement to the publisher waits for
 	// their inboxes to have committed the message.
-	s.deliverInboxes(ctx, tenant, m, inboxes, func(k int, err error) {
+	s.insertInboxes(ctx, tenant, m, inboxes, func(k int, err error) {
 		if err != nil {
 			done(0, err)
 			return

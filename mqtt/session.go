@@ -634,6 +634,7 @@ func (s *session) deliver(qm *inboxpb.QueuedMessage, queue int) bool {
 func (s *session) acked(seq uint64) {
 	s.mu.Lock()
 	s.done = append(s.done, seq)
+	s.done = commitPast(s.done, seq) // bug zoo (mqtt/bugzoo): unchanged in a normal build
 	delete(s.relSeqs, seq)
 	s.mu.Unlock()
 	s.wakeUp()

@@ -344,16 +344,16 @@ func (c *Cluster) Close() error {
 	}
 	for _, n := range c.nodes {
 		killNamespace(ctx, n.NS)
-		if err := run(ctx, "ip", "netns", "del", n.NS); err != nil && !strings.Contains(err.Error(), "No such file") {
+		if err := run(ctx, "ip", "netns", "del", n.NS); err != nil && !gone(err) {
 			errs = append(errs, err)
 		}
 		// A veth pair goes with its namespace, unless something still holds
 		// the namespace: delete the host end, which takes the pair.
-		if err := run(ctx, "ip", "link", "del", n.hostLink); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+		if err := run(ctx, "ip", "link", "del", n.hostLink); err != nil && !gone(err) {
 			errs = append(errs, err)
 		}
 	}
-	if err := run(ctx, "ip", "link", "del", c.bridge); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+	if err := run(ctx, "ip", "link", "del", c.bridge); err != nil && !gone(err) {
 		errs = append(errs, err)
 	}
 	removeOwner(c.id)

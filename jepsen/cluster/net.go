@@ -157,7 +157,7 @@ func CleanLeftovers(ctx context.Context) ([]string, error) {
 		ids[idOf(name)] = true
 		// Deleting one end of a veth pair deletes the other; the bridge goes last.
 		if err := run(ctx, "ip", "link", "del", name); err != nil {
-			if !strings.Contains(err.Error(), "Cannot find device") {
+			if !gone(err) {
 				errs = append(errs, err)
 			}
 			continue
@@ -168,6 +168,22 @@ func CleanLeftovers(ctx context.Context) ([]string, error) {
 		removeOwner(id)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// gone reports whether a failed deletion failed because the thing is
+// already gone, which is what the deletion wanted. ip says so in two ways
+// for a link: "Cannot find device" when the name does not resolve, and
+// "RTNETLINK answers: No such device" when it resolved but the kernel
+// removed the link before the delete arrived (a veth pair goes with its
+// namespace, asynchronously, once the namespace's last user is gone).
+func gone(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"Cannot find device", "No such device", "No such file or directory"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // killNamespace kills every process left in a namespace.

@@ -23,37 +23,60 @@ func admin(c *cluster.Cluster, rng *rand.Rand) (*ranges.Client, error) {
 	return nil, errors.New("no store is up")
 }
 
-// kvRanges lists the ranges of the kv keyspace, ordered by start key.
-func kvRanges(ctx context.Context, cl *ranges.Client) ([]*rangespb.RangeInfo, error) {
+// Keyspace names a keyspace the admin nemeses act on: "kv" (the default,
+// for ""), "dist" or "inbox".
+type Keyspace string
+
+func (k Keyspace) name() string {
+	if k == "" {
+		return "kv"
+	}
+	return string(k)
+}
+
+func (k Keyspace) proto() kvpb.Keyspace {
+	switch k {
+	case "dist":
+		return kvpb.Keyspace_KEYSPACE_DIST
+	case "inbox":
+		return kvpb.Keyspace_KEYSPACE_INBOX
+	case "retain":
+		return kvpb.Keyspace_KEYSPACE_RETAIN
+	}
+	return kvpb.Keyspace_KEYSPACE_KV
+}
+
+// keyspaceRanges lists the normal ranges of a keyspace, ordered by start key.
+func keyspaceRanges(ctx context.Context, cl *ranges.Client, ks Keyspace) ([]*rangespb.RangeInfo, error) {
 	resp, err := cl.Admin.Ranges(ctx, &rangespb.RangesRequest{})
 	if err != nil {
 		return nil, ranges.FromStatus(err)
 	}
 	var out []*rangespb.RangeInfo
 	for _, r := range resp.Ranges {
-		if r.Range.GetKeyspace() == kvpb.Keyspace_KEYSPACE_KV && r.Range.GetState() == kvpb.RangeState_RANGE_STATE_NORMAL {
+		if r.Range.GetKeyspace() == ks.proto() && r.Range.GetState() == kvpb.RangeState_RANGE_STATE_NORMAL {
 			out = append(out, r)
 		}
 	}
 	return out, nil
 }
 
-// LeaderTransfer moves the leadership of a random kv range to a random
-// other replica.
-type LeaderTransfer struct{}
+// LeaderTransfer moves the leadership of a random range of its keyspace
+// (kv by default) to a random other replica.
+type LeaderTransfer struct{ Keyspace Keyspace }
 
 func (LeaderTransfer) Name() string    { return "leader-transfer" }
 func (LeaderTransfer) Momentary() bool { return true }
 
-func (LeaderTransfer) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+func (l LeaderTransfer) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
 	cl, err := admin(c, rng)
 	if err != nil {
 		return "", err
 	}
 	defer cl.Close()
-	rs, err := kvRanges(ctx, cl)
+	rs, err := keyspaceRanges(ctx, cl, l.Keyspace)
 	if err != nil || len(rs) == 0 {
-		return "", fmt.Errorf("list ranges: %v", err)
+		return "", fmt.Errorf("list %s ranges: %v", l.Keyspace.name(), err)
 	}
 	r := rs[rng.IntN(len(rs))]
 	var others []*kvpb.Replica
@@ -67,25 +90,28 @@ func (LeaderTransfer) Start(ctx context.Context, c *cluster.Cluster, rng *rand.R
 	}
 	to := others[rng.IntN(len(others))]
 	_, err = cl.Admin.TransferLeader(ctx, &rangespb.TransferLeaderRequest{RangeId: r.Range.Id, StoreId: to.StoreId})
-	return fmt.Sprintf("range %d leader to store %d", r.Range.Id, to.StoreId), ranges.FromStatus(err)
+	return fmt.Sprintf("%s range %d leader to store %d", l.Keyspace.name(), r.Range.Id, to.StoreId), ranges.FromStatus(err)
 }
 
 func (LeaderTransfer) Stop(context.Context, *cluster.Cluster) error { return nil }
 
-// Split splits the kv keyspace at a key the workload picks.
-type Split struct{ Key SplitKeyFunc }
+// Split splits a keyspace (kv by default) at a key the workload picks.
+type Split struct {
+	Key      SplitKeyFunc
+	Keyspace Keyspace
+}
 
 func (*Split) Name() string    { return "split" }
 func (*Split) Momentary() bool { return true }
 
 func (s *Split) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
-	_, did, err := split(ctx, c, rng, s.Key)
+	_, did, err := split(ctx, c, rng, s.Key, s.Keyspace)
 	return did, err
 }
 
 // split splits the kv keyspace, through a random store, at a key pick
 // chooses; it returns the split's answer and what it did.
-func split(ctx context.Context, c *cluster.Cluster, rng *rand.Rand, pick SplitKeyFunc) (*rangespb.SplitResponse, string, error) {
+func split(ctx context.Context, c *cluster.Cluster, rng *rand.Rand, pick SplitKeyFunc, ks Keyspace) (*rangespb.SplitResponse, string, error) {
 	if pick == nil {
 		return nil, "", errors.New("split: the workload gives no split keys")
 	}
@@ -95,33 +121,34 @@ func split(ctx context.Context, c *cluster.Cluster, rng *rand.Rand, pick SplitKe
 	}
 	defer cl.Close()
 	key := pick(rng)
-	resp, err := cl.Admin.Split(ctx, &rangespb.SplitRequest{Keyspace: "kv", Key: []byte(key)})
+	resp, err := cl.Admin.Split(ctx, &rangespb.SplitRequest{Keyspace: ks.name(), Key: []byte(key)})
 	if err != nil {
-		return nil, "split at " + key, ranges.FromStatus(err)
+		return nil, fmt.Sprintf("split %s at %q", ks.name(), key), ranges.FromStatus(err)
 	}
-	return resp, fmt.Sprintf("split range %d at %s: new range %d", resp.Left.GetId(), key, resp.Right.GetId()), nil
+	return resp, fmt.Sprintf("split %s range %d at %q: new range %d", ks.name(), resp.Left.GetId(), key, resp.Right.GetId()), nil
 }
 
 func (*Split) Stop(context.Context, *cluster.Cluster) error { return nil }
 
-// Merge merges a random kv range with its right neighbour.
-type Merge struct{}
+// Merge merges a random range of its keyspace (kv by default) with its
+// right neighbour.
+type Merge struct{ Keyspace Keyspace }
 
 func (Merge) Name() string    { return "merge" }
 func (Merge) Momentary() bool { return true }
 
-func (Merge) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+func (m Merge) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
 	cl, err := admin(c, rng)
 	if err != nil {
 		return "", err
 	}
 	defer cl.Close()
-	rs, err := kvRanges(ctx, cl)
+	rs, err := keyspaceRanges(ctx, cl, m.Keyspace)
 	if err != nil {
 		return "", err
 	}
 	if len(rs) < 2 {
-		return "one kv range: nothing to merge", nil
+		return "one " + m.Keyspace.name() + " range: nothing to merge", nil
 	}
 	// Any range but the last has a right neighbour in the keyspace.
 	var left *rangespb.RangeInfo
@@ -133,34 +160,35 @@ func (Merge) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (str
 		}
 	}
 	if left == nil {
-		return "no kv range has a right neighbour", nil
+		return "no " + m.Keyspace.name() + " range has a right neighbour", nil
 	}
 	resp, err := cl.Admin.Merge(ctx, &rangespb.MergeRequest{RangeId: left.Range.Id})
 	if err != nil {
-		return fmt.Sprintf("merge range %d with its right neighbour", left.Range.Id), ranges.FromStatus(err)
+		return fmt.Sprintf("merge %s range %d with its right neighbour", m.Keyspace.name(), left.Range.Id), ranges.FromStatus(err)
 	}
-	return fmt.Sprintf("merged into range %d [%q, %q)", resp.Range.Id, resp.Range.Start, resp.Range.End), nil
+	return fmt.Sprintf("merged into %s range %d [%q, %q)", m.Keyspace.name(), resp.Range.Id, resp.Range.Start, resp.Range.End), nil
 }
 
 func (Merge) Stop(context.Context, *cluster.Cluster) error { return nil }
 
-// Move moves a replica of a random kv range to a store that has none (with
-// more stores than replicas); when every store holds one, it removes a
-// random follower's replica and adds a new replica on that store again.
-type Move struct{}
+// Move moves a replica of a random range of its keyspace (kv by default)
+// to a store that has none (with more stores than replicas); when every
+// store holds one, it removes a random follower's replica and adds a new
+// replica on that store again.
+type Move struct{ Keyspace Keyspace }
 
 func (Move) Name() string    { return "move" }
 func (Move) Momentary() bool { return true }
 
-func (Move) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+func (mv Move) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
 	cl, err := admin(c, rng)
 	if err != nil {
 		return "", err
 	}
 	defer cl.Close()
-	rs, err := kvRanges(ctx, cl)
+	rs, err := keyspaceRanges(ctx, cl, mv.Keyspace)
 	if err != nil || len(rs) == 0 {
-		return "", fmt.Errorf("list ranges: %v", err)
+		return "", fmt.Errorf("list %s ranges: %v", mv.Keyspace.name(), err)
 	}
 	r := rs[rng.IntN(len(rs))]
 	members, err := cl.Admin.Cluster(ctx, &rangespb.ClusterRequest{})
@@ -210,6 +238,7 @@ func (Move) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (stri
 	}
 	defer via.Close()
 	id := r.Range.Id
+	ksName := mv.Keyspace.name()
 	label := func(id uint64) string {
 		if n := nodeOf[id]; n != nil {
 			return n.Name
@@ -219,20 +248,20 @@ func (Move) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (stri
 	if len(free) > 0 {
 		to := free[rng.IntN(len(free))]
 		if _, err := via.Admin.AddReplica(ctx, &rangespb.AddReplicaRequest{RangeId: id, StoreId: to}); err != nil {
-			return fmt.Sprintf("range %d: add a replica on %s", id, label(to)), ranges.FromStatus(err)
+			return fmt.Sprintf("%s range %d: add a replica on %s", ksName, id, label(to)), ranges.FromStatus(err)
 		}
 		if _, err := via.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: id, StoreId: from}); err != nil {
-			return fmt.Sprintf("range %d: added %s, remove %s", id, label(to), label(from)), ranges.FromStatus(err)
+			return fmt.Sprintf("%s range %d: added %s, remove %s", ksName, id, label(to), label(from)), ranges.FromStatus(err)
 		}
-		return fmt.Sprintf("range %d moved from %s to %s", id, label(from), label(to)), nil
+		return fmt.Sprintf("%s range %d moved from %s to %s", ksName, id, label(from), label(to)), nil
 	}
 	if _, err := via.Admin.RemoveReplica(ctx, &rangespb.RemoveReplicaRequest{RangeId: id, StoreId: from}); err != nil {
-		return fmt.Sprintf("range %d: remove %s", id, label(from)), ranges.FromStatus(err)
+		return fmt.Sprintf("%s range %d: remove %s", ksName, id, label(from)), ranges.FromStatus(err)
 	}
 	if _, err := via.Admin.AddReplica(ctx, &rangespb.AddReplicaRequest{RangeId: id, StoreId: from}); err != nil {
-		return fmt.Sprintf("range %d: removed %s, add it back", id, label(from)), ranges.FromStatus(err)
+		return fmt.Sprintf("%s range %d: removed %s, add it back", ksName, id, label(from)), ranges.FromStatus(err)
 	}
-	return fmt.Sprintf("range %d: replica on %s removed and added anew", id, label(from)), nil
+	return fmt.Sprintf("%s range %d: replica on %s removed and added anew", ksName, id, label(from)), nil
 }
 
 func (Move) Stop(context.Context, *cluster.Cluster) error { return nil }
@@ -244,13 +273,16 @@ func (Move) Stop(context.Context, *cluster.Cluster) error { return nil }
 // The two halves then answer from different stores, so a command that a
 // stale route sends to the parent for a key of the child is visible to the
 // child's reads only if the parent refused it.
-type SplitScatter struct{ Key SplitKeyFunc }
+type SplitScatter struct {
+	Key      SplitKeyFunc
+	Keyspace Keyspace
+}
 
 func (*SplitScatter) Name() string    { return "split-scatter" }
 func (*SplitScatter) Momentary() bool { return true }
 
 func (s *SplitScatter) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
-	resp, did, err := split(ctx, c, rng, s.Key)
+	resp, did, err := split(ctx, c, rng, s.Key, s.Keyspace)
 	if err != nil {
 		return did, err
 	}

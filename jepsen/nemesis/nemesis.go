@@ -19,15 +19,41 @@ import (
 
 // Names lists every nemesis New knows.
 var Names = []string{"partition-one", "partition-halves", "partition-ring", "partition-bridge",
-	"kill", "kill-minority", "pause", "delay", "leader-transfer", "split", "split-scatter", "merge", "move", "split-merge-move"}
+	"kill", "kill-minority", "pause", "delay", "leader-transfer", "split", "split-scatter", "merge", "move", "split-merge-move",
+	"kill-frontend", "pause-frontend", "partition-frontend", "kill-any", "split-merge-move-mqtt"}
 
 // SplitKeyFunc picks a split point for the split nemesis.
 type SplitKeyFunc func(rng *rand.Rand) string
 
-// New returns the named nemesis; splitKey picks split points (needed by
-// split, split-scatter and split-merge-move).
-func New(name string, splitKey SplitKeyFunc) (Nemesis, error) {
+// SplitKeys are the workload's split points per keyspace.
+type SplitKeys struct {
+	// KV is needed by split, split-scatter and split-merge-move; Dist and
+	// Inbox by split-merge-move-mqtt.
+	KV, Dist, Inbox SplitKeyFunc
+}
+
+// New returns the named nemesis.
+func New(name string, keys SplitKeys) (Nemesis, error) {
+	splitKey := keys.KV
 	switch name {
+	case "kill-frontend":
+		return &Kill{Target: Frontends}, nil
+	case "kill-any":
+		return &Kill{Target: Any}, nil
+	case "pause-frontend":
+		return &Pause{Target: Frontends}, nil
+	case "partition-frontend":
+		return &PartitionFrontend{}, nil
+	case "split-merge-move-mqtt":
+		var of []Nemesis
+		for _, ks := range []struct {
+			ks  Keyspace
+			key SplitKeyFunc
+		}{{"dist", keys.Dist}, {"inbox", keys.Inbox}} {
+			of = append(of, &Split{Key: ks.key, Keyspace: ks.ks}, &SplitScatter{Key: ks.key, Keyspace: ks.ks},
+				Merge{Keyspace: ks.ks}, Move{Keyspace: ks.ks}, LeaderTransfer{Keyspace: ks.ks})
+		}
+		return &Mix{Label: name, Of: of}, nil
 	case "partition-one", "partition-halves", "partition-ring", "partition-bridge":
 		return &Partition{Mode: strings.TrimPrefix(name, "partition-")}, nil
 	case "kill":
@@ -142,10 +168,64 @@ func (p *Partition) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Ran
 
 func (p *Partition) Stop(ctx context.Context, c *cluster.Cluster) error { return c.Heal(ctx) }
 
-// Kill sends SIGKILL to a random store (or a random minority) and restarts
-// it when stopped.
+// Target says which nodes a process nemesis chooses among.
+type Target int
+
+const (
+	// Stores (the default) are the storage nodes.
+	Stores Target = iota
+	// Frontends are the MQTT frontends: their clients reconnect to another.
+	Frontends
+	// Any is every node, stores and frontends.
+	Any
+)
+
+func (t Target) nodes(c *cluster.Cluster) []*cluster.Node {
+	switch t {
+	case Frontends:
+		return c.Frontends()
+	case Any:
+		return c.Nodes()
+	}
+	return c.Stores()
+}
+
+func (t Target) suffix() string {
+	switch t {
+	case Frontends:
+		return "-frontend"
+	case Any:
+		return "-any"
+	}
+	return ""
+}
+
+// PartitionFrontend cuts a random frontend off from every store, both
+// directions; its clients (on the host) still reach it, and it cannot reach
+// dist, inbox or retain until the partition heals.
+type PartitionFrontend struct{}
+
+func (PartitionFrontend) Name() string { return "partition-frontend" }
+
+func (PartitionFrontend) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	if len(c.Frontends()) == 0 {
+		return "", fmt.Errorf("partition-frontend: the cluster has no frontend")
+	}
+	f := shuffled(rng, c.Frontends())[0]
+	drops := map[*cluster.Node][]*cluster.Node{f: c.Stores()}
+	for _, s := range c.Stores() {
+		drops[s] = []*cluster.Node{f}
+	}
+	return f.Name + " cut off from the stores", c.Partition(ctx, drops)
+}
+
+func (PartitionFrontend) Stop(ctx context.Context, c *cluster.Cluster) error { return c.Heal(ctx) }
+
+// Kill sends SIGKILL to a random store (or a random minority; or a random
+// node of its Target) and restarts it when stopped.
 type Kill struct {
 	Minority bool
+	Target   Target
 	killed   []*cluster.Node
 }
 
@@ -153,7 +233,7 @@ func (k *Kill) Name() string {
 	if k.Minority {
 		return "kill-minority"
 	}
-	return "kill"
+	return "kill" + k.Target.suffix()
 }
 
 func minority(rng *rand.Rand, stores []*cluster.Node, want bool) []*cluster.Node {
@@ -165,7 +245,7 @@ func minority(rng *rand.Rand, stores []*cluster.Node, want bool) []*cluster.Node
 }
 
 func (k *Kill) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
-	k.killed = minority(rng, c.Stores(), k.Minority)
+	k.killed = minority(rng, k.Target.nodes(c), k.Minority)
 	for _, n := range k.killed {
 		if err := n.Kill(); err != nil {
 			return "", err
@@ -184,13 +264,17 @@ func (k *Kill) Stop(ctx context.Context, _ *cluster.Cluster) error {
 	return nil
 }
 
-// Pause stops a random store with SIGSTOP and continues it when stopped.
-type Pause struct{ paused []*cluster.Node }
+// Pause stops a random store (or node of its Target) with SIGSTOP and
+// continues it when stopped.
+type Pause struct {
+	Target Target
+	paused []*cluster.Node
+}
 
-func (p *Pause) Name() string { return "pause" }
+func (p *Pause) Name() string { return "pause" + p.Target.suffix() }
 
 func (p *Pause) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
-	p.paused = minority(rng, c.Stores(), false)
+	p.paused = minority(rng, p.Target.nodes(c), false)
 	for _, n := range p.paused {
 		if err := n.Pause(); err != nil {
 			return "", err

@@ -10,6 +10,7 @@ import (
 	"github.com/bifrost-mq/bifrost/jepsen"
 	"github.com/bifrost-mq/bifrost/jepsen/cluster"
 	"github.com/bifrost-mq/bifrost/jepsen/internal/testbin"
+	jmqtt "github.com/bifrost-mq/bifrost/jepsen/mqtt"
 )
 
 // EnvIntegration turns on the tests that run real clusters (make jepsen
@@ -140,5 +141,62 @@ func TestShortProfileValid(t *testing.T) {
 		if res.Valid != jepsen.Valid {
 			t.Errorf("%s × %s is %s on the real build", spec.Workload, spec.Label(), res.Valid)
 		}
+	}
+}
+
+// requireLost asserts that the queue checker says invalid for lost
+// messages.
+func requireLost(t *testing.T, res *jepsen.Results) {
+	t.Helper()
+	r := requireCaught(t, res, "queue")
+	if d, ok := r.Details.(jmqtt.QueueDetails); !ok || d.Lost == 0 {
+		t.Fatalf("the queue checker says invalid, but not for lost messages: %s", r.Summary)
+	}
+}
+
+// TestBugzooPubackBeforeInsertCaught: a publish acknowledged before its
+// inbox inserts commit (bugzoo_puback_before_insert: they go in the
+// background after a batching window) is lost when its frontend dies in
+// the window; the queue checker finds acknowledged messages that never
+// reached a persistent subscriber. The same run on the real build is
+// valid (at QoS 1: see docs/jepsen.md for the open QoS 2 bug).
+func TestBugzooPubackBeforeInsertCaught(t *testing.T) {
+	requireIntegration(t)
+	spec := Spec{Workload: "mqtt-queue-qos1", Nemeses: []string{"kill-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second}
+	if res := runSpec(t, "", spec, 21); res.Valid != jepsen.Valid {
+		t.Fatalf("mqtt-queue-qos1 × kill-frontend is %s on the real build", res.Valid)
+	}
+	requireLost(t, runSpec(t, "bugzoo_puback_before_insert", spec, 21))
+}
+
+// TestBugzooCommitPastUnackedCaught: a session that commits the message
+// after the one the client acknowledged (bugzoo_commit_past_unacked)
+// deletes it from the inbox before it was sent whenever it is still
+// queued; with no fault at all the queue checker finds it lost. The same
+// run on the real build is valid.
+func TestBugzooCommitPastUnackedCaught(t *testing.T) {
+	requireIntegration(t)
+	spec := Spec{Workload: "mqtt-queue", Duration: 15 * time.Second}
+	if res := runSpec(t, "", spec, 22); res.Valid != jepsen.Valid {
+		t.Fatalf("mqtt-queue × none is %s on the real build", res.Valid)
+	}
+	requireLost(t, runSpec(t, "bugzoo_commit_past_unacked", spec, 22))
+}
+
+// TestBugzooTakeoverNoKickCaught: a takeover that does not tell the older
+// connection's frontend to close it (bugzoo_takeover_no_kick) leaves an
+// idle persistent session's older connection open until its session loop
+// polls the inbox, seconds later; the takeover checker finds two
+// connections of one client ID open together longer than its bound. The
+// same run on the real build is valid.
+func TestBugzooTakeoverNoKickCaught(t *testing.T) {
+	requireIntegration(t)
+	spec := Spec{Workload: "mqtt-takeover-persistent", Duration: 15 * time.Second}
+	if res := runSpec(t, "", spec, 23); res.Valid != jepsen.Valid {
+		t.Fatalf("mqtt-takeover-persistent × none is %s on the real build", res.Valid)
+	}
+	r := requireCaught(t, runSpec(t, "bugzoo_takeover_no_kick", spec, 23), "takeover")
+	if d, ok := r.Details.(jmqtt.TakeoverDetails); !ok || d.OverlapPers == 0 {
+		t.Fatalf("the takeover checker says invalid, but not for overlapping persistent connections: %s", r.Summary)
 	}
 }

@@ -114,7 +114,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			nems = strings.Split(o.nemeses, ",")
 		}
 		every := o.faultEvery
-		if every == 0 && o.nemeses == "split-merge-move" {
+		if every == 0 && (o.nemeses == "split-merge-move" || o.nemeses == "split-merge-move-mqtt") {
 			every = time.Second
 		}
 		specs = []suite.Spec{{Workload: o.workload, Nemeses: nems, Duration: o.duration, Stores: o.stores, Frontends: o.frontends, FaultEvery: every}}
