@@ -15,5 +15,10 @@
 //   - mqtt-queue (Queue, QueueChecker): persistent subscribers (3.1.1 clean
 //     session 0, 5.0 with a session expiry) at QoS 1 and 2, publishers of
 //     numbered messages at QoS 1 and 2 on any frontend; lost, duplicated
-//     and reordered messages.
+//     and reordered messages;
+//   - mqtt-takeover (Takeover, TakeoverChecker): client IDs taken over
+//     through random frontends, one connection per ID;
+//   - mqtt-retained (Retained): retained messages as registers (porcupine);
+//   - mqtt-will (Will, WillChecker): wills published once, after their delay,
+//     unless the client disconnected or resumed its session.
 package mqtt

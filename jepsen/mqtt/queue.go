@@ -96,6 +96,8 @@ type QueueConfig struct {
 	// QoS1Only runs every subscriber and publisher at QoS 1
 	// (mqtt-queue-qos1).
 	QoS1Only bool
+	// Filter is what the subscribers subscribe to (default QueueFilter).
+	Filter string
 	// CrashProbability is the chance of a subscriber dropping its connection
 	// (no DISCONNECT) between holds (default 0.05).
 	CrashProbability float64
@@ -106,6 +108,13 @@ const DefaultSubscribers = 4
 
 // QueueFilter is what the queue's subscribers subscribe to.
 const QueueFilter = "q/#"
+
+func (q *Queue) filter() string {
+	if q.cfg.Filter != "" {
+		return q.cfg.Filter
+	}
+	return QueueFilter
+}
 
 // Queue is the mqtt-queue workload: persistent subscribers of QueueFilter
 // on any frontend, reconnecting (to a random frontend) whenever a fault or
@@ -450,7 +459,7 @@ func (q *Queue) connectSub(ctx context.Context, s *subscriber, op history.Op) hi
 	s.mu.Unlock()
 	if !ack.SessionPresent {
 		done.LostSession = had
-		code, err := conn.Subscribe(ctx, QueueFilter, s.qos)
+		code, err := conn.Subscribe(ctx, q.filter(), s.qos)
 		if err != nil || code.IsError() {
 			conn.Close()
 			if err == nil {
@@ -464,7 +473,7 @@ func (q *Queue) connectSub(ctx context.Context, s *subscriber, op history.Op) hi
 		s.subscribed = true
 		s.mu.Unlock()
 		if record != nil {
-			record(history.Op{F: FSubscribe, Key: s.id, Value: mustJSON(SubscribeValue{Filter: QueueFilter, QoS: s.qos, Frontend: v.Frontend})})
+			record(history.Op{F: FSubscribe, Key: s.id, Value: mustJSON(SubscribeValue{Filter: q.filter(), QoS: s.qos, Frontend: v.Frontend})})
 		}
 	}
 	s.mu.Lock()

@@ -31,7 +31,7 @@ type Spec struct {
 }
 
 // Workloads are the names Configure knows.
-var Workloads = []string{"register", "set", "moving-keys", "mqtt-queue", "mqtt-queue-qos1", "mqtt-takeover", "mqtt-takeover-persistent", "mqtt-retained"}
+var Workloads = []string{"register", "set", "moving-keys", "mqtt-queue", "mqtt-queue-qos1", "mqtt-takeover", "mqtt-takeover-persistent", "mqtt-retained", "mqtt-will"}
 
 // Options are a run's settings that are not in its Spec.
 type Options struct {
@@ -79,6 +79,15 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 		}
 		if concurrency == 0 {
 			concurrency = t.Concurrency()
+		}
+	case "mqtt-will":
+		wl = jmqtt.NewWill()
+		keys.Dist, keys.Inbox = jmqtt.DistSplitKey, jmqtt.InboxSplitKey(1)
+		if frontends == 0 {
+			frontends = 3
+		}
+		if concurrency == 0 {
+			concurrency = 9
 		}
 	case "mqtt-retained":
 		wl = jmqtt.NewRetained(o.CheckTimeout)
@@ -154,6 +163,9 @@ var Suites = map[string][]Spec{
 		// mqtt-takeover, clean ones included.
 		{Workload: "mqtt-takeover-persistent", Nemeses: []string{"kill-frontend", "kill", "partition-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
 		{Workload: "mqtt-retained", Nemeses: []string{"partition-one", "kill-frontend", "partition-frontend"}, Duration: 15 * time.Second, FaultEvery: 2 * time.Second},
+		// No fault: under frontend and store faults wills are lost or
+		// published twice (docs/jepsen.md, open); the full suite runs them.
+		{Workload: "mqtt-will", Duration: 15 * time.Second},
 	},
 	// full: every workload against every fault on its own, and mixed.
 	"full": fullSuite(),
@@ -184,7 +196,7 @@ func fullSuite() []Spec {
 		}
 	}
 	mqttFaults = append(mqttFaults, []string{"kill-frontend"}, []string{"pause-frontend"}, []string{"partition-frontend"}, []string{"kill-any"})
-	for _, w := range []string{"mqtt-queue", "mqtt-takeover", "mqtt-retained"} {
+	for _, w := range []string{"mqtt-queue", "mqtt-takeover", "mqtt-retained", "mqtt-will"} {
 		for _, f := range mqttFaults {
 			out = append(out, Spec{Workload: w, Nemeses: f, Duration: 60 * time.Second, Stores: 5})
 		}
