@@ -154,10 +154,9 @@ var Suites = map[string][]Spec{
 		{Workload: "set", Nemeses: []string{"partition-ring", "kill", "split-merge-move"}, Duration: 20 * time.Second},
 		{Workload: "moving-keys", Nemeses: []string{"split-merge-move"}, Duration: 25 * time.Second, FaultEvery: time.Second},
 		// MQTT: QoS 1 and 2 under store faults and moves of the dist and
-		// inbox ranges; QoS 1 under frontend faults (at QoS 2 they find an
-		// open bug, docs/jepsen.md: the full suite runs them).
+		// inbox ranges, and under frontend faults.
 		{Workload: "mqtt-queue", Nemeses: []string{"kill", "partition-one", "split-merge-move-mqtt"}, Duration: 25 * time.Second, FaultEvery: 2 * time.Second},
-		{Workload: "mqtt-queue-qos1", Nemeses: []string{"kill-frontend", "partition-frontend", "pause-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
+		{Workload: "mqtt-queue", Nemeses: []string{"kill-frontend", "partition-frontend", "pause-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
 		// Persistent sessions only: two clean sessions of one client ID on
 		// two frontends both stay connected (issue 13); the full suite runs
 		// mqtt-takeover, clean ones included.
