@@ -266,6 +266,11 @@ type result struct {
 	Error        string   `json:"error,omitempty"`
 }
 
+// noter is a target that can describe the system after a run.
+type noter interface {
+	notes(ctx context.Context) []string
+}
+
 // phaseKey names a phase in reports and the comparison.
 func (r *result) phaseKey() string { return fmt.Sprintf("%s/%d", r.Op, r.Clients) }
 
@@ -325,7 +330,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			break
 		}
 	}
-	if ns, ok := t.(interface{ notes(context.Context) []string }); ok && ctx.Err() == nil {
+	if ns, ok := t.(noter); ok && ctx.Err() == nil {
 		rep.Notes = ns.notes(ctx)
 		for _, n := range rep.Notes {
 			fmt.Fprintf(stdout, "note: %s\n", n)
