@@ -1,10 +1,10 @@
 GO ?= go
 PKGS := ./...
 # Packages that hold concurrency run under the race detector.
-RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/...
+RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/... ./cmd/kvbench/...
 BIN := bin/bifrost
 
-.PHONY: all build test test-deps test-unit lint generate bench bench-mqtt bench-cluster clean jepsen jepsen-ci jepsen-bugzoo jepsen-deps
+.PHONY: all build test test-deps test-unit lint generate bench bench-mqtt bench-cluster bench-kv clean jepsen jepsen-ci jepsen-bugzoo jepsen-deps
 
 all: build
 
@@ -20,7 +20,7 @@ test-deps:
 # zoo (each deliberate fault caught by its checker).
 test: lint test-deps jepsen-deps
 	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -E 'bifrost/(kvstore|ranges|coprocessors|balancer|mqtt|cmd/mqttbench)(/|$$)')
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -E 'bifrost/(kvstore|ranges|coprocessors|balancer|mqtt|cmd/mqttbench|cmd/kvbench)(/|$$)')
 	$(MAKE) jepsen-ci
 	$(MAKE) jepsen-bugzoo
 
@@ -89,6 +89,13 @@ bench-mqtt:
 # fanin, offline).
 bench-cluster:
 	GO=$(GO) ./cmd/mqttbench/cluster.sh
+
+# KV load: a 3-member etcd (Debian's etcd-server, installed when missing) vs 3 bifrost stores, one
+# after the other on this box, then bifrost/etcd; JSON results in bin/bench-kv. KVBENCH_ARGS go to
+# both kvbench runs (e.g. KVBENCH_ARGS="--duration 5s --clients 16").
+bench-kv:
+	@command -v etcd >/dev/null || (apt-get update && apt-get install -y etcd-server)
+	GO=$(GO) ./cmd/kvbench/run.sh $(KVBENCH_ARGS)
 
 clean:
 	rm -rf bin
