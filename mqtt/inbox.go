@@ -317,13 +317,9 @@ type commitResult struct {
 	err error
 }
 
-// notify tells the frontend fe (a receiver ID) that the sessions' inboxes
-// have messages; for this frontend, in-process.
+// notify tells another frontend fe (a receiver ID) that the sessions'
+// inboxes have messages (this frontend's own sessions get offers instead).
 func (s *Server) notify(fe string, refs []*mqttpb.SessionRef) {
-	if fe == s.cfg.ReceiverID {
-		s.wakeSessions(refs)
-		return
-	}
 	addr, ok := receiverAddr(fe)
 	if !ok {
 		return

@@ -167,8 +167,13 @@ func (c *conn) complete(a *pubAck, code packet.ReasonCode, reason string, fail b
 // answer acknowledges a publish that was decided at once, behind the ones
 // still waiting.
 func (c *conn) answer(qos byte, id uint16, code packet.ReasonCode, reason string) bool {
-	a := c.pubs.push(&pubAck{qos: qos, id: id, done: true, code: code, reason: reason}, c.s.cfg.PublishPipeline)
-	if a == nil {
+	return c.answerWith(&pubAck{qos: qos, id: id, done: true, code: code, reason: reason})
+}
+
+// answerWith queues a decided acknowledgement (a.done) behind the ones
+// still waiting and sends what is due; false when the connection is closing.
+func (c *conn) answerWith(a *pubAck) bool {
+	if c.pubs.push(a, c.s.cfg.PublishPipeline) == nil {
 		return false
 	}
 	c.pubs.mu.Lock()
@@ -270,13 +275,9 @@ func (c *conn) onPublish(p *packet.Publish) error {
 			// Already accepted: acknowledge again, deliver once
 			// (MQTT-4.3.3-10); while the first copy is still in the
 			// pipeline, as it will be.
-			a := &pubAck{qos: 2, id: p.PacketID, done: true, of: c.pubs.pendingRel(p.PacketID)}
-			if c.pubs.push(a, c.s.cfg.PublishPipeline) == nil {
+			if !c.answerWith(&pubAck{qos: 2, id: p.PacketID, done: true, of: c.pubs.pendingRel(p.PacketID)}) {
 				return errClose
 			}
-			c.pubs.mu.Lock()
-			c.flushAcksLocked()
-			c.pubs.mu.Unlock()
 			return nil
 		}
 		if len(c.awaitingRel) >= int(c.s.cfg.ReceiveMaximum) {
