@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
@@ -348,6 +350,30 @@ func (s *Server) wakeSessions(refs []*mqttpb.SessionRef) {
 	}
 }
 
+// kickDisplaced tells the owners an attach displaced to close: the one it
+// took the session from, and those before it that may never have been told
+// (an attach whose answer was lost, its frontend cut off, displaced an
+// owner it then could not tell). In parallel; it returns when all answered
+// or ctx ended.
+func (s *Server) kickDisplaced(ctx context.Context, tenant, clientID, self string, a *inboxpb.AttachResponse) {
+	owners := a.GetMeta().GetDisplaced()
+	if a.PreviousOwner != "" && !slices.Contains(owners, a.PreviousOwner) {
+		owners = append(owners, a.PreviousOwner)
+	}
+	var wg sync.WaitGroup
+	for _, o := range owners {
+		if o == self {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.kickOwner(ctx, tenant, clientID, o)
+		}()
+	}
+	wg.Wait()
+}
+
 // kickOwner closes the connection owner (on this or another frontend) whose
 // session a new connection took over, and waits until it ended and wrote
 // its in-flight state to the inbox, or ctx ends. An owner that cannot be
@@ -362,14 +388,16 @@ func (s *Server) kickOwner(ctx context.Context, tenant, clientID, owner string) 
 	if !ok {
 		return
 	}
-	c, err := s.peers.client(addr)
+	c, err := s.peers.reach(addr)
 	if err != nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(s.cfg.RequestTimeout, 3*time.Second))
 	defer cancel()
+	// Wait for ready: a frontend that restarted is reconnected to within
+	// the timeout, rather than failed at once while the connection backs off.
 	if _, err := c.Kick(ctx, &mqttpb.KickRequest{Receiver: fe, ReasonCode: uint32(packet.SessionTakenOver),
-		Session: &mqttpb.SessionRef{Tenant: tenant, ClientId: clientID, Owner: owner}}); err != nil {
+		Session: &mqttpb.SessionRef{Tenant: tenant, ClientId: clientID, Owner: owner}}, grpc.WaitForReady(true)); err != nil {
 		s.log.Info("telling the previous owner of a session to close failed", "tenant", tenant, "client", clientID, "owner", owner, "err", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
@@ -147,16 +148,41 @@ func (p *peers) gone(addr string, live []string, after time.Duration) bool {
 
 const peerDownFor = 5 * time.Second
 
+// client is a client of the frontend at addr, or an error if it failed in
+// the last peerDownFor: for notifications, which a dead frontend's stale
+// routes must not make every publish wait for.
 func (p *peers) client(addr string) (mqttpb.FrontendClient, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if t, ok := p.down[addr]; ok && time.Since(t) < peerDownFor {
 		return nil, fmt.Errorf("frontend %s failed recently", addr)
 	}
+	return p.connLocked(addr)
+}
+
+// reach is a client of the frontend at addr even if it failed recently: for
+// a Kick, which must be tried, since the frontend may be back (restarted)
+// with the connection the takeover must close.
+func (p *peers) reach(addr string) (mqttpb.FrontendClient, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.connLocked(addr)
+}
+
+// peerBackoff reconnects to a frontend that went away within a second of
+// its return: gRPC's default backoff grows to two minutes, and a Kick to a
+// restarted frontend waited for it (jepsen: two connections of one client
+// ID open together for 4.6 s after a frontend restart).
+var peerBackoff = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+	MinConnectTimeout: time.Second,
+}
+
+func (p *peers) connLocked(addr string) (mqttpb.FrontendClient, error) {
 	c := p.conns[addr]
 	if c == nil {
 		var err error
-		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(peerBackoff))
 		if err != nil {
 			return nil, err
 		}

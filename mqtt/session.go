@@ -158,9 +158,7 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	if a.PreviousOwner != "" {
-		c.s.kickOwner(ctx, tenant, clientID, a.PreviousOwner)
-	}
+	c.s.kickDisplaced(ctx, tenant, clientID, owner, a)
 	c.s.removeSessionRoutes(a.Discarded)
 	meta := a.Meta
 	if a.SessionPresent && a.PreviousOwner != "" {
@@ -249,9 +247,7 @@ func (c *conn) discardSession(ctx context.Context, owner string) error {
 	if err != nil {
 		return err
 	}
-	if a.PreviousOwner != "" {
-		c.s.kickOwner(ctx, tenant, clientID, a.PreviousOwner)
-	}
+	c.s.kickDisplaced(ctx, tenant, clientID, owner, a)
 	c.s.removeSessionRoutes(a.Discarded)
 	zero := uint32(0)
 	_, err = c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{

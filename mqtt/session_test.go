@@ -30,6 +30,20 @@ func (c *rawClient) persistent(clientID string, expiry uint32, will *packet.Will
 	return ack.SessionPresent
 }
 
+// takenOverWithin checks that the server closes the connection with
+// DISCONNECT 0x8E (MQTT-3.1.4-3) within d: another connection took its
+// session over.
+func (c *rawClient) takenOverWithin(d time.Duration) {
+	c.t.Helper()
+	start := time.Now()
+	if dp := c.closed(); dp == nil || dp.ReasonCode != packet.SessionTakenOver {
+		c.t.Fatalf("old connection got %+v, want DISCONNECT 0x8E", dp)
+	}
+	if took := time.Since(start); took > d {
+		c.t.Fatalf("the old connection closed %v after the new one's CONNACK", took)
+	}
+}
+
 // disconnect ends the connection normally and waits for the server to close it.
 func (c *rawClient) disconnect() {
 	c.t.Helper()
@@ -338,6 +352,48 @@ func TestSessionAcrossFrontends(t *testing.T) {
 				t.Fatalf("after takeover %d: %q", i, p.Payload)
 			}
 		}
+		nu.disconnect()
+	})
+
+	t.Run("TakeoverOfPeerThatFailed", func(t *testing.T) {
+		// B failed to reach A a moment ago (a notification, while A was
+		// restarting): the takeover's Kick must still be sent, not skipped
+		// as a notification is. With no polling, nothing else closes the
+		// old connection (jepsen, ci profile: 4.6 s with two live
+		// connections of one client ID).
+		old := dialRaw(t, a, packet.V5)
+		old.persistent("xfe4", 300, nil)
+		e.mu.Lock()
+		mqtt.MarkPeerDown(e.fronts[1], e.fronts[0])
+		e.mu.Unlock()
+		nu := dialRaw(t, b, packet.V5)
+		nu.persistent("xfe4", 300, nil)
+		old.takenOverWithin(2 * time.Second)
+		nu.disconnect()
+	})
+
+	t.Run("TakeoverAfterLostAttach", func(t *testing.T) {
+		// A takes the session; an attach on B commits but its answer is
+		// lost (B cut off from the stores: it never tells A to close);
+		// then the client connects on B again. That attach displaces B's
+		// lost owner, and must also close A's connection (jepsen, ci
+		// profile: 2.5 s with two live connections of one client ID).
+		old := dialRaw(t, a, packet.V5)
+		old.persistent("xfe5", 300, nil)
+		old.expectNone(500 * time.Millisecond) // its first fetch, which would see a new owner, is done
+		e.mu.Lock()
+		fb := e.fronts[1]
+		e.mu.Unlock()
+		ib := inbox.NewClient(e.cluster.Nodes[0].Router())
+		o, err := ib.Mutate(context.Background(), &inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{
+			Tenant: auth.DefaultTenant, Inbox: "xfe5", Owner: mqtt.ReceiverIDOf(fb) + "|lost", ExpirySeconds: 300,
+			NowUnixMs: time.Now().UnixMilli()}}})
+		if err != nil || o.Result != inboxpb.Result_RESULT_OK {
+			t.Fatalf("attach: %v %v", o, err)
+		}
+		nu := dialRaw(t, b, packet.V5)
+		nu.persistent("xfe5", 300, nil)
+		old.takenOverWithin(2 * time.Second)
 		nu.disconnect()
 	})
 

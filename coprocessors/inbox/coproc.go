@@ -258,6 +258,7 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 		// sent any queued message, and is told to close by the caller.
 		previous = m.Owner
 		m.DupBelow = m.Qos12.GetTail()
+		m.Displaced = displace(m.Displaced, m.Owner)
 	}
 	if found && !req.CleanStart && !expired(m, req.NowUnixMs) {
 		// Resume the session. A reconnect before the will delay passed
@@ -285,10 +286,27 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 		Tenant: req.Tenant, Inbox: req.Inbox, Incarnation: inc, Owner: req.Owner, ExpirySeconds: req.ExpirySeconds,
 		Will: req.Will, Limits: req.Limits, Qos0: &inboxpb.Queue{}, Qos12: &inboxpb.Queue{}, CreatedUnixMs: req.NowUnixMs,
 	}
+	if found {
+		n.Displaced = m.Displaced
+	}
 	if err := c.putMeta(tx, n); err != nil {
 		return nil, err
 	}
 	return &inboxpb.Output{Attach: &inboxpb.AttachResponse{SessionPresent: false, Meta: n, PreviousOwner: previous, Discarded: discarded}}, nil
+}
+
+// maxDisplaced bounds Meta.displaced: a chain of takeovers whose answers
+// were all lost longer than this is not followed further back.
+const maxDisplaced = 4
+
+// displace appends owner to the displaced owners, keeping the newest
+// maxDisplaced.
+func displace(d []string, owner string) []string {
+	d = append(slices.DeleteFunc(d, func(o string) bool { return o == owner }), owner)
+	if len(d) > maxDisplaced {
+		d = d[len(d)-maxDisplaced:]
+	}
+	return d
 }
 
 func (c *Coprocessor) detach(tx kvstore.Tx, req *inboxpb.DetachRequest) (*inboxpb.Output, error) {
@@ -323,6 +341,11 @@ func (c *Coprocessor) detach(tx kvstore.Tx, req *inboxpb.DetachRequest) (*inboxp
 		m.ExpirySeconds = *req.ExpirySeconds
 	}
 	m.Owner, m.DetachedUnixMs = "", req.NowUnixMs
+	if !req.Orphaned {
+		// The owner had its attach's answer: it told the displaced to
+		// close. An orphaned owner may not have: the next attach does.
+		m.Displaced = nil
+	}
 	if req.SendWill && m.Will != nil {
 		// The will waits for its delay or the session's end, whichever is first (MQTT-3.1.3-9).
 		delay := min(m.Will.DelaySeconds, m.ExpirySeconds)
@@ -453,6 +476,9 @@ func (c *Coprocessor) commit(tx kvstore.Tx, req *inboxpb.CommitRequest) (*inboxp
 	o, err := c.withMeta(tx, req.Tenant, req.Inbox, req.Incarnation, func(m *inboxpb.Meta) error {
 		if req.Owner != "" && m.Owner != req.Owner {
 			conflict = m.Owner
+		} else if req.Owner != "" {
+			// The owner had its attach's answer: it told the displaced to close.
+			m.Displaced = nil
 		}
 		done := map[uint64]bool{}
 		for _, seq := range req.Qos12Done {

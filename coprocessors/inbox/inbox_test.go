@@ -3,6 +3,7 @@ package inbox_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -358,6 +359,56 @@ func TestOwnershipAndOutOfOrderCommits(t *testing.T) {
 	}
 	if ib, n := inbox.ParseReceiverID(inbox.ReceiverID("a:b", 7)); ib != "a:b" || n != 7 {
 		t.Fatalf("receiver ID round trip: %q %d", ib, n)
+	}
+}
+
+// TestDisplacedOwners: an attach that takes a live session over names the
+// owners displaced since one last had its attach's answer (a commit or
+// detach in its name), so that the newest owner tells all of them to close,
+// not only its direct predecessor, whose attach's answer may have been lost.
+func TestDisplacedOwners(t *testing.T) {
+	e := start(t)
+	attach := func(owner string, clean bool) *inboxpb.AttachResponse {
+		t.Helper()
+		o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{Tenant: "acme", Inbox: "dis",
+			Owner: owner, CleanStart: clean, ExpirySeconds: 3600, NowUnixMs: time.Now().UnixMilli()}}})
+		if o.Result != inboxpb.Result_RESULT_OK {
+			t.Fatalf("attach %s: %v", owner, o)
+		}
+		return o.Attach
+	}
+	if a := attach("fe-1", false); len(a.Meta.Displaced) != 0 {
+		t.Fatalf("new session: displaced %v", a.Meta.Displaced)
+	}
+	attach("fe-2", false) // its answer is lost: fe-1 is never told
+	a := attach("fe-3", false)
+	if a.PreviousOwner != "fe-2" || !slices.Equal(a.Meta.Displaced, []string{"fe-1", "fe-2"}) {
+		t.Fatalf("previous %q displaced %v, want fe-2 [fe-1 fe-2]", a.PreviousOwner, a.Meta.Displaced)
+	}
+	// A clean start keeps the list too: the displaced hold the client ID.
+	for _, o := range []string{"fe-4", "fe-5", "fe-6"} {
+		a = attach(o, o == "fe-5")
+	}
+	if !slices.Equal(a.Meta.Displaced, []string{"fe-2", "fe-3", "fe-4", "fe-5"}) {
+		t.Fatalf("displaced %v, want the newest %d", a.Meta.Displaced, 4)
+	}
+	// fe-6 commits: it had its answer, and told them.
+	o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Commit{Commit: &inboxpb.CommitRequest{Tenant: "acme", Inbox: "dis",
+		Incarnation: a.Meta.Incarnation, Owner: "fe-6"}}})
+	if o.Result != inboxpb.Result_RESULT_OK || len(o.Meta.Displaced) != 0 {
+		t.Fatalf("commit by the owner: %v", o)
+	}
+	if a = attach("fe-7", false); !slices.Equal(a.Meta.Displaced, []string{"fe-6"}) {
+		t.Fatalf("displaced %v, want [fe-6]", a.Meta.Displaced)
+	}
+	// A detach by the owner clears it; an attach after it displaces no one.
+	o = e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{Tenant: "acme", Inbox: "dis",
+		Incarnation: a.Meta.Incarnation, Owner: "fe-7", NowUnixMs: time.Now().UnixMilli()}}})
+	if o.Result != inboxpb.Result_RESULT_OK {
+		t.Fatalf("detach: %v", o)
+	}
+	if a = attach("fe-8", false); a.PreviousOwner != "" || len(a.Meta.Displaced) != 0 {
+		t.Fatalf("after a detach: previous %q displaced %v", a.PreviousOwner, a.Meta.Displaced)
 	}
 }
 

@@ -437,7 +437,13 @@ type Meta struct {
 	Released []uint64 `protobuf:"varint,15,rep,packed,name=released,proto3" json:"released,omitempty"`
 	// dup_below: QoS 1/2 messages with a lower seq may have been sent to the
 	// client already; a resend carries DUP 1 (MQTT-3.3.1-1).
-	DupBelow      uint64 `protobuf:"varint,16,opt,name=dup_below,json=dupBelow,proto3" json:"dup_below,omitempty"`
+	DupBelow uint64 `protobuf:"varint,16,opt,name=dup_below,json=dupBelow,proto3" json:"dup_below,omitempty"`
+	// displaced are the owners this session was taken from while live, oldest
+	// first, since an owner last showed that it had its attach's answer (a
+	// commit or detach in its name): the newest owner tells each to close. An
+	// owner whose attach committed but whose answer was lost (its frontend
+	// cut off) never told its predecessor; the next takeover does.
+	Displaced     []string `protobuf:"bytes,17,rep,name=displaced,proto3" json:"displaced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -582,6 +588,13 @@ func (x *Meta) GetDupBelow() uint64 {
 		return x.DupBelow
 	}
 	return 0
+}
+
+func (x *Meta) GetDisplaced() []string {
+	if x != nil {
+		return x.Displaced
+	}
+	return nil
 }
 
 type Message struct {
@@ -2386,7 +2399,7 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x05Queue\x12\x12\n" +
 	"\x04head\x18\x01 \x01(\x04R\x04head\x12\x12\n" +
 	"\x04tail\x18\x02 \x01(\x04R\x04tail\x12\x18\n" +
-	"\adropped\x18\x03 \x01(\x04R\adropped\"\xc3\x05\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\"\xe1\x05\n" +
 	"\x04Meta\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2404,7 +2417,8 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x0fcreated_unix_ms\x18\r \x01(\x03R\rcreatedUnixMs\x12!\n" +
 	"\fawaiting_rel\x18\x0e \x03(\rR\vawaitingRel\x12\x1a\n" +
 	"\breleased\x18\x0f \x03(\x04R\breleased\x12\x1b\n" +
-	"\tdup_below\x18\x10 \x01(\x04R\bdupBelow\x1a[\n" +
+	"\tdup_below\x18\x10 \x01(\x04R\bdupBelow\x12\x1c\n" +
+	"\tdisplaced\x18\x11 \x03(\tR\tdisplaced\x1a[\n" +
 	"\x12SubscriptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
 	"\x05value\x18\x02 \x01(\v2\x19.bifrost.inbox.SubOptionsR\x05value:\x028\x01\"\xed\x01\n" +
