@@ -316,3 +316,65 @@ func BenchmarkBatchVsSinglePuts(b *testing.B) {
 		}
 	})
 }
+
+// stuckTransport is a store that stopped answering (a paused process): what
+// is sent to store stuck runs, but its answer never comes back.
+type stuckTransport struct {
+	n     *ranges.Node
+	stuck uint64
+}
+
+func (s *stuckTransport) Execute(ctx context.Context, storeID uint64, req *rangespb.ExecuteRequest) (*rangespb.ExecuteResponse, error) {
+	resp, err := s.n.Execute(ctx, storeID, req)
+	if storeID == s.stuck {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return resp, err
+}
+
+// TestHedgedAttempts: the leader's store applies but does not answer; the
+// attempt is sent again to the followers, which forward to the leader and
+// answer with the remembered result: a call returns well within an attempt
+// timeout (with hedging off it cannot, the deadline being shorter than the
+// attempt), and every CAS applied once.
+func TestHedgedAttempts(t *testing.T) {
+	c := rangestest.Start(t, 3, rangestest.Options{})
+	c.WaitReady()
+	n := c.Nodes[0]
+	_ = n.Refresh(ctxT(t, 10*time.Second))
+	mustPut(t, c.Client(0), "hedge-warm", "x")
+	rt := n.Router().Table().Lookup(ksKV, []byte("hedge"))
+	if rt == nil || rt.LeaderStore() == 0 {
+		t.Fatal("no route with a known leader")
+	}
+	tr := &stuckTransport{n: n, stuck: rt.LeaderStore()}
+	router := func(hedge time.Duration) *ranges.Router {
+		tb := snapshotTable(n)
+		tb.SetLeader(rt.Desc.Id, rt.LeaderID, rt.LeaderTerm)
+		return ranges.NewRouter(ranges.RouterConfig{AttemptTimeout: time.Minute, HedgeAfter: hedge}, tb, tr, copyRefresher{n, tb})
+	}
+	if _, err := router(-1).Write(ctxT(t, 3*time.Second), ksKV, []byte("hedge-off"), nil, casOp("hedge-off", "", "1")); err == nil {
+		t.Fatal("without hedging a write through a stuck leader returned before its attempt timed out")
+	}
+	r := router(50 * time.Millisecond)
+	res, err := r.Write(ctxT(t, 20*time.Second), ksKV, []byte("hedge"), nil, casOp("hedge", "", "1"), casOp("hedge", "1", "2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Results) != 2 || !res.Results[0].CasOk || !res.Results[1].CasOk {
+		t.Fatalf("hedged write: %v, want both CASes done once", res.Results)
+	}
+	keys := batchKeys("-hedge")
+	out, err := r.WriteBatch(ctxT(t, 20*time.Second), ksKV, casChain(keys, "h"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkChain(t, c, keys, "h", out)
+	if _, err := r.Read(ctxT(t, 20*time.Second), ksKV, []byte("hedge"), false, &kvpb.Op{Op: &kvpb.Op_Get{Get: &kvpb.GetOp{Key: []byte("hedge")}}}); err != nil {
+		t.Fatal(err)
+	}
+	if v, found, err := c.Client(1).Get(ctxT(t, 10*time.Second), []byte("hedge")); err != nil || !found || string(v) != "2" {
+		t.Fatalf("hedge = %q %v %v, want 2", v, found, err)
+	}
+}

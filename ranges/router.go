@@ -38,6 +38,14 @@ type RouterConfig struct {
 	// forwarded to a leader that died is dropped silently, so an attempt must
 	// end soon enough to try another replica.
 	AttemptTimeout time.Duration
+	// HedgeAfter: an attempt unanswered this long is sent again to another
+	// replica of the range, and again every HedgeAfter, in turn, until
+	// AttemptTimeout; the first answer wins. A leader that stopped (paused,
+	// its host gone) then costs the time to elect another, not the attempt
+	// timeout: a follower that knows the new leader forwards to it. The
+	// request ID makes a write that applies twice apply once. Default
+	// 500ms; negative: no hedging.
+	HedgeAfter time.Duration
 	// MinBackoff and MaxBackoff bound the wait between attempts. Defaults 10ms and 500ms.
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
@@ -50,6 +58,9 @@ func (c RouterConfig) withDefaults() RouterConfig {
 	}
 	if c.AttemptTimeout == 0 {
 		c.AttemptTimeout = 2 * time.Second
+	}
+	if c.HedgeAfter == 0 {
+		c.HedgeAfter = 500 * time.Millisecond
 	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = 10 * time.Millisecond
@@ -210,9 +221,7 @@ func (r *Router) attemptAll(ctx context.Context, next func() (*Route, *rangespb.
 			lastErr = fmt.Errorf("range %d has no replicas", route.Desc.Id)
 			continue
 		}
-		actx, acancel := context.WithTimeout(ctx, r.cfg.AttemptTimeout)
-		resp, err := r.transport.Execute(actx, storeID, req)
-		acancel()
+		storeID, resp, err := r.execute(ctx, route, storeID, req)
 		if err != nil {
 			lastErr = err
 			reason := "store_error"
@@ -264,6 +273,78 @@ func (r *Router) attemptAll(ctx context.Context, next func() (*Route, *rangespb.
 			return nil, fmt.Errorf("%w: %s", ErrBadRequest, res.Message)
 		default:
 			return nil, &RefusedError{Status: res.Status, Message: res.Message}
+		}
+	}
+}
+
+// maxHedged bounds the sends of one attempt.
+const maxHedged = 8
+
+type sent struct {
+	store uint64
+	resp  *rangespb.ExecuteResponse
+	err   error
+}
+
+// execute makes one attempt: req goes to the store first and, while no
+// answer came, to the range's other replicas in turn every HedgeAfter, until
+// AttemptTimeout. Sent once, it returns the answer or failure and the store.
+// Sent more than once, only a success answers at once: a refusal (a stale
+// epoch, a range not ready) speaks for its own send, while another may have
+// applied the command. So it waits for the rest: if one failed (its outcome
+// unknown), that failure is returned, and the caller resends the command
+// unchanged, as after any failure; if all were refused, the last refusal.
+func (r *Router) execute(ctx context.Context, route *Route, first uint64, req *rangespb.ExecuteRequest) (uint64, *rangespb.ExecuteResponse, error) {
+	actx, cancel := context.WithTimeout(ctx, r.cfg.AttemptTimeout)
+	defer cancel()
+	results := make(chan sent, maxHedged)
+	send := func(store uint64) {
+		go func() {
+			resp, err := r.transport.Execute(actx, store, req)
+			results <- sent{store, resp, err}
+		}()
+	}
+	send(first)
+	pending, sends := 1, 1
+	var others []uint64
+	for _, rep := range route.Desc.Replicas {
+		if rep.StoreId != first && !slices.Contains(others, rep.StoreId) {
+			others = append(others, rep.StoreId)
+		}
+	}
+	var hedge <-chan time.Time
+	if r.cfg.HedgeAfter > 0 && len(others) > 0 {
+		t := time.NewTicker(r.cfg.HedgeAfter)
+		defer t.Stop()
+		hedge = t.C
+	}
+	var failed *sent
+	for {
+		select {
+		case res := <-results:
+			pending--
+			if sends == 1 || (res.err == nil && res.resp.GetResult().GetStatus() == kvpb.Status_STATUS_OK) {
+				return res.store, res.resp, res.err
+			}
+			if res.err != nil {
+				failed = &res
+			}
+			if pending > 0 {
+				continue
+			}
+			if failed != nil {
+				return failed.store, nil, failed.err
+			}
+			return res.store, res.resp, nil
+		case <-hedge:
+			if sends == maxHedged {
+				hedge = nil
+				continue
+			}
+			r.retries.WithLabelValues("hedge").Inc()
+			send(others[(sends-1)%len(others)])
+			pending++
+			sends++
 		}
 	}
 }
@@ -534,9 +615,7 @@ func (r *Router) sendUnit(ctx context.Context, route *Route, storeID uint64, u *
 		Command: &kvpb.Command{RequestId: u.requestID, Ver: route.Desc.Ver, IssuedUnixMs: time.Now().UnixMilli(),
 			Payload: &kvpb.Command_Write{Write: &kvpb.WriteBatch{Ops: u.ops}}},
 	}}
-	actx, acancel := context.WithTimeout(ctx, r.cfg.AttemptTimeout)
-	resp, err := r.transport.Execute(actx, storeID, req)
-	acancel()
+	_, resp, err := r.execute(ctx, route, storeID, req)
 	if err != nil {
 		// The command may have applied: resend it unchanged.
 		u.ambiguous = true

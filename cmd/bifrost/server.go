@@ -83,7 +83,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.StringVar(&f.join, "join", "", "comma-separated gossip addresses of members to join")
 	fs.StringVar(&f.name, "name", "", "gossip member name (default store-<id>)")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", expect, "create the cluster once this many stores are members (0: join only)")
-	fs.Uint64Var(&f.rttMs, "raft-rtt-ms", 100, "Raft tick in milliseconds; elections take 10 ticks")
+	fs.Uint64Var(&f.rttMs, "raft-rtt-ms", 50, "Raft tick in milliseconds; an election starts after 10 to 20 ticks without a leader")
 	def := balancer.DefaultPolicy()
 	fs.BoolVar(&f.balancerPaused, "balancer-paused", false, "start with the balancer paused")
 	fs.IntVar(&f.balancerRF, "replication-factor", def.ReplicationFactor, "replicas per range (capped by the number of stores)")
