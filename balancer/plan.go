@@ -234,7 +234,10 @@ func Plan(v View, p Policy) []Action {
 		}
 		if p.SplitBytes > 0 && r.Bytes > p.SplitBytes && r.Bytes != math.MaxUint64 {
 			out = append(out, Action{Kind: Split, RangeID: r.Desc.Id, Reason: fmt.Sprintf("%d bytes > %d", r.Bytes, p.SplitBytes)})
-		} else if p.SplitLoad > 0 && r.Load > p.SplitLoad {
+		} else if p.SplitLoad > 0 && r.Load > p.SplitLoad && len(v.Live) > 1 {
+			// A load split spreads the halves' leaders and replicas over
+			// stores; on the only store it buys nothing and each split
+			// stalls the range's writers while the children start.
 			out = append(out, Action{Kind: Split, RangeID: r.Desc.Id, Reason: fmt.Sprintf("%.0f ops/s > %.0f", r.Load, p.SplitLoad), ByLoad: true})
 		}
 	}
