@@ -33,7 +33,8 @@ type Config struct {
 
 // DefaultPolicy is the policy of a production cluster.
 func DefaultPolicy() Policy {
-	return Policy{ReplicationFactor: 3, SplitBytes: 512 << 20, MergeBytes: 32 << 20, SplitLoad: 2500, MergeLoad: 250}
+	return Policy{ReplicationFactor: 3, SplitBytes: 512 << 20, MergeBytes: 32 << 20, SplitLoad: 2500, MergeLoad: 250,
+		MergeDelay: 5 * time.Minute}
 }
 
 func (c Config) withDefaults() Config {
@@ -77,7 +78,10 @@ type Balancer struct {
 	recent       []*balancerpb.Decision
 	missingSince map[uint64]time.Time
 	applied      map[uint64]sample
-	noSplit      map[uint64]time.Time
+	// lastBusy is when each range this store led last had a load of
+	// MergeLoad or more.
+	lastBusy map[uint64]time.Time
+	noSplit  map[uint64]time.Time
 
 	decisions *prometheus.CounterVec
 }
@@ -92,7 +96,7 @@ type sample struct {
 func New(cfg Config, node *ranges.Node) *Balancer {
 	cfg = cfg.withDefaults()
 	b := &Balancer{cfg: cfg, node: node, log: cfg.Logger.With("component", "balancer"),
-		missingSince: map[uint64]time.Time{}, applied: map[uint64]sample{}, noSplit: map[uint64]time.Time{},
+		missingSince: map[uint64]time.Time{}, applied: map[uint64]sample{}, lastBusy: map[uint64]time.Time{}, noSplit: map[uint64]time.Time{},
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bifrost_balancer_moves_total", Help: "Balancer moves by kind and outcome.",
 		}, []string{"kind", "outcome"}),
@@ -243,8 +247,18 @@ func (b *Balancer) View(now time.Time) View {
 				// Writes applied (whoever proposed them) or the reads and
 				// writes this store sent, whichever is more.
 				rv.Load = max(b.load(route.Desc.Id, now), store.Load(route.Desc.Id))
+				if b.cfg.MergeLoad > 0 && rv.Load >= b.cfg.MergeLoad {
+					b.lastBusy[route.Desc.Id] = now
+				}
 			} else if rv.LeaderStore == self {
 				rv.LeaderStore = 0 // the table is behind: we do not lead it
+			}
+		}
+		if t, ok := b.lastBusy[route.Desc.Id]; ok {
+			if now.Sub(t) < b.cfg.MergeDelay {
+				rv.RecentlyBusy = true
+			} else {
+				delete(b.lastBusy, route.Desc.Id)
 			}
 		}
 		for _, rep := range rv.Desc.Replicas {

@@ -32,6 +32,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
@@ -72,6 +73,11 @@ type RangeView struct {
 	Bytes       uint64
 	// Load is writes plus reads per second over the recent window.
 	Load float64
+	// RecentlyBusy: its load reached the policy's MergeLoad within its
+	// MergeDelay (seen by this store while it led the range). Such a range
+	// is not merged: a range split by load would otherwise be merged back
+	// as soon as its load paused, and split again when it resumed.
+	RecentlyBusy bool
 }
 
 // View is the balancer's picture of the cluster, from one store.
@@ -99,6 +105,9 @@ type Policy struct {
 	// MergeBytes and MergeLoad: adjacent ranges both under both are merged.
 	MergeBytes uint64
 	MergeLoad  float64
+	// MergeDelay: a range busier than MergeLoad within this long is not
+	// merged (RangeView.RecentlyBusy).
+	MergeDelay time.Duration
 }
 
 // rf is the replication factor of a keyspace, capped by the stores.
@@ -415,7 +424,7 @@ func mergeAlignments(v View, p Policy, rfOf func(RangeView) int, busy, allLive f
 		return bytes.Compare(a.Start, b.Start) < 0
 	})
 	small := func(r RangeView) bool {
-		return p.MergeBytes > 0 && r.Bytes < p.MergeBytes && (p.MergeLoad <= 0 || r.Load < p.MergeLoad)
+		return p.MergeBytes > 0 && r.Bytes < p.MergeBytes && (p.MergeLoad <= 0 || r.Load < p.MergeLoad) && !r.RecentlyBusy
 	}
 	out := map[uint64]alignment{}
 	unaligned := map[uint64]bool{} // right sides still being aligned

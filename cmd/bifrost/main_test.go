@@ -46,6 +46,7 @@ func TestBadFlagsExitTwoWithOneLine(t *testing.T) {
 		{[]string{"admin", "balancer", "frob"}, "status, pause or resume"},
 		{[]string{"store", "--merge-bytes", "10", "--split-bytes", "5"}, "-merge-bytes"},
 		{[]string{"store", "--replication-factor", "0"}, "-replication-factor"},
+		{[]string{"store", "--merge-delay", "-1s"}, "-merge-delay"},
 		{[]string{"store", "--keyspace-replication", "dist=9"}, "-keyspace-replication"},
 		{[]string{"store", "--keyspace-replication", "mail=3"}, "-keyspace-replication"},
 		{[]string{"store", "--keyspace-replication", "dist"}, "-keyspace-replication"},

@@ -56,6 +56,7 @@ type serverFlags struct {
 	splitBytes       uint64
 	mergeBytes       uint64
 	splitLoad        float64
+	mergeDelay       time.Duration
 	keyspaceRF       string
 	balancerInterval time.Duration
 	bal              *balancer.Balancer
@@ -91,6 +92,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.Uint64Var(&f.splitBytes, "split-bytes", def.SplitBytes, "split a range larger than this")
 	fs.Uint64Var(&f.mergeBytes, "merge-bytes", def.MergeBytes, "merge adjacent ranges both smaller than this")
 	fs.StringVar(&f.keyspaceRF, "keyspace-replication", "", "replication factors per keyspace, overriding -replication-factor (e.g. dist=5,retain=3)")
+	fs.DurationVar(&f.mergeDelay, "merge-delay", def.MergeDelay, "do not merge a range that was busier than a tenth of -split-load within this long (a range split by load is not merged back when its load pauses)")
 	fs.Float64Var(&f.splitLoad, "split-load", def.SplitLoad, "split a range serving more reads plus writes per second than this, at the key that halves its load (0: off); neighbours under a tenth of it are cold enough to merge")
 	fs.DurationVar(&f.balancerInterval, "balancer-interval", 5*time.Second, "time between balancer moves")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -201,6 +203,9 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	if f.deadStoreTimeout < time.Second || f.balancerInterval < 10*time.Millisecond {
 		return ranges.NodeConfig{}, fmt.Errorf("-dead-store-timeout must be at least 1s and -balancer-interval at least 10ms")
 	}
+	if f.mergeDelay < 0 {
+		return ranges.NodeConfig{}, fmt.Errorf("invalid value %v for -merge-delay: must be 0 or more", f.mergeDelay)
+	}
 	if f.splitLoad < 0 {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %v for -split-load: must be 0 or more", f.splitLoad)
 	}
@@ -228,7 +233,7 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 		Services: func(s *grpc.Server, n *ranges.Node) {
 			f.bal = balancer.New(balancer.Config{
 				Policy: balancer.Policy{ReplicationFactor: f.balancerRF, SplitBytes: f.splitBytes, MergeBytes: f.mergeBytes,
-					SplitLoad: f.splitLoad, MergeLoad: mergeLoad, KeyspaceReplication: keyspaceRF},
+					SplitLoad: f.splitLoad, MergeLoad: mergeLoad, MergeDelay: f.mergeDelay, KeyspaceReplication: keyspaceRF},
 				Interval: f.balancerInterval, DeadStoreTimeout: f.deadStoreTimeout, Paused: f.balancerPaused,
 				Logger: log, Registerer: reg,
 			}, n)
