@@ -128,7 +128,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		cfg:   cfg, log: cfg.Logger.With("store", store.ID()), store: store, lis: lis,
 		bootstrapped: make(chan struct{}), ctx: ctx, cancel: cancel,
 	}
-	n.router = NewRouter(RouterConfig{Logger: cfg.Logger, Registerer: cfg.Registerer}, n.table, n, n)
+	n.router = NewRouter(RouterConfig{Logger: cfg.Logger, Registerer: cfg.Registerer, LocalStore: store.ID()}, n.table, n, n)
 	n.recon = newStoreReconciler(cfg.Registerer)
 	for _, info := range n.localRanges() {
 		n.table.Update(info)

@@ -48,8 +48,25 @@ type RouterConfig struct {
 	HedgeAfter time.Duration
 	// MinBackoff and MaxBackoff bound the wait between attempts. Defaults 10ms and 500ms.
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
-	Registerer             prometheus.Registerer
+	// LocalStore is the store in the router's own process (0: none, a
+	// gateway). A keyed linearizable read or write (Read, Write) and any
+	// linearizable query of a range with a replica there go to that replica
+	// first (a stale read still goes to the leader first), to
+	// spare the forward of the request to the leader's store over gRPC:
+	//   - Dragonboat's ReadIndex on a follower asks the leader for its commit
+	//     index (one Raft message each way, batched with the other reads) and
+	//     reads once the local replica has applied that far: as linearizable
+	//     as a read on the leader.
+	//   - A proposal on a follower is forwarded to the leader in a Raft
+	//     message, and answered once the local replica has applied the
+	//     committed entry: acknowledged, as on the leader, only after a
+	//     quorum fsynced it. A forward the leader drops (no leader, a full
+	//     queue) ends in the attempt's timeout and a retry elsewhere with the
+	//     same request ID, which the range deduplicates.
+	// Admin proposals (ProposeTo) and WriteBatch still go to the leader first.
+	LocalStore uint64
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 func (c RouterConfig) withDefaults() RouterConfig {
@@ -216,7 +233,14 @@ func (r *Router) attemptAll(ctx context.Context, next func() (*Route, *rangespb.
 			}
 			continue
 		}
-		storeID := pickStore(route, tried)
+		prefer := uint64(0)
+		if (isLinearizableRead(req) || keyed) && !req.Stale {
+			// A stale read stays with the leader first: its caller
+			// (the inbox's fetch) wants the leader's applied state,
+			// not a follower's, which may be behind.
+			prefer = r.cfg.LocalStore
+		}
+		storeID := pickStore(route, tried, prefer)
 		if storeID == 0 {
 			lastErr = fmt.Errorf("range %d has no replicas", route.Desc.Id)
 			continue
@@ -354,9 +378,17 @@ func isDefinite(err error) bool {
 	return errors.As(err, &re) || errors.Is(err, ErrBadRequest)
 }
 
-// pickStore prefers the leader's store, then replicas not yet tried; when
-// every replica was tried it starts over.
-func pickStore(route *Route, tried map[uint64]bool) uint64 {
+// pickStore prefers the store prefer (0: none) if it holds a replica, then
+// the leader's store, then replicas not yet tried; when every replica was
+// tried it starts over.
+func pickStore(route *Route, tried map[uint64]bool, prefer uint64) uint64 {
+	if prefer != 0 && !tried[prefer] {
+		for _, rep := range route.Desc.Replicas {
+			if rep.StoreId == prefer {
+				return prefer
+			}
+		}
+	}
 	if s := route.LeaderStore(); s != 0 && !tried[s] {
 		return s
 	}
@@ -382,6 +414,13 @@ func isTimeout(err error) bool {
 
 func isNotHere(err error) bool {
 	return errors.Is(err, kvstore.ErrRangeNotFound) || status.Code(err) == codes.NotFound
+}
+
+// isLinearizableRead reports whether req is a query that must see every
+// write acknowledged before it began (not a stale read).
+func isLinearizableRead(req *rangespb.ExecuteRequest) bool {
+	_, query := req.Request.(*rangespb.ExecuteRequest_Query)
+	return query && !req.Stale
 }
 
 // keyOf returns the first key a request routes by (nil for none).
@@ -536,7 +575,7 @@ func (r *Router) WriteBatch(ctx context.Context, ks kvpb.Keyspace, ops []KeyedOp
 				t = map[uint64]bool{}
 				tried[route.Desc.Id] = t
 			}
-			storeID := pickStore(route, t)
+			storeID := pickStore(route, t, 0)
 			mu.Unlock()
 			wg.Add(1)
 			sem <- struct{}{}

@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -265,3 +266,27 @@ func (a *routedAPI) close() {
 
 // ksKV is the keyspace of the kv workloads.
 const ksKV = kvpb.Keyspace_KEYSPACE_KV
+
+// scan returns every key in [start, end), range by range, each read
+// linearizably through the router.
+func (a *routedAPI) scan(ctx context.Context, start, end []byte) ([]string, error) {
+	var keys []string
+	for {
+		op := &kvpb.Op{Op: &kvpb.Op_Scan{Scan: &kvpb.ScanOp{Start: start, End: end, Limit: 1000}}}
+		res, err := a.router.Read(ctx, kvpb.Keyspace_KEYSPACE_KV, start, false, op)
+		if err != nil {
+			return nil, err
+		}
+		if len(res.Results) != 1 {
+			return nil, fmt.Errorf("scan: %d results for one op", len(res.Results))
+		}
+		r := res.Results[0]
+		for _, p := range r.Pairs {
+			keys = append(keys, string(p.Key))
+		}
+		if !r.More || bytes.Compare(r.NextKey, end) >= 0 {
+			return keys, nil
+		}
+		start = r.NextKey
+	}
+}
