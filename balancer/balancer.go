@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,7 +36,7 @@ type Config struct {
 // DefaultPolicy is the policy of a production cluster.
 func DefaultPolicy() Policy {
 	return Policy{ReplicationFactor: 3, SplitBytes: 512 << 20, MergeBytes: 32 << 20, SplitLoad: 2500, MergeLoad: 250,
-		MergeDelay: 5 * time.Minute}
+		MergeDelay: 5 * time.Minute, SplitLoadCPU: 0.5}
 }
 
 func (c Config) withDefaults() Config {
@@ -81,7 +83,9 @@ type Balancer struct {
 	// lastBusy is when each range this store led last had a load of
 	// MergeLoad or more.
 	lastBusy map[uint64]time.Time
-	noSplit  map[uint64]time.Time
+	// cpu samples the process's CPU time for View.CPU.
+	cpu     cpuSample
+	noSplit map[uint64]time.Time
 
 	decisions *prometheus.CounterVec
 }
@@ -90,6 +94,34 @@ type sample struct {
 	index uint64
 	at    time.Time
 	rate  float64
+}
+
+// cpuSample turns the process's CPU time (getrusage) into the share of its
+// cores (GOMAXPROCS) it used since the previous sample.
+type cpuSample struct {
+	used time.Duration
+	at   time.Time
+	last float64
+}
+
+// share returns the share since the last sample; within minGap of it, the
+// last share again (a status call must not shorten the window).
+func (c *cpuSample) share(now time.Time, minGap time.Duration) float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return -1
+	}
+	used := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if c.at.IsZero() {
+		c.used, c.at, c.last = used, now, -1
+		return -1
+	}
+	if now.Sub(c.at) < minGap {
+		return c.last
+	}
+	c.last = float64(used-c.used) / float64(now.Sub(c.at)) / float64(runtime.GOMAXPROCS(0))
+	c.used, c.at = used, now
+	return c.last
 }
 
 // New returns a balancer for a node. Run starts it.
@@ -231,6 +263,7 @@ func (b *Balancer) View(now time.Time) View {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	v.CPU = b.cpu.share(now, b.cfg.Interval/2)
 	named := map[uint64]bool{}
 	for _, route := range b.node.Router().Table().All() {
 		rv := RangeView{Desc: route.Desc, LeaderStore: route.LeaderStore(), Bytes: route.Bytes}

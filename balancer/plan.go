@@ -88,6 +88,9 @@ type View struct {
 	Live   []uint64
 	Dead   map[uint64]bool
 	Ranges []RangeView
+	// CPU is the share of its cores this store's process used over the
+	// recent window (0 to 1; -1: unknown).
+	CPU float64
 }
 
 // Policy holds the targets.
@@ -108,6 +111,12 @@ type Policy struct {
 	// MergeDelay: a range busier than MergeLoad within this long is not
 	// merged (RangeView.RecentlyBusy).
 	MergeDelay time.Duration
+	// SplitLoadCPU: a range is split by load only while its leader's
+	// process uses at least this share of its cores (View.CPU; 0: always).
+	// A split spreads work that a store cannot keep up with; a range that
+	// is busy on a store with CPU to spare gains nothing from it, and
+	// each split stalls its writers while the children start.
+	SplitLoadCPU float64
 }
 
 // rf is the replication factor of a keyspace, capped by the stores.
@@ -243,7 +252,7 @@ func Plan(v View, p Policy) []Action {
 		}
 		if p.SplitBytes > 0 && r.Bytes > p.SplitBytes && r.Bytes != math.MaxUint64 {
 			out = append(out, Action{Kind: Split, RangeID: r.Desc.Id, Reason: fmt.Sprintf("%d bytes > %d", r.Bytes, p.SplitBytes)})
-		} else if p.SplitLoad > 0 && r.Load > p.SplitLoad && len(v.Live) > 1 {
+		} else if p.SplitLoad > 0 && r.Load > p.SplitLoad && len(v.Live) > 1 && (p.SplitLoadCPU <= 0 || v.CPU < 0 || v.CPU >= p.SplitLoadCPU) {
 			// A load split spreads the halves' leaders and replicas over
 			// stores; on the only store it buys nothing and each split
 			// stalls the range's writers while the children start.

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
@@ -361,5 +362,45 @@ func TestPlanMergeAlignmentConverges(t *testing.T) {
 				t.Fatalf("not merged after %d rounds: %v", rounds, state)
 			}
 		})
+	}
+}
+
+// TestPlanSplitLoadCPU: a busy range is split by load only while its
+// leader's process is short of CPU (bench-kv on two shared cores: a load
+// split of the kv range cost puts at 64 clients a third of their
+// throughput, and spread nothing that a store could not already do).
+func TestPlanSplitLoadCPU(t *testing.T) {
+	p := Policy{ReplicationFactor: 3, SplitLoad: 500, SplitLoadCPU: 0.5}
+	hot := []RangeView{{Desc: desc(1, "", "", 1, 2, 3), LeaderStore: 1, Bytes: 10, Load: 900}}
+	for _, tc := range []struct {
+		cpu   float64
+		split bool
+	}{{0.2, false}, {0.49, false}, {0.5, true}, {0.9, true}, {-1, true}} {
+		got := Plan(View{Self: 1, Live: []uint64{1, 2, 3}, Ranges: hot, CPU: tc.cpu}, p)
+		split := len(got) > 0 && got[0].Kind == Split && got[0].ByLoad
+		if split != tc.split {
+			t.Errorf("CPU %.2f: %v, want a load split %v", tc.cpu, got, tc.split)
+		}
+	}
+}
+
+// TestCPUSample: the first sample is unknown (-1); after a spin of one
+// goroutine the share is above 0 and at most every core.
+func TestCPUSample(t *testing.T) {
+	var c cpuSample
+	start := time.Now()
+	if got := c.share(start, 0); got != -1 {
+		t.Fatalf("first sample %v, want -1", got)
+	}
+	x := 0
+	for time.Since(start) < 200*time.Millisecond {
+		x++
+	}
+	got := c.share(time.Now(), 0)
+	if got <= 0 || got > 1.5 {
+		t.Fatalf("share after a spin %v (spun %d)", got, x)
+	}
+	if again := c.share(time.Now(), time.Hour); again != got {
+		t.Fatalf("within the gap: %v, want the last share %v", again, got)
 	}
 }

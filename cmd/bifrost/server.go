@@ -233,7 +233,7 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 		Services: func(s *grpc.Server, n *ranges.Node) {
 			f.bal = balancer.New(balancer.Config{
 				Policy: balancer.Policy{ReplicationFactor: f.balancerRF, SplitBytes: f.splitBytes, MergeBytes: f.mergeBytes,
-					SplitLoad: f.splitLoad, MergeLoad: mergeLoad, MergeDelay: f.mergeDelay, KeyspaceReplication: keyspaceRF},
+					SplitLoad: f.splitLoad, MergeLoad: mergeLoad, MergeDelay: f.mergeDelay, SplitLoadCPU: balancer.DefaultPolicy().SplitLoadCPU, KeyspaceReplication: keyspaceRF},
 				Interval: f.balancerInterval, DeadStoreTimeout: f.deadStoreTimeout, Paused: f.balancerPaused,
 				Logger: log, Registerer: reg,
 			}, n)
