@@ -93,7 +93,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.Uint64Var(&f.mergeBytes, "merge-bytes", def.MergeBytes, "merge adjacent ranges both smaller than this")
 	fs.StringVar(&f.keyspaceRF, "keyspace-replication", "", "replication factors per keyspace, overriding -replication-factor (e.g. dist=5,retain=3)")
 	fs.DurationVar(&f.mergeDelay, "merge-delay", def.MergeDelay, "do not merge a range that was busier than a tenth of -split-load within this long (a range split by load is not merged back when its load pauses)")
-	fs.Float64Var(&f.splitLoad, "split-load", def.SplitLoad, "split a range serving more reads plus writes per second than this, at the key that halves its load (0: off); neighbours under a tenth of it are cold enough to merge")
+	fs.Float64Var(&f.splitLoad, "split-load", def.SplitLoad, "split a range serving more reads plus writes per second than this, at the key that halves its load, while its leader uses at least half its CPU (0: off); neighbours under a tenth of it are cold enough to merge")
 	fs.DurationVar(&f.balancerInterval, "balancer-interval", 5*time.Second, "time between balancer moves")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
