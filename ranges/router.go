@@ -40,7 +40,8 @@ type RouterConfig struct {
 	AttemptTimeout time.Duration
 	// HedgeAfter: an attempt unanswered this long is sent again to another
 	// replica of the range, and again every HedgeAfter, in turn, until
-	// AttemptTimeout; the first answer wins. A leader that stopped (paused,
+	// AttemptTimeout; the first success wins (execute: a refusal waits for
+	// the other sends). A leader that stopped (paused,
 	// its host gone) then costs the time to elect another, not the attempt
 	// timeout: a follower that knows the new leader forwards to it. The
 	// request ID makes a write that applies twice apply once. Default
@@ -61,7 +62,7 @@ type RouterConfig struct {
 	//     message, and answered once the local replica has applied the
 	//     committed entry: acknowledged, as on the leader, only after a
 	//     quorum fsynced it. A forward the leader drops (no leader, a full
-	//     queue) ends in the attempt's timeout and a retry elsewhere with the
+	//     queue) is sent again to another replica after HedgeAfter, with the
 	//     same request ID, which the range deduplicates.
 	// Admin proposals (ProposeTo) and WriteBatch still go to the leader first.
 	LocalStore uint64
