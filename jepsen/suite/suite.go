@@ -145,6 +145,28 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 	}, nil
 }
 
+// Only keeps the specs of the named workloads, in their order; a name no
+// spec has is an error, so that a typo does not run nothing.
+func Only(specs []Spec, workloads []string) ([]Spec, error) {
+	want := map[string]bool{}
+	for _, w := range workloads {
+		want[strings.TrimSpace(w)] = false
+	}
+	var out []Spec
+	for _, s := range specs {
+		if _, ok := want[s.Workload]; ok {
+			want[s.Workload] = true
+			out = append(out, s)
+		}
+	}
+	for w, found := range want {
+		if !found {
+			return nil, fmt.Errorf("the profile has no run of workload %q", w)
+		}
+	}
+	return out, nil
+}
+
 // Suites are the named profiles of the CLI's -suite flag.
 var Suites = map[string][]Spec{
 	// ci: a few minutes in total on two cores; every workload, and between

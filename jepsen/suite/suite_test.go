@@ -200,3 +200,28 @@ func TestBugzooTakeoverNoKickCaught(t *testing.T) {
 		t.Fatalf("the takeover checker says invalid, but not for overlapping persistent connections: %s", r.Summary)
 	}
 }
+
+// TestOnly: -only keeps the profile's runs of the named workloads in order
+// and refuses a name the profile does not run.
+func TestOnly(t *testing.T) {
+	specs, err := Only(Suites["full"], []string{"mqtt-will", " mqtt-queue"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(specs) == 0 {
+		t.Fatal("no spec kept")
+	}
+	seen := map[string]int{}
+	for _, s := range specs {
+		seen[s.Workload]++
+	}
+	if len(seen) != 2 || seen["mqtt-will"] != seen["mqtt-queue"] {
+		t.Fatalf("kept %v", seen)
+	}
+	if specs[0].Workload != "mqtt-queue" {
+		t.Fatalf("order changed: first is %s", specs[0].Workload)
+	}
+	if _, err := Only(Suites["full"], []string{"mqtt-qeue"}); err == nil {
+		t.Fatal("a workload the profile does not run was accepted")
+	}
+}

@@ -39,7 +39,7 @@ func main() {
 }
 
 type options struct {
-	workload, nemeses, suite, bin, tags, out string
+	workload, nemeses, suite, only, bin, tags, out string
 	duration                                 time.Duration
 	seed                                     uint64
 	stores, frontends, concurrency           int
@@ -68,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.workload, "workload", "register", strings.Join(suite.Workloads, ", "))
 	fs.StringVar(&o.nemeses, "nemesis", "partition-halves,kill", "comma-separated nemeses, or none: "+strings.Join(nemesis.Names, ", "))
 	fs.StringVar(&o.suite, "suite", "", "run a profile instead of one test: ci or full")
+	fs.StringVar(&o.only, "only", "", "with -suite: run only the profile's runs of these comma-separated workloads")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long the clients run")
 	fs.Uint64Var(&o.seed, "seed", 0, "seed of the schedule and the operations (0: a random one, printed)")
 	fs.IntVar(&o.stores, "stores", 3, "storage nodes")
@@ -102,13 +103,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var specs []suite.Spec
+	var err error
 	if o.suite != "" {
 		var ok bool
 		if specs, ok = suite.Suites[o.suite]; !ok {
 			fmt.Fprintf(stderr, "jepsen: unknown suite %q (ci, full)\n", o.suite)
 			return 2
 		}
+		if o.only != "" {
+			if specs, err = suite.Only(specs, strings.Split(o.only, ",")); err != nil {
+				fmt.Fprintln(stderr, "jepsen:", err)
+				return 2
+			}
+		}
 	} else {
+		if o.only != "" {
+			fmt.Fprintln(stderr, "jepsen: -only needs -suite")
+			return 2
+		}
 		var nems []string
 		if o.nemeses != "none" && o.nemeses != "" {
 			nems = strings.Split(o.nemeses, ",")
@@ -119,7 +131,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		specs = []suite.Spec{{Workload: o.workload, Nemeses: nems, Duration: o.duration, Stores: o.stores, Frontends: o.frontends, FaultEvery: every}}
 	}
-	bin, err := binary(ctx, o, stderr)
+	var bin string
+	bin, err = binary(ctx, o, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "jepsen:", err)
 		return 2
