@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -48,6 +49,10 @@ type conn struct {
 	sess *session
 	// disconnectExpiry is the session expiry an MQTT 5 DISCONNECT set.
 	disconnectExpiry *uint32
+	// stamp orders the connections of one client ID cluster-wide; a
+	// CONNECT in progress is superseded by a newer one's claim (claim.go).
+	stamp      int64
+	superseded atomic.Bool
 
 	// Inbound state, reader goroutine only. The maps are made at their
 	// first entry (connmem.go).
@@ -255,17 +260,29 @@ func (c *conn) connect(p *packet.Connect) bool {
 	}
 	c.inflight = map[uint16]*outMessage{}
 
+	// The client ID's older connections on other frontends close first
+	// (claim.go), then its session is opened.
+	c.s.beginConnect(c)
+	c.s.claim(c.s.ctx, c)
 	present, err := c.openSessionAside(p, &ack)
 	if err != nil {
+		c.s.mu.Lock()
+		c.s.endConnectLocked(c)
+		c.s.mu.Unlock()
 		c.s.log.Warn("opening a persistent session failed", "tenant", id.Tenant, "client", clientID, "err", err)
 		return refuse(packet.ServerUnavailable, packet.ConnRefusedServerUnavailable, "session_unavailable")
 	}
 	ack.SessionPresent = present // MQTT-3.2.2-2, MQTT-3.2.2-3
-	c.s.register(c)
+	live := c.s.register(c)
 	c.s.m.connects.WithLabelValues("accepted").Inc()
 	c.send(&ack)
 	if c.sess != nil {
 		c.sess.start()
+	}
+	if !live {
+		// A newer connection of the client ID was accepted elsewhere
+		// while this one connected: it has the session.
+		c.kick(packet.SessionTakenOver)
 	}
 	return true
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
 	"github.com/bifrost-mq/bifrost/mqtt"
@@ -17,9 +18,16 @@ import (
 type countingDist struct {
 	mqtt.Dist
 	requests, topics atomic.Int64
+	// stall holds the next request back a while, so that the matches of
+	// the publishes that arrive meanwhile wait behind it, however slowly
+	// a loaded machine runs the publishers.
+	stall atomic.Bool
 }
 
 func (d *countingDist) Match(ctx context.Context, req *distpb.MatchRequest) (*distpb.MatchResponse, error) {
+	if d.stall.CompareAndSwap(true, false) {
+		time.Sleep(300 * time.Millisecond)
+	}
 	d.requests.Add(1)
 	d.topics.Add(int64(len(req.Topics)))
 	return d.Dist.Match(ctx, req)
@@ -43,6 +51,7 @@ func TestConcurrentPublishesBatchTheirMatches(t *testing.T) {
 		pubs[i] = connectRaw(t, e.addr(0), packet.V311, fmt.Sprintf("pub%d", i))
 	}
 	before := counter.requests.Load()
+	counter.stall.Store(true)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i, p := range pubs {

@@ -22,6 +22,10 @@ type metrics struct {
 	// commit), and the items of each batched insert.
 	inboxCalls  *prometheus.HistogramVec
 	insertBatch prometheus.Histogram
+	// One connection per client ID (claim.go): claims sent to other
+	// frontends by result (ok, retry), and connections closed by one.
+	claimsSent *prometheus.CounterVec
+	claimKicks prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -68,6 +72,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bifrost_mqtt_inbox_insert_batch_items", Help: "Messages per batched inbox insert (concurrent publishes batched).",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 7),
 		}),
+		claimsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_claims_sent_total", Help: "Client ID claims sent to other frontends, by result (ok; retry: the frontend did not answer, sent again).",
+		}, []string{"result"}),
+		claimKicks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_claim_kicks_total", Help: "Connections closed because a newer connection of their client ID was accepted on another frontend.",
+		}),
 	}
 	m.connections = register(reg, m.connections)
 	m.connects = register(reg, m.connects)
@@ -82,6 +92,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.remote = register(reg, m.remote)
 	m.inboxCalls = register(reg, m.inboxCalls)
 	m.insertBatch = register(reg, m.insertBatch)
+	m.claimsSent = register(reg, m.claimsSent)
+	m.claimKicks = register(reg, m.claimKicks)
 	return m
 }
 

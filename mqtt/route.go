@@ -194,6 +194,14 @@ func (p *peers) connLocked(addr string) (mqttpb.FrontendClient, error) {
 	return mqttpb.NewFrontendClient(c), nil
 }
 
+// isDown says the frontend at addr failed recently.
+func (p *peers) isDown(addr string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.down[addr]
+	return ok && time.Since(t) < peerDownFor
+}
+
 func (p *peers) failed(addr string) {
 	p.mu.Lock()
 	if p.down == nil {

@@ -31,11 +31,18 @@ type Server struct {
 	inserts    [insertLanes]*batcher[*inboxpb.InsertItem, insertResult]
 	commits    *batcher[*inboxpb.CommitRequest, commitResult]
 
-	mu        sync.Mutex
-	sessions  map[sessionKey]*conn
-	conns     map[*conn]struct{}
-	listeners []*listener.Listener
-	closed    bool
+	// clock stamps CONNECTs; claims tells other frontends of them
+	// (claim.go).
+	clock  hlc
+	claims claimSenders
+
+	mu       sync.Mutex
+	sessions map[sessionKey]*conn
+	// connecting is the CONNECTs past authentication not yet registered.
+	connecting map[sessionKey]*conn
+	conns      map[*conn]struct{}
+	listeners  []*listener.Listener
+	closed     bool
 	// idle waits on the sockets of parked connections (idle.go).
 	idle idlePoller
 
@@ -57,7 +64,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("frontend", cfg.ReceiverID), m: newMetrics(cfg.Registerer),
 		fan: fanout.New(), cache: newMatchCache(cfg.MatchCacheTTL),
-		sessions: map[sessionKey]*conn{}, conns: map[*conn]struct{}{},
+		sessions: map[sessionKey]*conn{}, connecting: map[sessionKey]*conn{}, conns: map[*conn]struct{}{},
 		ctx: ctx, cancel: cancel,
 	}
 	if cfg.Inbox != nil {
@@ -158,15 +165,22 @@ func (s *Server) connEnded(c *conn) {
 }
 
 // register makes c the session of its client ID, taking over (and waiting
-// for the end of) a connection that holds it (MQTT-3.1.4-3).
-func (s *Server) register(c *conn) {
+// for the end of) a connection that holds it (MQTT-3.1.4-3). It returns
+// false when a newer connection of the client ID took over meanwhile.
+func (s *Server) register(c *conn) bool {
 	for {
 		s.mu.Lock()
+		if c.superseded.Load() {
+			s.endConnectLocked(c)
+			s.mu.Unlock()
+			return false
+		}
 		old := s.sessions[c.key]
 		if old == nil {
+			s.endConnectLocked(c)
 			s.sessions[c.key] = c
 			s.mu.Unlock()
-			return
+			return true
 		}
 		s.mu.Unlock()
 		old.kick(packet.SessionTakenOver)

@@ -810,6 +810,169 @@ func (x *OwnersResponse) GetGone() []string {
 	return nil
 }
 
+// Claim is a connection's claim to its client ID: the newest claim of an
+// ID is its one live connection, cluster-wide (MQTT-3.1.4-3). stamp is the
+// hybrid logical clock of the frontend that took the CONNECT (ns), by its
+// receiver ID, which breaks ties.
+type Claim struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	ClientId      string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Stamp         int64                  `protobuf:"varint,3,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	By            string                 `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Claim) Reset() {
+	*x = Claim{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Claim) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Claim) ProtoMessage() {}
+
+func (x *Claim) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Claim.ProtoReflect.Descriptor instead.
+func (*Claim) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Claim) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Claim) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *Claim) GetStamp() int64 {
+	if x != nil {
+		return x.Stamp
+	}
+	return 0
+}
+
+func (x *Claim) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+// ClaimRequest tells a frontend of connections other frontends accepted:
+// it closes its own connections of those client IDs that are older and
+// answers once they ended.
+type ClaimRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Claims        []*Claim               `protobuf:"bytes,1,rep,name=claims,proto3" json:"claims,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimRequest) Reset() {
+	*x = ClaimRequest{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimRequest) ProtoMessage() {}
+
+func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
+func (*ClaimRequest) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ClaimRequest) GetClaims() []*Claim {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
+}
+
+type ClaimResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Closed        uint32                 `protobuf:"varint,1,opt,name=closed,proto3" json:"closed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimResponse) Reset() {
+	*x = ClaimResponse{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimResponse) ProtoMessage() {}
+
+func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
+func (*ClaimResponse) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ClaimResponse) GetClosed() uint32 {
+	if x != nil {
+		return x.Closed
+	}
+	return 0
+}
+
 var File_mqtt_mqttpb_frontend_proto protoreflect.FileDescriptor
 
 const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
@@ -867,13 +1030,23 @@ const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
 	"\x06owners\x18\x02 \x03(\tR\x06owners\"O\n" +
 	"\x0eOwnersResponse\x12)\n" +
 	"\x10unknown_receiver\x18\x01 \x01(\bR\x0funknownReceiver\x12\x12\n" +
-	"\x04gone\x18\x02 \x03(\tR\x04gone2\xf2\x02\n" +
+	"\x04gone\x18\x02 \x03(\tR\x04gone\"b\n" +
+	"\x05Claim\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
+	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x14\n" +
+	"\x05stamp\x18\x03 \x01(\x03R\x05stamp\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\";\n" +
+	"\fClaimRequest\x12+\n" +
+	"\x06claims\x18\x01 \x03(\v2\x13.bifrost.mqtt.ClaimR\x06claims\"'\n" +
+	"\rClaimResponse\x12\x16\n" +
+	"\x06closed\x18\x01 \x01(\rR\x06closed2\xb4\x03\n" +
 	"\bFrontend\x12F\n" +
 	"\aDeliver\x12\x1c.bifrost.mqtt.DeliverRequest\x1a\x1d.bifrost.mqtt.DeliverResponse\x12U\n" +
 	"\x10InvalidateRoutes\x12\x1f.bifrost.mqtt.InvalidateRequest\x1a .bifrost.mqtt.InvalidateResponse\x12C\n" +
 	"\x06Notify\x12\x1b.bifrost.mqtt.NotifyRequest\x1a\x1c.bifrost.mqtt.NotifyResponse\x12=\n" +
 	"\x04Kick\x12\x19.bifrost.mqtt.KickRequest\x1a\x1a.bifrost.mqtt.KickResponse\x12C\n" +
-	"\x06Owners\x12\x1b.bifrost.mqtt.OwnersRequest\x1a\x1c.bifrost.mqtt.OwnersResponseB+Z)github.com/bifrost-mq/bifrost/mqtt/mqttpbb\x06proto3"
+	"\x06Owners\x12\x1b.bifrost.mqtt.OwnersRequest\x1a\x1c.bifrost.mqtt.OwnersResponse\x12@\n" +
+	"\x05Claim\x12\x1a.bifrost.mqtt.ClaimRequest\x1a\x1b.bifrost.mqtt.ClaimResponseB+Z)github.com/bifrost-mq/bifrost/mqtt/mqttpbb\x06proto3"
 
 var (
 	file_mqtt_mqttpb_frontend_proto_rawDescOnce sync.Once
@@ -887,7 +1060,7 @@ func file_mqtt_mqttpb_frontend_proto_rawDescGZIP() []byte {
 	return file_mqtt_mqttpb_frontend_proto_rawDescData
 }
 
-var file_mqtt_mqttpb_frontend_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_mqtt_mqttpb_frontend_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_mqtt_mqttpb_frontend_proto_goTypes = []any{
 	(*UserProperty)(nil),       // 0: bifrost.mqtt.UserProperty
 	(*Message)(nil),            // 1: bifrost.mqtt.Message
@@ -902,27 +1075,33 @@ var file_mqtt_mqttpb_frontend_proto_goTypes = []any{
 	(*KickResponse)(nil),       // 10: bifrost.mqtt.KickResponse
 	(*OwnersRequest)(nil),      // 11: bifrost.mqtt.OwnersRequest
 	(*OwnersResponse)(nil),     // 12: bifrost.mqtt.OwnersResponse
+	(*Claim)(nil),              // 13: bifrost.mqtt.Claim
+	(*ClaimRequest)(nil),       // 14: bifrost.mqtt.ClaimRequest
+	(*ClaimResponse)(nil),      // 15: bifrost.mqtt.ClaimResponse
 }
 var file_mqtt_mqttpb_frontend_proto_depIdxs = []int32{
 	0,  // 0: bifrost.mqtt.Message.user_properties:type_name -> bifrost.mqtt.UserProperty
 	1,  // 1: bifrost.mqtt.DeliverRequest.message:type_name -> bifrost.mqtt.Message
 	6,  // 2: bifrost.mqtt.NotifyRequest.sessions:type_name -> bifrost.mqtt.SessionRef
 	6,  // 3: bifrost.mqtt.KickRequest.session:type_name -> bifrost.mqtt.SessionRef
-	2,  // 4: bifrost.mqtt.Frontend.Deliver:input_type -> bifrost.mqtt.DeliverRequest
-	4,  // 5: bifrost.mqtt.Frontend.InvalidateRoutes:input_type -> bifrost.mqtt.InvalidateRequest
-	7,  // 6: bifrost.mqtt.Frontend.Notify:input_type -> bifrost.mqtt.NotifyRequest
-	9,  // 7: bifrost.mqtt.Frontend.Kick:input_type -> bifrost.mqtt.KickRequest
-	11, // 8: bifrost.mqtt.Frontend.Owners:input_type -> bifrost.mqtt.OwnersRequest
-	3,  // 9: bifrost.mqtt.Frontend.Deliver:output_type -> bifrost.mqtt.DeliverResponse
-	5,  // 10: bifrost.mqtt.Frontend.InvalidateRoutes:output_type -> bifrost.mqtt.InvalidateResponse
-	8,  // 11: bifrost.mqtt.Frontend.Notify:output_type -> bifrost.mqtt.NotifyResponse
-	10, // 12: bifrost.mqtt.Frontend.Kick:output_type -> bifrost.mqtt.KickResponse
-	12, // 13: bifrost.mqtt.Frontend.Owners:output_type -> bifrost.mqtt.OwnersResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	13, // 4: bifrost.mqtt.ClaimRequest.claims:type_name -> bifrost.mqtt.Claim
+	2,  // 5: bifrost.mqtt.Frontend.Deliver:input_type -> bifrost.mqtt.DeliverRequest
+	4,  // 6: bifrost.mqtt.Frontend.InvalidateRoutes:input_type -> bifrost.mqtt.InvalidateRequest
+	7,  // 7: bifrost.mqtt.Frontend.Notify:input_type -> bifrost.mqtt.NotifyRequest
+	9,  // 8: bifrost.mqtt.Frontend.Kick:input_type -> bifrost.mqtt.KickRequest
+	11, // 9: bifrost.mqtt.Frontend.Owners:input_type -> bifrost.mqtt.OwnersRequest
+	14, // 10: bifrost.mqtt.Frontend.Claim:input_type -> bifrost.mqtt.ClaimRequest
+	3,  // 11: bifrost.mqtt.Frontend.Deliver:output_type -> bifrost.mqtt.DeliverResponse
+	5,  // 12: bifrost.mqtt.Frontend.InvalidateRoutes:output_type -> bifrost.mqtt.InvalidateResponse
+	8,  // 13: bifrost.mqtt.Frontend.Notify:output_type -> bifrost.mqtt.NotifyResponse
+	10, // 14: bifrost.mqtt.Frontend.Kick:output_type -> bifrost.mqtt.KickResponse
+	12, // 15: bifrost.mqtt.Frontend.Owners:output_type -> bifrost.mqtt.OwnersResponse
+	15, // 16: bifrost.mqtt.Frontend.Claim:output_type -> bifrost.mqtt.ClaimResponse
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_mqtt_mqttpb_frontend_proto_init() }
@@ -936,7 +1115,7 @@ func file_mqtt_mqttpb_frontend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mqtt_mqttpb_frontend_proto_rawDesc), len(file_mqtt_mqttpb_frontend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	Frontend_Notify_FullMethodName           = "/bifrost.mqtt.Frontend/Notify"
 	Frontend_Kick_FullMethodName             = "/bifrost.mqtt.Frontend/Kick"
 	Frontend_Owners_FullMethodName           = "/bifrost.mqtt.Frontend/Owners"
+	Frontend_Claim_FullMethodName            = "/bifrost.mqtt.Frontend/Claim"
 )
 
 // FrontendClient is the client API for Frontend service.
@@ -39,6 +40,7 @@ type FrontendClient interface {
 	Notify(ctx context.Context, in *NotifyRequest, opts ...grpc.CallOption) (*NotifyResponse, error)
 	Kick(ctx context.Context, in *KickRequest, opts ...grpc.CallOption) (*KickResponse, error)
 	Owners(ctx context.Context, in *OwnersRequest, opts ...grpc.CallOption) (*OwnersResponse, error)
+	Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error)
 }
 
 type frontendClient struct {
@@ -99,6 +101,16 @@ func (c *frontendClient) Owners(ctx context.Context, in *OwnersRequest, opts ...
 	return out, nil
 }
 
+func (c *frontendClient) Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClaimResponse)
+	err := c.cc.Invoke(ctx, Frontend_Claim_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FrontendServer is the server API for Frontend service.
 // All implementations must embed UnimplementedFrontendServer
 // for forward compatibility.
@@ -108,6 +120,7 @@ type FrontendServer interface {
 	Notify(context.Context, *NotifyRequest) (*NotifyResponse, error)
 	Kick(context.Context, *KickRequest) (*KickResponse, error)
 	Owners(context.Context, *OwnersRequest) (*OwnersResponse, error)
+	Claim(context.Context, *ClaimRequest) (*ClaimResponse, error)
 	mustEmbedUnimplementedFrontendServer()
 }
 
@@ -132,6 +145,9 @@ func (UnimplementedFrontendServer) Kick(context.Context, *KickRequest) (*KickRes
 }
 func (UnimplementedFrontendServer) Owners(context.Context, *OwnersRequest) (*OwnersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Owners not implemented")
+}
+func (UnimplementedFrontendServer) Claim(context.Context, *ClaimRequest) (*ClaimResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Claim not implemented")
 }
 func (UnimplementedFrontendServer) mustEmbedUnimplementedFrontendServer() {}
 func (UnimplementedFrontendServer) testEmbeddedByValue()                  {}
@@ -244,6 +260,24 @@ func _Frontend_Owners_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Frontend_Claim_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClaimRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrontendServer).Claim(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Frontend_Claim_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrontendServer).Claim(ctx, req.(*ClaimRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Frontend_ServiceDesc is the grpc.ServiceDesc for Frontend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -270,6 +304,10 @@ var Frontend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Owners",
 			Handler:    _Frontend_Owners_Handler,
+		},
+		{
+			MethodName: "Claim",
+			Handler:    _Frontend_Claim_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -40,11 +40,11 @@ func main() {
 
 type options struct {
 	workload, nemeses, suite, only, bin, tags, out string
-	duration                                 time.Duration
-	seed                                     uint64
-	stores, frontends, concurrency           int
-	keep, verbose                            bool
-	checkTimeout, faultEvery                 time.Duration
+	duration                                       time.Duration
+	seed                                           uint64
+	stores, frontends, concurrency                 int
+	keep, verbose                                  bool
+	checkTimeout, faultEvery                       time.Duration
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

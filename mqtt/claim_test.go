@@ -1,0 +1,114 @@
+package mqtt_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/mqtt"
+	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/packet"
+)
+
+// closedWithin checks that the server closes a 3.x connection (no
+// DISCONNECT in 3.x) within d.
+func (c *rawClient) closedWithin(d time.Duration) {
+	c.t.Helper()
+	start := time.Now()
+	c.closed()
+	if took := time.Since(start); took > d {
+		c.t.Fatalf("the old connection closed %v after the new one's CONNACK", took)
+	}
+}
+
+// alive checks that the connection still answers a PINGREQ.
+func (c *rawClient) alive() {
+	c.t.Helper()
+	c.send(&packet.Pingreq{})
+	if p := c.next(); p.Type() != packet.PINGRESP {
+		c.t.Fatalf("got %s, want PINGRESP", p.Type())
+	}
+}
+
+// TestOneConnectionPerClientID: MQTT-3.1.4-3 across frontends for every
+// kind of session. Before claims (claim.go) a clean session's connection
+// on one frontend stayed open when the client connected on another (jepsen
+// mqtt-takeover × kill-frontend: pairs open together for up to 17 s).
+func TestOneConnectionPerClientID(t *testing.T) {
+	e := startEnv(t, 2, func(c *mqtt.Config) { c.InboxPollInterval = time.Hour })
+	a, b := e.addr(0), e.addr(1)
+	e.mu.Lock()
+	fa, fb := e.fronts[0], e.fronts[1]
+	e.mu.Unlock()
+
+	t.Run("CleanV5", func(t *testing.T) {
+		old := connectRaw(t, a, packet.V5, "one-1")
+		nu := connectRaw(t, b, packet.V5, "one-1")
+		old.takenOverWithin(time.Second)
+		nu.alive()
+		nu.disconnect()
+	})
+
+	t.Run("CleanV311", func(t *testing.T) {
+		old := connectRaw(t, a, packet.V311, "one-2")
+		nu := connectRaw(t, b, packet.V311, "one-2")
+		old.closedWithin(time.Second)
+		nu.alive()
+		nu.disconnect()
+	})
+
+	t.Run("CleanThenPersistent", func(t *testing.T) {
+		// No session in the inbox names the clean connection: only its
+		// claim closes it.
+		old := connectRaw(t, a, packet.V5, "one-3")
+		nu := dialRaw(t, b, packet.V5)
+		if nu.persistent("one-3", 60, nil) {
+			t.Fatal("session present after a clean session")
+		}
+		old.takenOverWithin(time.Second)
+		nu.alive()
+		nu.disconnect()
+	})
+
+	t.Run("PersistentThenClean", func(t *testing.T) {
+		old := dialRaw(t, a, packet.V5)
+		old.persistent("one-4", 60, nil)
+		nu := connectRaw(t, b, packet.V5, "one-4")
+		old.takenOverWithin(time.Second)
+		nu.alive()
+		nu.disconnect()
+	})
+
+	t.Run("PeerMarkedDown", func(t *testing.T) {
+		// B failed to reach A a moment ago: the CONNECT does not wait for
+		// A, but A is still told, and closes its connection.
+		old := connectRaw(t, a, packet.V5, "one-5")
+		mqtt.MarkPeerDown(fb, fa)
+		nu := connectRaw(t, b, packet.V5, "one-5")
+		old.takenOverWithin(2 * time.Second)
+		nu.alive()
+		nu.disconnect()
+	})
+
+	t.Run("OlderClaimIgnored", func(t *testing.T) {
+		c := connectRaw(t, a, packet.V5, "one-6")
+		// A claim stamped before the connection (a CONNECT elsewhere that
+		// lost the race) leaves it open.
+		if n := mqtt.DeliverClaim(fa, auth.DefaultTenant, "one-6", time.Now().Add(-time.Minute).UnixNano()); n != 0 {
+			t.Fatalf("an older claim closed %d connections", n)
+		}
+		c.alive()
+		// One stamped by a clock an hour ahead closes it, and moves A's
+		// clock past it: the client's next CONNECT on A is the newer one.
+		ahead := time.Now().Add(time.Hour).UnixNano()
+		if n := mqtt.DeliverClaim(fa, auth.DefaultTenant, "one-6", ahead); n != 1 {
+			t.Fatalf("a newer claim closed %d connections, want 1", n)
+		}
+		c.takenOverWithin(time.Second)
+		c = connectRaw(t, a, packet.V5, "one-6")
+		if n := mqtt.DeliverClaim(fa, auth.DefaultTenant, "one-6", ahead); n != 0 {
+			t.Fatalf("the connection made after the claim was closed by it (%d)", n)
+		}
+		c.alive()
+		c.disconnect()
+	})
+}
