@@ -47,6 +47,8 @@ type conn struct {
 	connectExpiry uint32
 	// sess is the persistent session (nil: transient), set at CONNECT.
 	sess *session
+	// willRec is a clean session's will in the inbox (holdWill).
+	willRec *willRecord
 	// disconnectExpiry is the session expiry an MQTT 5 DISCONNECT set.
 	disconnectExpiry *uint32
 	// stamp orders the connections of one client ID cluster-wide; a
@@ -537,7 +539,10 @@ func (c *conn) end(err error) {
 	// persistent session's will with a delay is the inbox's to send
 	// (MQTT-3.1.3-9), so that it survives this frontend.
 	delayedWill := c.sess != nil && c.will != nil && c.will.Properties.WillDelayInterval > 0
-	if c.willOnClose && c.will != nil && !delayedWill {
+	switch {
+	case c.willRec != nil:
+		c.endWill() // a clean session's will, kept in the inbox
+	case c.willOnClose && c.will != nil && !delayedWill:
 		c.publishWill()
 	}
 	if c.sess != nil {

@@ -136,17 +136,26 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 	// Known as a live owner before the inbox names it one, until detached.
 	c.s.owners.add(owner)
 	defer func() {
-		if c.sess == nil {
+		if c.sess == nil && c.willRec == nil {
 			c.s.owners.remove(owner)
 		}
 	}()
+	if expiry == 0 && p.Will != nil && p.CleanStart {
+		// A clean session with a will: the will goes into the inbox, so
+		// that it is published even if this frontend dies (the attach
+		// discards any session the client had).
+		return false, c.holdWill(ctx, p, owner)
+	}
 	if expiry == 0 {
 		// Transient unless a session exists and the client asked to resume it.
 		q, err := ib.Query(ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Get{Get: &inboxpb.GetRequest{Tenant: tenant, Inbox: clientID}}})
 		if err != nil {
 			return false, err
 		}
-		if q.Result == inboxpb.Result_RESULT_NO_INBOX || q.Meta == nil {
+		if q.Result == inboxpb.Result_RESULT_NO_INBOX || q.Meta == nil || q.Meta.Transient {
+			if p.Will != nil {
+				return false, c.holdWill(ctx, p, owner)
+			}
 			return false, nil
 		}
 		if p.CleanStart {
@@ -235,6 +244,53 @@ func (c *conn) attach(ctx context.Context, req *inboxpb.AttachRequest) (*inboxpb
 			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// willRecord is the inbox record of a clean session's will (holdWill).
+type willRecord struct {
+	owner string
+	inc   uint64
+}
+
+// holdWill puts a clean session's will in the inbox (Meta.transient): the
+// inbox scheduler publishes it if the connection ends without a DISCONNECT
+// or its frontend dies, so that the will outlives this frontend. It
+// discards a session the client had.
+func (c *conn) holdWill(ctx context.Context, p *packet.Connect, owner string) error {
+	tenant, clientID := c.id.Tenant, c.key.clientID
+	a, err := c.attach(ctx, &inboxpb.AttachRequest{Tenant: tenant, Inbox: clientID, Owner: owner, CleanStart: true,
+		Transient: true, Will: willOf(p.Will, clientID)})
+	if err != nil {
+		return err
+	}
+	c.s.kickDisplaced(ctx, tenant, clientID, owner, a)
+	c.s.removeSessionRoutes(a.Discarded)
+	c.willRec = &willRecord{owner: owner, inc: a.Meta.Incarnation}
+	return nil
+}
+
+// endWill ends a clean session's will record as its connection ends: a
+// DISCONNECT discards the will; otherwise it is due now and the inbox
+// scheduler publishes it, once. If the record is gone (a newer connection
+// of the client took it over) this frontend publishes the will itself; if
+// the inbox cannot be reached, the scheduler finds the owner gone and
+// publishes it then.
+func (c *conn) endWill() {
+	r := c.willRec
+	defer c.s.owners.remove(r.owner)
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
+	defer cancel()
+	zero := uint32(0)
+	send := c.willOnClose && c.will != nil
+	o, err := c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{
+		Tenant: c.id.Tenant, Inbox: c.key.clientID, Incarnation: r.inc, Owner: r.owner, NowUnixMs: time.Now().UnixMilli(),
+		ExpirySeconds: &zero, SendWill: send}}})
+	switch {
+	case err != nil:
+		c.s.log.Warn("ending a will record failed; the inbox scheduler publishes the will", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+	case o.Result != inboxpb.Result_RESULT_OK && send:
+		c.publishWill()
 	}
 }
 

@@ -260,7 +260,7 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 		m.DupBelow = m.Qos12.GetTail()
 		m.Displaced = displace(m.Displaced, m.Owner)
 	}
-	if found && !req.CleanStart && !expired(m, req.NowUnixMs) {
+	if found && !req.CleanStart && !m.Transient && !expired(m, req.NowUnixMs) {
 		// Resume the session. A reconnect before the will delay passed
 		// cancels the will (MQTT-3.1.3-9); the new connection's will replaces it.
 		m.Owner, m.DetachedUnixMs = req.Owner, 0
@@ -285,6 +285,7 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 	n := &inboxpb.Meta{
 		Tenant: req.Tenant, Inbox: req.Inbox, Incarnation: inc, Owner: req.Owner, ExpirySeconds: req.ExpirySeconds,
 		Will: req.Will, Limits: req.Limits, Qos0: &inboxpb.Queue{}, Qos12: &inboxpb.Queue{}, CreatedUnixMs: req.NowUnixMs,
+		Transient: req.Transient,
 	}
 	if found {
 		n.Displaced = m.Displaced

@@ -443,7 +443,11 @@ type Meta struct {
 	// commit or detach in its name): the newest owner tells each to close. An
 	// owner whose attach committed but whose answer was lost (its frontend
 	// cut off) never told its predecessor; the next takeover does.
-	Displaced     []string `protobuf:"bytes,17,rep,name=displaced,proto3" json:"displaced,omitempty"`
+	Displaced []string `protobuf:"bytes,17,rep,name=displaced,proto3" json:"displaced,omitempty"`
+	// transient: no session, only a clean-session connection's will, kept
+	// here so that it is published if the connection's frontend dies; an
+	// attach never resumes it.
+	Transient     bool `protobuf:"varint,18,opt,name=transient,proto3" json:"transient,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +599,13 @@ func (x *Meta) GetDisplaced() []string {
 		return x.Displaced
 	}
 	return nil
+}
+
+func (x *Meta) GetTransient() bool {
+	if x != nil {
+		return x.Transient
+	}
+	return false
 }
 
 type Message struct {
@@ -939,6 +950,9 @@ type AttachRequest struct {
 	Will          *Will                  `protobuf:"bytes,6,opt,name=will,proto3" json:"will,omitempty"`
 	Limits        *Limits                `protobuf:"bytes,7,opt,name=limits,proto3" json:"limits,omitempty"`
 	NowUnixMs     int64                  `protobuf:"varint,8,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
+	// transient: the connection has a clean session and a will; the inbox
+	// only holds the will (Meta.transient).
+	Transient     bool `protobuf:"varint,9,opt,name=transient,proto3" json:"transient,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1027,6 +1041,13 @@ func (x *AttachRequest) GetNowUnixMs() int64 {
 		return x.NowUnixMs
 	}
 	return 0
+}
+
+func (x *AttachRequest) GetTransient() bool {
+	if x != nil {
+		return x.Transient
+	}
+	return false
 }
 
 type AttachResponse struct {
@@ -2399,7 +2420,7 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x05Queue\x12\x12\n" +
 	"\x04head\x18\x01 \x01(\x04R\x04head\x12\x12\n" +
 	"\x04tail\x18\x02 \x01(\x04R\x04tail\x12\x18\n" +
-	"\adropped\x18\x03 \x01(\x04R\adropped\"\xe1\x05\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\"\xff\x05\n" +
 	"\x04Meta\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2418,7 +2439,8 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\fawaiting_rel\x18\x0e \x03(\rR\vawaitingRel\x12\x1a\n" +
 	"\breleased\x18\x0f \x03(\x04R\breleased\x12\x1b\n" +
 	"\tdup_below\x18\x10 \x01(\x04R\bdupBelow\x12\x1c\n" +
-	"\tdisplaced\x18\x11 \x03(\tR\tdisplaced\x1a[\n" +
+	"\tdisplaced\x18\x11 \x03(\tR\tdisplaced\x12\x1c\n" +
+	"\ttransient\x18\x12 \x01(\bR\ttransient\x1a[\n" +
 	"\x12SubscriptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
 	"\x05value\x18\x02 \x01(\v2\x19.bifrost.inbox.SubOptionsR\x05value:\x028\x01\"\xed\x01\n" +
@@ -2445,7 +2467,7 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x06commit\x18\x06 \x01(\v2\x1c.bifrost.inbox.CommitRequestH\x00R\x06commit\x126\n" +
 	"\x06expire\x18\a \x01(\v2\x1c.bifrost.inbox.ExpireRequestH\x00R\x06expire\x12=\n" +
 	"\twill_sent\x18\b \x01(\v2\x1e.bifrost.inbox.WillSentRequestH\x00R\bwillSentB\x04\n" +
-	"\x02op\"\x93\x02\n" +
+	"\x02op\"\xb1\x02\n" +
 	"\rAttachRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12\x14\n" +
@@ -2455,7 +2477,8 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x0eexpiry_seconds\x18\x05 \x01(\rR\rexpirySeconds\x12'\n" +
 	"\x04will\x18\x06 \x01(\v2\x13.bifrost.inbox.WillR\x04will\x12-\n" +
 	"\x06limits\x18\a \x01(\v2\x15.bifrost.inbox.LimitsR\x06limits\x12\x1e\n" +
-	"\vnow_unix_ms\x18\b \x01(\x03R\tnowUnixMs\"\xbc\x01\n" +
+	"\vnow_unix_ms\x18\b \x01(\x03R\tnowUnixMs\x12\x1c\n" +
+	"\ttransient\x18\t \x01(\bR\ttransient\"\xbc\x01\n" +
 	"\x0eAttachResponse\x12'\n" +
 	"\x0fsession_present\x18\x01 \x01(\bR\x0esessionPresent\x12'\n" +
 	"\x04meta\x18\x02 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\x12%\n" +
