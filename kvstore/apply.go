@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
@@ -222,7 +223,10 @@ func (a *applier) applyWrite(ver uint64, w *kvpb.WriteBatch) (*kvpb.CommandResul
 		staged = newStagedTx(a.batch, a.desc)
 		tx = staged
 	}
-	out := &kvpb.CommandResult{Range: a.desc, Results: make([]*kvpb.OpResult, 0, len(w.Ops))}
+	// An accepted write's result carries no descriptor (a refusal does):
+	// nobody reads it, and it was marshalled twice per put (the reply and
+	// the write record) and unmarshalled by every sweep of the records.
+	out := &kvpb.CommandResult{Results: make([]*kvpb.OpResult, 0, len(w.Ops))}
 	copRan := false
 	for _, op := range w.Ops {
 		var res *kvpb.OpResult
@@ -431,6 +435,31 @@ func (a *applier) gcDedupe() error {
 	return nil
 }
 
+// recordIssued reads a write record's issue time (DedupeRecord field 1)
+// without unmarshalling the result it holds: the sweep reads many records
+// per batch.
+func recordIssued(b []byte) (int64, bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+		if num == 1 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, false
+			}
+			return int64(v), true
+		}
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+	}
+	return 0, true // field 1 absent: issued at 0
+}
+
 // Bounds of one sweep of a range's write records: a base, and more per record
 // the batch wrote. Visiting four times as many records as are written goes
 // round the span in about a quarter of the window, so a record outlives its
@@ -460,10 +489,9 @@ func (a *applier) sweepDedupe(from []byte) (next []byte, err error) {
 	}
 	var dead [][]byte
 	budget := sweepBase + sweepPerRecord*a.keyedRecords
-	rec := &kvpb.DedupeRecord{}
 	for it.First(); it.Valid() && budget > 0; it.Next() {
 		budget--
-		if proto.Unmarshal(it.Value(), rec) != nil || rec.IssuedUnixMs < cutoff {
+		if issued, ok := recordIssued(it.Value()); !ok || issued < cutoff {
 			dead = append(dead, append([]byte(nil), it.Key()...))
 		}
 	}

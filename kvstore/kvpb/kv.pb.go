@@ -1770,12 +1770,15 @@ func (x *InitRange) GetRange() *RangeDescriptor {
 }
 
 type CommandResult struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Status    Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=bifrost.kv.Status" json:"status,omitempty"`
-	Message   string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	Range     *RangeDescriptor       `protobuf:"bytes,3,opt,name=range,proto3" json:"range,omitempty"`
-	Results   []*OpResult            `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
-	ReplicaId uint64                 `protobuf:"varint,5,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Status  Status                 `protobuf:"varint,1,opt,name=status,proto3,enum=bifrost.kv.Status" json:"status,omitempty"`
+	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// range is the current descriptor on a refusal (stale version, key not
+	// in range) and on descriptor queries and range changes; an accepted
+	// write leaves it out.
+	Range     *RangeDescriptor `protobuf:"bytes,3,opt,name=range,proto3" json:"range,omitempty"`
+	Results   []*OpResult      `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	ReplicaId uint64           `protobuf:"varint,5,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
 	// allocated is the first of the IDs an AllocateIDs handed out.
 	Allocated uint64 `protobuf:"varint,6,opt,name=allocated,proto3" json:"allocated,omitempty"`
 	// split_child is the descriptor a split created.
