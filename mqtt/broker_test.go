@@ -358,9 +358,10 @@ func TestBroker(t *testing.T) {
 	t.Run("Unsubscribe", func(t *testing.T) {
 		c := connectRaw(t, addr, packet.V5, "unsub")
 		c.subscribe(1, packet.Subscription{Filter: "un/t"})
-		c.send(&packet.Unsubscribe{PacketID: 2, Filters: []string{"un/t", "never"}})
+		c.send(&packet.Unsubscribe{PacketID: 2, Filters: []string{"un/t", "never", "a/#/b"}})
 		ua, ok := c.next().(*packet.Unsuback)
-		if !ok || !slices.Equal(ua.ReasonCodes, []packet.ReasonCode{packet.Success, packet.NoSubscriptionExisted}) {
+		// An invalid filter is 0x8F, not "no subscription existed".
+		if !ok || !slices.Equal(ua.ReasonCodes, []packet.ReasonCode{packet.Success, packet.NoSubscriptionExisted, packet.TopicFilterInvalid}) {
 			t.Fatalf("unsuback %+v", ua)
 		}
 		pub := connectRaw(t, addr, packet.V5, "unsub-pub")

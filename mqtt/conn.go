@@ -43,7 +43,10 @@ type conn struct {
 	keepAlive time.Duration
 	will      *packet.Will
 	// willOnClose is cleared by a normal DISCONNECT (MQTT-3.14.4-3).
-	willOnClose   bool
+	willOnClose bool
+	// noProblemInfo: the 5.0 client set Request Problem Information to 0;
+	// acknowledgements carry no reason string (MQTT-3.1.2-29).
+	noProblemInfo bool
 	connectExpiry uint32
 	// sess is the persistent session (nil: transient), set at CONNECT.
 	sess *session
@@ -203,8 +206,15 @@ func (c *conn) connect(p *packet.Connect) bool {
 		return refuse(packet.BadAuthenticationMethod, 0, "bad_auth_method")
 	}
 	if p.Will != nil {
-		if err := dist.ValidateTopicName(p.Will.Topic); err != nil {
-			return refuse(packet.TopicNameInvalid, packet.ConnRefusedServerUnavailable, "bad_will")
+		rt := p.Will.Properties.ResponseTopic
+		if err := dist.ValidateTopicName(p.Will.Topic); err != nil || (v5 && rt != "" && dist.ValidateTopicName(rt) != nil) {
+			if !v5 {
+				// 3.x has no CONNACK code for it: a protocol violation
+				// closes the connection (MQTT-4.8.0-1).
+				c.s.m.connects.WithLabelValues("bad_will").Inc()
+				return false
+			}
+			return refuse(packet.TopicNameInvalid, 0, "bad_will")
 		}
 	}
 	cn := ""
@@ -242,6 +252,11 @@ func (c *conn) connect(p *packet.Connect) bool {
 		if assigned {
 			ack.Properties.AssignedClientIdentifier = clientID
 		}
+		if p.Properties.RequestResponseInformation == 1 {
+			// The base of the client's response topics (MQTT 5 4.10.2);
+			// never without the request (MQTT-3.1.2-28).
+			ack.Properties.ResponseInformation = "response/" + clientID + "/"
+		}
 		ack.Properties.ReceiveMaximum, ack.Properties.HasReceiveMaximum = c.s.cfg.ReceiveMaximum, true
 		ack.Properties.MaximumPacketSize, ack.Properties.HasMaximumPacketSize = c.s.cfg.MaxPacketSize, true
 		if c.s.cfg.TopicAliasMaximum > 0 {
@@ -249,6 +264,7 @@ func (c *conn) connect(p *packet.Connect) bool {
 		}
 	}
 	c.keepAlive = time.Duration(ka) * time.Second
+	c.noProblemInfo = v5 && p.Properties.HasRequestProblemInformation && p.Properties.RequestProblemInformation == 0
 
 	c.window = int(c.s.cfg.MaxInflight)
 	if v5 && p.Properties.HasReceiveMaximum && int(p.Properties.ReceiveMaximum) < c.window {
@@ -502,6 +518,9 @@ func (c *conn) onUnsubscribe(p *packet.Unsubscribe) {
 		sub, ok := c.subs[f]
 		if !ok {
 			codes[i] = packet.NoSubscriptionExisted
+			if _, err := dist.ParseSubscription(f); err != nil {
+				codes[i] = packet.TopicFilterInvalid
+			}
 			continue
 		}
 		if c.sess != nil {

@@ -86,6 +86,7 @@ func (b *matchBatcher) send(tenant string, batch []*matchCall) {
 	for _, c := range batch {
 		req.Topics = append(req.Topics, c.topic)
 		req.Publishers = append(req.Publishers, c.publisher)
+		req.Seeds = append(req.Seeds, c.seed)
 	}
 	if b.batches != nil {
 		b.batches(len(batch))

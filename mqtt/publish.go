@@ -225,6 +225,9 @@ func (c *conn) ack(qos byte, id uint16, code packet.ReasonCode, reason string) {
 		// 3.x has no negative acknowledgement: the message is dropped.
 		code, reason = packet.Success, ""
 	}
+	if c.noProblemInfo {
+		reason = "" // MQTT-3.1.2-29
+	}
 	switch qos {
 	case 1:
 		a := &packet.Puback{PacketID: id, ReasonCode: code}
@@ -264,6 +267,9 @@ func (c *conn) onPublish(p *packet.Publish) error {
 		}
 		return errClose // MQTT-3.3.2-2
 	}
+	if v5 && p.Properties.ResponseTopic != "" && dist.ValidateTopicName(p.Properties.ResponseTopic) != nil {
+		return c.protocolError("MQTT-3.3.2-14: the response topic %q is not a topic name", p.Properties.ResponseTopic)
+	}
 	if v5 && len(p.Properties.SubscriptionIdentifier) > 0 {
 		return c.protocolError("MQTT-3.3.4-6: a client sent a subscription identifier")
 	}
@@ -280,11 +286,10 @@ func (c *conn) onPublish(p *packet.Publish) error {
 			}
 			return nil
 		}
-		if len(c.awaitingRel) >= int(c.s.cfg.ReceiveMaximum) {
-			if v5 {
-				return &disconnectError{code: packet.ReceiveMaximumExceeded, reason: "MQTT-3.3.4-9: receive maximum exceeded"}
-			}
-			return errClose
+		// Receive Maximum is 5.0's; a 3.x client's unreleased IDs are
+		// bounded by the packet ID space.
+		if v5 && len(c.awaitingRel) >= int(c.s.cfg.ReceiveMaximum) {
+			return &disconnectError{code: packet.ReceiveMaximumExceeded, reason: "MQTT-3.3.4-9: receive maximum exceeded"}
 		}
 	}
 	if !c.s.cfg.Auth.Authorize(c.id, auth.Publish, topic) {

@@ -48,6 +48,50 @@ func TestMatchBatchKeepsEachPublishersPick(t *testing.T) {
 	}
 }
 
+// TestMatchBatchKeepsEachMessagesSeed: each batched topic's $share pick is
+// its own message's seed's, the same member as a request of its own with
+// that seed; before, the batch used the first message's seed plus the
+// topic's index, so the picks of a batch were a sequence, not the
+// messages' own.
+func TestMatchBatchKeepsEachMessagesSeed(t *testing.T) {
+	c := startCluster(t)
+	cl := cl2(c)
+	ctx := ctxT(t)
+	for i := 0; i < 8; i++ {
+		if _, err := cl.AddRoute(ctx, &distpb.AddRouteRequest{Route: route("acme", "$share/g/sj/#", fmt.Sprintf("m%d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pick := func(seed uint64) string {
+		alone, err := cl.Match(ctx, &distpb.MatchRequest{Tenant: "acme", Topics: []string{"sj/1"}, Seed: seed})
+		if err != nil || len(alone.Topics[0].Matched) != 1 {
+			t.Fatalf("seed %d: %v %v", seed, alone, err)
+		}
+		return alone.Topics[0].Matched[0].Receiver.Id
+	}
+	var seeds []uint64
+	var topics []string
+	for i := 0; i < 16; i++ {
+		seeds = append(seeds, uint64(i)*7919+12345)
+		topics = append(topics, "sj/1")
+	}
+	batch, err := cl.Match(ctx, &distpb.MatchRequest{Tenant: "acme", Topics: topics, Seeds: seeds, Seed: 99})
+	if err != nil {
+		t.Fatal(err)
+	}
+	differ := false
+	for i, seed := range seeds {
+		got := batch.Topics[i].Matched
+		if len(got) != 1 || got[0].Receiver.Id != pick(seed) {
+			t.Fatalf("topic %d, seed %d: batched pick %v, alone %s", i, seed, got, pick(seed))
+		}
+		differ = differ || got[0].Receiver.Id != pick(99+uint64(i))
+	}
+	if !differ {
+		t.Fatal("the seeds chosen pick as the first seed plus the index does: the test proves nothing")
+	}
+}
+
 // TestRouteLimitIsTheTenantsAcrossRanges: a tenant's routes split over two
 // ranges; the limit counts them all, not only those of the range that adds.
 func TestRouteLimitIsTheTenantsAcrossRanges(t *testing.T) {

@@ -134,7 +134,11 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 		if len(req.Publishers) == len(req.Topics) {
 			publisher = req.Publishers[i]
 		}
-		for _, m := range c.trie.Match(req.Tenant, topic, publisher, req.Seed+uint64(i)) {
+		seed := req.Seed + uint64(i)
+		if len(req.Seeds) == len(req.Topics) {
+			seed = req.Seeds[i]
+		}
+		for _, m := range c.trie.Match(req.Tenant, topic, publisher, seed) {
 			tm.Matched = append(tm.Matched, &distpb.Matched{
 				Receiver:     &distpb.Receiver{Kind: uint32(m.Receiver.Kind), Id: m.Receiver.ID},
 				Subscription: m.Sub.String(),

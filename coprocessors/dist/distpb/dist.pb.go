@@ -454,7 +454,10 @@ type MatchRequest struct {
 	Publishers []string `protobuf:"bytes,6,rep,name=publishers,proto3" json:"publishers,omitempty"`
 	// count_routes asks for the number of the tenant's routes in the range
 	// (MatchResponse.route_count) instead of matching topics.
-	CountRoutes   bool `protobuf:"varint,7,opt,name=count_routes,json=countRoutes,proto3" json:"count_routes,omitempty"`
+	CountRoutes bool `protobuf:"varint,7,opt,name=count_routes,json=countRoutes,proto3" json:"count_routes,omitempty"`
+	// seeds, when it has one entry per topic, gives each topic its own seed
+	// (the batched messages' own); seed is then ignored.
+	Seeds         []uint64 `protobuf:"varint,8,rep,packed,name=seeds,proto3" json:"seeds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,6 +539,13 @@ func (x *MatchRequest) GetCountRoutes() bool {
 		return x.CountRoutes
 	}
 	return false
+}
+
+func (x *MatchRequest) GetSeeds() []uint64 {
+	if x != nil {
+		return x.Seeds
+	}
+	return nil
 }
 
 type Matched struct {
@@ -710,7 +720,7 @@ const file_coprocessors_dist_distpb_dist_proto_rawDesc = "" +
 	"\x05route\x18\x01 \x01(\v2\x13.bifrost.dist.RouteR\x05route\"N\n" +
 	"\x06Output\x12,\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x14.bifrost.dist.ResultR\x06result\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xc9\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xdf\x01\n" +
 	"\fMatchRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x1c\n" +
@@ -720,7 +730,8 @@ const file_coprocessors_dist_distpb_dist_proto_rawDesc = "" +
 	"\n" +
 	"publishers\x18\x06 \x03(\tR\n" +
 	"publishers\x12!\n" +
-	"\fcount_routes\x18\a \x01(\bR\vcountRoutes\"a\n" +
+	"\fcount_routes\x18\a \x01(\bR\vcountRoutes\x12\x14\n" +
+	"\x05seeds\x18\b \x03(\x04R\x05seeds\"a\n" +
 	"\aMatched\x122\n" +
 	"\breceiver\x18\x01 \x01(\v2\x16.bifrost.dist.ReceiverR\breceiver\x12\"\n" +
 	"\fsubscription\x18\x02 \x01(\tR\fsubscription\"?\n" +

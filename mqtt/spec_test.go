@@ -1,0 +1,142 @@
+package mqtt_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/mqtt/packet"
+)
+
+// closedWithoutPacket checks that the server closes the connection without
+// sending anything.
+func (c *rawClient) closedWithoutPacket() {
+	c.t.Helper()
+	select {
+	case p, ok := <-c.recv:
+		if ok {
+			c.t.Fatalf("got %s (%+v), want the connection closed without a packet", p.Type(), p)
+		}
+	case <-time.After(10 * time.Second):
+		c.t.Fatal("the server did not close the connection in 10s")
+	}
+}
+
+// TestInvalidWillTopic: a will topic with a wildcard is refused with
+// CONNACK 0x90 in 5.0; 3.x has no CONNACK code for it, and the connection
+// is closed (MQTT-4.8.0-1), not answered "server unavailable" (3), which
+// tells a client to retry.
+func TestInvalidWillTopic(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	addr := e.addr(0)
+	will := &packet.Will{Topic: "w/+/x", Payload: []byte("x")}
+
+	c := dialRaw(t, addr, packet.V5)
+	if ack := c.connect(&packet.Connect{ClientID: "badwill5", CleanStart: true, Will: will}); ack.ReasonCode != packet.TopicNameInvalid {
+		t.Fatalf("5.0: CONNACK %s, want topic name invalid", ack.ReasonCode)
+	}
+	for _, v := range []packet.Version{packet.V311, packet.V31} {
+		c := dialRaw(t, addr, v)
+		c.send(&packet.Connect{Version: v, ProtocolName: v.ProtocolName(), ClientID: "badwill3", CleanStart: true, Will: will})
+		c.closedWithoutPacket()
+	}
+}
+
+// TestUnreleasedQoS2Of3x: Receive Maximum is an MQTT 5 limit; a 3.1.1
+// client may leave more QoS 2 messages unreleased than the server's
+// Receive Maximum (here 300 against 128) and stays connected; before, it
+// was disconnected at the 129th.
+func TestUnreleasedQoS2Of3x(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	c := connectRaw(t, e.addr(0), packet.V311, "unrel3")
+	const n = 300
+	for i := 1; i <= n; i++ {
+		c.send(&packet.Publish{Topic: "unrel/t", QoS: 2, PacketID: uint16(i), Payload: []byte("x")})
+	}
+	for i := 1; i <= n; i++ {
+		rec, ok := c.next().(*packet.Pubrec)
+		if !ok || rec.PacketID != uint16(i) {
+			t.Fatalf("publish %d: got %+v, want its PUBREC", i, rec)
+		}
+	}
+	for i := 1; i <= n; i++ {
+		c.send(&packet.Pubrel{PacketID: uint16(i)})
+		if comp, ok := c.next().(*packet.Pubcomp); !ok || comp.PacketID != uint16(i) {
+			t.Fatalf("pubrel %d: got %+v", i, comp)
+		}
+	}
+}
+
+// TestRequestProblemInformation: MQTT-3.1.2-29 — a 5.0 client that sets
+// Request Problem Information to 0 gets no reason string on a PUBACK; one
+// that does not set it gets one.
+func TestRequestProblemInformation(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	bad := &packet.Publish{Topic: "rpi/t", QoS: 1, PacketID: 1, Payload: []byte{0xff, 0xfe}}
+	bad.Properties.PayloadFormatIndicator, bad.Properties.HasPayloadFormatIndicator = 1, true
+	for _, rpi := range []bool{false, true} {
+		c := dialRaw(t, e.addr(0), packet.V5)
+		cp := &packet.Connect{ClientID: "rpi", CleanStart: true}
+		if rpi {
+			cp.Properties.RequestProblemInformation, cp.Properties.HasRequestProblemInformation = 0, true
+		}
+		if ack := c.connect(cp); ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK %s", ack.ReasonCode)
+		}
+		c.send(bad)
+		a, ok := c.next().(*packet.Puback)
+		if !ok || a.ReasonCode != packet.PayloadFormatInvalid {
+			t.Fatalf("got %+v, want PUBACK payload format invalid", a)
+		}
+		if got := a.Properties.ReasonString != ""; got == rpi {
+			t.Fatalf("request problem information 0: %v; reason string %q", rpi, a.Properties.ReasonString)
+		}
+		c.disconnect()
+	}
+}
+
+// TestResponseTopicWithWildcard: MQTT-3.3.2-14 — a response topic is a
+// topic name; a PUBLISH whose response topic has a wildcard is a protocol
+// error (DISCONNECT 0x82) and is not forwarded; a will's is refused at
+// CONNECT (0x90).
+func TestResponseTopicWithWildcard(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	sub := connectRaw(t, e.addr(0), packet.V5, "rt-sub")
+	sub.subscribe(1, packet.Subscription{Filter: "rt/#", QoS: 1})
+	c := connectRaw(t, e.addr(0), packet.V5, "rt-pub")
+	p := &packet.Publish{Topic: "rt/t", QoS: 1, PacketID: 1, Payload: []byte("x")}
+	p.Properties.ResponseTopic = "reply/+"
+	c.send(p)
+	if d := c.closed(); d == nil || d.ReasonCode != packet.ProtocolError {
+		t.Fatalf("got %+v, want DISCONNECT protocol error", d)
+	}
+	sub.expectNone(300 * time.Millisecond)
+
+	w := dialRaw(t, e.addr(0), packet.V5)
+	will := &packet.Will{Topic: "rt/will", Payload: []byte("x")}
+	will.Properties.ResponseTopic = "reply/#"
+	if ack := w.connect(&packet.Connect{ClientID: "rt-will", CleanStart: true, Will: will}); ack.ReasonCode != packet.TopicNameInvalid {
+		t.Fatalf("CONNACK %s, want topic name invalid", ack.ReasonCode)
+	}
+}
+
+// TestRequestResponseInformation: a 5.0 client that asks for response
+// information (1) gets a response topic base in CONNACK, and one that does
+// not ask gets none (MQTT-3.1.2-28).
+func TestRequestResponseInformation(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	for _, ask := range []bool{false, true} {
+		c := dialRaw(t, e.addr(0), packet.V5)
+		cp := &packet.Connect{ClientID: "rri", CleanStart: true}
+		if ask {
+			cp.Properties.RequestResponseInformation, cp.Properties.HasRequestResponseInformation = 1, true
+		}
+		ack := c.connect(cp)
+		if ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK %s", ack.ReasonCode)
+		}
+		if got := ack.Properties.ResponseInformation; (got != "") != ask || (ask && got != "response/rri/") {
+			t.Fatalf("asked %v: response information %q", ask, got)
+		}
+		c.disconnect()
+	}
+}
