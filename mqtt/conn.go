@@ -47,6 +47,10 @@ type conn struct {
 	// noProblemInfo: the 5.0 client set Request Problem Information to 0;
 	// acknowledgements carry no reason string (MQTT-3.1.2-29).
 	noProblemInfo bool
+	// linger: the close shuts the write side first and reads what the
+	// client still sends (a refused CONNECT, a protocol error), so that
+	// the client reads the reason code (lingerClose).
+	linger        bool
 	connectExpiry uint32
 	// sess is the persistent session (nil: transient), set at CONNECT.
 	sess *session
@@ -138,6 +142,7 @@ func (c *conn) serve() {
 	c.s.m.packetsIn.WithLabelValues("CONNECT").Inc()
 	connect := p.(*packet.Connect)
 	if !c.connect(connect) {
+		c.linger = true
 		c.flushAndClose()
 		c.finish()
 		return
@@ -167,6 +172,7 @@ func (c *conn) refuseBadConnect(err error) {
 		c.version = packet.V5
 		c.send(&packet.Connack{ReasonCode: pe.Code})
 	}
+	c.linger = true
 	c.flushAndClose()
 }
 
@@ -544,10 +550,13 @@ func (c *conn) end(err error) {
 		delete(c.awaitingRel, id)
 	}
 	var de *disconnectError
-	if errors.As(err, &de) && c.version == packet.V5 {
-		d := &packet.Disconnect{ReasonCode: de.code}
-		d.Properties.ReasonString = de.reason
-		c.send(d)
+	if errors.As(err, &de) {
+		if c.version == packet.V5 {
+			d := &packet.Disconnect{ReasonCode: de.code}
+			d.Properties.ReasonString = de.reason
+			c.send(d)
+		}
+		c.linger = true
 	}
 	c.flushAndClose()
 	if c.sess == nil {
@@ -644,9 +653,30 @@ func (c *conn) flushAndClose() {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = c.nc.Write(rest)
 	}
+	if c.linger {
+		lingerClose(c.nc)
+	}
 	c.nc.Close()
 	c.writerWG.Wait()
 	c.wake() // a parked reader, to see the close
+}
+
+// closeLinger bounds how long a connection closed for a protocol error or
+// a refused CONNECT reads what the client still sends, after its write
+// side is shut, so that the close does not reset the connection before the
+// client read the server's last packet (CONNACK or DISCONNECT with the
+// reason code).
+const closeLinger = 2 * time.Second
+
+// lingerClose shuts the write side of nc and discards what the client
+// sends until it closes or closeLinger passes (at most 1 MiB).
+func lingerClose(nc net.Conn) {
+	cw, ok := nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(closeLinger))
+	_, _ = io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
 }
 
 // send queues a control packet.

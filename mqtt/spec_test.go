@@ -1,9 +1,11 @@
 package mqtt_test
 
 import (
+	"net"
 	"testing"
 	"time"
 
+	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 )
 
@@ -138,5 +140,72 @@ func TestRequestResponseInformation(t *testing.T) {
 			t.Fatalf("asked %v: response information %q", ask, got)
 		}
 		c.disconnect()
+	}
+}
+
+// TestOversizeConnect: a 5.0 CONNECT over the server's maximum packet size
+// is answered CONNACK 0x95 before the connection closes; before, it was
+// closed without one.
+func TestOversizeConnect(t *testing.T) {
+	e := startEnv(t, 1, func(c *mqtt.Config) { c.MaxPacketSize = 1024 })
+	c := dialRaw(t, e.addr(0), packet.V5)
+	will := &packet.Will{Topic: "big/will", Payload: make([]byte, 2000)}
+	ack := c.connect(&packet.Connect{ClientID: "big", CleanStart: true, Will: will})
+	if ack.ReasonCode != packet.PacketTooLarge {
+		t.Fatalf("CONNACK %s, want packet too large", ack.ReasonCode)
+	}
+	c.closed()
+}
+
+// TestReceiveMaximumExceededIsRead: a 5.0 client that sends one QoS 2
+// PUBLISH more than Receive Maximum allows, all in one write, and reads
+// only later, still reads every PUBREC and then the DISCONNECT 0x93: the
+// server shuts its write side and reads what the client still sends before
+// closing, rather than resetting the connection under the client's
+// writes (a client library then gives up before it reads the reason).
+func TestReceiveMaximumExceededIsRead(t *testing.T) {
+	e := startEnv(t, 1, func(c *mqtt.Config) { c.ReceiveMaximum = 16 })
+	nc, err := net.Dial("tcp", e.addr(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	wire, _ := packet.Append(nil, &packet.Connect{Version: packet.V5, ProtocolName: "MQTT", ClientID: "rmx", CleanStart: true}, packet.V5)
+	for i := 1; i <= 17; i++ {
+		wire, err = packet.Append(wire, &packet.Publish{Topic: "rmx/t", QoS: 2, PacketID: uint16(i), Payload: make([]byte, 512)}, packet.V5)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// And more after it, which the server does not read as packets.
+	wire = append(wire, make([]byte, 512<<10)...)
+	wrote := make(chan error, 1)
+	go func() { _, err := nc.Write(wire); wrote <- err }()
+	// The client reads late: everything the server sent is waiting in its
+	// socket when the server closes.
+	time.Sleep(500 * time.Millisecond)
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := packet.NewReader(nc, 0)
+	if p, err := r.ReadPacket(packet.V5); err != nil || p.Type() != packet.CONNACK {
+		t.Fatalf("got %v %v, want CONNACK", p, err)
+	}
+	for i := 1; i <= 16; i++ {
+		p, err := r.ReadPacket(packet.V5)
+		if rec, ok := p.(*packet.Pubrec); !ok || rec.PacketID != uint16(i) {
+			t.Fatalf("publish %d: got %+v (%v), want its PUBREC", i, p, err)
+		}
+	}
+	p, err := r.ReadPacket(packet.V5)
+	if d, ok := p.(*packet.Disconnect); !ok || d.ReasonCode != packet.ReceiveMaximumExceeded {
+		t.Fatalf("got %+v (%v), want DISCONNECT receive maximum exceeded", p, err)
+	}
+	// What the client sent after it was read and discarded, not answered
+	// by a reset.
+	if err := <-wrote; err != nil {
+		t.Fatalf("the client's write failed: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := nc.Write([]byte{0xc0, 0}); err != nil {
+		t.Fatalf("the client's write after the DISCONNECT failed: %v (the server reset the connection)", err)
 	}
 }

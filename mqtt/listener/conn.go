@@ -28,6 +28,19 @@ func (c *trackedConn) Close() error {
 	return err
 }
 
+// CloseWrite shuts the write side of a TCP or TLS conn (a TLS close_notify
+// first), so that its handler can read what the client still sends before
+// closing; a WebSocket has no half-close.
+func (c *trackedConn) CloseWrite() error {
+	if c.ws != nil {
+		return errNotPlain
+	}
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errNotPlain
+}
+
 // closeNow closes the socket without any closing handshake, which could
 // wait on a client that does not answer: it is how Listener.Close ends
 // connections.

@@ -84,7 +84,13 @@ func (r *Reader) ReadPacket(v Version) (Packet, error) {
 		}
 	}
 	if size := uint64(n) + uint64(rl); size > r.max {
-		return nil, &Error{Code: PacketTooLarge, Type: Type(b0 >> 4), Version: v,
+		ev := v
+		if v == 0 && Type(b0>>4) == CONNECT {
+			// The CONNECT's protocol level, read from the start of its
+			// body, so that a 5.0 client is answered CONNACK 0x95.
+			ev = r.connectVersion(rl)
+		}
+		return nil, &Error{Code: PacketTooLarge, Type: Type(b0 >> 4), Version: ev,
 			Msg: fmt.Sprintf("3.1.2.11.4: packet of %d bytes over the maximum packet size %d", size, r.max)}
 	}
 	body, err := r.body(int(rl))
@@ -92,6 +98,23 @@ func (r *Reader) ReadPacket(v Version) (Packet, error) {
 		return nil, err
 	}
 	return decodeBody(b0, body, v)
+}
+
+// connectVersion reads the protocol name and level at the start of a
+// CONNECT's body of rl bytes (7 bytes at most; the rest stays unread) and
+// returns V5 for "MQTT" level 5, else 0.
+func (r *Reader) connectVersion(rl uint32) Version {
+	var head [7]byte
+	if rl < uint32(len(head)) {
+		return 0
+	}
+	if _, err := io.ReadFull(r.r, head[:]); err != nil {
+		return 0
+	}
+	if string(head[:6]) == "\x00\x04MQTT" && Version(head[6]) == V5 {
+		return V5
+	}
+	return 0
 }
 
 // body reads n bytes, growing the buffer as they arrive past readChunk.

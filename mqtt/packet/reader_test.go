@@ -171,3 +171,23 @@ func TestDecodeAliasesCapped(t *testing.T) {
 		t.Fatal("append to CorrelationData wrote into the buffer")
 	}
 }
+
+// TestReaderOversizeConnectKnowsItsVersion: a CONNECT over the maximum is
+// refused before its body is read, but its protocol level is, so that a
+// 5.0 client can be answered CONNACK 0x95.
+func TestReaderOversizeConnectKnowsItsVersion(t *testing.T) {
+	for _, c := range []struct {
+		wire string
+		want Version
+	}{
+		{"10 ff01 00044d515454 05", V5},
+		{"10 ff01 00044d515454 04", 0},
+		{"10 ff01 00064d5149736470 03", 0},
+	} {
+		_, err := NewReader(bytes.NewReader(unhex(c.wire)), 64).ReadPacket(0)
+		var e *Error
+		if !errors.As(err, &e) || e.Code != PacketTooLarge || e.Version != c.want {
+			t.Errorf("%s: %v (version %v), want PacketTooLarge of version %v", c.wire, err, e.Version, c.want)
+		}
+	}
+}
