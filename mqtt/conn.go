@@ -679,6 +679,33 @@ func lingerClose(nc net.Conn) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
 }
 
+// stripProblemInfo removes the reason string and user properties of an
+// acknowledgement, CONNACK or DISCONNECT.
+func stripProblemInfo(p packet.Packet) {
+	var pr *packet.Properties
+	switch p := p.(type) {
+	case *packet.Puback:
+		pr = &p.Properties
+	case *packet.Pubrec:
+		pr = &p.Properties
+	case *packet.Pubrel:
+		pr = &p.Properties
+	case *packet.Pubcomp:
+		pr = &p.Properties
+	case *packet.Suback:
+		pr = &p.Properties
+	case *packet.Unsuback:
+		pr = &p.Properties
+	case *packet.Disconnect:
+		pr = &p.Properties
+	case *packet.Connack:
+		pr = &p.Properties
+	default:
+		return
+	}
+	pr.ReasonString, pr.UserProperties = "", nil
+}
+
 // send queues a control packet.
 func (c *conn) send(p packet.Packet) {
 	c.mu.Lock()
@@ -689,6 +716,12 @@ func (c *conn) send(p packet.Packet) {
 func (c *conn) enqueueLocked(p packet.Packet) bool {
 	if c.closed && p.Type() != packet.DISCONNECT && p.Type() != packet.CONNACK {
 		return false
+	}
+	if c.maxOut > 0 && p.Type() != packet.PUBLISH && uint32(packet.Size(p, c.version)) > c.maxOut {
+		// A reason string and user properties are left out rather than
+		// the packet exceed the client's maximum (MQTT-3.1.2-25, e.g.
+		// MQTT-3.4.2-2).
+		stripProblemInfo(p)
 	}
 	b, err := packet.Append(c.out, p, c.version)
 	if err != nil {
@@ -812,23 +845,33 @@ func (c *conn) sendPublishLocked(om *outMessage, id uint16, dup bool) bool {
 			pr.UserProperties = append(pr.UserProperties, packet.UserProperty{Key: up.Key, Value: up.Value})
 		}
 		pr.SubscriptionIdentifier = om.subIDs
+		newAlias := false
 		if c.aliasOutMax > 0 {
 			if a, ok := c.aliasesOut[m.Topic]; ok {
 				pr.TopicAlias, pr.HasTopicAlias = a, true
 				p.Topic = ""
 			} else if len(c.aliasesOut) < int(c.aliasOutMax) {
-				if c.aliasesOut == nil {
-					c.aliasesOut = map[string]uint16{}
-				}
-				a := uint16(len(c.aliasesOut) + 1)
-				c.aliasesOut[m.Topic] = a
-				pr.TopicAlias, pr.HasTopicAlias = a, true
+				pr.TopicAlias, pr.HasTopicAlias = uint16(len(c.aliasesOut)+1), true
+				newAlias = true
 			}
 		}
 		if c.maxOut > 0 && uint32(packet.Size(&p, c.version)) > c.maxOut {
 			c.s.m.dropped.WithLabelValues("too_large_for_client").Inc() // MQTT-3.1.2-25
 			return false
 		}
+		if !c.enqueueLocked(&p) {
+			return false
+		}
+		if newAlias {
+			// Known to the client only once a packet carrying it is sent:
+			// a dropped packet must not leave an alias it never saw.
+			if c.aliasesOut == nil {
+				c.aliasesOut = map[string]uint16{}
+			}
+			c.aliasesOut[m.Topic] = pr.TopicAlias
+		}
+		c.s.m.delivered.Inc()
+		return true
 	}
 	if !c.enqueueLocked(&p) {
 		return false

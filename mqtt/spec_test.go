@@ -209,3 +209,49 @@ func TestReceiveMaximumExceededIsRead(t *testing.T) {
 		t.Fatalf("the client's write after the DISCONNECT failed: %v (the server reset the connection)", err)
 	}
 }
+
+// TestTopicAliasOfDroppedPublish: a message too large for the client's
+// maximum packet size is dropped, and the topic alias it would have set up
+// is not recorded: the next message on that topic carries the topic name
+// (before, it carried only an alias the client never saw).
+func TestTopicAliasOfDroppedPublish(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	c := dialRaw(t, e.addr(0), packet.V5)
+	cp := &packet.Connect{ClientID: "alias-sub", CleanStart: true}
+	cp.Properties.TopicAliasMaximum, cp.Properties.HasTopicAliasMaximum = 10, true
+	cp.Properties.MaximumPacketSize, cp.Properties.HasMaximumPacketSize = 200, true
+	if ack := c.connect(cp); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %s", ack.ReasonCode)
+	}
+	c.subscribe(1, packet.Subscription{Filter: "al/#"})
+	pub := connectRaw(t, e.addr(0), packet.V5, "alias-pub")
+	pub.publish(&packet.Publish{Topic: "al/long/topic", QoS: 1, PacketID: 1, Payload: make([]byte, 300)})
+	pub.publish(&packet.Publish{Topic: "al/long/topic", QoS: 1, PacketID: 2, Payload: []byte("small")})
+	p := c.nextPublish()
+	if p.Topic != "al/long/topic" || string(p.Payload) != "small" {
+		t.Fatalf("got topic %q alias %d payload %q: the alias of the dropped message was used", p.Topic, p.Properties.TopicAlias, p.Payload)
+	}
+}
+
+// TestAckWithinClientMaximum: an acknowledgement whose reason string would
+// make it larger than the client's maximum packet size is sent without the
+// reason string (MQTT-3.1.2-25, MQTT-3.4.2-2).
+func TestAckWithinClientMaximum(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	c := dialRaw(t, e.addr(0), packet.V5)
+	cp := &packet.Connect{ClientID: "small-max", CleanStart: true}
+	cp.Properties.MaximumPacketSize, cp.Properties.HasMaximumPacketSize = 16, true
+	if ack := c.connect(cp); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %s", ack.ReasonCode)
+	}
+	bad := &packet.Publish{Topic: "am/t", QoS: 1, PacketID: 1, Payload: []byte{0xff}}
+	bad.Properties.PayloadFormatIndicator, bad.Properties.HasPayloadFormatIndicator = 1, true
+	c.send(bad)
+	a, ok := c.next().(*packet.Puback)
+	if !ok || a.ReasonCode != packet.PayloadFormatInvalid {
+		t.Fatalf("got %+v, want PUBACK payload format invalid", a)
+	}
+	if size := packet.Size(a, packet.V5); size > 16 || a.Properties.ReasonString != "" {
+		t.Fatalf("PUBACK of %d bytes with reason %q over the client's maximum of 16", size, a.Properties.ReasonString)
+	}
+}
