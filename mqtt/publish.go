@@ -315,8 +315,13 @@ func (c *conn) onPublish(p *packet.Publish) error {
 	if p.Retain {
 		if err := c.s.retain(ctx, c.id.Tenant, m); err != nil {
 			c.s.log.Warn("storing a retained message failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
-			if !v5 || p.QoS == 0 {
+			if !v5 {
 				return errClose // the client retries a QoS 1/2 message on its next connection
+			}
+			if p.QoS == 0 {
+				// No acknowledgement to carry the failure: the
+				// DISCONNECT does.
+				return &disconnectError{code: packet.UnspecifiedError, reason: "retained message not stored"}
 			}
 			if !c.answer(p.QoS, p.PacketID, packet.UnspecifiedError, "retained message not stored") {
 				return errClose

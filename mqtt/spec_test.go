@@ -1,10 +1,13 @@
 package mqtt_test
 
 import (
+	"context"
+	"errors"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 )
@@ -253,5 +256,28 @@ func TestAckWithinClientMaximum(t *testing.T) {
 	}
 	if size := packet.Size(a, packet.V5); size > 16 || a.Properties.ReasonString != "" {
 		t.Fatalf("PUBACK of %d bytes with reason %q over the client's maximum of 16", size, a.Properties.ReasonString)
+	}
+}
+
+// failingRetain refuses to store retained messages.
+type failingRetain struct{ mqtt.Retain }
+
+func (failingRetain) Set(context.Context, *retainpb.SetRequest) (*retainpb.SetResponse, error) {
+	return nil, errors.New("retain unavailable (test)")
+}
+
+// TestRetainedQoS0NotStored: a QoS 0 retained message that cannot be
+// stored ends a 5.0 connection with a DISCONNECT that says so (0x80),
+// not a bare close; a QoS 1 one gets a failed PUBACK and the connection
+// stays.
+func TestRetainedQoS0NotStored(t *testing.T) {
+	e := startEnv(t, 1, func(c *mqtt.Config) { c.Retain = failingRetain{c.Retain} })
+	c := connectRaw(t, e.addr(0), packet.V5, "ret0")
+	if code := c.publish(&packet.Publish{Topic: "r/t", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("x")}); code != packet.UnspecifiedError {
+		t.Fatalf("QoS 1: PUBACK %s, want unspecified error", code)
+	}
+	c.send(&packet.Publish{Topic: "r/t", Retain: true, Payload: []byte("x")})
+	if d := c.closed(); d == nil || d.ReasonCode != packet.UnspecifiedError {
+		t.Fatalf("QoS 0: got %+v, want DISCONNECT 0x80", d)
 	}
 }
