@@ -94,7 +94,7 @@ func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Me
 }
 
 // inserted handles the results of an insert: it counts the inboxes that
-// took the message, wakes their owners and removes the routes of inboxes
+// exist (took the message, or were full), wakes their owners and removes the routes of inboxes
 // that are gone.
 func (s *Server) inserted(tenant string, items []*inboxpb.InsertItem, routes []*distpb.Matched, res []insertResult) int {
 	n := 0
@@ -118,6 +118,7 @@ func (s *Server) inserted(tenant string, items []*inboxpb.InsertItem, routes []*
 				notify[fe] = append(notify[fe], &mqttpb.SessionRef{Tenant: tenant, ClientId: items[i].Inbox, Owner: r.owner})
 			}
 		case inboxpb.InsertResult_INSERT_DROPPED:
+			n++ // a matching subscriber, whose full inbox dropped it
 			s.m.dropped.WithLabelValues("inbox_full").Inc()
 		case inboxpb.InsertResult_INSERT_NO_INBOX:
 			gone = append(gone, routes[i])

@@ -368,7 +368,9 @@ func (s *Server) match(ctx context.Context, tenant, topic, publisher string, see
 }
 
 // dispatch hands a message to every receiver its topic matches and returns
-// how many sessions or frontends took it. An error means the message may
+// how many matching subscribers exist (sessions, inboxes, other frontends),
+// whether or not each could take it (a full queue drops it, counted in
+// bifrost_mqtt_dropped_total): 0 is "no matching subscribers". An error means the message may
 // not have reached every receiver (dist could not be asked, or the inboxes
 // did not take it).
 func (s *Server) dispatch(ctx context.Context, tenant string, m *mqttpb.Message) (int, error) {
@@ -469,6 +471,9 @@ func (s *Server) removeGone(tenant, receiver string, subs []string) {
 	}()
 }
 
+// deliverLocal hands a message to this frontend's sessions of the
+// subscriptions; it returns how many sessions matched (each took the
+// message or had to drop it) and the subscriptions no session holds.
 func (s *Server) deliverLocal(tenant string, m *mqttpb.Message, subs []string, seed uint64) (int, []string) {
 	ds, gone := s.fan.DeliveriesFor(tenant, m.Publisher, seed, subs)
 	n := 0
@@ -477,9 +482,10 @@ func (s *Server) deliverLocal(tenant string, m *mqttpb.Message, subs []string, s
 		if c == nil {
 			continue
 		}
-		if c.deliver(m, min(byte(m.Qos), d.QoS), m.Retain && d.RetainAsPublished, d.SubscriptionIDs) {
-			n++
-		}
+		// Counted whether or not the session could take it (a full
+		// queue drops it, counted there): it is a matching subscriber.
+		c.deliver(m, min(byte(m.Qos), d.QoS), m.Retain && d.RetainAsPublished, d.SubscriptionIDs)
+		n++
 	}
 	return n, gone
 }

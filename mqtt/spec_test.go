@@ -281,3 +281,28 @@ func TestRetainedQoS0NotStored(t *testing.T) {
 		t.Fatalf("QoS 0: got %+v, want DISCONNECT 0x80", d)
 	}
 }
+
+// TestPubackWhenSubscriberDropped: a QoS 1 publish whose only subscriber
+// matched but had to drop it (its queue full) is acknowledged success, not
+// 0x10 "no matching subscribers", which would tell the publisher that
+// nobody subscribes.
+func TestPubackWhenSubscriberDropped(t *testing.T) {
+	e := startEnv(t, 1, func(c *mqtt.Config) { c.MaxQueued = 1 })
+	sub := dialRaw(t, e.addr(0), packet.V5)
+	cp := &packet.Connect{ClientID: "slow-sub", CleanStart: true}
+	cp.Properties.ReceiveMaximum, cp.Properties.HasReceiveMaximum = 1, true
+	if ack := sub.connect(cp); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %s", ack.ReasonCode)
+	}
+	sub.subscribe(1, packet.Subscription{Filter: "slow/#", QoS: 1})
+	pub := connectRaw(t, e.addr(0), packet.V5, "slow-pub")
+	// One in flight (never acknowledged), one queued, the rest dropped.
+	for i := 1; i <= 4; i++ {
+		if code := pub.publish(&packet.Publish{Topic: "slow/t", QoS: 1, PacketID: uint16(i), Payload: []byte{byte(i)}}); code != packet.Success {
+			t.Fatalf("publish %d: PUBACK %s, want success", i, code)
+		}
+	}
+	if code := pub.publish(&packet.Publish{Topic: "nobody/t", QoS: 1, PacketID: 9}); code != packet.NoMatchingSubscribers {
+		t.Fatalf("no subscriber: PUBACK %s, want no matching subscribers", code)
+	}
+}

@@ -301,8 +301,10 @@ type DeliverResponse struct {
 	UnknownReceiver bool                   `protobuf:"varint,1,opt,name=unknown_receiver,json=unknownReceiver,proto3" json:"unknown_receiver,omitempty"`
 	// gone lists the subscriptions no session of the frontend holds any
 	// more: their routes are stale and the caller removes them.
-	Gone          []string `protobuf:"bytes,2,rep,name=gone,proto3" json:"gone,omitempty"`
-	Delivered     uint32   `protobuf:"varint,3,opt,name=delivered,proto3" json:"delivered,omitempty"`
+	Gone []string `protobuf:"bytes,2,rep,name=gone,proto3" json:"gone,omitempty"`
+	// delivered is how many of its sessions matched (each took the message
+	// or dropped it, its queue full).
+	Delivered     uint32 `protobuf:"varint,3,opt,name=delivered,proto3" json:"delivered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
