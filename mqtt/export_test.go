@@ -21,3 +21,27 @@ func ReceiverIDOf(s *Server) string { return s.cfg.ReceiverID }
 func DeliverClaim(s *Server, tenant, clientID string, stamp int64) int {
 	return s.onClaims(context.Background(), []*mqttpb.Claim{{Tenant: tenant, ClientId: clientID, Stamp: stamp, By: "test"}})
 }
+
+// HoldWindow puts n placeholder messages into the in-flight window of the
+// client's connection on s (packet IDs from 60000, which sessions do not
+// use), as retained messages sent at SUBSCRIBE would; it returns a func
+// that takes them out and wakes the session.
+func HoldWindow(s *Server, tenant, clientID string, n int) (release func()) {
+	c := s.session(tenant, clientID)
+	c.mu.Lock()
+	for i := 0; i < n; i++ {
+		c.inflight[uint16(60000+i)] = &outMessage{m: &mqttpb.Message{Topic: "held"}, qos: 1}
+	}
+	c.mu.Unlock()
+	return func() {
+		c.mu.Lock()
+		for i := 0; i < n; i++ {
+			delete(c.inflight, uint16(60000+i))
+		}
+		c.mu.Unlock()
+		if c.sess != nil {
+			c.sess.notified.Store(true)
+			c.sess.wakeUp()
+		}
+	}
+}

@@ -609,8 +609,8 @@ func (s *session) fetch(linearizable, notified bool) (more, ok bool) {
 	}
 	for _, qm := range f.Qos12 {
 		if !s.deliver(qm, 1) {
-			// Its packet ID is still held by a message 32768 back: wait
-			// for that one's acknowledgement.
+			// The window is full, or its packet ID is still held by a
+			// message 32768 back: wait for an acknowledgement.
 			s.behind = true
 			return false, true
 		}
@@ -663,6 +663,12 @@ func (s *session) deliver(qm *inboxpb.QueuedMessage, queue int) bool {
 		return true
 	}
 	if _, used := c.inflight[id]; used {
+		return false
+	}
+	if len(c.inflight) >= c.window {
+		// The window filled since the fetch measured it (retained
+		// messages sent at SUBSCRIBE, say): Receive Maximum holds
+		// (MQTT-3.3.4-9); the rest waits for an acknowledgement.
 		return false
 	}
 	if released {

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
 	"github.com/bifrost-mq/bifrost/mqtt"
+	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 )
 
@@ -304,5 +307,76 @@ func TestPubackWhenSubscriberDropped(t *testing.T) {
 	}
 	if code := pub.publish(&packet.Publish{Topic: "nobody/t", QoS: 1, PacketID: 9}); code != packet.NoMatchingSubscribers {
 		t.Fatalf("no subscriber: PUBACK %s, want no matching subscribers", code)
+	}
+}
+
+// fetchHook runs a func once, when the next inbox fetch has returned and
+// before the session delivers what it fetched.
+type fetchHook struct {
+	mqtt.Inbox
+	hook atomic.Pointer[func()]
+}
+
+func (f *fetchHook) Fetch(ctx context.Context, req *inboxpb.FetchRequest, linearizable bool) (*inboxpb.FetchResponse, error) {
+	resp, err := f.Inbox.Fetch(ctx, req, linearizable)
+	if h := f.hook.Swap(nil); h != nil {
+		(*h)()
+	}
+	return resp, err
+}
+
+// TestPersistentSessionKeepsReceiveMaximum: a persistent session's
+// deliveries respect the client's Receive Maximum counting everything in
+// flight, including what was put in flight while the session's fetch was
+// on its way (retained messages sent at SUBSCRIBE, say; MQTT-3.3.4-9).
+// Before, a fetch delivered as many messages as the window had free when it
+// started.
+func TestPersistentSessionKeepsReceiveMaximum(t *testing.T) {
+	hook := &fetchHook{}
+	e := startEnv(t, 1, func(c *mqtt.Config) {
+		hook.Inbox = c.Inbox
+		c.Inbox = hook
+		c.InboxPollInterval = time.Hour
+	})
+	e.mu.Lock()
+	front := e.fronts[0]
+	e.mu.Unlock()
+	connect := func() *rawClient {
+		sub := dialRaw(t, e.addr(0), packet.V5)
+		cp := &packet.Connect{ClientID: "rm-pers", KeepAlive: 60}
+		cp.Properties.SessionExpiryInterval, cp.Properties.HasSessionExpiryInterval = 60, true
+		cp.Properties.ReceiveMaximum, cp.Properties.HasReceiveMaximum = 2, true
+		if ack := sub.connect(cp); ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK %s", ack.ReasonCode)
+		}
+		return sub
+	}
+	sub := connect()
+	sub.subscribe(1, packet.Subscription{Filter: "rmp/#", QoS: 1})
+	sub.disconnect()
+	pub := connectRaw(t, e.addr(0), packet.V5, "rm-pub")
+	for i := 1; i <= 3; i++ {
+		pub.publish(&packet.Publish{Topic: "rmp/t", QoS: 1, PacketID: uint16(i), Payload: []byte{byte(i)}})
+	}
+	// The reconnected session's first fetch finds the window full when
+	// it returns.
+	rel := make(chan func(), 1)
+	fill := func() { rel <- mqtt.HoldWindow(front, auth.DefaultTenant, "rm-pers", 2) }
+	hook.hook.Store(&fill)
+	sub = connect()
+	sub.expectNone(500 * time.Millisecond) // the window is full
+	(<-rel)()
+	var got []*packet.Publish
+	for len(got) < 2 {
+		if p, ok := sub.nextPacket().(*packet.Publish); ok { // not acknowledged
+			got = append(got, p)
+		}
+	}
+	sub.expectNone(300 * time.Millisecond) // two in flight: no third
+	for _, p := range got {
+		sub.send(&packet.Puback{PacketID: p.PacketID})
+	}
+	if p := sub.nextPublish(); p.Payload[0] != 3 {
+		t.Fatalf("third: %v", p.Payload)
 	}
 }
