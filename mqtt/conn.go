@@ -563,19 +563,25 @@ func (c *conn) end(err error) {
 		c.s.unregister(c)
 	}
 	// MQTT-3.1.2-8: the will goes out unless the client said a normal
-	// DISCONNECT; that includes a takeover and a server shutdown. A
-	// persistent session's will with a delay is the inbox's to send
-	// (MQTT-3.1.3-9), so that it survives this frontend.
-	delayedWill := c.sess != nil && c.will != nil && c.will.Properties.WillDelayInterval > 0
+	// DISCONNECT; that includes a takeover and a server shutdown. A will
+	// kept in the inbox (a persistent session's, or a clean session's will
+	// record) is the inbox's to send, after its delay (MQTT-3.1.3-9) or
+	// now: its scheduler publishes it once, and it survives this frontend.
+	sendWill := c.willOnClose && c.will != nil
 	switch {
 	case c.willRec != nil:
 		c.endWill() // a clean session's will, kept in the inbox
-	case c.willOnClose && c.will != nil && !delayedWill:
+	case c.sess == nil && sendWill:
 		c.publishWill()
 	}
 	if c.sess != nil {
 		// The subscriptions and unacknowledged messages stay in the inbox.
-		c.sess.close(c.willOnClose && delayedWill, c.disconnectExpiry)
+		if c.sess.close(sendWill, c.disconnectExpiry) && c.will.Properties.WillDelayInterval == 0 {
+			// Taken over: the inbox has the new connection's will. A
+			// delayed will is cancelled by the resume (MQTT-3.1.3-9), or
+			// was made due by a clean start's attach.
+			c.publishWill()
+		}
 		c.s.m.subscriptions.Sub(float64(len(c.subs)))
 		c.subs = nil
 		// Registered until detached: a new connection of the client here

@@ -709,8 +709,11 @@ func (s *session) pubrec(seq uint64) {
 
 // close stops the delivery loop (after a last commit) and detaches the
 // session from the connection; the inbox keeps it for its expiry and
-// schedules the will if sendWill (the inbox fires it after its delay).
-func (s *session) close(sendWill bool, expiry *uint32) {
+// schedules the will if sendWill (the inbox leader's scheduler publishes it
+// after its delay, now if none). It returns true when the will is this
+// frontend's to publish: the session was taken over or is gone, so the
+// inbox did not take it.
+func (s *session) close(sendWill bool, expiry *uint32) (publishHere bool) {
 	close(s.stop)
 	<-s.loopDone
 	s.commitAll()
@@ -732,8 +735,10 @@ func (s *session) close(sendWill bool, expiry *uint32) {
 	// failed), sending the will.
 	c.s.owners.remove(s.owner)
 	if err != nil {
+		// The scheduler finds the owner gone and detaches the session
+		// itself, the will included.
 		c.s.log.Warn("inbox detach failed", "tenant", c.id.Tenant, "client", s.inbox, "err", err)
-		return
+		return false
 	}
 	if o.Result == inboxpb.Result_RESULT_OK && o.Meta == nil {
 		// The session ended with its connection (expiry 0): its routes go.
@@ -742,6 +747,7 @@ func (s *session) close(sendWill bool, expiry *uint32) {
 		s.mu.Unlock()
 		c.s.removeSessionRoutes(m)
 	}
+	return sendWill && o.Result != inboxpb.Result_RESULT_OK
 }
 
 // subscribe adds a subscription to the session: recorded in the inbox,

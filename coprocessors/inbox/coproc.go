@@ -167,7 +167,17 @@ func (c *Coprocessor) mutate(tx kvstore.Tx, in *inboxpb.Input) (*inboxpb.Output,
 	case *inboxpb.Input_Expire:
 		return c.expire(tx, op.Expire)
 	case *inboxpb.Input_WillSent:
-		return c.withMeta(tx, op.WillSent.Tenant, op.WillSent.Inbox, op.WillSent.Incarnation, func(m *inboxpb.Meta) error {
+		req := op.WillSent
+		if now := req.NowUnixMs; now != 0 {
+			m, found, err := getMeta(tx, req.Tenant, req.Inbox)
+			if err != nil {
+				return nil, err
+			}
+			if found && m.Incarnation == req.Incarnation && (m.Will == nil || m.WillDueUnixMs == 0 || m.WillDueUnixMs > now) {
+				return out(inboxpb.Result_RESULT_CONFLICT, "no will due"), nil
+			}
+		}
+		return c.withMeta(tx, req.Tenant, req.Inbox, req.Incarnation, func(m *inboxpb.Meta) error {
 			m.Will, m.WillDueUnixMs = nil, 0
 			return nil
 		})

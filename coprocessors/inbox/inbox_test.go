@@ -473,3 +473,35 @@ func TestInsertSeqsAndCommitBatch(t *testing.T) {
 		t.Fatalf("s2 after its commit: %s", got)
 	}
 }
+
+// TestWillClaim: the scheduler claims a due will before publishing it; a
+// claim of a will not due yet, already claimed or cancelled by a reconnect
+// is refused, so that a second leader (or a stale read) does not publish it
+// again.
+func TestWillClaim(t *testing.T) {
+	e := start(t)
+	now := time.Now().UnixMilli()
+	will := &inboxpb.Will{Topic: "w/1", Payload: []byte("bye"), DelaySeconds: 60}
+	o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{Tenant: "acme", Inbox: "wc",
+		Owner: "fe-1", ExpirySeconds: 3600, Will: will, NowUnixMs: now}}})
+	inc := o.Attach.Meta.Incarnation
+	claim := func(at int64) inboxpb.Result {
+		t.Helper()
+		return e.mutate(&inboxpb.Input{Op: &inboxpb.Input_WillSent{WillSent: &inboxpb.WillSentRequest{
+			Tenant: "acme", Inbox: "wc", Incarnation: inc, NowUnixMs: at}}}).Result
+	}
+	if r := claim(now); r != inboxpb.Result_RESULT_CONFLICT {
+		t.Fatalf("claim of an attached session's will: %s", r)
+	}
+	e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{Tenant: "acme", Inbox: "wc",
+		Incarnation: inc, Owner: "fe-1", NowUnixMs: now, SendWill: true}}})
+	if r := claim(now + 1000); r != inboxpb.Result_RESULT_CONFLICT {
+		t.Fatalf("claim before the will delay passed: %s", r)
+	}
+	if r := claim(now + 61_000); r != inboxpb.Result_RESULT_OK {
+		t.Fatalf("claim of a due will: %s", r)
+	}
+	if r := claim(now + 62_000); r != inboxpb.Result_RESULT_CONFLICT {
+		t.Fatalf("second claim of the same will: %s", r)
+	}
+}

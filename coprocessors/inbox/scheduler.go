@@ -25,9 +25,9 @@ type WillPublisher interface {
 
 // Scheduler runs, on every storage node, the time-driven work of the inbox
 // ranges this node leads: it publishes due wills and expires sessions. Only
-// the leader acts, so a will is fired once, not once per replica; a leader
-// that dies after publishing and before recording it makes the next leader
-// publish it again (at least once).
+// the leader acts, and it claims a will through Raft before it publishes
+// it, so a will is published at most once, even across leader changes; a
+// leader that dies between the claim and the publication loses it.
 type Scheduler struct {
 	node     *ranges.Node
 	client   *Client
@@ -40,6 +40,7 @@ type Scheduler struct {
 	lastOwnerCheck time.Time
 	log            *slog.Logger
 	wills          prometheus.Counter
+	willsLost      prometheus.Counter
 	expiries       prometheus.Counter
 }
 
@@ -87,12 +88,15 @@ func NewScheduler(cfg SchedulerConfig, node *ranges.Node, pub WillPublisher) *Sc
 		wills: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_inbox_wills_published_total", Help: "Wills published by this node's inbox leaders.",
 		}),
+		willsLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_inbox_wills_lost_total", Help: "Wills claimed for publication that could not be published within 30 s (at most once: not tried again).",
+		}),
 		expiries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_inbox_sessions_expired_total", Help: "Persistent sessions expired by this node's inbox leaders.",
 		}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.wills, s.expiries)
+		cfg.Registerer.MustRegister(s.wills, s.willsLost, s.expiries)
 	}
 	return s
 }
@@ -153,15 +157,19 @@ func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now 
 		return err
 	}
 	for _, m := range resp.Due.GetWills() {
-		if err := s.pub.PublishWill(ctx, m.Tenant, m.Inbox, m.Will); err != nil {
-			s.log.Warn("publish will", "tenant", m.Tenant, "inbox", m.Inbox, "err", err)
-			continue
-		}
-		s.wills.Inc()
-		if _, err := s.client.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_WillSent{WillSent: &inboxpb.WillSentRequest{
-			Tenant: m.Tenant, Inbox: m.Inbox, Incarnation: m.Incarnation}}}); err != nil {
+		// Claimed first, through Raft (the will leaves the inbox), then
+		// published: a leader change between the two cannot make another
+		// leader publish it again, and a will cancelled by a reconnect
+		// since this leader's read is not claimed.
+		o, err := s.client.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_WillSent{WillSent: &inboxpb.WillSentRequest{
+			Tenant: m.Tenant, Inbox: m.Inbox, Incarnation: m.Incarnation, NowUnixMs: now.UnixMilli()}}})
+		if err != nil {
 			return err
 		}
+		if o.Result != inboxpb.Result_RESULT_OK {
+			continue
+		}
+		s.publishClaimed(ctx, m)
 	}
 	for _, m := range resp.Due.GetExpired() {
 		o, err := s.client.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Expire{Expire: &inboxpb.ExpireRequest{
@@ -176,6 +184,34 @@ func (s *Scheduler) tickRange(ctx context.Context, d *kvpb.RangeDescriptor, now 
 	}
 	return nil
 }
+
+// publishClaimed publishes a will the scheduler claimed, trying again
+// while the publication fails (its subscribers' inboxes unavailable) for
+// up to willRetryFor: the claim took it out of the inbox, so this is its
+// one publication (at most once).
+func (s *Scheduler) publishClaimed(ctx context.Context, m *inboxpb.Meta) {
+	deadline := time.Now().Add(willRetryFor)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := s.pub.PublishWill(ctx, m.Tenant, m.Inbox, m.Will)
+		if err == nil {
+			s.wills.Inc()
+			return
+		}
+		if time.Now().Add(wait).After(deadline) || ctx.Err() != nil {
+			s.willsLost.Inc()
+			s.log.Error("a claimed will could not be published; it is lost", "tenant", m.Tenant, "inbox", m.Inbox, "err", err)
+			return
+		}
+		s.log.Warn("publish will; trying again", "tenant", m.Tenant, "inbox", m.Inbox, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+// willRetryFor bounds how long a claimed will's publication is tried.
+const willRetryFor = 30 * time.Second
 
 // detachOrphans detaches the attached sessions whose owner is gone: their
 // frontend died (or restarted) without detaching them.

@@ -1745,11 +1745,16 @@ func (x *ExpireRequest) GetNowUnixMs() int64 {
 	return 0
 }
 
+// WillSentRequest claims a due will for publication (the scheduler then
+// publishes it): it clears the will. With now_unix_ms it is refused
+// (CONFLICT) unless the will is due at that time, so that a will already
+// claimed, cancelled by a reconnect or not yet due is not published.
 type WillSentRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	Inbox         string                 `protobuf:"bytes,2,opt,name=inbox,proto3" json:"inbox,omitempty"`
 	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	NowUnixMs     int64                  `protobuf:"varint,4,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1801,6 +1806,13 @@ func (x *WillSentRequest) GetInbox() string {
 func (x *WillSentRequest) GetIncarnation() uint64 {
 	if x != nil {
 		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *WillSentRequest) GetNowUnixMs() int64 {
+	if x != nil {
+		return x.NowUnixMs
 	}
 	return 0
 }
@@ -2535,11 +2547,12 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x1e\n" +
-	"\vnow_unix_ms\x18\x04 \x01(\x03R\tnowUnixMs\"a\n" +
+	"\vnow_unix_ms\x18\x04 \x01(\x03R\tnowUnixMs\"\x81\x01\n" +
 	"\x0fWillSentRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
-	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\"\xe6\x01\n" +
+	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x1e\n" +
+	"\vnow_unix_ms\x18\x04 \x01(\x03R\tnowUnixMs\"\xe6\x01\n" +
 	"\x06Output\x12-\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x15.bifrost.inbox.ResultR\x06result\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x125\n" +
