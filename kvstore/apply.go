@@ -467,6 +467,8 @@ func recordIssued(b []byte) (int64, bool) {
 const (
 	sweepBase      = 16
 	sweepPerRecord = 4
+	// sweepEvery is how many records are written between two sweeps.
+	sweepEvery = 64
 )
 
 // sweepDedupe drops write records older than the window (judged as gcDedupe
@@ -474,9 +476,9 @@ const (
 // so it visits a bounded number per batch from where the last sweep stopped,
 // going round the span; next is where the next sweep starts (nil: at the
 // beginning). Only batches that wrote records sweep.
-func (a *applier) sweepDedupe(from []byte) (next []byte, err error) {
+func (a *applier) sweepDedupe(from []byte, records int) (next []byte, err error) {
 	cutoff := a.maxIssuedMs - DedupeWindow.Milliseconds()
-	if cutoff <= 0 || a.desc == nil || a.keyedRecords == 0 {
+	if cutoff <= 0 || a.desc == nil || records == 0 {
 		return from, nil
 	}
 	lo, hi := dedupeSpan(a.desc)
@@ -488,7 +490,7 @@ func (a *applier) sweepDedupe(from []byte) (next []byte, err error) {
 		return nil, err
 	}
 	var dead [][]byte
-	budget := sweepBase + sweepPerRecord*a.keyedRecords
+	budget := sweepBase + sweepPerRecord*records
 	for it.First(); it.Valid() && budget > 0; it.Next() {
 		budget--
 		if issued, ok := recordIssued(it.Value()); !ok || issued < cutoff {

@@ -52,6 +52,8 @@ type rangeStateMachine struct {
 	// sweepFrom is where the next sweep of expired write records starts
 	// (sweepDedupe); only Update uses it.
 	sweepFrom []byte
+	// unswept counts the write records applied since the last sweep.
+	unswept int
 
 	mu      sync.RWMutex
 	desc    *kvpb.RangeDescriptor
@@ -182,9 +184,17 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if err := a.gcDedupe(); err != nil {
 		return nil, fmt.Errorf("range %d: dedupe gc: %w", s.rangeID, err)
 	}
-	sweepNext, err := a.sweepDedupe(s.sweepFrom)
-	if err != nil {
-		return nil, fmt.Errorf("range %d: dedupe sweep: %w", s.rangeID, err)
+	// The records written since the last sweep are swept for at once,
+	// every sweepEvery of them: a sweep's iterator costs about as much as
+	// the puts of a small batch.
+	unswept := s.unswept + a.keyedRecords
+	sweepNext := s.sweepFrom
+	if unswept >= sweepEvery {
+		var err error
+		if sweepNext, err = a.sweepDedupe(s.sweepFrom, unswept); err != nil {
+			return nil, fmt.Errorf("range %d: dedupe sweep: %w", s.rangeID, err)
+		}
+		unswept = 0
 	}
 	last := entries[len(entries)-1].Index
 	if err := batch.Set(metaKey(s.rangeID, metaApplied), u64(last), nil); err != nil {
@@ -215,7 +225,7 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if err := batch.Commit(opts); err != nil {
 		return nil, fmt.Errorf("range %d: commit apply batch: %w", s.rangeID, err)
 	}
-	s.sweepFrom = sweepNext
+	s.sweepFrom, s.unswept = sweepNext, unswept
 	s.mu.Lock()
 	s.desc, s.applied = a.desc, last
 	if a.descChanged {

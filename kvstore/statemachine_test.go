@@ -197,6 +197,12 @@ func TestApplyDedupesRequestIDs(t *testing.T) {
 	late.RequestId = []byte("req-2")
 	late.IssuedUnixMs = 1000 + DedupeWindow.Milliseconds() + 1
 	ts.apply(late)
+	// The sweep runs once sweepEvery records were written since the last.
+	for i := 1; i < sweepEvery; i++ {
+		w := write(1, putOp(fmt.Sprintf("y%d", i), "1"))
+		w.RequestId, w.IssuedUnixMs = []byte(fmt.Sprintf("req-y%d", i)), late.IssuedUnixMs
+		ts.apply(w)
+	}
 	if _, found, _ := get(ts.sm.engine.db, dedupeKey(kvpb.Keyspace_KEYSPACE_KV, []byte("k"), []byte("req-1"))); found {
 		t.Fatal("dedupe record outlived its window")
 	}
