@@ -19,6 +19,14 @@ func TestTakeoverChecker(t *testing.T) {
 		b.observe(100, FClosed, id, ClosedValue{Conn: conn, Reason: reason})
 	}
 	wait := func(b *hist, ms int64) { b.ms += ms }
+	pause := func(b *hist, fe string) {
+		b.add(history.Invoke, history.NemesisProcess, "start", "pause-frontend", nil)
+		b.add(history.OK, history.NemesisProcess, "start", "pause-frontend", "paused "+fe)
+	}
+	resume := func(b *hist) {
+		b.add(history.Invoke, history.NemesisProcess, "stop", "pause-frontend", nil)
+		b.add(history.OK, history.NemesisProcess, "stop", "pause-frontend", nil)
+	}
 	for _, tc := range []struct {
 		name  string
 		build func(b *hist)
@@ -60,6 +68,40 @@ func TestTakeoverChecker(t *testing.T) {
 				t.Errorf("%+v: want one clean overlap", d)
 			}
 		}},
+		{"the older connection's frontend was paused: closed as it ran again", func(b *hist) {
+			connect(b, 0, "tkc0", "c1", "f1", true, false)
+			pause(b, "f1")
+			connect(b, 1, "tkc0", "c2", "f2", true, false)
+			wait(b, 3000)
+			resume(b)
+			wait(b, 200)
+			closed(b, "tkc0", "c1", "disconnect 0x8e")
+		}, jepsen.Valid, func(t *testing.T, d TakeoverDetails) {
+			if d.Overlaps != 0 || d.PausedOverlaps != 1 {
+				t.Errorf("%+v: want one overlap excused by the pause", d)
+			}
+		}},
+		{"the older connection's frontend was paused, and ran on too long", func(b *hist) {
+			connect(b, 0, "tkc0", "c1", "f1", true, false)
+			pause(b, "f1")
+			connect(b, 1, "tkc0", "c2", "f2", true, false)
+			wait(b, 3000)
+			resume(b)
+			wait(b, 1500)
+			closed(b, "tkc0", "c1", "disconnect 0x8e")
+		}, jepsen.Invalid, func(t *testing.T, d TakeoverDetails) {
+			if d.Overlaps != 1 || d.PausedOverlaps != 0 {
+				t.Errorf("%+v: want one overlap of 1.5 s running", d)
+			}
+		}},
+		{"another frontend's pause excuses nothing", func(b *hist) {
+			connect(b, 0, "tkc0", "c1", "f1", true, false)
+			pause(b, "f3")
+			connect(b, 1, "tkc0", "c2", "f2", true, false)
+			wait(b, 3000)
+			resume(b)
+			closed(b, "tkc0", "c1", "disconnect 0x8e")
+		}, jepsen.Invalid, nil},
 		{"connections of different IDs may overlap", func(b *hist) {
 			connect(b, 0, "tkp0", "c1", "f1", false, false)
 			connect(b, 1, "tkp1", "c2", "f2", false, false)
