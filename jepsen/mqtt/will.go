@@ -230,6 +230,10 @@ func (c *willClient) Invoke(ctx context.Context, op history.Op) history.Op {
 		}
 		conn.Close()
 		return history.Op{Type: history.OK, Value: mustJSON(will)}
+	case FDrain:
+		// The final drain of the watcher, retried through any worker's
+		// client when the first attempt fails.
+		return c.wl.q.drain(ctx, c.wl.q.subscriber0(op.Key), op)
 	case FResume:
 		if conn == nil {
 			return history.Op{Type: history.Fail, Error: "not connected"}
