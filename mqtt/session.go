@@ -19,6 +19,7 @@ import (
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/mqtt/fanout"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
+	"github.com/bifrost-mq/bifrost/ranges"
 )
 
 // inboxIDs is how many packet IDs (1..inboxIDs) the messages of a
@@ -279,18 +280,42 @@ func (c *conn) holdWill(ctx context.Context, p *packet.Connect, owner string) er
 func (c *conn) endWill() {
 	r := c.willRec
 	defer c.s.owners.remove(r.owner)
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
-	defer cancel()
 	zero := uint32(0)
 	send := c.willOnClose && c.will != nil
-	o, err := c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{
+	o, ambiguous, err := c.s.detach(&inboxpb.DetachRequest{
 		Tenant: c.id.Tenant, Inbox: c.key.clientID, Incarnation: r.inc, Owner: r.owner, NowUnixMs: time.Now().UnixMilli(),
-		ExpirySeconds: &zero, SendWill: send}}})
+		ExpirySeconds: &zero, SendWill: send})
 	switch {
 	case err != nil:
 		c.s.log.Warn("ending a will record failed; the inbox scheduler publishes the will", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
-	case o.Result != inboxpb.Result_RESULT_OK && send:
+	case o.Result != inboxpb.Result_RESULT_OK && send && !ambiguous:
 		c.publishWill()
+	}
+}
+
+// detachRetryFor bounds how long a connection's end tries its detach: one
+// that fails leaves the session to the inbox scheduler's orphan check,
+// which takes the connection for lost (its will published, even after a
+// DISCONNECT; jepsen mqtt-will × kill-minority: 3 wills published 17 s
+// after their clients' DISCONNECT).
+const detachRetryFor = 20 * time.Second
+
+// detach runs a DetachRequest until it is answered or detachRetryFor
+// passes. ambiguous says an earlier attempt failed, so it may have applied:
+// then a CONFLICT or NO_INBOX answer may be that attempt's doing, not a
+// takeover's.
+func (s *Server) detach(req *inboxpb.DetachRequest) (o *inboxpb.Output, ambiguous bool, err error) {
+	deadline := time.Now().Add(detachRetryFor)
+	for wait := 200 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		o, err = s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: req}})
+		cancel()
+		if err == nil || errors.Is(err, ranges.ErrBadRequest) || time.Now().Add(wait).After(deadline) {
+			return o, ambiguous, err
+		}
+		ambiguous = true
+		s.log.Info("inbox detach failed; trying again", "tenant", req.Tenant, "client", req.Inbox, "err", err)
+		time.Sleep(wait)
 	}
 }
 
@@ -726,11 +751,9 @@ func (s *session) close(sendWill bool, expiry *uint32) (publishHere bool) {
 	s.mu.Lock()
 	sent := s.sentUpto
 	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
-	defer cancel()
-	o, err := c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{
+	o, ambiguous, err := c.s.detach(&inboxpb.DetachRequest{
 		Tenant: c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc, Owner: s.owner, NowUnixMs: time.Now().UnixMilli(),
-		ExpirySeconds: expiry, SendWill: sendWill, AwaitingRel: rel, SentUpto: sent}}})
+		ExpirySeconds: expiry, SendWill: sendWill, AwaitingRel: rel, SentUpto: sent})
 	// From now on the inbox scheduler may detach it for us (if this detach
 	// failed), sending the will.
 	c.s.owners.remove(s.owner)
@@ -747,7 +770,7 @@ func (s *session) close(sendWill bool, expiry *uint32) (publishHere bool) {
 		s.mu.Unlock()
 		c.s.removeSessionRoutes(m)
 	}
-	return sendWill && o.Result != inboxpb.Result_RESULT_OK
+	return sendWill && o.Result != inboxpb.Result_RESULT_OK && !ambiguous
 }
 
 // subscribe adds a subscription to the session: recorded in the inbox,

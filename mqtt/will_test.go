@@ -2,11 +2,14 @@ package mqtt_test
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 )
@@ -90,4 +93,48 @@ func TestCleanSessionWillInInbox(t *testing.T) {
 		watch.expectNone(time.Second)
 		nu.disconnect()
 	})
+}
+
+// failingDetach fails the next n detaches with an error, as an inbox range
+// that is electing a leader does.
+type failingDetach struct {
+	mqtt.Inbox
+	n atomic.Int32
+}
+
+func (f *failingDetach) Mutate(ctx context.Context, in *inboxpb.Input) (*inboxpb.Output, error) {
+	if in.GetDetach() != nil && f.n.Add(-1) >= 0 {
+		return nil, errors.New("range unavailable (test)")
+	}
+	return f.Inbox.Mutate(ctx, in)
+}
+
+// TestDisconnectWhoseDetachFails: a normal DISCONNECT whose detach fails
+// at first is tried again, so the session is not left to the orphan check,
+// which takes the connection for lost and publishes its will (jepsen
+// mqtt-will × kill-minority: 3 wills published 17 s after their clients'
+// DISCONNECT); the same for a persistent session's will.
+func TestDisconnectWhoseDetachFails(t *testing.T) {
+	fd := &failingDetach{}
+	e := startEnv(t, 1, func(c *mqtt.Config) {
+		fd.Inbox = c.Inbox
+		c.Inbox = fd
+	})
+	addr := e.addr(0)
+	watch := connectRaw(t, addr, packet.V5, "df-watch")
+	watch.subscribe(1, packet.Subscription{Filter: "df/#", QoS: 1})
+
+	c := dialRaw(t, addr, packet.V5)
+	if ack := c.connect(&packet.Connect{ClientID: "df-clean", CleanStart: true, KeepAlive: 60,
+		Will: &packet.Will{Topic: "df/clean", QoS: 1, Payload: []byte("x")}}); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %s", ack.ReasonCode)
+	}
+	p := dialRaw(t, addr, packet.V5)
+	p.persistent("df-pers", 60, &packet.Will{Topic: "df/pers", QoS: 1, Payload: []byte("y")})
+	fd.n.Store(2)
+	c.disconnect()
+	fd.n.Store(2)
+	p.disconnect()
+	// The scheduler's orphan check runs every 200 ms here.
+	watch.expectNone(3 * time.Second)
 }
