@@ -56,8 +56,8 @@ func stampBefore(at int64, by string, at2 int64, by2 string) bool {
 }
 
 // claimWait bounds how long a CONNECT waits for the other frontends to
-// close the older connections of its client ID.
-const claimWait = 2 * time.Second
+// close the older connections of its client ID, and a Claim call.
+const claimWait = time.Second
 
 // beginConnect stamps a connection that is about to be accepted and makes
 // it known to claims (connecting), under the same lock as the claims'
@@ -152,10 +152,13 @@ func (f *frontendService) Claim(ctx context.Context, req *mqttpb.ClaimRequest) (
 	return &mqttpb.ClaimResponse{Closed: uint32(f.s.onClaims(ctx, req.Claims))}, nil
 }
 
-// claimSenders holds a sender per other frontend.
+// claimSenders holds a sender per other frontend. ctx ends when the server
+// closes: a sender still trying a dead frontend gives up then.
 type claimSenders struct {
-	mu sync.Mutex
-	m  map[string]*claimSender
+	ctx    context.Context
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	m      map[string]*claimSender
 }
 
 func (cs *claimSenders) peer(s *Server, addr string) *claimSender {
@@ -230,7 +233,7 @@ func (p *claimSender) run() {
 		}
 		clear(p.queue[len(keep):])
 		p.queue = keep
-		if len(p.queue) == 0 || s.ctx.Err() != nil {
+		if len(p.queue) == 0 || s.claims.ctx.Err() != nil {
 			for _, pc := range p.queue {
 				if pc.done != nil {
 					close(pc.done)
@@ -248,7 +251,11 @@ func (p *claimSender) run() {
 		for i, pc := range batch {
 			req.Claims[i] = pc.c
 		}
-		err := p.send(req)
+		// The first try of a batch fails fast, so that a frontend that
+		// died does not hold CONNECTs up for the call's timeout; tries
+		// after a failure wait for the connection to be ready (a paused or
+		// restarting frontend is reached once it runs).
+		err := p.send(req, backoff > 100*time.Millisecond)
 		if err == nil {
 			s.m.claimsSent.WithLabelValues("ok").Add(float64(len(batch)))
 			backoff = 100 * time.Millisecond
@@ -274,22 +281,20 @@ func (p *claimSender) run() {
 		p.queue = append(append(make([]pendingClaim, 0, len(batch)+len(p.queue)), batch...), p.queue...)
 		p.mu.Unlock()
 		select {
-		case <-s.ctx.Done():
+		case <-s.claims.ctx.Done():
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)
 	}
 }
 
-func (p *claimSender) send(req *mqttpb.ClaimRequest) error {
+func (p *claimSender) send(req *mqttpb.ClaimRequest, waitForReady bool) error {
 	c, err := p.s.peers.reach(p.addr)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(p.s.ctx, claimWait)
+	ctx, cancel := context.WithTimeout(p.s.claims.ctx, claimWait)
 	defer cancel()
-	// Wait for ready: a frontend that restarted or ran again after a pause
-	// is reached as soon as it listens.
-	_, err = c.Claim(ctx, req, grpc.WaitForReady(true))
+	_, err = c.Claim(ctx, req, grpc.WaitForReady(waitForReady))
 	return err
 }

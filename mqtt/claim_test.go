@@ -1,6 +1,8 @@
 package mqtt_test
 
 import (
+	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -111,4 +113,32 @@ func TestOneConnectionPerClientID(t *testing.T) {
 		c.alive()
 		c.disconnect()
 	})
+}
+
+// TestClaimDoesNotWaitForADeadFrontend: a frontend that gossip still lists
+// but that is gone (nothing listens at its address) refuses the claim at
+// once, and the CONNECT does not wait for it; before, the claim waited for
+// the connection to become ready until its timeout, holding every CONNECT
+// up (jepsen mqtt-will × kill-frontend: reconnects without a CONNACK for
+// 2 s while a frontend was dead).
+func TestClaimDoesNotWaitForADeadFrontend(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	e := startEnv(t, 1, func(c *mqtt.Config) {
+		live := c.Frontends
+		c.Frontends = func() []string { return append(live(), dead) }
+	})
+	for i := 0; i < 3; i++ {
+		start := time.Now()
+		c := connectRaw(t, e.addr(0), packet.V5, fmt.Sprintf("dead-peer-%d", i))
+		// Generous: the claim's timeout is 1 s; refusing takes ms.
+		if took := time.Since(start); took > 800*time.Millisecond {
+			t.Fatalf("CONNECT %d took %v: it waited for a dead frontend", i, took)
+		}
+		c.disconnect()
+	}
 }

@@ -67,6 +67,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: map[sessionKey]*conn{}, connecting: map[sessionKey]*conn{}, conns: map[*conn]struct{}{},
 		ctx: ctx, cancel: cancel,
 	}
+	s.claims.ctx, s.claims.cancel = context.WithCancel(context.Background())
 	if cfg.Inbox != nil {
 		for i := range s.inserts {
 			s.inserts[i] = newInsertBatcher(cfg.Inbox, s.m)
@@ -130,6 +131,7 @@ func (s *Server) Close() error {
 	for _, l := range s.listeners {
 		err = errors.Join(err, l.Close())
 	}
+	s.claims.cancel() // claims still queued for unreachable frontends
 	s.wg.Wait()
 	s.idle.stop()
 	s.cancel()

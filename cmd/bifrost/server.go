@@ -59,6 +59,7 @@ type serverFlags struct {
 	mergeDelay       time.Duration
 	keyspaceRF       string
 	balancerInterval time.Duration
+	ownerCheck       time.Duration
 	bal              *balancer.Balancer
 
 	// runsMQTT: standalone runs a frontend in the store's process.
@@ -95,6 +96,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.DurationVar(&f.mergeDelay, "merge-delay", def.MergeDelay, "do not merge a range that was busier than a tenth of -split-load within this long (a range split by load is not merged back when its load pauses)")
 	fs.Float64Var(&f.splitLoad, "split-load", def.SplitLoad, "split a range serving more reads plus writes per second than this, at the key that halves its load, while its leader uses at least half its CPU (0: off); neighbours under a tenth of it are cold enough to merge")
 	fs.DurationVar(&f.balancerInterval, "balancer-interval", 5*time.Second, "time between balancer moves")
+	fs.DurationVar(&f.ownerCheck, "inbox-owner-check", 10*time.Second, "how often the inbox leaders ask whether the frontends of attached sessions still have them (a session whose frontend died is detached then, its will published)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	if standalone {
@@ -202,6 +204,9 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	}
 	if f.deadStoreTimeout < time.Second || f.balancerInterval < 10*time.Millisecond {
 		return ranges.NodeConfig{}, fmt.Errorf("-dead-store-timeout must be at least 1s and -balancer-interval at least 10ms")
+	}
+	if f.ownerCheck < 100*time.Millisecond {
+		return ranges.NodeConfig{}, fmt.Errorf("invalid value %v for -inbox-owner-check: must be at least 100ms", f.ownerCheck)
 	}
 	if f.mergeDelay < 0 {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %v for -merge-delay: must be 0 or more", f.mergeDelay)
@@ -352,7 +357,8 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	// The inbox leaders' time-driven work: session expiry and wills.
 	schedCtx, stopSched := context.WithCancel(context.Background())
 	schedDone := make(chan struct{})
-	sched := inbox.NewScheduler(inbox.SchedulerConfig{Logger: log, Registerer: reg, Routes: dist.NewClient(node.Router()), Owners: pub}, node, pub)
+	sched := inbox.NewScheduler(inbox.SchedulerConfig{Logger: log, Registerer: reg, Routes: dist.NewClient(node.Router()), Owners: pub,
+		OwnerCheckInterval: f.ownerCheck}, node, pub)
 	go func() {
 		defer close(schedDone)
 		sched.Run(schedCtx)

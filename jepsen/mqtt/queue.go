@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -101,6 +102,9 @@ type QueueConfig struct {
 	// CrashProbability is the chance of a subscriber dropping its connection
 	// (no DISCONNECT) between holds (default 0.05).
 	CrashProbability float64
+	// DrainQuiet is how long the final drain must see nothing (default
+	// 1.5 s).
+	DrainQuiet time.Duration
 }
 
 // DefaultSubscribers is QueueConfig.Subscribers' default.
@@ -534,7 +538,7 @@ func (q *Queue) drain(ctx context.Context, s *subscriber, op history.Op) history
 		case <-time.After(100 * time.Millisecond):
 		}
 		s.mu.Lock()
-		quiet := time.Since(s.lastSeen) >= drainQuiet
+		quiet := time.Since(s.lastSeen) >= cmp.Or(q.cfg.DrainQuiet, drainQuiet)
 		s.mu.Unlock()
 		if quiet {
 			return history.Op{Type: history.OK, Value: mustJSON(v)}

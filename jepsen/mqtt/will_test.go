@@ -85,6 +85,18 @@ func TestWillChecker(t *testing.T) {
 				t.Errorf("%+v", d)
 			}
 		}},
+		{"a resume whose reconnect got no CONNACK leaves its will unchecked", func(b *hist) {
+			watch(b)
+			connect(b, 1, "will-1", "c1", 3000)
+			b.op(1, FResume, "wc", nil, WillValue{Will: "will-1", ReconnectFailed: true}, history.OK)
+			connect(b, 2, "will-2", "c2", 0)
+			end(b, 2, FCrash, "will-2", false)
+			published(b, "will-2", false)
+		}, jepsen.Valid, func(t *testing.T, d WillDetails) {
+			if d.Unchecked != 1 || d.Lost != 0 || d.Due != 1 {
+				t.Errorf("%+v: want will-1 unchecked, will-2 due and published", d)
+			}
+		}},
 		{"a delayed will published after its delay", func(b *hist) {
 			watch(b)
 			connect(b, 1, "will-1", "c1", 3000)

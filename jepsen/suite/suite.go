@@ -139,7 +139,9 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 		Dir: dir, Binary: o.Binary, BuildTags: o.BuildTags, Stores: stores, Frontends: frontends, Concurrency: concurrency,
 		// The balancer stays paused: the nemeses move ranges on the
 		// schedule's terms, so that a seed replays the same moves.
-		StoreArgs: []string{"--balancer-paused", "--raft-rtt-ms", "50"},
+		// Sessions of a dead frontend are detached (their wills
+		// published) within 2 s of its restart, not 10.
+		StoreArgs: []string{"--balancer-paused", "--raft-rtt-ms", "50", "--inbox-owner-check", "2s"},
 		Workload:  wl, Nemeses: nems, Seed: o.Seed, Duration: spec.Duration, FaultEvery: spec.FaultEvery,
 		DelayProxy: proxy, KeepData: o.KeepData, Logger: o.Logger,
 	}, nil
@@ -179,14 +181,13 @@ var Suites = map[string][]Spec{
 		// inbox ranges, and under frontend faults.
 		{Workload: "mqtt-queue", Nemeses: []string{"kill", "partition-one", "split-merge-move-mqtt"}, Duration: 25 * time.Second, FaultEvery: 2 * time.Second},
 		{Workload: "mqtt-queue", Nemeses: []string{"kill-frontend", "partition-frontend", "pause-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
-		// Persistent sessions only: two clean sessions of one client ID on
-		// two frontends both stay connected (issue 13); the full suite runs
-		// mqtt-takeover, clean ones included.
-		{Workload: "mqtt-takeover-persistent", Nemeses: []string{"kill-frontend", "kill", "partition-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
+		// Clean and persistent sessions: one connection per client ID
+		// across frontends (claims), under frontend and store faults.
+		{Workload: "mqtt-takeover", Nemeses: []string{"kill-frontend", "kill", "partition-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
 		{Workload: "mqtt-retained", Nemeses: []string{"partition-one", "kill-frontend", "partition-frontend"}, Duration: 15 * time.Second, FaultEvery: 2 * time.Second},
-		// No fault: under frontend and store faults wills are lost or
-		// published twice (docs/jepsen.md, open); the full suite runs them.
-		{Workload: "mqtt-will", Duration: 15 * time.Second},
+		// Wills kept in the inbox and claimed before they are published:
+		// once, through frontend deaths and inbox leader changes.
+		{Workload: "mqtt-will", Nemeses: []string{"kill-frontend", "kill"}, Duration: 20 * time.Second, FaultEvery: 3 * time.Second},
 	},
 	// full: every workload against every fault on its own, and mixed.
 	"full": fullSuite(),
