@@ -103,7 +103,7 @@ type QueueConfig struct {
 	// (no DISCONNECT) between holds (default 0.05).
 	CrashProbability float64
 	// DrainQuiet is how long the final drain must see nothing (default
-	// 1.5 s).
+	// 1.5 s); less than a final operation's 5 s, or it never ends.
 	DrainQuiet time.Duration
 }
 

@@ -69,8 +69,9 @@ type Will struct {
 // NewWill returns the will workload.
 func NewWill() *Will {
 	// The drain waits out the inbox leaders' check of dead frontends'
-	// sessions (2 s in the harness's stores) after the final restart.
-	return &Will{q: NewQueue(QueueConfig{Subscribers: 1, Filter: WillFilter, CrashProbability: -1, DrainQuiet: 5 * time.Second}), clients: map[int]*willClient{}}
+	// sessions (2 s in the harness's stores) after the final restart,
+	// within a final operation's 5 s.
+	return &Will{q: NewQueue(QueueConfig{Subscribers: 1, Filter: WillFilter, CrashProbability: -1, DrainQuiet: 3 * time.Second}), clients: map[int]*willClient{}}
 }
 
 func (wl *Will) Name() string { return "mqtt-will" }
