@@ -152,13 +152,10 @@ func (f *frontendService) Claim(ctx context.Context, req *mqttpb.ClaimRequest) (
 	return &mqttpb.ClaimResponse{Closed: uint32(f.s.onClaims(ctx, req.Claims))}, nil
 }
 
-// claimSenders holds a sender per other frontend. ctx ends when the server
-// closes: a sender still trying a dead frontend gives up then.
+// claimSenders holds a sender per other frontend.
 type claimSenders struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	mu     sync.Mutex
-	m      map[string]*claimSender
+	mu sync.Mutex
+	m  map[string]*claimSender
 }
 
 func (cs *claimSenders) peer(s *Server, addr string) *claimSender {
@@ -233,7 +230,7 @@ func (p *claimSender) run() {
 		}
 		clear(p.queue[len(keep):])
 		p.queue = keep
-		if len(p.queue) == 0 || s.claims.ctx.Err() != nil {
+		if len(p.queue) == 0 || s.bg.Err() != nil {
 			for _, pc := range p.queue {
 				if pc.done != nil {
 					close(pc.done)
@@ -281,7 +278,7 @@ func (p *claimSender) run() {
 		p.queue = append(append(make([]pendingClaim, 0, len(batch)+len(p.queue)), batch...), p.queue...)
 		p.mu.Unlock()
 		select {
-		case <-s.claims.ctx.Done():
+		case <-s.bg.Done():
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)
@@ -293,7 +290,7 @@ func (p *claimSender) send(req *mqttpb.ClaimRequest, waitForReady bool) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(p.s.claims.ctx, claimWait)
+	ctx, cancel := context.WithTimeout(p.s.bg, claimWait)
 	defer cancel()
 	_, err = c.Claim(ctx, req, grpc.WaitForReady(waitForReady))
 	return err

@@ -48,6 +48,9 @@ type Server struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+	// bg ends as Close begins: retries in the background give up.
+	bg     context.Context
+	stopBg context.CancelFunc
 	// wg counts background work (stale-route removal) and connections.
 	wg sync.WaitGroup
 }
@@ -67,7 +70,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: map[sessionKey]*conn{}, connecting: map[sessionKey]*conn{}, conns: map[*conn]struct{}{},
 		ctx: ctx, cancel: cancel,
 	}
-	s.claims.ctx, s.claims.cancel = context.WithCancel(context.Background())
+	s.bg, s.stopBg = context.WithCancel(context.Background())
 	if cfg.Inbox != nil {
 		for i := range s.inserts {
 			s.inserts[i] = newInsertBatcher(cfg.Inbox, s.m)
@@ -119,6 +122,9 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	// Work retried in the background stops: claims queued for unreachable
+	// frontends, detaches the inbox does not answer (tried once more).
+	s.stopBg()
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -131,7 +137,6 @@ func (s *Server) Close() error {
 	for _, l := range s.listeners {
 		err = errors.Join(err, l.Close())
 	}
-	s.claims.cancel() // claims still queued for unreachable frontends
 	s.wg.Wait()
 	s.idle.stop()
 	s.cancel()

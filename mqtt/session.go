@@ -293,29 +293,29 @@ func (c *conn) endWill() {
 	}
 }
 
-// detachRetryFor bounds how long a connection's end tries its detach: one
-// that fails leaves the session to the inbox scheduler's orphan check,
-// which takes the connection for lost (its will published, even after a
-// DISCONNECT; jepsen mqtt-will × kill-minority: 3 wills published 17 s
-// after their clients' DISCONNECT).
-const detachRetryFor = 20 * time.Second
-
-// detach runs a DetachRequest until it is answered or detachRetryFor
-// passes. ambiguous says an earlier attempt failed, so it may have applied:
-// then a CONFLICT or NO_INBOX answer may be that attempt's doing, not a
-// takeover's.
+// detach runs a DetachRequest until it is answered, for as long as this
+// frontend runs (its owner meanwhile counts as live): a detach given up
+// leaves the session to the inbox scheduler's orphan check, which takes the
+// connection for lost and publishes its will, even after a DISCONNECT
+// (jepsen mqtt-will × kill-minority and × partition-ring: wills published
+// 17 and 25 s after their clients' DISCONNECT while the inbox range had no
+// leader). A closing frontend tries once more. ambiguous says an earlier
+// attempt failed, so it may have applied: then a CONFLICT or NO_INBOX
+// answer may be that attempt's doing, not a takeover's.
 func (s *Server) detach(req *inboxpb.DetachRequest) (o *inboxpb.Output, ambiguous bool, err error) {
-	deadline := time.Now().Add(detachRetryFor)
-	for wait := 200 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+	for wait := 200 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 		o, err = s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: req}})
 		cancel()
-		if err == nil || errors.Is(err, ranges.ErrBadRequest) || time.Now().Add(wait).After(deadline) {
+		if err == nil || errors.Is(err, ranges.ErrBadRequest) || s.bg.Err() != nil {
 			return o, ambiguous, err
 		}
 		ambiguous = true
 		s.log.Info("inbox detach failed; trying again", "tenant", req.Tenant, "client", req.Inbox, "err", err)
-		time.Sleep(wait)
+		select {
+		case <-s.bg.Done():
+		case <-time.After(wait):
+		}
 	}
 }
 
