@@ -299,11 +299,13 @@ func (c *conn) endWill() {
 // connection for lost and publishes its will, even after a DISCONNECT
 // (jepsen mqtt-will × kill-minority and × partition-ring: wills published
 // 17 and 25 s after their clients' DISCONNECT while the inbox range had no
-// leader). A closing frontend tries once more. ambiguous says an earlier
+// leader). Tries are a second apart at most, so that the will of a
+// connection lost during an outage goes out soon after it. A closing
+// frontend tries once more. ambiguous says an earlier
 // attempt failed, so it may have applied: then a CONFLICT or NO_INBOX
 // answer may be that attempt's doing, not a takeover's.
 func (s *Server) detach(req *inboxpb.DetachRequest) (o *inboxpb.Output, ambiguous bool, err error) {
-	for wait := 200 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+	for wait := 200 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 		o, err = s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: req}})
 		cancel()
