@@ -6,7 +6,7 @@
 # Environment: BENCH_OUT (default bin/bench-kv) keeps the JSON results; BIFROST_FLAGS adds flags to
 # every store (e.g. "--split-load 0"); BENCH_KV_API=router drives bifrost through a client-side
 # router instead of its KV service; BENCH_KV_PPROF=1 starts the stores with --pprof (profiles on
-# http://127.0.0.1:2411{1,2,3}/debug/pprof/); BENCH_KV_ONLY=etcd or bifrost runs one side.
+# http://127.0.0.1:241{1,2,3}3/debug/pprof/); BENCH_KV_ONLY=etcd or bifrost runs one side.
 # Ports on 127.0.0.1: etcd member i clients 2379i, peers 2380i; bifrost store i gossip 241i0,
 # Raft 241i1, gRPC 241i2, HTTP 241i3 (i = 1, 2, 3).
 set -euo pipefail
