@@ -685,9 +685,10 @@ func lingerClose(nc net.Conn) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
 }
 
-// stripProblemInfo removes the reason string and user properties of an
-// acknowledgement, CONNACK or DISCONNECT.
-func stripProblemInfo(p packet.Packet) {
+// problemInfo is the properties of an acknowledgement, CONNACK or
+// DISCONNECT when they carry a reason string or user properties (what the
+// client's maximum packet size may have to drop); nil otherwise.
+func problemInfo(p packet.Packet) *packet.Properties {
 	var pr *packet.Properties
 	switch p := p.(type) {
 	case *packet.Puback:
@@ -707,9 +708,12 @@ func stripProblemInfo(p packet.Packet) {
 	case *packet.Connack:
 		pr = &p.Properties
 	default:
-		return
+		return nil
 	}
-	pr.ReasonString, pr.UserProperties = "", nil
+	if pr.ReasonString == "" && len(pr.UserProperties) == 0 {
+		return nil
+	}
+	return pr
 }
 
 // send queues a control packet.
@@ -723,11 +727,13 @@ func (c *conn) enqueueLocked(p packet.Packet) bool {
 	if c.closed && p.Type() != packet.DISCONNECT && p.Type() != packet.CONNACK {
 		return false
 	}
-	if c.maxOut > 0 && p.Type() != packet.PUBLISH && uint32(packet.Size(p, c.version)) > c.maxOut {
+	if c.maxOut > 0 {
 		// A reason string and user properties are left out rather than
 		// the packet exceed the client's maximum (MQTT-3.1.2-25, e.g.
-		// MQTT-3.4.2-2).
-		stripProblemInfo(p)
+		// MQTT-3.4.2-2); a packet without them is not measured.
+		if pr := problemInfo(p); pr != nil && uint32(packet.Size(p, c.version)) > c.maxOut {
+			pr.ReasonString, pr.UserProperties = "", nil
+		}
 	}
 	b, err := packet.Append(c.out, p, c.version)
 	if err != nil {

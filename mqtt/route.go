@@ -154,7 +154,7 @@ const peerDownFor = 5 * time.Second
 func (p *peers) client(addr string) (mqttpb.FrontendClient, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if t, ok := p.down[addr]; ok && time.Since(t) < peerDownFor {
+	if p.downLocked(addr) {
 		return nil, fmt.Errorf("frontend %s failed recently", addr)
 	}
 	return p.connLocked(addr)
@@ -194,10 +194,14 @@ func (p *peers) connLocked(addr string) (mqttpb.FrontendClient, error) {
 	return mqttpb.NewFrontendClient(c), nil
 }
 
-// isDown says the frontend at addr failed recently.
+// isDown says the frontend at addr failed in the last peerDownFor.
 func (p *peers) isDown(addr string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.downLocked(addr)
+}
+
+func (p *peers) downLocked(addr string) bool {
 	t, ok := p.down[addr]
 	return ok && time.Since(t) < peerDownFor
 }

@@ -275,8 +275,8 @@ func (c *conn) holdWill(ctx context.Context, p *packet.Connect, owner string) er
 // DISCONNECT discards the will; otherwise it is due now and the inbox
 // scheduler publishes it, once. If the record is gone (a newer connection
 // of the client took it over) this frontend publishes the will itself; if
-// the inbox cannot be reached, the scheduler finds the owner gone and
-// publishes it then.
+// the frontend closes before the inbox answers (detach), the scheduler
+// finds the owner gone and publishes it then.
 func (c *conn) endWill() {
 	r := c.willRec
 	defer c.s.owners.remove(r.owner)
