@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"log/slog"
+	"strings"
 
 	"github.com/lni/dragonboat/v4/logger"
 
@@ -22,12 +23,28 @@ func setupDragonboatLogging(log *slog.Logger) {
 		switch {
 		case level <= logger.ERROR:
 			log.Error(msg, "pkg", pkg)
-		case level == logger.WARNING:
+		case level == logger.WARNING && !benignWarning(msg):
 			log.Warn(msg, "pkg", pkg)
-		case level == logger.DEBUG:
+		case level == logger.DEBUG || level == logger.WARNING:
 			log.Debug(msg, "pkg", pkg)
 		default:
 			log.Info(msg, "pkg", pkg)
 		}
 	})
+}
+
+// benignWarning reports whether one of Dragonboat's warnings is about a
+// choice the store made on purpose, and so logged at debug level: it reads
+// with StaleRead where it knows it may, and a range that starts as its own
+// only voter runs a short election timeout (see quickElection).
+func benignWarning(msg string) bool {
+	for _, p := range []string{
+		"StaleRead called",
+		"ElectionRTT is not a magnitude larger than HeartbeatRTT",
+	} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -55,6 +55,9 @@ type rangeStateMachine struct {
 	// unswept counts the write records applied since the last sweep.
 	unswept int
 
+	closed    chan struct{}
+	closeOnce sync.Once
+
 	mu      sync.RWMutex
 	desc    *kvpb.RangeDescriptor
 	applied uint64
@@ -447,4 +450,13 @@ func (s *rangeStateMachine) Sync() error {
 	return b.Commit(pebble.Sync)
 }
 
-func (s *rangeStateMachine) Close() error { return nil }
+// Close is Dragonboat's last call on the state machine: it closes s.closed,
+// for a restart that must not open a second one on the same keys before.
+func (s *rangeStateMachine) Close() error {
+	s.closeOnce.Do(func() {
+		if s.closed != nil {
+			close(s.closed)
+		}
+	})
+	return nil
+}

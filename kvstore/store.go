@@ -143,6 +143,10 @@ type Store struct {
 	loads loads
 	// bootMu orders the read-modify-writes of boot records.
 	bootMu sync.Mutex
+	// quick holds the ranges whose replica here runs the short election
+	// timeout of a sole voter (quickElection); it is restarted with the
+	// normal one once the range has more voters.
+	quick map[uint64]bool
 
 	// Background work (starting split children, retiring merged ranges) is
 	// owned by the store and stopped by Close.
@@ -178,6 +182,7 @@ func Open(cfg Config) (*Store, error) {
 		log:      cfg.Logger.With("store", id),
 		replicas: map[uint64]*rangeStateMachine{},
 		leaders:  map[uint64]raftio.LeaderInfo{},
+		quick:    map[uint64]bool{},
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders)
@@ -291,7 +296,7 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 	}
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		r := &rangeStateMachine{
-			engine: s.engine, rangeID: shardID, replicaID: replicaID, joined: boot.Join,
+			engine: s.engine, rangeID: shardID, replicaID: replicaID, joined: boot.Join, closed: make(chan struct{}),
 			metrics: s.metrics, onDescriptor: s.descriptorChanged,
 			onSplit: s.splitApplied, onMerged: s.mergeApplied, onSnapshot: s.snapshotInstalled,
 			beforeSend: func() { s.failpoint(FailBeforeSnapshotSend) },
@@ -307,10 +312,17 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 		s.mu.Unlock()
 		return r
 	}
+	electionRTT := s.cfg.ElectionRTT
+	if quick := s.soleVoter(boot, join); quick {
+		electionRTT = min(electionRTT, 2*s.cfg.HeartbeatRTT+1)
+		s.mu.Lock()
+		s.quick[boot.RangeId] = true
+		s.mu.Unlock()
+	}
 	rc := config.Config{
 		ShardID:      boot.RangeId,
 		ReplicaID:    boot.ReplicaId,
-		ElectionRTT:  s.cfg.ElectionRTT,
+		ElectionRTT:  electionRTT,
 		HeartbeatRTT: s.cfg.HeartbeatRTT,
 		CheckQuorum:  true,
 		// PreVote: a restarted replica that cannot hear the leader yet (peers
@@ -338,10 +350,89 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 	return nil
 }
 
-func (s *Store) descriptorChanged(rangeID uint64, _ *kvpb.RangeDescriptor) {
+// soleVoter reports whether the replica starts as its range's only voter:
+// a new range with itself as the one initial member, or a restarted one whose
+// applied descriptor lists only it. Such a replica has nobody to hear from,
+// so an election timeout only delays its first election (Dragonboat has no
+// fast path for a single-voter shard, and no way to advance its ticks as
+// etcd's initial-election-tick-advance does): it runs a short one, an
+// election after 3 to 6 ticks instead of 10 to 20, which brings a fresh
+// standalone broker to its first PUBACK in under a second. A short timeout
+// would make a leader with followers step down at the first stall of its
+// check-quorum window, so the replica is restarted with the normal timeout
+// as soon as its range has a second voter (restartQuick).
+func (s *Store) soleVoter(boot *kvpb.BootRecord, join bool) bool {
+	if boot.Join || boot.NonVoting || join {
+		return false
+	}
+	if !s.nh.HasNodeInfo(boot.RangeId, boot.ReplicaId) {
+		_, only := boot.InitialMembers[boot.ReplicaId]
+		return only && len(boot.InitialMembers) == 1
+	}
+	v, ok, err := get(s.engine.db, metaKey(boot.RangeId, metaDescriptor))
+	if err != nil || !ok {
+		return false
+	}
+	desc := &kvpb.RangeDescriptor{}
+	if proto.Unmarshal(v, desc) != nil {
+		return false
+	}
+	return len(desc.Replicas) == 1 && desc.Replicas[0].ReplicaId == boot.ReplicaId && desc.Pending == nil
+}
+
+// QuickElection reports whether the local replica of the range runs a sole
+// voter's short election timeout (soleVoter).
+func (s *Store) QuickElection(rangeID uint64) bool {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.quick[rangeID]
+}
+
+// restartQuick restarts a replica that runs a sole voter's short election
+// timeout with the normal one: its range has more voters now. The old state
+// machine must be closed before the new one opens (both would apply the same
+// entries), so it waits for Dragonboat to close it.
+func (s *Store) restartQuick(ctx context.Context, rangeID uint64) {
+	r, err := s.replica(rangeID)
+	if err != nil {
+		return
+	}
+	if err := s.nh.StopReplica(rangeID, r.replicaID); err != nil {
+		s.log.Warn("restart with the normal election timeout: stop", "range", rangeID, "err", err)
+		return
+	}
+	select {
+	case <-r.closed:
+	case <-ctx.Done():
+		return
+	}
+	v, ok, err := get(s.engine.db, localBootKey(rangeID))
+	if err != nil || !ok {
+		return // retired or destroyed meanwhile
+	}
+	boot := &kvpb.BootRecord{}
+	if err := proto.Unmarshal(v, boot); err != nil {
+		s.log.Error("corrupt boot record", "range", rangeID, "err", err)
+		return
+	}
+	s.mu.Lock()
+	delete(s.quick, rangeID)
+	s.mu.Unlock()
+	if err := s.start(boot); err != nil {
+		s.log.Error("restart with the normal election timeout", "range", rangeID, "err", err)
+		return
+	}
+	s.log.Info("range has more voters: its replica here restarted with the normal election timeout", "range", rangeID)
+}
+
+func (s *Store) descriptorChanged(rangeID uint64, d *kvpb.RangeDescriptor) {
+	s.mu.Lock()
+	if d != nil && s.quick[rangeID] && len(d.Replicas) > 1 {
+		s.quick[rangeID] = false // restarting
+		s.goBackground(func(ctx context.Context) { s.restartQuick(ctx, rangeID) })
+	}
 	ws := s.watchers
-	s.mu.RUnlock()
+	s.mu.Unlock()
 	for _, w := range ws {
 		w(rangeID)
 	}
@@ -422,6 +513,12 @@ func (s *Store) Read(ctx context.Context, rangeID uint64, q *kvpb.Query, stale b
 func (s *Store) translate(rangeID uint64, err error) error {
 	switch {
 	case errors.Is(err, dragonboat.ErrShardNotFound):
+		s.mu.RLock()
+		quick, listed := s.quick[rangeID]
+		s.mu.RUnlock()
+		if listed && !quick {
+			return fmt.Errorf("range %d: %w: restarting", rangeID, ErrNotReady)
+		}
 		return fmt.Errorf("range %d: %w", rangeID, ErrRangeNotFound)
 	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("range %d: %w", rangeID, ErrTimeout)

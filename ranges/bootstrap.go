@@ -180,11 +180,15 @@ func (n *Node) bootstrapLoop() {
 			lastWarn = time.Now()
 		}
 	}
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		// The first look is at once: a store that bootstraps alone need
+		// not wait a tick.
+		if !first {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		plan, err := n.loadBootstrapPlan()
 		if err != nil {
@@ -269,12 +273,13 @@ func (n *Node) runBootstrapPlan(plan *bootstrapPlan, warn func(string, error)) b
 	return true
 }
 
-// bootstrap creates and initialises the plan's ranges: the first on its
-// own, then the others all at once, so that their elections overlap (one
-// range after the other cost an election timeout each: 4 s from a fresh
-// start to the first PUBACK in standalone). Every step is idempotent, so
-// that an attempt that failed or a bootstrapper that crashed halfway can run
-// it again.
+// bootstrap creates and initialises the plan's ranges: it starts them on
+// every store, the first before the others (a plan is abandoned only while
+// its first range has no boot record), then initialises them all at once, so
+// that their elections overlap (one range after the other cost an election
+// timeout each: 4 s from a fresh start to the first PUBACK in standalone).
+// Every step is idempotent, so that an attempt that failed or a bootstrapper
+// that crashed halfway can run it again.
 func (n *Node) bootstrap(ctx context.Context, plan *bootstrapPlan) error {
 	members := map[uint64]string{}
 	var replicas []*kvpb.Replica
@@ -328,13 +333,13 @@ func (n *Node) bootstrap(ctx context.Context, plan *bootstrapPlan) error {
 	if err := n.failpoint(FailBootstrapAfterStart); err != nil {
 		return err
 	}
+	if err := start(rest); err != nil {
+		return err
+	}
 	if err := initAll(first); err != nil {
 		return err
 	}
 	if err := n.failpoint(FailBootstrapAfterInit); err != nil {
-		return err
-	}
-	if err := start(rest); err != nil {
 		return err
 	}
 	return initAll(rest)

@@ -91,13 +91,7 @@ func (g *Gateway) Execute(ctx context.Context, storeID uint64, req *rangespb.Exe
 // WaitReady waits until the gateway routes every keyspace's first range.
 func (g *Gateway) WaitReady(ctx context.Context) error {
 	for {
-		ready := true
-		for _, fr := range FirstRanges {
-			if g.table.Lookup(fr.Keyspace, nil) == nil {
-				ready = false
-			}
-		}
-		if ready {
+		if g.Ready() {
 			return nil
 		}
 		_ = g.Refresh(ctx)
@@ -107,6 +101,16 @@ func (g *Gateway) WaitReady(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// Ready reports whether the gateway knows a range of every first keyspace.
+func (g *Gateway) Ready() bool {
+	for _, fr := range FirstRanges {
+		if g.table.Lookup(fr.Keyspace, nil) == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Close leaves gossip and closes connections.

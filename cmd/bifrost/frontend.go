@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -25,6 +25,7 @@ import (
 // gateway (gossip member that routes to the stores), the Frontend gRPC
 // service for deliveries from other frontends, and the MQTT listeners.
 func runFrontend(args []string, stderr io.Writer) error {
+	start := time.Now()
 	const cmd = "frontend"
 	fs := newFlagSet(cmd, stderr)
 	var f serverFlags // for the shared log and config flags
@@ -112,28 +113,35 @@ func runFrontend(args []string, stderr io.Writer) error {
 	}()
 	defer func() { g.Stop(); <-served }()
 
-	ready, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	err = gw.WaitReady(ready)
-	cancel()
-	if err != nil {
-		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: the cluster did not answer: %v", cmd, err)}
-	}
-	if err := front.Start(); err != nil {
-		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
-	}
-	defer front.Close()
-
-	srv, err := serveAdminHTTP(httpAddr, reg, log, f.pprof, func() error { return nil })
+	// The listeners open once the cluster answers the frontend's probe;
+	// until then /healthz says what it waits for.
+	ready := newReadiness("the cluster's ranges")
+	srv, err := serveAdminHTTP(httpAddr, reg, log, f.pprof, ready.check)
 	if err != nil {
 		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
 	}
 	if srv != nil {
 		defer srv.Close()
 	}
+	defer front.Close()
 	log.Info("bifrost frontend running", "grpc", lis.Addr().String(), "receiver", fc.ReceiverID)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+	probe := func(ctx context.Context) error {
+		if !gw.Ready() {
+			_ = gw.Refresh(ctx)
+			if !gw.Ready() {
+				return errors.New("the cluster's ranges (none known yet)")
+			}
+		}
+		return front.Probe(ctx)
+	}
+	if waitReady(sigCtx, log, ready, start, probe) == nil {
+		if err := front.Start(); err != nil {
+			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+		}
+	}
+	<-sigCtx.Done()
+	log.Info("shutting down")
 	return nil
 }

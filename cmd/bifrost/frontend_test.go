@@ -22,7 +22,13 @@ type proc struct {
 
 func startProc(t *testing.T, bin string, logName string, args ...string) *proc {
 	t.Helper()
-	log, err := os.Create(filepath.Join(t.TempDir(), logName))
+	return startProcIn(t, bin, t.TempDir(), logName, args...)
+}
+
+// startProcIn is startProc with the log in dir.
+func startProcIn(t *testing.T, bin, dir, logName string, args ...string) *proc {
+	t.Helper()
+	log, err := os.Create(filepath.Join(dir, logName))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -259,6 +259,7 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 }
 
 func runServer(cmd string, args []string, stderr io.Writer) error {
+	start := time.Now()
 	fs := newFlagSet(cmd, stderr)
 	var f serverFlags
 	f.register(fs, cmd == "standalone")
@@ -314,26 +315,32 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 		log.Error("start failed", "err", err)
 		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
 	}
-	if f.front != nil {
-		if err := f.front.Start(); err != nil {
-			node.Close()
-			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
-		}
-		defer f.front.Close()
-	}
-	httpSrv, err := serveAdminHTTP(f.http, reg, log, f.pprof, func() error {
+	// A store is ready once the cluster is bootstrapped (or, joining one,
+	// once it knows the cluster's ranges); a process with a frontend once
+	// the frontend's probe is answered too: only then do its MQTT listeners
+	// open, so that no client connects to a broker that cannot serve it.
+	storeReady := func(context.Context) error {
 		select {
 		case <-node.Bootstrapped():
 			return nil
 		default:
 		}
-		// A store that joined a cluster and holds no replica (yet) is
-		// healthy once it knows the cluster's ranges.
 		if len(node.Router().Table().All()) > 0 {
 			return nil
 		}
-		return errors.New("waiting for the cluster to bootstrap")
-	})
+		return errors.New("the cluster to bootstrap")
+	}
+	probe := storeReady
+	if f.front != nil {
+		probe = func(ctx context.Context) error {
+			if err := storeReady(ctx); err != nil {
+				return err
+			}
+			return f.front.Probe(ctx)
+		}
+	}
+	ready := newReadiness("the cluster to bootstrap")
+	httpSrv, err := serveAdminHTTP(f.http, reg, log, f.pprof, ready.check)
 	if err != nil {
 		node.Close()
 		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
@@ -352,8 +359,8 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 			node.Close()
 			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
 		}
-		defer pub.Close()
 	}
+	defer pub.Close()
 	// The inbox leaders' time-driven work: session expiry and wills.
 	schedCtx, stopSched := context.WithCancel(context.Background())
 	schedDone := make(chan struct{})
@@ -369,10 +376,19 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 		f.bal.Run(schedCtx)
 	}()
 	log.Info("bifrost running", "mode", cmd, "grpc", node.GRPCAddr(), "http", f.http, "data", cfg.Store.DataDir)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
-	log.Info("shutting down", "signal", s.String())
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+	var failed error
+	if waitReady(sigCtx, log, ready, start, probe) == nil && f.front != nil {
+		if err := f.front.Start(); err != nil {
+			log.Error("mqtt listeners failed", "err", err)
+			failed = &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+		}
+	}
+	if failed == nil {
+		<-sigCtx.Done()
+		log.Info("shutting down", "signal", "terminated")
+	}
 	if f.front != nil {
 		f.front.Close() // clients first: they reconnect elsewhere while the store drains
 	}
@@ -384,7 +400,10 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 		_ = httpSrv.Shutdown(ctx)
 		cancel()
 	}
-	return node.Close()
+	if err := node.Close(); err != nil && failed == nil {
+		return err
+	}
+	return failed
 }
 
 // parseJoin splits a -join value into gossip seeds.
