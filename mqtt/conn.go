@@ -348,10 +348,26 @@ func (c *conn) handle(p packet.Packet) error {
 		c.onAck(p.PacketID, packet.PUBCOMP, p.ReasonCode)
 	case *packet.Pubrel:
 		code := packet.Success
-		if _, ok := c.awaitingRel[p.PacketID]; ok {
+		_, held := c.awaitingRel[p.PacketID]
+		if held {
 			delete(c.awaitingRel, p.PacketID)
 		} else if c.version == packet.V5 {
 			code = packet.PacketIdentifierNotFound
+		}
+		if held && c.sess != nil {
+			// Out of the session's record before the PUBCOMP frees the
+			// ID for a new message (qos2.go); if that fails, the
+			// connection closes and its detach writes the set.
+			id := p.PacketID
+			c.sess.recordRel(id, false, func(err error) {
+				if err != nil {
+					c.s.log.Warn("releasing a QoS 2 packet ID failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+					go c.kick(packet.UnspecifiedError)
+					return
+				}
+				c.send(&packet.Pubcomp{PacketID: id})
+			})
+			return nil
 		}
 		c.send(&packet.Pubcomp{PacketID: p.PacketID, ReasonCode: code})
 	case *packet.Subscribe:

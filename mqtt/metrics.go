@@ -26,6 +26,9 @@ type metrics struct {
 	// frontends by result (ok, retry), and connections closed by one.
 	claimsSent *prometheus.CounterVec
 	claimKicks prometheus.Counter
+	// Writes of persistent sessions' unreleased QoS 2 packet IDs (qos2.go),
+	// by result.
+	relWrites *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -78,6 +81,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		claimKicks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_claim_kicks_total", Help: "Connections closed because a newer connection of their client ID was accepted on another frontend.",
 		}),
+		relWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_qos2_rel_writes_total", Help: "Writes of persistent sessions' unreleased inbound QoS 2 packet IDs to their inbox (before PUBREC, before PUBCOMP), by result.",
+		}, []string{"result"}),
 	}
 	m.connections = register(reg, m.connections)
 	m.connects = register(reg, m.connects)
@@ -94,6 +100,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.insertBatch = register(reg, m.insertBatch)
 	m.claimsSent = register(reg, m.claimsSent)
 	m.claimKicks = register(reg, m.claimKicks)
+	m.relWrites = register(reg, m.relWrites)
 	return m
 }
 

@@ -357,6 +357,22 @@ func (c *conn) onPublish(p *packet.Publish) error {
 		if n == 0 && v5 {
 			code = packet.NoMatchingSubscribers
 		}
+		if qos == 2 && c.sess != nil {
+			// The packet ID is in the session's record before the
+			// PUBREC promises it (qos2.go). If it cannot be written,
+			// the connection closes without the PUBREC: its detach
+			// writes the ID with the rest, and the client's resend is
+			// recognised.
+			c.sess.recordRel(a.id, true, func(err error) {
+				if err != nil {
+					c.s.log.Warn("recording a QoS 2 packet ID failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+					c.complete(a, packet.UnspecifiedError, "", true)
+					return
+				}
+				c.complete(a, code, "", false)
+			})
+			return
+		}
 		c.complete(a, code, "", false)
 	})
 	return nil

@@ -76,6 +76,11 @@ type session struct {
 	// relSeqs are the messages whose PUBREC came back before this
 	// connection: a PUBREL, not the PUBLISH, is resent (MQTT-4.4.0-1).
 	relSeqs map[uint64]bool
+	// The changes of the client's unreleased QoS 2 packet IDs being
+	// written (qos2.go); relIdle is closed when none is left (nil: none).
+	relMu    sync.Mutex
+	relQueue []relChange
+	relIdle  chan struct{}
 	// Loop state.
 	next0, next12 uint64
 	dupBelow      uint64
@@ -744,6 +749,7 @@ func (s *session) close(sendWill bool, expiry *uint32) (publishHere bool) {
 	close(s.stop)
 	<-s.loopDone
 	s.commitAll()
+	s.waitRels(2 * s.c.s.cfg.RequestTimeout)
 	c := s.c
 	var rel []uint32
 	for id := range c.awaitingRel {

@@ -490,6 +490,14 @@ func (c *Coprocessor) commit(tx kvstore.Tx, req *inboxpb.CommitRequest) (*inboxp
 		} else if req.Owner != "" {
 			// The owner had its attach's answer: it told the displaced to close.
 			m.Displaced = nil
+			for _, id := range req.RelRemove {
+				m.AwaitingRel = slices.DeleteFunc(m.AwaitingRel, func(x uint32) bool { return x == id })
+			}
+			for _, id := range req.RelAdd {
+				if !slices.Contains(m.AwaitingRel, id) {
+					m.AwaitingRel = append(m.AwaitingRel, id)
+				}
+			}
 		}
 		done := map[uint64]bool{}
 		for _, seq := range req.Qos12Done {

@@ -505,3 +505,37 @@ func TestWillClaim(t *testing.T) {
 		t.Fatalf("second claim of the same will: %s", r)
 	}
 }
+
+// TestAwaitingRelChanges: a commit's rel_add and rel_remove change the
+// inbox's unreleased QoS 2 packet IDs (the last change of an ID wins, no ID
+// twice), only in the name of the inbox's owner: a former owner's changes
+// are refused (CONFLICT) and leave the set as the new owner has it.
+func TestAwaitingRelChanges(t *testing.T) {
+	e := start(t)
+	a := e.attach("acme", "rel", false, 3600, nil, nil)
+	inc := a.Meta.Incarnation
+	rel := func(owner string, add, remove []uint32) *inboxpb.Output {
+		return e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Commit{Commit: &inboxpb.CommitRequest{Tenant: "acme", Inbox: "rel",
+			Incarnation: inc, Owner: owner, RelAdd: add, RelRemove: remove}}})
+	}
+	// attach made fe-1 the owner.
+	if o := rel("fe-1", []uint32{7, 9}, nil); o.Result != inboxpb.Result_RESULT_OK || !slices.Equal(o.Meta.AwaitingRel, []uint32{7, 9}) {
+		t.Fatalf("add 7 9: %v", o)
+	}
+	if o := rel("fe-1", []uint32{9, 11}, []uint32{7}); o.Result != inboxpb.Result_RESULT_OK || !slices.Equal(o.Meta.AwaitingRel, []uint32{9, 11}) {
+		t.Fatalf("add 9 11, remove 7: %v", o.Meta.GetAwaitingRel())
+	}
+	// A takeover: the new owner resumes with 9 and 11; the old one's
+	// changes no longer apply.
+	o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{Tenant: "acme", Inbox: "rel",
+		Owner: "fe-2", ExpirySeconds: 3600, NowUnixMs: time.Now().UnixMilli()}}})
+	if !slices.Equal(o.Attach.Meta.AwaitingRel, []uint32{9, 11}) {
+		t.Fatalf("takeover resumed %v", o.Attach.Meta.AwaitingRel)
+	}
+	if o := rel("fe-1", []uint32{13}, []uint32{9}); o.Result != inboxpb.Result_RESULT_CONFLICT || !slices.Equal(o.Meta.AwaitingRel, []uint32{9, 11}) {
+		t.Fatalf("old owner's change: %v", o)
+	}
+	if o := rel("fe-2", nil, []uint32{9, 11}); o.Result != inboxpb.Result_RESULT_OK || len(o.Meta.AwaitingRel) != 0 {
+		t.Fatalf("new owner's release: %v", o)
+	}
+}

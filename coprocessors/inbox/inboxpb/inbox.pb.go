@@ -1586,7 +1586,13 @@ type CommitRequest struct {
 	// owner, when set, is checked against the inbox's owner: a connection that
 	// lost its session to a takeover gets RESULT_CONFLICT (its
 	// acknowledgements still apply: they are the client's).
-	Owner         string `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
+	Owner string `protobuf:"bytes,8,opt,name=owner,proto3" json:"owner,omitempty"`
+	// rel_add and rel_remove change Meta.awaiting_rel (the client's
+	// unreleased inbound QoS 2 packet IDs: added before the PUBREC, removed
+	// before the PUBCOMP). They need owner and apply only while it owns the
+	// inbox.
+	RelAdd        []uint32 `protobuf:"varint,9,rep,packed,name=rel_add,json=relAdd,proto3" json:"rel_add,omitempty"`
+	RelRemove     []uint32 `protobuf:"varint,10,rep,packed,name=rel_remove,json=relRemove,proto3" json:"rel_remove,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1675,6 +1681,20 @@ func (x *CommitRequest) GetOwner() string {
 		return x.Owner
 	}
 	return ""
+}
+
+func (x *CommitRequest) GetRelAdd() []uint32 {
+	if x != nil {
+		return x.RelAdd
+	}
+	return nil
+}
+
+func (x *CommitRequest) GetRelRemove() []uint32 {
+	if x != nil {
+		return x.RelRemove
+	}
+	return nil
 }
 
 type ExpireRequest struct {
@@ -2531,7 +2551,7 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x0eInsertResponse\x125\n" +
 	"\aresults\x18\x01 \x03(\x0e2\x1b.bifrost.inbox.InsertResultR\aresults\x12\x16\n" +
 	"\x06owners\x18\x02 \x03(\tR\x06owners\x12\x12\n" +
-	"\x04seqs\x18\x03 \x03(\x04R\x04seqs\"\xf7\x01\n" +
+	"\x04seqs\x18\x03 \x03(\x04R\x04seqs\"\xaf\x02\n" +
 	"\rCommitRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2542,7 +2562,11 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\n" +
 	"qos12_done\x18\x06 \x03(\x04R\tqos12Done\x12%\n" +
 	"\x0eqos12_released\x18\a \x03(\x04R\rqos12Released\x12\x14\n" +
-	"\x05owner\x18\b \x01(\tR\x05owner\"\x7f\n" +
+	"\x05owner\x18\b \x01(\tR\x05owner\x12\x17\n" +
+	"\arel_add\x18\t \x03(\rR\x06relAdd\x12\x1d\n" +
+	"\n" +
+	"rel_remove\x18\n" +
+	" \x03(\rR\trelRemove\"\x7f\n" +
 	"\rExpireRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
