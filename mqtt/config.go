@@ -107,6 +107,15 @@ type Config struct {
 	// route-change broadcasts; nil: none.
 	Frontends func() []string
 
+	// NodeName names this frontend in its $SYS topics
+	// ($SYS/brokers/<NodeName>/...). Default: the address in ReceiverID.
+	NodeName string
+	// Version is what $SYS/brokers/<node>/version says. Default "bifrost".
+	Version string
+	// SysInterval is how often the $SYS topics are published (sys.go).
+	// Default 10s; negative: never.
+	SysInterval time.Duration
+
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -153,6 +162,19 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Auth == nil {
 		c.Auth = auth.AllowAll()
+	}
+	if c.NodeName == "" {
+		if addr, ok := receiverAddr(c.ReceiverID); ok {
+			c.NodeName = addr
+		} else {
+			c.NodeName = c.ReceiverID
+		}
+	}
+	if c.Version == "" {
+		c.Version = "bifrost"
+	}
+	if c.SysInterval == 0 {
+		c.SysInterval = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

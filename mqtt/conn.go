@@ -239,7 +239,7 @@ func (c *conn) connect(p *packet.Connect) bool {
 	case err != nil:
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "not_authorized")
 	}
-	if p.Will != nil && !c.s.cfg.Auth.Authorize(id, auth.Publish, p.Will.Topic) {
+	if p.Will != nil && (reservedTopic(p.Will.Topic) || !c.s.cfg.Auth.Authorize(id, auth.Publish, p.Will.Topic)) {
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "will_not_authorized")
 	}
 	c.id = id

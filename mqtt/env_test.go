@@ -33,11 +33,13 @@ type env struct {
 	cluster *rangestest.Cluster
 	mu      sync.Mutex
 	fronts  map[int]*mqtt.Server
+	// pending are the frontends of nodes still starting.
+	pending map[*ranges.Node]*mqtt.Server
 }
 
 func startEnv(t testing.TB, stores int, tune func(*mqtt.Config)) *env {
 	t.Helper()
-	e := &env{t: t, fronts: map[int]*mqtt.Server{}}
+	e := &env{t: t, fronts: map[int]*mqtt.Server{}, pending: map[*ranges.Node]*mqtt.Server{}}
 	var idx int
 	var idxMu sync.Mutex
 	e.cluster = rangestest.Start(t, stores, rangestest.Options{
@@ -79,21 +81,33 @@ func startEnv(t testing.TB, stores int, tune func(*mqtt.Config)) *env {
 				t.Fatal(err)
 			}
 			s.RegisterService(g)
+			e.mu.Lock()
+			e.fronts[i] = s
+			e.pending[n] = s
+			e.mu.Unlock()
+		},
+		// The frontend opens its listeners once its node is whole, as
+		// bifrost standalone does once it is ready.
+		Started: func(_ int, n *ranges.Node) {
+			e.mu.Lock()
+			s := e.pending[n]
+			delete(e.pending, n)
+			e.mu.Unlock()
+			if s == nil {
+				return
+			}
 			if err := s.Start(); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { s.Close() })
 			// The inbox leaders' expiry and delayed wills, published
 			// through the frontend, as bifrost standalone does.
-			sched := inbox.NewScheduler(inbox.SchedulerConfig{Interval: 100 * time.Millisecond, Logger: cfg.Logger,
+			sched := inbox.NewScheduler(inbox.SchedulerConfig{Interval: 100 * time.Millisecond, Logger: testLogger(),
 				Routes: dist.NewClient(n.Router()), Owners: s, OwnerCheckInterval: 200 * time.Millisecond}, n, s)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { defer close(done); sched.Run(ctx) }()
 			t.Cleanup(func() { cancel(); <-done })
-			e.mu.Lock()
-			e.fronts[i] = s
-			e.mu.Unlock()
 		},
 	})
 	return e

@@ -51,8 +51,10 @@ type Server struct {
 	// bg ends as Close begins: retries in the background give up.
 	bg     context.Context
 	stopBg context.CancelFunc
-	// wg counts background work (stale-route removal) and connections.
+	// wg counts background work (stale-route removal, $SYS) and connections.
 	wg sync.WaitGroup
+	// started is when New made the server ($SYS uptime).
+	started time.Time
 }
 
 type sessionKey struct{ tenant, clientID string }
@@ -68,7 +70,7 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg, log: cfg.Logger.With("frontend", cfg.ReceiverID), m: newMetrics(cfg.Registerer),
 		fan: fanout.New(), cache: newMatchCache(cfg.MatchCacheTTL),
 		sessions: map[sessionKey]*conn{}, connecting: map[sessionKey]*conn{}, conns: map[*conn]struct{}{},
-		ctx: ctx, cancel: cancel,
+		ctx: ctx, cancel: cancel, started: time.Now(),
 	}
 	s.bg, s.stopBg = context.WithCancel(context.Background())
 	if cfg.Inbox != nil {
@@ -101,6 +103,10 @@ func (s *Server) Start() error {
 		s.listeners = append(s.listeners, l)
 	}
 	s.idle.start(s.log)
+	if s.cfg.SysInterval > 0 {
+		s.wg.Add(1)
+		go s.runSys()
+	}
 	return nil
 }
 

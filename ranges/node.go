@@ -219,6 +219,9 @@ func (n *Node) Router() *Router { return n.router }
 // Membership returns the node's gossip view.
 func (n *Node) Membership() *Membership { return n.members }
 
+// Name is the node's gossip member name.
+func (n *Node) Name() string { return n.cfg.Name }
+
 // GRPCAddr returns the address the gRPC services listen on.
 func (n *Node) GRPCAddr() string { return n.lis.Addr().String() }
 

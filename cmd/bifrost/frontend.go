@@ -94,6 +94,7 @@ func runFrontend(args []string, stderr io.Writer) error {
 	}
 	defer gw.Close()
 	fc.ReceiverID = mqtt.NewReceiverID(lis.Addr().String())
+	fc.NodeName = name
 	fc.Dist, fc.Retain = dist.NewClient(gw.Router()), retain.NewClient(gw.Router())
 	fc.Inbox = inbox.NewClient(gw.Router())
 	fc.Frontends = frontendAddrs(gw.Membership)

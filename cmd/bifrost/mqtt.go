@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -25,6 +26,7 @@ type mqttFlags struct {
 	receiveMaximum, maxInflight  uint
 	maxQueued                    int
 	maxSessionExpiry             uint
+	sysInterval                  uint
 	usersFile                    string
 	allowAnonymous, defaultAllow bool
 	acl                          []auth.Rule
@@ -45,6 +47,7 @@ func (m *mqttFlags) register(fs *flag.FlagSet) {
 	fs.UintVar(&m.maxInflight, "mqtt-max-inflight", 64, "outbound QoS 1/2 messages awaiting a client's acknowledgement")
 	fs.IntVar(&m.maxQueued, "mqtt-max-queued", 1000, "messages queued per connection behind a full in-flight window")
 	fs.UintVar(&m.maxSessionExpiry, "mqtt-max-session-expiry", 0, "cap on a persistent session's expiry in seconds, told to MQTT 5 clients (0: no cap)")
+	fs.UintVar(&m.sysInterval, "mqtt-sys-interval", 10, "seconds between publications of the $SYS/brokers/<node>/ topics (0: none)")
 	fs.StringVar(&m.usersFile, "users-file", "", "file of username:bcrypt-hash lines; when set, clients must authenticate")
 	fs.BoolVar(&m.allowAnonymous, "allow-anonymous", false, "with --users-file, also accept clients without a username")
 	fs.BoolVar(&m.defaultAllow, "acl-default-allow", true, "allow what no [[acl]] rule of the config file decides")
@@ -176,6 +179,13 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 	if m.maxSessionExpiry > 4294967295 {
 		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-session-expiry: want 0 to 4294967295", m.maxSessionExpiry)
 	}
+	if m.sysInterval > 86400 {
+		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-sys-interval: want 0 to 86400 seconds", m.sysInterval)
+	}
+	sys := time.Duration(m.sysInterval) * time.Second
+	if sys == 0 {
+		sys = -1 // off
+	}
 	if m.maxQueued < 0 {
 		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-queued: must be 0 or more", m.maxQueued)
 	}
@@ -184,6 +194,7 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 		MaxPacketSize: uint32(m.maxPacketSize), MaxKeepAlive: uint16(m.maxKeepAlive),
 		ReceiveMaximum: uint16(m.receiveMaximum), MaxInflight: uint16(m.maxInflight), MaxQueued: max(m.maxQueued, 1),
 		MaxSessionExpiry: uint32(m.maxSessionExpiry), Logger: log, Registerer: reg,
+		SysInterval: sys, Version: version(),
 	}, nil
 }
 

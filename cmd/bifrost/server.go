@@ -299,6 +299,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 			services(s, n)
 			fc := f.frontCfg
 			fc.ReceiverID = mqtt.NewReceiverID(n.GRPCAddr())
+			fc.NodeName = n.Name()
 			fc.Dist, fc.Retain = dist.NewClient(n.Router()), retain.NewClient(n.Router())
 			fc.Inbox = inbox.NewClient(n.Router())
 			fc.Frontends = frontendAddrs(n.Membership)

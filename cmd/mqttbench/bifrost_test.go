@@ -26,7 +26,7 @@ import (
 // standalone is, and returns the frontend's MQTT address.
 func startBifrost(t *testing.T) string {
 	t.Helper()
-	addr := make(chan string, 1)
+	var front *mqtt.Server
 	rangestest.Start(t, 1, rangestest.Options{
 		Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{
 			kvpb.Keyspace_KEYSPACE_DIST: dist.New, kvpb.Keyspace_KEYSPACE_RETAIN: retain.New,
@@ -46,14 +46,18 @@ func startBifrost(t *testing.T) string {
 				t.Fatal(err)
 			}
 			s.RegisterService(g)
-			if err := s.Start(); err != nil {
+			front = s
+		},
+		// The listeners open once the node is whole, as in bifrost
+		// standalone.
+		Started: func(int, *ranges.Node) {
+			if err := front.Start(); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { s.Close() })
-			addr <- s.Addrs()[0].String()
+			t.Cleanup(func() { front.Close() })
 		},
 	})
-	return <-addr
+	return front.Addrs()[0].String()
 }
 
 // The persistent-session scenarios against a real Bifrost: every message

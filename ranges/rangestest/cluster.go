@@ -28,6 +28,8 @@ type Cluster struct {
 	t     testing.TB
 	Nodes []*ranges.Node
 	cfgs  []ranges.NodeConfig
+	// started is Options.Started.
+	started func(i int, n *ranges.Node)
 	// storeFailpoint is Options.StoreFailpoint, for the nodes AddNode adds.
 	storeFailpoint func(node int, step string) error
 }
@@ -50,6 +52,10 @@ type Options struct {
 	// Coprocessors and Services are passed to every node.
 	Coprocessors map[kvpb.Keyspace]kvstore.CoprocessorFactory
 	Services     func(s *grpc.Server, n *ranges.Node)
+	// Started, if set, is called after node i (re)started: what runs on a
+	// node, as opposed to serving it, starts here (Services is called
+	// before the node is whole; its router cannot route yet).
+	Started func(i int, n *ranges.Node)
 }
 
 // FreeAddr returns a loopback address whose port was free (TCP and UDP)
@@ -122,7 +128,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 			opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 		}
 	}
-	c := &Cluster{t: t, storeFailpoint: opts.StoreFailpoint}
+	c := &Cluster{t: t, storeFailpoint: opts.StoreFailpoint, started: opts.Started}
 	base := t.TempDir()
 	var seed string
 	for i := 0; i < n; i++ {
@@ -208,6 +214,9 @@ func (c *Cluster) StartNode(i int) {
 		n, err = ranges.StartNode(cfg)
 		if err == nil {
 			c.Nodes[i] = n
+			if c.started != nil {
+				c.started(i, n)
+			}
 			return
 		}
 		// A port of a stopped node can take a moment to be free again.
