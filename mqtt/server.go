@@ -30,6 +30,7 @@ type Server struct {
 	owners     ownerSet
 	inserts    [insertLanes]*batcher[*inboxpb.InsertItem, insertResult]
 	commits    *batcher[*inboxpb.CommitRequest, commitResult]
+	lookups    *batcher[*inboxpb.GetRequest, *inboxpb.Meta]
 
 	// clock stamps CONNECTs; claims tells other frontends of them
 	// (claim.go).
@@ -78,6 +79,7 @@ func New(cfg Config) (*Server, error) {
 			s.inserts[i] = newInsertBatcher(cfg.Inbox, s.m)
 		}
 		s.commits = newCommitBatcher(cfg.Inbox, s.m)
+		s.lookups = newLookupBatcher(cfg.Inbox, s.m)
 	}
 	s.matcher = newMatchBatcher(cfg.Dist, cfg.RequestTimeout, func(n int) { s.m.matchBatch.Observe(float64(n)) })
 	return s, nil

@@ -138,6 +138,20 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 	}
 	ctx, cancel := context.WithTimeout(c.s.ctx, 2*c.s.cfg.RequestTimeout)
 	defer cancel()
+	var found *inboxpb.Meta
+	looked := false
+	if expiry == 0 && p.Will == nil {
+		// The common case, a clean connection without a will: only a
+		// session the client left behind must go (no owner, no write).
+		var err error
+		if found, err = c.s.lookupSession(ctx, tenant, clientID); err != nil {
+			return false, err
+		}
+		if found == nil || found.Transient {
+			return false, nil
+		}
+		looked = true
+	}
 	owner := c.s.cfg.ReceiverID + "|" + newNonce()
 	// Known as a live owner before the inbox names it one, until detached.
 	c.s.owners.add(owner)
@@ -154,11 +168,13 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 	}
 	if expiry == 0 {
 		// Transient unless a session exists and the client asked to resume it.
-		q, err := ib.Query(ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Get{Get: &inboxpb.GetRequest{Tenant: tenant, Inbox: clientID}}})
-		if err != nil {
-			return false, err
+		if !looked {
+			var err error
+			if found, err = c.s.lookupSession(ctx, tenant, clientID); err != nil {
+				return false, err
+			}
 		}
-		if q.Result == inboxpb.Result_RESULT_NO_INBOX || q.Meta == nil || q.Meta.Transient {
+		if found == nil || found.Transient {
 			if p.Will != nil {
 				return false, c.holdWill(ctx, p, owner)
 			}
@@ -214,7 +230,10 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 // otherwise keep for the connection's life (measured: 4 KiB more per idle
 // connection).
 func (c *conn) openSessionAside(p *packet.Connect, ack *packet.Connack) (bool, error) {
-	if c.s.cfg.Inbox == nil {
+	shallow := p.Will == nil && p.CleanStart && (c.version != packet.V5 || p.Properties.SessionExpiryInterval == 0)
+	if c.s.cfg.Inbox == nil || shallow {
+		// A clean connection without a will only looks the client ID up,
+		// through the lookup batcher's goroutine: not deep.
 		return c.openSession(p, ack)
 	}
 	type result struct {

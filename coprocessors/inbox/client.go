@@ -186,6 +186,65 @@ func (c *Client) CommitBatch(ctx context.Context, commits []*inboxpb.CommitReque
 	return outs, err
 }
 
+// GetMany reads the records of many inboxes linearizably, one read per
+// range: metas[i] is gets[i]'s record, nil where it has none. A group whose
+// range moved meanwhile is asked again inbox by inbox.
+func (c *Client) GetMany(ctx context.Context, gets []*inboxpb.GetRequest) ([]*inboxpb.Meta, error) {
+	metas := make([]*inboxpb.Meta, len(gets))
+	groups := map[uint64][]int{}
+	var order []uint64
+	for i, g := range gets {
+		if !validID(g.Tenant) || !validID(g.Inbox) {
+			return nil, fmt.Errorf("%w: tenant and inbox must be non-empty and free of NUL", ranges.ErrBadRequest)
+		}
+		var id uint64
+		if r := c.router.Table().Lookup(keyspace, Prefix(g.Tenant, g.Inbox)); r != nil {
+			id = r.Desc.Id
+		}
+		if _, ok := groups[id]; !ok {
+			order = append(order, id)
+		}
+		groups[id] = append(groups[id], i)
+	}
+	for _, id := range order {
+		idx := groups[id]
+		if len(idx) > 1 {
+			ops := make([]*kvpb.Op, 0, len(idx))
+			for _, i := range idx {
+				b, err := proto.Marshal(&inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Get{Get: gets[i]}})
+				if err != nil {
+					return nil, err
+				}
+				key := Prefix(gets[i].Tenant, gets[i].Inbox)
+				ops = append(ops, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: key, Input: b}}})
+			}
+			first := Prefix(gets[idx[0]].Tenant, gets[idx[0]].Inbox)
+			res, err := c.router.Read(ctx, keyspace, first, false, ops...)
+			if err == nil && res.Status == kvpb.Status_STATUS_OK && len(res.Results) == len(idx) {
+				for j, i := range idx {
+					out := &inboxpb.QueryResponse{}
+					if err := proto.Unmarshal(res.Results[j].Value, out); err != nil {
+						return nil, fmt.Errorf("undecodable inbox query response: %w", err)
+					}
+					metas[i] = out.Meta
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+		}
+		for _, i := range idx {
+			q, err := c.Query(ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Get{Get: gets[i]}})
+			if err != nil {
+				return nil, err
+			}
+			metas[i] = q.Meta
+		}
+	}
+	return metas, nil
+}
+
 // Query runs a query addressed to one inbox (fetch or get), linearizably.
 func (c *Client) Query(ctx context.Context, q *inboxpb.QueryRequest) (*inboxpb.QueryResponse, error) {
 	return c.query(ctx, q, false)

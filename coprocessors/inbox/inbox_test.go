@@ -539,3 +539,24 @@ func TestAwaitingRelChanges(t *testing.T) {
 		t.Fatalf("new owner's release: %v", o)
 	}
 }
+
+// TestGetMany: the records of many inboxes in one read per range, in the
+// order asked, nil for an inbox that has none; a bad ID is refused.
+func TestGetMany(t *testing.T) {
+	e := start(t)
+	a := e.attach("acme", "gm-1", false, 3600, nil, nil)
+	b := e.attach("acme", "gm-3", false, 3600, nil, nil)
+	metas, err := e.inbox.GetMany(e.ctx, []*inboxpb.GetRequest{
+		{Tenant: "acme", Inbox: "gm-1"}, {Tenant: "acme", Inbox: "gm-2"}, {Tenant: "acme", Inbox: "gm-3"}, {Tenant: "other", Inbox: "gm-1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(metas) != 4 || metas[0].GetIncarnation() != a.Meta.Incarnation || metas[1] != nil ||
+		metas[2].GetIncarnation() != b.Meta.Incarnation || metas[3] != nil {
+		t.Fatalf("GetMany: %v", metas)
+	}
+	if _, err := e.inbox.GetMany(e.ctx, []*inboxpb.GetRequest{{Tenant: "acme", Inbox: ""}}); err == nil {
+		t.Fatal("an empty inbox ID was accepted")
+	}
+}

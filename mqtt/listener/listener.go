@@ -205,7 +205,11 @@ func Start(cfg Config, handler Handler, logger *slog.Logger, reg prometheus.Regi
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
+	// No TCP keep-alive: MQTT has its own (the keep-alive timer closes a
+	// silent client), and Go's default set four socket options on every
+	// accepted connection (of about a dozen syscalls per connect).
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: bind %s: %w", p, cfg.Addr, err)
 	}
