@@ -376,6 +376,71 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, qos by
 	return fmt.Errorf("unexpected %v", p.Type())
 }
 
+// QoS2Flight is an outbound QoS 2 publish of a persistent publisher that
+// its connection did not see through: on the next connection it is resumed
+// with the same packet ID (MQTT-4.4.0-1), the PUBLISH again with DUP 1 while
+// its PUBREC has not come, else the PUBREL.
+type QoS2Flight struct {
+	ID       uint16
+	Topic    string
+	Payload  []byte
+	Released bool // the PUBREC came: the PUBREL is what is left
+}
+
+// PublishQoS2 runs a QoS 2 exchange with f's packet ID, or resumes it
+// (resend: the PUBLISH goes with DUP 1), recording its progress in f. Errors
+// are as Publish's.
+func (c *Conn) PublishQoS2(ctx context.Context, f *QoS2Flight, resend bool) error {
+	ch, err := c.awaitID(f.ID)
+	if err != nil {
+		return err
+	}
+	defer c.release(f.ID)
+	if !f.Released {
+		if err := c.write(&packet.Publish{QoS: 2, Dup: resend, Topic: f.Topic, PacketID: f.ID, Payload: f.Payload}); err != nil {
+			return err
+		}
+		p, err := c.wait(ctx, ch)
+		if err != nil {
+			return err
+		}
+		rec, ok := p.(*packet.Pubrec)
+		if !ok {
+			return fmt.Errorf("expected PUBREC, got %v", p.Type())
+		}
+		if rec.ReasonCode.IsError() {
+			return fmt.Errorf("%w: PUBREC 0x%02x", ErrRefused, byte(rec.ReasonCode))
+		}
+		f.Released = true
+	}
+	if err := c.write(&packet.Pubrel{PacketID: f.ID}); err != nil {
+		return err
+	}
+	p, err := c.wait(ctx, ch)
+	if err != nil {
+		return err
+	}
+	if _, ok := p.(*packet.Pubcomp); !ok {
+		return fmt.Errorf("expected PUBCOMP, got %v", p.Type())
+	}
+	return nil
+}
+
+// awaitID registers a waiter for packets with a packet ID the caller chose.
+func (c *Conn) awaitID(id uint16) (chan packet.Packet, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	if _, used := c.waiters[id]; used {
+		return nil, fmt.Errorf("packet ID %d in use", id)
+	}
+	ch := make(chan packet.Packet, 2)
+	c.waiters[id] = ch
+	return ch, nil
+}
+
 // Ping sends PINGREQ and waits for PINGRESP. The server answers a
 // connection's packets in order, so what it sent for an earlier packet (the
 // retained messages after a SUBACK) has arrived when Ping returns.

@@ -217,6 +217,12 @@ type subscriber struct {
 type publisher struct {
 	id  string
 	qos byte
+	// persistent: a QoS 2 publisher with a session (clean 0) that resumes
+	// a publish its connection did not see through on its next connection
+	// (QoS2Flight), for the frontend to recognise the resend.
+	persistent bool
+	nextID     uint16
+	flight     *QoS2Flight
 
 	mu       sync.Mutex
 	n        int
@@ -252,6 +258,8 @@ func (q *Queue) publisher(w int) *publisher {
 		if q.cfg.QoS1Only {
 			p.qos = 1
 		}
+		// Every other QoS 2 publisher (p7 of p4..p7) keeps a session.
+		p.persistent = p.qos == 2 && (w/2)%2 == 1
 		q.pubs[w] = p
 	}
 	return p
@@ -558,6 +566,9 @@ func (c *queueClient) publish(ctx context.Context, op history.Op) history.Op {
 	if err != nil {
 		return history.Op{Type: history.Fail, Error: "connect: " + err.Error()}
 	}
+	if c.pub.persistent {
+		return c.publishResumable(ctx, conn, op, v)
+	}
 	err = conn.Publish(ctx, op.Key, []byte(v.Message), v.QoS, false)
 	if err == nil {
 		return history.Op{Type: history.OK}
@@ -569,6 +580,54 @@ func (c *queueClient) publish(ctx context.Context, op history.Op) history.Op {
 	if !errors.Is(err, ErrRefused) {
 		r.Type = history.Info
 	}
+	return r
+}
+
+// publishResumable is publish for a persistent QoS 2 publisher: a publish
+// an earlier connection did not see through is resumed first (with its
+// packet ID: its PUBLISH again with DUP 1, or its PUBREL), and this one is
+// sent only once that one is done; a failure before this one's PUBLISH went
+// out fails it.
+func (c *queueClient) publishResumable(ctx context.Context, conn *Conn, op history.Op, v PublishValue) history.Op {
+	p := c.pub
+	p.mu.Lock()
+	f := p.flight
+	p.mu.Unlock()
+	if f != nil {
+		if err := conn.PublishQoS2(ctx, f, true); err != nil {
+			if errors.Is(err, ErrRefused) {
+				p.mu.Lock()
+				p.flight = nil
+				p.mu.Unlock()
+			} else {
+				conn.Close()
+			}
+			return history.Op{Type: history.Fail, Error: "resuming the previous publish: " + err.Error()}
+		}
+	}
+	p.mu.Lock()
+	p.nextID++
+	if p.nextID == 0 {
+		p.nextID = 1
+	}
+	f = &QoS2Flight{ID: p.nextID, Topic: op.Key, Payload: []byte(v.Message)}
+	p.flight = f
+	p.mu.Unlock()
+	err := conn.PublishQoS2(ctx, f, false)
+	if err == nil || errors.Is(err, ErrRefused) {
+		p.mu.Lock()
+		p.flight = nil
+		p.mu.Unlock()
+	}
+	if err == nil {
+		return history.Op{Type: history.OK}
+	}
+	if errors.Is(err, ErrRefused) {
+		return outcome(err)
+	}
+	conn.Close()
+	r := outcome(err)
+	r.Type = history.Info
 	return r
 }
 
@@ -589,8 +648,8 @@ func InboxSplitKey(n int) func(rng *rand.Rand) string {
 	return func(rng *rand.Rand) string { return tenant + "\x00" + fmt.Sprintf("sub%d", rng.IntN(n)) + "\x00" }
 }
 
-// pubConn returns the publisher's live connection, or connects (clean
-// session) to frontend.
+// pubConn returns the publisher's live connection, or connects to frontend
+// (clean session, or the persistent publisher's session).
 func (c *queueClient) pubConn(ctx context.Context, frontend string) (*Conn, error) {
 	p := c.pub
 	p.mu.Lock()
@@ -600,13 +659,13 @@ func (c *queueClient) pubConn(ctx context.Context, frontend string) (*Conn, erro
 	if conn != nil && conn.Reason() == "" {
 		return conn, nil
 	}
-	cn, ack, err := Dial(ctx, c.q.addrs[frontend], ConnectOptions{ClientID: p.id, Version: packet.V311, Clean: true, KeepAlive: 30}, nil, nil)
+	cn, ack, err := Dial(ctx, c.q.addrs[frontend], ConnectOptions{ClientID: p.id, Version: packet.V311, Clean: !p.persistent, KeepAlive: 30}, nil, nil)
 	if err != nil {
 		return nil, err
 	}
 	name := watch(cn, frontend, record, p.id)
 	if record != nil {
-		record(history.Op{F: FConnect, Key: p.id, Value: mustJSON(ConnectValue{Frontend: frontend, Conn: name, Version: "3.1.1", Clean: true, SessionPresent: ack.SessionPresent})})
+		record(history.Op{F: FConnect, Key: p.id, Value: mustJSON(ConnectValue{Frontend: frontend, Conn: name, Version: "3.1.1", Clean: !p.persistent, SessionPresent: ack.SessionPresent})})
 	}
 	p.mu.Lock()
 	p.conn, p.frontend = cn, frontend
