@@ -97,6 +97,9 @@ type QueueConfig struct {
 	// QoS1Only runs every subscriber and publisher at QoS 1
 	// (mqtt-queue-qos1).
 	QoS1Only bool
+	// ResendPublisher gives publisher p7 a session whose unfinished QoS 2
+	// publish is resumed on its next connection (mqtt-queue-resend).
+	ResendPublisher bool
 	// Filter is what the subscribers subscribe to (default QueueFilter).
 	Filter string
 	// CrashProbability is the chance of a subscriber dropping its connection
@@ -153,6 +156,9 @@ func NewQueue(cfg QueueConfig) *Queue {
 func (q *Queue) Name() string {
 	if q.cfg.QoS1Only {
 		return "mqtt-queue-qos1"
+	}
+	if q.cfg.ResendPublisher {
+		return "mqtt-queue-resend"
 	}
 	return "mqtt-queue"
 }
@@ -258,8 +264,9 @@ func (q *Queue) publisher(w int) *publisher {
 		if q.cfg.QoS1Only {
 			p.qos = 1
 		}
-		// Every other QoS 2 publisher (p7 of p4..p7) keeps a session.
-		p.persistent = p.qos == 2 && (w/2)%2 == 1
+		// mqtt-queue-resend: every other QoS 2 publisher (p7 of p4..p7)
+		// keeps a session.
+		p.persistent = q.cfg.ResendPublisher && p.qos == 2 && (w/2)%2 == 1
 		q.pubs[w] = p
 	}
 	return p

@@ -31,7 +31,7 @@ type Spec struct {
 }
 
 // Workloads are the names Configure knows.
-var Workloads = []string{"register", "set", "moving-keys", "mqtt-queue", "mqtt-queue-qos1", "mqtt-takeover", "mqtt-takeover-persistent", "mqtt-retained", "mqtt-will"}
+var Workloads = []string{"register", "set", "moving-keys", "mqtt-queue", "mqtt-queue-qos1", "mqtt-queue-resend", "mqtt-takeover", "mqtt-takeover-persistent", "mqtt-retained", "mqtt-will"}
 
 // Options are a run's settings that are not in its Spec.
 type Options struct {
@@ -95,8 +95,8 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 		if frontends == 0 {
 			frontends = 3
 		}
-	case "mqtt-queue", "mqtt-queue-qos1":
-		cfg := jmqtt.QueueConfig{QoS1Only: spec.Workload == "mqtt-queue-qos1"}
+	case "mqtt-queue", "mqtt-queue-qos1", "mqtt-queue-resend":
+		cfg := jmqtt.QueueConfig{QoS1Only: spec.Workload == "mqtt-queue-qos1", ResendPublisher: spec.Workload == "mqtt-queue-resend"}
 		wl = jmqtt.NewQueue(cfg)
 		keys.Dist, keys.Inbox = jmqtt.DistSplitKey, jmqtt.InboxSplitKey(jmqtt.DefaultSubscribers)
 		if frontends == 0 {
@@ -218,7 +218,7 @@ func fullSuite() []Spec {
 		}
 	}
 	mqttFaults = append(mqttFaults, []string{"kill-frontend"}, []string{"pause-frontend"}, []string{"partition-frontend"}, []string{"kill-any"})
-	for _, w := range []string{"mqtt-queue", "mqtt-takeover", "mqtt-retained", "mqtt-will"} {
+	for _, w := range []string{"mqtt-queue", "mqtt-queue-resend", "mqtt-takeover", "mqtt-retained", "mqtt-will"} {
 		for _, f := range mqttFaults {
 			out = append(out, Spec{Workload: w, Nemeses: f, Duration: 60 * time.Second, Stores: 5})
 		}
