@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,18 +20,19 @@ import (
 // mqttFlags are the MQTT frontend's flags, shared by 'standalone' and
 // 'frontend'. The ACL rules come only from the config file ([[acl]] tables).
 type mqttFlags struct {
-	tcp, tls, ws, wss            string
-	cert, key, clientCA          string
-	requireClientCert            bool
-	maxPacketSize                uint
-	maxKeepAlive                 uint
-	receiveMaximum, maxInflight  uint
-	maxQueued                    int
-	maxSessionExpiry             uint
-	sysInterval                  uint
-	usersFile                    string
-	allowAnonymous, defaultAllow bool
-	acl                          []auth.Rule
+	tcp, tls, ws, wss           string
+	cert, key, clientCA         string
+	requireClientCert           bool
+	maxPacketSize               uint
+	maxKeepAlive                uint
+	receiveMaximum, maxInflight uint
+	maxQueued                   int
+	maxSessionExpiry            uint
+	sysInterval                 uint
+	usersFile                   string
+	allowAnonymous              bool
+	defaultAllow                optionalBool
+	acl                         []auth.Rule
 }
 
 func (m *mqttFlags) register(fs *flag.FlagSet) {
@@ -50,7 +53,38 @@ func (m *mqttFlags) register(fs *flag.FlagSet) {
 	fs.UintVar(&m.sysInterval, "mqtt-sys-interval", 10, "seconds between publications of the $SYS/brokers/<node>/ topics (0: none)")
 	fs.StringVar(&m.usersFile, "users-file", "", "file of username:bcrypt-hash lines; when set, clients must authenticate")
 	fs.BoolVar(&m.allowAnonymous, "allow-anonymous", false, "with --users-file, also accept clients without a username")
-	fs.BoolVar(&m.defaultAllow, "acl-default-allow", true, "allow what no [[acl]] rule of the config file decides")
+	fs.Var(&m.defaultAllow, "acl-default-allow", "allow what no [[acl]] rule of the config file decides (unset: deny when the config file has [[acl]] rules, as mosquitto does with an ACL file; allow when it has none)")
+}
+
+// optionalBool is a boolean flag that knows whether it was set.
+type optionalBool struct {
+	set, value bool
+}
+
+func (b *optionalBool) String() string {
+	if b == nil || !b.set {
+		return ""
+	}
+	return strconv.FormatBool(b.value)
+}
+
+func (b *optionalBool) Set(v string) error {
+	x, err := strconv.ParseBool(v)
+	if err != nil {
+		return errors.New("want true or false")
+	}
+	b.set, b.value = true, x
+	return nil
+}
+
+func (b *optionalBool) IsBoolFlag() bool { return true }
+
+// or is the value if it was set, else def.
+func (b optionalBool) or(def bool) bool {
+	if b.set {
+		return b.value
+	}
+	return def
 }
 
 // configFileACL takes the [[acl]] tables out of a config file's settings.
@@ -145,7 +179,7 @@ func (m *mqttFlags) authenticator() (auth.Authenticator, error) {
 	}
 	a, err := auth.NewFile(auth.FileConfig{
 		UsersFile: m.usersFile, AllowAnonymous: m.allowAnonymous || m.usersFile == "",
-		ACL: m.acl, DefaultAllow: m.defaultAllow,
+		ACL: m.acl, DefaultAllow: m.defaultAllow.or(len(m.acl) == 0),
 	})
 	if err != nil {
 		return nil, err
