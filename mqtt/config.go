@@ -55,7 +55,8 @@ type Config struct {
 	TopicAliasMaximum uint16
 	NoTopicAliases    bool
 	// MaxKeepAlive caps a client's keep-alive in seconds; an MQTT 5 client
-	// asking for more (or for none) is told the cap. Default 0: no cap.
+	// asking for more (or for none) is told the cap, a 3.x one is refused
+	// (CONNACK 2, as mosquitto does). Default 0: no cap.
 	MaxKeepAlive uint16
 	// ConnectTimeout is how long a new connection may take to send CONNECT.
 	// Default 10s.

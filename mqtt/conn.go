@@ -249,6 +249,13 @@ func (c *conn) connect(p *packet.Connect) bool {
 	c.connectExpiry = p.Properties.SessionExpiryInterval
 
 	ka := p.KeepAlive
+	if max := c.s.cfg.MaxKeepAlive; !v5 && max > 0 && (ka == 0 || ka > max) {
+		// A 3.x client cannot be told a keep-alive, and one with none (or
+		// a longer one) would hold its connection (and a half-sent packet)
+		// past the cap: refused, as mosquitto refuses it (identifier
+		// rejected is the only 3.x code that fits).
+		return refuse(packet.ConnRefusedIdentifierRejected, packet.ConnRefusedIdentifierRejected, "keepalive_over_max")
+	}
 	var ack packet.Connack
 	if v5 {
 		if max := c.s.cfg.MaxKeepAlive; max > 0 && (ka == 0 || ka > max) {

@@ -30,6 +30,21 @@ func TestLimitsBothWays(t *testing.T) {
 		}
 	})
 
+	t.Run("KeepAliveCap311", func(t *testing.T) {
+		// A 3.1.1 client cannot be told the cap: one asking for more, or
+		// for none (which held a half-sent packet forever), is refused
+		// with CONNACK 2, as mosquitto refuses it; one within is served.
+		for _, ka := range []uint16{0, 600} {
+			c := dialRaw(t, addr, packet.V311)
+			if ack := c.connect(&packet.Connect{ClientID: "ka311", CleanStart: true, KeepAlive: ka}); ack.ReasonCode != packet.ConnRefusedIdentifierRejected {
+				t.Fatalf("3.1.1 keep-alive %d: CONNACK %d, want 2", ka, ack.ReasonCode)
+			}
+		}
+		if ack := dialRaw(t, addr, packet.V311).connect(&packet.Connect{ClientID: "ka311", CleanStart: true, KeepAlive: 5}); ack.ReasonCode != 0 {
+			t.Fatalf("3.1.1 keep-alive 5: CONNACK %d", ack.ReasonCode)
+		}
+	})
+
 	t.Run("InboundTooLarge", func(t *testing.T) {
 		// MQTT-3.2.2-15 / 4.13: a packet over the announced maximum gets
 		// DISCONNECT 0x95.

@@ -45,7 +45,7 @@ func (m *mqttFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.clientCA, "tls-client-ca", "", "PEM CA file that verifies client certificates")
 	fs.BoolVar(&m.requireClientCert, "tls-require-client-cert", false, "refuse TLS clients without a certificate signed by --tls-client-ca")
 	fs.UintVar(&m.maxPacketSize, "mqtt-max-packet-size", 1<<20, "largest MQTT packet accepted, in bytes")
-	fs.UintVar(&m.maxKeepAlive, "mqtt-max-keepalive", 0, "cap on a client's keep-alive in seconds, told to MQTT 5 clients (0: no cap)")
+	fs.UintVar(&m.maxKeepAlive, "mqtt-max-keepalive", 0, "cap on a client's keep-alive in seconds: told to MQTT 5 clients, a 3.x client asking for more or for none is refused (CONNACK 2, as mosquitto does) (0: no cap)")
 	fs.UintVar(&m.receiveMaximum, "mqtt-receive-maximum", 128, "inbound QoS 1/2 publishes a client may have unacknowledged")
 	fs.UintVar(&m.maxInflight, "mqtt-max-inflight", 64, "outbound QoS 1/2 messages awaiting a client's acknowledgement")
 	fs.IntVar(&m.maxQueued, "mqtt-max-queued", 1000, "messages queued per connection behind a full in-flight window")
