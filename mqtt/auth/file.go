@@ -69,7 +69,7 @@ func NewFile(cfg FileConfig) (Authenticator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	f := &fileAuth{allowAnonymous: cfg.AllowAnonymous, defaultAllow: cfg.DefaultAllow}
+	f := &fileAuth{allowAnonymous: cfg.AllowAnonymous, defaultAllow: cfg.DefaultAllow, limit: newLoginLimiter()}
 	for _, r := range cfg.ACL {
 		cr, _ := compileRule(r, cfg.UsersFile != "") // checked by Validate
 		f.rules = append(f.rules, cr)
@@ -163,6 +163,7 @@ type fileAuth struct {
 	allowAnonymous bool
 	rules          []rule
 	defaultAllow   bool
+	limit          *loginLimiter
 }
 
 func (f *fileAuth) Authenticate(ctx context.Context, c Credentials) (Identity, error) {
@@ -183,14 +184,22 @@ func (f *fileAuth) Authenticate(ctx context.Context, c Credentials) (Identity, e
 		}
 		return id, nil
 	}
+	src := sourceOf(c.Remote)
+	if !f.limit.allowed(src) {
+		return Identity{}, ErrBadCredentials // too many failures from there: no check (limit.go)
+	}
 	hash, known := f.users[c.Username]
 	if !known {
 		hash = f.dummy
 	}
 	// Always one bcrypt, whose final comparison is constant time, so an
 	// unknown user or a missing password costs what a wrong one does.
-	err := bcrypt.CompareHashAndPassword(hash, c.Password)
+	var err error
+	if cerr := f.limit.check(ctx, func() { err = bcrypt.CompareHashAndPassword(hash, c.Password) }); cerr != nil {
+		return Identity{}, cerr
+	}
 	if !known || !c.HasPassword || err != nil {
+		f.limit.failed(src)
 		return Identity{}, ErrBadCredentials
 	}
 	id.Username = c.Username
