@@ -29,6 +29,13 @@ const maxBacklog = 4 << 20
 
 const writeTimeout = 30 * time.Second
 
+// replyBacklog is how many encoded bytes may wait for a client's socket
+// before the reader stops reading from it: a client that sends PINGREQs or
+// publishes and never reads the replies grew the broker by 10 MB/s until
+// the write timeout. The reader waits until the writer took the bytes (the
+// client read), or the write timed out and the connection closed.
+const replyBacklog = 256 << 10
+
 // conn is one client connection and its transient session. The reader
 // goroutine (serve) owns the inbound state; mu guards the outbound state,
 // which deliveries from other goroutines touch.
@@ -72,10 +79,13 @@ type conn struct {
 	// (publish.go).
 	pubs pubPipeline
 
-	mu       sync.Mutex
-	out      []byte
-	spare    []byte
-	writing  bool
+	mu      sync.Mutex
+	out     []byte
+	spare   []byte
+	writing bool
+	// taken is closed (and dropped) when the writer takes out, for a
+	// reader waiting for the backlog to drain (waitBacklog).
+	taken    chan struct{}
 	closed   bool
 	writerWG sync.WaitGroup
 	// Outbound session state.
@@ -320,6 +330,7 @@ func (c *conn) connect(p *packet.Connect) bool {
 
 func (c *conn) readLoop(r *packet.Reader) error {
 	for {
+		c.waitBacklog()
 		// Sets the keep-alive deadline; true: parked (idle.go).
 		if c.awaitPacket() {
 			return errParked
@@ -666,6 +677,7 @@ func (c *conn) kick(code packet.ReasonCode) {
 func (c *conn) flushAndClose() {
 	c.mu.Lock()
 	c.closed = true
+	c.releaseBacklogLocked()
 	c.mu.Unlock()
 	c.pubs.close() // a reader waiting for room in the pipeline
 	done := make(chan struct{})
@@ -775,6 +787,32 @@ func (c *conn) enqueueLocked(p packet.Packet) bool {
 // writeLoop writes what is queued until the queue is empty: a writer runs
 // only while there is something to write, so an idle connection costs one
 // goroutine (its reader), and a burst goes out in few system calls.
+// waitBacklog waits while more than replyBacklog bytes wait for the
+// client's socket: until the writer takes them, or the connection closes.
+func (c *conn) waitBacklog() {
+	for {
+		c.mu.Lock()
+		if len(c.out) <= replyBacklog || c.closed {
+			c.mu.Unlock()
+			return
+		}
+		if c.taken == nil {
+			c.taken = make(chan struct{})
+		}
+		ch := c.taken
+		c.mu.Unlock()
+		c.s.m.readerPauses.Inc()
+		<-ch
+	}
+}
+
+func (c *conn) releaseBacklogLocked() {
+	if c.taken != nil {
+		close(c.taken)
+		c.taken = nil
+	}
+}
+
 func (c *conn) writeLoop() {
 	defer c.writerWG.Done()
 	for {
@@ -787,6 +825,7 @@ func (c *conn) writeLoop() {
 		buf := c.out
 		c.out = c.spare[:0]
 		c.spare = nil
+		c.releaseBacklogLocked()
 		c.mu.Unlock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		_, err := c.nc.Write(buf)
@@ -796,6 +835,7 @@ func (c *conn) writeLoop() {
 		}
 		if err != nil {
 			c.closed = true
+			c.releaseBacklogLocked()
 			c.writing = false
 			c.out = nil
 			c.mu.Unlock()

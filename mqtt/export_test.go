@@ -45,3 +45,18 @@ func HoldWindow(s *Server, tenant, clientID string, n int) (release func()) {
 		}
 	}
 }
+
+// BacklogOf is how many encoded bytes wait for the client's socket on s
+// (-1: no such connection).
+func BacklogOf(s *Server, tenant, clientID string) int {
+	c := s.session(tenant, clientID)
+	if c == nil {
+		return -1
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.out)
+}
+
+// ReplyBacklog is the backlog past which a reader stops reading.
+const ReplyBacklog = replyBacklog

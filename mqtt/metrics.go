@@ -29,6 +29,9 @@ type metrics struct {
 	// Writes of persistent sessions' unreleased QoS 2 packet IDs (qos2.go),
 	// by result.
 	relWrites *prometheus.CounterVec
+	// readerPauses counts the times a connection's reader waited for its
+	// client to read the replies (conn.waitBacklog).
+	readerPauses prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -81,6 +84,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		claimKicks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_claim_kicks_total", Help: "Connections closed because a newer connection of their client ID was accepted on another frontend.",
 		}),
+		readerPauses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_reader_pauses_total", Help: "Times a connection stopped reading because its client did not read the replies (over 256 KiB waiting).",
+		}),
 		relWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_qos2_rel_writes_total", Help: "Writes of persistent sessions' unreleased inbound QoS 2 packet IDs to their inbox (before PUBREC, before PUBCOMP), by result.",
 		}, []string{"result"}),
@@ -101,6 +107,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.claimsSent = register(reg, m.claimsSent)
 	m.claimKicks = register(reg, m.claimKicks)
 	m.relWrites = register(reg, m.relWrites)
+	m.readerPauses = register(reg, m.readerPauses)
 	return m
 }
 

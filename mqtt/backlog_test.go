@@ -1,0 +1,57 @@
+package mqtt_test
+
+import (
+	"bytes"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/bifrost-mq/bifrost/mqtt"
+	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/packet"
+)
+
+// TestRepliesBoundTheReader: a client that floods PINGREQs and never reads
+// the PINGRESPs does not grow the broker's memory: once the replies
+// waiting for its socket pass the backlog, the reader stops reading from
+// it (it grew by 10 MB/s until the write timeout). Closing the client ends
+// the connection.
+func TestRepliesBoundTheReader(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	nc, err := net.Dial("tcp", e.addr(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.(*net.TCPConn).SetReadBuffer(4 << 10)
+	b, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: "flood", CleanStart: true, KeepAlive: 60}, packet.V311)
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Read(ack); err != nil || ack[0] != 0x20 {
+		t.Fatalf("CONNACK: % x %v", ack, err)
+	}
+	// 16 MiB of PINGREQs, never reading a PINGRESP.
+	pings := bytes.Repeat([]byte{0xc0, 0x00}, 8<<20)
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		_ = nc.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		_, _ = nc.Write(pings)
+	}()
+	s := e.fronts[0]
+	most := 0
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if n := mqtt.BacklogOf(s, auth.DefaultTenant, "flood"); n > most {
+			most = n
+		}
+	}
+	// One read's worth of PINGRESPs may land past the limit.
+	if limit := mqtt.ReplyBacklog + 64<<10; most > limit || most == 0 {
+		t.Fatalf("replies waiting for the client's socket reached %d bytes (limit %d)", most, limit)
+	}
+	nc.Close()
+	<-written
+}
