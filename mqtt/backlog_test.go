@@ -55,3 +55,49 @@ func TestRepliesBoundTheReader(t *testing.T) {
 	nc.Close()
 	<-written
 }
+
+// TestHalfSentPacketTimesOut: a 3.1.1 client without a keep-alive that
+// sends the first bytes of a packet and no more is closed once the packet
+// timeout passes (it held the connection forever); one that sends nothing
+// stays connected (no keep-alive asks for nothing).
+func TestHalfSentPacketTimesOut(t *testing.T) {
+	e := startEnv(t, 1, func(c *mqtt.Config) { c.PacketTimeout = 500 * time.Millisecond })
+	dial := func(id string) net.Conn {
+		nc, err := net.Dial("tcp", e.addr(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		b, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: id, CleanStart: true}, packet.V311)
+		if _, err := nc.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		ack := make([]byte, 4)
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := nc.Read(ack); err != nil || ack[0] != 0x20 {
+			t.Fatalf("CONNACK: % x %v", ack, err)
+		}
+		return nc
+	}
+	half := dial("half")
+	quiet := dial("quiet")
+	// A PUBLISH's fixed header announcing 100 bytes, then 3 of them.
+	if _, err := half.Write([]byte{0x30, 100, 0, 1, 't'}); err != nil {
+		t.Fatal(err)
+	}
+	_ = half.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := half.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the half-sent packet's connection got %d bytes instead of closing", n)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the connection with a half-sent packet is still open after 10 s")
+	}
+	// The quiet one is still served.
+	if _, err := quiet.Write([]byte{0xc0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	resp := make([]byte, 2)
+	_ = quiet.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := quiet.Read(resp); err != nil || resp[0] != 0xd0 {
+		t.Fatalf("PINGRESP to the quiet client: % x %v", resp, err)
+	}
+}

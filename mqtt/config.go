@@ -58,6 +58,10 @@ type Config struct {
 	// asking for more (or for none) is told the cap, a 3.x one is refused
 	// (CONNACK 2, as mosquitto does). Default 0: no cap.
 	MaxKeepAlive uint16
+	// PacketTimeout bounds the time from a packet's first byte to its last
+	// where the keep-alive does not (no keep-alive, or a longer one).
+	// Default 30s.
+	PacketTimeout time.Duration
 	// ConnectTimeout is how long a new connection may take to send CONNECT.
 	// Default 10s.
 	ConnectTimeout time.Duration
@@ -136,6 +140,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TopicAliasMaximum == 0 && !c.NoTopicAliases {
 		c.TopicAliasMaximum = 64
+	}
+	if c.PacketTimeout == 0 {
+		c.PacketTimeout = 30 * time.Second
 	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second

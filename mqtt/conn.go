@@ -335,6 +335,7 @@ func (c *conn) readLoop(r *packet.Reader) error {
 		if c.awaitPacket() {
 			return errParked
 		}
+		c.armPacketDeadline()
 		p, err := r.ReadPacket(c.version)
 		if err != nil {
 			var pe *packet.Error
@@ -787,6 +788,24 @@ func (c *conn) enqueueLocked(p packet.Packet) bool {
 // writeLoop writes what is queued until the queue is empty: a writer runs
 // only while there is something to write, so an idle connection costs one
 // goroutine (its reader), and a burst goes out in few system calls.
+// armPacketDeadline bounds the time from a packet's first byte to its
+// last by the packet timeout, where the keep-alive does not bound it
+// sooner: a client without a keep-alive that sent half a packet held its
+// connection (and the buffers) forever.
+func (c *conn) armPacketDeadline() {
+	lr := c.idle.lr
+	if lr == nil {
+		return
+	}
+	if c.keepAlive > 0 && c.keepAlive*3/2 <= c.s.cfg.PacketTimeout {
+		return
+	}
+	if lr.started == nil {
+		lr.started = func() { _ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.PacketTimeout)) }
+	}
+	lr.armed = true
+}
+
 // waitBacklog waits while more than replyBacklog bytes wait for the
 // client's socket: until the writer takes them, or the connection closes.
 func (c *conn) waitBacklog() {

@@ -25,6 +25,18 @@ type lazyReader struct {
 	// have: one[0] is the next byte, read ahead by probe or readOne.
 	have bool
 	one  [1]byte
+	// armed: started is called (once) when the next byte is handed out,
+	// the first of a packet (conn.armPacketDeadline).
+	armed   bool
+	started func()
+}
+
+// handedOut calls started for the first byte after arming.
+func (l *lazyReader) handedOut() {
+	if l.armed {
+		l.armed = false
+		l.started()
+	}
 }
 
 func newLazyReader(nc net.Conn) *lazyReader { return &lazyReader{nc: nc} }
@@ -33,6 +45,7 @@ func newLazyReader(nc net.Conn) *lazyReader { return &lazyReader{nc: nc} }
 func (l *lazyReader) ReadByte() (byte, error) {
 	if l.have {
 		l.have, l.burst = false, true
+		l.handedOut()
 		return l.one[0], nil
 	}
 	if l.buf == nil {
@@ -40,6 +53,7 @@ func (l *lazyReader) ReadByte() (byte, error) {
 			n, err := l.nc.Read(l.one[:])
 			if n == 1 {
 				l.burst = true
+				l.handedOut()
 				return l.one[0], nil
 			}
 			if err == nil {
@@ -62,6 +76,7 @@ func (l *lazyReader) ReadByte() (byte, error) {
 	b := (*l.buf)[l.r]
 	l.r++
 	l.release()
+	l.handedOut()
 	return b, nil
 }
 
@@ -74,15 +89,21 @@ func (l *lazyReader) Read(p []byte) (int, error) {
 	if l.have {
 		l.have, l.burst = false, true
 		p[0] = l.one[0]
+		l.handedOut()
 		return 1, nil
 	}
 	if l.buf == nil {
 		l.burst = false
-		return l.nc.Read(p)
+		n, err := l.nc.Read(p)
+		if n > 0 {
+			l.handedOut()
+		}
+		return n, err
 	}
 	n := copy(p, (*l.buf)[l.r:l.w])
 	l.r += n
 	l.release()
+	l.handedOut()
 	return n, nil
 }
 
