@@ -88,6 +88,19 @@ func (e *Engine) putBoot(r *kvpb.BootRecord) error {
 	return e.db.Set(localBootKey(r.RangeId), b, pebble.Sync)
 }
 
+// bootRecord reads a range's boot record; found is false when there is none.
+func (e *Engine) bootRecord(rangeID uint64) (r *kvpb.BootRecord, found bool, err error) {
+	v, ok, err := get(e.db, localBootKey(rangeID))
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	r = &kvpb.BootRecord{}
+	if err := proto.Unmarshal(v, r); err != nil {
+		return nil, false, fmt.Errorf("corrupt boot record of range %d: %w", rangeID, err)
+	}
+	return r, true, nil
+}
+
 func (e *Engine) deleteBoot(rangeID uint64) error {
 	return e.db.Delete(localBootKey(rangeID), pebble.Sync)
 }

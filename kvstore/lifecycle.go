@@ -20,14 +20,9 @@ func (s *Store) splitApplied(child *kvpb.RangeDescriptor) {
 		return
 	}
 	s.goBackground(func(ctx context.Context) {
-		v, ok, err := get(s.engine.db, localBootKey(child.Id))
+		boot, ok, err := s.engine.bootRecord(child.Id)
 		if err != nil || !ok {
 			s.log.Error("split child has no boot record", "range", child.Id, "err", err)
-			return
-		}
-		boot := &kvpb.BootRecord{}
-		if err := proto.Unmarshal(v, boot); err != nil {
-			s.log.Error("corrupt boot record", "range", child.Id, "err", err)
 			return
 		}
 		if err := s.start(boot); err != nil && ctx.Err() == nil {
@@ -171,12 +166,8 @@ func (s *Store) Tombstoned(rangeID uint64) bool {
 // log left that a joining replica could replay onto empty state: false only
 // for a split child whose first compaction has not finished.
 func (s *Store) LogCompacted(rangeID uint64) bool {
-	v, ok, err := get(s.engine.db, localBootKey(rangeID))
-	if err != nil || !ok {
-		return false
-	}
-	boot := &kvpb.BootRecord{}
-	return proto.Unmarshal(v, boot) == nil && !boot.CompactOnStart
+	boot, ok, err := s.engine.bootRecord(rangeID)
+	return err == nil && ok && !boot.CompactOnStart
 }
 
 // HasBootRecord reports whether the store has a boot record for a range: it

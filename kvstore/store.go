@@ -144,8 +144,9 @@ type Store struct {
 	// bootMu orders the read-modify-writes of boot records.
 	bootMu sync.Mutex
 	// quick holds the ranges whose replica here runs the short election
-	// timeout of a sole voter (quickElection); it is restarted with the
-	// normal one once the range has more voters.
+	// timeout of a sole voter (soleVoter): true while it does, false while
+	// restartQuick restarts it with the normal one (the range has more
+	// voters now; its proposals meanwhile are ErrNotReady), absent after.
 	quick map[uint64]bool
 
 	// Background work (starting split children, retiring merged ranges) is
@@ -406,14 +407,13 @@ func (s *Store) restartQuick(ctx context.Context, rangeID uint64) {
 	case <-ctx.Done():
 		return
 	}
-	v, ok, err := get(s.engine.db, localBootKey(rangeID))
-	if err != nil || !ok {
-		return // retired or destroyed meanwhile
-	}
-	boot := &kvpb.BootRecord{}
-	if err := proto.Unmarshal(v, boot); err != nil {
-		s.log.Error("corrupt boot record", "range", rangeID, "err", err)
+	boot, ok, err := s.engine.bootRecord(rangeID)
+	if err != nil {
+		s.log.Error("restart with the normal election timeout", "range", rangeID, "err", err)
 		return
+	}
+	if !ok {
+		return // retired or destroyed meanwhile
 	}
 	s.mu.Lock()
 	delete(s.quick, rangeID)
@@ -683,12 +683,8 @@ func (s *Store) watchPromotion(ctx context.Context, rangeID, replicaID uint64) {
 func (s *Store) votingNow(rangeID, replicaID uint64) error {
 	s.bootMu.Lock()
 	defer s.bootMu.Unlock()
-	v, ok, err := get(s.engine.db, localBootKey(rangeID))
+	boot, ok, err := s.engine.bootRecord(rangeID)
 	if err != nil || !ok {
-		return err
-	}
-	boot := &kvpb.BootRecord{}
-	if err := proto.Unmarshal(v, boot); err != nil {
 		return err
 	}
 	if boot.ReplicaId != replicaID || !boot.NonVoting {

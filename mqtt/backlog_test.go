@@ -18,21 +18,8 @@ import (
 // the connection.
 func TestRepliesBoundTheReader(t *testing.T) {
 	e := startEnv(t, 1, nil)
-	nc, err := net.Dial("tcp", e.addr(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := connectNoReader(t, e.addr(0), "flood", 60)
 	_ = nc.(*net.TCPConn).SetReadBuffer(4 << 10)
-	b, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: "flood", CleanStart: true, KeepAlive: 60}, packet.V311)
-	if _, err := nc.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	ack := make([]byte, 4)
-	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := nc.Read(ack); err != nil || ack[0] != 0x20 {
-		t.Fatalf("CONNACK: % x %v", ack, err)
-	}
 	// 16 MiB of PINGREQs, never reading a PINGRESP.
 	pings := bytes.Repeat([]byte{0xc0, 0x00}, 8<<20)
 	written := make(chan struct{})
@@ -62,25 +49,8 @@ func TestRepliesBoundTheReader(t *testing.T) {
 // stays connected (no keep-alive asks for nothing).
 func TestHalfSentPacketTimesOut(t *testing.T) {
 	e := startEnv(t, 1, func(c *mqtt.Config) { c.PacketTimeout = 500 * time.Millisecond })
-	dial := func(id string) net.Conn {
-		nc, err := net.Dial("tcp", e.addr(0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { nc.Close() })
-		b, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: id, CleanStart: true}, packet.V311)
-		if _, err := nc.Write(b); err != nil {
-			t.Fatal(err)
-		}
-		ack := make([]byte, 4)
-		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := nc.Read(ack); err != nil || ack[0] != 0x20 {
-			t.Fatalf("CONNACK: % x %v", ack, err)
-		}
-		return nc
-	}
-	half := dial("half")
-	quiet := dial("quiet")
+	half := connectNoReader(t, e.addr(0), "half", 0)
+	quiet := connectNoReader(t, e.addr(0), "quiet", 0)
 	// A PUBLISH's fixed header announcing 100 bytes, then 3 of them.
 	if _, err := half.Write([]byte{0x30, 100, 0, 1, 't'}); err != nil {
 		t.Fatal(err)
@@ -100,4 +70,26 @@ func TestHalfSentPacketTimesOut(t *testing.T) {
 	if _, err := quiet.Read(resp); err != nil || resp[0] != 0xd0 {
 		t.Fatalf("PINGRESP to the quiet client: % x %v", resp, err)
 	}
+}
+
+// connectNoReader connects a 3.1.1 client with a clean session and reads
+// its CONNACK; the test reads the rest itself, or nothing (dialRaw's
+// client reads everything the server sends).
+func connectNoReader(t *testing.T, addr, clientID string, keepAlive uint16) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	b, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: clientID, CleanStart: true, KeepAlive: keepAlive}, packet.V311)
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Read(ack); err != nil || ack[0] != 0x20 {
+		t.Fatalf("CONNACK: % x %v", ack, err)
+	}
+	return nc
 }

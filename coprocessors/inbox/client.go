@@ -75,6 +75,23 @@ func (c *Client) mutate(ctx context.Context, key []byte, in *inboxpb.Input) (*in
 	return o, nil
 }
 
+// byRange groups indexes by the range the routing table sends key(i) to
+// (0: none known), the ranges in the order first seen.
+func (c *Client) byRange(idx []int, key func(i int) []byte) (order []uint64, groups map[uint64][]int) {
+	groups = map[uint64][]int{}
+	for _, i := range idx {
+		var id uint64
+		if r := c.router.Table().Lookup(keyspace, key(i)); r != nil {
+			id = r.Desc.Id
+		}
+		if _, ok := groups[id]; !ok {
+			order = append(order, id)
+		}
+		groups[id] = append(groups[id], i)
+	}
+	return order, groups
+}
+
 // Insert appends messages to inboxes, one proposal per range, and returns a
 // result per item in order. Items whose inbox moved to another range while
 // in flight are routed again.
@@ -101,20 +118,7 @@ func (c *Client) Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inbo
 			case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
 			}
 		}
-		// Group by the range the table routes each inbox to.
-		groups := map[uint64][]int{}
-		var order []uint64
-		for _, i := range todo {
-			key := Prefix(items[i].Tenant, items[i].Inbox)
-			var id uint64
-			if r := c.router.Table().Lookup(keyspace, key); r != nil {
-				id = r.Desc.Id
-			}
-			if _, ok := groups[id]; !ok {
-				order = append(order, id)
-			}
-			groups[id] = append(groups[id], i)
-		}
+		order, groups := c.byRange(todo, func(i int) []byte { return Prefix(items[i].Tenant, items[i].Inbox) })
 		var retry []int
 		for _, id := range order {
 			idx := groups[id]
@@ -191,21 +195,14 @@ func (c *Client) CommitBatch(ctx context.Context, commits []*inboxpb.CommitReque
 // range moved meanwhile is asked again inbox by inbox.
 func (c *Client) GetMany(ctx context.Context, gets []*inboxpb.GetRequest) ([]*inboxpb.Meta, error) {
 	metas := make([]*inboxpb.Meta, len(gets))
-	groups := map[uint64][]int{}
-	var order []uint64
+	all := make([]int, len(gets))
 	for i, g := range gets {
 		if !validID(g.Tenant) || !validID(g.Inbox) {
 			return nil, fmt.Errorf("%w: tenant and inbox must be non-empty and free of NUL", ranges.ErrBadRequest)
 		}
-		var id uint64
-		if r := c.router.Table().Lookup(keyspace, Prefix(g.Tenant, g.Inbox)); r != nil {
-			id = r.Desc.Id
-		}
-		if _, ok := groups[id]; !ok {
-			order = append(order, id)
-		}
-		groups[id] = append(groups[id], i)
+		all[i] = i
 	}
+	order, groups := c.byRange(all, func(i int) []byte { return Prefix(gets[i].Tenant, gets[i].Inbox) })
 	for _, id := range order {
 		idx := groups[id]
 		if len(idx) > 1 {

@@ -361,19 +361,25 @@ func (c *Conn) Publish(ctx context.Context, topic string, payload []byte, qos by
 		if p.ReasonCode.IsError() {
 			return fmt.Errorf("%w: PUBREC 0x%02x", ErrRefused, byte(p.ReasonCode))
 		}
-		if err := c.write(&packet.Pubrel{PacketID: id}); err != nil {
-			return err
-		}
-		p2, err := c.wait(ctx, ch)
-		if err != nil {
-			return err
-		}
-		if _, ok := p2.(*packet.Pubcomp); !ok {
-			return fmt.Errorf("expected PUBCOMP, got %v", p2.Type())
-		}
-		return nil
+		return c.releaseQoS2(ctx, id, ch)
 	}
 	return fmt.Errorf("unexpected %v", p.Type())
+}
+
+// releaseQoS2 ends a QoS 2 exchange whose PUBREC came: PUBREL, then the
+// PUBCOMP on ch.
+func (c *Conn) releaseQoS2(ctx context.Context, id uint16, ch chan packet.Packet) error {
+	if err := c.write(&packet.Pubrel{PacketID: id}); err != nil {
+		return err
+	}
+	p, err := c.wait(ctx, ch)
+	if err != nil {
+		return err
+	}
+	if _, ok := p.(*packet.Pubcomp); !ok {
+		return fmt.Errorf("expected PUBCOMP, got %v", p.Type())
+	}
+	return nil
 }
 
 // QoS2Flight is an outbound QoS 2 publish of a persistent publisher that
@@ -413,17 +419,7 @@ func (c *Conn) PublishQoS2(ctx context.Context, f *QoS2Flight, resend bool) erro
 		}
 		f.Released = true
 	}
-	if err := c.write(&packet.Pubrel{PacketID: f.ID}); err != nil {
-		return err
-	}
-	p, err := c.wait(ctx, ch)
-	if err != nil {
-		return err
-	}
-	if _, ok := p.(*packet.Pubcomp); !ok {
-		return fmt.Errorf("expected PUBCOMP, got %v", p.Type())
-	}
-	return nil
+	return c.releaseQoS2(ctx, f.ID, ch)
 }
 
 // awaitID registers a waiter for packets with a packet ID the caller chose.
