@@ -26,6 +26,13 @@ import (
 // does not answer is not waited for; its claims are sent again in the
 // background until it answers or has been gone for DeadFrontendAfter (a
 // paused frontend closes the connection it kept once it runs again).
+//
+// A client ID in use belongs to its user (issue 14): a CONNECT of another
+// authenticated user (or anonymous against a user) does not close a live
+// connection, on this frontend (beginConnect) or another (a claim is
+// refused), and is refused itself (CONNACK 0x87 / 5). A refusal that comes
+// after the CONNECT stopped waiting closes the newer connection instead.
+// The inbox enforces the same for persistent sessions (Meta.user).
 
 // hlc is a hybrid logical clock in nanoseconds: the wall clock, or one past
 // the newest stamp seen when that is ahead.
@@ -61,15 +68,23 @@ const claimWait = time.Second
 
 // beginConnect stamps a connection that is about to be accepted and makes
 // it known to claims (connecting), under the same lock as the claims'
-// lookups, so that a claim is either older than the stamp or finds it.
-func (s *Server) beginConnect(c *conn) {
+// lookups, so that a claim is either older than the stamp or finds it. It
+// returns false, and c is not known, when a connection of the client ID of
+// another user is live or connecting here.
+func (s *Server) beginConnect(c *conn) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.connecting[c.key]
+	if live := s.sessions[c.key]; live != nil && live.id.Username != c.id.Username ||
+		old != nil && old.id.Username != c.id.Username {
+		return false
+	}
 	c.stamp = s.clock.now()
-	if old := s.connecting[c.key]; old != nil {
+	if old != nil {
 		old.superseded.Store(true)
 	}
 	s.connecting[c.key] = c
-	s.mu.Unlock()
+	return true
 }
 
 // endConnectLocked forgets a connection's CONNECT in progress; s.mu held.
@@ -79,52 +94,84 @@ func (s *Server) endConnectLocked(c *conn) {
 	}
 }
 
+// The states of a connection's claim (conn.claimState).
+const (
+	claimWaiting int32 = iota // the CONNECT waits for the answers
+	claimWaited               // it went on: a refusal now closes the connection
+	claimRefused              // refused while the CONNECT waited
+)
+
 // claim tells the other frontends of c's CONNECT and waits (within
 // claimWait) until those that are reachable closed their older
-// connections of the client ID.
-func (s *Server) claim(ctx context.Context, c *conn) {
+// connections of the client ID. It returns false when a frontend refused
+// the claim: it holds the client ID for another user.
+func (s *Server) claim(ctx context.Context, c *conn) bool {
 	if s.cfg.Frontends == nil || skipClaims() {
-		return
+		return true
 	}
 	self, _ := receiverAddr(s.cfg.ReceiverID)
-	cl := &mqttpb.Claim{Tenant: c.key.tenant, ClientId: c.key.clientID, Stamp: c.stamp, By: s.cfg.ReceiverID}
+	cl := &mqttpb.Claim{Tenant: c.key.tenant, ClientId: c.key.clientID, Stamp: c.stamp, By: s.cfg.ReceiverID, User: c.id.Username}
 	var waits []chan struct{}
 	for _, addr := range s.cfg.Frontends() {
 		if addr == self {
 			continue
 		}
-		if ch := s.claims.peer(s, addr).add(cl, s.peers.isDown(addr)); ch != nil {
+		if ch := s.claims.peer(s, addr).add(cl, c, s.peers.isDown(addr)); ch != nil {
 			waits = append(waits, ch)
 		}
 	}
-	if len(waits) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(ctx, claimWait)
-	defer cancel()
-	for _, ch := range waits {
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return
+	if len(waits) > 0 {
+		ctx, cancel := context.WithTimeout(ctx, claimWait)
+		defer cancel()
+	wait:
+		for _, ch := range waits {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				break wait
+			}
 		}
+	}
+	return c.claimState.CompareAndSwap(claimWaiting, claimWaited)
+}
+
+// claimRefused is told that a frontend refused c's claim.
+func (s *Server) claimRefused(c *conn) {
+	s.m.claimsRefused.Inc()
+	if c.claimState.CompareAndSwap(claimWaiting, claimRefused) {
+		return // the CONNECT is refused
+	}
+	// The CONNECT went on without the answer: the newer connection goes.
+	s.mu.Lock()
+	c.superseded.Store(true)
+	registered := s.sessions[c.key] == c
+	s.mu.Unlock()
+	if registered {
+		go c.kick(packet.NotAuthorized)
 	}
 }
 
 // onClaims closes this frontend's connections older than the claims, and
 // marks older CONNECTs in progress superseded; it returns once the closed
 // connections ended, or ctx ended.
-func (s *Server) onClaims(ctx context.Context, claims []*mqttpb.Claim) int {
+// A claim of another user than a live or connecting connection's is
+// refused (its index is in refused), and closes nothing.
+func (s *Server) onClaims(ctx context.Context, claims []*mqttpb.Claim) (closed int, refused []uint32) {
 	var kicked []*conn
 	s.mu.Lock()
-	for _, cl := range claims {
+	for i, cl := range claims {
 		s.clock.observe(cl.Stamp)
 		key := sessionKey{cl.Tenant, cl.ClientId}
-		if c := s.sessions[key]; c != nil && stampBefore(c.stamp, s.cfg.ReceiverID, cl.Stamp, cl.By) {
-			kicked = append(kicked, c)
+		live, connecting := s.sessions[key], s.connecting[key]
+		if live != nil && live.id.Username != cl.User || connecting != nil && connecting.id.Username != cl.User {
+			refused = append(refused, uint32(i))
+			continue
 		}
-		if c := s.connecting[key]; c != nil && stampBefore(c.stamp, s.cfg.ReceiverID, cl.Stamp, cl.By) {
-			c.superseded.Store(true)
+		if live != nil && stampBefore(live.stamp, s.cfg.ReceiverID, cl.Stamp, cl.By) {
+			kicked = append(kicked, live)
+		}
+		if connecting != nil && stampBefore(connecting.stamp, s.cfg.ReceiverID, cl.Stamp, cl.By) {
+			connecting.superseded.Store(true)
 		}
 	}
 	s.mu.Unlock()
@@ -140,16 +187,17 @@ func (s *Server) onClaims(ctx context.Context, claims []*mqttpb.Claim) int {
 		select {
 		case <-c.done:
 		case <-wait.C:
-			return len(kicked)
+			return len(kicked), refused
 		case <-ctx.Done():
-			return len(kicked)
+			return len(kicked), refused
 		}
 	}
-	return len(kicked)
+	return len(kicked), refused
 }
 
 func (f *frontendService) Claim(ctx context.Context, req *mqttpb.ClaimRequest) (*mqttpb.ClaimResponse, error) {
-	return &mqttpb.ClaimResponse{Closed: uint32(f.s.onClaims(ctx, req.Claims))}, nil
+	closed, refused := f.s.onClaims(ctx, req.Claims)
+	return &mqttpb.ClaimResponse{Closed: uint32(closed), Refused: refused}, nil
 }
 
 // claimSenders holds a sender per other frontend.
@@ -185,6 +233,7 @@ type claimSender struct {
 
 type pendingClaim struct {
 	c     *mqttpb.Claim
+	from  *conn // the claiming connection, told of a refusal
 	since time.Time
 	done  chan struct{} // nil: nobody waits
 }
@@ -192,13 +241,13 @@ type pendingClaim struct {
 // add queues a claim; the channel it returns is closed once the frontend
 // answered it or failed to. A frontend that is down gets it later, and
 // nobody waits for that.
-func (p *claimSender) add(c *mqttpb.Claim, down bool) chan struct{} {
+func (p *claimSender) add(c *mqttpb.Claim, from *conn, down bool) chan struct{} {
 	var done chan struct{}
 	if !down {
 		done = make(chan struct{})
 	}
 	p.mu.Lock()
-	p.queue = append(p.queue, pendingClaim{c: c, since: time.Now(), done: done})
+	p.queue = append(p.queue, pendingClaim{c: c, from: from, since: time.Now(), done: done})
 	start := !p.running
 	p.running = true
 	p.mu.Unlock()
@@ -252,10 +301,15 @@ func (p *claimSender) run() {
 		// died does not hold CONNECTs up for the call's timeout; tries
 		// after a failure wait for the connection to be ready (a paused or
 		// restarting frontend is reached once it runs).
-		err := p.send(req, backoff > 100*time.Millisecond)
+		resp, err := p.send(req, backoff > 100*time.Millisecond)
 		if err == nil {
 			s.m.claimsSent.WithLabelValues("ok").Add(float64(len(batch)))
 			backoff = 100 * time.Millisecond
+			for _, i := range resp.Refused {
+				if int(i) < len(batch) {
+					s.claimRefused(batch[i].from)
+				}
+			}
 			for _, pc := range batch {
 				if pc.done != nil {
 					close(pc.done)
@@ -285,13 +339,12 @@ func (p *claimSender) run() {
 	}
 }
 
-func (p *claimSender) send(req *mqttpb.ClaimRequest, waitForReady bool) error {
+func (p *claimSender) send(req *mqttpb.ClaimRequest, waitForReady bool) (*mqttpb.ClaimResponse, error) {
 	c, err := p.s.peers.reach(p.addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(p.s.bg, claimWait)
 	defer cancel()
-	_, err = c.Claim(ctx, req, grpc.WaitForReady(waitForReady))
-	return err
+	return c.Claim(ctx, req, grpc.WaitForReady(waitForReady))
 }

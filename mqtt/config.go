@@ -101,6 +101,12 @@ type Config struct {
 	// persistent session's included); an MQTT 5 client asking for more is
 	// told the cap in CONNACK. Default 0: no cap.
 	MaxSessionExpiry uint32
+	// ReplaceForeignSessions: a client ID whose detached session belongs
+	// to another user (Identity.Username; "" is anonymous) gets a fresh
+	// session, discarding the other user's. Default false: the CONNECT is
+	// refused (CONNACK 0x87 / 5). A client ID with a live connection of
+	// another user is refused either way.
+	ReplaceForeignSessions bool
 	// InboxPollInterval is how often a connected persistent session looks
 	// at its inbox without being told of new messages (a lost notification,
 	// a will inserted by the inbox scheduler), and checks it still owns the

@@ -69,6 +69,8 @@ type conn struct {
 	// CONNECT in progress is superseded by a newer one's claim (claim.go).
 	stamp      int64
 	superseded atomic.Bool
+	// claimState: claimWaiting, claimWaited or claimRefused (claim.go).
+	claimState atomic.Int32
 
 	// Inbound state, reader goroutine only. The maps are made at their
 	// first entry (connmem.go).
@@ -303,13 +305,23 @@ func (c *conn) connect(p *packet.Connect) bool {
 
 	// The client ID's older connections on other frontends close first
 	// (claim.go), then its session is opened.
-	c.s.beginConnect(c)
-	c.s.claim(c.s.ctx, c)
-	present, err := c.openSessionAside(p, &ack)
-	if err != nil {
+	// A client ID in use by another user, here, on another frontend or
+	// as a session in the inbox, is refused (claim.go).
+	if !c.s.beginConnect(c) {
+		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "client_id_of_another_user")
+	}
+	claimed := c.s.claim(c.s.ctx, c)
+	var present bool
+	if claimed {
+		present, err = c.openSessionAside(p, &ack)
+	}
+	if !claimed || err != nil {
 		c.s.mu.Lock()
 		c.s.endConnectLocked(c)
 		c.s.mu.Unlock()
+		if !claimed || errors.Is(err, errForeignSession) {
+			return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "client_id_of_another_user")
+		}
 		c.s.log.Warn("opening a persistent session failed", "tenant", id.Tenant, "client", clientID, "err", err)
 		return refuse(packet.ServerUnavailable, packet.ConnRefusedServerUnavailable, "session_unavailable")
 	}

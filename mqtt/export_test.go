@@ -19,7 +19,15 @@ func ReceiverIDOf(s *Server) string { return s.cfg.ReceiverID }
 // DeliverClaim hands s a claim of another frontend ("test") on the client
 // ID, as the Claim RPC does; it returns how many connections it closed.
 func DeliverClaim(s *Server, tenant, clientID string, stamp int64) int {
-	return s.onClaims(context.Background(), []*mqttpb.Claim{{Tenant: tenant, ClientId: clientID, Stamp: stamp, By: "test"}})
+	closed, _ := DeliverClaimOf(s, tenant, clientID, "", stamp)
+	return closed
+}
+
+// DeliverClaimOf is DeliverClaim for a connection of user; refused: s
+// refused the claim.
+func DeliverClaimOf(s *Server, tenant, clientID, user string, stamp int64) (closed int, refused bool) {
+	closed, r := s.onClaims(context.Background(), []*mqttpb.Claim{{Tenant: tenant, ClientId: clientID, Stamp: stamp, By: "test", User: user}})
+	return closed, len(r) > 0
 }
 
 // HoldWindow puts n placeholder messages into the in-flight window of the

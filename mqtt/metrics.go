@@ -24,8 +24,9 @@ type metrics struct {
 	insertBatch prometheus.Histogram
 	// One connection per client ID (claim.go): claims sent to other
 	// frontends by result (ok, retry), and connections closed by one.
-	claimsSent *prometheus.CounterVec
-	claimKicks prometheus.Counter
+	claimsSent    *prometheus.CounterVec
+	claimKicks    prometheus.Counter
+	claimsRefused prometheus.Counter
 	// Writes of persistent sessions' unreleased QoS 2 packet IDs (qos2.go),
 	// by result.
 	relWrites *prometheus.CounterVec
@@ -84,6 +85,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		claimKicks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_claim_kicks_total", Help: "Connections closed because a newer connection of their client ID was accepted on another frontend.",
 		}),
+		claimsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_claims_refused_total", Help: "Client ID claims of this frontend's CONNECTs refused by another frontend that holds the client ID for another user.",
+		}),
 		readerPauses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_reader_pauses_total", Help: "Times a connection stopped reading because its client did not read the replies (over 256 KiB waiting).",
 		}),
@@ -106,6 +110,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.insertBatch = register(reg, m.insertBatch)
 	m.claimsSent = register(reg, m.claimsSent)
 	m.claimKicks = register(reg, m.claimKicks)
+	m.claimsRefused = register(reg, m.claimsRefused)
 	m.relWrites = register(reg, m.relWrites)
 	m.readerPauses = register(reg, m.readerPauses)
 	return m

@@ -249,9 +249,13 @@ func (c *conn) openSessionAside(p *packet.Connect, ack *packet.Connack) (bool, e
 	return r.present, r.err
 }
 
-// attach runs an AttachRequest, retrying while the previous connection's
-// will is being published.
+// errForeignSession: the client ID's session belongs to another user.
+var errForeignSession = errors.New("the session belongs to another user")
+
+// attach runs an AttachRequest in the connection's user's name, retrying
+// while the previous connection's will is being published.
 func (c *conn) attach(ctx context.Context, req *inboxpb.AttachRequest) (*inboxpb.AttachResponse, error) {
+	req.User, req.ReplaceForeign = c.id.Username, c.s.cfg.ReplaceForeignSessions
 	for attempt := 0; ; attempt++ {
 		req.NowUnixMs = time.Now().UnixMilli()
 		o, err := c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: req}})
@@ -260,6 +264,9 @@ func (c *conn) attach(ctx context.Context, req *inboxpb.AttachRequest) (*inboxpb
 		}
 		if o.Result == inboxpb.Result_RESULT_OK && o.Attach != nil {
 			return o.Attach, nil
+		}
+		if o.Result == inboxpb.Result_RESULT_FORBIDDEN {
+			return nil, errForeignSession
 		}
 		if o.Result != inboxpb.Result_RESULT_CONFLICT || attempt == 50 {
 			return nil, fmt.Errorf("inbox attach: %s %s", o.Result, o.Reason)

@@ -28,6 +28,7 @@ type mqttFlags struct {
 	receiveMaximum, maxInflight uint
 	maxQueued                   int
 	maxSessionExpiry            uint
+	replaceForeignSessions      bool
 	sysInterval                 uint
 	usersFile                   string
 	allowAnonymous              bool
@@ -50,6 +51,7 @@ func (m *mqttFlags) register(fs *flag.FlagSet) {
 	fs.UintVar(&m.maxInflight, "mqtt-max-inflight", 64, "outbound QoS 1/2 messages awaiting a client's acknowledgement")
 	fs.IntVar(&m.maxQueued, "mqtt-max-queued", 1000, "messages queued per connection behind a full in-flight window")
 	fs.UintVar(&m.maxSessionExpiry, "mqtt-max-session-expiry", 0, "cap on a persistent session's expiry in seconds, told to MQTT 5 clients (0: no cap)")
+	fs.BoolVar(&m.replaceForeignSessions, "mqtt-replace-foreign-sessions", false, "a CONNECT whose client ID has a detached session of another user discards it and starts a fresh one (default: refused with CONNACK 0x87 / 5)")
 	fs.UintVar(&m.sysInterval, "mqtt-sys-interval", 10, "seconds between publications of the $SYS/brokers/<node>/ topics (0: none)")
 	fs.StringVar(&m.usersFile, "users-file", "", "file of username:bcrypt-hash lines; when set, clients must authenticate")
 	fs.BoolVar(&m.allowAnonymous, "allow-anonymous", false, "with --users-file, also accept clients without a username")
@@ -227,7 +229,7 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 		Listeners: ls, Auth: a,
 		MaxPacketSize: uint32(m.maxPacketSize), MaxKeepAlive: uint16(m.maxKeepAlive),
 		ReceiveMaximum: uint16(m.receiveMaximum), MaxInflight: uint16(m.maxInflight), MaxQueued: max(m.maxQueued, 1),
-		MaxSessionExpiry: uint32(m.maxSessionExpiry), Logger: log, Registerer: reg,
+		MaxSessionExpiry: uint32(m.maxSessionExpiry), ReplaceForeignSessions: m.replaceForeignSessions, Logger: log, Registerer: reg,
 		SysInterval: sys, Version: version(),
 	}, nil
 }

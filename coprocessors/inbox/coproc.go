@@ -244,13 +244,23 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 	if err != nil {
 		return nil, err
 	}
+	clean := req.CleanStart
+	if found && m.User != req.User && !expired(m, req.NowUnixMs) {
+		// A session belongs to the user who made it: another user neither
+		// takes it over nor discards it, unless the frontend is configured
+		// to replace a detached one with a fresh session.
+		if !req.ReplaceForeign || m.DetachedUnixMs == 0 {
+			return out(inboxpb.Result_RESULT_FORBIDDEN, "the session belongs to another user"), nil
+		}
+		clean = true
+	}
 	if found && m.WillDueUnixMs != 0 && m.WillDueUnixMs <= req.NowUnixMs {
 		// The old connection's will is due and not yet published: the
 		// scheduler publishes it within a tick; the client retries.
 		return out(inboxpb.Result_RESULT_CONFLICT, "the previous connection's will is being published; retry"), nil
 	}
 	takenOverLive := found && m.DetachedUnixMs == 0 && m.Owner != "" && m.Owner != req.Owner
-	if found && (m.WillDueUnixMs != 0 || (takenOverLive && m.Will.GetDelaySeconds() > 0)) && (req.CleanStart || expired(m, req.NowUnixMs)) {
+	if found && (m.WillDueUnixMs != 0 || (takenOverLive && m.Will.GetDelaySeconds() > 0)) && (clean || expired(m, req.NowUnixMs)) {
 		// The session ends here, and with it the wait for its will
 		// (MQTT-3.1.3-9: delay or session end, whichever first), be its
 		// connection lost already or being taken over (a will without a
@@ -270,7 +280,7 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 		m.DupBelow = m.Qos12.GetTail()
 		m.Displaced = displace(m.Displaced, m.Owner)
 	}
-	if found && !req.CleanStart && !m.Transient && !expired(m, req.NowUnixMs) {
+	if found && !clean && !m.Transient && !expired(m, req.NowUnixMs) {
 		// Resume the session. A reconnect before the will delay passed
 		// cancels the will (MQTT-3.1.3-9); the new connection's will replaces it.
 		m.Owner, m.DetachedUnixMs = req.Owner, 0
@@ -295,7 +305,7 @@ func (c *Coprocessor) attach(tx kvstore.Tx, req *inboxpb.AttachRequest) (*inboxp
 	n := &inboxpb.Meta{
 		Tenant: req.Tenant, Inbox: req.Inbox, Incarnation: inc, Owner: req.Owner, ExpirySeconds: req.ExpirySeconds,
 		Will: req.Will, Limits: req.Limits, Qos0: &inboxpb.Queue{}, Qos12: &inboxpb.Queue{}, CreatedUnixMs: req.NowUnixMs,
-		Transient: req.Transient,
+		Transient: req.Transient, User: req.User,
 	}
 	if found {
 		n.Displaced = m.Displaced

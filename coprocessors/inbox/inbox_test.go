@@ -560,3 +560,54 @@ func TestGetMany(t *testing.T) {
 		t.Fatal("an empty inbox ID was accepted")
 	}
 }
+
+// TestSessionBelongsToItsUser: a session that has not expired is attached
+// to, resumed or discarded only by a connection of the user who made it;
+// replace_foreign lets another user replace a detached one, never a live
+// one.
+func TestSessionBelongsToItsUser(t *testing.T) {
+	e := start(t)
+	attach := func(owner, user string, clean, replace bool) *inboxpb.Output {
+		return e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{Tenant: "acme", Inbox: "shared-id",
+			Owner: owner, User: user, CleanStart: clean, ExpirySeconds: 3600, ReplaceForeign: replace, NowUnixMs: time.Now().UnixMilli()}}})
+	}
+	a := attach("fe-1", "alice", false, false)
+	if a.Result != inboxpb.Result_RESULT_OK || a.Attach.Meta.User != "alice" {
+		t.Fatalf("alice's attach: %v", a)
+	}
+	inc := a.Attach.Meta.Incarnation
+	e.insert("acme", "shared-id", 1, "for-alice")
+	for _, tc := range []struct {
+		user           string
+		clean, replace bool
+	}{{"mallory", false, false}, {"mallory", true, false}, {"", false, false}, {"mallory", false, true}, {"mallory", true, true}} {
+		if o := attach("fe-2", tc.user, tc.clean, tc.replace); o.Result != inboxpb.Result_RESULT_FORBIDDEN || o.Attach != nil {
+			t.Fatalf("%q (clean %v, replace %v) attaching to alice's live session: %v", tc.user, tc.clean, tc.replace, o)
+		}
+	}
+	if f := e.fetch("acme", "shared-id", inc, 0); f.Owner != "fe-1" || payloads(f.Qos12) != "0:for-alice " {
+		t.Fatalf("alice's session after refused attaches: owner %q, queue %s", f.Owner, payloads(f.Qos12))
+	}
+	// Detached, it is still alice's; with replace_foreign another user gets a fresh one.
+	if o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{Tenant: "acme", Inbox: "shared-id",
+		Incarnation: inc, Owner: "fe-1", NowUnixMs: time.Now().UnixMilli()}}}); o.Result != inboxpb.Result_RESULT_OK {
+		t.Fatalf("detach: %v", o)
+	}
+	if o := attach("fe-2", "mallory", false, false); o.Result != inboxpb.Result_RESULT_FORBIDDEN {
+		t.Fatalf("mallory resuming alice's detached session: %v", o)
+	}
+	if o := attach("fe-1", "alice", false, false); o.Result != inboxpb.Result_RESULT_OK || !o.Attach.SessionPresent {
+		t.Fatalf("alice resuming: %v", o)
+	}
+	if o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{Tenant: "acme", Inbox: "shared-id",
+		Incarnation: inc, Owner: "fe-1", NowUnixMs: time.Now().UnixMilli()}}}); o.Result != inboxpb.Result_RESULT_OK {
+		t.Fatalf("detach: %v", o)
+	}
+	o := attach("fe-2", "mallory", false, true)
+	if o.Result != inboxpb.Result_RESULT_OK || o.Attach.SessionPresent || o.Attach.Meta.User != "mallory" || o.Attach.Discarded.GetIncarnation() != inc {
+		t.Fatalf("mallory replacing alice's detached session: %v", o)
+	}
+	if f := e.fetch("acme", "shared-id", o.Attach.Meta.Incarnation, 0); len(f.Qos12) != 0 {
+		t.Fatalf("the fresh session holds alice's messages: %s", payloads(f.Qos12))
+	}
+}

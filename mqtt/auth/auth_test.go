@@ -167,7 +167,7 @@ func TestAnonymous(t *testing.T) {
 	}
 
 	all := AllowAll()
-	if id, err := all.Authenticate(ctx, creds("root", "x")); err != nil || id != (Identity{Tenant: DefaultTenant, ClientID: "c1", Username: "root"}) {
+	if id, err := all.Authenticate(ctx, creds("root", "x")); err != nil || id != (Identity{Tenant: DefaultTenant, ClientID: "c1"}) {
 		t.Errorf("AllowAll: %+v, %v", id, err)
 	}
 	if !all.Authorize(Identity{}, Subscribe, "#") {

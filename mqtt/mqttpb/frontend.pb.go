@@ -817,11 +817,15 @@ func (x *OwnersResponse) GetGone() []string {
 // hybrid logical clock of the frontend that took the CONNECT (ns), by its
 // receiver ID, which breaks ties.
 type Claim struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	ClientId      string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	Stamp         int64                  `protobuf:"varint,3,opt,name=stamp,proto3" json:"stamp,omitempty"`
-	By            string                 `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Tenant   string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	ClientId string                 `protobuf:"bytes,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Stamp    int64                  `protobuf:"varint,3,opt,name=stamp,proto3" json:"stamp,omitempty"`
+	By       string                 `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"`
+	// user is the claiming connection's authenticated username ("":
+	// anonymous). A live connection of another user is not closed: the claim
+	// is refused (ClaimResponse.refused).
+	User          string `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -884,6 +888,13 @@ func (x *Claim) GetBy() string {
 	return ""
 }
 
+func (x *Claim) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
 // ClaimRequest tells a frontend of connections other frontends accepted:
 // it closes its own connections of those client IDs that are older and
 // answers once they ended.
@@ -932,8 +943,12 @@ func (x *ClaimRequest) GetClaims() []*Claim {
 }
 
 type ClaimResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Closed        uint32                 `protobuf:"varint,1,opt,name=closed,proto3" json:"closed,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Closed uint32                 `protobuf:"varint,1,opt,name=closed,proto3" json:"closed,omitempty"`
+	// refused are the indexes (into ClaimRequest.claims) of the claims this
+	// frontend refused: it holds a connection of that client ID of another
+	// user.
+	Refused       []uint32 `protobuf:"varint,2,rep,packed,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -973,6 +988,13 @@ func (x *ClaimResponse) GetClosed() uint32 {
 		return x.Closed
 	}
 	return 0
+}
+
+func (x *ClaimResponse) GetRefused() []uint32 {
+	if x != nil {
+		return x.Refused
+	}
+	return nil
 }
 
 var File_mqtt_mqttpb_frontend_proto protoreflect.FileDescriptor
@@ -1032,16 +1054,18 @@ const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
 	"\x06owners\x18\x02 \x03(\tR\x06owners\"O\n" +
 	"\x0eOwnersResponse\x12)\n" +
 	"\x10unknown_receiver\x18\x01 \x01(\bR\x0funknownReceiver\x12\x12\n" +
-	"\x04gone\x18\x02 \x03(\tR\x04gone\"b\n" +
+	"\x04gone\x18\x02 \x03(\tR\x04gone\"v\n" +
 	"\x05Claim\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x14\n" +
 	"\x05stamp\x18\x03 \x01(\x03R\x05stamp\x12\x0e\n" +
-	"\x02by\x18\x04 \x01(\tR\x02by\";\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\";\n" +
 	"\fClaimRequest\x12+\n" +
-	"\x06claims\x18\x01 \x03(\v2\x13.bifrost.mqtt.ClaimR\x06claims\"'\n" +
+	"\x06claims\x18\x01 \x03(\v2\x13.bifrost.mqtt.ClaimR\x06claims\"A\n" +
 	"\rClaimResponse\x12\x16\n" +
-	"\x06closed\x18\x01 \x01(\rR\x06closed2\xb4\x03\n" +
+	"\x06closed\x18\x01 \x01(\rR\x06closed\x12\x18\n" +
+	"\arefused\x18\x02 \x03(\rR\arefused2\xb4\x03\n" +
 	"\bFrontend\x12F\n" +
 	"\aDeliver\x12\x1c.bifrost.mqtt.DeliverRequest\x1a\x1d.bifrost.mqtt.DeliverResponse\x12U\n" +
 	"\x10InvalidateRoutes\x12\x1f.bifrost.mqtt.InvalidateRequest\x1a .bifrost.mqtt.InvalidateResponse\x12C\n" +

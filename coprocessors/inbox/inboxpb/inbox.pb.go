@@ -86,6 +86,8 @@ const (
 	Result_RESULT_CONFLICT Result = 2
 	Result_RESULT_INVALID  Result = 3
 	Result_RESULT_NOT_DUE  Result = 4
+	// RESULT_FORBIDDEN: the session belongs to another user.
+	Result_RESULT_FORBIDDEN Result = 5
 )
 
 // Enum value maps for Result.
@@ -96,13 +98,15 @@ var (
 		2: "RESULT_CONFLICT",
 		3: "RESULT_INVALID",
 		4: "RESULT_NOT_DUE",
+		5: "RESULT_FORBIDDEN",
 	}
 	Result_value = map[string]int32{
-		"RESULT_OK":       0,
-		"RESULT_NO_INBOX": 1,
-		"RESULT_CONFLICT": 2,
-		"RESULT_INVALID":  3,
-		"RESULT_NOT_DUE":  4,
+		"RESULT_OK":        0,
+		"RESULT_NO_INBOX":  1,
+		"RESULT_CONFLICT":  2,
+		"RESULT_INVALID":   3,
+		"RESULT_NOT_DUE":   4,
+		"RESULT_FORBIDDEN": 5,
 	}
 )
 
@@ -447,7 +451,11 @@ type Meta struct {
 	// transient: no session, only a clean-session connection's will, kept
 	// here so that it is published if the connection's frontend dies; an
 	// attach never resumes it.
-	Transient     bool `protobuf:"varint,18,opt,name=transient,proto3" json:"transient,omitempty"`
+	Transient bool `protobuf:"varint,18,opt,name=transient,proto3" json:"transient,omitempty"`
+	// user is the authenticated username of the connection that created the
+	// session ("": anonymous): only a connection of the same user attaches
+	// to it, resumes it or discards it (AttachRequest.user).
+	User          string `protobuf:"bytes,19,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -606,6 +614,13 @@ func (x *Meta) GetTransient() bool {
 		return x.Transient
 	}
 	return false
+}
+
+func (x *Meta) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 type Message struct {
@@ -952,9 +967,15 @@ type AttachRequest struct {
 	NowUnixMs     int64                  `protobuf:"varint,8,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
 	// transient: the connection has a clean session and a will; the inbox
 	// only holds the will (Meta.transient).
-	Transient     bool `protobuf:"varint,9,opt,name=transient,proto3" json:"transient,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Transient bool `protobuf:"varint,9,opt,name=transient,proto3" json:"transient,omitempty"`
+	// user is the connection's authenticated username ("": anonymous). A
+	// session of another user that has not expired is refused
+	// (RESULT_FORBIDDEN), unless replace_foreign is set and the session is
+	// detached: then it is discarded and a new one made, as for a clean start.
+	User           string `protobuf:"bytes,10,opt,name=user,proto3" json:"user,omitempty"`
+	ReplaceForeign bool   `protobuf:"varint,11,opt,name=replace_foreign,json=replaceForeign,proto3" json:"replace_foreign,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AttachRequest) Reset() {
@@ -1046,6 +1067,20 @@ func (x *AttachRequest) GetNowUnixMs() int64 {
 func (x *AttachRequest) GetTransient() bool {
 	if x != nil {
 		return x.Transient
+	}
+	return false
+}
+
+func (x *AttachRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *AttachRequest) GetReplaceForeign() bool {
+	if x != nil {
+		return x.ReplaceForeign
 	}
 	return false
 }
@@ -2452,7 +2487,7 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x05Queue\x12\x12\n" +
 	"\x04head\x18\x01 \x01(\x04R\x04head\x12\x12\n" +
 	"\x04tail\x18\x02 \x01(\x04R\x04tail\x12\x18\n" +
-	"\adropped\x18\x03 \x01(\x04R\adropped\"\xff\x05\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\"\x93\x06\n" +
 	"\x04Meta\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2472,7 +2507,8 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\breleased\x18\x0f \x03(\x04R\breleased\x12\x1b\n" +
 	"\tdup_below\x18\x10 \x01(\x04R\bdupBelow\x12\x1c\n" +
 	"\tdisplaced\x18\x11 \x03(\tR\tdisplaced\x12\x1c\n" +
-	"\ttransient\x18\x12 \x01(\bR\ttransient\x1a[\n" +
+	"\ttransient\x18\x12 \x01(\bR\ttransient\x12\x12\n" +
+	"\x04user\x18\x13 \x01(\tR\x04user\x1a[\n" +
 	"\x12SubscriptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
 	"\x05value\x18\x02 \x01(\v2\x19.bifrost.inbox.SubOptionsR\x05value:\x028\x01\"\xed\x01\n" +
@@ -2499,7 +2535,7 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x06commit\x18\x06 \x01(\v2\x1c.bifrost.inbox.CommitRequestH\x00R\x06commit\x126\n" +
 	"\x06expire\x18\a \x01(\v2\x1c.bifrost.inbox.ExpireRequestH\x00R\x06expire\x12=\n" +
 	"\twill_sent\x18\b \x01(\v2\x1e.bifrost.inbox.WillSentRequestH\x00R\bwillSentB\x04\n" +
-	"\x02op\"\xb1\x02\n" +
+	"\x02op\"\xee\x02\n" +
 	"\rAttachRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12\x14\n" +
@@ -2510,7 +2546,10 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x04will\x18\x06 \x01(\v2\x13.bifrost.inbox.WillR\x04will\x12-\n" +
 	"\x06limits\x18\a \x01(\v2\x15.bifrost.inbox.LimitsR\x06limits\x12\x1e\n" +
 	"\vnow_unix_ms\x18\b \x01(\x03R\tnowUnixMs\x12\x1c\n" +
-	"\ttransient\x18\t \x01(\bR\ttransient\"\xbc\x01\n" +
+	"\ttransient\x18\t \x01(\bR\ttransient\x12\x12\n" +
+	"\x04user\x18\n" +
+	" \x01(\tR\x04user\x12'\n" +
+	"\x0freplace_foreign\x18\v \x01(\bR\x0ereplaceForeign\"\xbc\x01\n" +
 	"\x0eAttachResponse\x12'\n" +
 	"\x0fsession_present\x18\x01 \x01(\bR\x0esessionPresent\x12'\n" +
 	"\x04meta\x18\x02 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\x12%\n" +
@@ -2625,13 +2664,14 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\tINSERT_OK\x10\x00\x12\x13\n" +
 	"\x0fINSERT_NO_INBOX\x10\x01\x12\x12\n" +
 	"\x0eINSERT_DROPPED\x10\x02\x12\x16\n" +
-	"\x12INSERT_WRONG_RANGE\x10\x03*i\n" +
+	"\x12INSERT_WRONG_RANGE\x10\x03*\x7f\n" +
 	"\x06Result\x12\r\n" +
 	"\tRESULT_OK\x10\x00\x12\x13\n" +
 	"\x0fRESULT_NO_INBOX\x10\x01\x12\x13\n" +
 	"\x0fRESULT_CONFLICT\x10\x02\x12\x12\n" +
 	"\x0eRESULT_INVALID\x10\x03\x12\x12\n" +
-	"\x0eRESULT_NOT_DUE\x10\x042\x82\x01\n" +
+	"\x0eRESULT_NOT_DUE\x10\x04\x12\x14\n" +
+	"\x10RESULT_FORBIDDEN\x10\x052\x82\x01\n" +
 	"\x05Inbox\x125\n" +
 	"\x06Mutate\x12\x14.bifrost.inbox.Input\x1a\x15.bifrost.inbox.Output\x12B\n" +
 	"\x05Query\x12\x1b.bifrost.inbox.QueryRequest\x1a\x1c.bifrost.inbox.QueryResponseB:Z8github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpbb\x06proto3"
