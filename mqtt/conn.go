@@ -14,6 +14,7 @@ import (
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/mqtt/fanout"
@@ -390,7 +391,7 @@ func (c *conn) handle(p packet.Packet) error {
 			// ID for a new message (qos2.go); if that fails, the
 			// connection closes and its detach writes the set.
 			id := p.PacketID
-			c.sess.recordRel(id, false, func(err error) {
+			c.sess.recordRel(id, relRemove, func(_ *inboxpb.RelKey, err error) {
 				if err != nil {
 					c.s.log.Warn("releasing a QoS 2 packet ID failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
 					go c.kick(packet.UnspecifiedError)

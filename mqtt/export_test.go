@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"context"
+	"sync"
 
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
 )
@@ -28,6 +29,16 @@ func DeliverClaim(s *Server, tenant, clientID string, stamp int64) int {
 func DeliverClaimOf(s *Server, tenant, clientID, user string, stamp int64) (closed int, refused bool) {
 	closed, r := s.onClaims(context.Background(), []*mqttpb.Claim{{Tenant: tenant, ClientId: clientID, Stamp: stamp, By: "test", User: user}})
 	return closed, len(r) > 0
+}
+
+// HoldRouting makes s hold the routing of every message published from
+// now on (after what precedes routing, a QoS 2 packet ID's write included)
+// until release, as a frontend cut off from the stores holds it.
+func HoldRouting(s *Server) (release func()) {
+	g := make(chan struct{})
+	s.routeGate.Store(&g)
+	var once sync.Once
+	return func() { once.Do(func() { s.routeGate.Store(nil); close(g) }) }
 }
 
 // HoldWindow puts n placeholder messages into the in-flight window of the

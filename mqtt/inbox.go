@@ -81,7 +81,7 @@ func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Me
 		items[i] = &inboxpb.InsertItem{Tenant: tenant, Inbox: ib, Incarnation: inc, Message: &inboxpb.Message{
 			Topic: m.Topic, Payload: m.Payload, Qos: m.Qos, Retain: m.Retain, Properties: props,
 			Publisher: m.Publisher, ExpiresUnixMs: m.ExpiresUnixMs, Subscription: r.Subscription,
-		}}
+		}, Dedupe: m.Dedupe}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
 	s.inserts[insertLane(tenant, m.Publisher)].add(ctx, items, func(res []insertResult, err error) {
@@ -118,6 +118,9 @@ func (s *Server) inserted(tenant string, items []*inboxpb.InsertItem, routes []*
 				fe := ownerFrontend(r.owner)
 				notify[fe] = append(notify[fe], &mqttpb.SessionRef{Tenant: tenant, ClientId: items[i].Inbox, Owner: r.owner})
 			}
+		case inboxpb.InsertResult_INSERT_DUPLICATE:
+			n++ // took it before: routed a second time (qos2.go)
+			s.m.inboxDuplicates.Inc()
 		case inboxpb.InsertResult_INSERT_DROPPED:
 			n++ // a matching subscriber, whose full inbox dropped it
 			s.m.dropped.WithLabelValues("inbox_full").Inc()

@@ -24,9 +24,10 @@ type metrics struct {
 	insertBatch prometheus.Histogram
 	// One connection per client ID (claim.go): claims sent to other
 	// frontends by result (ok, retry), and connections closed by one.
-	claimsSent    *prometheus.CounterVec
-	claimKicks    prometheus.Counter
-	claimsRefused prometheus.Counter
+	claimsSent      *prometheus.CounterVec
+	claimKicks      prometheus.Counter
+	claimsRefused   prometheus.Counter
+	inboxDuplicates prometheus.Counter
 	// Writes of persistent sessions' unreleased QoS 2 packet IDs (qos2.go),
 	// by result.
 	relWrites *prometheus.CounterVec
@@ -85,6 +86,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		claimKicks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_claim_kicks_total", Help: "Connections closed because a newer connection of their client ID was accepted on another frontend.",
 		}),
+		inboxDuplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_inbox_duplicates_total", Help: "Inbox inserts of a QoS 2 message an inbox had taken already (routed again after its publisher's frontend changed), not queued twice.",
+		}),
 		claimsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_claims_refused_total", Help: "Client ID claims of this frontend's CONNECTs refused by another frontend that holds the client ID for another user.",
 		}),
@@ -111,6 +115,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.claimsSent = register(reg, m.claimsSent)
 	m.claimKicks = register(reg, m.claimKicks)
 	m.claimsRefused = register(reg, m.claimsRefused)
+	m.inboxDuplicates = register(reg, m.inboxDuplicates)
 	m.relWrites = register(reg, m.relWrites)
 	m.readerPauses = register(reg, m.readerPauses)
 	return m

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 )
@@ -276,8 +277,15 @@ func (c *conn) onPublish(p *packet.Publish) error {
 	for _, id := range c.pubs.takeRelUndo() {
 		delete(c.awaitingRel, id)
 	}
+	var redispatch *inboxpb.RelKey
 	if p.QoS == 2 {
-		if _, dup := c.awaitingRel[p.PacketID]; dup {
+		_, dup := c.awaitingRel[p.PacketID]
+		if dup && c.sess != nil {
+			// Written with a key by a connection before this one, which
+			// may not have routed it: routed again under that key (qos2.go).
+			redispatch = c.sess.takeRedispatch(p.PacketID)
+		}
+		if dup && redispatch == nil {
 			// Already accepted: acknowledge again, deliver once
 			// (MQTT-4.3.3-10); while the first copy is still in the
 			// pipeline, as it will be.
@@ -288,7 +296,7 @@ func (c *conn) onPublish(p *packet.Publish) error {
 		}
 		// Receive Maximum is 5.0's; a 3.x client's unreleased IDs are
 		// bounded by the packet ID space.
-		if v5 && len(c.awaitingRel) >= int(c.s.cfg.ReceiveMaximum) {
+		if v5 && redispatch == nil && len(c.awaitingRel) >= int(c.s.cfg.ReceiveMaximum) {
 			return &disconnectError{code: packet.ReceiveMaximumExceeded, reason: "MQTT-3.3.4-9: receive maximum exceeded"}
 		}
 	}
@@ -339,7 +347,7 @@ func (c *conn) onPublish(p *packet.Publish) error {
 		c.awaitRel(p.PacketID)
 	}
 	qos := p.QoS
-	c.s.dispatchAsync(ctx, c.id.Tenant, m, func(n int, err error) {
+	routed := func(n int, err error) {
 		if err != nil {
 			c.s.log.Warn("routing a message failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
 			switch {
@@ -348,6 +356,13 @@ func (c *conn) onPublish(p *packet.Publish) error {
 				c.complete(a, packet.Success, "", false)
 			case !v5:
 				c.complete(a, packet.Success, "", true)
+			case qos == 2 && c.sess != nil:
+				// An error PUBREC ends the exchange and frees the ID:
+				// out of the record first, or the client's next message
+				// with it would take this one's key (qos2.go).
+				c.sess.recordRel(a.id, relRemove, func(_ *inboxpb.RelKey, err error) {
+					c.complete(a, packet.UnspecifiedError, "routing failed", err != nil)
+				})
 			default:
 				c.complete(a, packet.UnspecifiedError, "routing failed", false)
 			}
@@ -358,22 +373,43 @@ func (c *conn) onPublish(p *packet.Publish) error {
 			code = packet.NoMatchingSubscribers
 		}
 		if qos == 2 && c.sess != nil {
-			// The packet ID is in the session's record before the
-			// PUBREC promises it (qos2.go). If it cannot be written,
-			// the connection closes without the PUBREC: its detach
-			// writes the ID with the rest, and the client's resend is
-			// recognised.
-			c.sess.recordRel(a.id, true, func(err error) {
+			// Marked routed before the PUBREC: a resend is answered,
+			// not routed again (qos2.go). If the mark fails, the
+			// connection closes without the PUBREC.
+			c.sess.recordRel(a.id, relRouted, func(_ *inboxpb.RelKey, err error) {
 				if err != nil {
-					c.s.log.Warn("recording a QoS 2 packet ID failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
-					c.complete(a, packet.UnspecifiedError, "", true)
-					return
+					c.s.log.Warn("marking a QoS 2 message routed failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
 				}
-				c.complete(a, code, "", false)
+				c.complete(a, code, "", err != nil)
 			})
 			return
 		}
 		c.complete(a, code, "", false)
+	}
+	if qos != 2 || c.sess == nil {
+		c.s.dispatchAsync(ctx, c.id.Tenant, m, routed)
+		return nil
+	}
+	// A persistent session's QoS 2 message: its packet ID is in the
+	// session's record, with a key, before it is routed under that key
+	// (qos2.go). If the ID cannot be written, nothing is routed and the
+	// connection closes without the PUBREC: the client's resend routes it.
+	s := c.sess
+	route := func(k *inboxpb.RelKey) {
+		m.Dedupe = s.dedupeOf(k)
+		s.routeInOrder(func() { c.s.dispatchAsync(ctx, c.id.Tenant, m, routed) })
+	}
+	if redispatch != nil {
+		route(redispatch)
+		return nil
+	}
+	s.recordRel(a.id, relAdd, func(k *inboxpb.RelKey, err error) {
+		if err != nil {
+			c.s.log.Warn("recording a QoS 2 packet ID failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+			c.complete(a, packet.UnspecifiedError, "", true)
+			return
+		}
+		route(k)
 	})
 	return nil
 }

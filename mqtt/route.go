@@ -3,6 +3,7 @@ package mqtt
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	mathrand "math/rand/v2"
@@ -394,7 +395,15 @@ func (s *Server) dispatch(ctx context.Context, tenant string, m *mqttpb.Message)
 // before dispatchAsync returns, with what dispatch would return; it must
 // not block. The inbox inserts of successive calls apply in call order.
 func (s *Server) dispatchAsync(ctx context.Context, tenant string, m *mqttpb.Message, done func(int, error)) {
+	if g := s.routeGate.Load(); g != nil {
+		<-*g
+	}
 	seed := mathrand.Uint64()
+	if len(m.Dedupe) >= 16 {
+		// Routed again under the same key (qos2.go): the same $share picks,
+		// so that the member that took it drops the second copy.
+		seed = binary.BigEndian.Uint64(m.Dedupe[8:16])
+	}
 	routes, err := s.match(ctx, tenant, m.Topic, m.Publisher, seed)
 	if err != nil {
 		done(0, err)

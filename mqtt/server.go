@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -30,7 +31,10 @@ type Server struct {
 	owners     ownerSet
 	inserts    [insertLanes]*batcher[*inboxpb.InsertItem, insertResult]
 	commits    *batcher[*inboxpb.CommitRequest, commitResult]
-	lookups    *batcher[*inboxpb.GetRequest, *inboxpb.Meta]
+	// routeGate, set by tests only (export_test.go), holds every message's
+	// routing until the channel is closed.
+	routeGate atomic.Pointer[chan struct{}]
+	lookups   *batcher[*inboxpb.GetRequest, *inboxpb.Meta]
 
 	// clock stamps CONNECTs; claims tells other frontends of them
 	// (claim.go).

@@ -81,6 +81,14 @@ type session struct {
 	relMu    sync.Mutex
 	relQueue []relChange
 	relIdle  chan struct{}
+	// relDurable is the IDs the inbox record has (with their keys; nil
+	// for one without), redispatch the IDs with keys the record had at
+	// attach whose resend has not come yet (qos2.go).
+	relDurable map[uint16]*inboxpb.RelKey
+	redispatch map[uint16]*inboxpb.RelKey
+	// routeQueue is the QoS 2 messages waiting to be routed in order.
+	routeQueue []func()
+	routing    bool
 	// Loop state.
 	next0, next12 uint64
 	dupBelow      uint64
@@ -218,8 +226,18 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 	for _, seq := range meta.Released {
 		s.relSeqs[seq] = true
 	}
+	s.relDurable, s.redispatch = map[uint16]*inboxpb.RelKey{}, map[uint16]*inboxpb.RelKey{}
 	for _, id := range meta.AwaitingRel {
 		c.awaitRel(uint16(id))
+		s.relDurable[uint16(id)] = nil
+	}
+	for _, k := range meta.RelKeys {
+		if _, ok := s.relDurable[uint16(k.PacketId)]; ok {
+			s.relDurable[uint16(k.PacketId)] = k
+			if !k.Routed {
+				s.redispatch[uint16(k.PacketId)] = k
+			}
+		}
 	}
 	c.sess = s
 	return a.SessionPresent, nil
@@ -777,10 +795,7 @@ func (s *session) close(sendWill bool, expiry *uint32) (publishHere bool) {
 	s.commitAll()
 	s.waitRels(2 * s.c.s.cfg.RequestTimeout)
 	c := s.c
-	var rel []uint32
-	for id := range c.awaitingRel {
-		rel = append(rel, uint32(id))
-	}
+	rel := s.durableRel()
 	slices.Sort(rel)
 	s.mu.Lock()
 	sent := s.sentUpto

@@ -131,6 +131,9 @@ func (c *Client) Insert(ctx context.Context, items []*inboxpb.InsertItem) (*inbo
 			if err != nil {
 				return nil, err
 			}
+			if o.Result != inboxpb.Result_RESULT_OK {
+				return nil, fmt.Errorf("inbox insert: %s %s", o.Result, o.Reason)
+			}
 			ow, sq := o.GetInsert().GetOwners(), o.GetInsert().GetSeqs()
 			for j, r := range o.GetInsert().GetResults() {
 				if r == inboxpb.InsertResult_INSERT_WRONG_RANGE {

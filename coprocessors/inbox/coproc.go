@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -27,11 +28,26 @@ import (
 // DefaultMaxQueue is a queue's length when the inbox's limits name none.
 const DefaultMaxQueue = 10000
 
+// DedupeWindow is how long an inbox remembers the dedupe of a message it
+// took (InsertItem.dedupe), counted from the message's RelKey stamp: longer
+// than a frontend keeps trying to route one message (its insert timeout,
+// 30 s by default), with room for clocks that differ.
+const DedupeWindow = 10 * time.Minute
+
+// DedupeLen is the length of InsertItem.dedupe: a big-endian ms stamp and a
+// 16-byte hash.
+const DedupeLen = 24
+
+// dedupeSweepEvery bounds how often an inbox's expired dedupe records are
+// swept (by the stamps of the inserts, so that replicas agree).
+const dedupeSweepEvery = time.Minute
+
 const (
-	kindMeta  byte = 'm'
-	kindQueue byte = 'q'
-	queueQoS0 byte = 0
-	queue12   byte = 1
+	kindDedupe byte = 'd'
+	kindMeta   byte = 'm'
+	kindQueue  byte = 'q'
+	queueQoS0  byte = 0
+	queue12    byte = 1
 )
 
 // Prefix is the key prefix of every key of one inbox.
@@ -48,6 +64,12 @@ func Prefix(tenant, inbox string) []byte {
 func SplitKey(tenant, inbox string) []byte { return Prefix(tenant, inbox) }
 
 func metaKey(tenant, inbox string) []byte { return append(Prefix(tenant, inbox), kindMeta) }
+
+// dedupeKey is the record of a message an inbox took; dedupe starts with
+// its stamp, so that the expired records of an inbox are a prefix span.
+func dedupeKey(tenant, inbox string, dedupe []byte) []byte {
+	return append(append(Prefix(tenant, inbox), kindDedupe), dedupe...)
+}
 
 func msgKey(tenant, inbox string, inc uint64, q byte, seq uint64) []byte {
 	b := append(Prefix(tenant, inbox), kindQueue)
@@ -209,10 +231,23 @@ func (c *Coprocessor) putMeta(tx kvstore.Tx, m *inboxpb.Meta) error {
 	return nil
 }
 
-// drop deletes an inbox: its metadata and every queued message.
+// drop deletes an inbox: its metadata, every queued message and its
+// dedupe records.
 func (c *Coprocessor) drop(tx kvstore.Tx, m *inboxpb.Meta) error {
-	lo := append(Prefix(m.Tenant, m.Inbox), kindQueue)
-	hi := append(Prefix(m.Tenant, m.Inbox), kindQueue+1)
+	for _, kind := range []byte{kindQueue, kindDedupe} {
+		if err := deleteSpan(tx, append(Prefix(m.Tenant, m.Inbox), kind), append(Prefix(m.Tenant, m.Inbox), kind+1)); err != nil {
+			return err
+		}
+	}
+	if err := tx.Delete(metaKey(m.Tenant, m.Inbox)); err != nil {
+		return err
+	}
+	c.untrack(m.Tenant, m.Inbox)
+	return nil
+}
+
+// deleteSpan deletes the keys in [lo, hi).
+func deleteSpan(tx kvstore.Tx, lo, hi []byte) error {
 	var keys [][]byte
 	if err := tx.Iterate(lo, hi, func(k, _ []byte) bool {
 		keys = append(keys, append([]byte(nil), k...))
@@ -225,11 +260,18 @@ func (c *Coprocessor) drop(tx kvstore.Tx, m *inboxpb.Meta) error {
 			return err
 		}
 	}
-	if err := tx.Delete(metaKey(m.Tenant, m.Inbox)); err != nil {
-		return err
-	}
-	c.untrack(m.Tenant, m.Inbox)
 	return nil
+}
+
+// sweepDedupe deletes m's dedupe records stamped more than DedupeWindow
+// before now, at most once per dedupeSweepEvery.
+func sweepDedupe(tx kvstore.Tx, m *inboxpb.Meta, now int64) error {
+	if now-m.DedupeSweptUnixMs < dedupeSweepEvery.Milliseconds() {
+		return nil
+	}
+	m.DedupeSweptUnixMs = now
+	hi := binary.BigEndian.AppendUint64(append(Prefix(m.Tenant, m.Inbox), kindDedupe), uint64(max(now-DedupeWindow.Milliseconds(), 0)))
+	return deleteSpan(tx, append(Prefix(m.Tenant, m.Inbox), kindDedupe), hi)
 }
 
 func expired(m *inboxpb.Meta, now int64) bool {
@@ -347,7 +389,13 @@ func (c *Coprocessor) detach(tx kvstore.Tx, req *inboxpb.DetachRequest) (*inboxp
 		if req.SentUpto > m.DupBelow {
 			m.DupBelow = req.SentUpto
 		}
-		m.AwaitingRel = req.AwaitingRel
+		if m.Owner == req.Owner {
+			// The owner's view of what it wrote (a rel_add whose answer
+			// was lost is dropped: its message was not routed). A former
+			// owner's view is stale: the new owner has written since.
+			m.AwaitingRel = req.AwaitingRel
+			m.RelKeys = slices.DeleteFunc(m.RelKeys, func(k *inboxpb.RelKey) bool { return !slices.Contains(m.AwaitingRel, k.PacketId) })
+		}
 	}
 	if m.Owner != req.Owner {
 		// A newer connection took the session over; this one's end changes
@@ -415,8 +463,14 @@ func maxLen(l *inboxpb.Limits, qos0 bool) uint64 {
 }
 
 func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxpb.Output, error) {
+	for _, it := range req.Items {
+		if len(it.Dedupe) != 0 && len(it.Dedupe) != DedupeLen {
+			return out(inboxpb.Result_RESULT_INVALID, fmt.Sprintf("dedupe of %d bytes, want %d", len(it.Dedupe), DedupeLen)), nil
+		}
+	}
 	resp := &inboxpb.InsertResponse{Results: make([]inboxpb.InsertResult, len(req.Items))}
 	metas := map[string]*inboxpb.Meta{}
+	var took map[string]bool // the dedupe records written by this batch
 	for i, it := range req.Items {
 		if !kvstore.ContainsKey(tx.Range(), Prefix(it.Tenant, it.Inbox)) {
 			resp.Results[i] = inboxpb.InsertResult_INSERT_WRONG_RANGE
@@ -438,6 +492,18 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 		if m == nil || (it.Incarnation != 0 && it.Incarnation != m.Incarnation) || it.Message == nil {
 			resp.Results[i] = inboxpb.InsertResult_INSERT_NO_INBOX
 			continue
+		}
+		var dk []byte
+		if len(it.Dedupe) == DedupeLen {
+			dk = dedupeKey(it.Tenant, it.Inbox, it.Dedupe)
+			_, found, err := tx.Get(dk)
+			if err != nil {
+				return nil, err
+			}
+			if found || took[string(dk)] {
+				resp.Results[i] = inboxpb.InsertResult_INSERT_DUPLICATE
+				continue
+			}
 		}
 		if resp.Owners == nil {
 			resp.Owners = make([]string, len(req.Items))
@@ -471,6 +537,18 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 		}
 		resp.Seqs[i] = q.Tail
 		q.Tail++
+		if dk != nil {
+			if err := tx.Set(dk, nil); err != nil {
+				return nil, err
+			}
+			if took == nil {
+				took = map[string]bool{}
+			}
+			took[string(dk)] = true
+			if err := sweepDedupe(tx, m, int64(binary.BigEndian.Uint64(it.Dedupe))); err != nil {
+				return nil, err
+			}
+		}
 	}
 	// Write each touched inbox's pointers once, in a fixed order.
 	keys := make([]string, 0, len(metas))
@@ -502,10 +580,20 @@ func (c *Coprocessor) commit(tx kvstore.Tx, req *inboxpb.CommitRequest) (*inboxp
 			m.Displaced = nil
 			for _, id := range req.RelRemove {
 				m.AwaitingRel = slices.DeleteFunc(m.AwaitingRel, func(x uint32) bool { return x == id })
+				m.RelKeys = slices.DeleteFunc(m.RelKeys, func(k *inboxpb.RelKey) bool { return k.PacketId == id })
 			}
 			for _, id := range req.RelAdd {
 				if !slices.Contains(m.AwaitingRel, id) {
 					m.AwaitingRel = append(m.AwaitingRel, id)
+					m.RelSeq++
+					m.RelKeys = append(m.RelKeys, &inboxpb.RelKey{PacketId: id, Seq: m.RelSeq, StampUnixMs: req.NowUnixMs})
+				}
+			}
+			for _, id := range req.RelRouted {
+				for _, k := range m.RelKeys {
+					if k.PacketId == id {
+						k.Routed = true
+					}
 				}
 			}
 		}

@@ -1,7 +1,9 @@
 package inbox_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -609,5 +611,99 @@ func TestSessionBelongsToItsUser(t *testing.T) {
 	}
 	if f := e.fetch("acme", "shared-id", o.Attach.Meta.Incarnation, 0); len(f.Qos12) != 0 {
 		t.Fatalf("the fresh session holds alice's messages: %s", payloads(f.Qos12))
+	}
+}
+
+// TestInsertDedupe: an inbox takes a message with a given dedupe once
+// within inbox.DedupeWindow of its stamp (the same message routed twice,
+// through two frontends), each inbox for itself; after the window the
+// record is swept.
+func TestInsertDedupe(t *testing.T) {
+	e := start(t)
+	a := e.attach("acme", "dd-1", false, 3600, nil, nil)
+	e.attach("acme", "dd-2", false, 3600, nil, nil)
+	now := time.Now().UnixMilli()
+	dedupe := func(stamp int64, n byte) []byte {
+		d := binary.BigEndian.AppendUint64(nil, uint64(stamp))
+		return append(d, bytes.Repeat([]byte{n}, 16)...)
+	}
+	insert := func(ib string, d ...[]byte) []inboxpb.InsertResult {
+		t.Helper()
+		var items []*inboxpb.InsertItem
+		for _, x := range d {
+			items = append(items, &inboxpb.InsertItem{Tenant: "acme", Inbox: ib, Dedupe: x, Message: &inboxpb.Message{Topic: "t", Payload: x[8:9], Qos: 2}})
+		}
+		r, err := e.inbox.Insert(e.ctx, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Results
+	}
+	ok, dup := inboxpb.InsertResult_INSERT_OK, inboxpb.InsertResult_INSERT_DUPLICATE
+	if r := insert("dd-1", dedupe(now, 1), dedupe(now, 1), dedupe(now, 2)); !slices.Equal(r, []inboxpb.InsertResult{ok, dup, ok}) {
+		t.Fatalf("first batch: %v", r)
+	}
+	if r := insert("dd-1", dedupe(now, 1), dedupe(now, 2)); !slices.Equal(r, []inboxpb.InsertResult{dup, dup}) {
+		t.Fatalf("the same messages again: %v", r)
+	}
+	if r := insert("dd-2", dedupe(now, 1)); !slices.Equal(r, []inboxpb.InsertResult{ok}) {
+		t.Fatalf("another inbox: %v", r)
+	}
+	if f := e.fetch("acme", "dd-1", a.Meta.Incarnation, 0); len(f.Qos12) != 2 {
+		t.Fatalf("dd-1 holds %d messages, want 2", len(f.Qos12))
+	}
+	// A message stamped past the window sweeps the older records.
+	later := now + inbox.DedupeWindow.Milliseconds() + 1
+	if r := insert("dd-1", dedupe(later, 3), dedupe(now, 1)); !slices.Equal(r, []inboxpb.InsertResult{ok, ok}) {
+		t.Fatalf("after the window: %v", r)
+	}
+	if _, err := e.inbox.Insert(e.ctx, []*inboxpb.InsertItem{{Tenant: "acme", Inbox: "dd-1", Dedupe: []byte("short"), Message: &inboxpb.Message{Topic: "t"}}}); err == nil {
+		t.Fatal("a dedupe of 5 bytes was taken")
+	}
+}
+
+// TestRelKeys: each packet ID a commit adds to awaiting_rel gets the next
+// rel_seq and the commit's stamp; a removed ID's key goes, an ID added again
+// gets a new one, a key is marked routed, and a detach keeps the keys of
+// the IDs it keeps.
+func TestRelKeys(t *testing.T) {
+	e := start(t)
+	a := e.attach("acme", "rk", false, 3600, nil, nil)
+	inc := a.Meta.Incarnation
+	var routed []uint32
+	commit := func(now int64, add, remove []uint32) *inboxpb.Meta {
+		t.Helper()
+		o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Commit{Commit: &inboxpb.CommitRequest{Tenant: "acme", Inbox: "rk",
+			Incarnation: inc, Owner: "fe-1", RelAdd: add, RelRemove: remove, RelRouted: routed, NowUnixMs: now}}})
+		if o.Result != inboxpb.Result_RESULT_OK {
+			t.Fatalf("commit: %v", o)
+		}
+		return o.Meta
+	}
+	keys := func(m *inboxpb.Meta) string {
+		s := ""
+		for _, k := range m.RelKeys {
+			s += fmt.Sprintf("%d:%d@%d", k.PacketId, k.Seq, k.StampUnixMs)
+			if k.Routed {
+				s += "r"
+			}
+			s += " "
+		}
+		return s
+	}
+	if m := commit(100, []uint32{7, 9}, nil); keys(m) != "7:1@100 9:2@100 " {
+		t.Fatalf("after adding 7 and 9: %s", keys(m))
+	}
+	if m := commit(200, []uint32{7}, nil); keys(m) != "7:1@100 9:2@100 " {
+		t.Fatalf("adding 7 again changed its key: %s", keys(m))
+	}
+	routed = []uint32{9}
+	if m := commit(300, []uint32{7}, []uint32{7}); keys(m) != "9:2@100r 7:3@300 " {
+		t.Fatalf("7 released and reused, 9 routed: %s", keys(m))
+	}
+	o := e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{Tenant: "acme", Inbox: "rk",
+		Incarnation: inc, Owner: "fe-1", NowUnixMs: time.Now().UnixMilli(), AwaitingRel: []uint32{7}}}})
+	if o.Result != inboxpb.Result_RESULT_OK || keys(o.Meta) != "7:3@300 " {
+		t.Fatalf("detach keeping 7: %v %s", o.Result, keys(o.Meta))
 	}
 }

@@ -97,7 +97,10 @@ type Message struct {
 	UserProperties   []*UserProperty `protobuf:"bytes,11,rep,name=user_properties,json=userProperties,proto3" json:"user_properties,omitempty"`
 	// publisher is the publishing client's ID, for no-local (MQTT-3.8.3-3) and
 	// $oshare member choice.
-	Publisher     string `protobuf:"bytes,12,opt,name=publisher,proto3" json:"publisher,omitempty"`
+	Publisher string `protobuf:"bytes,12,opt,name=publisher,proto3" json:"publisher,omitempty"`
+	// dedupe names a persistent session's QoS 2 message for the inboxes
+	// (inboxpb.InsertItem.dedupe); frontends do not use it.
+	Dedupe        []byte `protobuf:"bytes,13,opt,name=dedupe,proto3" json:"dedupe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -214,6 +217,13 @@ func (x *Message) GetPublisher() string {
 		return x.Publisher
 	}
 	return ""
+}
+
+func (x *Message) GetDedupe() []byte {
+	if x != nil {
+		return x.Dedupe
+	}
+	return nil
 }
 
 type DeliverRequest struct {
@@ -1004,7 +1014,7 @@ const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
 	"\x1amqtt/mqttpb/frontend.proto\x12\fbifrost.mqtt\"6\n" +
 	"\fUserProperty\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xb8\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xd0\x03\n" +
 	"\aMessage\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x10\n" +
@@ -1018,7 +1028,8 @@ const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
 	"\x10correlation_data\x18\n" +
 	" \x01(\fR\x0fcorrelationData\x12C\n" +
 	"\x0fuser_properties\x18\v \x03(\v2\x1a.bifrost.mqtt.UserPropertyR\x0euserProperties\x12\x1c\n" +
-	"\tpublisher\x18\f \x01(\tR\tpublisher\"\xaf\x01\n" +
+	"\tpublisher\x18\f \x01(\tR\tpublisher\x12\x16\n" +
+	"\x06dedupe\x18\r \x01(\fR\x06dedupe\"\xaf\x01\n" +
 	"\x0eDeliverRequest\x12\x1a\n" +
 	"\breceiver\x18\x01 \x01(\tR\breceiver\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12/\n" +

@@ -33,6 +33,8 @@ const (
 	InsertResult_INSERT_DROPPED  InsertResult = 2
 	// The inbox is not in this range (it split or merged): route it again.
 	InsertResult_INSERT_WRONG_RANGE InsertResult = 3
+	// The inbox took this message already (InsertItem.dedupe).
+	InsertResult_INSERT_DUPLICATE InsertResult = 4
 )
 
 // Enum value maps for InsertResult.
@@ -42,12 +44,14 @@ var (
 		1: "INSERT_NO_INBOX",
 		2: "INSERT_DROPPED",
 		3: "INSERT_WRONG_RANGE",
+		4: "INSERT_DUPLICATE",
 	}
 	InsertResult_value = map[string]int32{
 		"INSERT_OK":          0,
 		"INSERT_NO_INBOX":    1,
 		"INSERT_DROPPED":     2,
 		"INSERT_WRONG_RANGE": 3,
+		"INSERT_DUPLICATE":   4,
 	}
 )
 
@@ -455,9 +459,17 @@ type Meta struct {
 	// user is the authenticated username of the connection that created the
 	// session ("": anonymous): only a connection of the same user attaches
 	// to it, resumes it or discards it (AttachRequest.user).
-	User          string `protobuf:"bytes,19,opt,name=user,proto3" json:"user,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	User string `protobuf:"bytes,19,opt,name=user,proto3" json:"user,omitempty"`
+	// rel_seq counts the packet IDs added to awaiting_rel (CommitRequest.rel_add)
+	// in this incarnation; rel_keys has the key of each ID in awaiting_rel
+	// that a rel_add added (none for an ID a detach wrote).
+	RelSeq  uint64    `protobuf:"varint,20,opt,name=rel_seq,json=relSeq,proto3" json:"rel_seq,omitempty"`
+	RelKeys []*RelKey `protobuf:"bytes,21,rep,name=rel_keys,json=relKeys,proto3" json:"rel_keys,omitempty"`
+	// dedupe_swept_unix_ms is when this inbox's dedupe records were last
+	// swept (InsertItem.dedupe).
+	DedupeSweptUnixMs int64 `protobuf:"varint,22,opt,name=dedupe_swept_unix_ms,json=dedupeSweptUnixMs,proto3" json:"dedupe_swept_unix_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Meta) Reset() {
@@ -623,6 +635,104 @@ func (x *Meta) GetUser() string {
 	return ""
 }
 
+func (x *Meta) GetRelSeq() uint64 {
+	if x != nil {
+		return x.RelSeq
+	}
+	return 0
+}
+
+func (x *Meta) GetRelKeys() []*RelKey {
+	if x != nil {
+		return x.RelKeys
+	}
+	return nil
+}
+
+func (x *Meta) GetDedupeSweptUnixMs() int64 {
+	if x != nil {
+		return x.DedupeSweptUnixMs
+	}
+	return 0
+}
+
+// RelKey names one inbound QoS 2 message of a persistent session: the
+// rel_seq its packet ID got when it was added to awaiting_rel, stamped with
+// the adding commit's now_unix_ms. The frontend routes the message only
+// once this is written, with an InsertItem.dedupe made from it, so a second
+// routing of the same message (the client's resend through another
+// frontend while the first is still in flight) lands once in each inbox.
+type RelKey struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	PacketId    uint32                 `protobuf:"varint,1,opt,name=packet_id,json=packetId,proto3" json:"packet_id,omitempty"`
+	Seq         uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	StampUnixMs int64                  `protobuf:"varint,3,opt,name=stamp_unix_ms,json=stampUnixMs,proto3" json:"stamp_unix_ms,omitempty"`
+	// routed: the message was handed to every receiver it matched
+	// (CommitRequest.rel_routed, before the PUBREC); a resend of it is not
+	// routed again.
+	Routed        bool `protobuf:"varint,4,opt,name=routed,proto3" json:"routed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelKey) Reset() {
+	*x = RelKey{}
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelKey) ProtoMessage() {}
+
+func (x *RelKey) ProtoReflect() protoreflect.Message {
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelKey.ProtoReflect.Descriptor instead.
+func (*RelKey) Descriptor() ([]byte, []int) {
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RelKey) GetPacketId() uint32 {
+	if x != nil {
+		return x.PacketId
+	}
+	return 0
+}
+
+func (x *RelKey) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *RelKey) GetStampUnixMs() int64 {
+	if x != nil {
+		return x.StampUnixMs
+	}
+	return 0
+}
+
+func (x *RelKey) GetRouted() bool {
+	if x != nil {
+		return x.Routed
+	}
+	return false
+}
+
 type Message struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Topic         string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
@@ -640,7 +750,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[5]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +762,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[5]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +775,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{5}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Message) GetTopic() string {
@@ -734,7 +844,7 @@ type QueuedMessage struct {
 
 func (x *QueuedMessage) Reset() {
 	*x = QueuedMessage{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[6]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +856,7 @@ func (x *QueuedMessage) String() string {
 func (*QueuedMessage) ProtoMessage() {}
 
 func (x *QueuedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[6]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +869,7 @@ func (x *QueuedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueuedMessage.ProtoReflect.Descriptor instead.
 func (*QueuedMessage) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{6}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *QueuedMessage) GetSeq() uint64 {
@@ -795,7 +905,7 @@ type Input struct {
 
 func (x *Input) Reset() {
 	*x = Input{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[7]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +917,7 @@ func (x *Input) String() string {
 func (*Input) ProtoMessage() {}
 
 func (x *Input) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[7]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +930,7 @@ func (x *Input) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Input.ProtoReflect.Descriptor instead.
 func (*Input) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{7}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Input) GetOp() isInput_Op {
@@ -980,7 +1090,7 @@ type AttachRequest struct {
 
 func (x *AttachRequest) Reset() {
 	*x = AttachRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[8]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1102,7 @@ func (x *AttachRequest) String() string {
 func (*AttachRequest) ProtoMessage() {}
 
 func (x *AttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[8]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1115,7 @@ func (x *AttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
 func (*AttachRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{8}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AttachRequest) GetTenant() string {
@@ -1102,7 +1212,7 @@ type AttachResponse struct {
 
 func (x *AttachResponse) Reset() {
 	*x = AttachResponse{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[9]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1224,7 @@ func (x *AttachResponse) String() string {
 func (*AttachResponse) ProtoMessage() {}
 
 func (x *AttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[9]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1237,7 @@ func (x *AttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
 func (*AttachResponse) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{9}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AttachResponse) GetSessionPresent() bool {
@@ -1170,7 +1280,9 @@ type DetachRequest struct {
 	ExpirySeconds *uint32 `protobuf:"varint,6,opt,name=expiry_seconds,json=expirySeconds,proto3,oneof" json:"expiry_seconds,omitempty"`
 	// send_will: the connection ended without a normal DISCONNECT.
 	SendWill bool `protobuf:"varint,7,opt,name=send_will,json=sendWill,proto3" json:"send_will,omitempty"`
-	// awaiting_rel replaces Meta.awaiting_rel.
+	// awaiting_rel replaces Meta.awaiting_rel (and drops the rel_keys of
+	// IDs it does not hold) when the detaching connection still owns the
+	// session; a former owner's is ignored.
 	AwaitingRel []uint32 `protobuf:"varint,8,rep,packed,name=awaiting_rel,json=awaitingRel,proto3" json:"awaiting_rel,omitempty"`
 	// sent_upto: QoS 1/2 messages below it may have reached the client.
 	SentUpto uint64 `protobuf:"varint,9,opt,name=sent_upto,json=sentUpto,proto3" json:"sent_upto,omitempty"`
@@ -1184,7 +1296,7 @@ type DetachRequest struct {
 
 func (x *DetachRequest) Reset() {
 	*x = DetachRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[10]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1308,7 @@ func (x *DetachRequest) String() string {
 func (*DetachRequest) ProtoMessage() {}
 
 func (x *DetachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[10]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1321,7 @@ func (x *DetachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DetachRequest.ProtoReflect.Descriptor instead.
 func (*DetachRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{10}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DetachRequest) GetTenant() string {
@@ -1295,7 +1407,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[11]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1419,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[11]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1432,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{11}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SubscribeRequest) GetTenant() string {
@@ -1370,7 +1482,7 @@ type UnsubscribeRequest struct {
 
 func (x *UnsubscribeRequest) Reset() {
 	*x = UnsubscribeRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[12]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1494,7 @@ func (x *UnsubscribeRequest) String() string {
 func (*UnsubscribeRequest) ProtoMessage() {}
 
 func (x *UnsubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[12]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1507,7 @@ func (x *UnsubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnsubscribeRequest.ProtoReflect.Descriptor instead.
 func (*UnsubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{12}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *UnsubscribeRequest) GetTenant() string {
@@ -1431,15 +1543,20 @@ type InsertItem struct {
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	Inbox  string                 `protobuf:"bytes,2,opt,name=inbox,proto3" json:"inbox,omitempty"`
 	// incarnation 0 inserts into whatever incarnation exists.
-	Incarnation   uint64   `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	Message       *Message `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	Incarnation uint64   `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Message     *Message `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// dedupe, when set, names the message (24 bytes: the big-endian ms stamp
+	// of its RelKey, then 16 bytes of hash): an inbox that took a message
+	// with the same dedupe in the last DedupeWindow answers INSERT_DUPLICATE
+	// and queues nothing.
+	Dedupe        []byte `protobuf:"bytes,5,opt,name=dedupe,proto3" json:"dedupe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InsertItem) Reset() {
 	*x = InsertItem{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[13]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1568,7 @@ func (x *InsertItem) String() string {
 func (*InsertItem) ProtoMessage() {}
 
 func (x *InsertItem) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[13]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1581,7 @@ func (x *InsertItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertItem.ProtoReflect.Descriptor instead.
 func (*InsertItem) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{13}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InsertItem) GetTenant() string {
@@ -1495,6 +1612,13 @@ func (x *InsertItem) GetMessage() *Message {
 	return nil
 }
 
+func (x *InsertItem) GetDedupe() []byte {
+	if x != nil {
+		return x.Dedupe
+	}
+	return nil
+}
+
 type InsertRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Items         []*InsertItem          `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
@@ -1504,7 +1628,7 @@ type InsertRequest struct {
 
 func (x *InsertRequest) Reset() {
 	*x = InsertRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[14]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1640,7 @@ func (x *InsertRequest) String() string {
 func (*InsertRequest) ProtoMessage() {}
 
 func (x *InsertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[14]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1653,7 @@ func (x *InsertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertRequest.ProtoReflect.Descriptor instead.
 func (*InsertRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{14}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InsertRequest) GetItems() []*InsertItem {
@@ -1556,7 +1680,7 @@ type InsertResponse struct {
 
 func (x *InsertResponse) Reset() {
 	*x = InsertResponse{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[15]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1692,7 @@ func (x *InsertResponse) String() string {
 func (*InsertResponse) ProtoMessage() {}
 
 func (x *InsertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[15]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1705,7 @@ func (x *InsertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InsertResponse.ProtoReflect.Descriptor instead.
 func (*InsertResponse) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{15}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InsertResponse) GetResults() []InsertResult {
@@ -1626,15 +1750,20 @@ type CommitRequest struct {
 	// unreleased inbound QoS 2 packet IDs: added before the PUBREC, removed
 	// before the PUBCOMP). They need owner and apply only while it owns the
 	// inbox.
-	RelAdd        []uint32 `protobuf:"varint,9,rep,packed,name=rel_add,json=relAdd,proto3" json:"rel_add,omitempty"`
-	RelRemove     []uint32 `protobuf:"varint,10,rep,packed,name=rel_remove,json=relRemove,proto3" json:"rel_remove,omitempty"`
+	RelAdd    []uint32 `protobuf:"varint,9,rep,packed,name=rel_add,json=relAdd,proto3" json:"rel_add,omitempty"`
+	RelRemove []uint32 `protobuf:"varint,10,rep,packed,name=rel_remove,json=relRemove,proto3" json:"rel_remove,omitempty"`
+	// now_unix_ms stamps the RelKeys of rel_add.
+	NowUnixMs int64 `protobuf:"varint,11,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
+	// rel_routed marks the keys of these IDs routed (RelKey.routed); after
+	// rel_remove and rel_add. Owner only, as they are.
+	RelRouted     []uint32 `protobuf:"varint,12,rep,packed,name=rel_routed,json=relRouted,proto3" json:"rel_routed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommitRequest) Reset() {
 	*x = CommitRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[16]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1775,7 @@ func (x *CommitRequest) String() string {
 func (*CommitRequest) ProtoMessage() {}
 
 func (x *CommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[16]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1788,7 @@ func (x *CommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitRequest.ProtoReflect.Descriptor instead.
 func (*CommitRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{16}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CommitRequest) GetTenant() string {
@@ -1732,6 +1861,20 @@ func (x *CommitRequest) GetRelRemove() []uint32 {
 	return nil
 }
 
+func (x *CommitRequest) GetNowUnixMs() int64 {
+	if x != nil {
+		return x.NowUnixMs
+	}
+	return 0
+}
+
+func (x *CommitRequest) GetRelRouted() []uint32 {
+	if x != nil {
+		return x.RelRouted
+	}
+	return nil
+}
+
 type ExpireRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -1744,7 +1887,7 @@ type ExpireRequest struct {
 
 func (x *ExpireRequest) Reset() {
 	*x = ExpireRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[17]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1899,7 @@ func (x *ExpireRequest) String() string {
 func (*ExpireRequest) ProtoMessage() {}
 
 func (x *ExpireRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[17]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1912,7 @@ func (x *ExpireRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExpireRequest.ProtoReflect.Descriptor instead.
 func (*ExpireRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{17}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExpireRequest) GetTenant() string {
@@ -1816,7 +1959,7 @@ type WillSentRequest struct {
 
 func (x *WillSentRequest) Reset() {
 	*x = WillSentRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[18]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1828,7 +1971,7 @@ func (x *WillSentRequest) String() string {
 func (*WillSentRequest) ProtoMessage() {}
 
 func (x *WillSentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[18]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1841,7 +1984,7 @@ func (x *WillSentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WillSentRequest.ProtoReflect.Descriptor instead.
 func (*WillSentRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{18}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WillSentRequest) GetTenant() string {
@@ -1885,7 +2028,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[19]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2040,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[19]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2053,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{19}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Output) GetResult() Result {
@@ -1962,7 +2105,7 @@ type QueryRequest struct {
 
 func (x *QueryRequest) Reset() {
 	*x = QueryRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[20]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2117,7 @@ func (x *QueryRequest) String() string {
 func (*QueryRequest) ProtoMessage() {}
 
 func (x *QueryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[20]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2130,7 @@ func (x *QueryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryRequest.ProtoReflect.Descriptor instead.
 func (*QueryRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{20}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *QueryRequest) GetOp() isQueryRequest_Op {
@@ -2061,7 +2204,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[21]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2073,7 +2216,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[21]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2086,7 +2229,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{21}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FetchRequest) GetTenant() string {
@@ -2146,7 +2289,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[22]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2301,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[22]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2314,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{22}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FetchResponse) GetResult() Result {
@@ -2226,7 +2369,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[23]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2238,7 +2381,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[23]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2251,7 +2394,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{23}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetRequest) GetTenant() string {
@@ -2282,7 +2425,7 @@ type DueRequest struct {
 
 func (x *DueRequest) Reset() {
 	*x = DueRequest{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[24]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2294,7 +2437,7 @@ func (x *DueRequest) String() string {
 func (*DueRequest) ProtoMessage() {}
 
 func (x *DueRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[24]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2307,7 +2450,7 @@ func (x *DueRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DueRequest.ProtoReflect.Descriptor instead.
 func (*DueRequest) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{24}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DueRequest) GetNowUnixMs() int64 {
@@ -2342,7 +2485,7 @@ type DueResponse struct {
 
 func (x *DueResponse) Reset() {
 	*x = DueResponse{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[25]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2497,7 @@ func (x *DueResponse) String() string {
 func (*DueResponse) ProtoMessage() {}
 
 func (x *DueResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[25]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2510,7 @@ func (x *DueResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DueResponse.ProtoReflect.Descriptor instead.
 func (*DueResponse) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{25}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DueResponse) GetExpired() []*Meta {
@@ -2403,7 +2546,7 @@ type QueryResponse struct {
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[26]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2415,7 +2558,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[26]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2428,7 +2571,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{26}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *QueryResponse) GetFetch() *FetchResponse {
@@ -2487,7 +2630,7 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x05Queue\x12\x12\n" +
 	"\x04head\x18\x01 \x01(\x04R\x04head\x12\x12\n" +
 	"\x04tail\x18\x02 \x01(\x04R\x04tail\x12\x18\n" +
-	"\adropped\x18\x03 \x01(\x04R\adropped\"\x93\x06\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\"\x8f\a\n" +
 	"\x04Meta\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2508,10 +2651,18 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\tdup_below\x18\x10 \x01(\x04R\bdupBelow\x12\x1c\n" +
 	"\tdisplaced\x18\x11 \x03(\tR\tdisplaced\x12\x1c\n" +
 	"\ttransient\x18\x12 \x01(\bR\ttransient\x12\x12\n" +
-	"\x04user\x18\x13 \x01(\tR\x04user\x1a[\n" +
+	"\x04user\x18\x13 \x01(\tR\x04user\x12\x17\n" +
+	"\arel_seq\x18\x14 \x01(\x04R\x06relSeq\x120\n" +
+	"\brel_keys\x18\x15 \x03(\v2\x15.bifrost.inbox.RelKeyR\arelKeys\x12/\n" +
+	"\x14dedupe_swept_unix_ms\x18\x16 \x01(\x03R\x11dedupeSweptUnixMs\x1a[\n" +
 	"\x12SubscriptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.bifrost.inbox.SubOptionsR\x05value:\x028\x01\"\xed\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.bifrost.inbox.SubOptionsR\x05value:\x028\x01\"s\n" +
+	"\x06RelKey\x12\x1b\n" +
+	"\tpacket_id\x18\x01 \x01(\rR\bpacketId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\"\n" +
+	"\rstamp_unix_ms\x18\x03 \x01(\x03R\vstampUnixMs\x12\x16\n" +
+	"\x06routed\x18\x04 \x01(\bR\x06routed\"\xed\x01\n" +
 	"\aMessage\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x10\n" +
@@ -2578,19 +2729,20 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x16\n" +
-	"\x06filter\x18\x04 \x01(\tR\x06filter\"\x8e\x01\n" +
+	"\x06filter\x18\x04 \x01(\tR\x06filter\"\xa6\x01\n" +
 	"\n" +
 	"InsertItem\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x120\n" +
-	"\amessage\x18\x04 \x01(\v2\x16.bifrost.inbox.MessageR\amessage\"@\n" +
+	"\amessage\x18\x04 \x01(\v2\x16.bifrost.inbox.MessageR\amessage\x12\x16\n" +
+	"\x06dedupe\x18\x05 \x01(\fR\x06dedupe\"@\n" +
 	"\rInsertRequest\x12/\n" +
 	"\x05items\x18\x01 \x03(\v2\x19.bifrost.inbox.InsertItemR\x05items\"s\n" +
 	"\x0eInsertResponse\x125\n" +
 	"\aresults\x18\x01 \x03(\x0e2\x1b.bifrost.inbox.InsertResultR\aresults\x12\x16\n" +
 	"\x06owners\x18\x02 \x03(\tR\x06owners\x12\x12\n" +
-	"\x04seqs\x18\x03 \x03(\x04R\x04seqs\"\xaf\x02\n" +
+	"\x04seqs\x18\x03 \x03(\x04R\x04seqs\"\xee\x02\n" +
 	"\rCommitRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2605,7 +2757,10 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\arel_add\x18\t \x03(\rR\x06relAdd\x12\x1d\n" +
 	"\n" +
 	"rel_remove\x18\n" +
-	" \x03(\rR\trelRemove\"\x7f\n" +
+	" \x03(\rR\trelRemove\x12\x1e\n" +
+	"\vnow_unix_ms\x18\v \x01(\x03R\tnowUnixMs\x12\x1d\n" +
+	"\n" +
+	"rel_routed\x18\f \x03(\rR\trelRouted\"\x7f\n" +
 	"\rExpireRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2659,12 +2814,13 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x05fetch\x18\x01 \x01(\v2\x1c.bifrost.inbox.FetchResponseR\x05fetch\x12'\n" +
 	"\x04meta\x18\x02 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\x12,\n" +
 	"\x03due\x18\x03 \x01(\v2\x1a.bifrost.inbox.DueResponseR\x03due\x12-\n" +
-	"\x06result\x18\x04 \x01(\x0e2\x15.bifrost.inbox.ResultR\x06result*^\n" +
+	"\x06result\x18\x04 \x01(\x0e2\x15.bifrost.inbox.ResultR\x06result*t\n" +
 	"\fInsertResult\x12\r\n" +
 	"\tINSERT_OK\x10\x00\x12\x13\n" +
 	"\x0fINSERT_NO_INBOX\x10\x01\x12\x12\n" +
 	"\x0eINSERT_DROPPED\x10\x02\x12\x16\n" +
-	"\x12INSERT_WRONG_RANGE\x10\x03*\x7f\n" +
+	"\x12INSERT_WRONG_RANGE\x10\x03\x12\x14\n" +
+	"\x10INSERT_DUPLICATE\x10\x04*\x7f\n" +
 	"\x06Result\x12\r\n" +
 	"\tRESULT_OK\x10\x00\x12\x13\n" +
 	"\x0fRESULT_NO_INBOX\x10\x01\x12\x13\n" +
@@ -2689,7 +2845,7 @@ func file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP() []byte {
 }
 
 var file_coprocessors_inbox_inboxpb_inbox_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_coprocessors_inbox_inboxpb_inbox_proto_goTypes = []any{
 	(InsertResult)(0),          // 0: bifrost.inbox.InsertResult
 	(Result)(0),                // 1: bifrost.inbox.Result
@@ -2698,80 +2854,82 @@ var file_coprocessors_inbox_inboxpb_inbox_proto_goTypes = []any{
 	(*SubOptions)(nil),         // 4: bifrost.inbox.SubOptions
 	(*Queue)(nil),              // 5: bifrost.inbox.Queue
 	(*Meta)(nil),               // 6: bifrost.inbox.Meta
-	(*Message)(nil),            // 7: bifrost.inbox.Message
-	(*QueuedMessage)(nil),      // 8: bifrost.inbox.QueuedMessage
-	(*Input)(nil),              // 9: bifrost.inbox.Input
-	(*AttachRequest)(nil),      // 10: bifrost.inbox.AttachRequest
-	(*AttachResponse)(nil),     // 11: bifrost.inbox.AttachResponse
-	(*DetachRequest)(nil),      // 12: bifrost.inbox.DetachRequest
-	(*SubscribeRequest)(nil),   // 13: bifrost.inbox.SubscribeRequest
-	(*UnsubscribeRequest)(nil), // 14: bifrost.inbox.UnsubscribeRequest
-	(*InsertItem)(nil),         // 15: bifrost.inbox.InsertItem
-	(*InsertRequest)(nil),      // 16: bifrost.inbox.InsertRequest
-	(*InsertResponse)(nil),     // 17: bifrost.inbox.InsertResponse
-	(*CommitRequest)(nil),      // 18: bifrost.inbox.CommitRequest
-	(*ExpireRequest)(nil),      // 19: bifrost.inbox.ExpireRequest
-	(*WillSentRequest)(nil),    // 20: bifrost.inbox.WillSentRequest
-	(*Output)(nil),             // 21: bifrost.inbox.Output
-	(*QueryRequest)(nil),       // 22: bifrost.inbox.QueryRequest
-	(*FetchRequest)(nil),       // 23: bifrost.inbox.FetchRequest
-	(*FetchResponse)(nil),      // 24: bifrost.inbox.FetchResponse
-	(*GetRequest)(nil),         // 25: bifrost.inbox.GetRequest
-	(*DueRequest)(nil),         // 26: bifrost.inbox.DueRequest
-	(*DueResponse)(nil),        // 27: bifrost.inbox.DueResponse
-	(*QueryResponse)(nil),      // 28: bifrost.inbox.QueryResponse
-	nil,                        // 29: bifrost.inbox.Meta.SubscriptionsEntry
+	(*RelKey)(nil),             // 7: bifrost.inbox.RelKey
+	(*Message)(nil),            // 8: bifrost.inbox.Message
+	(*QueuedMessage)(nil),      // 9: bifrost.inbox.QueuedMessage
+	(*Input)(nil),              // 10: bifrost.inbox.Input
+	(*AttachRequest)(nil),      // 11: bifrost.inbox.AttachRequest
+	(*AttachResponse)(nil),     // 12: bifrost.inbox.AttachResponse
+	(*DetachRequest)(nil),      // 13: bifrost.inbox.DetachRequest
+	(*SubscribeRequest)(nil),   // 14: bifrost.inbox.SubscribeRequest
+	(*UnsubscribeRequest)(nil), // 15: bifrost.inbox.UnsubscribeRequest
+	(*InsertItem)(nil),         // 16: bifrost.inbox.InsertItem
+	(*InsertRequest)(nil),      // 17: bifrost.inbox.InsertRequest
+	(*InsertResponse)(nil),     // 18: bifrost.inbox.InsertResponse
+	(*CommitRequest)(nil),      // 19: bifrost.inbox.CommitRequest
+	(*ExpireRequest)(nil),      // 20: bifrost.inbox.ExpireRequest
+	(*WillSentRequest)(nil),    // 21: bifrost.inbox.WillSentRequest
+	(*Output)(nil),             // 22: bifrost.inbox.Output
+	(*QueryRequest)(nil),       // 23: bifrost.inbox.QueryRequest
+	(*FetchRequest)(nil),       // 24: bifrost.inbox.FetchRequest
+	(*FetchResponse)(nil),      // 25: bifrost.inbox.FetchResponse
+	(*GetRequest)(nil),         // 26: bifrost.inbox.GetRequest
+	(*DueRequest)(nil),         // 27: bifrost.inbox.DueRequest
+	(*DueResponse)(nil),        // 28: bifrost.inbox.DueResponse
+	(*QueryResponse)(nil),      // 29: bifrost.inbox.QueryResponse
+	nil,                        // 30: bifrost.inbox.Meta.SubscriptionsEntry
 }
 var file_coprocessors_inbox_inboxpb_inbox_proto_depIdxs = []int32{
 	2,  // 0: bifrost.inbox.Meta.will:type_name -> bifrost.inbox.Will
 	3,  // 1: bifrost.inbox.Meta.limits:type_name -> bifrost.inbox.Limits
-	29, // 2: bifrost.inbox.Meta.subscriptions:type_name -> bifrost.inbox.Meta.SubscriptionsEntry
+	30, // 2: bifrost.inbox.Meta.subscriptions:type_name -> bifrost.inbox.Meta.SubscriptionsEntry
 	5,  // 3: bifrost.inbox.Meta.qos0:type_name -> bifrost.inbox.Queue
 	5,  // 4: bifrost.inbox.Meta.qos12:type_name -> bifrost.inbox.Queue
-	7,  // 5: bifrost.inbox.QueuedMessage.message:type_name -> bifrost.inbox.Message
-	10, // 6: bifrost.inbox.Input.attach:type_name -> bifrost.inbox.AttachRequest
-	12, // 7: bifrost.inbox.Input.detach:type_name -> bifrost.inbox.DetachRequest
-	13, // 8: bifrost.inbox.Input.subscribe:type_name -> bifrost.inbox.SubscribeRequest
-	14, // 9: bifrost.inbox.Input.unsubscribe:type_name -> bifrost.inbox.UnsubscribeRequest
-	16, // 10: bifrost.inbox.Input.insert:type_name -> bifrost.inbox.InsertRequest
-	18, // 11: bifrost.inbox.Input.commit:type_name -> bifrost.inbox.CommitRequest
-	19, // 12: bifrost.inbox.Input.expire:type_name -> bifrost.inbox.ExpireRequest
-	20, // 13: bifrost.inbox.Input.will_sent:type_name -> bifrost.inbox.WillSentRequest
-	2,  // 14: bifrost.inbox.AttachRequest.will:type_name -> bifrost.inbox.Will
-	3,  // 15: bifrost.inbox.AttachRequest.limits:type_name -> bifrost.inbox.Limits
-	6,  // 16: bifrost.inbox.AttachResponse.meta:type_name -> bifrost.inbox.Meta
-	6,  // 17: bifrost.inbox.AttachResponse.discarded:type_name -> bifrost.inbox.Meta
-	4,  // 18: bifrost.inbox.SubscribeRequest.options:type_name -> bifrost.inbox.SubOptions
-	7,  // 19: bifrost.inbox.InsertItem.message:type_name -> bifrost.inbox.Message
-	15, // 20: bifrost.inbox.InsertRequest.items:type_name -> bifrost.inbox.InsertItem
-	0,  // 21: bifrost.inbox.InsertResponse.results:type_name -> bifrost.inbox.InsertResult
-	1,  // 22: bifrost.inbox.Output.result:type_name -> bifrost.inbox.Result
-	11, // 23: bifrost.inbox.Output.attach:type_name -> bifrost.inbox.AttachResponse
-	17, // 24: bifrost.inbox.Output.insert:type_name -> bifrost.inbox.InsertResponse
-	6,  // 25: bifrost.inbox.Output.meta:type_name -> bifrost.inbox.Meta
-	23, // 26: bifrost.inbox.QueryRequest.fetch:type_name -> bifrost.inbox.FetchRequest
-	25, // 27: bifrost.inbox.QueryRequest.get:type_name -> bifrost.inbox.GetRequest
-	26, // 28: bifrost.inbox.QueryRequest.due:type_name -> bifrost.inbox.DueRequest
-	1,  // 29: bifrost.inbox.FetchResponse.result:type_name -> bifrost.inbox.Result
-	8,  // 30: bifrost.inbox.FetchResponse.qos0:type_name -> bifrost.inbox.QueuedMessage
-	8,  // 31: bifrost.inbox.FetchResponse.qos12:type_name -> bifrost.inbox.QueuedMessage
-	6,  // 32: bifrost.inbox.DueResponse.expired:type_name -> bifrost.inbox.Meta
-	6,  // 33: bifrost.inbox.DueResponse.wills:type_name -> bifrost.inbox.Meta
-	6,  // 34: bifrost.inbox.DueResponse.attached:type_name -> bifrost.inbox.Meta
-	24, // 35: bifrost.inbox.QueryResponse.fetch:type_name -> bifrost.inbox.FetchResponse
-	6,  // 36: bifrost.inbox.QueryResponse.meta:type_name -> bifrost.inbox.Meta
-	27, // 37: bifrost.inbox.QueryResponse.due:type_name -> bifrost.inbox.DueResponse
-	1,  // 38: bifrost.inbox.QueryResponse.result:type_name -> bifrost.inbox.Result
-	4,  // 39: bifrost.inbox.Meta.SubscriptionsEntry.value:type_name -> bifrost.inbox.SubOptions
-	9,  // 40: bifrost.inbox.Inbox.Mutate:input_type -> bifrost.inbox.Input
-	22, // 41: bifrost.inbox.Inbox.Query:input_type -> bifrost.inbox.QueryRequest
-	21, // 42: bifrost.inbox.Inbox.Mutate:output_type -> bifrost.inbox.Output
-	28, // 43: bifrost.inbox.Inbox.Query:output_type -> bifrost.inbox.QueryResponse
-	42, // [42:44] is the sub-list for method output_type
-	40, // [40:42] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	7,  // 5: bifrost.inbox.Meta.rel_keys:type_name -> bifrost.inbox.RelKey
+	8,  // 6: bifrost.inbox.QueuedMessage.message:type_name -> bifrost.inbox.Message
+	11, // 7: bifrost.inbox.Input.attach:type_name -> bifrost.inbox.AttachRequest
+	13, // 8: bifrost.inbox.Input.detach:type_name -> bifrost.inbox.DetachRequest
+	14, // 9: bifrost.inbox.Input.subscribe:type_name -> bifrost.inbox.SubscribeRequest
+	15, // 10: bifrost.inbox.Input.unsubscribe:type_name -> bifrost.inbox.UnsubscribeRequest
+	17, // 11: bifrost.inbox.Input.insert:type_name -> bifrost.inbox.InsertRequest
+	19, // 12: bifrost.inbox.Input.commit:type_name -> bifrost.inbox.CommitRequest
+	20, // 13: bifrost.inbox.Input.expire:type_name -> bifrost.inbox.ExpireRequest
+	21, // 14: bifrost.inbox.Input.will_sent:type_name -> bifrost.inbox.WillSentRequest
+	2,  // 15: bifrost.inbox.AttachRequest.will:type_name -> bifrost.inbox.Will
+	3,  // 16: bifrost.inbox.AttachRequest.limits:type_name -> bifrost.inbox.Limits
+	6,  // 17: bifrost.inbox.AttachResponse.meta:type_name -> bifrost.inbox.Meta
+	6,  // 18: bifrost.inbox.AttachResponse.discarded:type_name -> bifrost.inbox.Meta
+	4,  // 19: bifrost.inbox.SubscribeRequest.options:type_name -> bifrost.inbox.SubOptions
+	8,  // 20: bifrost.inbox.InsertItem.message:type_name -> bifrost.inbox.Message
+	16, // 21: bifrost.inbox.InsertRequest.items:type_name -> bifrost.inbox.InsertItem
+	0,  // 22: bifrost.inbox.InsertResponse.results:type_name -> bifrost.inbox.InsertResult
+	1,  // 23: bifrost.inbox.Output.result:type_name -> bifrost.inbox.Result
+	12, // 24: bifrost.inbox.Output.attach:type_name -> bifrost.inbox.AttachResponse
+	18, // 25: bifrost.inbox.Output.insert:type_name -> bifrost.inbox.InsertResponse
+	6,  // 26: bifrost.inbox.Output.meta:type_name -> bifrost.inbox.Meta
+	24, // 27: bifrost.inbox.QueryRequest.fetch:type_name -> bifrost.inbox.FetchRequest
+	26, // 28: bifrost.inbox.QueryRequest.get:type_name -> bifrost.inbox.GetRequest
+	27, // 29: bifrost.inbox.QueryRequest.due:type_name -> bifrost.inbox.DueRequest
+	1,  // 30: bifrost.inbox.FetchResponse.result:type_name -> bifrost.inbox.Result
+	9,  // 31: bifrost.inbox.FetchResponse.qos0:type_name -> bifrost.inbox.QueuedMessage
+	9,  // 32: bifrost.inbox.FetchResponse.qos12:type_name -> bifrost.inbox.QueuedMessage
+	6,  // 33: bifrost.inbox.DueResponse.expired:type_name -> bifrost.inbox.Meta
+	6,  // 34: bifrost.inbox.DueResponse.wills:type_name -> bifrost.inbox.Meta
+	6,  // 35: bifrost.inbox.DueResponse.attached:type_name -> bifrost.inbox.Meta
+	25, // 36: bifrost.inbox.QueryResponse.fetch:type_name -> bifrost.inbox.FetchResponse
+	6,  // 37: bifrost.inbox.QueryResponse.meta:type_name -> bifrost.inbox.Meta
+	28, // 38: bifrost.inbox.QueryResponse.due:type_name -> bifrost.inbox.DueResponse
+	1,  // 39: bifrost.inbox.QueryResponse.result:type_name -> bifrost.inbox.Result
+	4,  // 40: bifrost.inbox.Meta.SubscriptionsEntry.value:type_name -> bifrost.inbox.SubOptions
+	10, // 41: bifrost.inbox.Inbox.Mutate:input_type -> bifrost.inbox.Input
+	23, // 42: bifrost.inbox.Inbox.Query:input_type -> bifrost.inbox.QueryRequest
+	22, // 43: bifrost.inbox.Inbox.Mutate:output_type -> bifrost.inbox.Output
+	29, // 44: bifrost.inbox.Inbox.Query:output_type -> bifrost.inbox.QueryResponse
+	43, // [43:45] is the sub-list for method output_type
+	41, // [41:43] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_coprocessors_inbox_inboxpb_inbox_proto_init() }
@@ -2779,7 +2937,7 @@ func file_coprocessors_inbox_inboxpb_inbox_proto_init() {
 	if File_coprocessors_inbox_inboxpb_inbox_proto != nil {
 		return
 	}
-	file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[7].OneofWrappers = []any{
+	file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[8].OneofWrappers = []any{
 		(*Input_Attach)(nil),
 		(*Input_Detach)(nil),
 		(*Input_Subscribe)(nil),
@@ -2789,8 +2947,8 @@ func file_coprocessors_inbox_inboxpb_inbox_proto_init() {
 		(*Input_Expire)(nil),
 		(*Input_WillSent)(nil),
 	}
-	file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[10].OneofWrappers = []any{}
-	file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[20].OneofWrappers = []any{
+	file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[11].OneofWrappers = []any{}
+	file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[21].OneofWrappers = []any{
 		(*QueryRequest_Fetch)(nil),
 		(*QueryRequest_Get)(nil),
 		(*QueryRequest_Due)(nil),
@@ -2801,7 +2959,7 @@ func file_coprocessors_inbox_inboxpb_inbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc), len(file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
