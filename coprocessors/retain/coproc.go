@@ -4,6 +4,8 @@
 package retain
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -18,12 +20,38 @@ import (
 // DefaultMatchLimit bounds a match that names no limit.
 const DefaultMatchLimit = 1000
 
-// Key is the storage key of a tenant's retained topic.
+// MaxTopicInKey is how many bytes of a topic a key carries: a topic may be
+// up to 65,535 bytes (MQTT-4.7.3-3), the store's keys 4 KiB.
+const MaxTopicInKey = 1024
+
+// Key is the storage key of a tenant's retained topic: tenant 0x00 topic,
+// or, for a topic longer than MaxTopicInKey, tenant 0x00, its first
+// MaxTopicInKey bytes, 0x00 and the hex SHA-256 of the whole topic. A topic
+// holds no zero byte, so the second zero tells the long form; the message
+// in the value names the whole topic. Keys sort as their topics do, but
+// for long topics alike in their first MaxTopicInKey bytes, which sort by
+// digest after the topic that is exactly those bytes. See
+// docs/coprocessors.md, "Long topics".
 func Key(tenant, topic string) []byte {
-	b := make([]byte, 0, len(tenant)+1+len(topic))
+	n := len(topic)
+	if n > MaxTopicInKey {
+		n = MaxTopicInKey + 1 + 2*sha256.Size
+	}
+	b := make([]byte, 0, len(tenant)+1+n)
 	b = append(b, tenant...)
 	b = append(b, 0)
-	return append(b, topic...)
+	return appendTopic(b, topic)
+}
+
+// appendTopic appends the part of a key that names a topic.
+func appendTopic(b []byte, topic string) []byte {
+	if len(topic) <= MaxTopicInKey {
+		return append(b, topic...)
+	}
+	sum := sha256.Sum256([]byte(topic))
+	b = append(b, topic[:MaxTopicInKey]...)
+	b = append(b, 0)
+	return hex.AppendEncode(b, sum[:])
 }
 
 // TenantSpan is the key span of a tenant's retained messages.
@@ -134,15 +162,30 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 // misses no message that was there before and after.
 func (c *Coprocessor) Reset(r kvstore.Reader) error {
 	fresh := NewIndex()
-	err := r.Iterate(nil, nil, func(key, _ []byte) bool {
+	var bad error
+	err := r.Iterate(nil, nil, func(key, value []byte) bool {
 		tenant, topic, ok := strings.Cut(string(key), "\x00")
-		if ok {
-			fresh.Add(tenant, topic)
+		if !ok {
+			return true
 		}
+		if strings.IndexByte(topic, 0) >= 0 {
+			// A long topic's key holds only its start: the message
+			// names it.
+			m := &retainpb.Message{}
+			if err := proto.Unmarshal(value, m); err != nil {
+				bad = fmt.Errorf("corrupt retained message at %q: %w", key[:min(len(key), 128)], err)
+				return false
+			}
+			topic = m.Topic
+		}
+		fresh.Add(tenant, topic)
 		return true
 	})
 	if err != nil {
 		return err
+	}
+	if bad != nil {
+		return bad
 	}
 	c.index.replace(fresh)
 	return nil
