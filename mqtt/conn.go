@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
+	"github.com/bifrost-mq/bifrost/ranges"
 )
 
 // maxBacklog bounds the encoded bytes waiting for a slow client's socket;
@@ -438,7 +441,8 @@ func messageOf(topic string, p *packet.Publish, publisher string, now time.Time)
 }
 
 // retain stores (or, for an empty payload, deletes: MQTT-3.3.1-6) the
-// topic's retained message.
+// topic's retained message. An error is a *retainRefusedError when the
+// store answered and refused it.
 func (s *Server) retain(ctx context.Context, tenant string, m *mqttpb.Message) error {
 	props, err := proto.Marshal(&mqttpb.Message{
 		HasPayloadFormat: m.HasPayloadFormat, PayloadFormat: m.PayloadFormat, ContentType: m.ContentType,
@@ -454,13 +458,49 @@ func (s *Server) retain(ctx context.Context, tenant string, m *mqttpb.Message) e
 		Topic: m.Topic, Payload: m.Payload, Qos: m.Qos, Properties: props,
 		ExpiresUnixMs: m.ExpiresUnixMs, PublishedUnixMs: time.Now().UnixMilli(),
 	}})
+	if errors.Is(err, ranges.ErrBadRequest) {
+		return &retainRefusedError{result: retainpb.Result_RESULT_INVALID, reason: err.Error()}
+	}
 	if err != nil {
 		return err
 	}
 	if resp.Result != retainpb.Result_RESULT_OK && resp.Result != retainpb.Result_RESULT_DELETED {
-		return fmt.Errorf("retain refused: %s %s", resp.Result, resp.Reason)
+		return &retainRefusedError{result: resp.Result, reason: resp.Reason}
 	}
 	return nil
+}
+
+// retainRefusedError is a retained message the store refused: over the
+// tenant's limit, or one it cannot take. Sent again, it would be refused
+// again.
+type retainRefusedError struct {
+	result retainpb.Result
+	reason string
+}
+
+func (e *retainRefusedError) Error() string {
+	return fmt.Sprintf("retain refused: %s %s", e.result, e.reason)
+}
+
+// code is the reason code that tells a 5.0 client.
+func (e *retainRefusedError) code() packet.ReasonCode {
+	if e.result == retainpb.Result_RESULT_LIMIT {
+		return packet.QuotaExceeded
+	}
+	return packet.ImplementationSpecificError
+}
+
+// clipped is a topic or filter in a log line: a longer one than 128 bytes
+// is cut there and its length given, so that a client's 64 KiB topics do
+// not fill the log.
+type clipped string
+
+func (s clipped) LogValue() slog.Value {
+	const keep = 128
+	if len(s) <= keep {
+		return slog.StringValue(string(s))
+	}
+	return slog.StringValue(fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(string(s[:keep]), ""), len(s)))
 }
 
 func (c *conn) onSubscribe(p *packet.Subscribe) error {
@@ -500,7 +540,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 			res, err = c.s.subscribe(c.s.ctx, c.id.Tenant, c.key.clientID, parsed, opts)
 		}
 		if err != nil {
-			c.s.log.Warn("subscribe failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", sub.Filter, "err", err)
+			c.s.log.Warn("subscribe failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", clipped(sub.Filter), "err", err)
 			code := packet.UnspecifiedError
 			if res == distpb.Result_RESULT_LIMIT {
 				code = packet.QuotaExceeded
@@ -538,7 +578,7 @@ func (c *conn) sendRetained(filter string, qos byte, subID uint32) {
 	defer cancel()
 	resp, err := c.s.cfg.Retain.Match(ctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: filter, Limit: c.s.cfg.RetainMatchLimit})
 	if err != nil {
-		c.s.log.Warn("matching retained messages failed", "tenant", c.id.Tenant, "filter", filter, "err", err)
+		c.s.log.Warn("matching retained messages failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", clipped(filter), "err", err)
 		return
 	}
 	var ids []uint32

@@ -47,7 +47,7 @@ func (c *Client) Set(ctx context.Context, req *retainpb.SetRequest) (*retainpb.S
 // tenant's span.
 func (c *Client) Match(ctx context.Context, req *retainpb.MatchRequest) (*retainpb.MatchResponse, error) {
 	if err := validateFilter(req.Filter); err != nil {
-		return nil, fmt.Errorf("%w: filter %q: %v", ranges.ErrBadRequest, req.Filter, err)
+		return nil, fmt.Errorf("%w: filter %.128q (%d bytes): %v", ranges.ErrBadRequest, req.Filter, len(req.Filter), err)
 	}
 	limit := int(req.Limit)
 	if limit <= 0 || limit > DefaultMatchLimit {

@@ -147,7 +147,7 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 		}
 		m := &retainpb.Message{}
 		if err := proto.Unmarshal(v, m); err != nil {
-			return nil, fmt.Errorf("corrupt retained message %q: %w", topic, err)
+			return nil, fmt.Errorf("corrupt retained message %.128q: %w", topic, err)
 		}
 		if m.ExpiresUnixMs != 0 && m.ExpiresUnixMs <= now { // MQTT-3.3.2-5
 			continue
