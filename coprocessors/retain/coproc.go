@@ -4,6 +4,7 @@
 package retain
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -17,7 +18,8 @@ import (
 	"github.com/bifrost-mq/bifrost/kvstore"
 )
 
-// DefaultMatchLimit bounds a match that names no limit.
+// DefaultMatchLimit bounds a page of a match: the messages of a match that
+// names no limit, and of one that names more.
 const DefaultMatchLimit = 1000
 
 // MaxTopicInKey is how many bytes of a topic a key carries: a topic may be
@@ -118,24 +120,37 @@ func (c *Coprocessor) Mutate(tx kvstore.Tx, input []byte) ([]byte, error) {
 	return setResponse(retainpb.Result_RESULT_OK, "")
 }
 
-// Query returns the unexpired retained messages a filter matches.
+// MaxMatchBytes ends a page of a match once its messages hold that many
+// bytes (a page holds at least one message).
+const MaxMatchBytes = 4 << 20
+
+// Query returns a page of the unexpired retained messages a filter
+// matches in the range, from req.From on, in key order; Next says where
+// the range's next page starts (empty: none is left in this range).
 func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 	req := &retainpb.MatchRequest{}
 	if err := proto.Unmarshal(input, req); err != nil {
 		return nil, fmt.Errorf("undecodable match request: %w", err)
 	}
-	limit := int(req.Limit)
-	if limit <= 0 || limit > DefaultMatchLimit {
-		limit = DefaultMatchLimit
-	}
+	limit := pageLimit(req.Limit)
 	now := req.NowUnixMs
 	if now == 0 {
 		now = time.Now().UnixMilli()
 	}
+	start, end := TenantSpan(req.Tenant)
+	from := ""
+	switch {
+	case bytes.Compare(req.From, end) >= 0:
+		return proto.Marshal(&retainpb.MatchResponse{})
+	case bytes.Compare(req.From, start) > 0:
+		from = string(req.From[len(start):])
+	}
 	resp := &retainpb.MatchResponse{}
-	// Ask the index for more than the limit: some may have expired.
-	for _, topic := range c.index.Match(req.Tenant, req.Filter, 0) {
-		if len(resp.Messages) == limit {
+	topics := c.index.Match(req.Tenant, req.Filter, from, limit)
+	size := 0
+	for i, topic := range topics {
+		if size >= MaxMatchBytes {
+			resp.Next = append(Key(req.Tenant, topics[i-1]), 0)
 			break
 		}
 		v, found, err := r.Get(Key(req.Tenant, topic))
@@ -153,8 +168,21 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 			continue
 		}
 		resp.Messages = append(resp.Messages, m)
+		size += len(v)
+	}
+	if resp.Next == nil && len(topics) == limit {
+		// The index may hold more after the last.
+		resp.Next = append(Key(req.Tenant, topics[len(topics)-1]), 0)
 	}
 	return proto.Marshal(resp)
+}
+
+// pageLimit is the messages a match's page may hold.
+func pageLimit(asked uint32) int {
+	if asked == 0 || asked > DefaultMatchLimit {
+		return DefaultMatchLimit
+	}
+	return int(asked)
 }
 
 // Reset rebuilds the index from the range's messages. It builds the new
