@@ -99,6 +99,13 @@ type conn struct {
 	maxOut      uint32 // the client's maximum packet size; 0: none
 	aliasOutMax uint16
 	aliasesOut  map[string]uint16
+	// room is closed (and dropped) when the outbound side frees room: the
+	// writer took bytes, an acknowledgement freed the window, or the
+	// connection closed; for the retained feed waiting for it.
+	room chan struct{}
+	// feed is the retained messages of new subscriptions, still to be
+	// sent (retained.go).
+	feed retainedFeed
 
 	done chan struct{}
 
@@ -510,11 +517,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		subID = p.Properties.SubscriptionIdentifier[0]
 	}
 	codes := make([]packet.ReasonCode, len(p.Subscriptions))
-	type retainedReq struct {
-		filter string
-		qos    byte
-	}
-	var retained []retainedReq
+	var retained []*retainedReq
 	for i, sub := range p.Subscriptions {
 		parsed, err := dist.ParseSubscription(sub.Filter)
 		if err != nil {
@@ -556,13 +559,11 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		// MQTT-3.3.1-9..11: retained messages by retain handling; none for
 		// shared subscriptions (MQTT-4.8.2 note).
 		if parsed.Group == "" && (sub.RetainHandling == 0 || (sub.RetainHandling == 1 && !existed)) {
-			retained = append(retained, retainedReq{sub.Filter, qos})
+			retained = append(retained, &retainedReq{filter: sub.Filter, qos: qos, subID: subID})
 		}
 	}
 	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}) // MQTT-3.8.4-1
-	for _, r := range retained {
-		c.sendRetained(r.filter, r.qos, subID)
-	}
+	c.feedRetained(retained)
 	return nil
 }
 
@@ -571,26 +572,6 @@ func failCode(v5 bool, code packet.ReasonCode) packet.ReasonCode {
 		return code
 	}
 	return packet.SubackFailure
-}
-
-func (c *conn) sendRetained(filter string, qos byte, subID uint32) {
-	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
-	defer cancel()
-	resp, err := c.s.cfg.Retain.Match(ctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: filter, Limit: c.s.cfg.RetainMatchLimit})
-	if err != nil {
-		c.s.log.Warn("matching retained messages failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", clipped(filter), "err", err)
-		return
-	}
-	var ids []uint32
-	if subID != 0 {
-		ids = []uint32{subID}
-	}
-	for _, rm := range resp.Messages {
-		m := &mqttpb.Message{}
-		_ = proto.Unmarshal(rm.Properties, m)
-		m.Topic, m.Payload, m.Qos, m.Retain, m.ExpiresUnixMs = rm.Topic, rm.Payload, rm.Qos, true, rm.ExpiresUnixMs
-		c.deliver(m, min(byte(rm.Qos), qos), true, ids) // MQTT-3.3.1-9: RETAIN set
-	}
 }
 
 func (c *conn) onUnsubscribe(p *packet.Unsubscribe) {
@@ -610,6 +591,7 @@ func (c *conn) onUnsubscribe(p *packet.Unsubscribe) {
 			c.s.unsubscribe(c.s.ctx, c.id.Tenant, c.key.clientID, sub)
 		}
 		delete(c.subs, f)
+		c.stopRetained(f) // MQTT-3.10.4-2: no new messages for it
 		c.s.m.subscriptions.Dec()
 		codes[i] = packet.Success
 	}
@@ -634,6 +616,7 @@ func (c *conn) end(err error) {
 		c.linger = true
 	}
 	c.flushAndClose()
+	c.stopFeed()
 	if c.sess == nil {
 		c.s.unregister(c)
 	}
@@ -870,6 +853,24 @@ func (c *conn) releaseBacklogLocked() {
 		close(c.taken)
 		c.taken = nil
 	}
+	c.roomFreedLocked()
+}
+
+// roomFreedLocked wakes whoever waits for room (waitRoomLocked).
+func (c *conn) roomFreedLocked() {
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+}
+
+// waitRoomLocked returns a channel closed once the outbound side frees
+// room.
+func (c *conn) waitRoomLocked() <-chan struct{} {
+	if c.room == nil {
+		c.room = make(chan struct{})
+	}
+	return c.room
 }
 
 func (c *conn) writeLoop() {
@@ -910,6 +911,10 @@ func (c *conn) writeLoop() {
 func (c *conn) deliver(m *mqttpb.Message, qos byte, retain bool, subIDs []uint32) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.deliverLocked(m, qos, retain, subIDs)
+}
+
+func (c *conn) deliverLocked(m *mqttpb.Message, qos byte, retain bool, subIDs []uint32) bool {
 	if c.closed || c.inflight == nil {
 		return false
 	}
@@ -1064,6 +1069,7 @@ func (c *conn) onAck(id uint16, t packet.Type, code packet.ReasonCode) {
 		}
 	}
 	delete(c.inflight, id)
+	c.roomFreedLocked()
 	if om.inbox {
 		c.sess.acked(om.seq) // committed to the inbox by the session's loop
 	}
