@@ -65,9 +65,11 @@ type Config struct {
 	// ConnectTimeout is how long a new connection may take to send CONNECT.
 	// Default 10s.
 	ConnectTimeout time.Duration
-	// RetainMatchLimit bounds the retained messages sent for one
-	// subscription. Default 1000.
-	RetainMatchLimit uint32
+	// RetainPageSize is how many retained messages one fetch of a new
+	// subscription's matches asks for (at most 1000). Every match is sent
+	// (MQTT-3.3.1-9), a page at a time, as fast as the client's flow
+	// control lets it (retained.go). Default 100.
+	RetainPageSize uint32
 	// MatchCacheTTL bounds how long a cached dist match is used without a
 	// route change being heard of. Default 2s; negative disables the cache.
 	MatchCacheTTL time.Duration
@@ -153,8 +155,8 @@ func (c Config) withDefaults() Config {
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
-	if c.RetainMatchLimit == 0 {
-		c.RetainMatchLimit = 1000
+	if c.RetainPageSize == 0 {
+		c.RetainPageSize = 100
 	}
 	if c.MatchCacheTTL == 0 {
 		c.MatchCacheTTL = 2 * time.Second

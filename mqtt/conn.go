@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
+	"github.com/bifrost-mq/bifrost/ranges"
 )
 
 // maxBacklog bounds the encoded bytes waiting for a slow client's socket;
@@ -99,6 +102,13 @@ type conn struct {
 	maxOut      uint32 // the client's maximum packet size; 0: none
 	aliasOutMax uint16
 	aliasesOut  map[string]uint16
+	// room is closed (and dropped) when the outbound side frees room: the
+	// writer took bytes, an acknowledgement freed the window, or the
+	// connection closed; for the retained feed waiting for it.
+	room chan struct{}
+	// feed is the retained messages of new subscriptions, still to be
+	// sent (retained.go).
+	feed retainedFeed
 
 	done chan struct{}
 
@@ -451,7 +461,8 @@ func messageOf(topic string, p *packet.Publish, publisher string, now time.Time)
 }
 
 // retain stores (or, for an empty payload, deletes: MQTT-3.3.1-6) the
-// topic's retained message.
+// topic's retained message. An error is a *retainRefusedError when the
+// store answered and refused it.
 func (s *Server) retain(ctx context.Context, tenant string, m *mqttpb.Message) error {
 	props, err := proto.Marshal(&mqttpb.Message{
 		HasPayloadFormat: m.HasPayloadFormat, PayloadFormat: m.PayloadFormat, ContentType: m.ContentType,
@@ -467,13 +478,49 @@ func (s *Server) retain(ctx context.Context, tenant string, m *mqttpb.Message) e
 		Topic: m.Topic, Payload: m.Payload, Qos: m.Qos, Properties: props,
 		ExpiresUnixMs: m.ExpiresUnixMs, PublishedUnixMs: time.Now().UnixMilli(),
 	}})
+	if errors.Is(err, ranges.ErrBadRequest) {
+		return &retainRefusedError{result: retainpb.Result_RESULT_INVALID, reason: err.Error()}
+	}
 	if err != nil {
 		return err
 	}
 	if resp.Result != retainpb.Result_RESULT_OK && resp.Result != retainpb.Result_RESULT_DELETED {
-		return fmt.Errorf("retain refused: %s %s", resp.Result, resp.Reason)
+		return &retainRefusedError{result: resp.Result, reason: resp.Reason}
 	}
 	return nil
+}
+
+// retainRefusedError is a retained message the store refused: over the
+// tenant's limit, or one it cannot take. Sent again, it would be refused
+// again.
+type retainRefusedError struct {
+	result retainpb.Result
+	reason string
+}
+
+func (e *retainRefusedError) Error() string {
+	return fmt.Sprintf("retain refused: %s %s", e.result, e.reason)
+}
+
+// code is the reason code that tells a 5.0 client.
+func (e *retainRefusedError) code() packet.ReasonCode {
+	if e.result == retainpb.Result_RESULT_LIMIT {
+		return packet.QuotaExceeded
+	}
+	return packet.ImplementationSpecificError
+}
+
+// clipped is a topic or filter in a log line: a longer one than 128 bytes
+// is cut there and its length given, so that a client's 64 KiB topics do
+// not fill the log.
+type clipped string
+
+func (s clipped) LogValue() slog.Value {
+	const keep = 128
+	if len(s) <= keep {
+		return slog.StringValue(string(s))
+	}
+	return slog.StringValue(fmt.Sprintf("%s... (%d bytes)", strings.ToValidUTF8(string(s[:keep]), ""), len(s)))
 }
 
 func (c *conn) onSubscribe(p *packet.Subscribe) error {
@@ -483,11 +530,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		subID = p.Properties.SubscriptionIdentifier[0]
 	}
 	codes := make([]packet.ReasonCode, len(p.Subscriptions))
-	type retainedReq struct {
-		filter string
-		qos    byte
-	}
-	var retained []retainedReq
+	var retained []*retainedReq
 	for i, sub := range p.Subscriptions {
 		parsed, err := dist.ParseSubscription(sub.Filter)
 		if err != nil {
@@ -513,7 +556,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 			res, err = c.s.subscribe(c.s.ctx, c.id.Tenant, c.key.clientID, parsed, opts)
 		}
 		if err != nil {
-			c.s.log.Warn("subscribe failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", sub.Filter, "err", err)
+			c.s.log.Warn("subscribe failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", clipped(sub.Filter), "err", err)
 			code := packet.UnspecifiedError
 			if res == distpb.Result_RESULT_LIMIT {
 				code = packet.QuotaExceeded
@@ -529,13 +572,11 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		// MQTT-3.3.1-9..11: retained messages by retain handling; none for
 		// shared subscriptions (MQTT-4.8.2 note).
 		if parsed.Group == "" && (sub.RetainHandling == 0 || (sub.RetainHandling == 1 && !existed)) {
-			retained = append(retained, retainedReq{sub.Filter, qos})
+			retained = append(retained, &retainedReq{filter: sub.Filter, qos: qos, subID: subID})
 		}
 	}
 	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}) // MQTT-3.8.4-1
-	for _, r := range retained {
-		c.sendRetained(r.filter, r.qos, subID)
-	}
+	c.feedRetained(retained)
 	return nil
 }
 
@@ -544,26 +585,6 @@ func failCode(v5 bool, code packet.ReasonCode) packet.ReasonCode {
 		return code
 	}
 	return packet.SubackFailure
-}
-
-func (c *conn) sendRetained(filter string, qos byte, subID uint32) {
-	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
-	defer cancel()
-	resp, err := c.s.cfg.Retain.Match(ctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: filter, Limit: c.s.cfg.RetainMatchLimit})
-	if err != nil {
-		c.s.log.Warn("matching retained messages failed", "tenant", c.id.Tenant, "filter", filter, "err", err)
-		return
-	}
-	var ids []uint32
-	if subID != 0 {
-		ids = []uint32{subID}
-	}
-	for _, rm := range resp.Messages {
-		m := &mqttpb.Message{}
-		_ = proto.Unmarshal(rm.Properties, m)
-		m.Topic, m.Payload, m.Qos, m.Retain, m.ExpiresUnixMs = rm.Topic, rm.Payload, rm.Qos, true, rm.ExpiresUnixMs
-		c.deliver(m, min(byte(rm.Qos), qos), true, ids) // MQTT-3.3.1-9: RETAIN set
-	}
 }
 
 func (c *conn) onUnsubscribe(p *packet.Unsubscribe) {
@@ -583,6 +604,7 @@ func (c *conn) onUnsubscribe(p *packet.Unsubscribe) {
 			c.s.unsubscribe(c.s.ctx, c.id.Tenant, c.key.clientID, sub)
 		}
 		delete(c.subs, f)
+		c.stopRetained(f) // MQTT-3.10.4-2: no new messages for it
 		c.s.m.subscriptions.Dec()
 		codes[i] = packet.Success
 	}
@@ -607,6 +629,7 @@ func (c *conn) end(err error) {
 		c.linger = true
 	}
 	c.flushAndClose()
+	c.stopFeed()
 	if c.sess == nil {
 		c.s.unregister(c)
 	}
@@ -843,6 +866,24 @@ func (c *conn) releaseBacklogLocked() {
 		close(c.taken)
 		c.taken = nil
 	}
+	c.roomFreedLocked()
+}
+
+// roomFreedLocked wakes whoever waits for room (waitRoomLocked).
+func (c *conn) roomFreedLocked() {
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+}
+
+// waitRoomLocked returns a channel closed once the outbound side frees
+// room.
+func (c *conn) waitRoomLocked() <-chan struct{} {
+	if c.room == nil {
+		c.room = make(chan struct{})
+	}
+	return c.room
 }
 
 func (c *conn) writeLoop() {
@@ -883,6 +924,10 @@ func (c *conn) writeLoop() {
 func (c *conn) deliver(m *mqttpb.Message, qos byte, retain bool, subIDs []uint32) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.deliverLocked(m, qos, retain, subIDs)
+}
+
+func (c *conn) deliverLocked(m *mqttpb.Message, qos byte, retain bool, subIDs []uint32) bool {
 	if c.closed || c.inflight == nil {
 		return false
 	}
@@ -1037,6 +1082,7 @@ func (c *conn) onAck(id uint16, t packet.Type, code packet.ReasonCode) {
 		}
 	}
 	delete(c.inflight, id)
+	c.roomFreedLocked()
 	if om.inbox {
 		c.sess.acked(om.seq) // committed to the inbox by the session's loop
 	}

@@ -34,6 +34,10 @@ type metrics struct {
 	// readerPauses counts the times a connection's reader waited for its
 	// client to read the replies (conn.waitBacklog).
 	readerPauses prometheus.Counter
+	// retainFailures counts retained messages that were not stored, by
+	// result: refused (the store answered no; a retry would be refused
+	// too) or error (no answer).
+	retainFailures *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -98,6 +102,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		relWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_qos2_rel_writes_total", Help: "Writes of persistent sessions' unreleased inbound QoS 2 packet IDs to their inbox (before PUBREC, before PUBCOMP), by result.",
 		}, []string{"result"}),
+		retainFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_retain_failures_total", Help: "Retained messages not stored, by result (refused: the store said no, error: it did not answer).",
+		}, []string{"result"}),
 	}
 	m.connections = register(reg, m.connections)
 	m.connects = register(reg, m.connects)
@@ -118,6 +125,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.inboxDuplicates = register(reg, m.inboxDuplicates)
 	m.relWrites = register(reg, m.relWrites)
 	m.readerPauses = register(reg, m.readerPauses)
+	m.retainFailures = register(reg, m.retainFailures)
 	return m
 }
 

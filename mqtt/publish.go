@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -322,19 +323,34 @@ func (c *conn) onPublish(p *packet.Publish) error {
 	ctx := c.s.ctx
 	if p.Retain {
 		if err := c.s.retain(ctx, c.id.Tenant, m); err != nil {
-			c.s.log.Warn("storing a retained message failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
-			if !v5 {
-				return errClose // the client retries a QoS 1/2 message on its next connection
+			var refused *retainRefusedError
+			isRefused := errors.As(err, &refused)
+			result, code := "error", packet.UnspecifiedError
+			if isRefused {
+				result, code = "refused", refused.code()
 			}
-			if p.QoS == 0 {
+			c.s.m.retainFailures.WithLabelValues(result).Inc()
+			c.s.log.Warn("storing a retained message failed", "tenant", c.id.Tenant, "client", c.key.clientID, "topic", clipped(topic), "err", err)
+			switch {
+			case v5 && p.QoS == 0:
 				// No acknowledgement to carry the failure: the
 				// DISCONNECT does.
-				return &disconnectError{code: packet.UnspecifiedError, reason: "retained message not stored"}
-			}
-			if !c.answer(p.QoS, p.PacketID, packet.UnspecifiedError, "retained message not stored") {
+				return &disconnectError{code: code, reason: "retained message not stored"}
+			case v5:
+				if !c.answer(p.QoS, p.PacketID, code, "retained message not stored") {
+					return errClose
+				}
+				return nil
+			case !isRefused && p.QoS > 0:
+				// 3.x has no negative acknowledgement: the client sends
+				// it again on its next connection, when the store may
+				// answer.
 				return errClose
 			}
-			return nil
+			// A 3.x client sent again what the store refused would be
+			// refused again, forever, and a QoS 0 message is not sent
+			// again: it goes to the subscribers unretained, and is
+			// acknowledged.
 		}
 	}
 	a := c.pubs.push(&pubAck{qos: p.QoS, id: p.PacketID}, c.s.cfg.PublishPipeline)

@@ -886,6 +886,6 @@ func (s *session) unrecord(key string) {
 	defer cancel()
 	if _, err := c.s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Unsubscribe{Unsubscribe: &inboxpb.UnsubscribeRequest{
 		Tenant: c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc, Filter: key}}}); err != nil {
-		c.s.log.Warn("removing a subscription from an inbox failed", "tenant", c.id.Tenant, "client", s.inbox, "filter", key, "err", err)
+		c.s.log.Warn("removing a subscription from an inbox failed", "tenant", c.id.Tenant, "client", s.inbox, "filter", clipped(key), "err", err)
 	}
 }

@@ -115,7 +115,7 @@ func (c *Client) Match(ctx context.Context, req *distpb.MatchRequest) (*distpb.M
 	}
 	for _, t := range req.Topics {
 		if err := ValidateTopicName(t); err != nil {
-			return nil, fmt.Errorf("%w: topic %q: %v", ranges.ErrBadRequest, t, err)
+			return nil, fmt.Errorf("%w: topic %.128q (%d bytes): %v", ranges.ErrBadRequest, t, len(t), err)
 		}
 	}
 	out := &distpb.MatchResponse{Topics: make([]*distpb.TopicMatches, len(req.Topics))}

@@ -2,6 +2,8 @@ package dist
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -16,17 +18,49 @@ import (
 // included) followed by 0x00, a 0x00 ending the filter, the receiver kind
 // byte and the receiver ID. All routes of a tenant share the prefix
 // tenant 0x00, and all receivers of one filter sit together.
+//
+// A subscription longer than MaxSubscriptionInKey bytes (MQTT allows
+// 65,535, the store's keys 4 KiB) is keyed by its first
+// MaxSubscriptionInKey bytes, cut into levels the same way, and one more
+// level, 0x01 and the hex SHA-256 of the whole subscription; the whole
+// subscription is in the value, which the trie is built from (the key is
+// only where the route lives, never read back). Such a key cannot be a
+// short subscription's: read as levels, it names a subscription longer
+// than MaxSubscriptionInKey. Neither form holds a zero byte inside a level,
+// so a filter's key prefix still ends in the two zero bytes AlignSplitKey
+// looks for. See docs/coprocessors.md, "Long topics".
 func routeKey(tenant string, sub Subscription, r Receiver) []byte {
+	b := subscriptionPrefix(tenant, sub)
+	b = append(b, r.Kind)
+	return append(b, r.ID...)
+}
+
+// MaxSubscriptionInKey is how many bytes of a subscription a route key
+// carries; a longer one is keyed by that much of it and its digest.
+const MaxSubscriptionInKey = 1024
+
+// subscriptionPrefix is the key prefix of every route of one subscription:
+// tenant 0x00, its levels each ended by 0x00, and 0x00.
+func subscriptionPrefix(tenant string, sub Subscription) []byte {
 	s := sub.String()
-	b := make([]byte, 0, len(tenant)+len(s)+len(r.ID)+5)
+	var digest []byte
+	if len(s) > MaxSubscriptionInKey {
+		sum := sha256.Sum256([]byte(s))
+		digest, s = sum[:], s[:MaxSubscriptionInKey]
+	}
+	b := make([]byte, 0, len(tenant)+len(s)+2*len(digest)+8)
 	b = append(b, tenant...)
 	b = append(b, 0)
 	for _, l := range strings.Split(s, "/") {
 		b = append(b, l...)
 		b = append(b, 0)
 	}
-	b = append(b, 0, r.Kind)
-	return append(b, r.ID...)
+	if digest != nil {
+		b = append(b, 1)
+		b = hex.AppendEncode(b, digest)
+		b = append(b, 0)
+	}
+	return append(b, 0)
 }
 
 // TenantSpan is the key span of all routes of a tenant.

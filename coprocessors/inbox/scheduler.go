@@ -3,6 +3,7 @@ package inbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -256,7 +257,8 @@ func (s *Scheduler) removeRoutes(ctx context.Context, m *inboxpb.Meta) {
 	for filter := range m.Subscriptions {
 		if _, err := s.routes.RemoveRoute(ctx, &distpb.RemoveRouteRequest{Route: &distpb.Route{Tenant: m.Tenant,
 			Subscription: filter, Receiver: &distpb.Receiver{Kind: ReceiverInbox, Id: id}}}); err != nil {
-			s.log.Warn("removing an expired session's route", "tenant", m.Tenant, "inbox", m.Inbox, "filter", filter, "err", err)
+			s.log.Warn("removing an expired session's route", "tenant", m.Tenant, "inbox", m.Inbox,
+				"filter", fmt.Sprintf("%.128s", filter), "filter_bytes", len(filter), "err", err)
 		}
 	}
 }

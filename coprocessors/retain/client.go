@@ -1,6 +1,7 @@
 package retain
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 
@@ -42,22 +43,29 @@ func (c *Client) Set(ctx context.Context, req *retainpb.SetRequest) (*retainpb.S
 	return out, nil
 }
 
-// Match returns the tenant's unexpired retained messages that match a
-// filter, in topic order, at most req.Limit, across every range of the
-// tenant's span.
+// Match returns a page of the tenant's unexpired retained messages that
+// match a filter, in key order, at most req.Limit (and about
+// MaxMatchBytes), from req.From on, across the ranges of the tenant's
+// span. The page's Next is the From of the next page; empty when no
+// message is left. Pages follow splits and merges between them: a cursor
+// is a key, which one range or another holds.
 func (c *Client) Match(ctx context.Context, req *retainpb.MatchRequest) (*retainpb.MatchResponse, error) {
 	if err := validateFilter(req.Filter); err != nil {
-		return nil, fmt.Errorf("%w: filter %q: %v", ranges.ErrBadRequest, req.Filter, err)
+		return nil, fmt.Errorf("%w: filter %.128q (%d bytes): %v", ranges.ErrBadRequest, req.Filter, len(req.Filter), err)
 	}
-	limit := int(req.Limit)
-	if limit <= 0 || limit > DefaultMatchLimit {
-		limit = DefaultMatchLimit
-	}
+	limit := pageLimit(req.Limit)
 	out := &retainpb.MatchResponse{}
 	cursor, end := TenantSpan(req.Tenant)
-	for len(out.Messages) < limit {
+	if bytes.Compare(req.From, cursor) > 0 {
+		cursor = req.From
+	}
+	if bytes.Compare(cursor, end) >= 0 {
+		return out, nil
+	}
+	size := 0
+	for {
 		q := proto.CloneOf(req)
-		q.Limit = uint32(limit - len(out.Messages))
+		q.Limit, q.From = uint32(limit-len(out.Messages)), cursor
 		in, err := proto.Marshal(q)
 		if err != nil {
 			return nil, err
@@ -71,13 +79,23 @@ func (c *Client) Match(ctx context.Context, req *retainpb.MatchRequest) (*retain
 			return nil, fmt.Errorf("undecodable retain match: %w", err)
 		}
 		out.Messages = append(out.Messages, part.Messages...)
+		for _, m := range part.Messages {
+			size += proto.Size(m)
+		}
+		if len(part.Next) > 0 {
+			out.Next = part.Next // the range has more
+			return out, nil
+		}
 		next := res.Range.GetEnd()
-		if len(next) == 0 || string(next) >= string(end) {
-			break
+		if len(next) == 0 || bytes.Compare(next, end) >= 0 {
+			return out, nil
 		}
 		cursor = next
+		if len(out.Messages) >= limit || size >= MaxMatchBytes {
+			out.Next = cursor
+			return out, nil
+		}
 	}
-	return out, nil
 }
 
 // Service serves the Retain gRPC API through a client.

@@ -4,6 +4,9 @@
 package retain
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -15,15 +18,42 @@ import (
 	"github.com/bifrost-mq/bifrost/kvstore"
 )
 
-// DefaultMatchLimit bounds a match that names no limit.
+// DefaultMatchLimit bounds a page of a match: the messages of a match that
+// names no limit, and of one that names more.
 const DefaultMatchLimit = 1000
 
-// Key is the storage key of a tenant's retained topic.
+// MaxTopicInKey is how many bytes of a topic a key carries: a topic may be
+// up to 65,535 bytes (MQTT-4.7.3-3), the store's keys 4 KiB.
+const MaxTopicInKey = 1024
+
+// Key is the storage key of a tenant's retained topic: tenant 0x00 topic,
+// or, for a topic longer than MaxTopicInKey, tenant 0x00, its first
+// MaxTopicInKey bytes, 0x00 and the hex SHA-256 of the whole topic. A topic
+// holds no zero byte, so the second zero tells the long form; the message
+// in the value names the whole topic. Keys sort as their topics do, but
+// for long topics alike in their first MaxTopicInKey bytes, which sort by
+// digest after the topic that is exactly those bytes. See
+// docs/coprocessors.md, "Long topics".
 func Key(tenant, topic string) []byte {
-	b := make([]byte, 0, len(tenant)+1+len(topic))
+	n := len(topic)
+	if n > MaxTopicInKey {
+		n = MaxTopicInKey + 1 + 2*sha256.Size
+	}
+	b := make([]byte, 0, len(tenant)+1+n)
 	b = append(b, tenant...)
 	b = append(b, 0)
-	return append(b, topic...)
+	return appendTopic(b, topic)
+}
+
+// appendTopic appends the part of a key that names a topic.
+func appendTopic(b []byte, topic string) []byte {
+	if len(topic) <= MaxTopicInKey {
+		return append(b, topic...)
+	}
+	sum := sha256.Sum256([]byte(topic))
+	b = append(b, topic[:MaxTopicInKey]...)
+	b = append(b, 0)
+	return hex.AppendEncode(b, sum[:])
 }
 
 // TenantSpan is the key span of a tenant's retained messages.
@@ -90,24 +120,37 @@ func (c *Coprocessor) Mutate(tx kvstore.Tx, input []byte) ([]byte, error) {
 	return setResponse(retainpb.Result_RESULT_OK, "")
 }
 
-// Query returns the unexpired retained messages a filter matches.
+// MaxMatchBytes ends a page of a match once its messages hold that many
+// bytes (a page holds at least one message).
+const MaxMatchBytes = 4 << 20
+
+// Query returns a page of the unexpired retained messages a filter
+// matches in the range, from req.From on, in key order; Next says where
+// the range's next page starts (empty: none is left in this range).
 func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 	req := &retainpb.MatchRequest{}
 	if err := proto.Unmarshal(input, req); err != nil {
 		return nil, fmt.Errorf("undecodable match request: %w", err)
 	}
-	limit := int(req.Limit)
-	if limit <= 0 || limit > DefaultMatchLimit {
-		limit = DefaultMatchLimit
-	}
+	limit := pageLimit(req.Limit)
 	now := req.NowUnixMs
 	if now == 0 {
 		now = time.Now().UnixMilli()
 	}
+	start, end := TenantSpan(req.Tenant)
+	from := ""
+	switch {
+	case bytes.Compare(req.From, end) >= 0:
+		return proto.Marshal(&retainpb.MatchResponse{})
+	case bytes.Compare(req.From, start) > 0:
+		from = string(req.From[len(start):])
+	}
 	resp := &retainpb.MatchResponse{}
-	// Ask the index for more than the limit: some may have expired.
-	for _, topic := range c.index.Match(req.Tenant, req.Filter, 0) {
-		if len(resp.Messages) == limit {
+	topics := c.index.Match(req.Tenant, req.Filter, from, limit)
+	size := 0
+	for i, topic := range topics {
+		if size >= MaxMatchBytes {
+			resp.Next = append(Key(req.Tenant, topics[i-1]), 0)
 			break
 		}
 		v, found, err := r.Get(Key(req.Tenant, topic))
@@ -119,14 +162,27 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 		}
 		m := &retainpb.Message{}
 		if err := proto.Unmarshal(v, m); err != nil {
-			return nil, fmt.Errorf("corrupt retained message %q: %w", topic, err)
+			return nil, fmt.Errorf("corrupt retained message %.128q: %w", topic, err)
 		}
 		if m.ExpiresUnixMs != 0 && m.ExpiresUnixMs <= now { // MQTT-3.3.2-5
 			continue
 		}
 		resp.Messages = append(resp.Messages, m)
+		size += len(v)
+	}
+	if resp.Next == nil && len(topics) == limit {
+		// The index may hold more after the last.
+		resp.Next = append(Key(req.Tenant, topics[len(topics)-1]), 0)
 	}
 	return proto.Marshal(resp)
+}
+
+// pageLimit is the messages a match's page may hold.
+func pageLimit(asked uint32) int {
+	if asked == 0 || asked > DefaultMatchLimit {
+		return DefaultMatchLimit
+	}
+	return int(asked)
 }
 
 // Reset rebuilds the index from the range's messages. It builds the new
@@ -134,15 +190,30 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 // misses no message that was there before and after.
 func (c *Coprocessor) Reset(r kvstore.Reader) error {
 	fresh := NewIndex()
-	err := r.Iterate(nil, nil, func(key, _ []byte) bool {
+	var bad error
+	err := r.Iterate(nil, nil, func(key, value []byte) bool {
 		tenant, topic, ok := strings.Cut(string(key), "\x00")
-		if ok {
-			fresh.Add(tenant, topic)
+		if !ok {
+			return true
 		}
+		if strings.IndexByte(topic, 0) >= 0 {
+			// A long topic's key holds only its start: the message
+			// names it.
+			m := &retainpb.Message{}
+			if err := proto.Unmarshal(value, m); err != nil {
+				bad = fmt.Errorf("corrupt retained message at %q: %w", key[:min(len(key), 128)], err)
+				return false
+			}
+			topic = m.Topic
+		}
+		fresh.Add(tenant, topic)
 		return true
 	})
 	if err != nil {
 		return err
+	}
+	if bad != nil {
+		return bad
 	}
 	c.index.replace(fresh)
 	return nil

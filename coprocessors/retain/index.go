@@ -1,7 +1,8 @@
 package retain
 
 import (
-	"sort"
+	"bytes"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -108,63 +109,126 @@ func (x *Index) Remove(tenant, topic string) bool {
 	return true
 }
 
-// Match returns the retained topics a filter matches, sorted, at most limit
-// (limit <= 0: all). A filter starting with a wildcard does not match topics
-// starting with '$' (MQTT-4.7.2-1).
-func (x *Index) Match(tenant, filter string, limit int) []string {
+// Match returns the retained topics a filter matches whose key part (the
+// key after tenant 0x00, appendTopic) is from or after, in key order, at
+// most limit (limit <= 0: all). A filter starting with a wildcard does not
+// match topics starting with '$' (MQTT-4.7.2-1).
+//
+// Pages of a large match come from calls with from past the last key: the
+// walk skips every subtree whose topics all key before from, so a page
+// costs the matches left, not all of them.
+func (x *Index) Match(tenant, filter, from string, limit int) []string {
+	found := x.matchAll(tenant, filter, from)
+	slices.SortFunc(found, func(a, b matchedTopic) int { return strings.Compare(a.key, b.key) })
+	if limit > 0 && len(found) > limit {
+		found = found[:limit]
+	}
+	out := make([]string, len(found))
+	for i, mt := range found {
+		out[i] = mt.topic
+	}
+	return out
+}
+
+// matchAll is Match's walk, unsorted.
+func (x *Index) matchAll(tenant, filter, from string) []matchedTopic {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	root := x.tenants[tenant]
 	if root == nil {
 		return nil
 	}
-	var out []string
-	levels := strings.Split(filter, "/")
-	var walk func(n *tnode, i int, path []string)
-	walk = func(n *tnode, i int, path []string) {
-		if i == len(levels) {
-			if n.present {
-				out = append(out, strings.Join(path, "/"))
-			}
-			return
-		}
-		switch l := levels[i]; l {
-		case "#":
-			if i > 0 && n.present { // "a/#" matches "a"
-				out = append(out, strings.Join(path, "/"))
-			}
-			for name, c := range n.children {
-				if i == 0 && strings.HasPrefix(name, "$") {
-					continue
-				}
-				descend(c, append(path, name), &out)
-			}
-		case "+":
-			for name, c := range n.children {
-				if i == 0 && strings.HasPrefix(name, "$") {
-					continue
-				}
-				walk(c, i+1, append(path, name))
-			}
-		default:
-			if c := n.children[l]; c != nil {
-				walk(c, i+1, append(path, l))
-			}
-		}
-	}
-	walk(root, 0, nil)
-	sort.Strings(out)
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out
+	m := indexMatch{levels: strings.Split(filter, "/"), from: []byte(from)}
+	m.walk(root, 0)
+	return m.out
 }
 
-func descend(n *tnode, path []string, out *[]string) {
-	if n.present {
-		*out = append(*out, strings.Join(path, "/"))
+type matchedTopic struct{ key, topic string }
+
+// indexMatch is one walk of Match: path holds the topic of the node being
+// visited.
+type indexMatch struct {
+	levels []string
+	from   []byte
+	path   []byte
+	out    []matchedTopic
+}
+
+func (m *indexMatch) emit() {
+	topic := string(m.path)
+	key := topic
+	if len(topic) > MaxTopicInKey {
+		key = string(appendTopic(nil, topic))
 	}
+	if key >= string(m.from) {
+		m.out = append(m.out, matchedTopic{key, topic})
+	}
+}
+
+// enter appends a child at depth to the path; false when every topic at
+// or under it keys before from. Every such topic starts with the path, and
+// its key with the path's first MaxTopicInKey bytes.
+func (m *indexMatch) enter(depth int, name string) bool {
+	if depth > 0 {
+		m.path = append(m.path, '/')
+	}
+	m.path = append(m.path, name...)
+	p := m.path[:min(len(m.path), MaxTopicInKey)]
+	return bytes.Compare(p, m.from) >= 0 || bytes.HasPrefix(m.from, p)
+}
+
+func (m *indexMatch) walk(n *tnode, i int) {
+	if i == len(m.levels) {
+		if n.present {
+			m.emit()
+		}
+		return
+	}
+	mark := len(m.path)
+	switch l := m.levels[i]; l {
+	case "#":
+		if i > 0 && n.present { // "a/#" matches "a"
+			m.emit()
+		}
+		for name, c := range n.children {
+			if i == 0 && strings.HasPrefix(name, "$") {
+				continue
+			}
+			if m.enter(i, name) {
+				m.descend(c, i+1)
+			}
+			m.path = m.path[:mark]
+		}
+	case "+":
+		for name, c := range n.children {
+			if i == 0 && strings.HasPrefix(name, "$") {
+				continue
+			}
+			if m.enter(i, name) {
+				m.walk(c, i+1)
+			}
+			m.path = m.path[:mark]
+		}
+	default:
+		if c := n.children[l]; c != nil {
+			if m.enter(i, l) {
+				m.walk(c, i+1)
+			}
+			m.path = m.path[:mark]
+		}
+	}
+}
+
+// descend emits every topic at or under n, whose children are at depth.
+func (m *indexMatch) descend(n *tnode, depth int) {
+	if n.present {
+		m.emit()
+	}
+	mark := len(m.path)
 	for name, c := range n.children {
-		descend(c, append(path, name), out)
+		if m.enter(depth, name) {
+			m.descend(c, depth+1)
+		}
+		m.path = m.path[:mark]
 	}
 }

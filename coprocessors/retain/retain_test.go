@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"slices"
-	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,9 +19,13 @@ import (
 	"github.com/bifrost-mq/bifrost/ranges/rangestest"
 )
 
+// TestIndexAgainstBruteForce: the index's matches are the topics
+// dist.MatchFilter matches, in key order, and paging through them (from
+// past the last key) gives each once. Long levels make topics over
+// MaxTopicInKey that share their first KiB, keyed by digest.
 func TestIndexAgainstBruteForce(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
-	levels := []string{"a", "b", "", "$s"}
+	levels := []string{"a", "b", "", "$s", "a-", strings.Repeat("x", 600)}
 	topic := func() string {
 		n := 1 + rng.Intn(4)
 		s := levels[rng.Intn(len(levels))]
@@ -30,9 +34,10 @@ func TestIndexAgainstBruteForce(t *testing.T) {
 		}
 		return s
 	}
+	keyPart := func(topic string) string { return string(retain.Key("t", topic)[2:]) }
 	x := retain.NewIndex()
 	var topics []string
-	for i := 0; i < 300; i++ {
+	for i := 0; i < 400; i++ {
 		tp := topic()
 		if x.Add("t", tp) {
 			topics = append(topics, tp)
@@ -45,7 +50,16 @@ func TestIndexAgainstBruteForce(t *testing.T) {
 		}
 		topics = slices.DeleteFunc(topics, func(s string) bool { return s == victim })
 	}
-	filters := []string{"#", "+", "a/#", "+/+", "a/+/b", "$s/#", "+/#", "/#", "a", "a//b", "$s/+"}
+	long := 0
+	for _, tp := range topics {
+		if len(tp) > retain.MaxTopicInKey {
+			long++
+		}
+	}
+	if long < 10 {
+		t.Fatalf("only %d long topics", long)
+	}
+	filters := []string{"#", "+", "a/#", "+/+", "a/+/b", "$s/#", "+/#", "/#", "a", "a//b", "$s/+", "a-/#"}
 	for i := 0; i < 200; i++ {
 		filters = append(filters, topic())
 	}
@@ -56,12 +70,24 @@ func TestIndexAgainstBruteForce(t *testing.T) {
 				want = append(want, tp)
 			}
 		}
-		sort.Strings(want)
-		if got := x.Match("t", f, 0); !slices.Equal(got, want) {
-			t.Fatalf("filter %q: got %v, want %v", f, got, want)
+		slices.SortFunc(want, func(a, b string) int { return strings.Compare(keyPart(a), keyPart(b)) })
+		if got := x.Match("t", f, "", 0); !slices.Equal(got, want) {
+			t.Fatalf("filter %.40q: got %d topics, want %d", f, len(got), len(want))
+		}
+		var paged []string
+		for from := ""; ; {
+			page := x.Match("t", f, from, 7)
+			paged = append(paged, page...)
+			if len(page) < 7 {
+				break
+			}
+			from = keyPart(page[len(page)-1]) + "\x00"
+		}
+		if !slices.Equal(paged, want) {
+			t.Fatalf("filter %.40q in pages of 7: got %d topics, want %d", f, len(paged), len(want))
 		}
 	}
-	if got := x.Match("t", "#", 3); len(got) != 3 {
+	if got := x.Match("t", "#", "", 3); len(got) != 3 {
 		t.Fatalf("limit 3 returned %d", len(got))
 	}
 }

@@ -76,7 +76,7 @@ func (Result) EnumDescriptor() ([]byte, []int) {
 	return file_coprocessors_retain_retainpb_retain_proto_rawDescGZIP(), []int{0}
 }
 
-// Message is one retained message, stored under tenant 0x00 topic.
+// Message is one retained message, stored under retain.Key(tenant, topic).
 type Message struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Topic   string                 `protobuf:"bytes,1,opt,name=topic,proto3" json:"topic,omitempty"`
@@ -279,14 +279,21 @@ func (x *SetResponse) GetReason() string {
 	return ""
 }
 
+// MatchRequest asks for one page of the retained messages a filter
+// matches, in key order (docs/coprocessors.md: topic order but for long
+// topics alike in their first KiB).
 type MatchRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	Filter string                 `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
-	// limit bounds the messages returned (0: 1000).
+	// limit bounds the messages of the page (0, or over 1000: 1000); a page
+	// also ends after 4 MiB of messages.
 	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
 	// now_unix_ms judges expiry (0: the server's clock).
-	NowUnixMs     int64 `protobuf:"varint,4,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
+	NowUnixMs int64 `protobuf:"varint,4,opt,name=now_unix_ms,json=nowUnixMs,proto3" json:"now_unix_ms,omitempty"`
+	// from is the key the page starts at (inclusive): the previous page's
+	// next. Empty: the tenant's first.
+	From          []byte `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -349,9 +356,20 @@ func (x *MatchRequest) GetNowUnixMs() int64 {
 	return 0
 }
 
+func (x *MatchRequest) GetFrom() []byte {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
 type MatchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Messages      []*Message             `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Messages []*Message             `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// next is the from of the next page; empty when no message is left.
+	// A page may be short, even empty (expired messages skipped), and
+	// still have a next.
+	Next          []byte `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,6 +411,13 @@ func (x *MatchResponse) GetMessages() []*Message {
 	return nil
 }
 
+func (x *MatchResponse) GetNext() []byte {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
 var File_coprocessors_retain_retainpb_retain_proto protoreflect.FileDescriptor
 
 const file_coprocessors_retain_retainpb_retain_proto_rawDesc = "" +
@@ -414,14 +439,16 @@ const file_coprocessors_retain_retainpb_retain_proto_rawDesc = "" +
 	"\x0emax_per_tenant\x18\x03 \x01(\rR\fmaxPerTenant\"U\n" +
 	"\vSetResponse\x12.\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x16.bifrost.retain.ResultR\x06result\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"t\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x88\x01\n" +
 	"\fMatchRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
 	"\x06filter\x18\x02 \x01(\tR\x06filter\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1e\n" +
-	"\vnow_unix_ms\x18\x04 \x01(\x03R\tnowUnixMs\"D\n" +
+	"\vnow_unix_ms\x18\x04 \x01(\x03R\tnowUnixMs\x12\x12\n" +
+	"\x04from\x18\x05 \x01(\fR\x04from\"X\n" +
 	"\rMatchResponse\x123\n" +
-	"\bmessages\x18\x01 \x03(\v2\x17.bifrost.retain.MessageR\bmessages*Q\n" +
+	"\bmessages\x18\x01 \x03(\v2\x17.bifrost.retain.MessageR\bmessages\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\fR\x04next*Q\n" +
 	"\x06Result\x12\r\n" +
 	"\tRESULT_OK\x10\x00\x12\x12\n" +
 	"\x0eRESULT_DELETED\x10\x01\x12\x10\n" +

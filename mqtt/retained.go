@@ -1,0 +1,178 @@
+package mqtt
+
+import (
+	"context"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
+)
+
+// The retained messages of a new subscription (MQTT-3.3.1-9: every one
+// that matches, not the first thousand) are fetched a page at a time
+// (Config.RetainPageSize, retain's paged match) and sent as the client's
+// flow control makes room: a QoS 1 or 2 message once the in-flight window
+// has a free slot and no other message waits for one, a QoS 0 message once
+// what waits for the socket is under replyBacklog. So a client with a small
+// Receive Maximum, or one that reads slowly, costs one page and its window,
+// however many messages match; and none is dropped for a full queue, as
+// they were when all were handed over at once.
+//
+// One goroutine per connection feeds, while there is something to feed:
+// the subscriptions of all SUBSCRIBE packets, in order. The reader never
+// waits for it (the reader reads the acknowledgements that make room).
+
+// retainedReq is one subscription whose retained messages are to be sent.
+type retainedReq struct {
+	filter string
+	qos    byte
+	subID  uint32
+	// stopped: unsubscribed before its messages were all sent (guarded
+	// by the connection's mu).
+	stopped bool
+}
+
+// retainedFeed is a connection's retained messages still to be sent.
+// Its fields are guarded by the connection's mu.
+type retainedFeed struct {
+	reqs    []*retainedReq
+	running bool
+	closed  bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// feedRetained queues the retained messages of new subscriptions, after
+// their SUBACK, and starts the feed if it is idle.
+func (c *conn) feedRetained(reqs []*retainedReq) {
+	if len(reqs) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := &c.feed
+	if f.closed || c.closed {
+		return
+	}
+	f.reqs = append(f.reqs, reqs...)
+	if f.running {
+		return
+	}
+	f.running = true
+	ctx, cancel := context.WithCancel(c.s.ctx)
+	f.cancel = cancel
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		defer cancel()
+		c.runFeed(ctx)
+	}()
+}
+
+// stopRetained stops sending the retained messages of an unsubscribed
+// filter.
+func (c *conn) stopRetained(filter string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.feed.reqs {
+		if r.filter == filter {
+			r.stopped = true
+		}
+	}
+}
+
+// stopFeed ends the feed of a closing connection and waits for it.
+func (c *conn) stopFeed() {
+	c.mu.Lock()
+	f := &c.feed
+	f.closed = true
+	cancel := f.cancel
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel() // a page being fetched
+	}
+	f.wg.Wait()
+}
+
+func (c *conn) runFeed(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		f := &c.feed
+		if c.closed || f.closed || len(f.reqs) == 0 {
+			f.running, f.reqs = false, nil
+			c.mu.Unlock()
+			return
+		}
+		r := f.reqs[0]
+		c.mu.Unlock()
+		c.sendRetained(ctx, r)
+		c.mu.Lock()
+		f.reqs[0] = nil
+		f.reqs = f.reqs[1:]
+		c.mu.Unlock()
+	}
+}
+
+// sendRetained sends the retained messages of one subscription, page by
+// page, each as the client makes room for it.
+func (c *conn) sendRetained(ctx context.Context, r *retainedReq) {
+	var ids []uint32
+	if r.subID != 0 {
+		ids = []uint32{r.subID}
+	}
+	var from []byte
+	for {
+		pctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
+		resp, err := c.s.cfg.Retain.Match(pctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: r.filter, Limit: c.s.cfg.RetainPageSize, From: from})
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				c.s.m.dropped.WithLabelValues("retained_match_error").Inc()
+				c.s.log.Warn("matching retained messages failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", clipped(r.filter), "err", err)
+			}
+			return
+		}
+		for _, rm := range resp.Messages {
+			m := &mqttpb.Message{}
+			_ = proto.Unmarshal(rm.Properties, m)
+			m.Topic, m.Payload, m.Qos, m.Retain, m.ExpiresUnixMs = rm.Topic, rm.Payload, rm.Qos, true, rm.ExpiresUnixMs
+			// MQTT-3.3.1-9: RETAIN set.
+			if !c.deliverWhenRoom(ctx, r, m, min(byte(rm.Qos), r.qos), ids) {
+				return
+			}
+		}
+		if len(resp.Next) == 0 {
+			return
+		}
+		from = resp.Next
+	}
+}
+
+// deliverWhenRoom waits until the client has room for a message at qos,
+// then hands it over; false when the connection closed or the
+// subscription went.
+func (c *conn) deliverWhenRoom(ctx context.Context, r *retainedReq, m *mqttpb.Message, qos byte, ids []uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		if c.closed || c.inflight == nil || r.stopped {
+			return false
+		}
+		if (qos == 0 && len(c.out) <= replyBacklog) || (qos > 0 && len(c.inflight) < c.window && len(c.queue) == 0) {
+			c.deliverLocked(m, qos, true, ids)
+			return true
+		}
+		ch := c.waitRoomLocked()
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		c.mu.Lock()
+		if ctx.Err() != nil {
+			return false
+		}
+	}
+}
