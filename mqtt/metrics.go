@@ -32,6 +32,10 @@ type metrics struct {
 	// readerPauses counts the times a connection's reader waited for its
 	// client to read the replies (conn.waitBacklog).
 	readerPauses prometheus.Counter
+	// budgetWaits counts the times a persistent session stopped taking
+	// messages from its inbox because its connection held its byte budget
+	// (budget.go).
+	budgetWaits prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -87,6 +91,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		readerPauses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_reader_pauses_total", Help: "Times a connection stopped reading because its client did not read the replies (over 256 KiB waiting).",
 		}),
+		budgetWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_budget_waits_total", Help: "Times a persistent session stopped taking messages from its inbox until its client read, because its connection held its byte budget (--mqtt-max-queued-bytes).",
+		}),
 		relWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_qos2_rel_writes_total", Help: "Writes of persistent sessions' unreleased inbound QoS 2 packet IDs to their inbox (before PUBREC, before PUBCOMP), by result.",
 		}, []string{"result"}),
@@ -108,6 +115,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.claimKicks = register(reg, m.claimKicks)
 	m.relWrites = register(reg, m.relWrites)
 	m.readerPauses = register(reg, m.readerPauses)
+	m.budgetWaits = register(reg, m.budgetWaits)
 	return m
 }
 
