@@ -34,6 +34,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
@@ -51,6 +52,10 @@ type config struct {
 	rssLimit    int64
 	brokerFlags []string
 	keep        bool
+	// profile is where the broker's heap profile goes once its memory
+	// passes profileAt (bifrost started with --pprof).
+	profile   string
+	profileAt int64
 }
 
 func main() {
@@ -67,10 +72,16 @@ func main() {
 	limit := fs.Int64("rss-limit-mib", 6144, "kill the broker once its resident memory passes this many MiB")
 	extra := fs.String("broker-flags", "", "more flags for bifrost standalone, space-separated")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the broker's data directory and log")
+	fs.StringVar(&cfg.profile, "heap-profile", "", "write the broker's heap profile here once its memory passes --heap-profile-at-mib (starts bifrost with --pprof)")
+	profileAt := fs.Int64("heap-profile-at-mib", 1024, "see --heap-profile")
 	_ = fs.Parse(os.Args[1:])
 	cfg.scenarios = strings.Split(*scenarios, ",")
 	cfg.rssLimit = *limit << 20
 	cfg.brokerFlags = strings.Fields(*extra)
+	cfg.profileAt = *profileAt << 20
+	if cfg.profile != "" {
+		cfg.brokerFlags = append(cfg.brokerFlags, "--pprof")
+	}
 	for _, s := range cfg.scenarios {
 		if err := runScenario(&cfg, s); err != nil {
 			fmt.Fprintf(os.Stderr, "hostile: %s: %v\n", s, err)
@@ -208,6 +219,7 @@ func (b *broker) sample(cfg *config) {
 		defer b.sampled.Done()
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
+		profiled := cfg.profile == ""
 		for {
 			select {
 			case <-b.stop:
@@ -222,6 +234,10 @@ func (b *broker) sample(cfg *config) {
 			}
 			if r > b.peak.Load() {
 				b.peak.Store(r)
+			}
+			if !profiled && r > cfg.profileAt {
+				profiled = true
+				b.heapProfile(cfg.profile)
 			}
 			if r > cfg.rssLimit && !b.overflow.Swap(true) {
 				_ = b.cmd.Process.Kill()
@@ -247,6 +263,23 @@ func (b *broker) metrics() string {
 		}
 	}
 	return strings.Join(picked, "\n  ")
+}
+
+// heapProfile writes the broker's heap profile to path.
+func (b *broker) heapProfile(path string) {
+	resp, err := http.Get("http://" + b.http + "/debug/pprof/heap")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hostile: heap profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hostile: heap profile:", err)
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
 }
 
 func (b *broker) close(cfg *config) {
@@ -291,12 +324,24 @@ type conn struct {
 // dial connects, reads the CONNACK and, with filter set, subscribes and
 // reads the SUBACK; readBuffer sets the socket's receive buffer.
 func dial(addr, clientID string, clean bool, filter string, readBuffer int) (*conn, error) {
-	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	// The receive buffer is set before the connection opens: shrunk after,
+	// the kernel drops data of the window it had advertised, and the
+	// broker's retransmissions back off for seconds.
+	d := net.Dialer{Timeout: 10 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		if readBuffer <= 0 {
+			return nil
+		}
+		var err error
+		if cerr := rc.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, readBuffer)
+		}); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
-	}
-	if readBuffer > 0 {
-		_ = nc.(*net.TCPConn).SetReadBuffer(readBuffer)
 	}
 	c := &conn{nc: nc}
 	if err := c.write(&packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: clientID, CleanStart: clean, KeepAlive: 0}); err != nil {
