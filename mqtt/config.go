@@ -50,6 +50,13 @@ type Config struct {
 	// MaxQueued bounds the messages waiting behind a full in-flight window
 	// per connection; more are dropped and counted. Default 1000.
 	MaxQueued int
+	// MaxQueuedBytes is the byte budget of a connection: what the frontend
+	// holds for it (encoded packets its socket has not taken, messages
+	// queued behind the window). Messages are taken while it holds less;
+	// past it, a clean session's messages are dropped and counted, a
+	// persistent session's stay in its inbox until the client reads
+	// (budget.go). Default 8 MiB.
+	MaxQueuedBytes int
 	// TopicAliasMaximum is how many topic aliases a client may set (MQTT 5).
 	// Default 64; 0 keeps the default, use NoTopicAliases for none.
 	TopicAliasMaximum uint16
@@ -146,6 +153,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxQueued == 0 {
 		c.MaxQueued = 1000
 	}
+	if c.MaxQueuedBytes == 0 {
+		c.MaxQueuedBytes = 8 << 20
+	}
 	if c.TopicAliasMaximum == 0 && !c.NoTopicAliases {
 		c.TopicAliasMaximum = 64
 	}
@@ -211,6 +221,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxQueued < 0 {
 		return fmt.Errorf("mqtt: max queued %d must not be negative", c.MaxQueued)
+	}
+	if c.MaxQueuedBytes < 0 {
+		return fmt.Errorf("mqtt: max queued bytes %d must not be negative", c.MaxQueuedBytes)
 	}
 	if c.PublishPipeline < 0 || c.InsertTimeout < 0 {
 		return fmt.Errorf("mqtt: publish pipeline %d and insert timeout %v must not be negative", c.PublishPipeline, c.InsertTimeout)

@@ -26,11 +26,6 @@ import (
 	"github.com/bifrost-mq/bifrost/ranges"
 )
 
-// maxBacklog bounds the encoded bytes waiting for a slow client's socket;
-// QoS 0 messages past it are dropped (QoS 1 and 2 are bounded by the
-// in-flight window and the queue instead).
-const maxBacklog = 4 << 20
-
 const writeTimeout = 30 * time.Second
 
 // replyBacklog is how many encoded bytes may wait for a client's socket
@@ -89,6 +84,12 @@ type conn struct {
 	out     []byte
 	spare   []byte
 	writing bool
+	// writingBytes is the size of the buffer the writer is writing;
+	// queuedBytes the messages in queue (budget.go).
+	writingBytes, queuedBytes int
+	// onRoom wakes a persistent session that waits for the connection to
+	// hold less than its byte budget (budget.go).
+	onRoom func()
 	// taken is closed (and dropped) when the writer takes out, for a
 	// reader waiting for the backlog to drain (waitBacklog).
 	taken    chan struct{}
@@ -671,7 +672,7 @@ func (c *conn) end(err error) {
 			dropped++
 		}
 	}
-	c.inflight, c.queue = nil, nil
+	c.inflight, c.queue, c.queuedBytes = nil, nil, 0
 	c.mu.Unlock()
 	if dropped > 0 {
 		c.s.m.dropped.WithLabelValues("session_ended").Add(float64(dropped))
@@ -869,7 +870,7 @@ func (c *conn) releaseBacklogLocked() {
 	c.roomFreedLocked()
 }
 
-// roomFreedLocked wakes whoever waits for room (waitRoomLocked).
+// roomFreedLocked wakes whoever waits for room (roomChanLocked).
 func (c *conn) roomFreedLocked() {
 	if c.room != nil {
 		close(c.room)
@@ -877,9 +878,9 @@ func (c *conn) roomFreedLocked() {
 	}
 }
 
-// waitRoomLocked returns a channel closed once the outbound side frees
-// room.
-func (c *conn) waitRoomLocked() <-chan struct{} {
+// roomChanLocked returns a channel closed once the outbound side frees
+// room (a window slot, socket backlog, budget).
+func (c *conn) roomChanLocked() <-chan struct{} {
 	if c.room == nil {
 		c.room = make(chan struct{})
 	}
@@ -898,11 +899,13 @@ func (c *conn) writeLoop() {
 		buf := c.out
 		c.out = c.spare[:0]
 		c.spare = nil
+		c.writingBytes = len(buf)
 		c.releaseBacklogLocked()
 		c.mu.Unlock()
 		_ = c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		_, err := c.nc.Write(buf)
 		c.mu.Lock()
+		c.writingBytes = 0
 		if cap(buf) <= 64<<10 {
 			c.spare = buf[:0]
 		}
@@ -916,7 +919,12 @@ func (c *conn) writeLoop() {
 			c.wake() // a parked reader, to see the close
 			return
 		}
+		wake := c.roomMadeLocked()
+		c.roomFreedLocked()
 		c.mu.Unlock()
+		if wake != nil {
+			wake()
+		}
 	}
 }
 
@@ -935,12 +943,14 @@ func (c *conn) deliverLocked(m *mqttpb.Message, qos byte, retain bool, subIDs []
 		c.s.m.dropped.WithLabelValues("expired").Inc() // MQTT-3.3.2-5
 		return false
 	}
+	if !c.roomLocked() {
+		// The connection holds its byte budget (budget.go): a client that
+		// does not read loses messages rather than the broker its memory.
+		c.s.m.dropped.WithLabelValues("queue_bytes").Inc()
+		return false
+	}
 	om := &outMessage{m: m, qos: qos, retain: retain, subIDs: subIDs}
 	if qos == 0 {
-		if len(c.out) > maxBacklog {
-			c.s.m.dropped.WithLabelValues("slow_client").Inc()
-			return false
-		}
 		return c.sendPublishLocked(om, 0, false)
 	}
 	if len(c.inflight) >= c.window {
@@ -949,6 +959,7 @@ func (c *conn) deliverLocked(m *mqttpb.Message, qos byte, retain bool, subIDs []
 			return false
 		}
 		c.queue = append(c.queue, om)
+		c.queuedBytes += queuedSize(m)
 		return true
 	}
 	return c.startLocked(om)
@@ -1014,6 +1025,7 @@ func (c *conn) sendPublishLocked(om *outMessage, id uint16, dup bool) bool {
 		if !c.enqueueLocked(&p) {
 			return false
 		}
+		om.m = nil // encoded: an in-flight message keeps no copy (budget.go)
 		if newAlias {
 			// Known to the client only once a packet carrying it is sent:
 			// a dropped packet must not leave an alias it never saw.
@@ -1028,6 +1040,7 @@ func (c *conn) sendPublishLocked(om *outMessage, id uint16, dup bool) bool {
 	if !c.enqueueLocked(&p) {
 		return false
 	}
+	om.m = nil // encoded: an in-flight message keeps no copy (budget.go)
 	c.s.m.delivered.Inc()
 	return true
 }
@@ -1090,6 +1103,7 @@ func (c *conn) onAck(id uint16, t packet.Type, code packet.ReasonCode) {
 		next := c.queue[0]
 		c.queue[0] = nil
 		c.queue = c.queue[1:]
+		c.queuedBytes -= queuedSize(next.m)
 		if next.m.ExpiresUnixMs != 0 && time.Now().UnixMilli() >= next.m.ExpiresUnixMs {
 			c.s.m.dropped.WithLabelValues("expired").Inc()
 			continue

@@ -79,3 +79,27 @@ func BacklogOf(s *Server, tenant, clientID string) int {
 
 // ReplyBacklog is the backlog past which a reader stops reading.
 const ReplyBacklog = replyBacklog
+
+// HeldOf is what s holds for the client's connection against its byte
+// budget (-1: no such connection).
+func HeldOf(s *Server, tenant, clientID string) int {
+	c := s.session(tenant, clientID)
+	if c == nil {
+		return -1
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.heldLocked()
+}
+
+// SentUpto is one past the newest inbox message the client's persistent
+// session handed its connection (-1: no such session).
+func SentUpto(s *Server, tenant, clientID string) int64 {
+	c := s.session(tenant, clientID)
+	if c == nil || c.sess == nil {
+		return -1
+	}
+	c.sess.mu.Lock()
+	defer c.sess.mu.Unlock()
+	return int64(c.sess.sentUpto)
+}

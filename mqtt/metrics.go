@@ -38,6 +38,10 @@ type metrics struct {
 	// result: refused (the store answered no; a retry would be refused
 	// too) or error (no answer).
 	retainFailures *prometheus.CounterVec
+	// budgetWaits counts the times a persistent session stopped taking
+	// messages from its inbox because its connection held its byte budget
+	// (budget.go).
+	budgetWaits prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -99,6 +103,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		readerPauses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_reader_pauses_total", Help: "Times a connection stopped reading because its client did not read the replies (over 256 KiB waiting).",
 		}),
+		budgetWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_budget_waits_total", Help: "Times a persistent session stopped taking messages from its inbox until its client read, because its connection held its byte budget (--mqtt-max-queued-bytes).",
+		}),
 		relWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_qos2_rel_writes_total", Help: "Writes of persistent sessions' unreleased inbound QoS 2 packet IDs to their inbox (before PUBREC, before PUBCOMP), by result.",
 		}, []string{"result"}),
@@ -126,6 +133,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.relWrites = register(reg, m.relWrites)
 	m.readerPauses = register(reg, m.readerPauses)
 	m.retainFailures = register(reg, m.retainFailures)
+	m.budgetWaits = register(reg, m.budgetWaits)
 	return m
 }
 

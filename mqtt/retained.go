@@ -160,11 +160,13 @@ func (c *conn) deliverWhenRoom(ctx context.Context, r *retainedReq, m *mqttpb.Me
 		if c.closed || c.inflight == nil || r.stopped {
 			return false
 		}
-		if (qos == 0 && len(c.out) <= replyBacklog) || (qos > 0 && len(c.inflight) < c.window && len(c.queue) == 0) {
+		// Within the byte budget too (budget.go): past it the message
+		// would be dropped, and a retained message waits instead.
+		if c.roomLocked() && ((qos == 0 && len(c.out) <= replyBacklog) || (qos > 0 && len(c.inflight) < c.window && len(c.queue) == 0)) {
 			c.deliverLocked(m, qos, true, ids)
 			return true
 		}
-		ch := c.waitRoomLocked()
+		ch := c.roomChanLocked()
 		c.mu.Unlock()
 		select {
 		case <-ch:

@@ -13,11 +13,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/mqtt/fanout"
+	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 	"github.com/bifrost-mq/bifrost/ranges"
 )
@@ -68,6 +71,7 @@ type session struct {
 	// offers are messages inserts on this frontend put in the inbox,
 	// delivered without a fetch when next in their queue (guarded by mu).
 	offers        []offered
+	offerBytes    int
 	offersDropped bool
 	// behind (loop only): the inbox may hold messages after the cursors
 	// that no offer or notification will announce (the window was full, a
@@ -470,8 +474,11 @@ type offered struct {
 // delivers it without a fetch when it is the next in its queue.
 func (s *session) offer(seq uint64, m *inboxpb.Message) {
 	s.mu.Lock()
-	if len(s.offers) < maxOffers {
+	// Offers wait for the loop's next turn: bounded by the byte budget
+	// too, for a loop that waits for a slow fetch.
+	if len(s.offers) < maxOffers && s.offerBytes < s.c.s.cfg.MaxQueuedBytes {
 		s.offers = append(s.offers, offered{seq: seq, msg: m})
+		s.offerBytes += offeredSize(m)
 	} else {
 		s.offersDropped = true
 	}
@@ -485,7 +492,7 @@ func (s *session) offer(seq uint64, m *inboxpb.Message) {
 func (s *session) deliverOffers() (rest bool) {
 	s.mu.Lock()
 	offers, dropped := s.offers, s.offersDropped
-	s.offers, s.offersDropped = nil, false
+	s.offers, s.offerBytes, s.offersDropped = nil, 0, false
 	s.mu.Unlock()
 	if len(offers) == 0 {
 		return dropped
@@ -506,8 +513,7 @@ func (s *session) deliverOffers() (rest bool) {
 		if o.msg.Qos == 0 {
 			switch {
 			case o.seq < s.next0:
-			case o.seq == s.next0:
-				s.deliver(qm, 0)
+			case o.seq == s.next0 && s.deliver(qm, 0):
 				s.next0++
 				q0 = true
 			default:
@@ -639,15 +645,25 @@ func (s *session) fetch(linearizable, notified bool) (more, ok bool) {
 	c := s.c
 	c.mu.Lock()
 	free := c.window - len(c.inflight)
+	// What the byte budget has room for (budget.go); none: the fetch only
+	// looks at the owner, and the writer wakes the loop once there is.
+	room := c.s.cfg.MaxQueuedBytes - c.heldLocked()
+	if room <= 0 {
+		c.waitRoomLocked(s.wakeUp)
+	}
 	closed := c.closed
 	c.mu.Unlock()
 	if closed {
 		return false, true
 	}
 	req := &inboxpb.FetchRequest{Tenant: c.id.Tenant, Inbox: s.inbox, Incarnation: s.inc,
-		Qos0From: s.next0, Qos12From: s.next12, Max: uint32(max(free, 1))}
+		Qos0From: s.next0, Qos12From: s.next12, Max: uint32(max(free, 1)), MaxBytes: uint64(max(room, 1))}
 	if free <= 0 {
 		req.Qos12From, req.Max = math.MaxUint64, fetchBatch
+	}
+	if room <= 0 {
+		req.Qos0From, req.Qos12From = math.MaxUint64, math.MaxUint64
+		notified = false // nothing asked for, nothing to expect
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.RequestTimeout)
 	defer cancel()
@@ -674,27 +690,43 @@ func (s *session) fetch(linearizable, notified bool) (more, ok bool) {
 	if f.GetResult() == inboxpb.Result_RESULT_NO_INBOX || f.GetOwner() != s.owner {
 		return false, false // taken over, discarded or expired
 	}
+	// fetched is the stored size of what came, against max_bytes.
+	var fetched uint64
+	stopped := false
 	for _, qm := range f.Qos0 {
+		fetched += uint64(proto.Size(qm.Message))
+		if stopped = !s.deliver(qm, 0); stopped {
+			break // no room: fetched again once there is
+		}
 		s.next0 = qm.Seq + 1
-		s.deliver(qm, 0)
 	}
-	if len(f.Qos0) > 0 {
-		s.mu.Lock()
-		s.qos0Upto = s.next0
-		s.mu.Unlock()
-	}
+	s.mu.Lock()
+	s.qos0Upto = max(s.qos0Upto, s.next0)
+	s.mu.Unlock()
 	for _, qm := range f.Qos12 {
-		if !s.deliver(qm, 1) {
-			// The window is full, or its packet ID is still held by a
-			// message 32768 back: wait for an acknowledgement.
+		fetched += uint64(proto.Size(qm.Message))
+		if stopped || !s.deliver(qm, 1) {
+			// The window is full, the budget has no room, or its packet
+			// ID is still held by a message 32768 back: wait for an
+			// acknowledgement or for room.
 			s.behind = true
 			return false, true
 		}
 		s.next12 = qm.Seq + 1
 	}
+	if stopped {
+		s.behind = true
+		return false, true
+	}
 	more = (len(f.Qos0) >= int(req.Max)) || (free > 0 && len(f.Qos12) >= free)
-	// A full window leaves QoS 1/2 messages in the inbox (not asked for).
-	s.behind = more || free <= 0
+	// Cut short by the budget: more only if the writer made room since.
+	cut := room > 0 && fetched >= req.MaxBytes
+	if more || cut {
+		more = s.room()
+	}
+	// A full window leaves QoS 1/2 messages in the inbox (not asked for),
+	// as does a full budget.
+	s.behind = more || cut || free <= 0 || room <= 0
 	return more, true
 }
 
@@ -723,8 +755,8 @@ func (s *session) deliver(qm *inboxpb.QueuedMessage, queue int) bool {
 	}
 	retain := m.Retain && opts.GetRetainAsPublished()
 	if queue == 0 || qos == 0 || skip {
-		if !skip {
-			c.deliver(m, 0, retain, ids)
+		if !skip && !s.sendQoS0(m, retain, ids) {
+			return false // no room in the budget: it stays in the inbox
 		}
 		if queue == 1 {
 			s.acked(qm.Seq)
@@ -752,6 +784,12 @@ func (s *session) deliver(qm *inboxpb.QueuedMessage, queue int) bool {
 		c.enqueueLocked(&packet.Pubrel{PacketID: id}) // MQTT-4.4.0-1
 		return true
 	}
+	if !c.roomLocked() {
+		// The connection holds its byte budget (budget.go): the message
+		// stays in the inbox until the client reads.
+		c.waitRoomLocked(s.wakeUp)
+		return false
+	}
 	if !c.sendPublishLocked(om, id, qm.Seq < s.dupBelow) { // DUP on a resend: MQTT-3.3.1-1
 		s.acked(qm.Seq) // too large for the client: dropped
 		return true
@@ -760,6 +798,24 @@ func (s *session) deliver(qm *inboxpb.QueuedMessage, queue int) bool {
 	s.mu.Lock()
 	s.sentUpto = max(s.sentUpto, qm.Seq+1)
 	s.mu.Unlock()
+	return true
+}
+
+// sendQoS0 sends a message from the inbox at QoS 0 unless the connection
+// holds its byte budget: then false, and the loop is woken once it has
+// room (the message stays in the inbox). A closed connection takes it.
+func (s *session) sendQoS0(m *mqttpb.Message, retain bool, ids []uint32) bool {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.inflight == nil {
+		return true
+	}
+	if !c.roomLocked() {
+		c.waitRoomLocked(s.wakeUp)
+		return false
+	}
+	c.sendPublishLocked(&outMessage{m: m, retain: retain, subIDs: ids}, 0, false)
 	return true
 }
 

@@ -39,6 +39,7 @@ func TestBadFlagsExitTwoWithOneLine(t *testing.T) {
 		{[]string{"frontend", "--join", "127.0.0.1:1", "--mqtt-tls", ":8883"}, "-tls-cert"},
 		{[]string{"standalone", "--mqtt", "nohost"}, "-mqtt"},
 		{[]string{"standalone", "--mqtt-max-packet-size", "10"}, "-mqtt-max-packet-size"},
+		{[]string{"standalone", "--mqtt-max-queued-bytes", "100"}, "-mqtt-max-queued-bytes"},
 		{[]string{"standalone", "--users-file", "/nonexistent/users"}, "users-file"},
 		{[]string{"admin", "split", "--key", "m"}, "--range or --keyspace"},
 		{[]string{"admin", "split", "--range", "1", "--keyspace", "kv", "--key", "m"}, "--range or --keyspace"},

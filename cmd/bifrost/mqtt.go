@@ -27,6 +27,7 @@ type mqttFlags struct {
 	maxKeepAlive                uint
 	receiveMaximum, maxInflight uint
 	maxQueued                   int
+	maxQueuedBytes              uint
 	maxSessionExpiry            uint
 	replaceForeignSessions      bool
 	sysInterval                 uint
@@ -50,6 +51,7 @@ func (m *mqttFlags) register(fs *flag.FlagSet) {
 	fs.UintVar(&m.receiveMaximum, "mqtt-receive-maximum", 128, "inbound QoS 1/2 publishes a client may have unacknowledged")
 	fs.UintVar(&m.maxInflight, "mqtt-max-inflight", 64, "outbound QoS 1/2 messages awaiting a client's acknowledgement")
 	fs.IntVar(&m.maxQueued, "mqtt-max-queued", 1000, "messages queued per connection behind a full in-flight window")
+	fs.UintVar(&m.maxQueuedBytes, "mqtt-max-queued-bytes", 8<<20, "byte budget of a connection: what the frontend holds for it (messages queued, packets its socket has not taken); past it a clean session's messages are dropped, a persistent session's wait in its inbox (at least 65536)")
 	fs.UintVar(&m.maxSessionExpiry, "mqtt-max-session-expiry", 0, "cap on a persistent session's expiry in seconds, told to MQTT 5 clients (0: no cap)")
 	fs.BoolVar(&m.replaceForeignSessions, "mqtt-replace-foreign-sessions", false, "a CONNECT whose client ID has a detached session of another user discards it and starts a fresh one (default: refused with CONNACK 0x87 / 5)")
 	fs.UintVar(&m.sysInterval, "mqtt-sys-interval", 10, "seconds between publications of the $SYS/brokers/<node>/ topics (0: none)")
@@ -225,12 +227,16 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 	if m.maxQueued < 0 {
 		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-queued: must be 0 or more", m.maxQueued)
 	}
+	if m.maxQueuedBytes < 64<<10 || m.maxQueuedBytes > 1<<40 {
+		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-queued-bytes: want 65536 to 2^40", m.maxQueuedBytes)
+	}
 	return mqtt.Config{
 		Listeners: ls, Auth: a,
 		MaxPacketSize: uint32(m.maxPacketSize), MaxKeepAlive: uint16(m.maxKeepAlive),
 		ReceiveMaximum: uint16(m.receiveMaximum), MaxInflight: uint16(m.maxInflight), MaxQueued: max(m.maxQueued, 1),
 		MaxSessionExpiry: uint32(m.maxSessionExpiry), ReplaceForeignSessions: m.replaceForeignSessions, Logger: log, Registerer: reg,
 		SysInterval: sys, Version: version(),
+		MaxQueuedBytes: int(m.maxQueuedBytes),
 	}, nil
 }
 

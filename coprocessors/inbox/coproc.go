@@ -732,6 +732,8 @@ func fetch(r kvstore.Reader, req *inboxpb.FetchRequest) (*inboxpb.FetchResponse,
 		max = 1000
 	}
 	resp := &inboxpb.FetchResponse{Qos0Dropped: m.Qos0.GetDropped(), Qos12Dropped: m.Qos12.GetDropped(), Owner: m.Owner}
+	// bytes counts the stored size of what is returned, against max_bytes.
+	var bytes uint64
 	for _, p := range []struct {
 		q    *inboxpb.Queue
 		b    byte
@@ -739,7 +741,7 @@ func fetch(r kvstore.Reader, req *inboxpb.FetchRequest) (*inboxpb.FetchResponse,
 		out  *[]*inboxpb.QueuedMessage
 	}{{m.Qos0, queueQoS0, req.Qos0From, &resp.Qos0}, {m.Qos12, queue12, req.Qos12From, &resp.Qos12}} {
 		from := max64(p.from, p.q.GetHead())
-		if from >= p.q.GetTail() {
+		if from >= p.q.GetTail() || (req.MaxBytes > 0 && bytes >= req.MaxBytes) {
 			continue
 		}
 		lo := msgKey(m.Tenant, m.Inbox, m.Incarnation, p.b, from)
@@ -752,7 +754,8 @@ func fetch(r kvstore.Reader, req *inboxpb.FetchRequest) (*inboxpb.FetchResponse,
 				return false
 			}
 			*p.out = append(*p.out, &inboxpb.QueuedMessage{Seq: binary.BigEndian.Uint64(k[len(k)-8:]), Message: msg})
-			return len(*p.out) < max
+			bytes += uint64(len(v))
+			return len(*p.out) < max && (req.MaxBytes == 0 || bytes < req.MaxBytes)
 		})
 		if err != nil {
 			return nil, err

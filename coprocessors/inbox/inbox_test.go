@@ -707,3 +707,45 @@ func TestRelKeys(t *testing.T) {
 		t.Fatalf("detach keeping 7: %v %s", o.Result, keys(o.Meta))
 	}
 }
+
+// TestFetchBoundedByBytes: a fetch with max_bytes stops once the messages
+// it returns reach the bound (QoS 0 and QoS 1/2 counted together, the one
+// that reaches it included), so a frontend with little room left in its
+// connection's byte budget is not sent a thousand large messages; the
+// first message comes whatever its size.
+func TestFetchBoundedByBytes(t *testing.T) {
+	e := start(t)
+	inc := e.attach("acme", "bytes", false, 3600, nil, nil).Meta.Incarnation
+	big := string(make([]byte, 100))
+	e.insert("acme", "bytes", 1, big, big, big, big, big)
+	fetch := func(maxBytes uint64) *inboxpb.FetchResponse {
+		t.Helper()
+		r, err := e.inbox.Query(e.ctx, &inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_Fetch{Fetch: &inboxpb.FetchRequest{
+			Tenant: "acme", Inbox: "bytes", Incarnation: inc, MaxBytes: maxBytes}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Fetch
+	}
+	for _, c := range []struct {
+		maxBytes  uint64
+		qos0, q12 int
+	}{
+		{0, 0, 5},   // no bound
+		{1, 0, 1},   // the first whatever its size
+		{250, 0, 3}, // 2 × ~105 bytes are under 250, the third reaches it
+		{10000, 0, 5},
+	} {
+		if f := fetch(c.maxBytes); len(f.Qos0) != c.qos0 || len(f.Qos12) != c.q12 {
+			t.Fatalf("max_bytes %d: %d QoS 0 and %d QoS 1/2 messages, want %d and %d", c.maxBytes, len(f.Qos0), len(f.Qos12), c.qos0, c.q12)
+		}
+	}
+	// The QoS 0 queue is read first and counts towards the same bound.
+	e.insert("acme", "bytes", 0, big, big)
+	if f := fetch(150); len(f.Qos0) != 2 || len(f.Qos12) != 0 {
+		t.Fatalf("max_bytes 150: %d QoS 0 and %d QoS 1/2 messages, want 2 and 0", len(f.Qos0), len(f.Qos12))
+	}
+	if f := fetch(300); len(f.Qos0) != 2 || len(f.Qos12) != 1 {
+		t.Fatalf("max_bytes 300: %d QoS 0 and %d QoS 1/2 messages, want 2 and 1", len(f.Qos0), len(f.Qos12))
+	}
+}

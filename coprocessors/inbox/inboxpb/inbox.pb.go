@@ -2195,9 +2195,15 @@ type FetchRequest struct {
 	Inbox       string                 `protobuf:"bytes,2,opt,name=inbox,proto3" json:"inbox,omitempty"`
 	Incarnation uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// Return messages with seq >= these.
-	Qos0From      uint64 `protobuf:"varint,4,opt,name=qos0_from,json=qos0From,proto3" json:"qos0_from,omitempty"`
-	Qos12From     uint64 `protobuf:"varint,5,opt,name=qos12_from,json=qos12From,proto3" json:"qos12_from,omitempty"`
-	Max           uint32 `protobuf:"varint,6,opt,name=max,proto3" json:"max,omitempty"`
+	Qos0From  uint64 `protobuf:"varint,4,opt,name=qos0_from,json=qos0From,proto3" json:"qos0_from,omitempty"`
+	Qos12From uint64 `protobuf:"varint,5,opt,name=qos12_from,json=qos12From,proto3" json:"qos12_from,omitempty"`
+	Max       uint32 `protobuf:"varint,6,opt,name=max,proto3" json:"max,omitempty"`
+	// max_bytes bounds the stored size of the messages returned, QoS 0 and
+	// QoS 1/2 together (0: no bound): the fetch stops once they reach it, the
+	// message that reaches it included, so a message larger than the bound is
+	// returned when it comes first. A frontend asks for what its connection's
+	// byte budget has room for.
+	MaxBytes      uint64 `protobuf:"varint,7,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2270,6 +2276,13 @@ func (x *FetchRequest) GetQos12From() uint64 {
 func (x *FetchRequest) GetMax() uint32 {
 	if x != nil {
 		return x.Max
+	}
+	return 0
+}
+
+func (x *FetchRequest) GetMaxBytes() uint64 {
+	if x != nil {
+		return x.MaxBytes
 	}
 	return 0
 }
@@ -2781,7 +2794,7 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x05fetch\x18\x01 \x01(\v2\x1b.bifrost.inbox.FetchRequestH\x00R\x05fetch\x12-\n" +
 	"\x03get\x18\x02 \x01(\v2\x19.bifrost.inbox.GetRequestH\x00R\x03get\x12-\n" +
 	"\x03due\x18\x03 \x01(\v2\x19.bifrost.inbox.DueRequestH\x00R\x03dueB\x04\n" +
-	"\x02op\"\xac\x01\n" +
+	"\x02op\"\xc9\x01\n" +
 	"\fFetchRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
@@ -2789,7 +2802,8 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\tqos0_from\x18\x04 \x01(\x04R\bqos0From\x12\x1d\n" +
 	"\n" +
 	"qos12_from\x18\x05 \x01(\x04R\tqos12From\x12\x10\n" +
-	"\x03max\x18\x06 \x01(\rR\x03max\"\x82\x02\n" +
+	"\x03max\x18\x06 \x01(\rR\x03max\x12\x1b\n" +
+	"\tmax_bytes\x18\a \x01(\x04R\bmaxBytes\"\x82\x02\n" +
 	"\rFetchResponse\x12-\n" +
 	"\x06result\x18\x01 \x01(\x0e2\x15.bifrost.inbox.ResultR\x06result\x120\n" +
 	"\x04qos0\x18\x02 \x03(\v2\x1c.bifrost.inbox.QueuedMessageR\x04qos0\x122\n" +
