@@ -55,7 +55,14 @@ func TestDelayProxy(t *testing.T) {
 	}
 	n1 := c.Stores()[0]
 	base := putLatency(t, ctx, n1)
-	const delay = 300 * time.Millisecond
+	// Well under the election timeout (10 ticks of 100 ms, randomized up to
+	// twice that): with 300 ms a link, a round trip between stores (600
+	// ms) came close enough to it that, on a loaded box (make test runs
+	// other packages alongside), leaders lost their check-quorum and puts
+	// timed out during the elections that followed (once in make test, 10
+	// s without a leader). etcd's rule of thumb is an election timeout of
+	// 10 round trips; 150 ms a link keeps it above 3.
+	const delay = 150 * time.Millisecond
 	for _, a := range c.Stores() {
 		for _, b := range c.Stores() {
 			if a != b {
