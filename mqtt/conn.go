@@ -577,7 +577,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		}
 	}
 	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}) // MQTT-3.8.4-1
-	c.feedRetained(retained)
+	c.sendRetainedNow(retained)
 	return nil
 }
 

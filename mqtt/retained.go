@@ -20,9 +20,16 @@ import (
 // however many messages match; and none is dropped for a full queue, as
 // they were when all were handed over at once.
 //
-// One goroutine per connection feeds, while there is something to feed:
-// the subscriptions of all SUBSCRIBE packets, in order. The reader never
-// waits for it (the reader reads the acknowledgements that make room).
+// The first page of a SUBSCRIBE's matches is fetched by the reader right
+// after the SUBACK, and what the client has room for is queued before the
+// reader reads its next packet, as when all were sent at once: a client
+// (the jepsen mqtt-retained reader) that sends PINGREQ after the SUBACK has
+// the retained messages before the PINGRESP, and the match is a read
+// between its SUBSCRIBE and that PINGRESP. The rest (no room, more pages)
+// goes to one goroutine per connection, which feeds while there is
+// something to feed: the subscriptions of all SUBSCRIBE packets, in order.
+// The reader never waits for room (it reads the acknowledgements that make
+// it).
 
 // retainedReq is one subscription whose retained messages are to be sent.
 type retainedReq struct {
@@ -32,6 +39,49 @@ type retainedReq struct {
 	// stopped: unsubscribed before its messages were all sent (guarded
 	// by the connection's mu).
 	stopped bool
+	// started: the reader fetched the first page; pending is what of it
+	// is still to send, from where the next page starts (empty: none).
+	started bool
+	pending []*retainpb.Message
+	from    []byte
+}
+
+// sendRetainedNow runs on the reader after a SUBACK: each subscription's
+// first page is fetched and sent as far as the client has room, in order;
+// from the first that is not done, the subscriptions go to the feed.
+func (c *conn) sendRetainedNow(reqs []*retainedReq) {
+	for i, r := range reqs {
+		c.mu.Lock()
+		busy := c.feed.running || len(c.feed.reqs) > 0
+		c.mu.Unlock()
+		if busy {
+			c.feedRetained(reqs[i:]) // behind what the feed still sends
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
+		resp, err := c.s.cfg.Retain.Match(ctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: r.filter, Limit: c.s.cfg.RetainPageSize})
+		cancel()
+		if err != nil {
+			c.retainedMatchFailed(r, err)
+			continue
+		}
+		r.started, r.pending, r.from = true, resp.Messages, resp.Next
+		c.mu.Lock()
+		for len(r.pending) > 0 && c.tryDeliverLocked(r, r.pending[0]) {
+			r.pending[0] = nil
+			r.pending = r.pending[1:]
+		}
+		c.mu.Unlock()
+		if len(r.pending) > 0 || len(r.from) > 0 {
+			c.feedRetained(reqs[i:])
+			return
+		}
+	}
+}
+
+func (c *conn) retainedMatchFailed(r *retainedReq, err error) {
+	c.s.m.dropped.WithLabelValues("retained_match_error").Inc()
+	c.s.log.Warn("matching retained messages failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", clipped(r.filter), "err", err)
 }
 
 // retainedFeed is a connection's retained messages still to be sent.
@@ -118,52 +168,68 @@ func (c *conn) runFeed(ctx context.Context) {
 // sendRetained sends the retained messages of one subscription, page by
 // page, each as the client makes room for it.
 func (c *conn) sendRetained(ctx context.Context, r *retainedReq) {
+	for {
+		if !r.started {
+			pctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
+			resp, err := c.s.cfg.Retain.Match(pctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: r.filter, Limit: c.s.cfg.RetainPageSize, From: r.from})
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					c.retainedMatchFailed(r, err)
+				}
+				return
+			}
+			r.pending, r.from = resp.Messages, resp.Next
+		}
+		r.started = false // the next page is the feed's to fetch
+		for _, rm := range r.pending {
+			if !c.deliverWhenRoom(ctx, r, rm) {
+				return
+			}
+		}
+		r.pending = nil
+		if len(r.from) == 0 {
+			return
+		}
+	}
+}
+
+// retainedMessage is a retained message as the connection sends it.
+func retainedMessage(rm *retainpb.Message) *mqttpb.Message {
+	m := &mqttpb.Message{}
+	_ = proto.Unmarshal(rm.Properties, m)
+	m.Topic, m.Payload, m.Qos, m.Retain, m.ExpiresUnixMs = rm.Topic, rm.Payload, rm.Qos, true, rm.ExpiresUnixMs // MQTT-3.3.1-9: RETAIN set
+	return m
+}
+
+// tryDeliverLocked hands a retained message of r to the client if it has
+// room for it now (c.mu held).
+func (c *conn) tryDeliverLocked(r *retainedReq, rm *retainpb.Message) bool {
+	qos := min(byte(rm.Qos), r.qos)
+	// Within the byte budget too (budget.go): past it the message would be
+	// dropped, and a retained message waits instead.
+	if !c.roomLocked() || !((qos == 0 && len(c.out) <= replyBacklog) || (qos > 0 && len(c.inflight) < c.window && len(c.queue) == 0)) {
+		return false
+	}
 	var ids []uint32
 	if r.subID != 0 {
 		ids = []uint32{r.subID}
 	}
-	var from []byte
-	for {
-		pctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
-		resp, err := c.s.cfg.Retain.Match(pctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: r.filter, Limit: c.s.cfg.RetainPageSize, From: from})
-		cancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				c.s.m.dropped.WithLabelValues("retained_match_error").Inc()
-				c.s.log.Warn("matching retained messages failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", clipped(r.filter), "err", err)
-			}
-			return
-		}
-		for _, rm := range resp.Messages {
-			m := &mqttpb.Message{}
-			_ = proto.Unmarshal(rm.Properties, m)
-			m.Topic, m.Payload, m.Qos, m.Retain, m.ExpiresUnixMs = rm.Topic, rm.Payload, rm.Qos, true, rm.ExpiresUnixMs
-			// MQTT-3.3.1-9: RETAIN set.
-			if !c.deliverWhenRoom(ctx, r, m, min(byte(rm.Qos), r.qos), ids) {
-				return
-			}
-		}
-		if len(resp.Next) == 0 {
-			return
-		}
-		from = resp.Next
-	}
+	c.deliverLocked(retainedMessage(rm), qos, true, ids)
+	return true
 }
 
-// deliverWhenRoom waits until the client has room for a message at qos,
-// then hands it over; false when the connection closed or the
+// deliverWhenRoom waits until the client has room for a retained message
+// of r, then hands it over; false when the connection closed or the
 // subscription went.
-func (c *conn) deliverWhenRoom(ctx context.Context, r *retainedReq, m *mqttpb.Message, qos byte, ids []uint32) bool {
+func (c *conn) deliverWhenRoom(ctx context.Context, r *retainedReq, rm *retainpb.Message) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
 		if c.closed || c.inflight == nil || r.stopped {
 			return false
 		}
-		// Within the byte budget too (budget.go): past it the message
-		// would be dropped, and a retained message waits instead.
-		if c.roomLocked() && ((qos == 0 && len(c.out) <= replyBacklog) || (qos > 0 && len(c.inflight) < c.window && len(c.queue) == 0)) {
-			c.deliverLocked(m, qos, true, ids)
+		if c.tryDeliverLocked(r, rm) {
 			return true
 		}
 		ch := c.roomChanLocked()

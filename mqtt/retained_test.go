@@ -3,6 +3,7 @@ package mqtt_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -116,4 +117,42 @@ func TestRetainedWaitForTheWindow(t *testing.T) {
 	}
 	c.send(&packet.Puback{PacketID: held[1].PacketID})
 	c.expectNone(300 * time.Millisecond) // unsubscribed: no more
+}
+
+// TestRetainedBeforeTheNextReply: the retained messages a SUBSCRIBE
+// matches, as far as the client has room for them, are sent before the
+// answer to the client's next packet, as when all were sent at once: a
+// client that sends PINGREQ after SUBSCRIBE has them when its PINGRESP
+// comes, so the match is a read between its SUBSCRIBE and the PINGRESP.
+// With every retained message sent by a goroutine after the SUBACK, the
+// PINGRESP came first, and the jepsen mqtt-retained reader (a PINGRESP
+// without a retained message is a read of "none") saw an empty register
+// that had a value: not linearizable (make test's jepsen-ci,
+// mqtt-retained × partition-one+kill-frontend+partition-frontend).
+func TestRetainedBeforeTheNextReply(t *testing.T) {
+	e := startEnv(t, 1, nil)
+	addr := e.addr(0)
+	pub := connectRaw(t, addr, packet.V311, "rbr-pub")
+	for i := 0; i < 3; i++ {
+		pub.publish(&packet.Publish{Topic: fmt.Sprintf("rbr/%d", i), QoS: 1, PacketID: uint16(i + 1), Retain: true, Payload: []byte("v")})
+	}
+	for round := 0; round < 5; round++ {
+		for _, v := range []packet.Version{packet.V311, packet.V5} {
+			c := connectRaw(t, addr, v, fmt.Sprintf("rbr-%d-%s", round, v))
+			c.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "rbr/#", QoS: 1}}})
+			c.send(&packet.Pingreq{})
+			var order []packet.Type
+			for len(order) == 0 || order[len(order)-1] != packet.PINGRESP {
+				p := c.next()
+				if p == nil {
+					t.Fatal("closed")
+				}
+				order = append(order, p.Type())
+			}
+			if want := []packet.Type{packet.SUBACK, packet.PUBLISH, packet.PUBLISH, packet.PUBLISH, packet.PINGRESP}; !slices.Equal(order, want) {
+				t.Fatalf("%s, round %d: packets %v, want %v", v, round, order, want)
+			}
+			c.disconnect()
+		}
+	}
 }
