@@ -178,9 +178,11 @@ var Suites = map[string][]Spec{
 		{Workload: "set", Nemeses: []string{"partition-ring", "kill", "split-merge-move"}, Duration: 20 * time.Second},
 		{Workload: "moving-keys", Nemeses: []string{"split-merge-move"}, Duration: 25 * time.Second, FaultEvery: time.Second},
 		// MQTT: QoS 1 and 2 under store faults and moves of the dist and
-		// inbox ranges, and under frontend faults.
+		// inbox ranges, and under frontend faults, with a persistent
+		// publisher that resends its QoS 2 messages through another
+		// frontend (exactly once across frontends).
 		{Workload: "mqtt-queue", Nemeses: []string{"kill", "partition-one", "split-merge-move-mqtt"}, Duration: 25 * time.Second, FaultEvery: 2 * time.Second},
-		{Workload: "mqtt-queue", Nemeses: []string{"kill-frontend", "partition-frontend", "pause-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
+		{Workload: "mqtt-queue-resend", Nemeses: []string{"kill-frontend", "partition-frontend", "pause-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
 		// Clean and persistent sessions: one connection per client ID
 		// across frontends (claims), under frontend and store faults.
 		{Workload: "mqtt-takeover", Nemeses: []string{"kill-frontend", "kill", "partition-frontend"}, Duration: 20 * time.Second, FaultEvery: 2 * time.Second},
