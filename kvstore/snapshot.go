@@ -128,7 +128,10 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 			return fmt.Errorf("range %d: snapshot is of range %d", s.rangeID, desc.Id)
 		}
 	}
-	applied := decodeU64(fields[1])
+	applied, err := readU64(fields[1])
+	if err != nil {
+		return fmt.Errorf("range %d: bad snapshot applied index: %w", s.rangeID, err)
+	}
 
 	batch := s.engine.db.NewBatch()
 	defer batch.Close()

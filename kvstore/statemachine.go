@@ -100,7 +100,11 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	if v, ok, err := get(db, metaKey(s.rangeID, metaApplied)); err != nil {
 		return 0, err
 	} else if ok {
-		applied = decodeU64(v)
+		// A corrupt index must stop the replica: read as 0 (as it was),
+		// Dragonboat would replay the whole log over applied state.
+		if applied, err = readU64(v); err != nil {
+			return 0, fmt.Errorf("range %d: corrupt applied index: %w", s.rangeID, err)
+		}
 	}
 	v, ok, err := get(db, metaKey(s.rangeID, metaDescriptor))
 	if err != nil {
@@ -124,6 +128,14 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		s.onDescriptor(s.rangeID, desc)
 	}
 	return applied, nil
+}
+
+// readU64 decodes a big-endian uint64 that must be there whole.
+func readU64(v []byte) (uint64, error) {
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%d bytes, want 8", len(v))
+	}
+	return decodeU64(v), nil
 }
 
 func decodeU64(v []byte) uint64 {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 	"google.golang.org/protobuf/proto"
 
@@ -356,5 +357,31 @@ func TestJoinedReplicaRefusesToReplayFromInit(t *testing.T) {
 	}
 	if d := s.Descriptor(); d != nil {
 		t.Fatalf("descriptor %v after the refused replay", d)
+	}
+}
+
+// TestCorruptAppliedIndexFailsOpen (issue 15): a replica whose stored
+// applied index is not 8 bytes refuses to open. It was read as 0, so that
+// Dragonboat replayed the whole log over the state it had applied.
+func TestCorruptAppliedIndexFailsOpen(t *testing.T) {
+	dir := t.TempDir()
+	e := openTestEngine(t, dir)
+	ts := newTestSM(t, e, 3)
+	ts.apply(initCmd(3, kvpb.Keyspace_KEYSPACE_KV, "a", "z"))
+	ts.apply(write(1, putOp("b", "1")))
+	if err := ts.sm.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.db.Set(metaKey(3, metaApplied), []byte{0, 0, 2}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2 := openTestEngine(t, dir)
+	defer e2.Close()
+	s := &rangeStateMachine{engine: e2, rangeID: 3, replicaID: 1}
+	if applied, err := s.Open(nil); err == nil {
+		t.Fatalf("a corrupt applied index opened as %d", applied)
 	}
 }

@@ -69,6 +69,18 @@ func checkKey(key []byte) error {
 	return nil
 }
 
+// MaxRequestIDLen bounds a client's request ID: it is part of the key of
+// the dedupe record its write leaves (kvstore), which a megabyte of ID made
+// a megabyte key. The router's IDs are 16 bytes.
+const MaxRequestIDLen = 64
+
+func checkRequestID(id []byte) error {
+	if len(id) > MaxRequestIDLen {
+		return status.Errorf(codes.InvalidArgument, "request ID of %d bytes exceeds the limit of %d", len(id), MaxRequestIDLen)
+	}
+	return nil
+}
+
 type kvServer struct {
 	rangespb.UnimplementedKVServer
 	n *Node
@@ -105,6 +117,9 @@ func (s *kvServer) Put(ctx context.Context, req *rangespb.PutRequest) (*rangespb
 	if len(req.Value) > kvstore.MaxValueSize {
 		return nil, status.Errorf(codes.InvalidArgument, "value of %d bytes exceeds the limit of %d", len(req.Value), kvstore.MaxValueSize)
 	}
+	if err := checkRequestID(req.RequestId); err != nil {
+		return nil, err
+	}
 	_, err := s.n.router.Write(ctx, ksKV, req.Key, req.RequestId, &kvpb.Op{Op: &kvpb.Op_Put{Put: &kvpb.PutOp{Key: req.Key, Value: req.Value}}})
 	if err != nil {
 		return nil, ToStatus(err)
@@ -114,6 +129,9 @@ func (s *kvServer) Put(ctx context.Context, req *rangespb.PutRequest) (*rangespb
 
 func (s *kvServer) Delete(ctx context.Context, req *rangespb.DeleteRequest) (*rangespb.DeleteResponse, error) {
 	if err := checkKey(req.Key); err != nil {
+		return nil, err
+	}
+	if err := checkRequestID(req.RequestId); err != nil {
 		return nil, err
 	}
 	_, err := s.n.router.Write(ctx, ksKV, req.Key, req.RequestId, &kvpb.Op{Op: &kvpb.Op_Delete{Delete: &kvpb.DeleteOp{Key: req.Key}}})
@@ -129,6 +147,9 @@ func (s *kvServer) CompareAndSwap(ctx context.Context, req *rangespb.CompareAndS
 	}
 	if len(req.NewValue) > kvstore.MaxValueSize {
 		return nil, status.Errorf(codes.InvalidArgument, "value of %d bytes exceeds the limit of %d", len(req.NewValue), kvstore.MaxValueSize)
+	}
+	if err := checkRequestID(req.RequestId); err != nil {
+		return nil, err
 	}
 	res, err := s.n.router.Write(ctx, ksKV, req.Key, req.RequestId, &kvpb.Op{Op: &kvpb.Op_Cas{Cas: &kvpb.CasOp{
 		Key: req.Key, Expected: req.Expected, ExpectAbsent: req.ExpectAbsent, NewValue: req.NewValue, Delete: req.Delete,

@@ -77,3 +77,29 @@ func TestRefusedSplitStatusOverGRPC(t *testing.T) {
 		t.Fatalf("split of a frozen range: %#v, want a RefusedError with SPLIT_MERGE_REFUSED", err)
 	}
 }
+
+// TestRequestIDBounded (issue 15): a client's request ID is part of the key
+// of the dedupe record its write leaves; one over ranges.MaxRequestIDLen is
+// refused (InvalidArgument) before it is proposed. A 1 MiB ID made a 1 MiB
+// key.
+func TestRequestIDBounded(t *testing.T) {
+	c := rangestest.Start(t, 1, rangestest.Options{})
+	cl := c.Client(0)
+	ctx := ctxT(t, 10*time.Second)
+	long, max := make([]byte, ranges.MaxRequestIDLen+1), make([]byte, ranges.MaxRequestIDLen)
+	_, err := cl.KV.Put(ctx, &rangespb.PutRequest{Key: []byte("rid"), Value: []byte("v"), RequestId: long})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("put with a %d-byte request ID: %v, want InvalidArgument", len(long), err)
+	}
+	_, err = cl.KV.Delete(ctx, &rangespb.DeleteRequest{Key: []byte("rid"), RequestId: long})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("delete with a %d-byte request ID: %v, want InvalidArgument", len(long), err)
+	}
+	_, err = cl.KV.CompareAndSwap(ctx, &rangespb.CompareAndSwapRequest{Key: []byte("rid"), ExpectAbsent: true, NewValue: []byte("v"), RequestId: long})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("cas with a %d-byte request ID: %v, want InvalidArgument", len(long), err)
+	}
+	if _, err := cl.KV.Put(ctx, &rangespb.PutRequest{Key: []byte("rid"), Value: []byte("v"), RequestId: max}); err != nil {
+		t.Errorf("put with a %d-byte request ID: %v", len(max), err)
+	}
+}
