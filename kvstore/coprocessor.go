@@ -53,7 +53,9 @@ type Reader interface {
 	Iterate(start, end []byte, fn func(key, value []byte) bool) error
 }
 
-// Tx reads and writes a range's data inside an apply batch.
+// Tx reads and writes a range's data inside an apply batch. A
+// coprocessor's Tx reads its own writes (they are staged until the command
+// is done).
 type Tx interface {
 	Reader
 	Set(key, value []byte) error

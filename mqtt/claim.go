@@ -74,11 +74,10 @@ const claimWait = time.Second
 func (s *Server) beginConnect(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.connecting[c.key]
-	if live := s.sessions[c.key]; live != nil && live.id.Username != c.id.Username ||
-		old != nil && old.id.Username != c.id.Username {
+	if s.heldByOtherLocked(c.key, c.id.Username) {
 		return false
 	}
+	old := s.connecting[c.key]
 	c.stamp = s.clock.now()
 	if old != nil {
 		old.superseded.Store(true)
@@ -92,6 +91,13 @@ func (s *Server) endConnectLocked(c *conn) {
 	if s.connecting[c.key] == c {
 		delete(s.connecting, c.key)
 	}
+}
+
+// heldByOtherLocked says whether a connection of key of another user than
+// user is live or connecting here; s.mu held.
+func (s *Server) heldByOtherLocked(key sessionKey, user string) bool {
+	live, connecting := s.sessions[key], s.connecting[key]
+	return live != nil && live.id.Username != user || connecting != nil && connecting.id.Username != user
 }
 
 // The states of a connection's claim (conn.claimState).
@@ -162,11 +168,11 @@ func (s *Server) onClaims(ctx context.Context, claims []*mqttpb.Claim) (closed i
 	for i, cl := range claims {
 		s.clock.observe(cl.Stamp)
 		key := sessionKey{cl.Tenant, cl.ClientId}
-		live, connecting := s.sessions[key], s.connecting[key]
-		if live != nil && live.id.Username != cl.User || connecting != nil && connecting.id.Username != cl.User {
+		if s.heldByOtherLocked(key, cl.User) {
 			refused = append(refused, uint32(i))
 			continue
 		}
+		live, connecting := s.sessions[key], s.connecting[key]
 		if live != nil && stampBefore(live.stamp, s.cfg.ReceiverID, cl.Stamp, cl.By) {
 			kicked = append(kicked, live)
 		}

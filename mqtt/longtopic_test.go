@@ -7,21 +7,10 @@ import (
 	"time"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/internal/topictest"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 )
-
-// longTopic is a topic of n bytes in levels of 100, under a first level that
-// tells tests apart.
-func longTopic(first string, n int) string {
-	var b strings.Builder
-	b.WriteString(first)
-	for i := 0; b.Len() < n; i++ {
-		b.WriteByte('/')
-		b.WriteString(strings.Repeat(string(rune('a'+i%26)), 99))
-	}
-	return b.String()[:n]
-}
 
 // TestLongTopics: topics and filters may be up to 65,535 bytes (MQTT-4.7.3-3
 // only bounds them there), four times the store's 4 KiB key limit, which a
@@ -31,7 +20,7 @@ func longTopic(first string, n int) string {
 func TestLongTopics(t *testing.T) {
 	e := startEnv(t, 1, nil)
 	addr := e.addr(0)
-	topic := longTopic("long", 60000)
+	topic := topictest.Long("long", 60000)
 	wild := topic[:strings.LastIndexByte(topic, '/')] + "/+" // a filter of 59,9xx bytes
 
 	for _, v := range []packet.Version{packet.V311, packet.V5} {
@@ -117,7 +106,7 @@ func (refusingRetain) Set(context.Context, *retainpb.SetRequest) (*retainpb.SetR
 func TestRetainRefusedIsAnswered(t *testing.T) {
 	e := startEnv(t, 1, func(c *mqtt.Config) { c.Retain = refusingRetain{c.Retain} })
 	addr := e.addr(0)
-	topic := longTopic("refused", 60000)
+	topic := topictest.Long("refused", 60000)
 	sub := connectRaw(t, addr, packet.V311, "refused-sub")
 	sub.subscribe(1, packet.Subscription{Filter: "refused/#", QoS: 1})
 

@@ -133,12 +133,13 @@ func (s *session) writeRels() {
 		}
 		for _, ch := range batch {
 			var k *inboxpb.RelKey
+			cerr := err
 			if err == nil && ch.op == relAdd {
 				if k = keys[ch.id]; k == nil {
-					err = fmt.Errorf("inbox: no key for QoS 2 packet ID %d", ch.id)
+					cerr = fmt.Errorf("inbox: no key for QoS 2 packet ID %d", ch.id)
 				}
 			}
-			ch.done(k, err)
+			ch.done(k, cerr)
 		}
 		s.writeRels()
 	})

@@ -39,9 +39,8 @@ type retainedReq struct {
 	// stopped: unsubscribed before its messages were all sent (guarded
 	// by the connection's mu).
 	stopped bool
-	// started: the reader fetched the first page; pending is what of it
-	// is still to send, from where the next page starts (empty: none).
-	started bool
+	// pending is what of the fetched page is still to send (empty: fetch
+	// the next), from where the next page starts (empty after a page: none).
 	pending []*retainpb.Message
 	from    []byte
 }
@@ -58,14 +57,10 @@ func (c *conn) sendRetainedNow(reqs []*retainedReq) {
 			c.feedRetained(reqs[i:]) // behind what the feed still sends
 			return
 		}
-		ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
-		resp, err := c.s.cfg.Retain.Match(ctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: r.filter, Limit: c.s.cfg.RetainPageSize})
-		cancel()
-		if err != nil {
+		if err := c.fetchRetainedPage(c.s.ctx, r); err != nil {
 			c.retainedMatchFailed(r, err)
 			continue
 		}
-		r.started, r.pending, r.from = true, resp.Messages, resp.Next
 		c.mu.Lock()
 		for len(r.pending) > 0 && c.tryDeliverLocked(r, r.pending[0]) {
 			r.pending[0] = nil
@@ -77,6 +72,19 @@ func (c *conn) sendRetainedNow(reqs []*retainedReq) {
 			return
 		}
 	}
+}
+
+// fetchRetainedPage fetches r's next page (its first while r.from is
+// empty) into r.pending.
+func (c *conn) fetchRetainedPage(ctx context.Context, r *retainedReq) error {
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := c.s.cfg.Retain.Match(ctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: r.filter, Limit: c.s.cfg.RetainPageSize, From: r.from})
+	if err != nil {
+		return err
+	}
+	r.pending, r.from = resp.Messages, resp.Next
+	return nil
 }
 
 func (c *conn) retainedMatchFailed(r *retainedReq, err error) {
@@ -169,19 +177,16 @@ func (c *conn) runFeed(ctx context.Context) {
 // page, each as the client makes room for it.
 func (c *conn) sendRetained(ctx context.Context, r *retainedReq) {
 	for {
-		if !r.started {
-			pctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
-			resp, err := c.s.cfg.Retain.Match(pctx, &retainpb.MatchRequest{Tenant: c.id.Tenant, Filter: r.filter, Limit: c.s.cfg.RetainPageSize, From: r.from})
-			cancel()
-			if err != nil {
+		// A request the reader started comes with the rest of its first
+		// page (sendRetainedNow); otherwise the page is fetched here.
+		if len(r.pending) == 0 {
+			if err := c.fetchRetainedPage(ctx, r); err != nil {
 				if ctx.Err() == nil {
 					c.retainedMatchFailed(r, err)
 				}
 				return
 			}
-			r.pending, r.from = resp.Messages, resp.Next
 		}
-		r.started = false // the next page is the feed's to fetch
 		for _, rm := range r.pending {
 			if !c.deliverWhenRoom(ctx, r, rm) {
 				return

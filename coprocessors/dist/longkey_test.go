@@ -10,21 +10,11 @@ import (
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/internal/topictest"
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/ranges"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 )
-
-// longLevels is a filter of n bytes: levels of 100 bytes under first.
-func longLevels(first string, n int) string {
-	var b strings.Builder
-	b.WriteString(first)
-	for i := 0; b.Len() < n; i++ {
-		b.WriteByte('/')
-		b.WriteString(strings.Repeat(string(rune('a'+i%26)), 99))
-	}
-	return b.String()[:n]
-}
 
 // longPrefix is the key prefix of the routes of a subscription longer than
 // dist.MaxSubscriptionInKey, as docs/coprocessors.md lays it out: its first
@@ -50,7 +40,7 @@ func TestLongSubscriptionRoutes(t *testing.T) {
 	c := startCluster(t)
 	cl := dist.NewClient(c.Nodes[0].Router())
 	ctx := ctxT(t)
-	topic := longLevels("long", 60000)
+	topic := topictest.Long("long", 60000)
 	twin := topic[:len(topic)-1] + "!" // alike but for the last byte
 	wild := topic[:strings.LastIndexByte(topic, '/')] + "/+"
 	share := "$share/g/" + wild

@@ -470,7 +470,6 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 	}
 	resp := &inboxpb.InsertResponse{Results: make([]inboxpb.InsertResult, len(req.Items))}
 	metas := map[string]*inboxpb.Meta{}
-	var took map[string]bool // the dedupe records written by this batch
 	for i, it := range req.Items {
 		if !kvstore.ContainsKey(tx.Range(), Prefix(it.Tenant, it.Inbox)) {
 			resp.Results[i] = inboxpb.InsertResult_INSERT_WRONG_RANGE
@@ -500,7 +499,7 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 			if err != nil {
 				return nil, err
 			}
-			if found || took[string(dk)] {
+			if found { // the Tx reads its own writes: this batch's too
 				resp.Results[i] = inboxpb.InsertResult_INSERT_DUPLICATE
 				continue
 			}
@@ -541,10 +540,6 @@ func (c *Coprocessor) insert(tx kvstore.Tx, req *inboxpb.InsertRequest) (*inboxp
 			if err := tx.Set(dk, nil); err != nil {
 				return nil, err
 			}
-			if took == nil {
-				took = map[string]bool{}
-			}
-			took[string(dk)] = true
 			if err := sweepDedupe(tx, m, int64(binary.BigEndian.Uint64(it.Dedupe))); err != nil {
 				return nil, err
 			}

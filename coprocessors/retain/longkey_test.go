@@ -10,23 +10,10 @@ import (
 
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
-	"github.com/bifrost-mq/bifrost/kvstore"
-	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/internal/topictest"
 	"github.com/bifrost-mq/bifrost/ranges"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
-	"github.com/bifrost-mq/bifrost/ranges/rangestest"
 )
-
-// longLevels is a topic of n bytes: levels of 100 bytes under first.
-func longLevels(first string, n int) string {
-	var b strings.Builder
-	b.WriteString(first)
-	for i := 0; b.Len() < n; i++ {
-		b.WriteByte('/')
-		b.WriteString(strings.Repeat(string(rune('a'+i%26)), 99))
-	}
-	return b.String()[:n]
-}
 
 // TestLongRetainedTopics: a topic may be up to 65,535 bytes (MQTT-4.7.3-3);
 // a retained message keyed by the whole of it was refused by the store's
@@ -36,13 +23,11 @@ func longLevels(first string, n int) string {
 // restart (which rebuilds the index from the messages, since a long
 // topic's key does not hold it).
 func TestLongRetainedTopics(t *testing.T) {
-	c := rangestest.Start(t, 3, rangestest.Options{
-		Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{kvpb.Keyspace_KEYSPACE_RETAIN: retain.New},
-	})
+	c := startRetainCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cl := retain.NewClient(c.Nodes[0].Router())
-	long := longLevels("long", 60000)
+	long := topictest.Long("long", 60000)
 	twin := long[:len(long)-1] + "!"
 	head := long[:retain.MaxTopicInKey] // a short topic, the long ones' key prefix
 	wild := long[:strings.LastIndexByte(long, '/')] + "/+"

@@ -10,11 +10,8 @@ import (
 
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
-	"github.com/bifrost-mq/bifrost/kvstore"
-	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
-	"github.com/bifrost-mq/bifrost/ranges/rangestest"
 )
 
 // TestRetainMatchPages: every retained message a filter matches is
@@ -24,9 +21,7 @@ import (
 // messages expired, gives each unexpired message once, in key order. A
 // page also ends after MaxMatchBytes of messages.
 func TestRetainMatchPages(t *testing.T) {
-	c := rangestest.Start(t, 3, rangestest.Options{
-		Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{kvpb.Keyspace_KEYSPACE_RETAIN: retain.New},
-	})
+	c := startRetainCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	cl := retain.NewClient(c.Nodes[0].Router())

@@ -12,7 +12,6 @@ import (
 
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
-	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
@@ -23,9 +22,7 @@ import (
 // local read, no ReadIndex) the same as a linearizable match through the
 // router, after sets, a delete and a split in the middle of a tenant's topics.
 func TestRetainSameOnEveryReplicaAcrossSplit(t *testing.T) {
-	c := rangestest.Start(t, 3, rangestest.Options{
-		Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{kvpb.Keyspace_KEYSPACE_RETAIN: retain.New},
-	})
+	c := startRetainCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cl := retain.NewClient(c.Nodes[0].Router())

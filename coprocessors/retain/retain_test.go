@@ -93,9 +93,7 @@ func TestIndexAgainstBruteForce(t *testing.T) {
 }
 
 func TestRetainOnThreeReplicas(t *testing.T) {
-	c := rangestest.Start(t, 3, rangestest.Options{
-		Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{kvpb.Keyspace_KEYSPACE_RETAIN: retain.New},
-	})
+	c := startRetainCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cl := retain.NewClient(c.Nodes[0].Router())
