@@ -28,6 +28,7 @@ type Inbox interface {
 	CommitBatch(ctx context.Context, commits []*inboxpb.CommitRequest) ([]*inboxpb.Output, error)
 	Fetch(ctx context.Context, f *inboxpb.FetchRequest, linearizable bool) (*inboxpb.FetchResponse, error)
 	GetMany(ctx context.Context, gets []*inboxpb.GetRequest) ([]*inboxpb.Meta, error)
+	List(ctx context.Context, tenant, prefix, after string, limit int) ([]*inboxpb.Meta, string, error)
 }
 
 // An inbox owner is the connection attached to a persistent session:
@@ -461,7 +462,7 @@ func (s *Server) kickDisplaced(ctx context.Context, tenant, clientID, self strin
 func (s *Server) kickOwner(ctx context.Context, tenant, clientID, owner string) {
 	fe := ownerFrontend(owner)
 	if fe == s.cfg.ReceiverID {
-		s.kickLocal(ctx, tenant, clientID, owner)
+		s.kickLocal(ctx, tenant, clientID, owner, packet.SessionTakenOver)
 		return
 	}
 	addr, ok := kickAddr(fe) // bug zoo (mqtt/bugzoo): receiverAddr in a normal build
@@ -482,12 +483,16 @@ func (s *Server) kickOwner(ctx context.Context, tenant, clientID, owner string) 
 	}
 }
 
-func (s *Server) kickLocal(ctx context.Context, tenant, clientID, owner string) bool {
+// kickLocal closes the connection of a client ID on this frontend with
+// code: the one that is owner, or with no owner ("": an operator's kick)
+// whichever holds the client ID; it waits until the connection ended or
+// ctx ends.
+func (s *Server) kickLocal(ctx context.Context, tenant, clientID, owner string, code packet.ReasonCode) bool {
 	c := s.session(tenant, clientID)
-	if c == nil || c.sess == nil || c.sess.owner != owner {
+	if c == nil || (owner != "" && (c.sess == nil || c.sess.owner != owner)) {
 		return false
 	}
-	c.kick(packet.SessionTakenOver) // MQTT-3.1.4-3
+	c.kick(code) // MQTT-3.1.4-3 for a takeover
 	select {
 	case <-c.done:
 	case <-ctx.Done():
@@ -573,10 +578,16 @@ func (f *frontendService) Notify(ctx context.Context, req *mqttpb.NotifyRequest)
 }
 
 func (f *frontendService) Kick(ctx context.Context, req *mqttpb.KickRequest) (*mqttpb.KickResponse, error) {
-	if req.Receiver != f.s.cfg.ReceiverID || req.Session == nil {
+	// A takeover names the receiver and the owner; an operator's kick
+	// (Server.Kick) neither: any connection of the client ID goes.
+	if req.Session == nil || (req.Receiver != f.s.cfg.ReceiverID && (req.Receiver != "" || req.Session.Owner != "")) {
 		return &mqttpb.KickResponse{UnknownReceiver: true}, nil
 	}
-	found := f.s.kickLocal(ctx, req.Session.Tenant, req.Session.ClientId, req.Session.Owner)
+	code := packet.SessionTakenOver
+	if req.ReasonCode != 0 {
+		code = packet.ReasonCode(req.ReasonCode)
+	}
+	found := f.s.kickLocal(ctx, req.Session.Tenant, req.Session.ClientId, req.Session.Owner, code)
 	return &mqttpb.KickResponse{Found: found}, nil
 }
 

@@ -1,8 +1,10 @@
 package inbox
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -291,6 +293,55 @@ func (c *Client) query(ctx context.Context, q *inboxpb.QueryRequest, stale bool)
 		return nil, fmt.Errorf("undecodable inbox query response: %w", err)
 	}
 	return out, nil
+}
+
+// List returns a page of a tenant's persistent sessions whose inbox ID
+// starts with prefix and sorts after after, in ID order, at most limit
+// (1 to 1000), read linearizably range by range. next is the after of the
+// next page, empty when none is left; a cursor is an inbox ID, so pages
+// follow splits and merges between them.
+func (c *Client) List(ctx context.Context, tenant, prefix, after string, limit int) (sessions []*inboxpb.Meta, next string, err error) {
+	if !validID(tenant) || strings.ContainsRune(prefix, 0) || strings.ContainsRune(after, 0) {
+		return nil, "", fmt.Errorf("%w: tenant must be non-empty, and tenant, prefix and cursor free of NUL", ranges.ErrBadRequest)
+	}
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	key := append([]byte(tenant+"\x00"), prefix...)
+	if a := []byte(tenant + "\x00" + after + "\x01"); after != "" && bytes.Compare(a, key) > 0 {
+		key = a
+	}
+	end := []byte(tenant + "\x01")
+	for {
+		in, err := proto.Marshal(&inboxpb.QueryRequest{Op: &inboxpb.QueryRequest_List{List: &inboxpb.ListRequest{
+			Tenant: tenant, Prefix: prefix, After: after, Max: uint32(limit - len(sessions))}}})
+		if err != nil {
+			return nil, "", err
+		}
+		res, err := c.router.Read(ctx, keyspace, key, false, &kvpb.Op{Op: &kvpb.Op_Coproc{Coproc: &kvpb.CoprocOp{Key: key, Input: in}}})
+		if err != nil {
+			return nil, "", err
+		}
+		out := &inboxpb.QueryResponse{}
+		if err := proto.Unmarshal(res.Results[0].Value, out); err != nil {
+			return nil, "", fmt.Errorf("undecodable inbox list: %w", err)
+		}
+		sessions = append(sessions, out.List.GetSessions()...)
+		if n := len(sessions); n > 0 {
+			after = sessions[n-1].Inbox
+		}
+		if out.List.GetMore() {
+			return sessions, after, nil
+		}
+		rangeEnd := res.Range.GetEnd()
+		if len(rangeEnd) == 0 || bytes.Compare(rangeEnd, end) >= 0 {
+			return sessions, "", nil
+		}
+		if len(sessions) >= limit {
+			return sessions, after, nil
+		}
+		key = rangeEnd
+	}
 }
 
 // Service serves the Inbox gRPC API through a client.

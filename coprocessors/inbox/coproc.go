@@ -170,6 +170,11 @@ func (c *Coprocessor) mutate(tx kvstore.Tx, in *inboxpb.Input) (*inboxpb.Output,
 	case *inboxpb.Input_Detach:
 		return c.detach(tx, op.Detach)
 	case *inboxpb.Input_Subscribe:
+		if op.Subscribe.DetachedOnly {
+			if o, err := refuseAttached(tx, op.Subscribe.Tenant, op.Subscribe.Inbox); o != nil || err != nil {
+				return o, err
+			}
+		}
 		return c.withMeta(tx, op.Subscribe.Tenant, op.Subscribe.Inbox, op.Subscribe.Incarnation, func(m *inboxpb.Meta) error {
 			if m.Subscriptions == nil {
 				m.Subscriptions = map[string]*inboxpb.SubOptions{}
@@ -178,6 +183,11 @@ func (c *Coprocessor) mutate(tx kvstore.Tx, in *inboxpb.Input) (*inboxpb.Output,
 			return nil
 		})
 	case *inboxpb.Input_Unsubscribe:
+		if op.Unsubscribe.DetachedOnly {
+			if o, err := refuseAttached(tx, op.Unsubscribe.Tenant, op.Unsubscribe.Inbox); o != nil || err != nil {
+				return o, err
+			}
+		}
 		return c.withMeta(tx, op.Unsubscribe.Tenant, op.Unsubscribe.Inbox, op.Unsubscribe.Incarnation, func(m *inboxpb.Meta) error {
 			delete(m.Subscriptions, op.Unsubscribe.Filter)
 			return nil
@@ -451,6 +461,19 @@ func (c *Coprocessor) withMeta(tx kvstore.Tx, tenant, inbox string, inc uint64, 
 	return &inboxpb.Output{Meta: m}, nil
 }
 
+// refuseAttached is RESULT_CONFLICT for a session a connection owns, nil
+// for any other (withMeta answers for one that does not exist).
+func refuseAttached(r kvstore.Reader, tenant, inbox string) (*inboxpb.Output, error) {
+	m, found, err := getMeta(r, tenant, inbox)
+	if err != nil || !found {
+		return nil, err
+	}
+	if m.DetachedUnixMs == 0 && m.Owner != "" {
+		return out(inboxpb.Result_RESULT_CONFLICT, "the session is connected"), nil
+	}
+	return nil, nil
+}
+
 func maxLen(l *inboxpb.Limits, qos0 bool) uint64 {
 	v := l.GetMaxQos12()
 	if qos0 {
@@ -708,6 +731,12 @@ func (c *Coprocessor) Query(r kvstore.Reader, input []byte) ([]byte, error) {
 		resp.Meta = m
 	case *inboxpb.QueryRequest_Due:
 		resp.Due = c.due(op.Due)
+	case *inboxpb.QueryRequest_List:
+		l, err := list(r, op.List)
+		if err != nil {
+			return nil, err
+		}
+		resp.List = l
 	default:
 		return nil, errors.New("empty inbox query")
 	}
@@ -760,6 +789,59 @@ func fetch(r kvstore.Reader, req *inboxpb.FetchRequest) (*inboxpb.FetchResponse,
 		}
 	}
 	return resp, nil
+}
+
+// list pages through the range's sessions of a tenant. It reads one key
+// per inbox: after an inbox's first key it seeks past the inbox's prefix
+// (tenant 0x00 inbox 0x01 sorts after every key of the inbox and before
+// the next inbox's), so queued messages cost nothing.
+func list(r kvstore.Reader, req *inboxpb.ListRequest) (*inboxpb.ListResponse, error) {
+	max := int(req.Max)
+	if max <= 0 || max > 1000 {
+		max = 1000
+	}
+	tenant := append([]byte(req.Tenant), 0)
+	from := append(slices.Clone(tenant), req.Prefix...)
+	if req.After != "" {
+		if after := append(append(slices.Clone(tenant), req.After...), 1); bytes.Compare(after, from) > 0 {
+			from = after
+		}
+	}
+	end := append(slices.Clone(tenant[:len(tenant)-1]), 1) // past the tenant
+	resp := &inboxpb.ListResponse{}
+	for {
+		var first []byte
+		if err := r.Iterate(from, end, func(k, _ []byte) bool {
+			first = slices.Clone(k)
+			return false
+		}); err != nil {
+			return nil, err
+		}
+		if first == nil {
+			return resp, nil
+		}
+		rest := first[len(tenant):]
+		i := bytes.IndexByte(rest, 0)
+		if i < 0 {
+			return nil, fmt.Errorf("inbox key %q has no inbox ID", first)
+		}
+		id := string(rest[:i])
+		if !strings.HasPrefix(id, req.Prefix) {
+			return resp, nil // past the prefix's inboxes
+		}
+		if len(resp.Sessions) == max {
+			resp.More = true
+			return resp, nil
+		}
+		m, found, err := getMeta(r, req.Tenant, id)
+		if err != nil {
+			return nil, err
+		}
+		if found && !m.Transient {
+			resp.Sessions = append(resp.Sessions, m)
+		}
+		from = append(append(slices.Clone(tenant), id...), 1)
+	}
 }
 
 func max64(a, b uint64) uint64 {

@@ -1395,12 +1395,16 @@ func (x *DetachRequest) GetOrphaned() bool {
 }
 
 type SubscribeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Inbox         string                 `protobuf:"bytes,2,opt,name=inbox,proto3" json:"inbox,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	Filter        string                 `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
-	Options       *SubOptions            `protobuf:"bytes,5,opt,name=options,proto3" json:"options,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Tenant      string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Inbox       string                 `protobuf:"bytes,2,opt,name=inbox,proto3" json:"inbox,omitempty"`
+	Incarnation uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Filter      string                 `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
+	Options     *SubOptions            `protobuf:"bytes,5,opt,name=options,proto3" json:"options,omitempty"`
+	// detached_only refuses (RESULT_CONFLICT) while a connection owns the
+	// session: an operator's change (the HTTP API) must not change the
+	// subscriptions under a live connection, which holds its own copy.
+	DetachedOnly  bool `protobuf:"varint,6,opt,name=detached_only,json=detachedOnly,proto3" json:"detached_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1470,12 +1474,21 @@ func (x *SubscribeRequest) GetOptions() *SubOptions {
 	return nil
 }
 
+func (x *SubscribeRequest) GetDetachedOnly() bool {
+	if x != nil {
+		return x.DetachedOnly
+	}
+	return false
+}
+
 type UnsubscribeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Inbox         string                 `protobuf:"bytes,2,opt,name=inbox,proto3" json:"inbox,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	Filter        string                 `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Tenant      string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Inbox       string                 `protobuf:"bytes,2,opt,name=inbox,proto3" json:"inbox,omitempty"`
+	Incarnation uint64                 `protobuf:"varint,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Filter      string                 `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
+	// detached_only: as SubscribeRequest's.
+	DetachedOnly  bool `protobuf:"varint,5,opt,name=detached_only,json=detachedOnly,proto3" json:"detached_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1536,6 +1549,13 @@ func (x *UnsubscribeRequest) GetFilter() string {
 		return x.Filter
 	}
 	return ""
+}
+
+func (x *UnsubscribeRequest) GetDetachedOnly() bool {
+	if x != nil {
+		return x.DetachedOnly
+	}
+	return false
 }
 
 type InsertItem struct {
@@ -2098,6 +2118,7 @@ type QueryRequest struct {
 	//	*QueryRequest_Fetch
 	//	*QueryRequest_Get
 	//	*QueryRequest_Due
+	//	*QueryRequest_List
 	Op            isQueryRequest_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2167,6 +2188,15 @@ func (x *QueryRequest) GetDue() *DueRequest {
 	return nil
 }
 
+func (x *QueryRequest) GetList() *ListRequest {
+	if x != nil {
+		if x, ok := x.Op.(*QueryRequest_List); ok {
+			return x.List
+		}
+	}
+	return nil
+}
+
 type isQueryRequest_Op interface {
 	isQueryRequest_Op()
 }
@@ -2183,11 +2213,17 @@ type QueryRequest_Due struct {
 	Due *DueRequest `protobuf:"bytes,3,opt,name=due,proto3,oneof"`
 }
 
+type QueryRequest_List struct {
+	List *ListRequest `protobuf:"bytes,4,opt,name=list,proto3,oneof"`
+}
+
 func (*QueryRequest_Fetch) isQueryRequest_Op() {}
 
 func (*QueryRequest_Get) isQueryRequest_Op() {}
 
 func (*QueryRequest_Due) isQueryRequest_Op() {}
+
+func (*QueryRequest_List) isQueryRequest_Op() {}
 
 type FetchRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -2547,19 +2583,144 @@ func (x *DueResponse) GetAttached() []*Meta {
 	return nil
 }
 
+// ListRequest pages through a tenant's sessions in one range, in inbox ID
+// order: those whose ID starts with prefix and sorts after after.
+type ListRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Prefix string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	After  string                 `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`
+	// max: at most this many (0 or over 1000: 1000).
+	Max           uint32 `protobuf:"varint,4,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ListRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ListRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *ListRequest) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+type ListResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sessions []*Meta                `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	// more: the range may hold more after the last one returned.
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListResponse) Reset() {
+	*x = ListResponse{}
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListResponse) ProtoMessage() {}
+
+func (x *ListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
+func (*ListResponse) Descriptor() ([]byte, []int) {
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListResponse) GetSessions() []*Meta {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+func (x *ListResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 type QueryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fetch         *FetchResponse         `protobuf:"bytes,1,opt,name=fetch,proto3" json:"fetch,omitempty"`
 	Meta          *Meta                  `protobuf:"bytes,2,opt,name=meta,proto3" json:"meta,omitempty"`
 	Due           *DueResponse           `protobuf:"bytes,3,opt,name=due,proto3" json:"due,omitempty"`
 	Result        Result                 `protobuf:"varint,4,opt,name=result,proto3,enum=bifrost.inbox.Result" json:"result,omitempty"`
+	List          *ListResponse          `protobuf:"bytes,5,opt,name=list,proto3" json:"list,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueryResponse) Reset() {
 	*x = QueryResponse{}
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[27]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2571,7 +2732,7 @@ func (x *QueryResponse) String() string {
 func (*QueryResponse) ProtoMessage() {}
 
 func (x *QueryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[27]
+	mi := &file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2584,7 +2745,7 @@ func (x *QueryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryResponse.ProtoReflect.Descriptor instead.
 func (*QueryResponse) Descriptor() ([]byte, []int) {
-	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{27}
+	return file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *QueryResponse) GetFetch() *FetchResponse {
@@ -2613,6 +2774,13 @@ func (x *QueryResponse) GetResult() Result {
 		return x.Result
 	}
 	return Result_RESULT_OK
+}
+
+func (x *QueryResponse) GetList() *ListResponse {
+	if x != nil {
+		return x.List
+	}
+	return nil
 }
 
 var File_coprocessors_inbox_inboxpb_inbox_proto protoreflect.FileDescriptor
@@ -2731,18 +2899,20 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\tsent_upto\x18\t \x01(\x04R\bsentUpto\x12\x1a\n" +
 	"\borphaned\x18\n" +
 	" \x01(\bR\borphanedB\x11\n" +
-	"\x0f_expiry_seconds\"\xaf\x01\n" +
+	"\x0f_expiry_seconds\"\xd4\x01\n" +
 	"\x10SubscribeRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x16\n" +
 	"\x06filter\x18\x04 \x01(\tR\x06filter\x123\n" +
-	"\aoptions\x18\x05 \x01(\v2\x19.bifrost.inbox.SubOptionsR\aoptions\"|\n" +
+	"\aoptions\x18\x05 \x01(\v2\x19.bifrost.inbox.SubOptionsR\aoptions\x12#\n" +
+	"\rdetached_only\x18\x06 \x01(\bR\fdetachedOnly\"\xa1\x01\n" +
 	"\x12UnsubscribeRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
 	"\x05inbox\x18\x02 \x01(\tR\x05inbox\x12 \n" +
 	"\vincarnation\x18\x03 \x01(\x04R\vincarnation\x12\x16\n" +
-	"\x06filter\x18\x04 \x01(\tR\x06filter\"\xa6\x01\n" +
+	"\x06filter\x18\x04 \x01(\tR\x06filter\x12#\n" +
+	"\rdetached_only\x18\x05 \x01(\bR\fdetachedOnly\"\xa6\x01\n" +
 	"\n" +
 	"InsertItem\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
@@ -2789,11 +2959,12 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x125\n" +
 	"\x06attach\x18\x03 \x01(\v2\x1d.bifrost.inbox.AttachResponseR\x06attach\x125\n" +
 	"\x06insert\x18\x04 \x01(\v2\x1d.bifrost.inbox.InsertResponseR\x06insert\x12'\n" +
-	"\x04meta\x18\x05 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\"\xa7\x01\n" +
+	"\x04meta\x18\x05 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\"\xd9\x01\n" +
 	"\fQueryRequest\x123\n" +
 	"\x05fetch\x18\x01 \x01(\v2\x1b.bifrost.inbox.FetchRequestH\x00R\x05fetch\x12-\n" +
 	"\x03get\x18\x02 \x01(\v2\x19.bifrost.inbox.GetRequestH\x00R\x03get\x12-\n" +
-	"\x03due\x18\x03 \x01(\v2\x19.bifrost.inbox.DueRequestH\x00R\x03dueB\x04\n" +
+	"\x03due\x18\x03 \x01(\v2\x19.bifrost.inbox.DueRequestH\x00R\x03due\x120\n" +
+	"\x04list\x18\x04 \x01(\v2\x1a.bifrost.inbox.ListRequestH\x00R\x04listB\x04\n" +
 	"\x02op\"\xc9\x01\n" +
 	"\fFetchRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x14\n" +
@@ -2823,12 +2994,21 @@ const file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc = "" +
 	"\vDueResponse\x12-\n" +
 	"\aexpired\x18\x01 \x03(\v2\x13.bifrost.inbox.MetaR\aexpired\x12)\n" +
 	"\x05wills\x18\x02 \x03(\v2\x13.bifrost.inbox.MetaR\x05wills\x12/\n" +
-	"\battached\x18\x03 \x03(\v2\x13.bifrost.inbox.MetaR\battached\"\xc9\x01\n" +
+	"\battached\x18\x03 \x03(\v2\x13.bifrost.inbox.MetaR\battached\"e\n" +
+	"\vListRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\x12\x10\n" +
+	"\x03max\x18\x04 \x01(\rR\x03max\"S\n" +
+	"\fListResponse\x12/\n" +
+	"\bsessions\x18\x01 \x03(\v2\x13.bifrost.inbox.MetaR\bsessions\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\xfa\x01\n" +
 	"\rQueryResponse\x122\n" +
 	"\x05fetch\x18\x01 \x01(\v2\x1c.bifrost.inbox.FetchResponseR\x05fetch\x12'\n" +
 	"\x04meta\x18\x02 \x01(\v2\x13.bifrost.inbox.MetaR\x04meta\x12,\n" +
 	"\x03due\x18\x03 \x01(\v2\x1a.bifrost.inbox.DueResponseR\x03due\x12-\n" +
-	"\x06result\x18\x04 \x01(\x0e2\x15.bifrost.inbox.ResultR\x06result*t\n" +
+	"\x06result\x18\x04 \x01(\x0e2\x15.bifrost.inbox.ResultR\x06result\x12/\n" +
+	"\x04list\x18\x05 \x01(\v2\x1b.bifrost.inbox.ListResponseR\x04list*t\n" +
 	"\fInsertResult\x12\r\n" +
 	"\tINSERT_OK\x10\x00\x12\x13\n" +
 	"\x0fINSERT_NO_INBOX\x10\x01\x12\x12\n" +
@@ -2859,7 +3039,7 @@ func file_coprocessors_inbox_inboxpb_inbox_proto_rawDescGZIP() []byte {
 }
 
 var file_coprocessors_inbox_inboxpb_inbox_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_coprocessors_inbox_inboxpb_inbox_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_coprocessors_inbox_inboxpb_inbox_proto_goTypes = []any{
 	(InsertResult)(0),          // 0: bifrost.inbox.InsertResult
 	(Result)(0),                // 1: bifrost.inbox.Result
@@ -2890,13 +3070,15 @@ var file_coprocessors_inbox_inboxpb_inbox_proto_goTypes = []any{
 	(*GetRequest)(nil),         // 26: bifrost.inbox.GetRequest
 	(*DueRequest)(nil),         // 27: bifrost.inbox.DueRequest
 	(*DueResponse)(nil),        // 28: bifrost.inbox.DueResponse
-	(*QueryResponse)(nil),      // 29: bifrost.inbox.QueryResponse
-	nil,                        // 30: bifrost.inbox.Meta.SubscriptionsEntry
+	(*ListRequest)(nil),        // 29: bifrost.inbox.ListRequest
+	(*ListResponse)(nil),       // 30: bifrost.inbox.ListResponse
+	(*QueryResponse)(nil),      // 31: bifrost.inbox.QueryResponse
+	nil,                        // 32: bifrost.inbox.Meta.SubscriptionsEntry
 }
 var file_coprocessors_inbox_inboxpb_inbox_proto_depIdxs = []int32{
 	2,  // 0: bifrost.inbox.Meta.will:type_name -> bifrost.inbox.Will
 	3,  // 1: bifrost.inbox.Meta.limits:type_name -> bifrost.inbox.Limits
-	30, // 2: bifrost.inbox.Meta.subscriptions:type_name -> bifrost.inbox.Meta.SubscriptionsEntry
+	32, // 2: bifrost.inbox.Meta.subscriptions:type_name -> bifrost.inbox.Meta.SubscriptionsEntry
 	5,  // 3: bifrost.inbox.Meta.qos0:type_name -> bifrost.inbox.Queue
 	5,  // 4: bifrost.inbox.Meta.qos12:type_name -> bifrost.inbox.Queue
 	7,  // 5: bifrost.inbox.Meta.rel_keys:type_name -> bifrost.inbox.RelKey
@@ -2924,26 +3106,29 @@ var file_coprocessors_inbox_inboxpb_inbox_proto_depIdxs = []int32{
 	24, // 27: bifrost.inbox.QueryRequest.fetch:type_name -> bifrost.inbox.FetchRequest
 	26, // 28: bifrost.inbox.QueryRequest.get:type_name -> bifrost.inbox.GetRequest
 	27, // 29: bifrost.inbox.QueryRequest.due:type_name -> bifrost.inbox.DueRequest
-	1,  // 30: bifrost.inbox.FetchResponse.result:type_name -> bifrost.inbox.Result
-	9,  // 31: bifrost.inbox.FetchResponse.qos0:type_name -> bifrost.inbox.QueuedMessage
-	9,  // 32: bifrost.inbox.FetchResponse.qos12:type_name -> bifrost.inbox.QueuedMessage
-	6,  // 33: bifrost.inbox.DueResponse.expired:type_name -> bifrost.inbox.Meta
-	6,  // 34: bifrost.inbox.DueResponse.wills:type_name -> bifrost.inbox.Meta
-	6,  // 35: bifrost.inbox.DueResponse.attached:type_name -> bifrost.inbox.Meta
-	25, // 36: bifrost.inbox.QueryResponse.fetch:type_name -> bifrost.inbox.FetchResponse
-	6,  // 37: bifrost.inbox.QueryResponse.meta:type_name -> bifrost.inbox.Meta
-	28, // 38: bifrost.inbox.QueryResponse.due:type_name -> bifrost.inbox.DueResponse
-	1,  // 39: bifrost.inbox.QueryResponse.result:type_name -> bifrost.inbox.Result
-	4,  // 40: bifrost.inbox.Meta.SubscriptionsEntry.value:type_name -> bifrost.inbox.SubOptions
-	10, // 41: bifrost.inbox.Inbox.Mutate:input_type -> bifrost.inbox.Input
-	23, // 42: bifrost.inbox.Inbox.Query:input_type -> bifrost.inbox.QueryRequest
-	22, // 43: bifrost.inbox.Inbox.Mutate:output_type -> bifrost.inbox.Output
-	29, // 44: bifrost.inbox.Inbox.Query:output_type -> bifrost.inbox.QueryResponse
-	43, // [43:45] is the sub-list for method output_type
-	41, // [41:43] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	29, // 30: bifrost.inbox.QueryRequest.list:type_name -> bifrost.inbox.ListRequest
+	1,  // 31: bifrost.inbox.FetchResponse.result:type_name -> bifrost.inbox.Result
+	9,  // 32: bifrost.inbox.FetchResponse.qos0:type_name -> bifrost.inbox.QueuedMessage
+	9,  // 33: bifrost.inbox.FetchResponse.qos12:type_name -> bifrost.inbox.QueuedMessage
+	6,  // 34: bifrost.inbox.DueResponse.expired:type_name -> bifrost.inbox.Meta
+	6,  // 35: bifrost.inbox.DueResponse.wills:type_name -> bifrost.inbox.Meta
+	6,  // 36: bifrost.inbox.DueResponse.attached:type_name -> bifrost.inbox.Meta
+	6,  // 37: bifrost.inbox.ListResponse.sessions:type_name -> bifrost.inbox.Meta
+	25, // 38: bifrost.inbox.QueryResponse.fetch:type_name -> bifrost.inbox.FetchResponse
+	6,  // 39: bifrost.inbox.QueryResponse.meta:type_name -> bifrost.inbox.Meta
+	28, // 40: bifrost.inbox.QueryResponse.due:type_name -> bifrost.inbox.DueResponse
+	1,  // 41: bifrost.inbox.QueryResponse.result:type_name -> bifrost.inbox.Result
+	30, // 42: bifrost.inbox.QueryResponse.list:type_name -> bifrost.inbox.ListResponse
+	4,  // 43: bifrost.inbox.Meta.SubscriptionsEntry.value:type_name -> bifrost.inbox.SubOptions
+	10, // 44: bifrost.inbox.Inbox.Mutate:input_type -> bifrost.inbox.Input
+	23, // 45: bifrost.inbox.Inbox.Query:input_type -> bifrost.inbox.QueryRequest
+	22, // 46: bifrost.inbox.Inbox.Mutate:output_type -> bifrost.inbox.Output
+	31, // 47: bifrost.inbox.Inbox.Query:output_type -> bifrost.inbox.QueryResponse
+	46, // [46:48] is the sub-list for method output_type
+	44, // [44:46] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_coprocessors_inbox_inboxpb_inbox_proto_init() }
@@ -2966,6 +3151,7 @@ func file_coprocessors_inbox_inboxpb_inbox_proto_init() {
 		(*QueryRequest_Fetch)(nil),
 		(*QueryRequest_Get)(nil),
 		(*QueryRequest_Due)(nil),
+		(*QueryRequest_List)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2973,7 +3159,7 @@ func file_coprocessors_inbox_inboxpb_inbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc), len(file_coprocessors_inbox_inboxpb_inbox_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

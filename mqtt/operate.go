@@ -1,0 +1,405 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/grpc"
+
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
+	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
+	"github.com/bifrost-mq/bifrost/mqtt/packet"
+)
+
+// An operator's calls (the HTTP API): each takes the path a client's packet
+// takes (PUBLISH, SUBSCRIBE, a takeover's kick), so that what an operator
+// does and what a client does cannot drift apart.
+
+var (
+	// ErrInvalid: the request is malformed (a bad topic or filter, a QoS
+	// over 2, a payload that is not UTF-8 while it says it is).
+	ErrInvalid = errors.New("invalid request")
+	// ErrNoSession: the client ID has no session (or, for the calls that
+	// change subscriptions, no persistent one).
+	ErrNoSession = errors.New("no such session")
+	// ErrSessionConnected: a connection owns the session; it alone
+	// changes its subscriptions.
+	ErrSessionConnected = errors.New("the session is connected")
+	// ErrRefused: the store refused what was valid (a tenant's retained
+	// message limit).
+	ErrRefused = errors.New("refused")
+)
+
+// Publish hands a message to its subscribers as a client's PUBLISH does:
+// stored as the topic's retained message first when m.Retain (an empty
+// payload deletes it), then matched in dist and delivered to the sessions
+// and inboxes it matched. It returns how many subscribers matched.
+func (s *Server) Publish(ctx context.Context, tenant string, m *mqttpb.Message) (int, error) {
+	if err := validMessage(m); err != nil {
+		return 0, err
+	}
+	if m.Retain {
+		if err := s.SetRetained(ctx, tenant, m); err != nil {
+			return 0, err
+		}
+	}
+	s.m.published.WithLabelValues(fmt.Sprint(m.Qos)).Inc()
+	return s.dispatch(ctx, tenant, m)
+}
+
+func validMessage(m *mqttpb.Message) error {
+	if err := dist.ValidateTopicName(m.Topic); err != nil {
+		return fmt.Errorf("%w: topic %.128q: %v", ErrInvalid, m.Topic, err)
+	}
+	if reservedTopic(m.Topic) {
+		return fmt.Errorf("%w: topic %.128q is reserved for the broker", ErrInvalid, m.Topic)
+	}
+	if m.Qos > 2 {
+		return fmt.Errorf("%w: qos %d: want 0, 1 or 2", ErrInvalid, m.Qos)
+	}
+	if m.ResponseTopic != "" && dist.ValidateTopicName(m.ResponseTopic) != nil {
+		return fmt.Errorf("%w: response topic %.128q is not a topic name", ErrInvalid, m.ResponseTopic) // MQTT-3.3.2-14
+	}
+	if m.HasPayloadFormat && m.PayloadFormat > 1 {
+		return fmt.Errorf("%w: payload format %d: want 0 or 1", ErrInvalid, m.PayloadFormat)
+	}
+	if m.HasPayloadFormat && m.PayloadFormat == 1 && !utf8.Valid(m.Payload) {
+		return fmt.Errorf("%w: the payload format says UTF-8 and the payload is not", ErrInvalid) // MQTT-3.3.2-4
+	}
+	return nil
+}
+
+// SetRetained stores m as its topic's retained message (an empty payload
+// clears it) without publishing it.
+func (s *Server) SetRetained(ctx context.Context, tenant string, m *mqttpb.Message) error {
+	if err := validMessage(m); err != nil {
+		return err
+	}
+	err := s.retain(ctx, tenant, m)
+	if refused := (*retainRefusedError)(nil); errors.As(err, &refused) {
+		s.m.retainFailures.WithLabelValues("refused").Inc()
+		if refused.result == retainpb.Result_RESULT_INVALID {
+			return fmt.Errorf("%w: %s", ErrInvalid, refused.reason)
+		}
+		return fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	return err
+}
+
+// Retained returns a page of the tenant's retained messages that match
+// filter (a topic name matches itself), at most limit, from the cursor
+// from (nil: the first page); next is the next page's cursor, nil when
+// none is left.
+func (s *Server) Retained(ctx context.Context, tenant, filter string, from []byte, limit int) (msgs []*mqttpb.Message, next []byte, err error) {
+	if err := dist.ValidateFilter(filter); err != nil {
+		return nil, nil, fmt.Errorf("%w: filter %.128q: %v", ErrInvalid, filter, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := s.cfg.Retain.Match(ctx, &retainpb.MatchRequest{Tenant: tenant, Filter: filter, Limit: uint32(limit),
+		NowUnixMs: time.Now().UnixMilli(), From: from})
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, rm := range resp.Messages {
+		msgs = append(msgs, retainedMessage(rm))
+	}
+	return msgs, resp.Next, nil
+}
+
+// SessionInfo is what an operator sees of a session.
+type SessionInfo struct {
+	ClientID string
+	// Persistent: the session lives in an inbox (it outlives its
+	// connection); else it is a connection's clean session.
+	Persistent bool
+	Online     bool
+	// Frontend is the gRPC address of the frontend whose connection holds
+	// the session ("" when offline).
+	Frontend string
+	// Subscriptions by filter (persistent sessions only).
+	Subscriptions map[string]*inboxpb.SubOptions
+	// QueuedQoS0 and QueuedQoS12 are the messages waiting in the inbox;
+	// DroppedQoS0 and DroppedQoS12 those its limits dropped.
+	QueuedQoS0, QueuedQoS12   uint64
+	DroppedQoS0, DroppedQoS12 uint64
+	// Inflight is the QoS 1 and 2 messages sent and not yet acknowledged:
+	// the connection's count when it is on this frontend, else (-1 when
+	// online elsewhere) what the inbox knows when offline.
+	Inflight int
+	// ExpirySeconds is the session expiry interval; ExpiresUnixMs when an
+	// offline session ends (0: online, or a clean session).
+	ExpirySeconds uint32
+	ExpiresUnixMs int64
+	CreatedUnixMs int64
+	// DetachedUnixMs is when its last connection ended (0: online).
+	DetachedUnixMs int64
+}
+
+// Session describes a client ID's session: its persistent one from the
+// inbox, else its clean session if connected to this frontend
+// (ErrNoSession otherwise).
+func (s *Server) Session(ctx context.Context, tenant, clientID string) (*SessionInfo, error) {
+	if !validClientID(clientID) {
+		return nil, fmt.Errorf("%w: client ID must be non-empty and free of NUL", ErrInvalid)
+	}
+	var meta *inboxpb.Meta
+	if s.cfg.Inbox != nil {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+		var err error
+		if meta, err = s.lookupSession(ctx, tenant, clientID); err != nil {
+			return nil, err
+		}
+	}
+	local := s.session(tenant, clientID)
+	if meta == nil || meta.Transient {
+		if local == nil {
+			return nil, ErrNoSession
+		}
+		return &SessionInfo{ClientID: clientID, Online: true, Frontend: s.grpcAddr(), Inflight: local.inflightCount(),
+			ExpirySeconds: local.connectExpiry}, nil
+	}
+	info := s.sessionInfo(meta)
+	if local != nil && local.sess != nil && local.sess.owner == meta.Owner {
+		info.Inflight = local.inflightCount()
+	}
+	return info, nil
+}
+
+// Sessions returns a page of the tenant's persistent sessions whose client
+// ID starts with prefix, after the client ID after, at most limit; next is
+// the after of the next page ("" when none is left).
+func (s *Server) Sessions(ctx context.Context, tenant, prefix, after string, limit int) ([]*SessionInfo, string, error) {
+	if s.cfg.Inbox == nil {
+		return nil, "", nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	metas, next, err := s.cfg.Inbox.List(ctx, tenant, prefix, after, limit)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]*SessionInfo, 0, len(metas))
+	for _, m := range metas {
+		info := s.sessionInfo(m)
+		if c := s.session(tenant, m.Inbox); c != nil && c.sess != nil && c.sess.owner == m.Owner {
+			info.Inflight = c.inflightCount()
+		}
+		out = append(out, info)
+	}
+	return out, next, nil
+}
+
+func (s *Server) sessionInfo(m *inboxpb.Meta) *SessionInfo {
+	info := &SessionInfo{ClientID: m.Inbox, Persistent: true, Subscriptions: maps.Clone(m.Subscriptions),
+		QueuedQoS0: m.Qos0.GetTail() - m.Qos0.GetHead(), QueuedQoS12: m.Qos12.GetTail() - m.Qos12.GetHead(),
+		DroppedQoS0: m.Qos0.GetDropped(), DroppedQoS12: m.Qos12.GetDropped(),
+		ExpirySeconds: m.ExpirySeconds, CreatedUnixMs: m.CreatedUnixMs, DetachedUnixMs: m.DetachedUnixMs}
+	if info.Subscriptions == nil {
+		info.Subscriptions = map[string]*inboxpb.SubOptions{}
+	}
+	if m.DetachedUnixMs == 0 && m.Owner != "" {
+		info.Online = true
+		info.Frontend, _ = receiverAddr(ownerFrontend(m.Owner))
+		info.Inflight = -1
+	} else {
+		info.ExpiresUnixMs = m.DetachedUnixMs + int64(m.ExpirySeconds)*1000
+		if m.DupBelow > m.Qos12.GetHead() {
+			info.Inflight = int(m.DupBelow - m.Qos12.GetHead())
+		}
+	}
+	return info
+}
+
+func (c *conn) inflightCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.inflight)
+}
+
+func (s *Server) grpcAddr() string {
+	a, _ := receiverAddr(s.cfg.ReceiverID)
+	return a
+}
+
+func validClientID(id string) bool {
+	return id != "" && len(id) <= 1024 && !slices.Contains([]byte(id), 0)
+}
+
+// Subscribe adds a subscription to an offline persistent session as the
+// session's own SUBSCRIBE would: recorded in its inbox, routed in dist to
+// the inbox, announced to the frontends' match caches. A connected session
+// is refused (ErrSessionConnected): its connection holds the
+// subscriptions it serves.
+func (s *Server) Subscribe(ctx context.Context, tenant, clientID, filter string, opts *inboxpb.SubOptions) error {
+	sub, err := dist.ParseSubscription(filter)
+	if err != nil {
+		return fmt.Errorf("%w: filter %.128q: %v", ErrInvalid, filter, err)
+	}
+	if opts.GetQos() > 2 {
+		return fmt.Errorf("%w: qos %d: want 0, 1 or 2", ErrInvalid, opts.GetQos())
+	}
+	if sub.Group != "" && opts.GetNoLocal() {
+		return fmt.Errorf("%w: no local on a shared subscription", ErrInvalid) // MQTT-3.8.3-4
+	}
+	meta, err := s.offlineSession(ctx, tenant, clientID)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	key := sub.String()
+	out, err := s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Subscribe{Subscribe: &inboxpb.SubscribeRequest{
+		Tenant: tenant, Inbox: clientID, Incarnation: meta.Incarnation, Filter: key, Options: opts, DetachedOnly: true}}})
+	if err := inboxResult(out, err); err != nil {
+		return err
+	}
+	dout, err := s.cfg.Dist.AddRoute(ctx, &distpb.AddRouteRequest{Route: &distpb.Route{Tenant: tenant, Subscription: key,
+		Receiver: &distpb.Receiver{Kind: receiverInbox, Id: inbox.ReceiverID(clientID, meta.Incarnation)}}})
+	if err == nil && dout.Result != distpb.Result_RESULT_OK && dout.Result != distpb.Result_RESULT_EXISTS {
+		err = fmt.Errorf("%w: dist refused the route: %s %s", ErrRefused, dout.Result, dout.Reason)
+	}
+	if err != nil {
+		s.m.routeChanges.WithLabelValues("add", "error").Inc()
+		// Not routed: not recorded either, as a failed SUBSCRIBE.
+		_, _ = s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Unsubscribe{Unsubscribe: &inboxpb.UnsubscribeRequest{
+			Tenant: tenant, Inbox: clientID, Incarnation: meta.Incarnation, Filter: key, DetachedOnly: true}}})
+		return err
+	}
+	s.m.routeChanges.WithLabelValues("add", "ok").Inc()
+	s.cache.invalidate(tenant)
+	s.broadcastInvalidate(ctx, tenant)
+	return nil
+}
+
+// Unsubscribe removes a subscription of an offline persistent session as
+// its UNSUBSCRIBE would; found is false when it had no such subscription.
+func (s *Server) Unsubscribe(ctx context.Context, tenant, clientID, filter string) (found bool, err error) {
+	sub, err := dist.ParseSubscription(filter)
+	if err != nil {
+		return false, fmt.Errorf("%w: filter %.128q: %v", ErrInvalid, filter, err)
+	}
+	meta, err := s.offlineSession(ctx, tenant, clientID)
+	if err != nil {
+		return false, err
+	}
+	key := sub.String()
+	if _, ok := meta.Subscriptions[key]; !ok {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	out, err := s.cfg.Inbox.Mutate(ctx, &inboxpb.Input{Op: &inboxpb.Input_Unsubscribe{Unsubscribe: &inboxpb.UnsubscribeRequest{
+		Tenant: tenant, Inbox: clientID, Incarnation: meta.Incarnation, Filter: key, DetachedOnly: true}}})
+	if err := inboxResult(out, err); err != nil {
+		return false, err
+	}
+	// Messages the route queues meanwhile are dropped at delivery, as
+	// after an UNSUBSCRIBE (MQTT-3.10.4-2).
+	s.removeInboxRoute(ctx, tenant, key, inbox.ReceiverID(clientID, meta.Incarnation))
+	s.cache.invalidate(tenant)
+	s.broadcastInvalidate(ctx, tenant)
+	return true, nil
+}
+
+// offlineSession is the record of a persistent session no connection owns.
+func (s *Server) offlineSession(ctx context.Context, tenant, clientID string) (*inboxpb.Meta, error) {
+	if !validClientID(clientID) {
+		return nil, fmt.Errorf("%w: client ID must be non-empty and free of NUL", ErrInvalid)
+	}
+	if s.cfg.Inbox == nil {
+		return nil, ErrNoSession
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	meta, err := s.lookupSession(ctx, tenant, clientID)
+	if err != nil {
+		return nil, err
+	}
+	if meta == nil || meta.Transient {
+		return nil, ErrNoSession
+	}
+	if meta.DetachedUnixMs == 0 && meta.Owner != "" {
+		return nil, ErrSessionConnected
+	}
+	return meta, nil
+}
+
+func inboxResult(out *inboxpb.Output, err error) error {
+	switch {
+	case err != nil:
+		return err
+	case out.Result == inboxpb.Result_RESULT_NO_INBOX:
+		return ErrNoSession // gone, or a new incarnation, since it was read
+	case out.Result == inboxpb.Result_RESULT_CONFLICT:
+		return ErrSessionConnected
+	case out.Result != inboxpb.Result_RESULT_OK:
+		return fmt.Errorf("%w: inbox: %s %s", ErrRefused, out.Result, out.Reason)
+	}
+	return nil
+}
+
+// Kick closes the connection of a client ID wherever it is connected (a
+// 5.0 client gets DISCONNECT 0x98, administrative action) and waits until
+// it ended; found is false when no frontend had it. A persistent session
+// stays (its expiry runs from now), as after any disconnect.
+func (s *Server) Kick(ctx context.Context, tenant, clientID string) (found bool, err error) {
+	if !validClientID(clientID) {
+		return false, fmt.Errorf("%w: client ID must be non-empty and free of NUL", ErrInvalid)
+	}
+	if s.kickLocal(ctx, tenant, clientID, "", packet.AdministrativeAction) {
+		return true, nil
+	}
+	if s.cfg.Frontends == nil {
+		return false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	self := s.grpcAddr()
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, addr := range s.cfg.Frontends() {
+		if addr == self {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := s.kickAt(ctx, addr, tenant, clientID)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("frontend %s: %w", addr, err))
+			}
+			found = found || resp.GetFound()
+		}()
+	}
+	wg.Wait()
+	if found {
+		return true, nil
+	}
+	return false, errors.Join(errs...)
+}
+
+func (s *Server) kickAt(ctx context.Context, addr, tenant, clientID string) (*mqttpb.KickResponse, error) {
+	c, err := s.peers.reach(addr)
+	if err != nil {
+		return nil, err
+	}
+	// No receiver and no owner: whichever process serves addr closes
+	// whichever connection holds the client ID.
+	return c.Kick(ctx, &mqttpb.KickRequest{ReasonCode: uint32(packet.AdministrativeAction),
+		Session: &mqttpb.SessionRef{Tenant: tenant, ClientId: clientID}}, grpc.WaitForReady(false))
+}
