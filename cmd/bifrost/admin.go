@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,10 +12,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
+	"github.com/bifrost-mq/bifrost/api"
 	"github.com/bifrost-mq/bifrost/balancer/balancerpb"
-	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 )
@@ -110,7 +108,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return ranges.FromStatus(err)
 		}
-		l, r := toRangeJSON(&rangespb.RangeInfo{Range: resp.Left}), toRangeJSON(&rangespb.RangeInfo{Range: resp.Right})
+		l, r := api.RangeOf(&rangespb.RangeInfo{Range: resp.Left}), api.RangeOf(&rangespb.RangeInfo{Range: resp.Right})
 		if a.json {
 			return a.printJSON(map[string]any{"left": l, "right": r})
 		}
@@ -121,7 +119,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return ranges.FromStatus(err)
 		}
-		m := toRangeJSON(&rangespb.RangeInfo{Range: resp.Range})
+		m := api.RangeOf(&rangespb.RangeInfo{Range: resp.Range})
 		if a.json {
 			return a.printJSON(m)
 		}
@@ -201,32 +199,15 @@ func (a *adminCmd) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// printable renders a key or value: as text when it is valid UTF-8, else 0x-hex.
-func printable(b []byte) string {
-	if utf8.Valid(b) {
-		return string(b)
-	}
-	return "0x" + hex.EncodeToString(b)
-}
-
 func (a *adminCmd) cluster(ctx context.Context, c *ranges.Client) error {
 	resp, err := c.Admin.Cluster(ctx, &rangespb.ClusterRequest{})
 	if err != nil {
 		return ranges.FromStatus(err)
 	}
 	if a.json {
-		type member struct {
-			Name    string `json:"name"`
-			StoreID uint64 `json:"store_id,omitempty"`
-			Role    string `json:"role"`
-			Gossip  string `json:"gossip"`
-			GRPC    string `json:"grpc"`
-			Raft    string `json:"raft"`
-			State   string `json:"state"`
-		}
-		out := []member{}
+		out := []api.Member{}
 		for _, m := range resp.Members {
-			out = append(out, member{m.Name, m.StoreId, m.Role, m.GossipAddr, m.GrpcAddr, m.RaftAddr, m.State})
+			out = append(out, api.MemberOf(m))
 		}
 		return a.printJSON(out)
 	}
@@ -238,48 +219,14 @@ func (a *adminCmd) cluster(ctx context.Context, c *ranges.Client) error {
 	return tw.Flush()
 }
 
-func keyspaceName(ks kvpb.Keyspace) string {
-	return strings.ToLower(strings.TrimPrefix(ks.String(), "KEYSPACE_"))
-}
-
-// rangeJSON is the stable JSON form of a range for scripts.
-type rangeJSON struct {
-	ID         uint64   `json:"id"`
-	Keyspace   string   `json:"keyspace"`
-	Start      string   `json:"start"`
-	End        string   `json:"end"`
-	Ver        uint64   `json:"ver"`
-	ConfVer    uint64   `json:"conf_ver"`
-	Replicas   []uint64 `json:"replicas"`
-	ReplicaIDs []uint64 `json:"replica_ids"`
-	Leader     uint64   `json:"leader"`
-	State      string   `json:"state"`
-	Size       uint64   `json:"size"`
-}
-
-func toRangeJSON(info *rangespb.RangeInfo) rangeJSON {
-	d := info.Range
-	r := rangeJSON{ID: d.Id, Keyspace: keyspaceName(d.Keyspace), Start: printable(d.Start), End: printable(d.End),
-		Ver: d.Ver, ConfVer: d.ConfVer, Replicas: []uint64{}, ReplicaIDs: []uint64{}, Size: info.ApproximateBytes,
-		State: strings.ToLower(strings.TrimPrefix(d.State.String(), "RANGE_STATE_"))}
-	for _, rep := range d.Replicas {
-		r.Replicas = append(r.Replicas, rep.StoreId)
-		r.ReplicaIDs = append(r.ReplicaIDs, rep.ReplicaId)
-		if rep.ReplicaId == info.LeaderReplicaId {
-			r.Leader = rep.StoreId
-		}
-	}
-	return r
-}
-
 func (a *adminCmd) ranges(ctx context.Context, c *ranges.Client) error {
 	resp, err := c.Admin.Ranges(ctx, &rangespb.RangesRequest{})
 	if err != nil {
 		return ranges.FromStatus(err)
 	}
-	out := []rangeJSON{}
+	out := []api.Range{}
 	for _, info := range resp.Ranges {
-		out = append(out, toRangeJSON(info))
+		out = append(out, api.RangeOf(info))
 	}
 	if a.json {
 		return a.printJSON(out)
@@ -308,7 +255,7 @@ func (a *adminCmd) printChange(resp *rangespb.ChangeReplicasResponse, err error)
 	if err != nil {
 		return ranges.FromStatus(err)
 	}
-	r := toRangeJSON(&rangespb.RangeInfo{Range: resp.Range})
+	r := api.RangeOf(&rangespb.RangeInfo{Range: resp.Range})
 	if a.json {
 		return a.printJSON(r)
 	}
@@ -324,11 +271,11 @@ func (a *adminCmd) kv(ctx context.Context, c *ranges.Client, args []string) erro
 			return err
 		}
 		if a.json {
-			if err := a.printJSON(map[string]any{"key": args[1], "value": printable(v), "found": found}); err != nil {
+			if err := a.printJSON(map[string]any{"key": args[1], "value": api.Printable(v), "found": found}); err != nil {
 				return err
 			}
 		} else if found {
-			fmt.Fprintln(a.out, printable(v))
+			fmt.Fprintln(a.out, api.Printable(v))
 		}
 		if !found {
 			return &exitError{code: 1, msg: fmt.Sprintf("key %q not found", args[1])}
@@ -355,14 +302,14 @@ func (a *adminCmd) kv(ctx context.Context, c *ranges.Client, args []string) erro
 			return err
 		}
 		if a.json {
-			if err := a.printJSON(map[string]any{"key": args[1], "succeeded": ok, "current": printable(cur), "found": cur != nil}); err != nil {
+			if err := a.printJSON(map[string]any{"key": args[1], "succeeded": ok, "current": api.Printable(cur), "found": cur != nil}); err != nil {
 				return err
 			}
 		}
 		if !ok {
 			msg := fmt.Sprintf("cas failed: key %q is absent", args[1])
 			if cur != nil {
-				msg = fmt.Sprintf("cas failed: key %q holds %q", args[1], printable(cur))
+				msg = fmt.Sprintf("cas failed: key %q holds %q", args[1], api.Printable(cur))
 			}
 			return &exitError{code: 1, msg: msg}
 		}
@@ -378,17 +325,17 @@ func (a *adminCmd) kv(ctx context.Context, c *ranges.Client, args []string) erro
 		if a.json {
 			pairs := []map[string]string{}
 			for _, p := range resp.Pairs {
-				pairs = append(pairs, map[string]string{"key": printable(p.Key), "value": printable(p.Value)})
+				pairs = append(pairs, map[string]string{"key": api.Printable(p.Key), "value": api.Printable(p.Value)})
 			}
-			return a.printJSON(map[string]any{"pairs": pairs, "more": resp.More, "next_key": printable(resp.NextKey)})
+			return a.printJSON(map[string]any{"pairs": pairs, "more": resp.More, "next_key": api.Printable(resp.NextKey)})
 		}
 		tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KEY\tVALUE")
 		for _, p := range resp.Pairs {
-			fmt.Fprintf(tw, "%s\t%s\n", printable(p.Key), printable(p.Value))
+			fmt.Fprintf(tw, "%s\t%s\n", api.Printable(p.Key), api.Printable(p.Value))
 		}
 		if resp.More {
-			fmt.Fprintf(tw, "(more: continue with --start %q)\n", printable(resp.NextKey))
+			fmt.Fprintf(tw, "(more: continue with --start %q)\n", api.Printable(resp.NextKey))
 		}
 		return tw.Flush()
 	}
@@ -421,26 +368,9 @@ func (a *adminCmd) balancer(ctx context.Context, c *ranges.Client, verb string) 
 	}
 	sort.Slice(stores, func(i, j int) bool { return stores[i].StoreId < stores[j].StoreId })
 	if a.json {
-		type decision struct {
-			UnixMs int64  `json:"unix_ms"`
-			Action string `json:"action"`
-			Error  string `json:"error,omitempty"`
-		}
-		type store struct {
-			StoreID  uint64     `json:"store_id"`
-			Paused   bool       `json:"paused"`
-			Replicas uint32     `json:"replicas"`
-			Leaders  uint32     `json:"leaders"`
-			Recent   []decision `json:"recent"`
-			Error    string     `json:"error,omitempty"`
-		}
-		out := []store{}
+		out := []api.BalancerStore{}
 		for _, s := range stores {
-			st := store{StoreID: s.StoreId, Paused: s.Paused, Replicas: s.Replicas, Leaders: s.Leaders, Recent: []decision{}, Error: s.Error}
-			for _, d := range s.Recent {
-				st.Recent = append(st.Recent, decision{d.UnixMs, d.Action, d.Error})
-			}
-			out = append(out, st)
+			out = append(out, api.BalancerStoreOf(s))
 		}
 		return a.printJSON(out)
 	}

@@ -76,6 +76,10 @@ func runFrontend(args []string, stderr io.Writer) error {
 	if err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
+	apiCfg, apiOn, err := m.api.config()
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
 	if name == "" {
 		name = "frontend-" + grpcAddr
 	}
@@ -125,6 +129,13 @@ func runFrontend(args []string, stderr io.Writer) error {
 		defer srv.Close()
 	}
 	defer front.Close()
+	if apiOn {
+		apiSrv, err := startAPI(apiCfg, front, anyStore(gw.Membership()), reg, log)
+		if err != nil {
+			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+		}
+		defer apiSrv.Close()
+	}
 	log.Info("bifrost frontend running", "grpc", lis.Addr().String(), "receiver", fc.ReceiverID)
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stopSignals()

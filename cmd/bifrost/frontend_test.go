@@ -186,14 +186,14 @@ func TestFrontendProcessKilled(t *testing.T) {
 	storeGossip := rangestest.FreeAddr(t)
 	startProc(t, bin, "store.log", "standalone", "--data", filepath.Join(t.TempDir(), "data"),
 		"--gossip", storeGossip, "--raft", rangestest.FreeAddr(t), "--grpc", rangestest.FreeAddr(t),
-		"--http", "", "--mqtt", rangestest.FreeAddr(t), "--mqtt-ws", "", "--raft-rtt-ms", "20")
+		"--http", "", "--api", "", "--mqtt", rangestest.FreeAddr(t), "--mqtt-ws", "", "--raft-rtt-ms", "20")
 	var mqttAddrs []string
 	var fronts []*proc
 	for i := 0; i < 2; i++ {
 		addr := rangestest.FreeAddr(t)
 		mqttAddrs = append(mqttAddrs, addr)
 		fronts = append(fronts, startProc(t, bin, fmt.Sprintf("frontend%d.log", i), "frontend", "--join", storeGossip,
-			"--gossip", rangestest.FreeAddr(t), "--grpc", rangestest.FreeAddr(t), "--http", "",
+			"--gossip", rangestest.FreeAddr(t), "--grpc", rangestest.FreeAddr(t), "--http", "", "--api", "",
 			"--mqtt", addr, "--mqtt-ws", ""))
 	}
 	sub := dialMQTT(t, mqttAddrs[1], "sub", 60*time.Second)

@@ -35,6 +35,7 @@ type mqttFlags struct {
 	allowAnonymous              bool
 	defaultAllow                optionalBool
 	acl                         []auth.Rule
+	api                         apiFlags
 }
 
 func (m *mqttFlags) register(fs *flag.FlagSet) {
@@ -57,6 +58,7 @@ func (m *mqttFlags) register(fs *flag.FlagSet) {
 	fs.UintVar(&m.sysInterval, "mqtt-sys-interval", 10, "seconds between publications of the $SYS/brokers/<node>/ topics (0: none)")
 	fs.StringVar(&m.usersFile, "users-file", "", "file of username:bcrypt-hash lines; when set, clients must authenticate")
 	fs.BoolVar(&m.allowAnonymous, "allow-anonymous", false, "with --users-file, also accept clients without a username")
+	m.api.register(fs)
 	fs.Var(&m.defaultAllow, "acl-default-allow", "allow what no [[acl]] rule of the config file decides (unset: deny when the config file has [[acl]] rules, as mosquitto does with an ACL file; allow when it has none)")
 }
 

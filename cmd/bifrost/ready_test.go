@@ -27,7 +27,7 @@ func TestListenersOpenOnlyWhenReady(t *testing.T) {
 	mqttAddr, httpAddr := rangestest.FreeAddr(t), rangestest.FreeAddr(t)
 	logDir := t.TempDir()
 	startProcIn(t, bin, logDir, "frontend.log", "frontend", "--join", storeGossip,
-		"--gossip", rangestest.FreeAddr(t), "--grpc", rangestest.FreeAddr(t), "--http", httpAddr,
+		"--gossip", rangestest.FreeAddr(t), "--grpc", rangestest.FreeAddr(t), "--http", httpAddr, "--api", "",
 		"--mqtt", mqttAddr, "--mqtt-ws", "")
 	healthz := func() (int, string) {
 		resp, err := http.Get("http://" + httpAddr + "/healthz")
@@ -64,7 +64,7 @@ func TestListenersOpenOnlyWhenReady(t *testing.T) {
 
 	startProc(t, bin, "store.log", "standalone", "--data", filepath.Join(t.TempDir(), "data"),
 		"--gossip", storeGossip, "--raft", rangestest.FreeAddr(t), "--grpc", rangestest.FreeAddr(t),
-		"--http", "", "--mqtt", rangestest.FreeAddr(t), "--mqtt-ws", "", "--raft-rtt-ms", "20")
+		"--http", "", "--api", "", "--mqtt", rangestest.FreeAddr(t), "--mqtt-ws", "", "--raft-rtt-ms", "20")
 	deadline = time.Now().Add(60 * time.Second)
 	for {
 		code, body := healthz()

@@ -26,6 +26,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/bifrost-mq/bifrost/api"
 	"github.com/bifrost-mq/bifrost/balancer"
 	"github.com/bifrost-mq/bifrost/balancer/balancerpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
@@ -289,8 +290,13 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
+	var apiCfg api.Config
+	var apiOn bool
 	if f.runsMQTT {
 		if f.frontCfg, err = f.mqtt.frontendConfig(fs, log, reg); err != nil {
+			return usagef("bifrost %s: %v", cmd, err)
+		}
+		if apiCfg, apiOn, err = f.mqtt.api.config(); err != nil {
 			return usagef("bifrost %s: %v", cmd, err)
 		}
 		cfg.MQTT = true
@@ -362,6 +368,18 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 		}
 	}
 	defer pub.Close()
+	var apiSrv *api.Server
+	if apiOn && f.front != nil {
+		own := node.GRPCAddr()
+		apiSrv, err = startAPI(apiCfg, f.front, func() (string, error) { return own, nil }, reg, log)
+		if err != nil {
+			if httpSrv != nil {
+				httpSrv.Close()
+			}
+			node.Close()
+			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+		}
+	}
 	// The inbox leaders' time-driven work: session expiry and wills.
 	schedCtx, stopSched := context.WithCancel(context.Background())
 	schedDone := make(chan struct{})
@@ -389,6 +407,9 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	if failed == nil {
 		<-sigCtx.Done()
 		log.Info("shutting down", "signal", "terminated")
+	}
+	if apiSrv != nil {
+		apiSrv.Close()
 	}
 	if f.front != nil {
 		f.front.Close() // clients first: they reconnect elsewhere while the store drains

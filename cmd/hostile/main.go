@@ -178,7 +178,7 @@ func startBroker(cfg *config) (*broker, error) {
 	}
 	args := append([]string{"standalone", "--data", dir + "/data",
 		"--mqtt", ports[0], "--http", ports[1], "--gossip", ports[2], "--raft", ports[3], "--grpc", ports[4],
-		"--mqtt-ws", "", "--mqtt-tls", "", "--mqtt-wss", "", "--log-level", "warn"}, cfg.brokerFlags...)
+		"--mqtt-ws", "", "--mqtt-tls", "", "--mqtt-wss", "", "--api", "", "--log-level", "warn"}, cfg.brokerFlags...)
 	log, err := os.Create(dir + "/bifrost.log")
 	if err != nil {
 		return nil, err

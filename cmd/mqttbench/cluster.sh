@@ -60,7 +60,7 @@ done
 # --mqtt-max-queued as in bench-mqtt.
 bin/bifrost frontend --join 127.0.0.1:18841,127.0.0.1:18842,127.0.0.1:18843 \
 	--gossip 127.0.0.1:18871 --grpc 127.0.0.1:18872 --mqtt 127.0.0.1:18870 \
-	--mqtt-tls "" --mqtt-ws "" --mqtt-wss "" --http "" \
+	--mqtt-tls "" --mqtt-ws "" --mqtt-wss "" --http "" --api "" \
 	--mqtt-max-queued 10000 --log-level warn >"$work/frontend.log" 2>&1 &
 pids+=("$!")
 

@@ -21,7 +21,7 @@ for i in (1, 2, 3):
     start(f"s{i}", ["store", "--data", f"{work}/d{i}", "--gossip", f"127.0.0.1:2884{i}", "--raft", f"127.0.0.1:2885{i}",
                     "--grpc", f"127.0.0.1:2886{i}", "--http", f"127.0.0.1:2889{i}", "--bootstrap-expect", "3", "--log-level", "warn"] + join)
 start("f", ["frontend", "--join", "127.0.0.1:28841", "--gossip", "127.0.0.1:28871", "--grpc", "127.0.0.1:28872",
-            "--mqtt", "127.0.0.1:28870", "--mqtt-tls", "", "--mqtt-ws", "", "--mqtt-wss", "", "--http", "127.0.0.1:28873", "--log-level", "warn"])
+            "--mqtt", "127.0.0.1:28870", "--mqtt-tls", "", "--mqtt-ws", "", "--mqtt-wss", "", "--api", "", "--http", "127.0.0.1:28873", "--log-level", "warn"])
 def metric(name):
     try:
         for line in urllib.request.urlopen("http://127.0.0.1:28873/metrics", timeout=1).read().decode().splitlines():

@@ -68,7 +68,7 @@ stop "$mosquitto_pid"
 
 # --mqtt-max-queued matches mosquitto's max_queued_messages.
 bin/bifrost standalone --data "$work/bifrost-data" --mqtt 127.0.0.1:18831 \
-	--mqtt-tls "" --mqtt-ws "" --mqtt-wss "" --http "" \
+	--mqtt-tls "" --mqtt-ws "" --mqtt-wss "" --http "" --api "" \
 	--gossip 127.0.0.1:18832 --raft 127.0.0.1:18833 --grpc 127.0.0.1:18834 \
 	--mqtt-max-queued 10000 --log-level warn >"$work/bifrost.log" 2>&1 &
 bifrost_pid=$!

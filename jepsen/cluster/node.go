@@ -76,7 +76,7 @@ func (n *Node) args() []string {
 			"--gossip", fmt.Sprintf("%s:%d", n.IP, FrontendGossipPort),
 			"--grpc", n.GRPCAddr(),
 			"--http", fmt.Sprintf("%s:%d", n.IP, FrontendHTTPPort),
-			"--mqtt", n.MQTTAddr(), "--mqtt-ws", "",
+			"--mqtt", n.MQTTAddr(), "--mqtt-ws", "", "--api", "",
 			"--join", n.c.joinList(nil),
 			"--name", n.Name,
 		}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bifrost-mq/bifrost/api"
+	"github.com/bifrost-mq/bifrost/mqtt"
+	"github.com/bifrost-mq/bifrost/ranges"
+)
+
+// apiFlags are the HTTP API's flags, on every process that runs a frontend.
+type apiFlags struct {
+	addr, token, tokenFile string
+}
+
+func (a *apiFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.addr, "api", api.DefaultAddr, "HTTP API address, /api/v1/ and /api/openapi.json (empty: off); a non-loopback address needs a token")
+	fs.StringVar(&a.token, "api-token", "", "bearer token the HTTP API requires (prefer --api-token-file)")
+	fs.StringVar(&a.tokenFile, "api-token-file", "", "file whose first line is the bearer token the HTTP API requires")
+}
+
+// config checks the flags and returns the API's configuration without
+// its broker and stores; ok is false when the API is off.
+func (a *apiFlags) config() (cfg api.Config, ok bool, err error) {
+	if a.addr == "" {
+		return api.Config{}, false, nil
+	}
+	if a.token != "" && a.tokenFile != "" {
+		return api.Config{}, false, errors.New("--api-token and --api-token-file: give one")
+	}
+	token := a.token
+	if a.tokenFile != "" {
+		b, err := os.ReadFile(a.tokenFile)
+		if err != nil {
+			return api.Config{}, false, fmt.Errorf("--api-token-file: %v", err)
+		}
+		token, _, _ = strings.Cut(string(b), "\n")
+		if token = strings.TrimSpace(token); token == "" {
+			return api.Config{}, false, fmt.Errorf("--api-token-file %s: empty", a.tokenFile)
+		}
+	}
+	// Checked before anything starts: an exposed address without a token
+	// is a usage error.
+	if err := api.CheckAddr(a.addr, token); err != nil {
+		return api.Config{}, false, err
+	}
+	return api.Config{Addr: a.addr, Token: token}, true, nil
+}
+
+// startAPI serves the HTTP API over a frontend; storeAddr names a store
+// for the cluster calls.
+func startAPI(cfg api.Config, front *mqtt.Server, storeAddr func() (string, error), reg prometheus.Registerer, log *slog.Logger) (*api.Server, error) {
+	cfg.Broker, cfg.StoreAddr, cfg.Registerer, cfg.Logger = front, storeAddr, reg, log
+	srv, err := api.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(); err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
+// anyStore is the gRPC address of a live store the membership knows.
+func anyStore(m *ranges.Membership) func() (string, error) {
+	return func() (string, error) {
+		for _, s := range m.Stores() {
+			if s.Meta.GRPC != "" {
+				return s.Meta.GRPC, nil
+			}
+		}
+		return "", errors.New("no live store known yet")
+	}
+}
