@@ -35,6 +35,20 @@ Commands:
   split --range ID --key K                 split a range at K (or --keyspace S --key K: the range holding K)
   merge --range ID                         merge a range with its right neighbour
   balancer status|pause|resume             every store's balancer: state and recent moves; pause or resume all
+
+Commands on sessions and messages call the HTTP API of a frontend or standalone
+(--api-addr, default 127.0.0.1:8090; --api-token or --api-token-file; --tenant, default "default"):
+  sessions list [--prefix P] [--limit N] [--cursor C]   persistent sessions, paged
+  sessions show CLIENT                     online or not, where, subscriptions, queued, in flight, expiry
+  sessions kick CLIENT                     disconnect the client wherever it is connected
+  retain get TOPIC | retain get --filter F [--limit N] [--cursor C]
+  retain set TOPIC PAYLOAD [--qos N]       store a retained message (not published)
+  retain clear TOPIC                       clear a topic's retained message
+  pub TOPIC PAYLOAD [--qos N] [--retain] [--base64] [--content-type T] [--response-topic T]
+      [--correlation-data D] [--user-property K=V]... [--message-expiry S] [--payload-format 0|1]
+  sub add CLIENT FILTER [--qos N] [--no-local] [--retain-as-published] [--subscription-id N]
+                                           subscribe an offline persistent session
+  sub remove CLIENT FILTER                 unsubscribe an offline persistent session
 `
 
 type adminCmd struct {
@@ -49,6 +63,7 @@ type adminCmd struct {
 	absent  bool
 	key     string
 	ks      string
+	api     apiArgs
 	out     io.Writer
 }
 
@@ -62,10 +77,11 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 	fs.Uint64Var(&a.storeID, "store", 0, "store ID")
 	fs.StringVar(&a.start, "start", "", "scan: first key")
 	fs.StringVar(&a.end, "end", "", "scan: end key, exclusive (empty: the end)")
-	fs.UintVar(&a.limit, "limit", 100, "scan: at most this many pairs (max 1000)")
+	fs.UintVar(&a.limit, "limit", 100, "kv scan, sessions list, retain get --filter: at most this many (max 1000)")
 	fs.BoolVar(&a.absent, "absent", false, "cas: expect the key to be absent")
 	fs.StringVar(&a.key, "key", "", "split: the split key")
 	fs.StringVar(&a.ks, "keyspace", "", "split: find the range by keyspace (kv, dist, inbox, retain) and key")
+	a.api.register(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -78,7 +94,15 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 		return usagef("bifrost admin: %v", err)
 	}
 	if len(pos) == 0 {
-		return usagef("bifrost admin: missing command (cluster, ranges, kv, add-replica, remove-replica, transfer-leader, split, merge, balancer)")
+		return usagef("bifrost admin: missing command (cluster, ranges, kv, add-replica, remove-replica, transfer-leader, split, merge, balancer, sessions, retain, pub, sub)")
+	}
+	if _, ok := apiCommands[pos[0]]; ok {
+		if err := a.checkAPIArgs(pos); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+		defer cancel()
+		return a.runAPI(ctx, pos)
 	}
 	if err := a.checkArgs(pos); err != nil {
 		return err

@@ -37,13 +37,9 @@ func (a *apiFlags) config() (cfg api.Config, ok bool, err error) {
 	}
 	token := a.token
 	if a.tokenFile != "" {
-		b, err := os.ReadFile(a.tokenFile)
-		if err != nil {
-			return api.Config{}, false, fmt.Errorf("--api-token-file: %v", err)
-		}
-		token, _, _ = strings.Cut(string(b), "\n")
-		if token = strings.TrimSpace(token); token == "" {
-			return api.Config{}, false, fmt.Errorf("--api-token-file %s: empty", a.tokenFile)
+		var err error
+		if token, err = readTokenFile(a.tokenFile); err != nil {
+			return api.Config{}, false, err
 		}
 	}
 	// Checked before anything starts: an exposed address without a token
@@ -52,6 +48,19 @@ func (a *apiFlags) config() (cfg api.Config, ok bool, err error) {
 		return api.Config{}, false, err
 	}
 	return api.Config{Addr: a.addr, Token: token}, true, nil
+}
+
+// readTokenFile reads a bearer token: the file's first line.
+func readTokenFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--api-token-file: %v", err)
+	}
+	token, _, _ := strings.Cut(string(b), "\n")
+	if token = strings.TrimSpace(token); token == "" {
+		return "", fmt.Errorf("--api-token-file %s: empty", path)
+	}
+	return token, nil
 }
 
 // startAPI serves the HTTP API over a frontend; storeAddr names a store

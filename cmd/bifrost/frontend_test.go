@@ -97,13 +97,17 @@ func dialMQTT(t *testing.T, addr, id string, within time.Duration) *client {
 	}
 }
 
-func tryMQTT(addr, id string) (*client, error) {
+func tryMQTT(addr, id string) (*client, error) { return tryMQTTSession(addr, id, true) }
+
+// tryMQTTSession connects with CleanSession clean (false: a persistent
+// session).
+func tryMQTTSession(addr, id string, clean bool) (*client, error) {
 	nc, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return nil, err
 	}
 	c := &client{nc: nc, r: packet.NewReader(nc, 0)}
-	b, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: id, CleanStart: true, KeepAlive: 30}, packet.V311)
+	b, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: id, CleanStart: clean, KeepAlive: 30}, packet.V311)
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := nc.Write(b); err != nil {
 		nc.Close()
