@@ -829,15 +829,15 @@ func list(r kvstore.Reader, req *inboxpb.ListRequest) (*inboxpb.ListResponse, er
 		if !strings.HasPrefix(id, req.Prefix) {
 			return resp, nil // past the prefix's inboxes
 		}
-		if len(resp.Sessions) == max {
-			resp.More = true
-			return resp, nil
-		}
 		m, found, err := getMeta(r, req.Tenant, id)
 		if err != nil {
 			return nil, err
 		}
 		if found && !m.Transient {
+			if len(resp.Sessions) == max {
+				resp.More = true // a next page that is not empty
+				return resp, nil
+			}
 			resp.Sessions = append(resp.Sessions, m)
 		}
 		from = append(append(slices.Clone(tenant), id...), 1)

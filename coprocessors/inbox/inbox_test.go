@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -747,5 +748,99 @@ func TestFetchBoundedByBytes(t *testing.T) {
 	}
 	if f := fetch(300); len(f.Qos0) != 2 || len(f.Qos12) != 1 {
 		t.Fatalf("max_bytes 300: %d QoS 0 and %d QoS 1/2 messages, want 2 and 1", len(f.Qos0), len(f.Qos12))
+	}
+}
+
+// TestListSessions: List pages through one tenant's persistent sessions by
+// ID prefix, in ID order, across ranges, skipping queued messages, other
+// tenants (one whose name extends this one's too) and clean sessions'
+// will records.
+func TestListSessions(t *testing.T) {
+	e := start(t)
+	for _, id := range []string{"l-c", "l-a", "l-b0", "l-b", "m-1"} {
+		e.attach("acme", id, false, 3600, nil, nil)
+	}
+	e.insert("acme", "l-b", 1, "q1", "q2", "q3")
+	e.attach("acmeZ", "l-z", false, 3600, nil, nil)
+	e.attach("acm", "l-y", false, 3600, nil, nil)
+	e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Attach{Attach: &inboxpb.AttachRequest{Tenant: "acme", Inbox: "l-t", Owner: "fe-1",
+		Transient: true, Will: &inboxpb.Will{Topic: "w"}, NowUnixMs: time.Now().UnixMilli()}}})
+	list := func(prefix, after string, limit int) ([]string, string) {
+		t.Helper()
+		metas, next, err := e.inbox.List(e.ctx, "acme", prefix, after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, m := range metas {
+			ids = append(ids, m.Inbox)
+		}
+		return ids, next
+	}
+	check := func(what string, got []string, next string, want []string, wantNext string) {
+		t.Helper()
+		if !slices.Equal(got, want) || next != wantNext {
+			t.Errorf("%s: %v next %q, want %v next %q", what, got, next, want, wantNext)
+		}
+	}
+	ids, next := list("l-", "", 0)
+	check("all of l-", ids, next, []string{"l-a", "l-b", "l-b0", "l-c"}, "")
+	ids, next = list("", "", 0)
+	check("the tenant", ids, next, []string{"l-a", "l-b", "l-b0", "l-c", "m-1"}, "")
+	ids, next = list("l-", "", 2)
+	check("page 1", ids, next, []string{"l-a", "l-b"}, "l-b")
+	ids, next = list("l-", next, 2)
+	check("page 2", ids, next, []string{"l-b0", "l-c"}, "")
+
+	// Split between l-b and l-b0: a page goes on in the next range.
+	if _, err := e.c.Client(0).Admin.Split(e.ctx, &rangespb.SplitRequest{Keyspace: "inbox", Key: inbox.SplitKey("acme", "l-b0")}); err != nil {
+		t.Fatal(err)
+	}
+	ids, next = list("l-", "l-a", 2)
+	check("across the split", ids, next, []string{"l-b", "l-b0"}, "l-b0")
+	ids, next = list("", "l-b", 10)
+	check("from the split on", ids, next, []string{"l-b0", "l-c", "m-1"}, "")
+	if _, _, err := e.inbox.List(e.ctx, "", "", "", 10); !errors.Is(err, ranges.ErrBadRequest) {
+		t.Errorf("an empty tenant: %v", err)
+	}
+}
+
+// TestDetachedOnlySubscribe: an operator's subscribe or unsubscribe
+// (detached_only) is refused while a connection owns the session and
+// applies once it detached; a connection's own is never refused.
+func TestDetachedOnlySubscribe(t *testing.T) {
+	e := start(t)
+	a := e.attach("acme", "op-1", false, 3600, nil, nil)
+	sub := func(filter string, detachedOnly bool) inboxpb.Result {
+		return e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Subscribe{Subscribe: &inboxpb.SubscribeRequest{Tenant: "acme", Inbox: "op-1",
+			Incarnation: a.Meta.Incarnation, Filter: filter, Options: &inboxpb.SubOptions{Qos: 1}, DetachedOnly: detachedOnly}}}).Result
+	}
+	unsub := func(filter string) inboxpb.Result {
+		return e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Unsubscribe{Unsubscribe: &inboxpb.UnsubscribeRequest{Tenant: "acme", Inbox: "op-1",
+			Incarnation: a.Meta.Incarnation, Filter: filter, DetachedOnly: true}}}).Result
+	}
+	if r := sub("a/+", true); r != inboxpb.Result_RESULT_CONFLICT {
+		t.Fatalf("operator's subscribe to an attached session: %v", r)
+	}
+	if r := sub("own/+", false); r != inboxpb.Result_RESULT_OK {
+		t.Fatalf("the connection's own subscribe: %v", r)
+	}
+	if r := unsub("own/+"); r != inboxpb.Result_RESULT_CONFLICT {
+		t.Fatalf("operator's unsubscribe of an attached session: %v", r)
+	}
+	e.mutate(&inboxpb.Input{Op: &inboxpb.Input_Detach{Detach: &inboxpb.DetachRequest{Tenant: "acme", Inbox: "op-1",
+		Incarnation: a.Meta.Incarnation, Owner: "fe-1", NowUnixMs: time.Now().UnixMilli()}}})
+	if r := sub("a/+", true); r != inboxpb.Result_RESULT_OK {
+		t.Fatalf("operator's subscribe to a detached session: %v", r)
+	}
+	if r := unsub("own/+"); r != inboxpb.Result_RESULT_OK {
+		t.Fatalf("operator's unsubscribe of a detached session: %v", r)
+	}
+	metas, err := e.inbox.GetMany(e.ctx, []*inboxpb.GetRequest{{Tenant: "acme", Inbox: "op-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subs := metas[0].GetSubscriptions(); len(subs) != 1 || subs["a/+"] == nil {
+		t.Fatalf("subscriptions %v, want a/+ only", subs)
 	}
 }
