@@ -382,13 +382,20 @@ func TestAPI(t *testing.T) {
 		e.want(404, e.call(0, "POST", "/api/v1/sessions/kick-me/kick", nil, nil), "kick of a gone client")
 	})
 
-	t.Run("sessions list pages across a split inbox keyspace", func(t *testing.T) {
-		var want []string
+	t.Run("sessions list pages across a split inbox keyspace and the frontends' clean sessions", func(t *testing.T) {
 		for i := range 7 {
-			id := fmt.Sprintf("page-%d", i)
-			c, _ := e.dial(i%2, id, true, 600)
+			c, _ := e.dial(i%2, fmt.Sprintf("page-%d", i), true, 600)
 			c.disconnect(t)
-			want = append(want, id)
+		}
+		// Clean sessions, connected to either frontend, are listed among
+		// them.
+		e.dial(1, "page-2c", true, 0)
+		e.dial(0, "page-7", true, 0)
+		want := []string{"page-0", "page-1", "page-2", "page-2c", "page-3", "page-4", "page-5", "page-6", "page-7"}
+		var clean api.Session
+		e.want(200, e.call(0, "GET", "/api/v1/sessions/page-2c", nil, &clean), "inspect a clean session on another frontend")
+		if clean.Persistent || !clean.Online || clean.Frontend != e.cluster.Nodes[1].GRPCAddr() || clean.Inflight == nil {
+			t.Errorf("clean session: %+v", clean)
 		}
 		var split api.SplitResult
 		e.want(200, e.call(0, "POST", "/api/v1/ranges/split", api.SplitRequest{Keyspace: "inbox", Key: "default\x00page-3\x00"}, &split), "split")

@@ -150,7 +150,9 @@ type Session struct {
 	Online     bool   `json:"online"`
 	// Frontend is the gRPC address of the frontend the client is
 	// connected to (empty when offline).
-	Frontend      string         `json:"frontend,omitempty"`
+	Frontend string `json:"frontend,omitempty"`
+	// Subscriptions of a persistent session (a clean session shows none:
+	// its connection alone holds them).
 	Subscriptions []Subscription `json:"subscriptions"`
 	QueuedQoS0    uint64         `json:"queued_qos0"`
 	QueuedQoS12   uint64         `json:"queued_qos12"`

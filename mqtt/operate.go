@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -19,6 +20,7 @@ import (
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
+	"github.com/bifrost-mq/bifrost/ranges"
 )
 
 // An operator's calls (the HTTP API): each takes the path a client's packet
@@ -147,8 +149,8 @@ type SessionInfo struct {
 }
 
 // Session describes a client ID's session: its persistent one from the
-// inbox, else its clean session if connected to this frontend
-// (ErrNoSession otherwise).
+// inbox, else its clean session on whichever frontend it is connected to
+// (ErrNoSession when none).
 func (s *Server) Session(ctx context.Context, tenant, clientID string) (*SessionInfo, error) {
 	if !validClientID(clientID) {
 		return nil, fmt.Errorf("%w: client ID must be non-empty and free of NUL", ErrInvalid)
@@ -162,43 +164,146 @@ func (s *Server) Session(ctx context.Context, tenant, clientID string) (*Session
 			return nil, err
 		}
 	}
-	local := s.session(tenant, clientID)
 	if meta == nil || meta.Transient {
-		if local == nil {
+		clean, _ := s.cleanEverywhere(ctx, &mqttpb.SessionsRequest{Tenant: tenant, ClientId: clientID})
+		if len(clean) == 0 {
 			return nil, ErrNoSession
 		}
-		return &SessionInfo{ClientID: clientID, Online: true, Frontend: s.grpcAddr(), Inflight: local.inflightCount(),
-			ExpirySeconds: local.connectExpiry}, nil
+		return clean[0], nil
 	}
 	info := s.sessionInfo(meta)
-	if local != nil && local.sess != nil && local.sess.owner == meta.Owner {
+	if local := s.session(tenant, clientID); local != nil && local.sess != nil && local.sess.owner == meta.Owner {
 		info.Inflight = local.inflightCount()
 	}
 	return info, nil
 }
 
-// Sessions returns a page of the tenant's persistent sessions whose client
-// ID starts with prefix, after the client ID after, at most limit; next is
-// the after of the next page ("" when none is left).
+// Sessions returns a page of the tenant's sessions whose client ID starts
+// with prefix, after the client ID after, at most limit (1 to 1000), in
+// client ID order: the persistent ones (from the inbox keyspace) and the
+// clean ones connected to any frontend. next is the after of the next
+// page ("" when none is left).
 func (s *Server) Sessions(ctx context.Context, tenant, prefix, after string, limit int) ([]*SessionInfo, string, error) {
-	if s.cfg.Inbox == nil {
-		return nil, "", nil
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	metas, next, err := s.cfg.Inbox.List(ctx, tenant, prefix, after, limit)
-	if err != nil {
-		return nil, "", err
-	}
-	out := make([]*SessionInfo, 0, len(metas))
-	for _, m := range metas {
-		info := s.sessionInfo(m)
-		if c := s.session(tenant, m.Inbox); c != nil && c.sess != nil && c.sess.owner == m.Owner {
-			info.Inflight = c.inflightCount()
+	var out []*SessionInfo
+	var more bool
+	if s.cfg.Inbox != nil {
+		ictx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		metas, next, err := s.cfg.Inbox.List(ictx, tenant, prefix, after, limit)
+		cancel()
+		if err != nil {
+			return nil, "", err
 		}
-		out = append(out, info)
+		more = next != ""
+		for _, m := range metas {
+			info := s.sessionInfo(m)
+			if c := s.session(tenant, m.Inbox); c != nil && c.sess != nil && c.sess.owner == m.Owner {
+				info.Inflight = c.inflightCount()
+			}
+			out = append(out, info)
+		}
 	}
-	return out, next, nil
+	// Each source answered its first limit after the cursor, so the first
+	// limit of them all are the page.
+	clean, cleanMore := s.cleanEverywhere(ctx, &mqttpb.SessionsRequest{Tenant: tenant, Prefix: prefix, After: after, Limit: uint32(limit)})
+	out = append(out, clean...)
+	slices.SortStableFunc(out, func(a, b *SessionInfo) int { return strings.Compare(a.ClientID, b.ClientID) })
+	out = slices.CompactFunc(out, func(a, b *SessionInfo) bool { return a.ClientID == b.ClientID })
+	if len(out) > limit {
+		out, more = out[:limit], true
+	}
+	if !more && !cleanMore || len(out) == 0 {
+		return out, "", nil
+	}
+	return out, out[len(out)-1].ClientID, nil
+}
+
+// cleanSessions lists this frontend's clean sessions as req asks.
+func (s *Server) cleanSessions(req *mqttpb.SessionsRequest) *mqttpb.SessionsResponse {
+	var conns []*conn
+	s.mu.Lock()
+	if req.ClientId != "" {
+		if c := s.sessions[sessionKey{req.Tenant, req.ClientId}]; c != nil && c.sess == nil {
+			conns = append(conns, c)
+		}
+	} else {
+		for k, c := range s.sessions {
+			if k.tenant == req.Tenant && c.sess == nil && k.clientID > req.After && strings.HasPrefix(k.clientID, req.Prefix) {
+				conns = append(conns, c)
+			}
+		}
+	}
+	s.mu.Unlock()
+	slices.SortFunc(conns, func(a, b *conn) int { return strings.Compare(a.key.clientID, b.key.clientID) })
+	resp := &mqttpb.SessionsResponse{}
+	if limit := int(req.Limit); limit > 0 && len(conns) > limit {
+		conns, resp.More = conns[:limit], true
+	}
+	for _, c := range conns {
+		resp.Sessions = append(resp.Sessions, &mqttpb.OnlineSession{ClientId: c.key.clientID, Inflight: uint32(c.inflightCount())})
+	}
+	return resp
+}
+
+// cleanEverywhere asks every frontend (this one included) for its clean
+// sessions; more is true when one has more than it answered. A frontend
+// that does not answer within a couple of seconds is left out: a dead one
+// has no connections, and a live one that is slow is logged.
+func (s *Server) cleanEverywhere(ctx context.Context, req *mqttpb.SessionsRequest) (out []*SessionInfo, more bool) {
+	add := func(addr string, resp *mqttpb.SessionsResponse) {
+		more = more || resp.More
+		for _, o := range resp.Sessions {
+			out = append(out, &SessionInfo{ClientID: o.ClientId, Online: true, Frontend: addr, Inflight: int(o.Inflight),
+				Subscriptions: map[string]*inboxpb.SubOptions{}})
+		}
+	}
+	add(s.grpcAddr(), s.cleanSessions(req))
+	ctx, cancel := context.WithTimeout(ctx, min(s.cfg.RequestTimeout, 2*time.Second))
+	defer cancel()
+	var mu sync.Mutex
+	s.askFrontends(func(addr string, c mqttpb.FrontendClient, err error) {
+		var resp *mqttpb.SessionsResponse
+		if err == nil {
+			resp, err = c.Sessions(ctx, req)
+		}
+		if err != nil {
+			s.log.Warn("listing a frontend's clean sessions failed", "frontend", addr, "err", err)
+			return
+		}
+		mu.Lock()
+		add(addr, resp)
+		mu.Unlock()
+	})
+	return out, more
+}
+
+// askFrontends calls ask for every other frontend at once, with its client
+// or the error reaching it, and waits for them all; ask guards what they
+// share.
+func (s *Server) askFrontends(ask func(addr string, c mqttpb.FrontendClient, err error)) {
+	if s.cfg.Frontends == nil {
+		return
+	}
+	self := s.grpcAddr()
+	var wg sync.WaitGroup
+	for _, addr := range s.cfg.Frontends() {
+		if addr == self {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := s.peers.reach(addr)
+			ask(addr, c, err)
+		}()
+	}
+	wg.Wait()
+}
+
+func (f *frontendService) Sessions(ctx context.Context, req *mqttpb.SessionsRequest) (*mqttpb.SessionsResponse, error) {
+	return f.s.cleanSessions(req), nil
 }
 
 func (s *Server) sessionInfo(m *inboxpb.Meta) *SessionInfo {
@@ -361,45 +466,28 @@ func (s *Server) Kick(ctx context.Context, tenant, clientID string) (found bool,
 	if s.kickLocal(ctx, tenant, clientID, "", packet.AdministrativeAction) {
 		return true, nil
 	}
-	if s.cfg.Frontends == nil {
-		return false, nil
-	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	self := s.grpcAddr()
 	var mu sync.Mutex
 	var errs []error
-	var wg sync.WaitGroup
-	for _, addr := range s.cfg.Frontends() {
-		if addr == self {
-			continue
+	s.askFrontends(func(addr string, c mqttpb.FrontendClient, err error) {
+		var resp *mqttpb.KickResponse
+		if err == nil {
+			// No receiver and no owner: whichever process serves addr
+			// closes whichever connection holds the client ID.
+			resp, err = c.Kick(ctx, &mqttpb.KickRequest{ReasonCode: uint32(packet.AdministrativeAction),
+				Session: &mqttpb.SessionRef{Tenant: tenant, ClientId: clientID}}, grpc.WaitForReady(false))
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := s.kickAt(ctx, addr, tenant, clientID)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("frontend %s: %w", addr, err))
-			}
-			found = found || resp.GetFound()
-		}()
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("frontend %s: %w", addr, err))
+		}
+		found = found || resp.GetFound()
+	})
+	if found || len(errs) == 0 {
+		return found, nil
 	}
-	wg.Wait()
-	if found {
-		return true, nil
-	}
-	return false, errors.Join(errs...)
-}
-
-func (s *Server) kickAt(ctx context.Context, addr, tenant, clientID string) (*mqttpb.KickResponse, error) {
-	c, err := s.peers.reach(addr)
-	if err != nil {
-		return nil, err
-	}
-	// No receiver and no owner: whichever process serves addr closes
-	// whichever connection holds the client ID.
-	return c.Kick(ctx, &mqttpb.KickRequest{ReasonCode: uint32(packet.AdministrativeAction),
-		Session: &mqttpb.SessionRef{Tenant: tenant, ClientId: clientID}}, grpc.WaitForReady(false))
+	// Not found, and not every frontend could be asked.
+	return false, fmt.Errorf("%w: %w", ranges.ErrUnavailable, errors.Join(errs...))
 }

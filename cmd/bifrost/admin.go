@@ -38,7 +38,7 @@ Commands:
 
 Commands on sessions and messages call the HTTP API of a frontend or standalone
 (--api-addr, default 127.0.0.1:8090; --api-token or --api-token-file; --tenant, default "default"):
-  sessions list [--prefix P] [--limit N] [--cursor C]   persistent sessions, paged
+  sessions list [--prefix P] [--limit N] [--cursor C]   sessions (persistent, and clean ones connected), paged
   sessions show CLIENT                     online or not, where, subscriptions, queued, in flight, expiry
   sessions kick CLIENT                     disconnect the client wherever it is connected
   retain get TOPIC | retain get --filter F [--limit N] [--cursor C]

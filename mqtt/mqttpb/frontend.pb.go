@@ -1007,6 +1007,192 @@ func (x *ClaimResponse) GetRefused() []uint32 {
 	return nil
 }
 
+// SessionsRequest lists a frontend's clean sessions (connections without
+// a persistent session) of a tenant, in client ID order: those whose ID
+// starts with prefix and sorts after after, at most limit; or with
+// client_id set, that client ID's only.
+type SessionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Prefix        string                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	After         string                 `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`
+	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	ClientId      string                 `protobuf:"bytes,5,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionsRequest) Reset() {
+	*x = SessionsRequest{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionsRequest) ProtoMessage() {}
+
+func (x *SessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionsRequest.ProtoReflect.Descriptor instead.
+func (*SessionsRequest) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SessionsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SessionsRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *SessionsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *SessionsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *SessionsRequest) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+type OnlineSession struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// inflight is the QoS 1/2 messages sent and not acknowledged.
+	Inflight      uint32 `protobuf:"varint,2,opt,name=inflight,proto3" json:"inflight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OnlineSession) Reset() {
+	*x = OnlineSession{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OnlineSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OnlineSession) ProtoMessage() {}
+
+func (x *OnlineSession) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OnlineSession.ProtoReflect.Descriptor instead.
+func (*OnlineSession) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *OnlineSession) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *OnlineSession) GetInflight() uint32 {
+	if x != nil {
+		return x.Inflight
+	}
+	return 0
+}
+
+type SessionsResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sessions []*OnlineSession       `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	// more: the frontend has more after the last one returned.
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionsResponse) Reset() {
+	*x = SessionsResponse{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionsResponse) ProtoMessage() {}
+
+func (x *SessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionsResponse.ProtoReflect.Descriptor instead.
+func (*SessionsResponse) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SessionsResponse) GetSessions() []*OnlineSession {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+func (x *SessionsResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 var File_mqtt_mqttpb_frontend_proto protoreflect.FileDescriptor
 
 const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
@@ -1076,14 +1262,27 @@ const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
 	"\x06claims\x18\x01 \x03(\v2\x13.bifrost.mqtt.ClaimR\x06claims\"A\n" +
 	"\rClaimResponse\x12\x16\n" +
 	"\x06closed\x18\x01 \x01(\rR\x06closed\x12\x18\n" +
-	"\arefused\x18\x02 \x03(\rR\arefused2\xb4\x03\n" +
+	"\arefused\x18\x02 \x03(\rR\arefused\"\x8a\x01\n" +
+	"\x0fSessionsRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12\x1b\n" +
+	"\tclient_id\x18\x05 \x01(\tR\bclientId\"H\n" +
+	"\rOnlineSession\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1a\n" +
+	"\binflight\x18\x02 \x01(\rR\binflight\"_\n" +
+	"\x10SessionsResponse\x127\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1b.bifrost.mqtt.OnlineSessionR\bsessions\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more2\xff\x03\n" +
 	"\bFrontend\x12F\n" +
 	"\aDeliver\x12\x1c.bifrost.mqtt.DeliverRequest\x1a\x1d.bifrost.mqtt.DeliverResponse\x12U\n" +
 	"\x10InvalidateRoutes\x12\x1f.bifrost.mqtt.InvalidateRequest\x1a .bifrost.mqtt.InvalidateResponse\x12C\n" +
 	"\x06Notify\x12\x1b.bifrost.mqtt.NotifyRequest\x1a\x1c.bifrost.mqtt.NotifyResponse\x12=\n" +
 	"\x04Kick\x12\x19.bifrost.mqtt.KickRequest\x1a\x1a.bifrost.mqtt.KickResponse\x12C\n" +
 	"\x06Owners\x12\x1b.bifrost.mqtt.OwnersRequest\x1a\x1c.bifrost.mqtt.OwnersResponse\x12@\n" +
-	"\x05Claim\x12\x1a.bifrost.mqtt.ClaimRequest\x1a\x1b.bifrost.mqtt.ClaimResponseB+Z)github.com/bifrost-mq/bifrost/mqtt/mqttpbb\x06proto3"
+	"\x05Claim\x12\x1a.bifrost.mqtt.ClaimRequest\x1a\x1b.bifrost.mqtt.ClaimResponse\x12I\n" +
+	"\bSessions\x12\x1d.bifrost.mqtt.SessionsRequest\x1a\x1e.bifrost.mqtt.SessionsResponseB+Z)github.com/bifrost-mq/bifrost/mqtt/mqttpbb\x06proto3"
 
 var (
 	file_mqtt_mqttpb_frontend_proto_rawDescOnce sync.Once
@@ -1097,7 +1296,7 @@ func file_mqtt_mqttpb_frontend_proto_rawDescGZIP() []byte {
 	return file_mqtt_mqttpb_frontend_proto_rawDescData
 }
 
-var file_mqtt_mqttpb_frontend_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_mqtt_mqttpb_frontend_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_mqtt_mqttpb_frontend_proto_goTypes = []any{
 	(*UserProperty)(nil),       // 0: bifrost.mqtt.UserProperty
 	(*Message)(nil),            // 1: bifrost.mqtt.Message
@@ -1115,6 +1314,9 @@ var file_mqtt_mqttpb_frontend_proto_goTypes = []any{
 	(*Claim)(nil),              // 13: bifrost.mqtt.Claim
 	(*ClaimRequest)(nil),       // 14: bifrost.mqtt.ClaimRequest
 	(*ClaimResponse)(nil),      // 15: bifrost.mqtt.ClaimResponse
+	(*SessionsRequest)(nil),    // 16: bifrost.mqtt.SessionsRequest
+	(*OnlineSession)(nil),      // 17: bifrost.mqtt.OnlineSession
+	(*SessionsResponse)(nil),   // 18: bifrost.mqtt.SessionsResponse
 }
 var file_mqtt_mqttpb_frontend_proto_depIdxs = []int32{
 	0,  // 0: bifrost.mqtt.Message.user_properties:type_name -> bifrost.mqtt.UserProperty
@@ -1122,23 +1324,26 @@ var file_mqtt_mqttpb_frontend_proto_depIdxs = []int32{
 	6,  // 2: bifrost.mqtt.NotifyRequest.sessions:type_name -> bifrost.mqtt.SessionRef
 	6,  // 3: bifrost.mqtt.KickRequest.session:type_name -> bifrost.mqtt.SessionRef
 	13, // 4: bifrost.mqtt.ClaimRequest.claims:type_name -> bifrost.mqtt.Claim
-	2,  // 5: bifrost.mqtt.Frontend.Deliver:input_type -> bifrost.mqtt.DeliverRequest
-	4,  // 6: bifrost.mqtt.Frontend.InvalidateRoutes:input_type -> bifrost.mqtt.InvalidateRequest
-	7,  // 7: bifrost.mqtt.Frontend.Notify:input_type -> bifrost.mqtt.NotifyRequest
-	9,  // 8: bifrost.mqtt.Frontend.Kick:input_type -> bifrost.mqtt.KickRequest
-	11, // 9: bifrost.mqtt.Frontend.Owners:input_type -> bifrost.mqtt.OwnersRequest
-	14, // 10: bifrost.mqtt.Frontend.Claim:input_type -> bifrost.mqtt.ClaimRequest
-	3,  // 11: bifrost.mqtt.Frontend.Deliver:output_type -> bifrost.mqtt.DeliverResponse
-	5,  // 12: bifrost.mqtt.Frontend.InvalidateRoutes:output_type -> bifrost.mqtt.InvalidateResponse
-	8,  // 13: bifrost.mqtt.Frontend.Notify:output_type -> bifrost.mqtt.NotifyResponse
-	10, // 14: bifrost.mqtt.Frontend.Kick:output_type -> bifrost.mqtt.KickResponse
-	12, // 15: bifrost.mqtt.Frontend.Owners:output_type -> bifrost.mqtt.OwnersResponse
-	15, // 16: bifrost.mqtt.Frontend.Claim:output_type -> bifrost.mqtt.ClaimResponse
-	11, // [11:17] is the sub-list for method output_type
-	5,  // [5:11] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	17, // 5: bifrost.mqtt.SessionsResponse.sessions:type_name -> bifrost.mqtt.OnlineSession
+	2,  // 6: bifrost.mqtt.Frontend.Deliver:input_type -> bifrost.mqtt.DeliverRequest
+	4,  // 7: bifrost.mqtt.Frontend.InvalidateRoutes:input_type -> bifrost.mqtt.InvalidateRequest
+	7,  // 8: bifrost.mqtt.Frontend.Notify:input_type -> bifrost.mqtt.NotifyRequest
+	9,  // 9: bifrost.mqtt.Frontend.Kick:input_type -> bifrost.mqtt.KickRequest
+	11, // 10: bifrost.mqtt.Frontend.Owners:input_type -> bifrost.mqtt.OwnersRequest
+	14, // 11: bifrost.mqtt.Frontend.Claim:input_type -> bifrost.mqtt.ClaimRequest
+	16, // 12: bifrost.mqtt.Frontend.Sessions:input_type -> bifrost.mqtt.SessionsRequest
+	3,  // 13: bifrost.mqtt.Frontend.Deliver:output_type -> bifrost.mqtt.DeliverResponse
+	5,  // 14: bifrost.mqtt.Frontend.InvalidateRoutes:output_type -> bifrost.mqtt.InvalidateResponse
+	8,  // 15: bifrost.mqtt.Frontend.Notify:output_type -> bifrost.mqtt.NotifyResponse
+	10, // 16: bifrost.mqtt.Frontend.Kick:output_type -> bifrost.mqtt.KickResponse
+	12, // 17: bifrost.mqtt.Frontend.Owners:output_type -> bifrost.mqtt.OwnersResponse
+	15, // 18: bifrost.mqtt.Frontend.Claim:output_type -> bifrost.mqtt.ClaimResponse
+	18, // 19: bifrost.mqtt.Frontend.Sessions:output_type -> bifrost.mqtt.SessionsResponse
+	13, // [13:20] is the sub-list for method output_type
+	6,  // [6:13] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_mqtt_mqttpb_frontend_proto_init() }
@@ -1152,7 +1357,7 @@ func file_mqtt_mqttpb_frontend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mqtt_mqttpb_frontend_proto_rawDesc), len(file_mqtt_mqttpb_frontend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

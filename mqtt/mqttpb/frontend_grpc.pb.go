@@ -29,6 +29,7 @@ const (
 	Frontend_Kick_FullMethodName             = "/bifrost.mqtt.Frontend/Kick"
 	Frontend_Owners_FullMethodName           = "/bifrost.mqtt.Frontend/Owners"
 	Frontend_Claim_FullMethodName            = "/bifrost.mqtt.Frontend/Claim"
+	Frontend_Sessions_FullMethodName         = "/bifrost.mqtt.Frontend/Sessions"
 )
 
 // FrontendClient is the client API for Frontend service.
@@ -41,6 +42,7 @@ type FrontendClient interface {
 	Kick(ctx context.Context, in *KickRequest, opts ...grpc.CallOption) (*KickResponse, error)
 	Owners(ctx context.Context, in *OwnersRequest, opts ...grpc.CallOption) (*OwnersResponse, error)
 	Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error)
+	Sessions(ctx context.Context, in *SessionsRequest, opts ...grpc.CallOption) (*SessionsResponse, error)
 }
 
 type frontendClient struct {
@@ -111,6 +113,16 @@ func (c *frontendClient) Claim(ctx context.Context, in *ClaimRequest, opts ...gr
 	return out, nil
 }
 
+func (c *frontendClient) Sessions(ctx context.Context, in *SessionsRequest, opts ...grpc.CallOption) (*SessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SessionsResponse)
+	err := c.cc.Invoke(ctx, Frontend_Sessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FrontendServer is the server API for Frontend service.
 // All implementations must embed UnimplementedFrontendServer
 // for forward compatibility.
@@ -121,6 +133,7 @@ type FrontendServer interface {
 	Kick(context.Context, *KickRequest) (*KickResponse, error)
 	Owners(context.Context, *OwnersRequest) (*OwnersResponse, error)
 	Claim(context.Context, *ClaimRequest) (*ClaimResponse, error)
+	Sessions(context.Context, *SessionsRequest) (*SessionsResponse, error)
 	mustEmbedUnimplementedFrontendServer()
 }
 
@@ -148,6 +161,9 @@ func (UnimplementedFrontendServer) Owners(context.Context, *OwnersRequest) (*Own
 }
 func (UnimplementedFrontendServer) Claim(context.Context, *ClaimRequest) (*ClaimResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Claim not implemented")
+}
+func (UnimplementedFrontendServer) Sessions(context.Context, *SessionsRequest) (*SessionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Sessions not implemented")
 }
 func (UnimplementedFrontendServer) mustEmbedUnimplementedFrontendServer() {}
 func (UnimplementedFrontendServer) testEmbeddedByValue()                  {}
@@ -278,6 +294,24 @@ func _Frontend_Claim_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Frontend_Sessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrontendServer).Sessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Frontend_Sessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrontendServer).Sessions(ctx, req.(*SessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Frontend_ServiceDesc is the grpc.ServiceDesc for Frontend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -308,6 +342,10 @@ var Frontend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Claim",
 			Handler:    _Frontend_Claim_Handler,
+		},
+		{
+			MethodName: "Sessions",
+			Handler:    _Frontend_Sessions_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
