@@ -466,6 +466,7 @@ func TestAPI(t *testing.T) {
 			{"POST", "/api/v1/publish", api.Message{Topic: "$SYS/x", Payload: "x"}, 400},
 			{"PUT", "/api/v1/retained", api.Message{Topic: "a", Payload: ""}, 400},
 			{"GET", "/api/v1/retained", nil, 400},
+			{"GET", "/api/v1/retained?topic=a/%2B", nil, 400},
 			{"GET", "/api/v1/retained?filter=a/%23&limit=0", nil, 400},
 			{"GET", "/api/v1/retained?filter=a/%23&cursor=*", nil, 400},
 			{"GET", "/api/v1/sessions?limit=abc", nil, 400},
@@ -497,6 +498,17 @@ func TestAPI(t *testing.T) {
 		e.want(200, e.call(0, "PUT", "/api/v1/retained?tenant=other", api.Message{Topic: "ten/a", Payload: "x"}, nil), "set in tenant other")
 		e.want(404, e.call(0, "GET", "/api/v1/retained?topic=ten/a", nil, nil), "get in the default tenant")
 		e.want(200, e.call(0, "GET", "/api/v1/retained?topic=ten/a&tenant=other", nil, nil), "get in tenant other")
+		req, _ := http.NewRequest("GET", e.apis[0]+"/api/v1/retained?topic=ten/a", nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		req.Header.Set(api.TenantHeader, "other")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("get with the tenant header: %d", resp.StatusCode)
+		}
 	})
 
 	t.Run("metrics count calls by route and code", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/bifrost-mq/bifrost/balancer/balancerpb"
@@ -81,6 +82,9 @@ func (s *Server) getRetained(r *http.Request, tenant string) (int, any, error) {
 		return 0, nil, badf("parameter encoding=%q: want utf8 or base64", e)
 	}
 	if topic != "" {
+		if strings.ContainsAny(topic, "+#") {
+			return 0, nil, badf("topic %q has wildcards: use filter", topic)
+		}
 		msgs, _, err := s.cfg.Broker.Retained(r.Context(), tenant, topic, nil, 1)
 		if err != nil {
 			return 0, nil, err
