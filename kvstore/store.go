@@ -49,6 +49,8 @@ type Config struct {
 	SnapshotEntries uint64
 	// CompactionOverhead: entries kept behind a snapshot for slow followers. Default 5000.
 	CompactionOverhead uint64
+	// Engine sizes the Pebble database's block cache and memtables.
+	Engine EngineOptions
 	// SmallLogDB trims Dragonboat's log store memory (for tests and small machines).
 	SmallLogDB bool
 	// Coprocessors maps a keyspace to the factory of its coprocessor.
@@ -94,6 +96,9 @@ func (s *Store) failpoint(step string) bool {
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("kvstore: DataDir is required")
+	}
+	if err := c.Engine.Validate(); err != nil {
+		return err
 	}
 	if c.RaftAddr == "" {
 		return errors.New("kvstore: RaftAddr is required")
@@ -167,7 +172,7 @@ func Open(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	engine, err := OpenEngine(filepath.Join(cfg.DataDir, "engine"), cfg.Logger)
+	engine, err := OpenEngine(filepath.Join(cfg.DataDir, "engine"), cfg.Engine, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +192,12 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders)
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(engineCollector{engine}); err != nil {
+			engine.Close()
+			return nil, fmt.Errorf("register engine metrics: %w", err)
+		}
+	}
 	nhc := config.NodeHostConfig{
 		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
 		RTTMillisecond:    cfg.RTTMillisecond,

@@ -38,6 +38,7 @@ import (
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/dustin/go-humanize"
 )
 
 // serverFlags are the flags of 'store' and 'standalone'. Each can also be set
@@ -60,6 +61,8 @@ type serverFlags struct {
 	keyspaceRF       string
 	balancerInterval time.Duration
 	ownerCheck       time.Duration
+	cacheSize        byteSize
+	memtableSize     byteSize
 	bal              *balancer.Balancer
 
 	// runsMQTT: standalone runs a frontend in the store's process.
@@ -97,6 +100,8 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.Float64Var(&f.splitLoad, "split-load", def.SplitLoad, "split a range serving more reads plus writes per second than this, at the key that halves its load, while its leader uses at least half its CPU (0: off); neighbours under a tenth of it are cold enough to merge")
 	fs.DurationVar(&f.balancerInterval, "balancer-interval", 5*time.Second, "time between balancer moves")
 	fs.DurationVar(&f.ownerCheck, "inbox-owner-check", 10*time.Second, "how often the inbox leaders ask whether the frontends of attached sessions still have them (a session whose frontend died is detached then, its will published)")
+	fs.Var(&f.cacheSize, "cache-size", "the storage engine's block cache, e.g. 512MiB or 2GiB (default: an eighth of the memory limit, 64 MiB to 8 GiB)")
+	fs.Var(&f.memtableSize, "memtable-size", "the storage engine's memtable size, 1MiB to 4GiB (default 64MiB)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	if standalone {
@@ -225,12 +230,16 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	if f.splitBytes > 0 && f.mergeBytes >= f.splitBytes {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -merge-bytes: must be below -split-bytes (%d)", f.mergeBytes, f.splitBytes)
 	}
+	engine := kvstore.EngineOptions{CacheBytes: int64(f.cacheSize), MemTableBytes: uint64(f.memtableSize)}
+	if err := engine.Validate(); err != nil {
+		return ranges.NodeConfig{}, fmt.Errorf("invalid -cache-size or -memtable-size: %v", err)
+	}
 	data, err := filepath.Abs(f.data)
 	if err != nil {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for -data: %v", f.data, err)
 	}
 	return ranges.NodeConfig{
-		Store: kvstore.Config{DataDir: data, RaftAddr: f.raft, RTTMillisecond: f.rttMs, Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{
+		Store: kvstore.Config{DataDir: data, RaftAddr: f.raft, RTTMillisecond: f.rttMs, Engine: engine, Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{
 			kvpb.Keyspace_KEYSPACE_DIST:   dist.New,
 			kvpb.Keyspace_KEYSPACE_INBOX:  inbox.New,
 			kvpb.Keyspace_KEYSPACE_RETAIN: retain.New,
@@ -473,4 +482,27 @@ func parseKeyspaceRF(v string) (map[kvpb.Keyspace]int, error) {
 		out[kvpb.Keyspace(ks)] = rf
 	}
 	return out, nil
+}
+
+// byteSize is a flag of a size in bytes: a number with an optional unit
+// (KiB, MiB, GiB, or kB, MB, GB); 0 or unset takes the default.
+type byteSize uint64
+
+func (b *byteSize) String() string {
+	if b == nil || *b == 0 {
+		return ""
+	}
+	return humanize.IBytes(uint64(*b))
+}
+
+func (b *byteSize) Set(s string) error {
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return fmt.Errorf("want a size such as 512MiB: %v", err)
+	}
+	if n > 1<<50 {
+		return fmt.Errorf("%s is too large", s)
+	}
+	*b = byteSize(n)
+	return nil
 }
