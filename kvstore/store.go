@@ -156,9 +156,7 @@ type Store struct {
 
 	// Background work (starting split children, retiring merged ranges) is
 	// owned by the store and stopped by Close.
-	bgCtx    context.Context
-	bgCancel context.CancelFunc
-	bg       sync.WaitGroup
+	bg *background
 }
 
 // Open opens the store in cfg.DataDir and restarts every replica that has a
@@ -190,7 +188,7 @@ func Open(cfg Config) (*Store, error) {
 		leaders:  map[uint64]raftio.LeaderInfo{},
 		quick:    map[uint64]bool{},
 	}
-	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	s.bg = newBackground()
 	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders)
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(engineCollector{engine}); err != nil {
@@ -232,8 +230,7 @@ func Open(cfg Config) (*Store, error) {
 
 // Close stops every replica and closes the engine.
 func (s *Store) Close() error {
-	s.bgCancel()
-	s.bg.Wait()
+	s.bg.stop()
 	if s.nh != nil {
 		s.nh.Close()
 	}
@@ -288,11 +285,9 @@ func (s *Store) StartReplica(boot *kvpb.BootRecord) error {
 
 // goBackground runs f on a goroutine that Close waits for.
 func (s *Store) goBackground(f func(ctx context.Context)) {
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
-		f(s.bgCtx)
-	}()
+	if !s.bg.run(f) {
+		s.log.Debug("store closing: background work not started")
+	}
 }
 
 func (s *Store) start(boot *kvpb.BootRecord) error {
