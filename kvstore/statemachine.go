@@ -281,7 +281,27 @@ func (s *rangeStateMachine) Lookup(q any) (any, error) {
 	s.mu.RLock()
 	desc, cop := s.desc, s.cop
 	s.mu.RUnlock()
+	if !oneRead(query) {
+		// Several reads (ops, or a coprocessor's Gets and Iterates) see one
+		// state: an entry applied meanwhile is seen by all or none.
+		snap := s.engine.db.NewSnapshot()
+		defer snap.Close()
+		return readQuery(snap, desc, cop, query), nil
+	}
 	return readQuery(s.engine.db, desc, cop, query), nil
+}
+
+// oneRead reports whether the query reads the engine once: a single get, or
+// a single scan (an iterator reads one state of its own).
+func oneRead(q *kvpb.Query) bool {
+	if len(q.Ops) != 1 {
+		return len(q.Ops) == 0
+	}
+	switch q.Ops[0].Op.(type) {
+	case *kvpb.Op_Get, *kvpb.Op_Scan:
+		return true
+	}
+	return false
 }
 
 func readQuery(r pebble.Reader, desc *kvpb.RangeDescriptor, cop Coprocessor, q *kvpb.Query) *kvpb.CommandResult {
