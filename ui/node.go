@@ -93,7 +93,7 @@ func (s *NodeSource) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	var frontends []string
 	for _, m := range ms.Members() {
-		snap.Members = append(snap.Members, Member{Name: m.Name, Role: m.Meta.Role, StoreID: m.Meta.StoreID, MQTT: m.Meta.MQTT,
+		snap.Members = append(snap.Members, Member{Name: m.Name, Role: m.Meta.Role, StoreID: StoreID(m.Meta.StoreID), MQTT: m.Meta.MQTT,
 			Gossip: m.GossipAddr, GRPC: m.Meta.GRPC, Raft: m.Meta.Raft, Health: m.State})
 		if m.Meta.MQTT {
 			frontends = append(frontends, m.Name)
@@ -106,10 +106,10 @@ func (s *NodeSource) Snapshot(ctx context.Context) (*Snapshot, error) {
 	for _, r := range s.cfg.Table.All() {
 		d := r.Desc
 		rg := Range{ID: d.Id, Keyspace: keyspaceName(d.Keyspace), Start: printableKey(d.Start), End: printableKey(d.End),
-			Ver: d.Ver, ConfVer: d.ConfVer, Replicas: []uint64{}, Leader: r.LeaderStore(),
+			Ver: d.Ver, ConfVer: d.ConfVer, Replicas: []StoreID{}, Leader: StoreID(r.LeaderStore()),
 			State: strings.ToLower(strings.TrimPrefix(d.State.String(), "RANGE_STATE_")), Size: r.Bytes, SizeKnown: r.BytesKnown}
 		for _, rep := range d.Replicas {
-			rg.Replicas = append(rg.Replicas, rep.StoreId)
+			rg.Replicas = append(rg.Replicas, StoreID(rep.StoreId))
 		}
 		snap.Ranges = append(snap.Ranges, rg)
 	}

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strconv"
 	"sync"
@@ -64,36 +65,59 @@ type Status struct {
 // and "missing" for a store that ranges name as a replica's home but gossip
 // does not list (down, or cut off from this process).
 type Member struct {
-	Name     string `json:"name"`
-	Role     string `json:"role"`
-	StoreID  uint64 `json:"store_id,omitempty"`
-	MQTT     bool   `json:"mqtt"`
-	Gossip   string `json:"gossip,omitempty"`
-	GRPC     string `json:"grpc,omitempty"`
-	Raft     string `json:"raft,omitempty"`
-	Health   string `json:"health"`
-	Replicas int    `json:"replicas"`
-	Leaders  int    `json:"leaders"`
+	Name     string  `json:"name"`
+	Role     string  `json:"role"`
+	StoreID  StoreID `json:"store_id,omitempty"`
+	MQTT     bool    `json:"mqtt"`
+	Gossip   string  `json:"gossip,omitempty"`
+	GRPC     string  `json:"grpc,omitempty"`
+	Raft     string  `json:"raft,omitempty"`
+	Health   string  `json:"health"`
+	Replicas int     `json:"replicas"`
+	Leaders  int     `json:"leaders"`
 	// Bytes is the approximate size of the ranges it holds a replica of.
 	Bytes uint64 `json:"bytes"`
 }
 
 // Range is one range. Start and End are the keys as text when they are
 // printable, else 0x-hex; End "" is the end of the keyspace. Leader is the
-// store of the leader replica, 0 when unknown.
+// store of the leader replica, absent when unknown.
 type Range struct {
-	ID       uint64   `json:"id"`
-	Keyspace string   `json:"keyspace"`
-	Start    string   `json:"start"`
-	End      string   `json:"end"`
-	Ver      uint64   `json:"ver"`
-	ConfVer  uint64   `json:"conf_ver"`
-	Replicas []uint64 `json:"replicas"`
-	Leader   uint64   `json:"leader"`
-	State    string   `json:"state"`
-	Size     uint64   `json:"size"`
+	ID       uint64    `json:"id"`
+	Keyspace string    `json:"keyspace"`
+	Start    string    `json:"start"`
+	End      string    `json:"end"`
+	Ver      uint64    `json:"ver"`
+	ConfVer  uint64    `json:"conf_ver"`
+	Replicas []StoreID `json:"replicas"`
+	Leader   StoreID   `json:"leader,omitempty"`
+	State    string    `json:"state"`
+	Size     uint64    `json:"size"`
 	// SizeKnown is false until a store reported the range's size.
 	SizeKnown bool `json:"size_known"`
+}
+
+// StoreID is a store's ID. It is a string in JSON: store IDs are random
+// 64-bit numbers, which JavaScript's numbers cannot hold exactly.
+type StoreID uint64
+
+// MarshalJSON writes the ID as a decimal string.
+func (id StoreID) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + strconv.FormatUint(uint64(id), 10) + `"`), nil
+}
+
+// UnmarshalJSON reads a decimal string.
+func (id *StoreID) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return fmt.Errorf("store ID %s: want a decimal string", b)
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("store ID %s: want a decimal string", b)
+	}
+	*id = StoreID(v)
+	return nil
 }
 
 // Keyspace sums a keyspace's ranges.
@@ -136,7 +160,7 @@ func status(s *Snapshot, r *rates, now time.Time) *Status {
 	out.Ranges = append(out.Ranges, s.Ranges...)
 
 	out.Members = append(out.Members, s.Members...)
-	storeIdx := map[uint64]int{} // store ID -> index in out.Members
+	storeIdx := map[StoreID]int{} // store ID -> index in out.Members
 	for i, m := range out.Members {
 		if m.StoreID != 0 {
 			storeIdx[m.StoreID] = i
@@ -162,7 +186,7 @@ func status(s *Snapshot, r *rates, now time.Time) *Status {
 			if !ok {
 				i = len(out.Members)
 				storeIdx[id] = i
-				out.Members = append(out.Members, Member{Name: "store " + strconv.FormatUint(id, 10), Role: "store", StoreID: id, Health: "missing"})
+				out.Members = append(out.Members, Member{Name: "store " + strconv.FormatUint(uint64(id), 10), Role: "store", StoreID: id, Health: "missing"})
 			}
 			m := &out.Members[i]
 			degraded = degraded || m.Health == "missing"

@@ -3,6 +3,7 @@ package ui_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -123,11 +124,21 @@ func TestStatusOfRealCluster(t *testing.T) {
 	for _, m := range s.Members {
 		names[m.Name] = m
 	}
-	if m := names[tc.node.Name()]; m.Role != "store" || !m.MQTT || m.Health != "alive" || m.StoreID == 0 || m.GRPC != tc.node.GRPCAddr() {
+	if m := names[tc.node.Name()]; m.Role != "store" || !m.MQTT || m.Health != "alive" || m.StoreID != ui.StoreID(tc.node.Store().ID()) || m.GRPC != tc.node.GRPCAddr() {
 		t.Fatalf("the standalone member: %+v", m)
 	}
 	if m := names[tc.gwName]; m.Role != "frontend" || !m.MQTT || m.Health != "alive" || m.StoreID != 0 {
 		t.Fatalf("the frontend member: %+v", m)
+	}
+	// Store IDs are random 64-bit numbers: strings in JSON, for JavaScript.
+	resp, err := http.Get(tc.page.URL + ui.StatusPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if id := fmt.Sprintf(`"store_id":"%d"`, tc.node.Store().ID()); !strings.Contains(string(raw), id) {
+		t.Fatalf("the document has no %s: %s", id, raw)
 	}
 	if len(s.Members) != 2 {
 		t.Fatalf("members %+v: want 2", s.Members)

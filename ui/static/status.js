@@ -82,7 +82,7 @@
   function matches(r, q, missing) {
     if (!q) return true;
     return String(r.id) === q || r.start.includes(q) || r.end.includes(q) ||
-      r.replicas.some((id) => String(id) === q) || (q === "missing" && r.replicas.some((id) => missing.has(id)));
+      r.replicas.some((id) => id === q) || (q === "missing" && r.replicas.some((id) => missing.has(id)));
   }
 
   function renderRanges(s) {
