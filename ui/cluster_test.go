@@ -39,7 +39,8 @@ type testCluster struct {
 	front   *mqtt.Server // the standalone's frontend
 	gwFront *mqtt.Server // the second frontend's
 	gwName  string
-	page    *httptest.Server
+	// page serves the standalone's status page, gwPage the frontend's.
+	page, gwPage *httptest.Server
 }
 
 func testLogger() *slog.Logger {
@@ -108,6 +109,7 @@ func startCluster(t *testing.T) *testCluster {
 
 	// The second frontend: a gateway, its Frontend service and listeners.
 	tc.gwName = "frontend-b"
+	gwReg := prometheus.NewRegistry()
 	gwGRPC, err := net.Listen("tcp", rangestest.FreeAddr(t))
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +129,7 @@ func startCluster(t *testing.T) *testCluster {
 		ReceiverID: mqtt.NewReceiverID(gwGRPC.Addr().String()), NodeName: tc.gwName,
 		Listeners: []listener.Config{{Kind: listener.TCP, Addr: "127.0.0.1:0"}},
 		Dist:      dist.NewClient(gw.Router()), Retain: retain.NewClient(gw.Router()), Inbox: inbox.NewClient(gw.Router()),
-		Frontends: frontendAddrs(gw.Membership), SysInterval: sysInterval, Logger: log,
+		Frontends: frontendAddrs(gw.Membership), SysInterval: sysInterval, Logger: log, Registerer: gwReg,
 	})
 	if err != nil {
 		gwGRPC.Close()
@@ -147,6 +149,13 @@ func startCluster(t *testing.T) *testCluster {
 	}
 	tc.page = httptest.NewServer(ui.Handler(src, log))
 	t.Cleanup(tc.page.Close)
+	gwSrc, err := ui.NewNodeSource(ui.NodeConfig{Name: tc.gwName, Membership: gw.Membership, Table: gw.Router().Table(),
+		Refresh: gw.Refresh, Retain: retain.NewClient(gw.Router()), Gatherer: gwReg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.gwPage = httptest.NewServer(ui.Handler(gwSrc, log))
+	t.Cleanup(tc.gwPage.Close)
 	return tc
 }
 

@@ -203,6 +203,35 @@ func TestStatusOfRealCluster(t *testing.T) {
 	})
 }
 
+// TestStatusOnFrontend reads /api/v1/status of a frontend process (a
+// gateway, no store): the same ranges and members, its own sessions from its
+// metrics and the standalone's from $SYS.
+func TestStatusOnFrontend(t *testing.T) {
+	tc := startCluster(t)
+	connect(t, tc.front, "a")
+	connect(t, tc.gwFront, "b")
+	connect(t, tc.gwFront, "c")
+	want := len(tc.adminRanges(t))
+	waitFor(t, 30*time.Second, func() error {
+		s, err := getStatus(t, tc.gwPage.URL)
+		if err != nil {
+			return err
+		}
+		local, other := frontend(s, tc.gwName), frontend(s, tc.node.Name())
+		switch {
+		case s.Node != tc.gwName:
+			return fmt.Errorf("node %q, want %q", s.Node, tc.gwName)
+		case local == nil || local.Sessions == nil || *local.Sessions != 2 || local.From != "metrics":
+			return fmt.Errorf("this frontend: %+v, want 2 sessions from its metrics", local)
+		case other == nil || other.Sessions == nil || *other.Sessions != 1 || other.From != "$SYS":
+			return fmt.Errorf("the standalone's frontend: %+v, want 1 session from $SYS", other)
+		case len(s.Ranges) != want || len(s.Members) != 2:
+			return fmt.Errorf("%d ranges and %d members, want %d and 2", len(s.Ranges), len(s.Members), want)
+		}
+		return nil
+	})
+}
+
 // TestStatusPageRequests: the handler serves the page and the document to
 // GET and HEAD only, and answers anything else with a JSON error.
 func TestStatusPageRequests(t *testing.T) {

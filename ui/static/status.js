@@ -115,7 +115,7 @@
       if (ks.leaderless) health.push(el("span", { class: "bad" }, ks.leaderless + " without leader"));
       if (ks.degraded) health.push(el("span", { class: "bad" }, ks.degraded + " with a replica on a missing store"));
       const summary = el("summary", {}, el("b", {}, ks.name),
-        ks.ranges + " ranges, " + bytes(ks.bytes) + (q ? ", " + shown.length + " match" : "") + " ",
+        ks.ranges + (ks.ranges === 1 ? " range, " : " ranges, ") + bytes(ks.bytes) + (q ? ", " + shown.length + " match" : "") + " ",
         ...health.flatMap((h) => [" · ", h]));
       const d = el("details", { "data-keyspace": ks.name }, summary, table);
       d.open = q ? shown.length > 0 : (open[ks.name] ?? ks.ranges <= FOLD_OVER);
