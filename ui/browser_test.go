@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -162,6 +164,26 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("the page:\n%s", dom)
+	}
+
+	// Filtered (the filter in the address): the folded keyspace opens on
+	// the ranges whose span starts or ends at the key, the others close.
+	var wantRows []string
+	for _, info := range infos {
+		if string(info.Range.Start) == "sensor/07" || string(info.Range.End) == "sensor/07" {
+			wantRows = append(wantRows, fmt.Sprint(info.Range.Id))
+		}
+	}
+	sort.Strings(wantRows)
+	dom = string(runChromium(t, tc.page.URL+"/#filter=sensor%2F07", "--dump-dom"))
+	var rows []string
+	for _, m := range regexp.MustCompile(`<tr data-range="(\d+)">`).FindAllStringSubmatch(dom, -1) {
+		rows = append(rows, m[1])
+	}
+	sort.Strings(rows)
+	if len(wantRows) != 2 || !slices.Equal(rows, wantRows) ||
+		!strings.Contains(dom, `<details data-keyspace="kv" open="">`) || !strings.Contains(dom, `<details data-keyspace="dist">`) {
+		t.Errorf("filtered by sensor/07: rows %v, want %v, kv open and dist folded", rows, wantRows)
 	}
 
 	shot := filepath.Join(artifactDir(t), "status-page.png")

@@ -153,6 +153,12 @@
     setTimeout(poll, POLL_MS);
   }
 
-  document.getElementById("filter").addEventListener("input", () => { if (last) renderRanges(last); });
+  // The filter is kept in the address (#filter=...), to share or reload.
+  const filter = document.getElementById("filter");
+  if (location.hash.startsWith("#filter=")) filter.value = decodeURIComponent(location.hash.slice(8));
+  filter.addEventListener("input", () => {
+    history.replaceState(null, "", filter.value ? "#filter=" + encodeURIComponent(filter.value) : location.pathname);
+    if (last) renderRanges(last);
+  });
   poll();
 })();
