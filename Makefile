@@ -1,7 +1,7 @@
 GO ?= go
 PKGS := ./...
 # Packages that hold concurrency run under the race detector.
-RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/... ./cmd/kvbench/...
+RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/... ./cmd/kvbench/... ./ui/...
 BIN := bin/bifrost
 
 .PHONY: all build test test-deps test-unit lint generate bench bench-mqtt bench-cluster bench-kv clean jepsen jepsen-ci jepsen-bugzoo jepsen-deps
@@ -11,16 +11,21 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/bifrost
 
-# mqtt's TestMosquittoClients runs Debian's mosquitto_sub and mosquitto_pub.
+# mqtt's TestMosquittoClients runs Debian's mosquitto_sub and mosquitto_pub;
+# ui's TestStatusPageInChromium runs Debian's chromium headless.
 test-deps:
 	@command -v mosquitto_sub >/dev/null || (apt-get update && apt-get install -y mosquitto-clients)
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 # Unit and integration tests (race detector on the packages that hold
 # concurrency), then the consistency harness's short profile and its bug
-# zoo (each deliberate fault caught by its checker).
+# zoo (each deliberate fault caught by its checker). Tests keep what a
+# reader looks at afterwards (the status page's screenshot) in
+# $(TEST_ARTIFACTS).
+TEST_ARTIFACTS ?= bin/test-artifacts
 test: lint test-deps jepsen-deps
-	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -E 'bifrost/(kvstore|ranges|coprocessors|balancer|mqtt|cmd/mqttbench|cmd/kvbench)(/|$$)')
+	BIFROST_ARTIFACTS=$(abspath $(TEST_ARTIFACTS)) $(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -E 'bifrost/(kvstore|ranges|coprocessors|balancer|mqtt|cmd/mqttbench|cmd/kvbench|ui)(/|$$)')
 	$(MAKE) jepsen-ci
 	$(MAKE) jepsen-bugzoo
 
