@@ -154,6 +154,11 @@ type Store struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
+
+	// sizeMu orders a scrape's size reads (keyspaceBytes) before Close
+	// closes the engine: a read of a closed Pebble panics.
+	sizeMu     sync.RWMutex
+	sizeClosed bool
 }
 
 // Open opens the store in cfg.DataDir and restarts every replica that has a
@@ -186,7 +191,7 @@ func Open(cfg Config) (*Store, error) {
 		quick:    map[uint64]bool{},
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
-	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders)
+	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders, s.keyspaceBytes)
 	nhc := config.NodeHostConfig{
 		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
 		RTTMillisecond:    cfg.RTTMillisecond,
@@ -226,6 +231,9 @@ func (s *Store) Close() error {
 	if s.nh != nil {
 		s.nh.Close()
 	}
+	s.sizeMu.Lock()
+	s.sizeClosed = true
+	s.sizeMu.Unlock()
 	return s.engine.Close()
 }
 
@@ -831,6 +839,23 @@ func (s *Store) countRanges() float64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return float64(len(s.replicas))
+}
+
+// keyspaceBytes sums the sizes of this store's replicas per keyspace; none
+// once the store is closed.
+func (s *Store) keyspaceBytes() map[kvpb.Keyspace]uint64 {
+	s.sizeMu.RLock()
+	defer s.sizeMu.RUnlock()
+	if s.sizeClosed {
+		return nil
+	}
+	out := map[kvpb.Keyspace]uint64{}
+	for _, r := range s.Replicas() {
+		if r.Descriptor != nil {
+			out[r.Descriptor.Keyspace] += s.RangeBytes(r.Descriptor)
+		}
+	}
+	return out
 }
 
 func (s *Store) countLeaders() float64 {
