@@ -67,7 +67,7 @@ func TestEngineMetrics(t *testing.T) {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(engineCollector{e})
+	reg.MustRegister(engineCollector{&Store{engine: e}})
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -157,6 +157,11 @@ type Store struct {
 	// Background work (starting split children, retiring merged ranges) is
 	// owned by the store and stopped by Close.
 	bg *background
+
+	// sizeMu orders a scrape's reads (keyspaceBytes, engineCollector) before Close
+	// closes the engine: a read of a closed Pebble panics.
+	sizeMu     sync.RWMutex
+	sizeClosed bool
 }
 
 // Open opens the store in cfg.DataDir and restarts every replica that has a
@@ -189,9 +194,9 @@ func Open(cfg Config) (*Store, error) {
 		quick:    map[uint64]bool{},
 	}
 	s.bg = newBackground()
-	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders)
+	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders, s.keyspaceBytes)
 	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(engineCollector{engine}); err != nil {
+		if err := cfg.Registerer.Register(engineCollector{s}); err != nil {
 			engine.Close()
 			return nil, fmt.Errorf("register engine metrics: %w", err)
 		}
@@ -234,6 +239,9 @@ func (s *Store) Close() error {
 	if s.nh != nil {
 		s.nh.Close()
 	}
+	s.sizeMu.Lock()
+	s.sizeClosed = true
+	s.sizeMu.Unlock()
 	return s.engine.Close()
 }
 
@@ -837,6 +845,23 @@ func (s *Store) countRanges() float64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return float64(len(s.replicas))
+}
+
+// keyspaceBytes sums the sizes of this store's replicas per keyspace; none
+// once the store is closed.
+func (s *Store) keyspaceBytes() map[kvpb.Keyspace]uint64 {
+	s.sizeMu.RLock()
+	defer s.sizeMu.RUnlock()
+	if s.sizeClosed {
+		return nil
+	}
+	out := map[kvpb.Keyspace]uint64{}
+	for _, r := range s.Replicas() {
+		if r.Descriptor != nil {
+			out[r.Descriptor.Keyspace] += s.RangeBytes(r.Descriptor)
+		}
+	}
+	return out
 }
 
 func (s *Store) countLeaders() float64 {

@@ -97,16 +97,9 @@ func NewMembership(cfg MembershipConfig, meta func() MemberMeta, state func() []
 	mc.Name = cfg.Name
 	mc.BindAddr = host
 	mc.BindPort = port
-	adv := cfg.AdvertiseAddr
-	if adv == "" {
-		adv = cfg.BindAddr
+	if mc.AdvertiseAddr, mc.AdvertisePort, err = gossipAdvertise(cfg.BindAddr, cfg.AdvertiseAddr); err != nil {
+		return nil, err
 	}
-	ahost, aport, err := net.SplitHostPort(adv)
-	if err != nil {
-		return nil, fmt.Errorf("gossip advertise address %q: %w", adv, err)
-	}
-	mc.AdvertiseAddr = ahost
-	mc.AdvertisePort, _ = strconv.Atoi(aport)
 	mc.PushPullInterval = cfg.PushPullInterval
 	if mc.PushPullInterval == 0 {
 		mc.PushPullInterval = 2 * time.Second
@@ -127,6 +120,42 @@ func NewMembership(cfg MembershipConfig, meta func() MemberMeta, state func() []
 		}
 	}
 	return m, nil
+}
+
+// gossipAdvertise is the IP and port memberlist tells peers to dial: those
+// of adv, else of bind. memberlist takes only an IP, so a host name (a
+// container's service name) is resolved here, once. An unspecified IP
+// (bind 0.0.0.0 or [::] with no adv) gives no IP: memberlist then picks
+// this host's private address, where advertising 0.0.0.0 would send every
+// peer to itself.
+func gossipAdvertise(bind, adv string) (string, int, error) {
+	if adv == "" {
+		adv = bind
+	}
+	host, portStr, err := net.SplitHostPort(adv)
+	if err != nil {
+		return "", 0, fmt.Errorf("gossip advertise address %q: %w", adv, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", 0, fmt.Errorf("gossip advertise address %q: bad port", adv)
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.IsUnspecified() {
+			return "", port, nil
+		}
+		return host, port, nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return "", 0, fmt.Errorf("gossip advertise address %q: cannot resolve %s: %v", adv, host, err)
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), port, nil
+		}
+	}
+	return ips[0].String(), port, nil
 }
 
 func (m *Membership) retryJoin(seeds []string) {

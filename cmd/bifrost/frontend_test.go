@@ -82,9 +82,16 @@ type client struct {
 
 func dialMQTT(t *testing.T, addr, id string, within time.Duration) *client {
 	t.Helper()
+	return dialMQTTSession(t, addr, id, true, within)
+}
+
+// dialMQTTSession is dialMQTT with the clean session flag given: false
+// makes a persistent session, whose messages go through its inbox.
+func dialMQTTSession(t *testing.T, addr, id string, clean bool, within time.Duration) *client {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		c, err := tryMQTT(addr, id)
+		c, err := tryMQTT(addr, id, clean)
 		if err == nil {
 			c.t = t
 			t.Cleanup(func() { c.nc.Close() })
@@ -97,13 +104,13 @@ func dialMQTT(t *testing.T, addr, id string, within time.Duration) *client {
 	}
 }
 
-func tryMQTT(addr, id string) (*client, error) {
+func tryMQTT(addr, id string, clean bool) (*client, error) {
 	nc, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return nil, err
 	}
 	c := &client{nc: nc, r: packet.NewReader(nc, 0)}
-	b, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: id, CleanStart: true, KeepAlive: 30}, packet.V311)
+	b, _ := packet.Append(nil, &packet.Connect{ProtocolName: "MQTT", Version: packet.V311, ClientID: id, CleanStart: clean, KeepAlive: 30}, packet.V311)
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := nc.Write(b); err != nil {
 		nc.Close()
