@@ -34,6 +34,7 @@ import (
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/mqtt"
@@ -61,6 +62,8 @@ type serverFlags struct {
 	balancerInterval time.Duration
 	ownerCheck       time.Duration
 	bal              *balancer.Balancer
+	clusterTLS       clusterTLSFlags
+	tls              *clustertls.Credentials
 
 	// runsMQTT: standalone runs a frontend in the store's process.
 	runsMQTT bool
@@ -99,6 +102,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.DurationVar(&f.ownerCheck, "inbox-owner-check", 10*time.Second, "how often the inbox leaders ask whether the frontends of attached sessions still have them (a session whose frontend died is detached then, its will published)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.clusterTLS.register(fs, "this node")
 	if standalone {
 		f.runsMQTT = true
 		f.mqtt.register(fs)
@@ -225,6 +229,9 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	if f.splitBytes > 0 && f.mergeBytes >= f.splitBytes {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -merge-bytes: must be below -split-bytes (%d)", f.mergeBytes, f.splitBytes)
 	}
+	if f.tls, err = f.clusterTLS.load(); err != nil {
+		return ranges.NodeConfig{}, err
+	}
 	data, err := filepath.Abs(f.data)
 	if err != nil {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for -data: %v", f.data, err)
@@ -253,6 +260,7 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 		GRPCAddr:        f.grpc,
 		Join:            join,
 		BootstrapExpect: f.bootstrapExpect,
+		TLS:             f.tls,
 		Logger:          log,
 		Registerer:      reg,
 	}, nil
@@ -303,6 +311,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 			fc.Dist, fc.Retain = dist.NewClient(n.Router()), retain.NewClient(n.Router())
 			fc.Inbox = inbox.NewClient(n.Router())
 			fc.Frontends = frontendAddrs(n.Membership)
+			fc.ClusterTLS = f.tls
 			front, err := mqtt.New(fc)
 			if err != nil {
 				panic(err) // validated above
@@ -355,7 +364,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	if pub == nil {
 		pub, err = mqtt.New(mqtt.Config{ReceiverID: mqtt.NewReceiverID(node.GRPCAddr()),
 			Dist: dist.NewClient(node.Router()), Retain: retain.NewClient(node.Router()), Inbox: inbox.NewClient(node.Router()),
-			Frontends: frontendAddrs(node.Membership), Logger: log})
+			Frontends: frontendAddrs(node.Membership), ClusterTLS: f.tls, Logger: log})
 		if err != nil {
 			node.Close()
 			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}

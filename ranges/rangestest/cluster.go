@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
@@ -56,6 +57,9 @@ type Options struct {
 	// node, as opposed to serving it, starts here (Services is called
 	// before the node is whole; its router cannot route yet).
 	Started func(i int, n *ranges.Node)
+	// TLS, if set, is every node's cluster identity (mutual TLS for gRPC
+	// and Raft), and the one Client dials with.
+	TLS *clustertls.Credentials
 }
 
 // FreeAddr returns a loopback address whose port was free (TCP and UDP)
@@ -151,6 +155,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 			ReconcileInterval: 500 * time.Millisecond,
 			MergeResolveAfter: opts.MergeResolveAfter,
 			Failpoint:         opts.Failpoint,
+			TLS:               opts.TLS,
 			Logger:            opts.Logger.With("node", i),
 		}
 		if seed != "" {
@@ -249,7 +254,7 @@ func (c *Cluster) Addr(i int) string { return c.cfgs[i].GRPCAddr }
 // Client dials node i.
 func (c *Cluster) Client(i int) *ranges.Client {
 	c.t.Helper()
-	cl, err := ranges.Dial(c.Addr(i))
+	cl, err := ranges.DialTLS(c.Addr(i), c.cfgs[i].TLS)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -289,7 +294,7 @@ func (c *Cluster) waitWrite(deadline time.Time) {
 			if n == nil {
 				continue
 			}
-			cl, err := ranges.Dial(c.Addr(i))
+			cl, err := ranges.DialTLS(c.Addr(i), c.cfgs[i].TLS)
 			if err != nil {
 				continue
 			}
