@@ -177,7 +177,15 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 // AddNode starts one more store that joins the cluster (no bootstrap).
 func (c *Cluster) AddNode() int {
 	c.t.Helper()
+	return c.AddNodeTLS(c.cfgs[0].TLS)
+}
+
+// AddNodeTLS is AddNode with the new store's own cluster identity (say, a
+// certificate from another CA).
+func (c *Cluster) AddNodeTLS(creds *clustertls.Credentials) int {
+	c.t.Helper()
 	cfg := c.cfgs[0]
+	cfg.TLS = creds
 	cfg.Store.DataDir = filepath.Join(filepath.Dir(cfg.Store.DataDir), fmt.Sprintf("store%d", len(c.cfgs)))
 	cfg.Store.RaftAddr = FreeAddr(c.t)
 	cfg.GossipAddr = FreeAddr(c.t)
