@@ -30,6 +30,8 @@ type GatewayConfig struct {
 	MQTT bool
 	// FastGossip tunes memberlist for loopback tests.
 	FastGossip bool
+	// GossipKey, if set, encrypts gossip (MembershipConfig.SecretKey).
+	GossipKey []byte
 	// TLS, if set, is the member's cluster identity for its gRPC clients of
 	// the stores (mutual TLS). Nil: plaintext.
 	TLS        *clustertls.Credentials
@@ -64,7 +66,7 @@ func StartGateway(cfg GatewayConfig) (*Gateway, error) {
 	g.router = NewRouter(RouterConfig{Logger: cfg.Logger, Registerer: cfg.Registerer}, g.table, g, g.peers)
 	m, err := NewMembership(MembershipConfig{
 		Name: cfg.Name, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.GossipAdvertise, Join: cfg.Join,
-		Fast: cfg.FastGossip, Logger: cfg.Logger,
+		Fast: cfg.FastGossip, SecretKey: cfg.GossipKey, Logger: cfg.Logger,
 	}, func() MemberMeta { return MemberMeta{Role: cfg.Role, GRPC: cfg.GRPCAddr, MQTT: cfg.MQTT} }, nil, func(b []byte) {
 		for _, info := range decodeRangeState(b) {
 			g.table.Update(info)

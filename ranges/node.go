@@ -47,6 +47,8 @@ type NodeConfig struct {
 	Services func(s *grpc.Server, n *Node)
 	// FastGossip tunes memberlist for loopback tests.
 	FastGossip bool
+	// GossipKey, if set, encrypts gossip (MembershipConfig.SecretKey).
+	GossipKey []byte
 	// MQTT announces that the node also runs an MQTT frontend (standalone).
 	MQTT bool
 	// TLS, if set, secures the node's gRPC server and clients and its Raft
@@ -159,7 +161,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	}
 	n.members, err = NewMembership(MembershipConfig{
 		Name: cfg.Name, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.GossipAdvertise, Join: cfg.Join,
-		Fast: cfg.FastGossip, Logger: cfg.Logger,
+		Fast: cfg.FastGossip, SecretKey: cfg.GossipKey, Logger: cfg.Logger,
 	}, n.meta, func() []byte { return encodeRangeState(n.localRanges()) }, func(b []byte) {
 		for _, info := range decodeRangeState(b) {
 			n.table.Update(info)

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/base64"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/bifrost-mq/bifrost/internal/clustertls"
@@ -33,4 +35,32 @@ func (f *clusterTLSFlags) load() (*clustertls.Credentials, error) {
 		return nil, fmt.Errorf("invalid -cluster-tls-*: %v", err)
 	}
 	return creds, nil
+}
+
+// gossipKeyFlag is -gossip-key-file: a file holding the base64 of a 16, 24
+// or 32 byte key (say, from `openssl rand -base64 32`) that encrypts gossip;
+// members without it are ignored.
+type gossipKeyFlag struct{ path string }
+
+func (f *gossipKeyFlag) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.path, "gossip-key-file", "", "file with the base64 of a 16, 24 or 32 byte key that encrypts and authenticates gossip; every member needs the same key (empty: plaintext gossip)")
+}
+
+// load reads the key; nil without the flag.
+func (f *gossipKeyFlag) load() ([]byte, error) {
+	if f.path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(f.path)
+	if err != nil {
+		return nil, fmt.Errorf("invalid -gossip-key-file: %v", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("invalid -gossip-key-file %s: want base64: %v", f.path, err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("invalid -gossip-key-file %s: the key is %d bytes, want 16, 24 or 32", f.path, n)
+	}
+	return key, nil
 }

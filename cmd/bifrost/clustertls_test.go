@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +15,8 @@ import (
 
 // TestClusterTLSFlagErrors: the three -cluster-tls-* flags go together, from
 // the command line, the environment or the config file, and files that do
-// not make a cluster identity stop the process at startup with one line.
+// not make a cluster identity (or a gossip key) stop the process at startup
+// with one line.
 func TestClusterTLSFlagErrors(t *testing.T) {
 	ca := tlstest.NewCA(t, "cluster")
 	good, other := ca.Node("a"), ca.Node("b")
@@ -21,6 +24,13 @@ func TestClusterTLSFlagErrors(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "bifrost.toml")
 	if err := os.WriteFile(conf, []byte("cluster-tls-ca = \""+good.CA+"\"\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	keyFile := func(name, body string) string {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
 	tlsArgs := func(cert, key, ca string) []string {
 		return []string{"--cluster-tls-cert", cert, "--cluster-tls-key", key, "--cluster-tls-ca", ca}
@@ -40,6 +50,9 @@ func TestClusterTLSFlagErrors(t *testing.T) {
 		{append([]string{"standalone"}, tlsArgs("/nonexistent/cert.pem", good.Key, good.CA)...), "", "no such file"},
 		{append([]string{"frontend", "--join", "127.0.0.1:1"}, tlsArgs(foreign.Cert, foreign.Key, good.CA)...), "", "not signed by the cluster CA"},
 		{append([]string{"admin", "ranges"}, tlsArgs(good.Cert, good.Key, good.Key)...), "", "no PEM certificate"},
+		{[]string{"store", "--gossip-key-file", "/nonexistent/key"}, "", "-gossip-key-file"},
+		{[]string{"standalone", "--gossip-key-file", keyFile("notb64", "not base64!")}, "", "want base64"},
+		{[]string{"frontend", "--join", "127.0.0.1:1", "--gossip-key-file", keyFile("short", "c2hvcnQ=\n")}, "", "5 bytes, want 16, 24 or 32"},
 	}
 	for _, tc := range tests {
 		if tc.env != "" {
@@ -57,8 +70,8 @@ func TestClusterTLSFlagErrors(t *testing.T) {
 	}
 }
 
-// TestClusterTLSProcesses runs the real binary with cluster certificates: a
-// standalone store and two frontends. A message published on one frontend
+// TestClusterTLSProcesses runs the real binary with cluster certificates and
+// a gossip key: a standalone store and two frontends. A message published on one frontend
 // reaches a subscriber on the other (frontend to store and frontend to
 // frontend gRPC over mutual TLS); the admin command works with a member's
 // certificate and is refused without one.
@@ -68,21 +81,26 @@ func TestClusterTLSProcesses(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	ca := tlstest.NewCA(t, "cluster")
+	gossipKey := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(gossipKey, []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tlsArgs := func(name string) []string {
 		f := ca.Node(name)
 		return []string{"--cluster-tls-cert", f.Cert, "--cluster-tls-key", f.Key, "--cluster-tls-ca", f.CA}
 	}
+	memberArgs := func(name string) []string { return append(tlsArgs(name), "--gossip-key-file", gossipKey) }
 	storeGossip, storeGRPC := rangestest.FreeAddr(t), rangestest.FreeAddr(t)
 	startProc(t, bin, "store.log", append([]string{"standalone", "--data", filepath.Join(t.TempDir(), "data"),
 		"--gossip", storeGossip, "--raft", rangestest.FreeAddr(t), "--grpc", storeGRPC,
-		"--http", "", "--mqtt", "", "--mqtt-ws", "", "--raft-rtt-ms", "20"}, tlsArgs("store")...)...)
+		"--http", "", "--mqtt", "", "--mqtt-ws", "", "--raft-rtt-ms", "20"}, memberArgs("store")...)...)
 	var mqttAddrs []string
 	for i := 0; i < 2; i++ {
 		addr := rangestest.FreeAddr(t)
 		mqttAddrs = append(mqttAddrs, addr)
 		startProc(t, bin, "frontend"+string(rune('0'+i))+".log", append([]string{"frontend", "--join", storeGossip,
 			"--gossip", rangestest.FreeAddr(t), "--grpc", rangestest.FreeAddr(t), "--http", "",
-			"--mqtt", addr, "--mqtt-ws", ""}, tlsArgs("frontend"+string(rune('0'+i)))...)...)
+			"--mqtt", addr, "--mqtt-ws", ""}, memberArgs("frontend"+string(rune('0'+i)))...)...)
 	}
 	sub := dialMQTT(t, mqttAddrs[1], "sub", 60*time.Second)
 	sub.subscribe("tls/#")

@@ -42,6 +42,7 @@ func runFrontend(args []string, stderr io.Writer) error {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	f.clusterTLS.register(fs, "this frontend")
+	f.gossipKey.register(fs)
 	m.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return flagError(cmd, fs, err, stderr)
@@ -75,6 +76,10 @@ func runFrontend(args []string, stderr io.Writer) error {
 	if err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
+	gossipKey, err := f.gossipKey.load()
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	fc, err := m.frontendConfig(fs, log, reg)
@@ -91,7 +96,7 @@ func runFrontend(args []string, stderr io.Writer) error {
 	}
 	gw, err := ranges.StartGateway(ranges.GatewayConfig{
 		Name: name, GossipAddr: gossip, GossipAdvertise: advertise, Join: seeds,
-		GRPCAddr: lis.Addr().String(), MQTT: true, TLS: creds, Logger: log, Registerer: reg,
+		GRPCAddr: lis.Addr().String(), MQTT: true, TLS: creds, GossipKey: gossipKey, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		lis.Close()

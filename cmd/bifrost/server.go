@@ -64,6 +64,7 @@ type serverFlags struct {
 	bal              *balancer.Balancer
 	clusterTLS       clusterTLSFlags
 	tls              *clustertls.Credentials
+	gossipKey        gossipKeyFlag
 
 	// runsMQTT: standalone runs a frontend in the store's process.
 	runsMQTT bool
@@ -103,6 +104,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	f.clusterTLS.register(fs, "this node")
+	f.gossipKey.register(fs)
 	if standalone {
 		f.runsMQTT = true
 		f.mqtt.register(fs)
@@ -232,6 +234,10 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	if f.tls, err = f.clusterTLS.load(); err != nil {
 		return ranges.NodeConfig{}, err
 	}
+	gossipKey, err := f.gossipKey.load()
+	if err != nil {
+		return ranges.NodeConfig{}, err
+	}
 	data, err := filepath.Abs(f.data)
 	if err != nil {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for -data: %v", f.data, err)
@@ -261,6 +267,7 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 		Join:            join,
 		BootstrapExpect: f.bootstrapExpect,
 		TLS:             f.tls,
+		GossipKey:       gossipKey,
 		Logger:          log,
 		Registerer:      reg,
 	}, nil
