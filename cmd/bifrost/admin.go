@@ -55,7 +55,7 @@ type adminCmd struct {
 	out     io.Writer
 }
 
-func runAdmin(args []string, stdout, stderr io.Writer) error {
+func runAdmin(args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlagSet("admin", stderr)
 	a := &adminCmd{out: stdout}
 	fs.StringVar(&a.addr, "addr", "127.0.0.1:7948", "gRPC address of any store")
@@ -94,6 +94,14 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 	client, err := ranges.DialTLS(a.addr, creds)
 	if err != nil {
 		return err
+	}
+	if creds == nil {
+		// A TLS cluster drops a plaintext client before it says why.
+		defer func() {
+			if errors.Is(err, ranges.ErrUnavailable) {
+				err = fmt.Errorf("%w (a cluster with -cluster-tls-* needs them on admin too)", err)
+			}
+		}()
 	}
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)

@@ -118,7 +118,9 @@ func TestClusterTLSProcesses(t *testing.T) {
 	if code == 0 {
 		t.Fatal("admin without a certificate wrote a key")
 	}
-	t.Logf("admin without a certificate: exit %d: %s", code, strings.TrimSpace(stderr))
+	if !strings.Contains(stderr, "needs them on admin too") {
+		t.Errorf("admin without a certificate: %q does not say why", stderr)
+	}
 	if code, out, stderr := runCLI(append(admin, "kv", "get", "k")...); code != 0 || strings.TrimSpace(out) != "v" {
 		t.Fatalf("admin get: exit %d, %q, %s", code, out, stderr)
 	}
