@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"os"
 	"path/filepath"
@@ -9,7 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
 	"github.com/bifrost-mq/bifrost/internal/clustertls/tlstest"
+	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
 	"github.com/bifrost-mq/bifrost/ranges/rangestest"
 )
 
@@ -94,12 +101,13 @@ func TestClusterTLSProcesses(t *testing.T) {
 	startProc(t, bin, "store.log", append([]string{"standalone", "--data", filepath.Join(t.TempDir(), "data"),
 		"--gossip", storeGossip, "--raft", rangestest.FreeAddr(t), "--grpc", storeGRPC,
 		"--http", "", "--mqtt", "", "--mqtt-ws", "", "--raft-rtt-ms", "20"}, memberArgs("store")...)...)
-	var mqttAddrs []string
+	var mqttAddrs, frontGRPC []string
 	for i := 0; i < 2; i++ {
 		addr := rangestest.FreeAddr(t)
 		mqttAddrs = append(mqttAddrs, addr)
+		frontGRPC = append(frontGRPC, rangestest.FreeAddr(t))
 		startProc(t, bin, "frontend"+string(rune('0'+i))+".log", append([]string{"frontend", "--join", storeGossip,
-			"--gossip", rangestest.FreeAddr(t), "--grpc", rangestest.FreeAddr(t), "--http", "",
+			"--gossip", rangestest.FreeAddr(t), "--grpc", frontGRPC[i], "--http", "",
 			"--mqtt", addr, "--mqtt-ws", ""}, memberArgs("frontend"+string(rune('0'+i)))...)...)
 	}
 	sub := dialMQTT(t, mqttAddrs[1], "sub", 60*time.Second)
@@ -108,6 +116,19 @@ func TestClusterTLSProcesses(t *testing.T) {
 	pub.publish("tls/1", 1, "across")
 	if got := sub.receive(); got != "across" {
 		t.Fatalf("subscriber on the other frontend got %q", got)
+	}
+
+	// The frontend's own service refuses a caller without a certificate:
+	// no one outside the cluster kicks a client.
+	conn, err := grpc.NewClient(frontGRPC[1], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := mqttpb.NewFrontendClient(conn).Kick(ctx, &mqttpb.KickRequest{}); status.Code(err) != codes.Unavailable {
+		t.Errorf("Kick without a certificate: %v, want Unavailable", err)
 	}
 
 	admin := append([]string{"admin", "--addr", storeGRPC, "--timeout", "5s"}, tlsArgs("operator")...)
