@@ -82,6 +82,9 @@ func runFrontend(args []string, stderr io.Writer) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := creds.Register(reg); err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
 	fc, err := m.frontendConfig(fs, log, reg)
 	if err != nil {
 		return usagef("bifrost %s: %v", cmd, err)

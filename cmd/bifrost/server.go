@@ -304,6 +304,9 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
+	if err := f.tls.Register(reg); err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
 	if f.runsMQTT {
 		if f.frontCfg, err = f.mqtt.frontendConfig(fs, log, reg); err != nil {
 			return usagef("bifrost %s: %v", cmd, err)

@@ -19,6 +19,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -60,9 +61,10 @@ func (f Files) Validate() error {
 // Credentials are a node's loaded cluster identity. The zero of
 // *Credentials (nil) is plaintext.
 type Credentials struct {
-	files Files
-	cert  tls.Certificate
-	pool  *x509.CertPool
+	files    Files
+	cert     tls.Certificate
+	pool     *x509.CertPool
+	failures *prometheus.CounterVec
 }
 
 // ErrNotSignedByCA: the node's own certificate does not chain to the CA it
@@ -107,7 +109,7 @@ func Load(f Files) (*Credentials, error) {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, fmt.Errorf("cluster TLS certificate %s: %w (CA %s): %v", f.Cert, ErrNotSignedByCA, f.CA, err)
 	}
-	return &Credentials{files: f, cert: cert, pool: pool}, nil
+	return &Credentials{files: f, cert: cert, pool: pool, failures: newHandshakeFailures()}, nil
 }
 
 // Files returns the files the credentials were loaded from (none for nil).
@@ -140,11 +142,17 @@ func (c *Credentials) ClientConfig() *tls.Config {
 	}
 }
 
+// transport is gRPC's TLS credentials for cfg, counting failed handshakes.
+func (c *Credentials) transport(cfg *tls.Config) credentials.TransportCredentials {
+	return countingCreds{TransportCredentials: credentials.NewTLS(cfg),
+		server: c.failures.WithLabelValues("server"), client: c.failures.WithLabelValues("client")}
+}
+
 // NewServer makes a gRPC server for cluster traffic: mutual TLS with
 // credentials, plaintext without.
 func NewServer(c *Credentials, opts ...grpc.ServerOption) *grpc.Server {
 	if c != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(c.ServerConfig())))
+		opts = append(opts, grpc.Creds(c.transport(c.ServerConfig())))
 	}
 	return grpc.NewServer(opts...)
 }
@@ -154,7 +162,7 @@ func NewServer(c *Credentials, opts ...grpc.ServerOption) *grpc.Server {
 func NewClient(c *Credentials, addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	tc := insecure.NewCredentials()
 	if c != nil {
-		tc = credentials.NewTLS(c.ClientConfig())
+		tc = c.transport(c.ClientConfig())
 	}
 	return grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(tc))...)
 }

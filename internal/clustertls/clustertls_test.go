@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -99,10 +100,18 @@ func check(conn *grpc.ClientConn) error {
 func TestMutualTLS(t *testing.T) {
 	ca := tlstest.NewCA(t, "cluster")
 	outsider := tlstest.NewCA(t, "outsider")
-	secure := serve(t, ca.Credentials("server"))
+	server := ca.Credentials("server")
+	secure := serve(t, server)
 	impostor := serve(t, outsider.Credentials("impostor"))
 	plain := serve(t, nil)
 	member := ca.Credentials("member")
+	serverReg, memberReg := prometheus.NewRegistry(), prometheus.NewRegistry()
+	if err := server.Register(serverReg); err != nil {
+		t.Fatal(err)
+	}
+	if err := member.Register(memberReg); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := call(t, member, secure); err != nil {
 		t.Fatalf("member to member: %v", err)
@@ -142,4 +151,41 @@ func TestMutualTLS(t *testing.T) {
 			t.Errorf("%s: call succeeded", tc.name)
 		}
 	}
+
+	// The refusals are counted: the server refused three peers, the
+	// member failed to reach two servers. A server may count its side just
+	// after the client gave up.
+	deadline := time.Now().Add(5 * time.Second)
+	for failures(t, serverReg, "server") < 3 || failures(t, memberReg, "client") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("handshake failures: server side %v (want 3 or more), member's client side %v (want 2 or more)",
+				failures(t, serverReg, "server"), failures(t, memberReg, "client"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := failures(t, memberReg, "server"); n != 0 {
+		t.Errorf("the member served nothing, yet counts %v refused peers", n)
+	}
+}
+
+// failures reads bifrost_cluster_tls_handshake_failures_total{side} from reg.
+func failures(t *testing.T, reg *prometheus.Registry, side string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "bifrost_cluster_tls_handshake_failures_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "side" && l.GetValue() == side {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
