@@ -2,10 +2,8 @@ package ranges_test
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -40,7 +38,7 @@ func TestClusterMutualTLS(t *testing.T) {
 	// Without the cluster's certificate, no call gets through, and the
 	// replica it aimed at is still there.
 	victim := c.Nodes[1].Store().Replicas()[0]
-	trust := caPool(t, ca.CAFile())
+	trust := ca.Pool()
 	stranger := keyPair(t, outsider.Node("stranger"))
 	strangers := map[string]grpc.DialOption{
 		"plaintext":                grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -133,16 +131,6 @@ func raftHandshake(addr string, cfg *tls.Config) error {
 		return errors.New("raft server sent data unasked")
 	}
 	return err
-}
-
-func caPool(t *testing.T, caFile string) *x509.CertPool {
-	t.Helper()
-	pem, err := os.ReadFile(caFile)
-	pool := x509.NewCertPool()
-	if err != nil || !pool.AppendCertsFromPEM(pem) {
-		t.Fatalf("CA %s: %v", caFile, err)
-	}
-	return pool
 }
 
 func keyPair(t *testing.T, f clustertls.Files) []tls.Certificate {

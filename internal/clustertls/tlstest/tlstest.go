@@ -57,6 +57,13 @@ func NewCA(t testing.TB, name string) *CA {
 	return ca
 }
 
+// Pool is a pool that trusts the CA alone.
+func (ca *CA) Pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	return pool
+}
+
 // CAFile is the path of the CA's certificate.
 func (ca *CA) CAFile() string { return ca.caFile }
 
