@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore/bugzoo"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
@@ -59,6 +60,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the store's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// TLS, if set, makes Raft use mutual TLS with the cluster's
+	// certificates: peers without one from the CA are refused. Nil: plaintext.
+	TLS *clustertls.Credentials
 	// Failpoint, for tests only, is called at the store's own steps of a
 	// split (the Fail* constants); an error skips the rest of that step, as
 	// a crash there would.
@@ -206,6 +210,10 @@ func Open(cfg Config) (*Store, error) {
 		RTTMillisecond:    cfg.RTTMillisecond,
 		RaftAddress:       cfg.RaftAddr,
 		RaftEventListener: leaderListener{s},
+	}
+	if files := cfg.TLS.Files(); files.Enabled() {
+		nhc.MutualTLS = true
+		nhc.CAFile, nhc.CertFile, nhc.KeyFile = files.CA, files.Cert, files.Key
 	}
 	if cfg.SmallLogDB {
 		nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()

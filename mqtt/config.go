@@ -11,6 +11,7 @@ import (
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
 )
@@ -126,6 +127,10 @@ type Config struct {
 	// Frontends returns the gRPC addresses of the other frontends, for
 	// route-change broadcasts; nil: none.
 	Frontends func() []string
+	// ClusterTLS, if set, is the node's cluster identity: the Frontend
+	// clients of other frontends use mutual TLS with it (the server this
+	// frontend's service is registered on must use it too). Nil: plaintext.
+	ClusterTLS *clustertls.Credentials
 
 	// NodeName names this frontend in its $SYS topics
 	// ($SYS/brokers/<NodeName>/...). Default: the address in ReceiverID.

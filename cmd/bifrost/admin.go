@@ -21,7 +21,7 @@ import (
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 )
 
-const adminUsage = `Usage: bifrost admin [--addr HOST:PORT] [--json] [--timeout D] COMMAND
+const adminUsage = `Usage: bifrost admin [--addr HOST:PORT] [--json] [--timeout D] [--cluster-tls-cert F --cluster-tls-key F --cluster-tls-ca F] COMMAND
 
 Commands:
   cluster                                  members, roles, addresses and health
@@ -51,10 +51,11 @@ type adminCmd struct {
 	absent  bool
 	key     string
 	ks      string
+	tls     clusterTLSFlags
 	out     io.Writer
 }
 
-func runAdmin(args []string, stdout, stderr io.Writer) error {
+func runAdmin(args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlagSet("admin", stderr)
 	a := &adminCmd{out: stdout}
 	fs.StringVar(&a.addr, "addr", "127.0.0.1:7948", "gRPC address of any store")
@@ -68,6 +69,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&a.absent, "absent", false, "cas: expect the key to be absent")
 	fs.StringVar(&a.key, "key", "", "split: the split key")
 	fs.StringVar(&a.ks, "keyspace", "", "split: find the range by keyspace (kv, dist, inbox, retain) and key")
+	a.tls.register(fs, "the admin command")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -85,9 +87,21 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 	if err := a.checkArgs(pos); err != nil {
 		return err
 	}
-	client, err := ranges.Dial(a.addr)
+	creds, err := a.tls.load()
+	if err != nil {
+		return usagef("bifrost admin: %v", err)
+	}
+	client, err := ranges.DialTLS(a.addr, creds)
 	if err != nil {
 		return err
+	}
+	if creds == nil {
+		// A TLS cluster drops a plaintext client before it says why.
+		defer func() {
+			if errors.Is(err, ranges.ErrUnavailable) {
+				err = fmt.Errorf("%w (a cluster with -cluster-tls-* needs them on admin too)", err)
+			}
+		}()
 	}
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)

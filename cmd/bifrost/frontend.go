@@ -12,11 +12,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/ranges"
 )
@@ -41,6 +41,8 @@ func runFrontend(args []string, stderr io.Writer) error {
 	fs.StringVar(&name, "name", "", "gossip member name (default frontend-<grpc address>)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.clusterTLS.register(fs, "this frontend")
+	f.gossipKey.register(fs)
 	m.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return flagError(cmd, fs, err, stderr)
@@ -70,8 +72,19 @@ func runFrontend(args []string, stderr io.Writer) error {
 	if len(seeds) == 0 {
 		return usagef("bifrost %s: -join is required: the gossip address of a cluster member", cmd)
 	}
+	creds, err := f.clusterTLS.load()
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	gossipKey, err := f.gossipKey.load()
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := creds.Register(reg); err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
 	fc, err := m.frontendConfig(fs, log, reg)
 	if err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
@@ -86,7 +99,7 @@ func runFrontend(args []string, stderr io.Writer) error {
 	}
 	gw, err := ranges.StartGateway(ranges.GatewayConfig{
 		Name: name, GossipAddr: gossip, GossipAdvertise: advertise, Join: seeds,
-		GRPCAddr: lis.Addr().String(), MQTT: true, Logger: log, Registerer: reg,
+		GRPCAddr: lis.Addr().String(), MQTT: true, TLS: creds, GossipKey: gossipKey, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		lis.Close()
@@ -98,12 +111,13 @@ func runFrontend(args []string, stderr io.Writer) error {
 	fc.Dist, fc.Retain = dist.NewClient(gw.Router()), retain.NewClient(gw.Router())
 	fc.Inbox = inbox.NewClient(gw.Router())
 	fc.Frontends = frontendAddrs(gw.Membership)
+	fc.ClusterTLS = creds
 	front, err := mqtt.New(fc)
 	if err != nil {
 		lis.Close()
 		return usagef("bifrost %s: %v", cmd, err)
 	}
-	g := grpc.NewServer()
+	g := clustertls.NewServer(creds)
 	front.RegisterService(g)
 	served := make(chan struct{})
 	go func() {

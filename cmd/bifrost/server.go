@@ -34,6 +34,7 @@ import (
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/mqtt"
@@ -64,6 +65,9 @@ type serverFlags struct {
 	cacheSize        byteSize
 	memtableSize     byteSize
 	bal              *balancer.Balancer
+	clusterTLS       clusterTLSFlags
+	tls              *clustertls.Credentials
+	gossipKey        gossipKeyFlag
 
 	// runsMQTT: standalone runs a frontend in the store's process.
 	runsMQTT bool
@@ -104,6 +108,8 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.Var(&f.memtableSize, "memtable-size", "the storage engine's memtable size, 1MiB to 4GiB (default 64MiB)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.clusterTLS.register(fs, "this node")
+	f.gossipKey.register(fs)
 	if standalone {
 		f.runsMQTT = true
 		f.mqtt.register(fs)
@@ -234,6 +240,13 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	if err := engine.Validate(); err != nil {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid -cache-size or -memtable-size: %v", err)
 	}
+	if f.tls, err = f.clusterTLS.load(); err != nil {
+		return ranges.NodeConfig{}, err
+	}
+	gossipKey, err := f.gossipKey.load()
+	if err != nil {
+		return ranges.NodeConfig{}, err
+	}
 	data, err := filepath.Abs(f.data)
 	if err != nil {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for -data: %v", f.data, err)
@@ -262,6 +275,8 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 		GRPCAddr:        f.grpc,
 		Join:            join,
 		BootstrapExpect: f.bootstrapExpect,
+		TLS:             f.tls,
+		GossipKey:       gossipKey,
 		Logger:          log,
 		Registerer:      reg,
 	}, nil
@@ -298,6 +313,9 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	if err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
+	if err := f.tls.Register(reg); err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
 	if f.runsMQTT {
 		if f.frontCfg, err = f.mqtt.frontendConfig(fs, log, reg); err != nil {
 			return usagef("bifrost %s: %v", cmd, err)
@@ -312,6 +330,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 			fc.Dist, fc.Retain = dist.NewClient(n.Router()), retain.NewClient(n.Router())
 			fc.Inbox = inbox.NewClient(n.Router())
 			fc.Frontends = frontendAddrs(n.Membership)
+			fc.ClusterTLS = f.tls
 			front, err := mqtt.New(fc)
 			if err != nil {
 				panic(err) // validated above
@@ -364,7 +383,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	if pub == nil {
 		pub, err = mqtt.New(mqtt.Config{ReceiverID: mqtt.NewReceiverID(node.GRPCAddr()),
 			Dist: dist.NewClient(node.Router()), Retain: retain.NewClient(node.Router()), Inbox: inbox.NewClient(node.Router()),
-			Frontends: frontendAddrs(node.Membership), Logger: log})
+			Frontends: frontendAddrs(node.Membership), ClusterTLS: f.tls, Logger: log})
 		if err != nil {
 			node.Close()
 			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
