@@ -247,14 +247,15 @@ func (c *conn) connect(p *packet.Connect) bool {
 			return refuse(packet.TopicNameInvalid, 0, "bad_will")
 		}
 	}
-	cn := ""
+	cn, subject := "", ""
 	if c.info.TLS != nil && len(c.info.TLS.PeerCertificates) > 0 {
-		cn = c.info.TLS.PeerCertificates[0].Subject.CommonName
+		cn, subject = c.info.TLS.PeerCertificates[0].Subject.CommonName, c.info.TLS.PeerCertificates[0].Subject.String()
 	}
 	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
 	id, err := c.s.cfg.Auth.Authenticate(ctx, auth.Credentials{
 		ClientID: clientID, Username: p.Username, HasUsername: p.UsernameFlag,
 		Password: p.Password, HasPassword: p.PasswordFlag, Remote: c.nc.RemoteAddr(), CommonName: cn,
+		CertSubject: subject, ProtocolVersion: byte(c.version),
 	})
 	cancel()
 	switch {
@@ -263,7 +264,7 @@ func (c *conn) connect(p *packet.Connect) bool {
 	case err != nil:
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "not_authorized")
 	}
-	if p.Will != nil && (reservedTopic(p.Will.Topic) || !c.s.cfg.Auth.Authorize(id, auth.Publish, p.Will.Topic)) {
+	if p.Will != nil && (reservedTopic(p.Will.Topic) || !auth.Allowed(c.s.ctx, c.s.cfg.Auth, id, auth.Request{Action: auth.Publish, Topic: p.Will.Topic, QoS: p.Will.QoS, Retain: p.Will.Retain})) {
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "will_not_authorized")
 	}
 	c.id = id
@@ -541,7 +542,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		if parsed.Group != "" && sub.NoLocal && v5 {
 			return c.protocolError("MQTT-3.8.3-4: no local on a shared subscription")
 		}
-		if !c.s.cfg.Auth.Authorize(c.id, auth.Subscribe, sub.Filter) {
+		if !auth.Allowed(c.s.ctx, c.s.cfg.Auth, c.id, auth.Request{Action: auth.Subscribe, Topic: sub.Filter, QoS: sub.QoS}) {
 			codes[i] = failCode(v5, packet.NotAuthorized)
 			continue
 		}

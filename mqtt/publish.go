@@ -301,7 +301,7 @@ func (c *conn) onPublish(p *packet.Publish) error {
 			return &disconnectError{code: packet.ReceiveMaximumExceeded, reason: "MQTT-3.3.4-9: receive maximum exceeded"}
 		}
 	}
-	if reservedTopic(topic) || !c.s.cfg.Auth.Authorize(c.id, auth.Publish, topic) {
+	if reservedTopic(topic) || !auth.Allowed(c.s.ctx, c.s.cfg.Auth, c.id, auth.Request{Action: auth.Publish, Topic: topic, QoS: p.QoS, Retain: p.Retain}) {
 		c.s.m.dropped.WithLabelValues("not_authorized").Inc()
 		if p.QoS == 2 && c.version != packet.V5 {
 			c.awaitRel(p.PacketID)
