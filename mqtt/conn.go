@@ -19,6 +19,7 @@ import (
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/events"
 	"github.com/bifrost-mq/bifrost/mqtt/fanout"
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
@@ -50,6 +51,10 @@ type conn struct {
 	will      *packet.Will
 	// willOnClose is cleared by a normal DISCONNECT (MQTT-3.14.4-3).
 	willOnClose bool
+	// clientDisconnected: the client sent DISCONNECT; kicked: the
+	// connection was closed from elsewhere (kick). For the events.
+	clientDisconnected, kicked bool
+	kickCode                   packet.ReasonCode
 	// noProblemInfo: the 5.0 client set Request Problem Information to 0;
 	// acknowledgements carry no reason string (MQTT-3.1.2-29).
 	noProblemInfo bool
@@ -172,6 +177,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.s.m.connections.Inc()
+	c.emit(events.Connect, "", 0, "")
 	c.idle.r, c.idle.lr = r, lr
 	c.readOn()
 }
@@ -432,6 +438,7 @@ func (c *conn) handle(p packet.Packet) error {
 			c.disconnectExpiry = &e
 		}
 		c.willOnClose = p.ReasonCode == packet.DisconnectWithWill
+		c.clientDisconnected = true
 		return io.EOF
 	case *packet.Auth:
 		return c.protocolError("AUTH without an authentication method")
@@ -544,6 +551,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		}
 		if !auth.Allowed(c.s.ctx, c.s.cfg.Auth, c.id, auth.Request{Action: auth.Subscribe, Topic: sub.Filter, QoS: sub.QoS}) {
 			codes[i] = failCode(v5, packet.NotAuthorized)
+			c.emit(events.SubscribeDenied, sub.Filter, sub.QoS, "not_authorized")
 			continue
 		}
 		qos := min(sub.QoS, 2)
@@ -676,7 +684,7 @@ func (c *conn) end(err error) {
 	c.inflight, c.queue, c.queuedBytes = nil, nil, 0
 	c.mu.Unlock()
 	if dropped > 0 {
-		c.s.m.dropped.WithLabelValues("session_ended").Add(float64(dropped))
+		c.drop("", "session_ended", dropped)
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, errClose) && !errors.Is(err, net.ErrClosed) {
 		c.s.log.Debug("connection ended", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
@@ -695,7 +703,9 @@ func (c *conn) publishWill() {
 	}
 	if _, err := c.s.dispatch(ctx, c.id.Tenant, m); err != nil {
 		c.s.log.Warn("publishing a will failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+		return
 	}
+	c.s.willPublished(c.id.Tenant, c.key.clientID, w.Topic, w.QoS)
 }
 
 // kick ends the connection from another goroutine: takeover or shutdown.
@@ -708,6 +718,7 @@ func (c *conn) kick(code packet.ReasonCode) {
 	if c.version == packet.V5 {
 		c.enqueueLocked(&packet.Disconnect{ReasonCode: code}) // MQTT-3.1.4-3
 	}
+	c.kicked, c.kickCode = true, code
 	c.mu.Unlock()
 	c.flushAndClose()
 }
@@ -941,13 +952,13 @@ func (c *conn) deliverLocked(m *mqttpb.Message, qos byte, retain bool, subIDs []
 		return false
 	}
 	if m.ExpiresUnixMs != 0 && time.Now().UnixMilli() >= m.ExpiresUnixMs {
-		c.s.m.dropped.WithLabelValues("expired").Inc() // MQTT-3.3.2-5
+		c.drop(m.Topic, "expired", 1) // MQTT-3.3.2-5
 		return false
 	}
 	if !c.roomLocked() {
 		// The connection holds its byte budget (budget.go): a client that
 		// does not read loses messages rather than the broker its memory.
-		c.s.m.dropped.WithLabelValues("queue_bytes").Inc()
+		c.drop(m.Topic, "queue_bytes", 1)
 		return false
 	}
 	om := &outMessage{m: m, qos: qos, retain: retain, subIDs: subIDs}
@@ -956,7 +967,7 @@ func (c *conn) deliverLocked(m *mqttpb.Message, qos byte, retain bool, subIDs []
 	}
 	if len(c.inflight) >= c.window {
 		if len(c.queue) >= c.s.cfg.MaxQueued {
-			c.s.m.dropped.WithLabelValues("queue_full").Inc()
+			c.drop(m.Topic, "queue_full", 1)
 			return false
 		}
 		c.queue = append(c.queue, om)
@@ -1020,7 +1031,7 @@ func (c *conn) sendPublishLocked(om *outMessage, id uint16, dup bool) bool {
 			}
 		}
 		if c.maxOut > 0 && uint32(packet.Size(&p, c.version)) > c.maxOut {
-			c.s.m.dropped.WithLabelValues("too_large_for_client").Inc() // MQTT-3.1.2-25
+			c.drop(m.Topic, "too_large_for_client", 1) // MQTT-3.1.2-25
 			return false
 		}
 		if !c.enqueueLocked(&p) {
@@ -1106,7 +1117,7 @@ func (c *conn) onAck(id uint16, t packet.Type, code packet.ReasonCode) {
 		c.queue = c.queue[1:]
 		c.queuedBytes -= queuedSize(next.m)
 		if next.m.ExpiresUnixMs != 0 && time.Now().UnixMilli() >= next.m.ExpiresUnixMs {
-			c.s.m.dropped.WithLabelValues("expired").Inc()
+			c.drop(next.m.Topic, "expired", 1)
 			continue
 		}
 		c.startLocked(next)

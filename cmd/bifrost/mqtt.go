@@ -235,6 +235,10 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 	if m.maxQueuedBytes < 64<<10 || m.maxQueuedBytes > 1<<40 {
 		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-queued-bytes: want 65536 to 2^40", m.maxQueuedBytes)
 	}
+	ev, err := m.plugins.eventCollector(log, reg)
+	if err != nil {
+		return mqtt.Config{}, err
+	}
 	return mqtt.Config{
 		Listeners: ls, Auth: a,
 		MaxPacketSize: uint32(m.maxPacketSize), MaxKeepAlive: uint16(m.maxKeepAlive),
@@ -242,6 +246,7 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 		MaxSessionExpiry: uint32(m.maxSessionExpiry), ReplaceForeignSessions: m.replaceForeignSessions, Logger: log, Registerer: reg,
 		SysInterval: sys, Version: version(),
 		MaxQueuedBytes: int(m.maxQueuedBytes),
+		Events:         ev,
 	}, nil
 }
 

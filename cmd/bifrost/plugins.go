@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/events"
 )
 
 // pluginFlags choose the frontend's plug-ins (docs/plugins.md) where they
@@ -17,11 +18,15 @@ type pluginFlags struct {
 	authWebhook         string
 	authWebhookTimeout  time.Duration
 	authWebhookCacheTTL time.Duration
+	eventsLog           bool
+	eventsWebhook       string
 }
 
 func (p *pluginFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.authWebhook, "auth-webhook", "", "base URL of an HTTP auth provider: CONNECTs are POSTed to URL/authenticate, publishes and subscribes to URL/check (docs/plugins.md); replaces --users-file and the [[acl]] rules")
 	fs.DurationVar(&p.authWebhookTimeout, "auth-webhook-timeout", 2*time.Second, "time limit of a call to --auth-webhook; a call that takes longer denies")
+	fs.BoolVar(&p.eventsLog, "events-log", false, "log client events (connect, disconnect, kicked, denied, dropped, will published) at info, message \"mqtt event\"")
+	fs.StringVar(&p.eventsWebhook, "events-webhook", "", "URL that client events are POSTed to as JSON batches ({\"events\": [...]}; docs/plugins.md); a collector that does not keep up loses events, counted in bifrost_events_webhook_dropped_total")
 	fs.DurationVar(&p.authWebhookCacheTTL, "auth-webhook-cache-ttl", 30*time.Second, "how long --auth-webhook's publish and subscribe decisions are reused (0: not cached)")
 }
 
@@ -46,4 +51,21 @@ func (p *pluginFlags) authProvider(fileAuth auth.Authenticator, usesFile bool, l
 		ttl = -1 // off
 	}
 	return auth.NewWebhook(auth.WebhookConfig{URL: p.authWebhook, Timeout: p.authWebhookTimeout, CacheTTL: ttl, Logger: log, Registerer: reg})
+}
+
+// eventCollector returns the event collectors of the flags, nil for none.
+// The frontend closes it.
+func (p *pluginFlags) eventCollector(log *slog.Logger, reg prometheus.Registerer) (events.Collector, error) {
+	var cs []events.Collector
+	if p.eventsLog {
+		cs = append(cs, events.Log(log))
+	}
+	if p.eventsWebhook != "" {
+		w, err := events.NewWebhook(events.WebhookConfig{URL: p.eventsWebhook, Logger: log, Registerer: reg})
+		if err != nil {
+			return nil, err
+		}
+		cs = append(cs, w)
+	}
+	return events.Multi(cs...), nil
 }

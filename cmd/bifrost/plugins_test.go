@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"log/slog"
 	"testing"
 
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
@@ -35,6 +36,35 @@ func TestAuthWebhookFlags(t *testing.T) {
 		}
 		if _, isHook := a.(*auth.Webhook); err == nil && isHook != (len(tc.args) > 0) {
 			t.Errorf("%v: provider %T", tc.args, a)
+		}
+	}
+}
+
+// TestEventsFlags: --events-log and --events-webhook give their collectors,
+// both at once too; a bad URL is a clear error.
+func TestEventsFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+		none bool
+	}{
+		{nil, true, true},
+		{[]string{"--events-log"}, true, false},
+		{[]string{"--events-log", "--events-webhook", "http://127.0.0.1:9/events"}, true, false},
+		{[]string{"--events-webhook", "127.0.0.1:9"}, false, true},
+	} {
+		fs := newFlagSet("standalone", io.Discard)
+		var m mqttFlags
+		m.register(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		c, err := m.plugins.eventCollector(slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		if (err == nil) != tc.ok || (c == nil) != tc.none {
+			t.Errorf("%v: %T, %v", tc.args, c, err)
+		}
+		if cl, ok := c.(io.Closer); ok {
+			cl.Close()
 		}
 	}
 }

@@ -1,13 +1,10 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bifrost-mq/bifrost/mqtt/internal/jsonpost"
 	"github.com/bifrost-mq/bifrost/mqtt/internal/promreg"
 )
 
@@ -44,9 +42,8 @@ type WebhookConfig struct {
 
 // Validate reports a missing or bad URL and negative sizes.
 func (c WebhookConfig) Validate() error {
-	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("auth: webhook URL %q: want an http:// or https:// URL", c.URL)
+	if err := jsonpost.CheckURL(c.URL); err != nil {
+		return fmt.Errorf("auth: %w", err)
 	}
 	if c.Timeout < 0 {
 		return fmt.Errorf("auth: webhook timeout %v must not be negative", c.Timeout)
@@ -83,7 +80,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 		cfg.CacheSize = 10000
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		cfg.Client = jsonpost.NewClient()
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -225,15 +222,12 @@ func (w *Webhook) Authorize(id Identity, action Action, topic string) bool {
 	return w.Check(context.Background(), id, Request{Action: action, Topic: topic})
 }
 
-// maxResponse bounds the webhook's answer.
-const maxResponse = 64 << 10
-
 // call POSTs body as JSON to u and decodes a 2xx answer into out, which
 // valid checks; allowed reads the decision for the metrics. Every failure
 // is logged and counted.
 func (w *Webhook) call(ctx context.Context, name, u string, body, out any, valid func() error, allowed func() bool) error {
 	start := time.Now()
-	err := w.roundTrip(ctx, u, body, out)
+	err := jsonpost.Post(ctx, w.client, u, w.timeout, body, out)
 	if err == nil {
 		err = valid()
 		if err != nil {
@@ -255,34 +249,6 @@ func (w *Webhook) call(ctx context.Context, name, u string, body, out any, valid
 		w.log.Warn("auth webhook failed; denied", "call", name, "url", u, "err", err)
 	}
 	return err
-}
-
-func (w *Webhook) roundTrip(ctx context.Context, u string, body, out any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, w.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := w.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponse))
-		return fmt.Errorf("status %s", resp.Status)
-	}
-	dec := json.NewDecoder(io.LimitReader(resp.Body, maxResponse))
-	if err := dec.Decode(out); err != nil {
-		return fmt.Errorf("bad answer: %w", err)
-	}
-	return nil
 }
 
 type webhookMetrics struct {
