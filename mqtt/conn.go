@@ -55,6 +55,7 @@ type conn struct {
 	// connection was closed from elsewhere (kick). For the events.
 	clientDisconnected, kicked bool
 	kickCode                   packet.ReasonCode
+	enhanced                   enhancedAuth
 	// noProblemInfo: the 5.0 client set Request Problem Information to 0;
 	// acknowledgements carry no reason string (MQTT-3.1.2-29).
 	noProblemInfo bool
@@ -170,6 +171,7 @@ func (c *conn) serve() {
 	}
 	c.s.m.packetsIn.WithLabelValues("CONNECT").Inc()
 	connect := p.(*packet.Connect)
+	c.enhanced.r = r
 	if !c.connect(connect) {
 		c.linger = true
 		c.flushAndClose()
@@ -237,10 +239,6 @@ func (c *conn) connect(p *packet.Connect) bool {
 	if len(clientID) > 1024 {
 		return refuse(packet.ClientIdentifierNotValid, packet.ConnRefusedIdentifierRejected, "bad_client_id")
 	}
-	if v5 && p.Properties.AuthenticationMethod != "" {
-		// No enhanced authentication method is offered (MQTT-4.12.0-1).
-		return refuse(packet.BadAuthenticationMethod, 0, "bad_auth_method")
-	}
 	if p.Will != nil {
 		rt := p.Will.Properties.ResponseTopic
 		if err := dist.ValidateTopicName(p.Will.Topic); err != nil || (v5 && rt != "" && dist.ValidateTopicName(rt) != nil) {
@@ -257,14 +255,26 @@ func (c *conn) connect(p *packet.Connect) bool {
 	if c.info.TLS != nil && len(c.info.TLS.PeerCertificates) > 0 {
 		cn, subject = c.info.TLS.PeerCertificates[0].Subject.CommonName, c.info.TLS.PeerCertificates[0].Subject.String()
 	}
-	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
-	id, err := c.s.cfg.Auth.Authenticate(ctx, auth.Credentials{
+	creds := auth.Credentials{
 		ClientID: clientID, Username: p.Username, HasUsername: p.UsernameFlag,
 		Password: p.Password, HasPassword: p.PasswordFlag, Remote: c.nc.RemoteAddr(), CommonName: cn,
 		CertSubject: subject, ProtocolVersion: byte(c.version),
-	})
-	cancel()
+	}
+	var id auth.Identity
+	var authData []byte
+	var err error
+	if v5 && p.Properties.AuthenticationMethod != "" {
+		id, authData, err = c.connectEnhanced(p.Properties.AuthenticationMethod, p.Properties.AuthenticationData, creds)
+	} else {
+		ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
+		id, err = c.s.cfg.Auth.Authenticate(ctx, creds)
+		cancel()
+	}
 	switch {
+	case errors.Is(err, auth.ErrBadAuthMethod):
+		return refuse(packet.BadAuthenticationMethod, 0, "bad_auth_method") // MQTT-4.12.0-1
+	case errors.Is(err, errAuthProtocol):
+		return refuse(packet.ProtocolError, 0, "bad_auth")
 	case errors.Is(err, auth.ErrBadCredentials):
 		return refuse(packet.BadUserNameOrPassword, packet.ConnRefusedBadUsernamePassword, "bad_credentials")
 	case err != nil:
@@ -302,6 +312,7 @@ func (c *conn) connect(p *packet.Connect) bool {
 			ack.Properties.ResponseInformation = "response/" + clientID + "/"
 		}
 		ack.Properties.ReceiveMaximum, ack.Properties.HasReceiveMaximum = c.s.cfg.ReceiveMaximum, true
+		ack.Properties.AuthenticationMethod, ack.Properties.AuthenticationData = c.enhanced.method, authData
 		ack.Properties.MaximumPacketSize, ack.Properties.HasMaximumPacketSize = c.s.cfg.MaxPacketSize, true
 		if c.s.cfg.TopicAliasMaximum > 0 {
 			ack.Properties.TopicAliasMaximum, ack.Properties.HasTopicAliasMaximum = c.s.cfg.TopicAliasMaximum, true
@@ -441,7 +452,7 @@ func (c *conn) handle(p packet.Packet) error {
 		c.clientDisconnected = true
 		return io.EOF
 	case *packet.Auth:
-		return c.protocolError("AUTH without an authentication method")
+		return c.onAuth(p)
 	case *packet.Connect:
 		return c.protocolError("MQTT-3.1.0-2: a second CONNECT")
 	default:

@@ -21,8 +21,9 @@ import (
 // documented defaults.
 type WebhookConfig struct {
 	// URL is the base of the webhook: CONNECTs are POSTed to
-	// URL/authenticate, publish and subscribe checks to URL/check. http or
-	// https. Required.
+	// URL/authenticate (with an MQTT 5 authentication method, each step to
+	// URL/enhanced-auth), publish and subscribe checks to URL/check. http
+	// or https. Required.
 	URL string
 	// Timeout bounds each call; a call that takes longer denies. Default 2s.
 	Timeout time.Duration
@@ -58,6 +59,7 @@ func (c WebhookConfig) Validate() error {
 // a web service, and fails closed. Safe for concurrent use.
 type Webhook struct {
 	authURL, checkURL string
+	enhancedURL       string
 	timeout           time.Duration
 	client            *http.Client
 	cache             *decisionCache // nil: off
@@ -88,6 +90,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	w := &Webhook{timeout: cfg.Timeout, client: cfg.Client, log: cfg.Logger, m: newWebhookMetrics(cfg.Registerer)}
 	w.authURL, _ = url.JoinPath(cfg.URL, "authenticate") // parsed by Validate
 	w.checkURL, _ = url.JoinPath(cfg.URL, "check")
+	w.enhancedURL, _ = url.JoinPath(cfg.URL, "enhanced-auth")
 	if cfg.CacheTTL > 0 {
 		w.cache = newDecisionCache(cfg.CacheSize, cfg.CacheTTL)
 	}
@@ -144,6 +147,17 @@ const maxTenantLen = 255
 // Authenticate asks URL/authenticate. A timeout, an error, a non-2xx status
 // or an answer that does not decode is ErrNotAuthorized.
 func (w *Webhook) Authenticate(ctx context.Context, c Credentials) (Identity, error) {
+	var resp AuthenticateResponse
+	if err := w.call(ctx, "authenticate", w.authURL, authenticateRequest(c), &resp, resp.check, func() bool { return *resp.Allow }); err != nil {
+		if err := ctx.Err(); err != nil {
+			return Identity{}, err
+		}
+		return Identity{}, ErrNotAuthorized
+	}
+	return resp.identity(c.ClientID)
+}
+
+func authenticateRequest(c Credentials) AuthenticateRequest {
 	req := AuthenticateRequest{ClientID: c.ClientID, ProtocolVersion: c.ProtocolVersion, CertSubject: c.CertSubject}
 	if c.Remote != nil {
 		req.RemoteAddr = c.Remote.String()
@@ -159,28 +173,29 @@ func (w *Webhook) Authenticate(ctx context.Context, c Credentials) (Identity, er
 			req.PasswordBase64 = base64.StdEncoding.EncodeToString(c.Password)
 		}
 	}
-	var resp AuthenticateResponse
-	if err := w.call(ctx, "authenticate", w.authURL, req, &resp, func() error {
-		switch {
-		case resp.Allow == nil:
-			return errors.New(`no "allow" in the answer`)
-		case len(resp.Tenant) > maxTenantLen || !utf8.ValidString(resp.Tenant):
-			return errors.New("the tenant is not UTF-8 of at most 255 bytes")
-		}
-		return nil
-	}, func() bool { return *resp.Allow }); err != nil {
-		if err := ctx.Err(); err != nil {
-			return Identity{}, err
-		}
-		return Identity{}, ErrNotAuthorized
+	return req
+}
+
+// check reports an answer that decides nothing, or names a bad tenant.
+func (r *AuthenticateResponse) check() error {
+	switch {
+	case r.Allow == nil:
+		return errors.New(`no "allow" in the answer`)
+	case len(r.Tenant) > maxTenantLen || !utf8.ValidString(r.Tenant):
+		return errors.New("the tenant is not UTF-8 of at most 255 bytes")
 	}
-	if !*resp.Allow {
-		if resp.Reason == "bad_credentials" {
+	return nil
+}
+
+// identity is the decision of a checked answer.
+func (r *AuthenticateResponse) identity(clientID string) (Identity, error) {
+	if !*r.Allow {
+		if r.Reason == "bad_credentials" {
 			return Identity{}, ErrBadCredentials
 		}
 		return Identity{}, ErrNotAuthorized
 	}
-	id := Identity{Tenant: resp.Tenant, ClientID: c.ClientID, Username: resp.User}
+	id := Identity{Tenant: r.Tenant, ClientID: clientID, Username: r.User}
 	if id.Tenant == "" {
 		id.Tenant = DefaultTenant
 	}
@@ -260,7 +275,7 @@ type webhookMetrics struct {
 func newWebhookMetrics(reg prometheus.Registerer) *webhookMetrics {
 	return &webhookMetrics{
 		calls: promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "bifrost_auth_webhook_calls_total", Help: "Calls to the auth webhook by call (authenticate, check) and result (allow, deny, timeout, error: no 2xx or a bad answer); all but allow deny.",
+			Name: "bifrost_auth_webhook_calls_total", Help: "Calls to the auth webhook by call (authenticate, enhanced_auth, check) and result (allow, deny, timeout, error: no 2xx or a bad answer); all but allow deny.",
 		}, []string{"call", "result"})),
 		latency: promreg.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "bifrost_auth_webhook_call_duration_seconds", Help: "Duration of calls to the auth webhook, by call.",
@@ -270,4 +285,54 @@ func newWebhookMetrics(reg prometheus.Registerer) *webhookMetrics {
 			Name: "bifrost_auth_webhook_cache_total", Help: "Permission checks answered from the auth webhook's decision cache (hit) or not (miss).",
 		}, []string{"result"})),
 	}
+}
+
+// EnhancedAuthRequest is the JSON body POSTed to URL/enhanced-auth, one per
+// step of MQTT 5 enhanced authentication.
+type EnhancedAuthRequest struct {
+	AuthenticateRequest
+	Method string `json:"method"`
+	// Step is 0 for the CONNECT's (or the re-authentication's first AUTH's)
+	// data, then 1, 2, ... for the client's answers.
+	Step int `json:"step"`
+	// Data is base64 in JSON.
+	Data []byte `json:"data,omitempty"`
+}
+
+// EnhancedAuthResponse is the webhook's answer to an EnhancedAuthRequest:
+// either Continue with Data for the client, or a decision as in
+// AuthenticateResponse (Reason may also be "bad_method").
+type EnhancedAuthResponse struct {
+	AuthenticateResponse
+	Continue bool   `json:"continue,omitempty"`
+	Data     []byte `json:"data,omitempty"`
+}
+
+// AuthStep asks URL/enhanced-auth. A timeout, an error, a non-2xx status or
+// an answer that neither continues nor decides is ErrNotAuthorized.
+func (w *Webhook) AuthStep(ctx context.Context, c Credentials, method string, step int, data []byte) (AuthStep, error) {
+	req := EnhancedAuthRequest{AuthenticateRequest: authenticateRequest(c), Method: method, Step: step, Data: data}
+	var resp EnhancedAuthResponse
+	if err := w.call(ctx, "enhanced_auth", w.enhancedURL, req, &resp, func() error {
+		if !resp.Continue {
+			return resp.AuthenticateResponse.check()
+		}
+		return nil
+	}, func() bool { return resp.Continue || *resp.Allow }); err != nil {
+		if err := ctx.Err(); err != nil {
+			return AuthStep{}, err
+		}
+		return AuthStep{}, ErrNotAuthorized
+	}
+	if resp.Continue {
+		return AuthStep{Data: resp.Data}, nil
+	}
+	if !*resp.Allow && resp.Reason == "bad_method" {
+		return AuthStep{}, ErrBadAuthMethod
+	}
+	id, err := resp.AuthenticateResponse.identity(c.ClientID)
+	if err != nil {
+		return AuthStep{}, err
+	}
+	return AuthStep{Done: true, Identity: id, Data: resp.Data}, nil
 }
