@@ -13,6 +13,7 @@ import (
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
 	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/events"
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
 )
 
@@ -124,6 +125,9 @@ type Config struct {
 	InboxPollInterval time.Duration
 	// Auth decides who connects and what they may do; default allow-all.
 	Auth auth.Authenticator
+	// Events receives what happens to clients (events.go); nil: none. The
+	// server closes it on Close when it has a Close method.
+	Events events.Collector
 	// Frontends returns the gRPC addresses of the other frontends, for
 	// route-change broadcasts; nil: none.
 	Frontends func() []string

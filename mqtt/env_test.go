@@ -259,6 +259,36 @@ func (c *rawClient) connect(p *packet.Connect) *packet.Connack {
 	return ack
 }
 
+// connectCase is a CONNECT with a username and password, and the CONNACK
+// code it must get.
+type connectCase struct {
+	v    packet.Version
+	user string
+	pw   string
+	want packet.ReasonCode
+}
+
+// checkConnacks connects each case's client (ID "x"; no username for
+// user "") and checks its CONNACK, and that a refusal closes without a
+// DISCONNECT.
+func checkConnacks(t *testing.T, addr string, cases []connectCase) {
+	t.Helper()
+	for _, tc := range cases {
+		c := dialRaw(t, addr, tc.v)
+		cp := &packet.Connect{ClientID: "x", CleanStart: true}
+		if tc.user != "" {
+			cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, tc.user, true, []byte(tc.pw)
+		}
+		ack := c.connect(cp)
+		if ack.ReasonCode != tc.want {
+			t.Errorf("%s %q/%q: CONNACK %s, want %s", tc.v, tc.user, tc.pw, ack.ReasonCode, tc.want)
+		}
+		if ack.ReasonCode != 0 && c.closed() != nil {
+			t.Errorf("a DISCONNECT after a refused CONNACK")
+		}
+	}
+}
+
 // connectRaw dials and connects with a clean session; it fails the test
 // unless the server accepts.
 func connectRaw(t *testing.T, addr string, v packet.Version, clientID string) *rawClient {

@@ -154,6 +154,7 @@ func (s *Server) Close() error {
 	s.idle.stop()
 	s.cancel()
 	s.peers.close()
+	err = errors.Join(err, s.closeEvents())
 	return err
 }
 

@@ -35,6 +35,7 @@ type mqttFlags struct {
 	allowAnonymous              bool
 	defaultAllow                optionalBool
 	acl                         []auth.Rule
+	plugins                     pluginFlags
 }
 
 func (m *mqttFlags) register(fs *flag.FlagSet) {
@@ -57,6 +58,7 @@ func (m *mqttFlags) register(fs *flag.FlagSet) {
 	fs.UintVar(&m.sysInterval, "mqtt-sys-interval", 10, "seconds between publications of the $SYS/brokers/<node>/ topics (0: none)")
 	fs.StringVar(&m.usersFile, "users-file", "", "file of username:bcrypt-hash lines; when set, clients must authenticate")
 	fs.BoolVar(&m.allowAnonymous, "allow-anonymous", false, "with --users-file, also accept clients without a username")
+	m.plugins.register(fs)
 	fs.Var(&m.defaultAllow, "acl-default-allow", "allow what no [[acl]] rule of the config file decides (unset: deny when the config file has [[acl]] rules, as mosquitto does with an ACL file; allow when it has none)")
 }
 
@@ -202,6 +204,9 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 	if err != nil {
 		return mqtt.Config{}, err
 	}
+	if a, err = m.plugins.authProvider(a, m.usersFile != "" || len(m.acl) > 0, log, reg); err != nil {
+		return mqtt.Config{}, err
+	}
 	if m.maxPacketSize < 64 || m.maxPacketSize > 268435455 {
 		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-packet-size: want 64 to 268435455", m.maxPacketSize)
 	}
@@ -230,6 +235,10 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 	if m.maxQueuedBytes < 64<<10 || m.maxQueuedBytes > 1<<40 {
 		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-queued-bytes: want 65536 to 2^40", m.maxQueuedBytes)
 	}
+	ev, err := m.plugins.eventCollector(log, reg)
+	if err != nil {
+		return mqtt.Config{}, err
+	}
 	return mqtt.Config{
 		Listeners: ls, Auth: a,
 		MaxPacketSize: uint32(m.maxPacketSize), MaxKeepAlive: uint16(m.maxKeepAlive),
@@ -237,6 +246,7 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 		MaxSessionExpiry: uint32(m.maxSessionExpiry), ReplaceForeignSessions: m.replaceForeignSessions, Logger: log, Registerer: reg,
 		SysInterval: sys, Version: version(),
 		MaxQueuedBytes: int(m.maxQueuedBytes),
+		Events:         ev,
 	}, nil
 }
 

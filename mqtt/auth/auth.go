@@ -62,6 +62,11 @@ type Credentials struct {
 	// CommonName is the subject CN of a verified TLS client certificate, ""
 	// if none.
 	CommonName string
+	// CertSubject is that certificate's whole subject (RFC 2253), "" if
+	// none.
+	CertSubject string
+	// ProtocolVersion is the CONNECT's: 3 (3.1), 4 (3.1.1) or 5.
+	ProtocolVersion byte
 }
 
 // Identity is an authenticated client. Username is "" for an anonymous
