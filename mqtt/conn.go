@@ -247,21 +247,32 @@ func (c *conn) connect(p *packet.Connect) bool {
 			return refuse(packet.TopicNameInvalid, 0, "bad_will")
 		}
 	}
-	cn := ""
+	creds := auth.Credentials{
+		ClientID: clientID, Username: p.Username, HasUsername: p.UsernameFlag,
+		Password: p.Password, HasPassword: p.PasswordFlag, Remote: c.nc.RemoteAddr(),
+		ListenerTenant: c.info.Tenant,
+	}
 	if c.info.TLS != nil && len(c.info.TLS.PeerCertificates) > 0 {
-		cn = c.info.TLS.PeerCertificates[0].Subject.CommonName
+		creds.Certificate = c.info.TLS.PeerCertificates[0]
+		creds.CommonName = creds.Certificate.Subject.CommonName
 	}
 	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
-	id, err := c.s.cfg.Auth.Authenticate(ctx, auth.Credentials{
-		ClientID: clientID, Username: p.Username, HasUsername: p.UsernameFlag,
-		Password: p.Password, HasPassword: p.PasswordFlag, Remote: c.nc.RemoteAddr(), CommonName: cn,
-	})
+	id, err := c.s.cfg.Auth.Authenticate(ctx, creds)
 	cancel()
 	switch {
 	case errors.Is(err, auth.ErrBadCredentials):
 		return refuse(packet.BadUserNameOrPassword, packet.ConnRefusedBadUsernamePassword, "bad_credentials")
 	case err != nil:
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "not_authorized")
+	}
+	if id.Tenant == "" {
+		id.Tenant = creds.FallbackTenant()
+	}
+	if err := auth.ValidateTenant(id.Tenant); err != nil {
+		// An authenticator's bug or a webhook's bad answer: the tenant
+		// prefixes every key this client touches, so no guessing.
+		c.s.log.Warn("mqtt: authenticator gave a bad tenant; connection refused", "client", clientID, "err", err)
+		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "bad_tenant")
 	}
 	if p.Will != nil && (reservedTopic(p.Will.Topic) || !c.s.cfg.Auth.Authorize(id, auth.Publish, p.Will.Topic)) {
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "will_not_authorized")
