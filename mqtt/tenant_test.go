@@ -1,9 +1,11 @@
 package mqtt_test
 
 import (
+	"context"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -285,4 +287,42 @@ func TestProxyProtocolAddressReachesAuth(t *testing.T) {
 	if p := c.next(); p != nil {
 		t.Fatalf("a CONNECT without a PROXY header got %s", p.Type())
 	}
+}
+
+// tenantAuth is an authenticator of another shape than ours (a webhook's):
+// it names the tenant the client ID says, "" for none.
+type tenantAuth struct{ auth.Authenticator }
+
+func (a tenantAuth) Authenticate(ctx context.Context, c auth.Credentials) (auth.Identity, error) {
+	id, err := a.Authenticator.Authenticate(ctx, c)
+	tenant, _, _ := strings.Cut(c.ClientID, "/")
+	id.Tenant = tenant
+	return id, err
+}
+
+// Whatever the authenticator, the broker checks the tenant it names: one
+// that is not a valid tenant name refuses the CONNECT, none at all is the
+// listener's.
+func TestTenantFromAnyAuthenticator(t *testing.T) {
+	e := startEnv(t, 1, func(c *mqtt.Config) {
+		c.Auth = tenantAuth{auth.AllowAll()}
+		c.Listeners = append(c.Listeners, listener.Config{Kind: listener.TCP, Addr: "127.0.0.1:0", Tenant: "edge"})
+	})
+	for _, id := range []string{"bad tenant/1", "a\x01b/1"} {
+		c := dialRaw(t, e.addr(0), packet.V5)
+		if ack := c.connect(&packet.Connect{ClientID: id, CleanStart: true}); ack.ReasonCode != packet.NotAuthorized {
+			t.Fatalf("client %q: CONNACK %s, want not authorized", id, ack.ReasonCode)
+		}
+	}
+	// "/x" names no tenant: on the edge listener the client is in edge,
+	// with "edge/y", not with the default tenant's clients.
+	edge := e.listenerAddr(0, 1)
+	sub := tenantClient{addr: edge, clientID: "edge/sub"}.mustConnect(t)
+	sub.subscribe(1, packet.Subscription{Filter: "t", QoS: 1})
+	dflt := tenantClient{addr: e.addr(0), clientID: "default/sub"}.mustConnect(t)
+	dflt.subscribe(1, packet.Subscription{Filter: "t", QoS: 1})
+	p := tenantClient{addr: edge, clientID: "/x"}.mustConnect(t)
+	pub(t, p, 1, "t", "no tenant named", false)
+	expectPayload(t, sub, "t", "no tenant named")
+	dflt.expectNone(300 * time.Millisecond)
 }
