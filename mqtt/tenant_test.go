@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -294,8 +295,19 @@ func TestProxyProtocolAddressReachesAuth(t *testing.T) {
 }
 
 // tenantAuth is an authenticator of another shape than ours (a webhook's):
-// it names the tenant the client ID says, "" for none.
-type tenantAuth struct{ auth.Authenticator }
+// it names the tenant the client ID says, "" for none, and records the
+// address Authorize was given for each client ID.
+type tenantAuth struct {
+	auth.Authenticator
+	remotes *sync.Map // client ID: string of Identity.Remote
+}
+
+func (a tenantAuth) Authorize(id auth.Identity, action auth.Action, topic string) bool {
+	if id.Remote != nil {
+		a.remotes.Store(id.ClientID, id.Remote.String())
+	}
+	return a.Authenticator.Authorize(id, action, topic)
+}
 
 func (a tenantAuth) Authenticate(ctx context.Context, c auth.Credentials) (auth.Identity, error) {
 	id, err := a.Authenticator.Authenticate(ctx, c)
@@ -308,9 +320,11 @@ func (a tenantAuth) Authenticate(ctx context.Context, c auth.Credentials) (auth.
 // that is not a valid tenant name refuses the CONNECT, none at all is the
 // listener's.
 func TestTenantFromAnyAuthenticator(t *testing.T) {
+	var remotes sync.Map
 	e := startEnv(t, 1, func(c *mqtt.Config) {
-		c.Auth = tenantAuth{auth.AllowAll()}
-		c.Listeners = append(c.Listeners, listener.Config{Kind: listener.TCP, Addr: "127.0.0.1:0", Tenant: "edge"})
+		c.Auth = tenantAuth{auth.AllowAll(), &remotes}
+		c.Listeners = append(c.Listeners, listener.Config{Kind: listener.TCP, Addr: "127.0.0.1:0", Tenant: "edge"},
+			listener.Config{Kind: listener.TCP, Addr: "127.0.0.1:0", ProxyProtocol: true})
 	})
 	for _, id := range []string{"bad tenant/1", "a\x01b/1"} {
 		c := dialRaw(t, e.addr(0), packet.V5)
@@ -329,4 +343,22 @@ func TestTenantFromAnyAuthenticator(t *testing.T) {
 	pub(t, p, 1, "t", "no tenant named", false)
 	expectPayload(t, sub, "t", "no tenant named")
 	dflt.expectNone(300 * time.Millisecond)
+
+	// Authorize (ACL checks) sees the client's address, a PROXY header's
+	// behind a load balancer.
+	nc, err := net.DialTimeout("tcp", e.listenerAddr(0, 2), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Write([]byte("PROXY TCP6 2001:db8::9 2001:db8::1 4242 1883\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	pc := newRawClient(t, nc, packet.V5)
+	if ack := pc.connect(&packet.Connect{ClientID: "edge/proxied", CleanStart: true}); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %s", ack.ReasonCode)
+	}
+	pc.subscribe(1, packet.Subscription{Filter: "t", QoS: 1})
+	if got, _ := remotes.Load("edge/proxied"); got != "[2001:db8::9]:4242" {
+		t.Fatalf("Authorize saw remote %v, want the PROXY header's [2001:db8::9]:4242", got)
+	}
 }

@@ -87,6 +87,10 @@ type Identity struct {
 	Tenant   string
 	ClientID string
 	Username string
+	// Remote is the client's address (Credentials.Remote: behind a
+	// PROXY-protocol load balancer, the client's), for Authorize to use;
+	// the broker sets it.
+	Remote net.Addr
 }
 
 // Action is what a client wants to do with a topic.

@@ -386,7 +386,8 @@ func (l *Listener) serveConn(raw net.Conn) {
 			if errors.Is(err, errProxyHeader) {
 				l.m.proxyErrors.Inc()
 			}
-			l.log.Debug("mqtt listener: handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+			// info.Remote: the client's, once a PROXY header named it.
+			l.log.Debug("mqtt listener: handshake failed", "remote", info.Remote.String(), "err", err)
 		}
 		l.untrack(raw)
 		_ = raw.Close()
