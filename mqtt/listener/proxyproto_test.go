@@ -279,3 +279,31 @@ func TestProxyProtocolRefusals(t *testing.T) {
 		expectEcho(t, c, h)
 	})
 }
+
+// The parser never panics, never reads past the longest header it allows,
+// and a header it accepts names a TCP address or none.
+func FuzzReadProxyHeader(f *testing.F) {
+	f.Add([]byte("PROXY TCP4 203.0.113.7 198.51.100.1 51000 1883\r\nMQTT"))
+	f.Add([]byte("PROXY UNKNOWN\r\n"))
+	f.Add(proxyV2(1, clientV6, lbV6, []byte{4, 0, 1, 0}))
+	f.Add(proxyV2(0, clientV4, lbV4, nil))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bytes.NewReader(in)
+		h, err := readProxyHeader(r)
+		read := len(in) - r.Len()
+		if read > 16+ProxyV2MaxLen {
+			t.Fatalf("read %d bytes", read)
+		}
+		if err != nil {
+			return
+		}
+		if bytes.HasPrefix(in, proxyV1Prefix) && read > proxyV1MaxLen {
+			t.Fatalf("v1 header of %d bytes accepted", read)
+		}
+		if h.Source != nil {
+			if _, ok := h.Source.(*net.TCPAddr); !ok {
+				t.Fatalf("source %T", h.Source)
+			}
+		}
+	})
+}
