@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/bifrost-mq/bifrost/coprocessors/dist"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
@@ -360,5 +362,18 @@ func TestTenantFromAnyAuthenticator(t *testing.T) {
 	pc.subscribe(1, packet.Subscription{Filter: "t", QoS: 1})
 	if got, _ := remotes.Load("edge/proxied"); got != "[2001:db8::9]:4242" {
 		t.Fatalf("Authorize saw remote %v, want the PROXY header's [2001:db8::9]:4242", got)
+	}
+}
+
+// A listener's tenant is checked with the frontend's config.
+func TestListenerTenantValidated(t *testing.T) {
+	cfg := mqtt.Config{ReceiverID: "r", Dist: dist.NewClient(nil), Retain: retain.NewClient(nil),
+		Listeners: []listener.Config{{Kind: listener.TCP, Addr: "127.0.0.1:0", Tenant: "acme"}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listeners = append(cfg.Listeners, listener.Config{Kind: listener.WS, Addr: "127.0.0.1:0", Tenant: "ac/me"})
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "listener 1 (ws): tenant name \"ac/me\"") {
+		t.Fatalf("Validate = %v", err)
 	}
 }
