@@ -272,7 +272,7 @@ func (c *conn) connect(p *packet.Connect) bool {
 	if err := auth.ValidateTenant(id.Tenant); err != nil {
 		// An authenticator's bug or a webhook's bad answer: the tenant
 		// prefixes every key this client touches, so no guessing.
-		c.s.log.Warn("mqtt: authenticator gave a bad tenant; connection refused", "client", clientID, "remote", creds.Remote.String(), "err", err)
+		c.s.log.Warn("mqtt: authenticator gave a bad tenant; connection refused", "client", clientID, "remote", creds.Remote, "err", err)
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "bad_tenant")
 	}
 	if p.Will != nil && (reservedTopic(p.Will.Topic) || !c.s.cfg.Auth.Authorize(id, auth.Publish, p.Will.Topic)) {
@@ -690,7 +690,7 @@ func (c *conn) end(err error) {
 		c.s.m.dropped.WithLabelValues("session_ended").Add(float64(dropped))
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, errClose) && !errors.Is(err, net.ErrClosed) {
-		c.s.log.Debug("connection ended", "tenant", c.id.Tenant, "client", c.key.clientID, "remote", c.nc.RemoteAddr().String(), "err", err)
+		c.s.log.Debug("connection ended", "tenant", c.id.Tenant, "client", c.key.clientID, "remote", c.nc.RemoteAddr(), "err", err)
 	}
 }
 

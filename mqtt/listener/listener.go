@@ -5,9 +5,10 @@
 // Invariants:
 //   - Start binds before it returns, so a bad or busy address is an error at
 //     once; serving then happens in goroutines the Listener owns.
-//   - Each connection gets one goroutine that runs its handshakes (TLS, then
-//     the HTTP upgrade for WebSocket) under a deadline and then calls the
-//     handler; a connection that fails a handshake never reaches the handler.
+//   - Each connection gets one goroutine that runs its handshakes (the PROXY
+//     protocol header when the listener takes one, TLS, then the HTTP upgrade
+//     for WebSocket) under a deadline and then calls the handler; a
+//     connection that fails a handshake never reaches the handler.
 //   - The Listener tracks every connection from accept until it is closed,
 //     and Close closes those still open, so nothing it accepted outlives it.
 //   - Close returns only once every goroutine the Listener started, the
