@@ -241,6 +241,11 @@ func (c Config) Validate() error {
 		if err := l.Validate(); err != nil {
 			return fmt.Errorf("mqtt: listener %d: %w", i, err)
 		}
+		if l.Tenant != "" {
+			if err := auth.ValidateTenant(l.Tenant); err != nil {
+				return fmt.Errorf("mqtt: listener %d (%s): %w", i, l.Kind, err)
+			}
+		}
 	}
 	return nil
 }

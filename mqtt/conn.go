@@ -251,14 +251,15 @@ func (c *conn) connect(p *packet.Connect) bool {
 			return refuse(packet.TopicNameInvalid, 0, "bad_will")
 		}
 	}
-	cn, subject := "", ""
-	if c.info.TLS != nil && len(c.info.TLS.PeerCertificates) > 0 {
-		cn, subject = c.info.TLS.PeerCertificates[0].Subject.CommonName, c.info.TLS.PeerCertificates[0].Subject.String()
-	}
 	creds := auth.Credentials{
 		ClientID: clientID, Username: p.Username, HasUsername: p.UsernameFlag,
-		Password: p.Password, HasPassword: p.PasswordFlag, Remote: c.nc.RemoteAddr(), CommonName: cn,
-		CertSubject: subject, ProtocolVersion: byte(c.version),
+		Password: p.Password, HasPassword: p.PasswordFlag, Remote: c.nc.RemoteAddr(),
+		ProtocolVersion: byte(c.version), ListenerTenant: c.info.Tenant,
+	}
+	if c.info.TLS != nil && len(c.info.TLS.PeerCertificates) > 0 {
+		creds.Certificate = c.info.TLS.PeerCertificates[0]
+		creds.CommonName = creds.Certificate.Subject.CommonName
+		creds.CertSubject = creds.Certificate.Subject.String()
 	}
 	var id auth.Identity
 	var authData []byte
@@ -279,6 +280,16 @@ func (c *conn) connect(p *packet.Connect) bool {
 		return refuse(packet.BadUserNameOrPassword, packet.ConnRefusedBadUsernamePassword, "bad_credentials")
 	case err != nil:
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "not_authorized")
+	}
+	if id.Tenant == "" {
+		id.Tenant = creds.FallbackTenant()
+	}
+	id.Remote = creds.Remote
+	if err := auth.ValidateTenant(id.Tenant); err != nil {
+		// An authenticator's bug or a webhook's bad answer: the tenant
+		// prefixes every key this client touches, so no guessing.
+		c.s.log.Warn("mqtt: authenticator gave a bad tenant; connection refused", "client", clientID, "remote", creds.Remote, "err", err)
+		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "bad_tenant")
 	}
 	if p.Will != nil && (reservedTopic(p.Will.Topic) || !auth.Allowed(c.s.ctx, c.s.cfg.Auth, id, auth.Request{Action: auth.Publish, Topic: p.Will.Topic, QoS: p.Will.QoS, Retain: p.Will.Retain})) {
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "will_not_authorized")
@@ -698,7 +709,7 @@ func (c *conn) end(err error) {
 		c.drop("", "session_ended", dropped)
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, errClose) && !errors.Is(err, net.ErrClosed) {
-		c.s.log.Debug("connection ended", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+		c.s.log.Debug("connection ended", "tenant", c.id.Tenant, "client", c.key.clientID, "remote", c.nc.RemoteAddr(), "err", err)
 	}
 }
 

@@ -102,9 +102,19 @@ func (c *conn) onAuth(p *packet.Auth) error {
 		return nil
 	}
 	st.step = 0
-	if res.Identity.Tenant != c.id.Tenant || res.Identity.Username != c.id.Username {
+	tenant := res.Identity.Tenant
+	if tenant == "" {
+		tenant = c.fallbackTenant() // as at CONNECT: the listener's
+	}
+	if tenant != c.id.Tenant || res.Identity.Username != c.id.Username {
 		return &disconnectError{code: packet.NotAuthorized, reason: "re-authenticated as another user"}
 	}
 	c.sendAuth(packet.Success, res.Data)
 	return nil
+}
+
+// fallbackTenant is the tenant of this connection's client when its
+// authentication names none: its listener's, or auth.DefaultTenant.
+func (c *conn) fallbackTenant() string {
+	return auth.Credentials{ListenerTenant: c.info.Tenant}.FallbackTenant()
 }

@@ -144,6 +144,11 @@ func dialRaw(t *testing.T, addr string, v packet.Version) *rawClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newRawClient(t, nc, v)
+}
+
+// newRawClient speaks MQTT on nc, which it closes when the test ends.
+func newRawClient(t *testing.T, nc net.Conn, v packet.Version) *rawClient {
 	c := &rawClient{t: t, nc: nc, r: packet.NewReader(nc, 0), v: v, w: bufio.NewWriter(nc),
 		recv: make(chan packet.Packet, 1024), errc: make(chan error, 1)}
 	go func() {

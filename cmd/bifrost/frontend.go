@@ -53,7 +53,7 @@ func runFrontend(args []string, stderr io.Writer) error {
 	if err := applyEnv(fs); err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
-	if err := applyConfigFile(fs, f.config, m.configFileACL); err != nil {
+	if err := applyConfigFile(fs, f.config, m.configFileTables); err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
 	log, err := f.logger(stderr)

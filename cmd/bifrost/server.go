@@ -298,7 +298,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	}
 	var tables func(map[string]any) error
 	if f.runsMQTT {
-		tables = f.mqtt.configFileACL
+		tables = f.mqtt.configFileTables
 	}
 	if err := applyConfigFile(fs, f.config, tables); err != nil {
 		return usagef("bifrost %s: %v", cmd, err)

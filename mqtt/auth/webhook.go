@@ -118,7 +118,7 @@ type AuthenticateResponse struct {
 	// Reason "bad_credentials" refuses with bad username or password
 	// instead of not authorized.
 	Reason string `json:"reason,omitempty"`
-	// Tenant of the client; default DefaultTenant.
+	// Tenant of the client; default: its listener's (Credentials.FallbackTenant).
 	Tenant string `json:"tenant,omitempty"`
 	// User the client is known as (owns its session); "" is anonymous.
 	User string `json:"user,omitempty"`
@@ -140,9 +140,6 @@ type CheckResponse struct {
 	// Allow is required.
 	Allow *bool `json:"allow"`
 }
-
-// maxTenantLen bounds a tenant named by the webhook.
-const maxTenantLen = 255
 
 // Authenticate asks URL/authenticate. A timeout, an error, a non-2xx status
 // or an answer that does not decode is ErrNotAuthorized.
@@ -181,8 +178,8 @@ func (r *AuthenticateResponse) check() error {
 	switch {
 	case r.Allow == nil:
 		return errors.New(`no "allow" in the answer`)
-	case len(r.Tenant) > maxTenantLen || !utf8.ValidString(r.Tenant):
-		return errors.New("the tenant is not UTF-8 of at most 255 bytes")
+	case r.Tenant != "" && ValidateTenant(r.Tenant) != nil:
+		return fmt.Errorf("bad tenant: %w", ValidateTenant(r.Tenant))
 	}
 	return nil
 }
@@ -195,11 +192,8 @@ func (r *AuthenticateResponse) identity(clientID string) (Identity, error) {
 		}
 		return Identity{}, ErrNotAuthorized
 	}
-	id := Identity{Tenant: r.Tenant, ClientID: clientID, Username: r.User}
-	if id.Tenant == "" {
-		id.Tenant = DefaultTenant
-	}
-	return id, nil
+	// An empty tenant is the listener's: the broker fills it in.
+	return Identity{Tenant: r.Tenant, ClientID: clientID, Username: r.User}, nil
 }
 
 // Check asks URL/check, or the cache. A timeout, an error, a non-2xx status
