@@ -1,26 +1,59 @@
 GO ?= go
 PKGS := ./...
 # Packages that hold concurrency run under the race detector.
-RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/... ./cmd/kvbench/...
+RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/... ./cmd/kvbench/... ./ui/...
 BIN := bin/bifrost
 
-.PHONY: all build test test-deps test-unit lint generate bench bench-mqtt bench-cluster bench-kv clean jepsen jepsen-ci jepsen-bugzoo jepsen-deps
+.PHONY: all build static image test test-deps test-unit lint generate docs bench bench-mqtt bench-cluster bench-kv clean jepsen jepsen-ci jepsen-bugzoo jepsen-deps
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/bifrost
 
-# mqtt's TestMosquittoClients runs Debian's mosquitto_sub and mosquitto_pub.
+# The Dockerfile's build step run natively: the same command line, then a check
+# that the binary is static (the image's base, scratch, has no libc).
+STATIC_BIN := bin/bifrost-static
+static:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(STATIC_BIN) ./cmd/bifrost
+	@file $(STATIC_BIN) | grep -q 'statically linked' || { file $(STATIC_BIN); echo "$(STATIC_BIN) is not static"; exit 1; }
+	@! ldd $(STATIC_BIN) >/dev/null 2>&1 || { ldd $(STATIC_BIN); echo "$(STATIC_BIN) has dynamic dependencies"; exit 1; }
+	@echo "$(STATIC_BIN): static"
+
+# The container image (Dockerfile) with docker or podman, whichever can
+# build here. IMAGE names it; GO_IMAGE is the builder stage's base (default
+# golang:1.26-bookworm; deploy/builder-from-host.sh makes one from this
+# machine's Go where no registry is reachable). Podman builds with chroot
+# isolation and the host's network, which also work inside a VM without
+# cgroup v2.
+IMAGE ?= bifrost:latest
+GO_IMAGE ?=
+image:
+	@if docker info >/dev/null 2>&1; then engine=docker; flags=; \
+	elif podman info >/dev/null 2>&1; then engine=podman; flags="--isolation chroot --network host"; \
+	else echo "make image: no container engine works here: docker has no reachable daemon and podman is missing or broken (apt-get install -y podman)"; exit 1; fi; \
+	set -x; $$engine build $$flags $(if $(GO_IMAGE),--build-arg GO_IMAGE=$(GO_IMAGE)) -t $(IMAGE) .
+
+# The architecture picture, rendered from its Graphviz source.
+docs:
+	@command -v dot >/dev/null || (apt-get update && apt-get install -y graphviz)
+	dot -Tsvg -o docs/architecture.svg docs/architecture.dot
+
+# mqtt's TestMosquittoClients runs Debian's mosquitto_sub and mosquitto_pub;
+# ui's TestStatusPageInChromium runs Debian's chromium headless.
 test-deps:
 	@command -v mosquitto_sub >/dev/null || (apt-get update && apt-get install -y mosquitto-clients)
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 # Unit and integration tests (race detector on the packages that hold
 # concurrency), then the consistency harness's short profile and its bug
-# zoo (each deliberate fault caught by its checker).
+# zoo (each deliberate fault caught by its checker). Tests keep what a
+# reader looks at afterwards (the status page's screenshot) in
+# $(TEST_ARTIFACTS).
+TEST_ARTIFACTS ?= bin/test-artifacts
 test: lint test-deps jepsen-deps
-	$(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -E 'bifrost/(kvstore|ranges|coprocessors|balancer|mqtt|cmd/mqttbench|cmd/kvbench)(/|$$)')
+	BIFROST_ARTIFACTS=$(abspath $(TEST_ARTIFACTS)) $(GO) test -race -count=1 -timeout 15m $(RACE_PKGS)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v -E 'bifrost/(kvstore|ranges|coprocessors|balancer|mqtt|cmd/mqttbench|cmd/kvbench|ui)(/|$$)')
 	$(MAKE) jepsen-ci
 	$(MAKE) jepsen-bugzoo
 

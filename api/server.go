@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
 	"github.com/bifrost-mq/bifrost/ranges"
@@ -63,6 +64,9 @@ type Config struct {
 	// StoreAddr returns the gRPC address of a store, for the cluster calls
 	// (members, ranges, split, merge, balancer).
 	StoreAddr func() (string, error)
+	// StoreTLS, when the cluster runs mutual TLS, are this process's
+	// credentials for the stores' gRPC services.
+	StoreTLS *clustertls.Credentials
 	// UI, when set, serves "/" and "/api/v1/status" (the status page).
 	UI http.Handler
 	// Timeout bounds each call; default 15s.
@@ -394,7 +398,7 @@ func (s *Server) store() (*ranges.Client, error) {
 	if c := s.stores[addr]; c != nil {
 		return c, nil
 	}
-	c, err := ranges.Dial(addr)
+	c, err := ranges.DialTLS(addr, s.cfg.StoreTLS)
 	if err != nil {
 		return nil, err
 	}

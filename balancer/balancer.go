@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -68,6 +69,9 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// noSplitFor is how long a range that had no split key is not tried again.
+const noSplitFor = time.Minute
 
 // Balancer is one store's balancer.
 type Balancer struct {
@@ -173,7 +177,8 @@ func (b *Balancer) Step(ctx context.Context) (*Action, error) {
 	for _, a := range Plan(v, b.cfg.Policy) {
 		if a.Kind == Split {
 			b.mu.Lock()
-			blocked := now.Sub(b.noSplit[a.RangeID]) < time.Minute
+			at, blocked := b.noSplit[a.RangeID]
+			blocked = blocked && now.Sub(at) < noSplitFor
 			b.mu.Unlock()
 			if blocked {
 				continue
@@ -255,10 +260,12 @@ func (b *Balancer) View(now time.Time) View {
 		live[self] = true
 		v.Live = append(v.Live, self)
 	}
-	local := map[uint64]bool{}
+	// The applied index of each local replica, or absent: one pass over
+	// the store's replicas, not one per range (load).
+	local := map[uint64]uint64{}
 	for _, r := range store.Replicas() {
 		if r.Descriptor != nil {
-			local[r.RangeID] = true
+			local[r.RangeID] = r.Applied
 		}
 	}
 	b.mu.Lock()
@@ -270,7 +277,8 @@ func (b *Balancer) View(now time.Time) View {
 		if !route.BytesKnown {
 			rv.Bytes = math.MaxUint64 // unknown is never small enough to merge
 		}
-		if local[route.Desc.Id] {
+		applied, isLocal := local[route.Desc.Id]
+		if isLocal {
 			if d, err := store.Descriptor(route.Desc.Id); err == nil && d != nil && (d.Ver > rv.Desc.Ver || (d.Ver == rv.Desc.Ver && d.ConfVer >= rv.Desc.ConfVer)) {
 				rv.Desc = d
 			}
@@ -279,7 +287,7 @@ func (b *Balancer) View(now time.Time) View {
 				rv.Bytes = store.RangeBytes(rv.Desc)
 				// Writes applied (whoever proposed them) or the reads and
 				// writes this store sent, whichever is more.
-				rv.Load = max(b.load(route.Desc.Id, now), store.Load(route.Desc.Id))
+				rv.Load = max(b.load(route.Desc.Id, applied, now), store.Load(route.Desc.Id))
 				if b.cfg.MergeLoad > 0 && rv.Load >= b.cfg.MergeLoad {
 					b.lastBusy[route.Desc.Id] = now
 				}
@@ -299,6 +307,7 @@ func (b *Balancer) View(now time.Time) View {
 		}
 		v.Ranges = append(v.Ranges, rv)
 	}
+	b.prune(v.Ranges, named, now)
 	for id := range named {
 		if live[id] {
 			delete(b.missingSince, id)
@@ -316,14 +325,65 @@ func (b *Balancer) View(now time.Time) View {
 	return v
 }
 
-// load is the range's applied entries per second since the last look.
-func (b *Balancer) load(rangeID uint64, now time.Time) float64 {
-	var idx uint64
-	for _, r := range b.node.Store().Replicas() {
-		if r.RangeID == rangeID {
-			idx = r.Applied
+// prune forgets what the balancer kept about ranges that are gone (merged
+// away) and stores no range names any more, so its maps hold what the
+// table holds, not every range and store the process ever saw. Called
+// with b.mu held.
+func (b *Balancer) prune(ranges []RangeView, named map[uint64]bool, now time.Time) {
+	ids := make(map[uint64]bool, len(ranges))
+	for _, r := range ranges {
+		ids[r.Desc.Id] = true
+	}
+	for id := range b.applied {
+		if !ids[id] {
+			delete(b.applied, id)
 		}
 	}
+	for id := range b.lastBusy {
+		if !ids[id] {
+			delete(b.lastBusy, id)
+		}
+	}
+	for id, at := range b.noSplit {
+		if !ids[id] || now.Sub(at) >= noSplitFor {
+			delete(b.noSplit, id)
+		}
+	}
+	for id := range b.missingSince {
+		if !named[id] {
+			delete(b.missingSince, id)
+		}
+	}
+}
+
+// Tracked reports the range and store IDs the balancer keeps state for
+// (load samples, recent activity, refused splits, missing stores).
+func (b *Balancer) Tracked() (rangeIDs, storeIDs []uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	seen := map[uint64]bool{}
+	for _, m := range []map[uint64]time.Time{b.lastBusy, b.noSplit} {
+		for id := range m {
+			seen[id] = true
+		}
+	}
+	for id := range b.applied {
+		seen[id] = true
+	}
+	for id := range seen {
+		rangeIDs = append(rangeIDs, id)
+	}
+	for id := range b.missingSince {
+		storeIDs = append(storeIDs, id)
+	}
+	slices.Sort(rangeIDs)
+	slices.Sort(storeIDs)
+	return rangeIDs, storeIDs
+}
+
+// load is the range's applied entries per second since the last look, from
+// idx, the local replica's applied index.
+func (b *Balancer) load(rangeID, idx uint64, now time.Time) float64 {
 	prev, ok := b.applied[rangeID]
 	s := sample{index: idx, at: now, rate: prev.rate}
 	if ok && now.Sub(prev.at) > 100*time.Millisecond && idx >= prev.index {

@@ -25,11 +25,12 @@ type harness struct {
 	cfg    balancer.Config
 	mu     sync.Mutex
 	cancel map[int]context.CancelFunc
+	bals   map[int]*balancer.Balancer
 	wg     sync.WaitGroup
 }
 
 func newHarness(t *testing.T, c *rangestest.Cluster, policy balancer.Policy) *harness {
-	h := &harness{t: t, c: c, cancel: map[int]context.CancelFunc{}, cfg: balancer.Config{
+	h := &harness{t: t, c: c, cancel: map[int]context.CancelFunc{}, bals: map[int]*balancer.Balancer{}, cfg: balancer.Config{
 		Policy: policy, Interval: 200 * time.Millisecond, DeadStoreTimeout: 2 * time.Second, ActionTimeout: 20 * time.Second,
 		Logger: testLogger(),
 	}}
@@ -43,6 +44,7 @@ func (h *harness) run(i int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel[i] = cancel
 	b := balancer.New(h.cfg, h.c.Nodes[i])
+	h.bals[i] = b
 	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
@@ -401,6 +403,26 @@ func TestSplitWhenLargeMergeWhenEmpty(t *testing.T) {
 		_ = c.Nodes[0].Refresh(context.Background())
 		n, sizes := kvSizes(c.Nodes[0].Router().Table().All())
 		return n == 1, sizes
+	})
+	// The balancers forget the merged-away ranges: what they keep per range
+	// (load samples, recent activity, refused splits) is for the ranges
+	// their table holds, not every range they ever saw.
+	waitFor(t, "balancers keep state only for ranges that exist", 30*time.Second, func() (bool, string) {
+		for i, b := range h.bals {
+			_ = c.Nodes[i].Refresh(context.Background())
+			exists := map[uint64]bool{}
+			for _, r := range c.Nodes[i].Router().Table().All() {
+				exists[r.Desc.Id] = true
+			}
+			b.View(time.Now())
+			tracked, _ := b.Tracked()
+			for _, id := range tracked {
+				if !exists[id] {
+					return false, fmt.Sprintf("store %d's balancer tracks range %d, gone (tracks %v)", i, id, tracked)
+				}
+			}
+		}
+		return true, ""
 	})
 }
 

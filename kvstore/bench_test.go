@@ -2,7 +2,6 @@ package kvstore
 
 import (
 	"context"
-	"net"
 	"runtime"
 	"testing"
 	"time"
@@ -13,16 +12,7 @@ import (
 // BenchmarkIdleRangeMemory starts b.N single-replica ranges on one store and
 // reports the heap each idle range holds (Raft node, queues, state machine).
 func BenchmarkIdleRangeMemory(b *testing.B) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	s, err := Open(Config{DataDir: b.TempDir(), RaftAddr: addr, RTTMillisecond: 50, SmallLogDB: true, Logger: quietLogger()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := openTestStore(b)
 	defer s.Close()
 	heap := func() uint64 {
 		runtime.GC()
@@ -32,7 +22,7 @@ func BenchmarkIdleRangeMemory(b *testing.B) {
 		return m.HeapInuse
 	}
 	start := func(id uint64) {
-		if err := s.StartReplica(&kvpb.BootRecord{RangeId: id, ReplicaId: 1, InitialMembers: map[uint64]string{1: addr}}); err != nil {
+		if err := s.StartReplica(&kvpb.BootRecord{RangeId: id, ReplicaId: 1, InitialMembers: map[uint64]string{1: s.RaftAddr()}}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/dustin/go-humanize"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
@@ -20,17 +22,79 @@ type Engine struct {
 	log *slog.Logger
 }
 
+// EngineOptions size the engine's memory. Zero fields take the defaults
+// below.
+type EngineOptions struct {
+	// CacheBytes is the block cache: the tables' index, filter and data
+	// blocks kept decoded in memory. Default: DefaultCacheBytes().
+	CacheBytes int64
+	// MemTableBytes is the size a memtable grows to before it is flushed to
+	// a table. Default 64 MiB.
+	MemTableBytes uint64
+}
+
+// DefaultMemTableBytes is EngineOptions.MemTableBytes's default.
+const DefaultMemTableBytes = 64 << 20
+
+// DefaultCacheBytes is an eighth of the memory this process may use (the
+// cgroup's limit, else the machine's memory), at least 64 MiB and at most
+// 8 GiB: the rest is left to memtables, Dragonboat's log, the frontend's
+// connections and the page cache, which also holds the tables.
+func DefaultCacheBytes() int64 {
+	const lo, hi = 64 << 20, 8 << 30
+	return min(max(memoryLimit()/8, lo), hi)
+}
+
+func (o EngineOptions) withDefaults() EngineOptions {
+	if o.CacheBytes == 0 {
+		o.CacheBytes = DefaultCacheBytes()
+	}
+	if o.MemTableBytes == 0 {
+		o.MemTableBytes = DefaultMemTableBytes
+	}
+	return o
+}
+
+// Validate refuses sizes Pebble cannot work with.
+func (o EngineOptions) Validate() error {
+	if o.CacheBytes != 0 && o.CacheBytes < 1<<20 {
+		return fmt.Errorf("kvstore: block cache of %d bytes: want at least 1 MiB", o.CacheBytes)
+	}
+	// Pebble's memtable arena is addressed with 32-bit offsets.
+	if o.MemTableBytes != 0 && (o.MemTableBytes < 1<<20 || o.MemTableBytes > 4<<30-1) {
+		return fmt.Errorf("kvstore: memtable of %d bytes: want 1 MiB to 4 GiB", o.MemTableBytes)
+	}
+	return nil
+}
+
 // OpenEngine opens (or creates) the Pebble database in dir.
-func OpenEngine(dir string, log *slog.Logger) (*Engine, error) {
+func OpenEngine(dir string, o EngineOptions, log *slog.Logger) (*Engine, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	o = o.withDefaults()
+	cache := pebble.NewCache(o.CacheBytes)
+	defer cache.Unref() // the database holds its own reference
 	opts := &pebble.Options{
 		// Pebble's own WAL is kept but not synced on every apply: Raft's log,
 		// which is synced, replays anything the engine lost in a crash.
 		Logger: pebbleLogger{log},
 		// Pebble's default is 8 MiB. Under a put load the store's tables
-		// (values and write records) outgrew it within a minute, and the
+		// (values and write records) outgrew 8 MiB within a minute, and the
 		// write-record lookups below went to the file system and snappy for
 		// their index and filter blocks.
-		CacheSize: 64 << 20,
+		Cache: cache,
+		// Pebble's default memtable is 4 MiB: every range's writes share
+		// the one engine, and small memtables flush (and then compact) the
+		// same hot keys (inbox queues written then deleted, write records)
+		// over and over. A larger one lets most short-lived keys die in
+		// memory. Writes stall at 4 memtables queued for flush.
+		MemTableSize:                o.MemTableBytes,
+		MemTableStopWritesThreshold: 4,
+		// Compactions run one at a time by default: a burst of writes then
+		// piles up files in L0, and every read probes each of them. Allow up
+		// to one per core (at least 2) when L0 or the compaction debt grows.
+		CompactionConcurrencyRange: func() (int, int) { return 1, max(2, min(runtime.NumCPU(), 8)) },
 	}
 	// Every write with a request ID first looks up its write record, a key
 	// that almost never exists (the ID is new). Without filters that lookup
@@ -46,6 +110,7 @@ func OpenEngine(dir string, log *slog.Logger) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open pebble at %s: %w", dir, err)
 	}
+	log.Info("engine opened", "block_cache", humanize.IBytes(uint64(o.CacheBytes)), "memtable", humanize.IBytes(o.MemTableBytes))
 	return &Engine{db: db, log: log}, nil
 }
 

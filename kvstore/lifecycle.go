@@ -50,6 +50,12 @@ func (s *Store) compactNewRange(ctx context.Context, boot *kvpb.BootRecord) {
 		if ctx.Err() != nil {
 			return
 		}
+		// The replica is gone (removed, or merged away and retired) before
+		// its log was compacted: there is nothing left to compact.
+		if _, booted, berr := get(s.engine.db, localBootKey(boot.RangeId)); errors.Is(err, ErrRangeNotFound) || berr == nil && !booted {
+			s.log.Info("a new range's replica is gone before its log was compacted", "range", boot.RangeId, "err", err)
+			return
+		}
 		if attempt%20 == 19 {
 			s.log.Warn("compacting a new range's log keeps failing", "range", boot.RangeId, "err", err)
 		}

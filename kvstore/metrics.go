@@ -1,9 +1,12 @@
 package kvstore
 
 import (
+	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
 
 // Metrics are the store's Prometheus metrics, registered by NewMetrics.
@@ -19,9 +22,10 @@ type Metrics struct {
 	recovered atomic.Uint64
 	ranges    prometheus.GaugeFunc
 	leaders   prometheus.GaugeFunc
+	bytes     keyspaceBytes
 }
 
-func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64) *Metrics {
+func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, bytesFn func() map[kvpb.Keyspace]uint64) *Metrics {
 	m := &Metrics{
 		proposals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bifrost_kvstore_proposals_total",
@@ -61,9 +65,77 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64) *
 			Name: "bifrost_kvstore_leaders",
 			Help: "Ranges whose leader is the replica on this store.",
 		}, leadersFn),
+		bytes: keyspaceBytes{desc: prometheus.NewDesc("bifrost_kvstore_range_bytes",
+			"Bytes of the data of the ranges with a replica on this store, by keyspace (Pebble's estimate for a large range, the exact bytes for a small one; as bifrost admin ranges shows them), measured at scrape time.",
+			[]string{"keyspace"}, nil), sizes: bytesFn},
 	}
 	if reg != nil {
-		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.ranges, m.leaders)
+		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.ranges, m.leaders, m.bytes)
 	}
 	return m
+}
+
+// engineCollector exports the Pebble database's own figures, read from
+// pebble.DB.Metrics at each scrape.
+type engineCollector struct {
+	s *Store
+}
+
+var (
+	engineCacheBytes  = prometheus.NewDesc("bifrost_kvstore_engine_block_cache_bytes", "Bytes held by the engine's block cache.", nil, nil)
+	engineCacheHits   = prometheus.NewDesc("bifrost_kvstore_engine_block_cache_hits_total", "Block cache lookups that found the block.", nil, nil)
+	engineCacheMisses = prometheus.NewDesc("bifrost_kvstore_engine_block_cache_misses_total", "Block cache lookups that read the block from a table file.", nil, nil)
+	engineFilterHits  = prometheus.NewDesc("bifrost_kvstore_engine_bloom_filter_hits_total", "Table reads a bloom filter avoided (the key was not in the table).", nil, nil)
+	engineMemtable    = prometheus.NewDesc("bifrost_kvstore_engine_memtable_bytes", "Bytes allocated by the engine's memtables.", nil, nil)
+	engineCompactions = prometheus.NewDesc("bifrost_kvstore_engine_compactions_total", "Compactions the engine ran.", nil, nil)
+	engineDebt        = prometheus.NewDesc("bifrost_kvstore_engine_compaction_debt_bytes", "Bytes the engine estimates it must compact to reach a stable shape.", nil, nil)
+	engineL0Files     = prometheus.NewDesc("bifrost_kvstore_engine_l0_files", "Table files in level 0 (each one a read may have to probe).", nil, nil)
+	engineReadAmp     = prometheus.NewDesc("bifrost_kvstore_engine_read_amplification", "Tables and memtables a point read may probe.", nil, nil)
+	engineDiskBytes   = prometheus.NewDesc("bifrost_kvstore_engine_disk_bytes", "Bytes the engine's files take on disk.", nil, nil)
+)
+
+func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{engineCacheBytes, engineCacheHits, engineCacheMisses, engineFilterHits, engineMemtable, engineCompactions, engineDebt, engineL0Files, engineReadAmp, engineDiskBytes} {
+		ch <- d
+	}
+}
+
+func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
+	// A scrape during Close reads nothing: a closed Pebble panics.
+	c.s.sizeMu.RLock()
+	defer c.s.sizeMu.RUnlock()
+	if c.s.sizeClosed {
+		return
+	}
+	m := c.s.engine.db.Metrics()
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	counter := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	gauge(engineCacheBytes, float64(m.BlockCache.Size))
+	counter(engineCacheHits, float64(m.BlockCache.Hits))
+	counter(engineCacheMisses, float64(m.BlockCache.Misses))
+	counter(engineFilterHits, float64(m.Filter.Hits))
+	gauge(engineMemtable, float64(m.MemTable.Size))
+	counter(engineCompactions, float64(m.Compact.Count))
+	gauge(engineDebt, float64(m.Compact.EstimatedDebt))
+	gauge(engineL0Files, float64(m.Levels[0].TablesCount))
+	gauge(engineReadAmp, float64(m.ReadAmp()))
+	gauge(engineDiskBytes, float64(m.DiskSpaceUsage()))
+}
+
+// keyspaceBytes is bifrost_kvstore_range_bytes: the sizes come from the
+// store when Prometheus scrapes, as the range count does.
+type keyspaceBytes struct {
+	desc  *prometheus.Desc
+	sizes func() map[kvpb.Keyspace]uint64
+}
+
+func (c keyspaceBytes) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c keyspaceBytes) Collect(ch chan<- prometheus.Metric) {
+	for ks, n := range c.sizes() {
+		name := strings.ToLower(strings.TrimPrefix(ks.String(), "KEYSPACE_"))
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), name)
+	}
 }

@@ -23,6 +23,11 @@ const (
 	MaxKeySize   = 4 << 10
 	MaxValueSize = 8 << 20
 	MaxScanLimit = 1000
+	// MaxScanBytes bounds the keys and values of one scan result (one pair
+	// at least, whatever its size): 1,000 pairs of 8 MiB would be 8 GB, and
+	// a result over the gRPC message limit between stores (MaxValueSize
+	// plus 1 MiB) fails every retry.
+	MaxScanBytes = 4 << 20
 )
 
 // rangeStateMachine is the Dragonboat on-disk state machine of one replica.
@@ -281,7 +286,27 @@ func (s *rangeStateMachine) Lookup(q any) (any, error) {
 	s.mu.RLock()
 	desc, cop := s.desc, s.cop
 	s.mu.RUnlock()
+	if !oneRead(query) {
+		// Several reads (ops, or a coprocessor's Gets and Iterates) see one
+		// state: an entry applied meanwhile is seen by all or none.
+		snap := s.engine.db.NewSnapshot()
+		defer snap.Close()
+		return readQuery(snap, desc, cop, query), nil
+	}
 	return readQuery(s.engine.db, desc, cop, query), nil
+}
+
+// oneRead reports whether the query reads the engine once: a single get, or
+// a single scan (an iterator reads one state of its own).
+func oneRead(q *kvpb.Query) bool {
+	if len(q.Ops) != 1 {
+		return len(q.Ops) == 0
+	}
+	switch q.Ops[0].Op.(type) {
+	case *kvpb.Op_Get, *kvpb.Op_Scan:
+		return true
+	}
+	return false
 }
 
 func readQuery(r pebble.Reader, desc *kvpb.RangeDescriptor, cop Coprocessor, q *kvpb.Query) *kvpb.CommandResult {
@@ -358,12 +383,17 @@ func readScan(r pebble.Reader, desc *kvpb.RangeDescriptor, op *kvpb.ScanOp) (*kv
 	}
 	defer it.Close()
 	res := &kvpb.OpResult{}
+	size, maxBytes, strict := 0, MaxScanBytes, op.MaxBytes > 0
+	if strict {
+		maxBytes = int(min(op.MaxBytes, MaxScanBytes))
+	}
 	for it.First(); it.Valid(); it.Next() {
-		if len(res.Pairs) == limit {
+		if len(res.Pairs) == limit || (strict || len(res.Pairs) > 0) && size+len(it.Key())+len(it.Value()) > maxBytes {
 			res.More = true
 			res.NextKey = append([]byte(nil), it.Key()[2:]...)
 			return res, it.Error()
 		}
+		size += len(it.Key()) + len(it.Value())
 		res.Pairs = append(res.Pairs, &kvpb.KVPair{
 			Key:   append([]byte(nil), it.Key()[2:]...),
 			Value: append([]byte(nil), it.Value()...),

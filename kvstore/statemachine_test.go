@@ -19,7 +19,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 func openTestEngine(t *testing.T, dir string) *Engine {
 	t.Helper()
-	e, err := OpenEngine(dir, quietLogger())
+	e, err := OpenEngine(dir, EngineOptions{}, quietLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore/bugzoo"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
@@ -49,6 +50,8 @@ type Config struct {
 	SnapshotEntries uint64
 	// CompactionOverhead: entries kept behind a snapshot for slow followers. Default 5000.
 	CompactionOverhead uint64
+	// Engine sizes the Pebble database's block cache and memtables.
+	Engine EngineOptions
 	// SmallLogDB trims Dragonboat's log store memory (for tests and small machines).
 	SmallLogDB bool
 	// Coprocessors maps a keyspace to the factory of its coprocessor.
@@ -57,6 +60,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the store's metrics; nil registers none.
 	Registerer prometheus.Registerer
+	// TLS, if set, makes Raft use mutual TLS with the cluster's
+	// certificates: peers without one from the CA are refused. Nil: plaintext.
+	TLS *clustertls.Credentials
 	// Failpoint, for tests only, is called at the store's own steps of a
 	// split (the Fail* constants); an error skips the rest of that step, as
 	// a crash there would.
@@ -94,6 +100,9 @@ func (s *Store) failpoint(step string) bool {
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("kvstore: DataDir is required")
+	}
+	if err := c.Engine.Validate(); err != nil {
+		return err
 	}
 	if c.RaftAddr == "" {
 		return errors.New("kvstore: RaftAddr is required")
@@ -151,9 +160,12 @@ type Store struct {
 
 	// Background work (starting split children, retiring merged ranges) is
 	// owned by the store and stopped by Close.
-	bgCtx    context.Context
-	bgCancel context.CancelFunc
-	bg       sync.WaitGroup
+	bg *background
+
+	// sizeMu orders a scrape's reads (keyspaceBytes, engineCollector) before Close
+	// closes the engine: a read of a closed Pebble panics.
+	sizeMu     sync.RWMutex
+	sizeClosed bool
 }
 
 // Open opens the store in cfg.DataDir and restarts every replica that has a
@@ -167,7 +179,7 @@ func Open(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	engine, err := OpenEngine(filepath.Join(cfg.DataDir, "engine"), cfg.Logger)
+	engine, err := OpenEngine(filepath.Join(cfg.DataDir, "engine"), cfg.Engine, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -185,13 +197,23 @@ func Open(cfg Config) (*Store, error) {
 		leaders:  map[uint64]raftio.LeaderInfo{},
 		quick:    map[uint64]bool{},
 	}
-	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
-	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders)
+	s.bg = newBackground()
+	s.metrics = newMetrics(cfg.Registerer, s.countRanges, s.countLeaders, s.keyspaceBytes)
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(engineCollector{s}); err != nil {
+			engine.Close()
+			return nil, fmt.Errorf("register engine metrics: %w", err)
+		}
+	}
 	nhc := config.NodeHostConfig{
 		NodeHostDir:       filepath.Join(cfg.DataDir, "raft"),
 		RTTMillisecond:    cfg.RTTMillisecond,
 		RaftAddress:       cfg.RaftAddr,
 		RaftEventListener: leaderListener{s},
+	}
+	if files := cfg.TLS.Files(); files.Enabled() {
+		nhc.MutualTLS = true
+		nhc.CAFile, nhc.CertFile, nhc.KeyFile = files.CA, files.Cert, files.Key
 	}
 	if cfg.SmallLogDB {
 		nhc.Expert.LogDB = config.GetTinyMemLogDBConfig()
@@ -221,11 +243,13 @@ func Open(cfg Config) (*Store, error) {
 
 // Close stops every replica and closes the engine.
 func (s *Store) Close() error {
-	s.bgCancel()
-	s.bg.Wait()
+	s.bg.stop()
 	if s.nh != nil {
 		s.nh.Close()
 	}
+	s.sizeMu.Lock()
+	s.sizeClosed = true
+	s.sizeMu.Unlock()
 	return s.engine.Close()
 }
 
@@ -277,11 +301,9 @@ func (s *Store) StartReplica(boot *kvpb.BootRecord) error {
 
 // goBackground runs f on a goroutine that Close waits for.
 func (s *Store) goBackground(f func(ctx context.Context)) {
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
-		f(s.bgCtx)
-	}()
+	if !s.bg.run(f) {
+		s.log.Debug("store closing: background work not started")
+	}
 }
 
 func (s *Store) start(boot *kvpb.BootRecord) error {
@@ -831,6 +853,23 @@ func (s *Store) countRanges() float64 {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return float64(len(s.replicas))
+}
+
+// keyspaceBytes sums the sizes of this store's replicas per keyspace; none
+// once the store is closed.
+func (s *Store) keyspaceBytes() map[kvpb.Keyspace]uint64 {
+	s.sizeMu.RLock()
+	defer s.sizeMu.RUnlock()
+	if s.sizeClosed {
+		return nil
+	}
+	out := map[kvpb.Keyspace]uint64{}
+	for _, r := range s.Replicas() {
+		if r.Descriptor != nil {
+			out[r.Descriptor.Keyspace] += s.RangeBytes(r.Descriptor)
+		}
+	}
+	return out
 }
 
 func (s *Store) countLeaders() float64 {

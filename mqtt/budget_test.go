@@ -171,6 +171,16 @@ func dialNoReader(t *testing.T, addr, clientID string, clean bool, filter string
 // not empty) in reg.
 func counterValue(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {
 	t.Helper()
+	if reason == "" {
+		return metricValue(t, reg, name, nil)
+	}
+	return metricValue(t, reg, name, map[string]string{"reason": reason})
+}
+
+// metricValue is the value of the counter or gauge name whose labels
+// include labels in reg; 0 if there is none.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -180,13 +190,17 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, reason string) f
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if reason == "" {
-				return m.GetCounter().GetValue()
-			}
+			n := 0
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
+				if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
+					n++
+				}
+			}
+			if n == len(labels) {
+				if m.GetCounter() != nil {
 					return m.GetCounter().GetValue()
 				}
+				return m.GetGauge().GetValue()
 			}
 		}
 	}

@@ -42,29 +42,12 @@ func TestAuthAndACL(t *testing.T) {
 	e := startEnv(t, 1, func(c *mqtt.Config) { c.Auth = a })
 	addr := e.addr(0)
 
-	for _, tc := range []struct {
-		v    packet.Version
-		user string
-		pw   string
-		want packet.ReasonCode
-	}{
+	checkConnacks(t, addr, []connectCase{
 		{packet.V5, "alice", "wrong", packet.BadUserNameOrPassword},
 		{packet.V311, "alice", "wrong", packet.ConnRefusedBadUsernamePassword},
 		{packet.V5, "", "", packet.NotAuthorized}, // anonymous not allowed
 		{packet.V311, "mallory", "s3cret", packet.ConnRefusedBadUsernamePassword},
-	} {
-		c := dialRaw(t, addr, tc.v)
-		cp := &packet.Connect{ClientID: "x", CleanStart: true}
-		if tc.user != "" {
-			cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, tc.user, true, []byte(tc.pw)
-		}
-		if ack := c.connect(cp); ack.ReasonCode != tc.want {
-			t.Errorf("%s %q/%q: CONNACK %s, want %s", tc.v, tc.user, tc.pw, ack.ReasonCode, tc.want)
-		}
-		if c.closed() != nil {
-			t.Errorf("a DISCONNECT after a refused CONNACK")
-		}
-	}
+	})
 
 	c := dialRaw(t, addr, packet.V5)
 	cp := &packet.Connect{ClientID: "alice-1", CleanStart: true, UsernameFlag: true, Username: "alice", PasswordFlag: true, Password: []byte("s3cret")}

@@ -11,7 +11,9 @@ import (
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/events"
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
 )
 
@@ -123,9 +125,16 @@ type Config struct {
 	InboxPollInterval time.Duration
 	// Auth decides who connects and what they may do; default allow-all.
 	Auth auth.Authenticator
+	// Events receives what happens to clients (events.go); nil: none. The
+	// server closes it on Close when it has a Close method.
+	Events events.Collector
 	// Frontends returns the gRPC addresses of the other frontends, for
 	// route-change broadcasts; nil: none.
 	Frontends func() []string
+	// ClusterTLS, if set, is the node's cluster identity: the Frontend
+	// clients of other frontends use mutual TLS with it (the server this
+	// frontend's service is registered on must use it too). Nil: plaintext.
+	ClusterTLS *clustertls.Credentials
 
 	// NodeName names this frontend in its $SYS topics
 	// ($SYS/brokers/<NodeName>/...). Default: the address in ReceiverID.
@@ -231,6 +240,11 @@ func (c Config) Validate() error {
 	for i, l := range c.Listeners {
 		if err := l.Validate(); err != nil {
 			return fmt.Errorf("mqtt: listener %d: %w", i, err)
+		}
+		if l.Tenant != "" {
+			if err := auth.ValidateTenant(l.Tenant); err != nil {
+				return fmt.Errorf("mqtt: listener %d (%s): %w", i, l.Kind, err)
+			}
 		}
 	}
 	return nil

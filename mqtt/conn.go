@@ -19,6 +19,7 @@ import (
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/events"
 	"github.com/bifrost-mq/bifrost/mqtt/fanout"
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
@@ -50,6 +51,11 @@ type conn struct {
 	will      *packet.Will
 	// willOnClose is cleared by a normal DISCONNECT (MQTT-3.14.4-3).
 	willOnClose bool
+	// clientDisconnected: the client sent DISCONNECT; kicked: the
+	// connection was closed from elsewhere (kick). For the events.
+	clientDisconnected, kicked bool
+	kickCode                   packet.ReasonCode
+	enhanced                   enhancedAuth
 	// noProblemInfo: the 5.0 client set Request Problem Information to 0;
 	// acknowledgements carry no reason string (MQTT-3.1.2-29).
 	noProblemInfo bool
@@ -165,6 +171,7 @@ func (c *conn) serve() {
 	}
 	c.s.m.packetsIn.WithLabelValues("CONNECT").Inc()
 	connect := p.(*packet.Connect)
+	c.enhanced.r = r
 	if !c.connect(connect) {
 		c.linger = true
 		c.flushAndClose()
@@ -172,6 +179,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.s.m.connections.Inc()
+	c.emit(events.Connect, "", 0, "")
 	c.idle.r, c.idle.lr = r, lr
 	c.readOn()
 }
@@ -231,10 +239,6 @@ func (c *conn) connect(p *packet.Connect) bool {
 	if len(clientID) > 1024 {
 		return refuse(packet.ClientIdentifierNotValid, packet.ConnRefusedIdentifierRejected, "bad_client_id")
 	}
-	if v5 && p.Properties.AuthenticationMethod != "" {
-		// No enhanced authentication method is offered (MQTT-4.12.0-1).
-		return refuse(packet.BadAuthenticationMethod, 0, "bad_auth_method")
-	}
 	if p.Will != nil {
 		rt := p.Will.Properties.ResponseTopic
 		if err := dist.ValidateTopicName(p.Will.Topic); err != nil || (v5 && rt != "" && dist.ValidateTopicName(rt) != nil) {
@@ -247,23 +251,47 @@ func (c *conn) connect(p *packet.Connect) bool {
 			return refuse(packet.TopicNameInvalid, 0, "bad_will")
 		}
 	}
-	cn := ""
-	if c.info.TLS != nil && len(c.info.TLS.PeerCertificates) > 0 {
-		cn = c.info.TLS.PeerCertificates[0].Subject.CommonName
-	}
-	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
-	id, err := c.s.cfg.Auth.Authenticate(ctx, auth.Credentials{
+	creds := auth.Credentials{
 		ClientID: clientID, Username: p.Username, HasUsername: p.UsernameFlag,
-		Password: p.Password, HasPassword: p.PasswordFlag, Remote: c.nc.RemoteAddr(), CommonName: cn,
-	})
-	cancel()
+		Password: p.Password, HasPassword: p.PasswordFlag, Remote: c.nc.RemoteAddr(),
+		ProtocolVersion: byte(c.version), ListenerTenant: c.info.Tenant,
+	}
+	if c.info.TLS != nil && len(c.info.TLS.PeerCertificates) > 0 {
+		creds.Certificate = c.info.TLS.PeerCertificates[0]
+		creds.CommonName = creds.Certificate.Subject.CommonName
+		creds.CertSubject = creds.Certificate.Subject.String()
+	}
+	var id auth.Identity
+	var authData []byte
+	var err error
+	if v5 && p.Properties.AuthenticationMethod != "" {
+		id, authData, err = c.connectEnhanced(p.Properties.AuthenticationMethod, p.Properties.AuthenticationData, creds)
+	} else {
+		ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.RequestTimeout)
+		id, err = c.s.cfg.Auth.Authenticate(ctx, creds)
+		cancel()
+	}
 	switch {
+	case errors.Is(err, auth.ErrBadAuthMethod):
+		return refuse(packet.BadAuthenticationMethod, 0, "bad_auth_method") // MQTT-4.12.0-1
+	case errors.Is(err, errAuthProtocol):
+		return refuse(packet.ProtocolError, 0, "bad_auth")
 	case errors.Is(err, auth.ErrBadCredentials):
 		return refuse(packet.BadUserNameOrPassword, packet.ConnRefusedBadUsernamePassword, "bad_credentials")
 	case err != nil:
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "not_authorized")
 	}
-	if p.Will != nil && (reservedTopic(p.Will.Topic) || !c.s.cfg.Auth.Authorize(id, auth.Publish, p.Will.Topic)) {
+	if id.Tenant == "" {
+		id.Tenant = creds.FallbackTenant()
+	}
+	id.Remote = creds.Remote
+	if err := auth.ValidateTenant(id.Tenant); err != nil {
+		// An authenticator's bug or a webhook's bad answer: the tenant
+		// prefixes every key this client touches, so no guessing.
+		c.s.log.Warn("mqtt: authenticator gave a bad tenant; connection refused", "client", clientID, "remote", creds.Remote, "err", err)
+		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "bad_tenant")
+	}
+	if p.Will != nil && (reservedTopic(p.Will.Topic) || !auth.Allowed(c.s.ctx, c.s.cfg.Auth, id, auth.Request{Action: auth.Publish, Topic: p.Will.Topic, QoS: p.Will.QoS, Retain: p.Will.Retain})) {
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "will_not_authorized")
 	}
 	c.id = id
@@ -295,6 +323,7 @@ func (c *conn) connect(p *packet.Connect) bool {
 			ack.Properties.ResponseInformation = "response/" + clientID + "/"
 		}
 		ack.Properties.ReceiveMaximum, ack.Properties.HasReceiveMaximum = c.s.cfg.ReceiveMaximum, true
+		ack.Properties.AuthenticationMethod, ack.Properties.AuthenticationData = c.enhanced.method, authData
 		ack.Properties.MaximumPacketSize, ack.Properties.HasMaximumPacketSize = c.s.cfg.MaxPacketSize, true
 		if c.s.cfg.TopicAliasMaximum > 0 {
 			ack.Properties.TopicAliasMaximum, ack.Properties.HasTopicAliasMaximum = c.s.cfg.TopicAliasMaximum, true
@@ -431,9 +460,10 @@ func (c *conn) handle(p packet.Packet) error {
 			c.disconnectExpiry = &e
 		}
 		c.willOnClose = p.ReasonCode == packet.DisconnectWithWill
+		c.clientDisconnected = true
 		return io.EOF
 	case *packet.Auth:
-		return c.protocolError("AUTH without an authentication method")
+		return c.onAuth(p)
 	case *packet.Connect:
 		return c.protocolError("MQTT-3.1.0-2: a second CONNECT")
 	default:
@@ -541,8 +571,9 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		if parsed.Group != "" && sub.NoLocal && v5 {
 			return c.protocolError("MQTT-3.8.3-4: no local on a shared subscription")
 		}
-		if !c.s.cfg.Auth.Authorize(c.id, auth.Subscribe, sub.Filter) {
+		if !auth.Allowed(c.s.ctx, c.s.cfg.Auth, c.id, auth.Request{Action: auth.Subscribe, Topic: sub.Filter, QoS: sub.QoS}) {
 			codes[i] = failCode(v5, packet.NotAuthorized)
+			c.emit(events.SubscribeDenied, sub.Filter, sub.QoS, "not_authorized")
 			continue
 		}
 		qos := min(sub.QoS, 2)
@@ -675,10 +706,10 @@ func (c *conn) end(err error) {
 	c.inflight, c.queue, c.queuedBytes = nil, nil, 0
 	c.mu.Unlock()
 	if dropped > 0 {
-		c.s.m.dropped.WithLabelValues("session_ended").Add(float64(dropped))
+		c.drop("", "session_ended", dropped)
 	}
 	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, errClose) && !errors.Is(err, net.ErrClosed) {
-		c.s.log.Debug("connection ended", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+		c.s.log.Debug("connection ended", "tenant", c.id.Tenant, "client", c.key.clientID, "remote", c.nc.RemoteAddr(), "err", err)
 	}
 }
 
@@ -694,7 +725,9 @@ func (c *conn) publishWill() {
 	}
 	if _, err := c.s.dispatch(ctx, c.id.Tenant, m); err != nil {
 		c.s.log.Warn("publishing a will failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
+		return
 	}
+	c.s.willPublished(c.id.Tenant, c.key.clientID, w.Topic, w.QoS)
 }
 
 // kick ends the connection from another goroutine: takeover or shutdown.
@@ -707,6 +740,7 @@ func (c *conn) kick(code packet.ReasonCode) {
 	if c.version == packet.V5 {
 		c.enqueueLocked(&packet.Disconnect{ReasonCode: code}) // MQTT-3.1.4-3
 	}
+	c.kicked, c.kickCode = true, code
 	c.mu.Unlock()
 	c.flushAndClose()
 }
@@ -940,13 +974,13 @@ func (c *conn) deliverLocked(m *mqttpb.Message, qos byte, retain bool, subIDs []
 		return false
 	}
 	if m.ExpiresUnixMs != 0 && time.Now().UnixMilli() >= m.ExpiresUnixMs {
-		c.s.m.dropped.WithLabelValues("expired").Inc() // MQTT-3.3.2-5
+		c.drop(m.Topic, "expired", 1) // MQTT-3.3.2-5
 		return false
 	}
 	if !c.roomLocked() {
 		// The connection holds its byte budget (budget.go): a client that
 		// does not read loses messages rather than the broker its memory.
-		c.s.m.dropped.WithLabelValues("queue_bytes").Inc()
+		c.drop(m.Topic, "queue_bytes", 1)
 		return false
 	}
 	om := &outMessage{m: m, qos: qos, retain: retain, subIDs: subIDs}
@@ -955,7 +989,7 @@ func (c *conn) deliverLocked(m *mqttpb.Message, qos byte, retain bool, subIDs []
 	}
 	if len(c.inflight) >= c.window {
 		if len(c.queue) >= c.s.cfg.MaxQueued {
-			c.s.m.dropped.WithLabelValues("queue_full").Inc()
+			c.drop(m.Topic, "queue_full", 1)
 			return false
 		}
 		c.queue = append(c.queue, om)
@@ -1019,7 +1053,7 @@ func (c *conn) sendPublishLocked(om *outMessage, id uint16, dup bool) bool {
 			}
 		}
 		if c.maxOut > 0 && uint32(packet.Size(&p, c.version)) > c.maxOut {
-			c.s.m.dropped.WithLabelValues("too_large_for_client").Inc() // MQTT-3.1.2-25
+			c.drop(m.Topic, "too_large_for_client", 1) // MQTT-3.1.2-25
 			return false
 		}
 		if !c.enqueueLocked(&p) {
@@ -1105,7 +1139,7 @@ func (c *conn) onAck(id uint16, t packet.Type, code packet.ReasonCode) {
 		c.queue = c.queue[1:]
 		c.queuedBytes -= queuedSize(next.m)
 		if next.m.ExpiresUnixMs != 0 && time.Now().UnixMilli() >= next.m.ExpiresUnixMs {
-			c.s.m.dropped.WithLabelValues("expired").Inc()
+			c.drop(next.m.Topic, "expired", 1)
 			continue
 		}
 		c.startLocked(next)

@@ -144,6 +144,11 @@ func dialRaw(t *testing.T, addr string, v packet.Version) *rawClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newRawClient(t, nc, v)
+}
+
+// newRawClient speaks MQTT on nc, which it closes when the test ends.
+func newRawClient(t *testing.T, nc net.Conn, v packet.Version) *rawClient {
 	c := &rawClient{t: t, nc: nc, r: packet.NewReader(nc, 0), v: v, w: bufio.NewWriter(nc),
 		recv: make(chan packet.Packet, 1024), errc: make(chan error, 1)}
 	go func() {
@@ -257,6 +262,36 @@ func (c *rawClient) connect(p *packet.Connect) *packet.Connack {
 		c.t.Fatal("no CONNACK")
 	}
 	return ack
+}
+
+// connectCase is a CONNECT with a username and password, and the CONNACK
+// code it must get.
+type connectCase struct {
+	v    packet.Version
+	user string
+	pw   string
+	want packet.ReasonCode
+}
+
+// checkConnacks connects each case's client (ID "x"; no username for
+// user "") and checks its CONNACK, and that a refusal closes without a
+// DISCONNECT.
+func checkConnacks(t *testing.T, addr string, cases []connectCase) {
+	t.Helper()
+	for _, tc := range cases {
+		c := dialRaw(t, addr, tc.v)
+		cp := &packet.Connect{ClientID: "x", CleanStart: true}
+		if tc.user != "" {
+			cp.UsernameFlag, cp.Username, cp.PasswordFlag, cp.Password = true, tc.user, true, []byte(tc.pw)
+		}
+		ack := c.connect(cp)
+		if ack.ReasonCode != tc.want {
+			t.Errorf("%s %q/%q: CONNACK %s, want %s", tc.v, tc.user, tc.pw, ack.ReasonCode, tc.want)
+		}
+		if ack.ReasonCode != 0 && c.closed() != nil {
+			t.Errorf("a DISCONNECT after a refused CONNACK")
+		}
+	}
 }
 
 // connectRaw dials and connects with a clean session; it fails the test

@@ -24,6 +24,7 @@ func (c *conn) readOn() {
 		return
 	}
 	c.end(err)
+	c.emitEnd(err)
 	c.s.m.connections.Dec()
 	c.finish()
 }

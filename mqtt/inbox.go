@@ -71,7 +71,7 @@ func fromInbox(im *inboxpb.Message) *mqttpb.Message {
 func (s *Server) deliverInboxes(ctx context.Context, tenant string, m *mqttpb.Message, routes []*distpb.Matched, done func(int, error)) {
 	if s.cfg.Inbox == nil {
 		// Persistent sessions are off on this frontend.
-		s.m.dropped.WithLabelValues("inbox_receiver").Add(float64(len(routes)))
+		s.drop(tenant, "", m.Topic, "inbox_receiver", len(routes))
 		done(0, nil)
 		return
 	}
@@ -125,6 +125,7 @@ func (s *Server) inserted(tenant string, items []*inboxpb.InsertItem, routes []*
 		case inboxpb.InsertResult_INSERT_DROPPED:
 			n++ // a matching subscriber, whose full inbox dropped it
 			s.m.dropped.WithLabelValues("inbox_full").Inc()
+			s.inboxOverflowed(tenant, items[i].Inbox, items[i].Message.GetTopic())
 		case inboxpb.InsertResult_INSERT_NO_INBOX:
 			gone = append(gone, routes[i])
 		}
@@ -550,8 +551,11 @@ func (s *Server) PublishWill(ctx context.Context, tenant, clientID string, w *in
 			return err
 		}
 	}
-	_, err := s.dispatch(ctx, tenant, m)
-	return err
+	if _, err := s.dispatch(ctx, tenant, m); err != nil {
+		return err
+	}
+	s.willPublished(tenant, clientID, m.Topic, byte(m.Qos))
+	return nil
 }
 
 // willOf is the will as the inbox keeps it: the properties, with the message

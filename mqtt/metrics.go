@@ -1,9 +1,9 @@
 package mqtt
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bifrost-mq/bifrost/mqtt/internal/promreg"
 )
 
 type metrics struct {
@@ -140,16 +140,5 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 // register registers c, or returns the collector already registered under
 // its name (several frontends in one process, as tests run them).
 func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if e, ok := are.ExistingCollector.(T); ok {
-				return e
-			}
-		}
-	}
-	return c
+	return promreg.Register(reg, c)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
+	"github.com/bifrost-mq/bifrost/mqtt/events"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 )
 
@@ -301,8 +302,9 @@ func (c *conn) onPublish(p *packet.Publish) error {
 			return &disconnectError{code: packet.ReceiveMaximumExceeded, reason: "MQTT-3.3.4-9: receive maximum exceeded"}
 		}
 	}
-	if reservedTopic(topic) || !c.s.cfg.Auth.Authorize(c.id, auth.Publish, topic) {
+	if reservedTopic(topic) || !auth.Allowed(c.s.ctx, c.s.cfg.Auth, c.id, auth.Request{Action: auth.Publish, Topic: topic, QoS: p.QoS, Retain: p.Retain}) {
 		c.s.m.dropped.WithLabelValues("not_authorized").Inc()
+		c.emit(events.PublishDenied, topic, p.QoS, "not_authorized")
 		if p.QoS == 2 && c.version != packet.V5 {
 			c.awaitRel(p.PacketID)
 		}
@@ -368,7 +370,7 @@ func (c *conn) onPublish(p *packet.Publish) error {
 			c.s.log.Warn("routing a message failed", "tenant", c.id.Tenant, "client", c.key.clientID, "err", err)
 			switch {
 			case qos == 0:
-				c.s.m.dropped.WithLabelValues("route_error").Inc()
+				c.drop(topic, "route_error", 1)
 				c.complete(a, packet.Success, "", false)
 			case !v5:
 				c.complete(a, packet.Success, "", true)

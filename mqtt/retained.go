@@ -88,7 +88,7 @@ func (c *conn) fetchRetainedPage(ctx context.Context, r *retainedReq) error {
 }
 
 func (c *conn) retainedMatchFailed(r *retainedReq, err error) {
-	c.s.m.dropped.WithLabelValues("retained_match_error").Inc()
+	c.drop(r.filter, "retained_match_error", 1)
 	c.s.log.Warn("matching retained messages failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", clipped(r.filter), "err", err)
 }
 

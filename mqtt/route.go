@@ -13,10 +13,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/mqtt/fanout"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
 )
@@ -115,6 +115,7 @@ func (c *matchCache) invalidate(tenant string) {
 
 // peers holds client connections to other frontends.
 type peers struct {
+	tls   *clustertls.Credentials
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 	// down remembers addresses that failed recently, so that a dead
@@ -183,7 +184,7 @@ func (p *peers) connLocked(addr string) (mqttpb.FrontendClient, error) {
 	c := p.conns[addr]
 	if c == nil {
 		var err error
-		c, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithConnectParams(peerBackoff))
+		c, err = clustertls.NewClient(p.tls, addr, grpc.WithConnectParams(peerBackoff))
 		if err != nil {
 			return nil, err
 		}

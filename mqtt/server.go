@@ -77,6 +77,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: map[sessionKey]*conn{}, connecting: map[sessionKey]*conn{}, conns: map[*conn]struct{}{},
 		ctx: ctx, cancel: cancel, started: time.Now(),
 	}
+	s.peers.tls = cfg.ClusterTLS
 	s.bg, s.stopBg = context.WithCancel(context.Background())
 	if cfg.Inbox != nil {
 		for i := range s.inserts {
@@ -153,6 +154,7 @@ func (s *Server) Close() error {
 	s.idle.stop()
 	s.cancel()
 	s.peers.close()
+	err = errors.Join(err, s.closeEvents())
 	return err
 }
 

@@ -29,15 +29,21 @@ func reservedTopic(topic string) bool {
 	return topic == "$SYS" || strings.HasPrefix(topic, "$SYS/") || strings.HasPrefix(topic, "$bifrost/")
 }
 
-// sysPrefix is the node's $SYS topic prefix.
-func (s *Server) sysPrefix() string {
-	node := strings.Map(func(r rune) rune {
+// SysNode is the topic level that names a frontend of NodeName name in its
+// $SYS topics ($SYS/brokers/<SysNode(name)>/...): the name with the
+// characters a topic level cannot hold ('/', '+', '#', NUL) as '_'.
+func SysNode(name string) string {
+	return strings.Map(func(r rune) rune {
 		if r == '/' || r == '+' || r == '#' || r == 0 {
 			return '_'
 		}
 		return r
-	}, s.cfg.NodeName)
-	return "$SYS/brokers/" + node + "/"
+	}, name)
+}
+
+// sysPrefix is the node's $SYS topic prefix.
+func (s *Server) sysPrefix() string {
+	return "$SYS/brokers/" + SysNode(s.cfg.NodeName) + "/"
 }
 
 // runSys publishes the $SYS topics until the server closes.

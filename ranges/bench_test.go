@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
+	"github.com/bifrost-mq/bifrost/internal/clustertls/tlstest"
 	"github.com/bifrost-mq/bifrost/ranges"
 	"github.com/bifrost-mq/bifrost/ranges/rangestest"
 )
@@ -18,7 +20,7 @@ import (
 // to the range's leader (in process when it is the leader's store), as a
 // real frontend would.
 //
-//	go test -run '^$' -bench 'Put|Get' -benchtime 2s ./ranges/
+//	go test -run '^$' -bench '^Benchmark(Put|Get)(TLS)?$' -benchtime 2s ./ranges/
 
 const (
 	benchKeys      = 1000
@@ -27,8 +29,19 @@ const (
 
 var benchClients = []int{1, 16, 64}
 
-func BenchmarkPut(b *testing.B) {
-	clients := benchCluster(b, false)
+func BenchmarkPut(b *testing.B) { benchPut(b, nil) }
+
+// BenchmarkPutTLS is BenchmarkPut with the cluster's mutual TLS on every
+// gRPC and Raft connection.
+func BenchmarkPutTLS(b *testing.B) { benchPut(b, tlstest.NewCA(b, "bench").Credentials("store")) }
+
+func BenchmarkGet(b *testing.B) { benchGet(b, nil) }
+
+// BenchmarkGetTLS is BenchmarkGet with the cluster's mutual TLS.
+func BenchmarkGetTLS(b *testing.B) { benchGet(b, tlstest.NewCA(b, "bench").Credentials("store")) }
+
+func benchPut(b *testing.B, creds *clustertls.Credentials) {
+	clients := benchCluster(b, false, creds)
 	value := make([]byte, benchValueSize)
 	for _, n := range benchClients {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
@@ -39,8 +52,8 @@ func BenchmarkPut(b *testing.B) {
 	}
 }
 
-func BenchmarkGet(b *testing.B) {
-	clients := benchCluster(b, true)
+func benchGet(b *testing.B, creds *clustertls.Credentials) {
+	clients := benchCluster(b, true, creds)
 	for _, n := range benchClients {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 			runKVBench(b, clients[:n], func(ctx context.Context, cl *ranges.Client, i int) error {
@@ -57,10 +70,11 @@ func BenchmarkGet(b *testing.B) {
 func benchKey(i int) []byte { return fmt.Appendf(nil, "bench%04d", i%benchKeys) }
 
 // benchCluster starts the cluster, dials the largest number of clients
-// (spread over the stores) and, for reads, writes every key once.
-func benchCluster(b *testing.B, preload bool) []*ranges.Client {
+// (spread over the stores) and, for reads, writes every key once. With
+// creds, the cluster and its clients use mutual TLS.
+func benchCluster(b *testing.B, preload bool, creds *clustertls.Credentials) []*ranges.Client {
 	b.Helper()
-	c := rangestest.Start(b, 3, rangestest.Options{RTTMillisecond: 50})
+	c := rangestest.Start(b, 3, rangestest.Options{RTTMillisecond: 50, TLS: creds})
 	c.WaitLeader(1)
 	clients := make([]*ranges.Client, slices.Max(benchClients))
 	for i := range clients {

@@ -7,9 +7,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
@@ -26,14 +26,24 @@ type Client struct {
 	Admin rangespb.AdminClient
 }
 
-// Dial connects to a store's gRPC address.
-func Dial(addr string) (*Client, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(kvstore.MaxValueSize+1<<20)))
+// Dial connects to a store's gRPC address in plaintext, as to a cluster
+// without certificates.
+func Dial(addr string) (*Client, error) { return DialTLS(addr, nil) }
+
+// DialTLS connects to a store's gRPC address, with mutual TLS when creds is
+// set (the store must be one of the cluster, and so must we).
+func DialTLS(addr string, creds *clustertls.Credentials) (*Client, error) {
+	conn, err := dialStore(addr, creds)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	return &Client{conn: conn, KV: rangespb.NewKVClient(conn), Admin: rangespb.NewAdminClient(conn)}, nil
+}
+
+// dialStore is every connection to a store's gRPC services: values up to
+// the largest a range holds come back.
+func dialStore(addr string, creds *clustertls.Credentials) (*grpc.ClientConn, error) {
+	return clustertls.NewClient(creds, addr, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(kvstore.MaxValueSize+1<<20)))
 }
 
 // Conn returns the connection, for the other services a store serves.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 )
 
@@ -29,6 +30,11 @@ type GatewayConfig struct {
 	MQTT bool
 	// FastGossip tunes memberlist for loopback tests.
 	FastGossip bool
+	// GossipKey, if set, encrypts gossip (MembershipConfig.SecretKey).
+	GossipKey []byte
+	// TLS, if set, is the member's cluster identity for its gRPC clients of
+	// the stores (mutual TLS). Nil: plaintext.
+	TLS        *clustertls.Credentials
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -56,11 +62,11 @@ func StartGateway(cfg GatewayConfig) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	g := &Gateway{peers: newPeers(0, NewTable()), log: cfg.Logger.With("member", cfg.Name)}
+	g := &Gateway{peers: newPeers(0, NewTable(), cfg.TLS), log: cfg.Logger.With("member", cfg.Name)}
 	g.router = NewRouter(RouterConfig{Logger: cfg.Logger, Registerer: cfg.Registerer}, g.table, g, g.peers)
 	m, err := NewMembership(MembershipConfig{
 		Name: cfg.Name, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.GossipAdvertise, Join: cfg.Join,
-		Fast: cfg.FastGossip, Logger: cfg.Logger,
+		Fast: cfg.FastGossip, SecretKey: cfg.GossipKey, Logger: cfg.Logger,
 	}, func() MemberMeta { return MemberMeta{Role: cfg.Role, GRPC: cfg.GRPCAddr, MQTT: cfg.MQTT} }, nil, func(b []byte) {
 		for _, info := range decodeRangeState(b) {
 			g.table.Update(info)

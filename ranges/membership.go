@@ -52,8 +52,12 @@ type MembershipConfig struct {
 	// PushPullInterval spreads range descriptors; default 2s.
 	PushPullInterval time.Duration
 	// Fast lowers probe and gossip intervals, for tests on loopback.
-	Fast   bool
-	Logger *slog.Logger
+	Fast bool
+	// SecretKey, if set, encrypts and authenticates every gossip message
+	// (memberlist's AES-GCM; 16, 24 or 32 bytes): a member without the key
+	// cannot join, and its messages are dropped. Nil: plaintext gossip.
+	SecretKey []byte
+	Logger    *slog.Logger
 }
 
 // Membership is this process's view of the cluster through SWIM gossip.
@@ -68,6 +72,10 @@ type Membership struct {
 	state   func() []byte
 	merge   func([]byte)
 	log     *slog.Logger
+	// closed stops retryJoin; joinDone is closed when it returned.
+	closed    chan struct{}
+	closeOnce sync.Once
+	joinDone  chan struct{}
 }
 
 // NewMembership starts gossip. meta is asked for the local metadata whenever
@@ -85,7 +93,11 @@ func NewMembership(cfg MembershipConfig, meta func() MemberMeta, state func() []
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Membership{meta: meta, state: state, merge: merge, log: cfg.Logger, members: map[string]Member{}}
+	if k := len(cfg.SecretKey); k != 0 && k != 16 && k != 24 && k != 32 {
+		return nil, fmt.Errorf("gossip key: %d bytes, want 16, 24 or 32", k)
+	}
+	m := &Membership{meta: meta, state: state, merge: merge, log: cfg.Logger, members: map[string]Member{},
+		closed: make(chan struct{}), joinDone: make(chan struct{})}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Fast {
 		mc = memberlist.DefaultLocalConfig()
@@ -97,20 +109,14 @@ func NewMembership(cfg MembershipConfig, meta func() MemberMeta, state func() []
 	mc.Name = cfg.Name
 	mc.BindAddr = host
 	mc.BindPort = port
-	adv := cfg.AdvertiseAddr
-	if adv == "" {
-		adv = cfg.BindAddr
+	if mc.AdvertiseAddr, mc.AdvertisePort, err = gossipAdvertise(cfg.BindAddr, cfg.AdvertiseAddr); err != nil {
+		return nil, err
 	}
-	ahost, aport, err := net.SplitHostPort(adv)
-	if err != nil {
-		return nil, fmt.Errorf("gossip advertise address %q: %w", adv, err)
-	}
-	mc.AdvertiseAddr = ahost
-	mc.AdvertisePort, _ = strconv.Atoi(aport)
 	mc.PushPullInterval = cfg.PushPullInterval
 	if mc.PushPullInterval == 0 {
 		mc.PushPullInterval = 2 * time.Second
 	}
+	mc.SecretKey = cfg.SecretKey
 	mc.Delegate = delegate{m}
 	mc.Events = events{m}
 	mc.Logger = log.New(&memberlistLog{cfg.Logger}, "", 0)
@@ -124,16 +130,56 @@ func NewMembership(cfg MembershipConfig, meta func() MemberMeta, state func() []
 			// Seeds may not be up yet: keep trying in the background.
 			cfg.Logger.Warn("gossip join failed, retrying", "seeds", cfg.Join, "err", err)
 			go m.retryJoin(cfg.Join)
+			return m, nil
 		}
 	}
+	close(m.joinDone)
 	return m, nil
 }
 
+// gossipAdvertise is the IP and port memberlist tells peers to dial: those
+// of adv, else of bind. memberlist takes only an IP, so a host name (a
+// container's service name) is resolved here, once. An unspecified IP
+// (bind 0.0.0.0 or [::] with no adv) gives no IP: memberlist then picks
+// this host's private address, where advertising 0.0.0.0 would send every
+// peer to itself.
+func gossipAdvertise(bind, adv string) (string, int, error) {
+	if adv == "" {
+		adv = bind
+	}
+	host, portStr, err := net.SplitHostPort(adv)
+	if err != nil {
+		return "", 0, fmt.Errorf("gossip advertise address %q: %w", adv, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return "", 0, fmt.Errorf("gossip advertise address %q: bad port", adv)
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.IsUnspecified() {
+			return "", port, nil
+		}
+		return host, port, nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil || len(ips) == 0 {
+		return "", 0, fmt.Errorf("gossip advertise address %q: cannot resolve %s: %v", adv, host, err)
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), port, nil
+		}
+	}
+	return ips[0].String(), port, nil
+}
+
 func (m *Membership) retryJoin(seeds []string) {
+	defer close(m.joinDone)
 	for i := 0; i < 600; i++ {
-		time.Sleep(time.Second)
-		if m.ml == nil {
+		select {
+		case <-m.closed:
 			return
+		case <-time.After(time.Second):
 		}
 		if n, err := m.ml.Join(seeds); err == nil && n > 0 {
 			return
@@ -212,6 +258,8 @@ func (m *Membership) UpdateMeta() {
 
 // Close leaves the cluster and stops gossip.
 func (m *Membership) Close() error {
+	m.closeOnce.Do(func() { close(m.closed) })
+	<-m.joinDone
 	_ = m.ml.Leave(time.Second)
 	return m.ml.Shutdown()
 }

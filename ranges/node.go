@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
@@ -46,8 +47,13 @@ type NodeConfig struct {
 	Services func(s *grpc.Server, n *Node)
 	// FastGossip tunes memberlist for loopback tests.
 	FastGossip bool
+	// GossipKey, if set, encrypts gossip (MembershipConfig.SecretKey).
+	GossipKey []byte
 	// MQTT announces that the node also runs an MQTT frontend (standalone).
-	MQTT       bool
+	MQTT bool
+	// TLS, if set, secures the node's gRPC server and clients and its Raft
+	// with mutual TLS (it overrides Store.TLS). Nil: plaintext.
+	TLS        *clustertls.Credentials
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -110,6 +116,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	}
 	cfg.Store.Logger = cfg.Logger
 	cfg.Store.Registerer = cfg.Registerer
+	cfg.Store.TLS = cfg.TLS
 	lis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("grpc listen on %s: %w", cfg.GRPCAddr, err)
@@ -124,7 +131,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		peers: newPeers(store.ID(), NewTable()),
+		peers: newPeers(store.ID(), NewTable(), cfg.TLS),
 		cfg:   cfg, log: cfg.Logger.With("store", store.ID()), store: store, lis: lis,
 		bootstrapped: make(chan struct{}), ctx: ctx, cancel: cancel,
 	}
@@ -145,7 +152,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		n.markBootstrapped()
 	})
 
-	n.server = grpc.NewServer(grpc.MaxRecvMsgSize(kvstore.MaxValueSize + 1<<20))
+	n.server = clustertls.NewServer(cfg.TLS, grpc.MaxRecvMsgSize(kvstore.MaxValueSize+1<<20))
 	rangespb.RegisterKVServer(n.server, &kvServer{n: n})
 	rangespb.RegisterStoreServer(n.server, &storeServer{n: n})
 	rangespb.RegisterAdminServer(n.server, &adminServer{n: n})
@@ -154,7 +161,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	}
 	n.members, err = NewMembership(MembershipConfig{
 		Name: cfg.Name, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.GossipAdvertise, Join: cfg.Join,
-		Fast: cfg.FastGossip, Logger: cfg.Logger,
+		Fast: cfg.FastGossip, SecretKey: cfg.GossipKey, Logger: cfg.Logger,
 	}, n.meta, func() []byte { return encodeRangeState(n.localRanges()) }, func(b []byte) {
 		for _, info := range decodeRangeState(b) {
 			n.table.Update(info)

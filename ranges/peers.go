@@ -7,10 +7,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/bifrost-mq/bifrost/kvstore"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 )
 
@@ -18,6 +17,7 @@ import (
 // refreshes a routing table from them. Storage nodes and gateways share it.
 type peers struct {
 	self    uint64 // this process's store ID; 0 for a gateway
+	tls     *clustertls.Credentials
 	members *Membership
 	table   *Table
 
@@ -28,8 +28,8 @@ type peers struct {
 	lastRefresh time.Time
 }
 
-func newPeers(self uint64, table *Table) *peers {
-	return &peers{self: self, table: table, conns: map[string]*grpc.ClientConn{}}
+func newPeers(self uint64, table *Table, tls *clustertls.Credentials) *peers {
+	return &peers{self: self, tls: tls, table: table, conns: map[string]*grpc.ClientConn{}}
 }
 
 func (p *peers) closeConns() {
@@ -47,8 +47,7 @@ func (p *peers) conn(addr string) (*grpc.ClientConn, error) {
 	if c := p.conns[addr]; c != nil {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(kvstore.MaxValueSize+1<<20)))
+	c, err := dialStore(addr, p.tls)
 	if err != nil {
 		return nil, err
 	}

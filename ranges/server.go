@@ -173,8 +173,14 @@ func (s *kvServer) Scan(ctx context.Context, req *rangespb.ScanRequest) (*ranges
 	}
 	out := &rangespb.ScanResponse{}
 	cursor := req.Start
+	size := 0
 	for {
-		op := &kvpb.Op{Op: &kvpb.Op_Scan{Scan: &kvpb.ScanOp{Start: cursor, End: req.End, Limit: uint32(limit - len(out.Pairs))}}}
+		// The first range's page holds one pair at least, whatever its size;
+		// the next ones only what fits in the rest of MaxScanBytes.
+		op := &kvpb.Op{Op: &kvpb.Op_Scan{Scan: &kvpb.ScanOp{Start: cursor, End: req.End, Limit: uint32(limit - len(out.Pairs)), MaxBytes: uint32(max(kvstore.MaxScanBytes-size, 0))}}}
+		if len(out.Pairs) == 0 {
+			op.GetScan().MaxBytes = 0
+		}
 		res, err := s.n.router.Read(ctx, ksKV, cursor, req.Stale, op)
 		if err != nil {
 			return nil, ToStatus(err)
@@ -184,7 +190,14 @@ func (s *kvServer) Scan(ctx context.Context, req *rangespb.ScanRequest) (*ranges
 		if !r.More {
 			return out, nil
 		}
-		if len(out.Pairs) >= limit || (len(req.End) > 0 && bytes.Compare(r.NextKey, req.End) >= 0) {
+		for _, p := range r.Pairs {
+			size += len(p.Key) + len(p.Value)
+		}
+		// A response stays under the gRPC message limit: a page of a few
+		// ranges' worth of large values ends at MaxScanBytes.
+		// (A bounded page that came back empty: its next pair did not fit.)
+		full := size >= kvstore.MaxScanBytes || op.GetScan().MaxBytes > 0 && len(r.Pairs) == 0
+		if len(out.Pairs) >= limit || full || (len(req.End) > 0 && bytes.Compare(r.NextKey, req.End) >= 0) {
 			out.More = len(req.End) == 0 || bytes.Compare(r.NextKey, req.End) < 0
 			if out.More {
 				out.NextKey = r.NextKey

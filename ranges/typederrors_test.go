@@ -103,3 +103,45 @@ func TestRequestIDBounded(t *testing.T) {
 		t.Errorf("put with a %d-byte request ID: %v", len(max), err)
 	}
 }
+
+// TestScanOfLargeValuesPages: a scan of large values comes back in pages
+// under the gRPC message limit, across ranges too. Before, a scan returned
+// up to 1,000 pairs whatever their size: twelve values of 1 MiB (more than
+// the 9 MiB limit) failed with ResourceExhausted, and every retry with it.
+func TestScanOfLargeValuesPages(t *testing.T) {
+	c := rangestest.Start(t, 1, rangestest.Options{})
+	cl := c.Client(0)
+	value := make([]byte, 1<<20)
+	for i := range 12 {
+		if err := cl.Put(ctxT(t, 10*time.Second), fmt.Appendf(nil, "big%02d", i), value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	split(t, c, 0, "big03") // the next range's page is bounded by what is left
+	var got []string
+	start := []byte("big")
+	for pages := 0; ; pages++ {
+		if pages > 12 {
+			t.Fatalf("more than 12 pages for 12 pairs: %v", got)
+		}
+		resp, err := cl.KV.Scan(ctxT(t, 10*time.Second), &rangespb.ScanRequest{Start: start, End: []byte("bih")})
+		if err != nil {
+			t.Fatalf("scan from %q after %v: %v", start, got, err)
+		}
+		size := 0
+		for _, p := range resp.Pairs {
+			got = append(got, string(p.Key))
+			size += len(p.Key) + len(p.Value)
+		}
+		if size > 5<<20 {
+			t.Errorf("a page of %d bytes", size)
+		}
+		if !resp.More {
+			break
+		}
+		start = resp.NextKey
+	}
+	if len(got) != 12 || got[0] != "big00" || got[11] != "big11" {
+		t.Fatalf("scanned %v, want big00 to big11", got)
+	}
+}

@@ -48,7 +48,7 @@ func TestACLDefaultDeniesWithRules(t *testing.T) {
 			if err := fs.Parse(tc.args); err != nil {
 				t.Fatal(err)
 			}
-			if err := applyConfigFile(fs, cfg, m.configFileACL); err != nil {
+			if err := applyConfigFile(fs, cfg, m.configFileTables); err != nil {
 				t.Fatal(err)
 			}
 			a, err := m.authenticator()

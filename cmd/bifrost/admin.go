@@ -19,7 +19,7 @@ import (
 	"github.com/bifrost-mq/bifrost/ranges/rangespb"
 )
 
-const adminUsage = `Usage: bifrost admin [--addr HOST:PORT] [--json] [--timeout D] COMMAND
+const adminUsage = `Usage: bifrost admin [--addr HOST:PORT] [--json] [--timeout D] [--cluster-tls-cert F --cluster-tls-key F --cluster-tls-ca F] COMMAND
 
 Commands:
   cluster                                  members, roles, addresses and health
@@ -64,10 +64,11 @@ type adminCmd struct {
 	key     string
 	ks      string
 	api     apiArgs
+	tls     clusterTLSFlags
 	out     io.Writer
 }
 
-func runAdmin(args []string, stdout, stderr io.Writer) error {
+func runAdmin(args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlagSet("admin", stderr)
 	a := &adminCmd{out: stdout}
 	fs.StringVar(&a.addr, "addr", "127.0.0.1:7948", "gRPC address of any store")
@@ -82,6 +83,7 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&a.key, "key", "", "split: the split key")
 	fs.StringVar(&a.ks, "keyspace", "", "split: find the range by keyspace (kv, dist, inbox, retain) and key")
 	a.api.register(fs)
+	a.tls.register(fs, "the admin command")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -107,9 +109,21 @@ func runAdmin(args []string, stdout, stderr io.Writer) error {
 	if err := a.checkArgs(pos); err != nil {
 		return err
 	}
-	client, err := ranges.Dial(a.addr)
+	creds, err := a.tls.load()
+	if err != nil {
+		return usagef("bifrost admin: %v", err)
+	}
+	client, err := ranges.DialTLS(a.addr, creds)
 	if err != nil {
 		return err
+	}
+	if creds == nil {
+		// A TLS cluster drops a plaintext client before it says why.
+		defer func() {
+			if errors.Is(err, ranges.ErrUnavailable) {
+				err = fmt.Errorf("%w (a cluster with -cluster-tls-* needs them on admin too)", err)
+			}
+		}()
 	}
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,7 +70,7 @@ func TestAdminAPICommands(t *testing.T) {
 	}
 
 	// A persistent session, offline once its connection closed.
-	p, err := tryMQTTSession(mqttAddr, "cli-persist", false)
+	p, err := tryMQTT(mqttAddr, "cli-persist", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +111,29 @@ func TestAdminAPICommands(t *testing.T) {
 	k.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := k.r.ReadPacket(packet.V311); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the kicked connection: %v, want it closed", err)
+	}
+
+	// The status page shares the API's address, its document behind the
+	// token.
+	for path, want := range map[string]int{"/": 200, "/api/v1/status": 401} {
+		resp, err := http.Get("http://" + apiAddr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	req, _ := http.NewRequest("GET", "http://"+apiAddr+"/api/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer cli-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("GET /api/v1/status with the token: %d", resp.StatusCode)
 	}
 
 	if code, _, stderr := runCLI("admin", "--api-addr", apiAddr, "--api-token", "wrong", "sessions", "list"); code != 1 || !strings.Contains(stderr, "401") {

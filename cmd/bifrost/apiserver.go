@@ -11,8 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bifrost-mq/bifrost/api"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ui"
 )
 
 // apiFlags are the HTTP API's flags, on every process that runs a frontend.
@@ -63,10 +65,18 @@ func readTokenFile(path string) (string, error) {
 	return token, nil
 }
 
-// startAPI serves the HTTP API over a frontend; storeAddr names a store
-// for the cluster calls.
-func startAPI(cfg api.Config, front *mqtt.Server, storeAddr func() (string, error), reg prometheus.Registerer, log *slog.Logger) (*api.Server, error) {
-	cfg.Broker, cfg.StoreAddr, cfg.Registerer, cfg.Logger = front, storeAddr, reg, log
+// startAPI serves the HTTP API over a frontend, and the status page
+// (package ui) of the process status describes; storeAddr names a store
+// for the cluster calls, reached with creds.
+func startAPI(cfg api.Config, front *mqtt.Server, storeAddr func() (string, error), creds *clustertls.Credentials,
+	status ui.NodeConfig, reg *prometheus.Registry, log *slog.Logger) (*api.Server, error) {
+	cfg.Broker, cfg.StoreAddr, cfg.StoreTLS, cfg.Registerer, cfg.Logger = front, storeAddr, creds, reg, log
+	status.Gatherer = reg
+	src, err := ui.NewNodeSource(status)
+	if err != nil {
+		return nil, err
+	}
+	cfg.UI = ui.Handler(src, log)
 	srv, err := api.New(cfg)
 	if err != nil {
 		return nil, err

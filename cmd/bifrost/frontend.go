@@ -12,13 +12,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ui"
 )
 
 // runFrontend runs a stateless MQTT frontend that joins a cluster: a
@@ -41,6 +42,8 @@ func runFrontend(args []string, stderr io.Writer) error {
 	fs.StringVar(&name, "name", "", "gossip member name (default frontend-<grpc address>)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.clusterTLS.register(fs, "this frontend")
+	f.gossipKey.register(fs)
 	m.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return flagError(cmd, fs, err, stderr)
@@ -51,7 +54,7 @@ func runFrontend(args []string, stderr io.Writer) error {
 	if err := applyEnv(fs); err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
-	if err := applyConfigFile(fs, f.config, m.configFileACL); err != nil {
+	if err := applyConfigFile(fs, f.config, m.configFileTables); err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
 	}
 	log, err := f.logger(stderr)
@@ -70,8 +73,19 @@ func runFrontend(args []string, stderr io.Writer) error {
 	if len(seeds) == 0 {
 		return usagef("bifrost %s: -join is required: the gossip address of a cluster member", cmd)
 	}
+	creds, err := f.clusterTLS.load()
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
+	gossipKey, err := f.gossipKey.load()
+	if err != nil {
+		return usagef("bifrost %s: %v", cmd, err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := creds.Register(reg); err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
 	fc, err := m.frontendConfig(fs, log, reg)
 	if err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
@@ -90,7 +104,7 @@ func runFrontend(args []string, stderr io.Writer) error {
 	}
 	gw, err := ranges.StartGateway(ranges.GatewayConfig{
 		Name: name, GossipAddr: gossip, GossipAdvertise: advertise, Join: seeds,
-		GRPCAddr: lis.Addr().String(), MQTT: true, Logger: log, Registerer: reg,
+		GRPCAddr: lis.Addr().String(), MQTT: true, TLS: creds, GossipKey: gossipKey, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		lis.Close()
@@ -102,12 +116,13 @@ func runFrontend(args []string, stderr io.Writer) error {
 	fc.Dist, fc.Retain = dist.NewClient(gw.Router()), retain.NewClient(gw.Router())
 	fc.Inbox = inbox.NewClient(gw.Router())
 	fc.Frontends = frontendAddrs(gw.Membership)
+	fc.ClusterTLS = creds
 	front, err := mqtt.New(fc)
 	if err != nil {
 		lis.Close()
 		return usagef("bifrost %s: %v", cmd, err)
 	}
-	g := grpc.NewServer()
+	g := clustertls.NewServer(creds)
 	front.RegisterService(g)
 	served := make(chan struct{})
 	go func() {
@@ -130,7 +145,9 @@ func runFrontend(args []string, stderr io.Writer) error {
 	}
 	defer front.Close()
 	if apiOn {
-		apiSrv, err := startAPI(apiCfg, front, anyStore(gw.Membership()), reg, log)
+		status := ui.NodeConfig{Name: name, Membership: gw.Membership, Table: gw.Router().Table(),
+			Refresh: gw.Refresh, Retain: retain.NewClient(gw.Router())}
+		apiSrv, err := startAPI(apiCfg, front, anyStore(gw.Membership()), creds, status, reg, log)
 		if err != nil {
 			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,11 @@ func startProc(t *testing.T, bin string, logName string, args ...string) *proc {
 // startProcIn is startProc with the log in dir.
 func startProcIn(t *testing.T, bin, dir, logName string, args ...string) *proc {
 	t.Helper()
+	// Processes with a frontend serve the HTTP API on a fixed default
+	// address, which many at once cannot share: off unless a test asks.
+	if len(args) > 0 && (args[0] == "standalone" || args[0] == "frontend") && !slices.Contains(args, "--api") {
+		args = append(args, "--api", "")
+	}
 	log, err := os.Create(filepath.Join(dir, logName))
 	if err != nil {
 		t.Fatal(err)
@@ -82,9 +88,16 @@ type client struct {
 
 func dialMQTT(t *testing.T, addr, id string, within time.Duration) *client {
 	t.Helper()
+	return dialMQTTSession(t, addr, id, true, within)
+}
+
+// dialMQTTSession is dialMQTT with the clean session flag given: false
+// makes a persistent session, whose messages go through its inbox.
+func dialMQTTSession(t *testing.T, addr, id string, clean bool, within time.Duration) *client {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		c, err := tryMQTT(addr, id)
+		c, err := tryMQTT(addr, id, clean)
 		if err == nil {
 			c.t = t
 			t.Cleanup(func() { c.nc.Close() })
@@ -97,11 +110,7 @@ func dialMQTT(t *testing.T, addr, id string, within time.Duration) *client {
 	}
 }
 
-func tryMQTT(addr, id string) (*client, error) { return tryMQTTSession(addr, id, true) }
-
-// tryMQTTSession connects with CleanSession clean (false: a persistent
-// session).
-func tryMQTTSession(addr, id string, clean bool) (*client, error) {
+func tryMQTT(addr, id string, clean bool) (*client, error) {
 	nc, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,10 @@ type mqttFlags struct {
 	defaultAllow                optionalBool
 	acl                         []auth.Rule
 	api                         apiFlags
+	plugins                     pluginFlags
+	certUsers                   []auth.CertUser
+	proxyProtocol               string
+	listenerTenants             string
 }
 
 func (m *mqttFlags) register(fs *flag.FlagSet) {
@@ -59,6 +64,9 @@ func (m *mqttFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.usersFile, "users-file", "", "file of username:bcrypt-hash lines; when set, clients must authenticate")
 	fs.BoolVar(&m.allowAnonymous, "allow-anonymous", false, "with --users-file, also accept clients without a username")
 	m.api.register(fs)
+	m.plugins.register(fs)
+	fs.StringVar(&m.proxyProtocol, "mqtt-proxy-protocol", "", "listeners behind a load balancer that sends the PROXY protocol (v1 or v2), comma-separated: tcp, tls, ws, wss; their connections must start with a PROXY header, whose client address auth, ACLs and logs then see")
+	fs.StringVar(&m.listenerTenants, "mqtt-listener-tenant", "", "tenant of each listener's clients when authentication names none, as kind=tenant pairs, comma-separated (e.g. tls=acme,wss=acme); unlisted listeners: tenant \"default\"")
 	fs.Var(&m.defaultAllow, "acl-default-allow", "allow what no [[acl]] rule of the config file decides (unset: deny when the config file has [[acl]] rules, as mosquitto does with an ACL file; allow when it has none)")
 }
 
@@ -93,8 +101,12 @@ func (b optionalBool) or(def bool) bool {
 	return def
 }
 
-// configFileACL takes the [[acl]] tables out of a config file's settings.
-func (m *mqttFlags) configFileACL(values map[string]any) error {
+// configFileTables takes the [[acl]] and [[cert-user]] tables out of a
+// config file's settings.
+func (m *mqttFlags) configFileTables(values map[string]any) error {
+	if err := m.configFileCertUsers(values); err != nil {
+		return err
+	}
 	raw, ok := values["acl"]
 	if !ok {
 		return nil
@@ -136,7 +148,97 @@ func (m *mqttFlags) configFileACL(values map[string]any) error {
 	return nil
 }
 
+// configFileCertUsers takes the [[cert-user]] tables out of a config file's
+// settings.
+func (m *mqttFlags) configFileCertUsers(values map[string]any) error {
+	raw, ok := values["cert-user"]
+	if !ok {
+		return nil
+	}
+	delete(values, "cert-user")
+	list, ok := raw.([]map[string]any)
+	if !ok {
+		return fmt.Errorf("cert-user: want [[cert-user]] tables")
+	}
+	for i, t := range list {
+		var u auth.CertUser
+		for k, v := range t {
+			s, good := v.(string)
+			switch k {
+			case "common-name":
+				u.CommonName = s
+			case "organizational-unit":
+				u.OrganizationalUnit = s
+			case "user":
+				u.User = s
+			case "tenant":
+				u.Tenant = s
+			default:
+				return fmt.Errorf("cert-user[%d]: unknown key %q (want common-name, organizational-unit, user, tenant)", i, k)
+			}
+			if !good {
+				return fmt.Errorf("cert-user[%d]: %s must be a string", i, k)
+			}
+		}
+		m.certUsers = append(m.certUsers, u)
+	}
+	return nil
+}
+
+// perListener parses the listener options of -mqtt-proxy-protocol and
+// -mqtt-listener-tenant.
+func (m *mqttFlags) perListener() (proxy map[listener.Kind]bool, tenants map[listener.Kind]string, err error) {
+	kind := func(flagName, value, s string) (listener.Kind, error) {
+		switch k := listener.Kind(strings.TrimSpace(s)); k {
+		case listener.TCP, listener.TLS, listener.WS, listener.WSS:
+			return k, nil
+		}
+		return "", fmt.Errorf("invalid value %q for -%s: unknown listener %q (want tcp, tls, ws or wss)", value, flagName, s)
+	}
+	proxy, tenants = map[listener.Kind]bool{}, map[listener.Kind]string{}
+	for _, s := range splitList(m.proxyProtocol) {
+		k, err := kind("mqtt-proxy-protocol", m.proxyProtocol, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		proxy[k] = true
+	}
+	for _, s := range splitList(m.listenerTenants) {
+		name, tenant, ok := strings.Cut(s, "=")
+		if !ok {
+			return nil, nil, fmt.Errorf("invalid value %q for -mqtt-listener-tenant: want kind=tenant pairs, got %q", m.listenerTenants, s)
+		}
+		k, err := kind("mqtt-listener-tenant", m.listenerTenants, name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, dup := tenants[k]; dup {
+			return nil, nil, fmt.Errorf("invalid value %q for -mqtt-listener-tenant: %s is listed twice", m.listenerTenants, k)
+		}
+		if err := auth.ValidateTenant(tenant); err != nil {
+			return nil, nil, fmt.Errorf("invalid value %q for -mqtt-listener-tenant: %s: %v", m.listenerTenants, k, err)
+		}
+		tenants[k] = tenant
+	}
+	return proxy, tenants, nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
 func (m *mqttFlags) listeners(fs *flag.FlagSet) ([]listener.Config, error) {
+	proxy, tenants, err := m.perListener()
+	if err != nil {
+		return nil, err
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	hasCert := m.cert != "" || m.key != ""
@@ -154,7 +256,7 @@ func (m *mqttFlags) listeners(fs *flag.FlagSet) ([]listener.Config, error) {
 			}
 			return nil
 		}
-		lc := listener.Config{Kind: kind, Addr: addr}
+		lc := listener.Config{Kind: kind, Addr: addr, ProxyProtocol: proxy[kind], Tenant: tenants[kind]}
 		if tls {
 			lc.CertFile, lc.KeyFile, lc.ClientCAFile, lc.RequireClientCert = m.cert, m.key, m.clientCA, m.requireClientCert
 		}
@@ -176,15 +278,31 @@ func (m *mqttFlags) listeners(fs *flag.FlagSet) ([]listener.Config, error) {
 			return nil, err
 		}
 	}
+	// Naming a listener that is off is a mistake worth hearing of: the
+	// operator expects a load balancer's or a tenant's clients there.
+	open := map[listener.Kind]bool{}
+	for _, lc := range out {
+		open[lc.Kind] = true
+	}
+	for k := range proxy {
+		if !open[k] {
+			return nil, fmt.Errorf("-mqtt-proxy-protocol names the %s listener, which is not open", k)
+		}
+	}
+	for k := range tenants {
+		if !open[k] {
+			return nil, fmt.Errorf("-mqtt-listener-tenant names the %s listener, which is not open", k)
+		}
+	}
 	return out, nil
 }
 
 func (m *mqttFlags) authenticator() (auth.Authenticator, error) {
-	if m.usersFile == "" && len(m.acl) == 0 {
+	if m.usersFile == "" && len(m.acl) == 0 && len(m.certUsers) == 0 {
 		return auth.AllowAll(), nil
 	}
 	a, err := auth.NewFile(auth.FileConfig{
-		UsersFile: m.usersFile, AllowAnonymous: m.allowAnonymous || m.usersFile == "",
+		UsersFile: m.usersFile, CertUsers: m.certUsers, AllowAnonymous: m.allowAnonymous || m.usersFile == "",
 		ACL: m.acl, DefaultAllow: m.defaultAllow.or(len(m.acl) == 0),
 	})
 	if err != nil {
@@ -202,6 +320,9 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 	}
 	a, err := m.authenticator()
 	if err != nil {
+		return mqtt.Config{}, err
+	}
+	if a, err = m.plugins.authProvider(a, m.usersFile != "" || len(m.acl) > 0, log, reg); err != nil {
 		return mqtt.Config{}, err
 	}
 	if m.maxPacketSize < 64 || m.maxPacketSize > 268435455 {
@@ -232,6 +353,10 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 	if m.maxQueuedBytes < 64<<10 || m.maxQueuedBytes > 1<<40 {
 		return mqtt.Config{}, fmt.Errorf("invalid value %d for -mqtt-max-queued-bytes: want 65536 to 2^40", m.maxQueuedBytes)
 	}
+	ev, err := m.plugins.eventCollector(log, reg)
+	if err != nil {
+		return mqtt.Config{}, err
+	}
 	return mqtt.Config{
 		Listeners: ls, Auth: a,
 		MaxPacketSize: uint32(m.maxPacketSize), MaxKeepAlive: uint16(m.maxKeepAlive),
@@ -239,6 +364,7 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 		MaxSessionExpiry: uint32(m.maxSessionExpiry), ReplaceForeignSessions: m.replaceForeignSessions, Logger: log, Registerer: reg,
 		SysInterval: sys, Version: version(),
 		MaxQueuedBytes: int(m.maxQueuedBytes),
+		Events:         ev,
 	}, nil
 }
 

@@ -35,10 +35,13 @@ import (
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/ranges"
+	"github.com/bifrost-mq/bifrost/ui"
+	"github.com/dustin/go-humanize"
 )
 
 // serverFlags are the flags of 'store' and 'standalone'. Each can also be set
@@ -61,7 +64,12 @@ type serverFlags struct {
 	keyspaceRF       string
 	balancerInterval time.Duration
 	ownerCheck       time.Duration
+	cacheSize        byteSize
+	memtableSize     byteSize
 	bal              *balancer.Balancer
+	clusterTLS       clusterTLSFlags
+	tls              *clustertls.Credentials
+	gossipKey        gossipKeyFlag
 
 	// runsMQTT: standalone runs a frontend in the store's process.
 	runsMQTT bool
@@ -98,8 +106,12 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.Float64Var(&f.splitLoad, "split-load", def.SplitLoad, "split a range serving more reads plus writes per second than this, at the key that halves its load, while its leader uses at least half its CPU (0: off); neighbours under a tenth of it are cold enough to merge")
 	fs.DurationVar(&f.balancerInterval, "balancer-interval", 5*time.Second, "time between balancer moves")
 	fs.DurationVar(&f.ownerCheck, "inbox-owner-check", 10*time.Second, "how often the inbox leaders ask whether the frontends of attached sessions still have them (a session whose frontend died is detached then, its will published)")
+	fs.Var(&f.cacheSize, "cache-size", "the storage engine's block cache, e.g. 512MiB or 2GiB (default: an eighth of the memory limit, 64 MiB to 8 GiB)")
+	fs.Var(&f.memtableSize, "memtable-size", "the storage engine's memtable size, 1MiB to 4GiB (default 64MiB)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.clusterTLS.register(fs, "this node")
+	f.gossipKey.register(fs)
 	if standalone {
 		f.runsMQTT = true
 		f.mqtt.register(fs)
@@ -226,12 +238,23 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	if f.splitBytes > 0 && f.mergeBytes >= f.splitBytes {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %d for -merge-bytes: must be below -split-bytes (%d)", f.mergeBytes, f.splitBytes)
 	}
+	engine := kvstore.EngineOptions{CacheBytes: int64(f.cacheSize), MemTableBytes: uint64(f.memtableSize)}
+	if err := engine.Validate(); err != nil {
+		return ranges.NodeConfig{}, fmt.Errorf("invalid -cache-size or -memtable-size: %v", err)
+	}
+	if f.tls, err = f.clusterTLS.load(); err != nil {
+		return ranges.NodeConfig{}, err
+	}
+	gossipKey, err := f.gossipKey.load()
+	if err != nil {
+		return ranges.NodeConfig{}, err
+	}
 	data, err := filepath.Abs(f.data)
 	if err != nil {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for -data: %v", f.data, err)
 	}
 	return ranges.NodeConfig{
-		Store: kvstore.Config{DataDir: data, RaftAddr: f.raft, RTTMillisecond: f.rttMs, Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{
+		Store: kvstore.Config{DataDir: data, RaftAddr: f.raft, RTTMillisecond: f.rttMs, Engine: engine, Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{
 			kvpb.Keyspace_KEYSPACE_DIST:   dist.New,
 			kvpb.Keyspace_KEYSPACE_INBOX:  inbox.New,
 			kvpb.Keyspace_KEYSPACE_RETAIN: retain.New,
@@ -254,6 +277,8 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 		GRPCAddr:        f.grpc,
 		Join:            join,
 		BootstrapExpect: f.bootstrapExpect,
+		TLS:             f.tls,
+		GossipKey:       gossipKey,
 		Logger:          log,
 		Registerer:      reg,
 	}, nil
@@ -275,7 +300,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	}
 	var tables func(map[string]any) error
 	if f.runsMQTT {
-		tables = f.mqtt.configFileACL
+		tables = f.mqtt.configFileTables
 	}
 	if err := applyConfigFile(fs, f.config, tables); err != nil {
 		return usagef("bifrost %s: %v", cmd, err)
@@ -292,6 +317,9 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	}
 	var apiCfg api.Config
 	var apiOn bool
+	if err := f.tls.Register(reg); err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
+	}
 	if f.runsMQTT {
 		if f.frontCfg, err = f.mqtt.frontendConfig(fs, log, reg); err != nil {
 			return usagef("bifrost %s: %v", cmd, err)
@@ -309,6 +337,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 			fc.Dist, fc.Retain = dist.NewClient(n.Router()), retain.NewClient(n.Router())
 			fc.Inbox = inbox.NewClient(n.Router())
 			fc.Frontends = frontendAddrs(n.Membership)
+			fc.ClusterTLS = f.tls
 			front, err := mqtt.New(fc)
 			if err != nil {
 				panic(err) // validated above
@@ -361,7 +390,7 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	if pub == nil {
 		pub, err = mqtt.New(mqtt.Config{ReceiverID: mqtt.NewReceiverID(node.GRPCAddr()),
 			Dist: dist.NewClient(node.Router()), Retain: retain.NewClient(node.Router()), Inbox: inbox.NewClient(node.Router()),
-			Frontends: frontendAddrs(node.Membership), Logger: log})
+			Frontends: frontendAddrs(node.Membership), ClusterTLS: f.tls, Logger: log})
 		if err != nil {
 			node.Close()
 			return &exitError{code: 1, msg: fmt.Sprintf("bifrost %s: %v", cmd, err)}
@@ -371,7 +400,9 @@ func runServer(cmd string, args []string, stderr io.Writer) error {
 	var apiSrv *api.Server
 	if apiOn && f.front != nil {
 		own := node.GRPCAddr()
-		apiSrv, err = startAPI(apiCfg, f.front, func() (string, error) { return own, nil }, reg, log)
+		status := ui.NodeConfig{Name: node.Name(), Membership: node.Membership, Table: node.Router().Table(),
+			Refresh: node.Refresh, Retain: retain.NewClient(node.Router())}
+		apiSrv, err = startAPI(apiCfg, f.front, func() (string, error) { return own, nil }, f.tls, status, reg, log)
 		if err != nil {
 			if httpSrv != nil {
 				httpSrv.Close()
@@ -494,4 +525,27 @@ func parseKeyspaceRF(v string) (map[kvpb.Keyspace]int, error) {
 		out[kvpb.Keyspace(ks)] = rf
 	}
 	return out, nil
+}
+
+// byteSize is a flag of a size in bytes: a number with an optional unit
+// (KiB, MiB, GiB, or kB, MB, GB); 0 or unset takes the default.
+type byteSize uint64
+
+func (b *byteSize) String() string {
+	if b == nil || *b == 0 {
+		return ""
+	}
+	return humanize.IBytes(uint64(*b))
+}
+
+func (b *byteSize) Set(s string) error {
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return fmt.Errorf("want a size such as 512MiB: %v", err)
+	}
+	if n > 1<<50 {
+		return fmt.Errorf("%s is too large", s)
+	}
+	*b = byteSize(n)
+	return nil
 }

@@ -918,10 +918,14 @@ func (x *CasOp) GetDelete() bool {
 
 // ScanOp returns up to limit pairs in [start, end), clipped to the range.
 type ScanOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Start         []byte                 `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
-	End           []byte                 `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
-	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Start []byte                 `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	End   []byte                 `protobuf:"bytes,2,opt,name=end,proto3" json:"end,omitempty"`
+	Limit uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// max_bytes bounds the result's keys and values strictly (a pair that does
+	// not fit ends the page, even the first). 0: kvstore.MaxScanBytes, and the
+	// first pair is returned whatever its size.
+	MaxBytes      uint32 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -973,6 +977,13 @@ func (x *ScanOp) GetEnd() []byte {
 func (x *ScanOp) GetLimit() uint32 {
 	if x != nil {
 		return x.Limit
+	}
+	return 0
+}
+
+func (x *ScanOp) GetMaxBytes() uint32 {
+	if x != nil {
+		return x.MaxBytes
 	}
 	return 0
 }
@@ -2178,11 +2189,12 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\bexpected\x18\x02 \x01(\fR\bexpected\x12#\n" +
 	"\rexpect_absent\x18\x03 \x01(\bR\fexpectAbsent\x12\x1b\n" +
 	"\tnew_value\x18\x04 \x01(\fR\bnewValue\x12\x16\n" +
-	"\x06delete\x18\x05 \x01(\bR\x06delete\"F\n" +
+	"\x06delete\x18\x05 \x01(\bR\x06delete\"c\n" +
 	"\x06ScanOp\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\fR\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\fR\x03end\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xa6\x01\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x1b\n" +
+	"\tmax_bytes\x18\x04 \x01(\rR\bmaxBytes\"\xa6\x01\n" +
 	"\bOpResult\x12\x14\n" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x15\n" +

@@ -17,6 +17,7 @@ package auth
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -34,7 +35,8 @@ var (
 	ErrNotAuthorized = errors.New("auth: not authorized")
 )
 
-// DefaultTenant is the tenant of every client of the authenticators here.
+// DefaultTenant is the tenant of a client when neither its authentication
+// nor its listener names one.
 const DefaultTenant = "default"
 
 // Authenticator decides who may connect and what they may do. It is safe
@@ -62,6 +64,26 @@ type Credentials struct {
 	// CommonName is the subject CN of a verified TLS client certificate, ""
 	// if none.
 	CommonName string
+	// CertSubject is that certificate's whole subject (RFC 2253), "" if
+	// none.
+	CertSubject string
+	// ProtocolVersion is the CONNECT's: 3 (3.1), 4 (3.1.1) or 5.
+	ProtocolVersion byte
+	// Certificate is the verified TLS client certificate, nil if none.
+	Certificate *x509.Certificate
+	// ListenerTenant is the tenant of the listener the client came in on,
+	// "" for DefaultTenant: the tenant of a client whose authentication
+	// names none (see FallbackTenant).
+	ListenerTenant string
+}
+
+// FallbackTenant is the client's tenant when its authentication names none: the
+// listener's, or DefaultTenant.
+func (c Credentials) FallbackTenant() string {
+	if c.ListenerTenant != "" {
+		return c.ListenerTenant
+	}
+	return DefaultTenant
 }
 
 // Identity is an authenticated client. Username is "" for an anonymous
@@ -70,6 +92,10 @@ type Identity struct {
 	Tenant   string
 	ClientID string
 	Username string
+	// Remote is the client's address (Credentials.Remote: behind a
+	// PROXY-protocol load balancer, the client's), for Authorize to use;
+	// the broker sets it.
+	Remote net.Addr
 }
 
 // Action is what a client wants to do with a topic.
@@ -93,7 +119,8 @@ func (a Action) String() string {
 
 // AllowAll lets every client connect, anonymously (Identity.Username "":
 // a username nothing verified is not an identity, and must not own a
-// session), as tenant DefaultTenant, and do anything.
+// session), as its listener's tenant (Credentials.FallbackTenant), and do
+// anything.
 func AllowAll() Authenticator { return allowAll{} }
 
 type allowAll struct{}
@@ -102,7 +129,7 @@ func (allowAll) Authenticate(ctx context.Context, c Credentials) (Identity, erro
 	if err := ctx.Err(); err != nil {
 		return Identity{}, err
 	}
-	return Identity{Tenant: DefaultTenant, ClientID: c.ClientID}, nil
+	return Identity{Tenant: c.FallbackTenant(), ClientID: c.ClientID}, nil
 }
 
 func (allowAll) Authorize(Identity, Action, string) bool { return true }

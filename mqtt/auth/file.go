@@ -1,10 +1,12 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -16,10 +18,17 @@ import (
 // denies everything.
 type FileConfig struct {
 	// UsersFile holds lines "username:bcrypt-hash" (htpasswd -B, or
-	// HashPassword), '#' comments and blank lines. Without a users file
-	// nobody can be authenticated: every client connects as anonymous, its
-	// username dropped, whatever AllowAnonymous says.
+	// HashPassword) or "username:bcrypt-hash:tenant", '#' comments and
+	// blank lines. A user without a tenant is in its listener's tenant
+	// (Credentials.FallbackTenant). Without a users file (and without
+	// CertUsers) nobody can be authenticated: every client connects as
+	// anonymous, its username dropped, whatever AllowAnonymous says.
 	UsersFile string `toml:"users-file"`
+	// CertUsers map verified TLS client certificates to users and tenants;
+	// the first entry that matches a client's certificate authenticates it
+	// without a password. A client whose certificate matches none
+	// authenticates as without a certificate.
+	CertUsers []CertUser `toml:"cert-user"`
 	// AllowAnonymous lets clients without a username connect when there is
 	// a users file; default false.
 	AllowAnonymous bool `toml:"allow-anonymous"`
@@ -53,25 +62,73 @@ type Rule struct {
 	Topic string `toml:"topic"`
 }
 
-// Validate checks the ACL rules, naming the bad rule by its index; the
-// users file is read by NewFile.
+// CertUser maps client certificates by subject to a user and a tenant.
+type CertUser struct {
+	// CommonName is the subject CN a certificate must have, or "*" for
+	// any; required.
+	CommonName string `toml:"common-name"`
+	// OrganizationalUnit, when set, is an OU the certificate's subject
+	// must list.
+	OrganizationalUnit string `toml:"organizational-unit"`
+	// User is the client's username; default the certificate's CN. A
+	// CONNECT that names another username is refused (bad credentials);
+	// its password, if any, is not checked.
+	User string `toml:"user"`
+	// Tenant is the client's tenant; default the listener's.
+	Tenant string `toml:"tenant"`
+}
+
+func (u CertUser) validate() error {
+	if u.CommonName == "" {
+		return fmt.Errorf("common-name is required (\"*\" for any)")
+	}
+	if u.Tenant != "" {
+		if err := ValidateTenant(u.Tenant); err != nil {
+			return err
+		}
+	}
+	if !utf8.ValidString(u.CommonName) || !utf8.ValidString(u.User) {
+		return fmt.Errorf("common-name or user is not UTF-8")
+	}
+	return nil
+}
+
+// matches reports whether cert's subject is one u maps.
+func (u CertUser) matches(cn string, ous []string) bool {
+	if u.CommonName != "*" && u.CommonName != cn {
+		return false
+	}
+	return u.OrganizationalUnit == "" || slices.Contains(ous, u.OrganizationalUnit)
+}
+
+// Validate checks the ACL rules and certificate users, naming the bad one
+// by its index; the users file is read by NewFile.
 func (c FileConfig) Validate() error {
+	for i, u := range c.CertUsers {
+		if err := u.validate(); err != nil {
+			return fmt.Errorf("auth: cert-user[%d]: %w", i, err)
+		}
+	}
 	for i, r := range c.ACL {
-		if _, err := compileRule(r, c.UsersFile != ""); err != nil {
+		if _, err := compileRule(r, c.hasUsers()); err != nil {
 			return fmt.Errorf("auth: acl[%d]: %w", i, err)
 		}
 	}
 	return nil
 }
 
+// hasUsers: some client can have a username.
+func (c FileConfig) hasUsers() bool { return c.UsersFile != "" || len(c.CertUsers) > 0 }
+
 // NewFile reads the users file and compiles the rules of cfg.
 func NewFile(cfg FileConfig) (Authenticator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	f := &fileAuth{allowAnonymous: cfg.AllowAnonymous, defaultAllow: cfg.DefaultAllow, limit: newLoginLimiter()}
+	f := &fileAuth{allowAnonymous: cfg.AllowAnonymous, defaultAllow: cfg.DefaultAllow, limit: newLoginLimiter(),
+		certUsers: slices.Clone(cfg.CertUsers)}
 	for _, r := range cfg.ACL {
-		cr, _ := compileRule(r, cfg.UsersFile != "") // checked by Validate
+		cr, _ := compileRule(r, cfg.hasUsers()) // checked by Validate
 		f.rules = append(f.rules, cr)
 	}
 	if cfg.UsersFile != "" {
@@ -91,13 +148,19 @@ func NewFile(cfg FileConfig) (Authenticator, error) {
 	return f, nil
 }
 
+// userEntry is a users file line.
+type userEntry struct {
+	hash   []byte // bcrypt
+	tenant string // "" for the listener's
+}
+
 // readUsers parses a users file; cost is the most common bcrypt cost in it.
-func readUsers(path string) (users map[string][]byte, cost int, err error) {
+func readUsers(path string) (users map[string]userEntry, cost int, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, 0, fmt.Errorf("auth: users-file: %w", err)
 	}
-	users = map[string][]byte{}
+	users = map[string]userEntry{}
 	lineOf := map[string]int{}
 	costs := map[int]int{}
 	for i, line := range strings.Split(string(data), "\n") {
@@ -112,7 +175,7 @@ func readUsers(path string) (users map[string][]byte, cost int, err error) {
 		name, hash, ok := strings.Cut(line, ":")
 		switch {
 		case !ok:
-			return nil, 0, bad("want username:bcrypt-hash")
+			return nil, 0, bad("want username:bcrypt-hash or username:bcrypt-hash:tenant")
 		case name == "":
 			return nil, 0, bad("empty username")
 		case strings.TrimSpace(name) != name:
@@ -122,12 +185,19 @@ func readUsers(path string) (users map[string][]byte, cost int, err error) {
 		case lineOf[name] != 0:
 			return nil, 0, bad("user %q is already on line %d", name, lineOf[name])
 		}
+		// A bcrypt hash has no ':', so a third field is the tenant.
+		hash, tenant, hasTenant := strings.Cut(hash, ":")
+		if hasTenant {
+			if err := ValidateTenant(tenant); err != nil {
+				return nil, 0, bad("user %q: %v", name, err)
+			}
+		}
 		// Never quote the hash: error messages end up in logs.
 		c, err := checkHash(hash)
 		if err != nil {
 			return nil, 0, bad("user %q: %v", name, err)
 		}
-		users[name] = []byte(hash)
+		users[name] = userEntry{hash: []byte(hash), tenant: tenant}
 		lineOf[name] = n
 		costs[c]++
 	}
@@ -158,8 +228,9 @@ func checkHash(hash string) (cost int, err error) {
 }
 
 type fileAuth struct {
-	users          map[string][]byte // username: bcrypt hash; nil without a users file
-	dummy          []byte            // checked for unknown users
+	users          map[string]userEntry // nil without a users file
+	certUsers      []CertUser
+	dummy          []byte // checked for unknown users
 	allowAnonymous bool
 	rules          []rule
 	defaultAllow   bool
@@ -170,7 +241,24 @@ func (f *fileAuth) Authenticate(ctx context.Context, c Credentials) (Identity, e
 	if err := ctx.Err(); err != nil {
 		return Identity{}, err
 	}
-	id := Identity{Tenant: DefaultTenant, ClientID: c.ClientID}
+	id := Identity{Tenant: c.FallbackTenant(), ClientID: c.ClientID}
+	if cert := c.Certificate; cert != nil {
+		for _, u := range f.certUsers {
+			if !u.matches(cert.Subject.CommonName, cert.Subject.OrganizationalUnit) {
+				continue
+			}
+			id.Username = cmp.Or(u.User, cert.Subject.CommonName)
+			if u.Tenant != "" {
+				id.Tenant = u.Tenant
+			}
+			if id.Username == "" || c.HasUsername && c.Username != id.Username {
+				// A CN-less certificate names nobody; a username that
+				// is not the certificate's is a confused client.
+				return Identity{}, ErrBadCredentials
+			}
+			return id, nil
+		}
+	}
 	if f.users == nil {
 		return id, nil
 	}
@@ -188,7 +276,8 @@ func (f *fileAuth) Authenticate(ctx context.Context, c Credentials) (Identity, e
 	if !f.limit.allowed(src) {
 		return Identity{}, ErrBadCredentials // too many failures from there: no check (limit.go)
 	}
-	hash, known := f.users[c.Username]
+	u, known := f.users[c.Username]
+	hash := u.hash
 	if !known {
 		hash = f.dummy
 	}
@@ -203,6 +292,9 @@ func (f *fileAuth) Authenticate(ctx context.Context, c Credentials) (Identity, e
 		return Identity{}, ErrBadCredentials
 	}
 	id.Username = c.Username
+	if u.tenant != "" {
+		id.Tenant = u.tenant
+	}
 	return id, nil
 }
 

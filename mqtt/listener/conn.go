@@ -17,6 +17,7 @@ type trackedConn struct {
 	l        *Listener       //
 	raw      net.Conn        // the TCP socket underneath
 	ws       *websocket.Conn // the WebSocket under Conn, for ws and wss
+	remote   net.Addr        // the PROXY header's client address, or nil
 	once     sync.Once
 }
 
@@ -39,6 +40,16 @@ func (c *trackedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return errNotPlain
+}
+
+// RemoteAddr is the client's address: the PROXY header's when the
+// listener takes one, so that logs, auth and limits see the client and not
+// the load balancer.
+func (c *trackedConn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.Conn.RemoteAddr()
 }
 
 // closeNow closes the socket without any closing handshake, which could

@@ -5,9 +5,10 @@
 // Invariants:
 //   - Start binds before it returns, so a bad or busy address is an error at
 //     once; serving then happens in goroutines the Listener owns.
-//   - Each connection gets one goroutine that runs its handshakes (TLS, then
-//     the HTTP upgrade for WebSocket) under a deadline and then calls the
-//     handler; a connection that fails a handshake never reaches the handler.
+//   - Each connection gets one goroutine that runs its handshakes (the PROXY
+//     protocol header when the listener takes one, TLS, then the HTTP upgrade
+//     for WebSocket) under a deadline and then calls the handler; a
+//     connection that fails a handshake never reaches the handler.
 //   - The Listener tracks every connection from accept until it is closed,
 //     and Close closes those still open, so nothing it accepted outlives it.
 //   - Close returns only once every goroutine the Listener started, the
@@ -79,6 +80,20 @@ type Config struct {
 	// socket forever; default DefaultHandshakeTimeout. Plain TCP has no
 	// handshake here: the MQTT CONNECT timeout is the broker's.
 	HandshakeTimeout time.Duration `toml:"handshake-timeout"`
+
+	// ProxyProtocol makes every connection start with a PROXY protocol
+	// header, version 1 or 2 (proxyproto.go), sent by a load balancer: the
+	// client address it names becomes the conn's RemoteAddr and
+	// ConnInfo.Remote. A connection without a valid header is closed
+	// before it reaches the handler (and counted). The header is read
+	// under HandshakeTimeout. Default false: a PROXY header is then just
+	// a malformed MQTT packet.
+	ProxyProtocol bool `toml:"proxy-protocol"`
+
+	// Tenant is the tenant of this listener's clients when authentication
+	// names none; "" is the broker's default tenant. The listener only
+	// passes it on (ConnInfo.Tenant); the broker validates it.
+	Tenant string `toml:"tenant"`
 }
 
 // Validate checks the config, naming the bad field.
@@ -132,8 +147,15 @@ func (c Config) Validate() error {
 // ConnInfo describes an accepted connection.
 type ConnInfo struct {
 	Kind Kind
-	// Remote is the client's address (the TCP peer; no proxy protocol).
+	// Remote is the client's address: the TCP peer, or with ProxyProtocol
+	// the client address of the PROXY header (the peer when the header
+	// carries none, as health checks send).
 	Remote net.Addr
+	// Proxy is the TCP peer when ProxyProtocol is on (the load balancer),
+	// nil otherwise.
+	Proxy net.Addr
+	// Tenant is Config.Tenant.
+	Tenant string
 	// TLS is the completed handshake of tls and wss connections, nil for
 	// plain ones. Its PeerCertificates hold a verified client certificate,
 	// if the client sent one.
@@ -362,7 +384,11 @@ func (l *Listener) serveConn(raw net.Conn) {
 		// A failure Close caused is no client's error.
 		if l.ctx.Err() == nil {
 			l.m.acceptErrors.Inc()
-			l.log.Debug("mqtt listener: handshake failed", "remote", raw.RemoteAddr().String(), "err", err)
+			if errors.Is(err, errProxyHeader) {
+				l.m.proxyErrors.Inc()
+			}
+			// info.Remote: the client's, once a PROXY header named it.
+			l.log.Debug("mqtt listener: handshake failed", "remote", info.Remote.String(), "err", err)
 		}
 		l.untrack(raw)
 		_ = raw.Close()
@@ -377,16 +403,29 @@ func (l *Listener) serveConn(raw net.Conn) {
 	l.handler(conn, info)
 }
 
-// handshake runs the TLS handshake and the WebSocket upgrade the kind
-// needs, under the handshake deadline.
+// errProxyHeader marks handshake errors of the PROXY header.
+var errProxyHeader = errors.New("bad PROXY protocol header")
+
+// handshake reads the PROXY header and runs the TLS handshake and the
+// WebSocket upgrade the kind needs, under the handshake deadline.
 func (l *Listener) handshake(raw net.Conn) (*trackedConn, ConnInfo, error) {
-	info := ConnInfo{Kind: l.cfg.Kind, Remote: raw.RemoteAddr()}
+	info := ConnInfo{Kind: l.cfg.Kind, Remote: raw.RemoteAddr(), Tenant: l.cfg.Tenant}
 	tc := &trackedConn{Conn: raw, l: l, raw: raw}
-	if l.tls == nil && !l.cfg.Kind.websocket() {
+	if l.tls == nil && !l.cfg.Kind.websocket() && !l.cfg.ProxyProtocol {
 		return tc, info, nil
 	}
 	if err := raw.SetDeadline(time.Now().Add(l.cfg.HandshakeTimeout)); err != nil {
 		return nil, info, fmt.Errorf("set handshake deadline: %w", err)
+	}
+	if l.cfg.ProxyProtocol {
+		h, err := readProxyHeader(raw)
+		if err != nil {
+			return nil, info, fmt.Errorf("%w: %w", errProxyHeader, err)
+		}
+		info.Proxy = raw.RemoteAddr()
+		if h.Source != nil {
+			info.Remote, tc.remote = h.Source, h.Source
+		}
 	}
 	if l.tls != nil {
 		c := tls.Server(raw, l.tls)

@@ -12,6 +12,7 @@ type metrics struct {
 	accepted     prometheus.Counter
 	open         prometheus.Gauge
 	acceptErrors prometheus.Counter
+	proxyErrors  prometheus.Counter
 }
 
 // newMetrics registers the vectors on reg, or reuses those a previous
@@ -30,6 +31,10 @@ func newMetrics(reg prometheus.Registerer, kind Kind) (*metrics, error) {
 		Name: "bifrost_mqtt_listener_accept_errors_total",
 		Help: "Failed accepts and failed TLS or WebSocket handshakes (including refused client certificates and wrong HTTP paths).",
 	}, []string{"kind"})
+	proxyErrors := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bifrost_mqtt_listener_proxy_header_errors_total",
+		Help: "Connections refused on a proxy-protocol listener for a missing, malformed or late PROXY header (also counted in accept errors).",
+	}, []string{"kind"})
 	if reg != nil {
 		var err error
 		if accepted, err = register(reg, accepted); err != nil {
@@ -41,12 +46,16 @@ func newMetrics(reg prometheus.Registerer, kind Kind) (*metrics, error) {
 		if acceptErrors, err = register(reg, acceptErrors); err != nil {
 			return nil, err
 		}
+		if proxyErrors, err = register(reg, proxyErrors); err != nil {
+			return nil, err
+		}
 	}
 	k := string(kind)
 	return &metrics{
 		accepted:     accepted.WithLabelValues(k),
 		open:         open.WithLabelValues(k),
 		acceptErrors: acceptErrors.WithLabelValues(k),
+		proxyErrors:  proxyErrors.WithLabelValues(k),
 	}, nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/ranges"
@@ -56,6 +57,9 @@ type Options struct {
 	// node, as opposed to serving it, starts here (Services is called
 	// before the node is whole; its router cannot route yet).
 	Started func(i int, n *ranges.Node)
+	// TLS, if set, is every node's cluster identity (mutual TLS for gRPC
+	// and Raft), and the one Client dials with.
+	TLS *clustertls.Credentials
 }
 
 // FreeAddr returns a loopback address whose port was free (TCP and UDP)
@@ -151,6 +155,7 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 			ReconcileInterval: 500 * time.Millisecond,
 			MergeResolveAfter: opts.MergeResolveAfter,
 			Failpoint:         opts.Failpoint,
+			TLS:               opts.TLS,
 			Logger:            opts.Logger.With("node", i),
 		}
 		if seed != "" {
@@ -172,7 +177,15 @@ func Start(t testing.TB, n int, opts Options) *Cluster {
 // AddNode starts one more store that joins the cluster (no bootstrap).
 func (c *Cluster) AddNode() int {
 	c.t.Helper()
+	return c.AddNodeTLS(c.cfgs[0].TLS)
+}
+
+// AddNodeTLS is AddNode with the new store's own cluster identity (say, a
+// certificate from another CA).
+func (c *Cluster) AddNodeTLS(creds *clustertls.Credentials) int {
+	c.t.Helper()
 	cfg := c.cfgs[0]
+	cfg.TLS = creds
 	cfg.Store.DataDir = filepath.Join(filepath.Dir(cfg.Store.DataDir), fmt.Sprintf("store%d", len(c.cfgs)))
 	cfg.Store.RaftAddr = FreeAddr(c.t)
 	cfg.GossipAddr = FreeAddr(c.t)
@@ -249,7 +262,7 @@ func (c *Cluster) Addr(i int) string { return c.cfgs[i].GRPCAddr }
 // Client dials node i.
 func (c *Cluster) Client(i int) *ranges.Client {
 	c.t.Helper()
-	cl, err := ranges.Dial(c.Addr(i))
+	cl, err := ranges.DialTLS(c.Addr(i), c.cfgs[i].TLS)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -289,7 +302,7 @@ func (c *Cluster) waitWrite(deadline time.Time) {
 			if n == nil {
 				continue
 			}
-			cl, err := ranges.Dial(c.Addr(i))
+			cl, err := ranges.DialTLS(c.Addr(i), c.cfgs[i].TLS)
 			if err != nil {
 				continue
 			}
