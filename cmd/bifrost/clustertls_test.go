@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,12 +104,17 @@ func TestClusterTLSProcesses(t *testing.T) {
 		"--gossip", storeGossip, "--raft", rangestest.FreeAddr(t), "--grpc", storeGRPC,
 		"--http", "", "--mqtt", "", "--mqtt-ws", "", "--raft-rtt-ms", "20"}, memberArgs("store")...)...)
 	var mqttAddrs, frontGRPC []string
+	apiAddr := rangestest.FreeAddr(t)
 	for i := 0; i < 2; i++ {
 		addr := rangestest.FreeAddr(t)
 		mqttAddrs = append(mqttAddrs, addr)
 		frontGRPC = append(frontGRPC, rangestest.FreeAddr(t))
+		api := ""
+		if i == 0 {
+			api = apiAddr
+		}
 		startProc(t, bin, "frontend"+string(rune('0'+i))+".log", append([]string{"frontend", "--join", storeGossip,
-			"--gossip", rangestest.FreeAddr(t), "--grpc", frontGRPC[i], "--http", "",
+			"--gossip", rangestest.FreeAddr(t), "--grpc", frontGRPC[i], "--http", "", "--api", api,
 			"--mqtt", addr, "--mqtt-ws", ""}, memberArgs("frontend"+string(rune('0'+i)))...)...)
 	}
 	sub := dialMQTT(t, mqttAddrs[1], "sub", 60*time.Second)
@@ -116,6 +123,21 @@ func TestClusterTLSProcesses(t *testing.T) {
 	pub.publish("tls/1", 1, "across")
 	if got := sub.receive(); got != "across" {
 		t.Fatalf("subscriber on the other frontend got %q", got)
+	}
+
+	// The HTTP API of frontend 0 reaches the store (members) and the other
+	// frontend (a kick) over the cluster's TLS.
+	for path, method := range map[string]string{"/api/v1/cluster/members": "GET", "/api/v1/sessions/sub/kick": "POST"} {
+		req, _ := http.NewRequest(method, "http://"+apiAddr+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s %s over cluster TLS: %d %s", method, path, resp.StatusCode, body)
+		}
 	}
 
 	// The frontend's own service refuses a caller without a certificate:
