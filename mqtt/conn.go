@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
@@ -124,12 +123,14 @@ type conn struct {
 	// set is the tenant's settings as of CONNECT; usage what the
 	// connection counts in its tenant's (quota.go), released by finish;
 	// pubRate bounds its PUBLISH packets (nil: no limit); readCharged is
-	// the bytes read already charged to the tenant's inbound bandwidth.
+	// the bytes read already charged to the tenant's inbound bandwidth,
+	// charged by inboundChunk.
 	set            settings.Settings
 	usage          *tenantUsage
 	countedSession bool
-	pubRate        *rate.Limiter
+	pubRate        *bucket
 	readCharged    int64
+	inboundChunk   int64
 
 	// idle is the reader's state between packets, and what lets an idle
 	// connection wait without a goroutine (idle.go).

@@ -142,7 +142,10 @@ func (c *conn) admit(persistent bool) string {
 	}
 	c.usage = u
 	if c.set.PublishRate > 0 {
-		c.pubRate = rate.NewLimiter(rate.Limit(c.set.PublishRate), max(1, int(math.Ceil(c.set.PublishRate))))
+		c.pubRate = newBucket(c.set.PublishRate, time.Now())
+	}
+	if b := c.set.InboundBytesPerSecond; b > 0 {
+		c.inboundChunk = min(max(b/16, 1), 16<<10)
 	}
 	return ""
 }
@@ -194,11 +197,13 @@ func (c *conn) throttleInbound() {
 	if lim == nil || c.idle.lr == nil {
 		return
 	}
+	// Charged by the chunk (a 16th of a second's bytes, at most 16 KiB):
+	// the shared bucket's lock is taken once per chunk, not per packet.
 	n := c.idle.lr.read - c.readCharged
-	c.readCharged = c.idle.lr.read
-	if n <= 0 {
+	if n < c.inboundChunk {
 		return
 	}
+	c.readCharged = c.idle.lr.read
 	// Reservations queue behind each other: the last one's delay is the
 	// whole wait.
 	now, burst := time.Now(), int64(lim.Burst())
@@ -243,7 +248,7 @@ func (c *conn) maxSessionExpiry() uint32 {
 // settings: the setting it goes over, or "". Fields and a token bucket
 // only: nothing allocated.
 func (c *conn) publishOverQuota(topic string, qos byte) string {
-	if c.pubRate != nil && !c.pubRate.Allow() {
+	if c.pubRate != nil && !c.pubRate.take(time.Now()) {
 		return "publish-rate"
 	}
 	if qos > c.set.MaxQoS {
@@ -261,4 +266,31 @@ func topicOverQuota(set *settings.Settings, topic string) string {
 		return "max-topic-levels"
 	}
 	return ""
+}
+
+// bucket is a connection's token bucket of PUBLISH packets: rate a
+// second, a burst of one second's (at least one). Used by the
+// connection's reader only, so unlocked; no allocation per take.
+type bucket struct {
+	perNano, burst, tokens float64
+	last                   int64
+}
+
+func newBucket(perSecond float64, now time.Time) *bucket {
+	burst := max(1, math.Ceil(perSecond))
+	return &bucket{perNano: perSecond / 1e9, burst: burst, tokens: burst, last: now.UnixNano()}
+}
+
+// take takes a token if there is one.
+func (b *bucket) take(now time.Time) bool {
+	t := now.UnixNano()
+	if d := t - b.last; d > 0 {
+		b.tokens = min(b.burst, b.tokens+float64(d)*b.perNano)
+		b.last = t
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
