@@ -15,6 +15,7 @@ import (
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/mqtt/events"
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
+	"github.com/bifrost-mq/bifrost/mqtt/settings"
 )
 
 // Dist is what the frontend needs of the dist coprocessor; *dist.Client is one.
@@ -125,6 +126,9 @@ type Config struct {
 	InboxPollInterval time.Duration
 	// Auth decides who connects and what they may do; default allow-all.
 	Auth auth.Authenticator
+	// Settings gives each tenant's limits (quota.go, mqtt/settings); nil:
+	// no limits.
+	Settings settings.Provider
 	// Events receives what happens to clients (events.go); nil: none. The
 	// server closes it on Close when it has a Close method.
 	Events events.Collector

@@ -24,6 +24,7 @@ import (
 	"github.com/bifrost-mq/bifrost/mqtt/listener"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
+	"github.com/bifrost-mq/bifrost/mqtt/settings"
 	"github.com/bifrost-mq/bifrost/ranges"
 )
 
@@ -118,6 +119,18 @@ type conn struct {
 	feed retainedFeed
 
 	done chan struct{}
+
+	// set is the tenant's settings as of CONNECT; usage what the
+	// connection counts in its tenant's (quota.go), released by finish;
+	// pubRate bounds its PUBLISH packets (nil: no limit); readCharged is
+	// the bytes read already charged to the tenant's inbound bandwidth,
+	// charged by inboundChunk.
+	set            settings.Settings
+	usage          *tenantUsage
+	countedSession bool
+	pubRate        *bucket
+	readCharged    int64
+	inboundChunk   int64
 
 	// idle is the reader's state between packets, and what lets an idle
 	// connection wait without a goroutine (idle.go).
@@ -295,6 +308,26 @@ func (c *conn) connect(p *packet.Connect) bool {
 		return refuse(packet.NotAuthorized, packet.ConnRefusedNotAuthorized, "will_not_authorized")
 	}
 	c.id = id
+	c.set = c.s.settingsOf(c.s.ctx, id.Tenant)
+	if p.Will != nil && (p.Will.QoS > c.set.MaxQoS || topicOverQuota(&c.set, p.Will.Topic) != "") {
+		setting := topicOverQuota(&c.set, p.Will.Topic)
+		if setting == "" {
+			setting = "max-qos"
+		}
+		c.overQuota(setting, p.Will.Topic)
+		if p.Will.QoS > c.set.MaxQoS {
+			return refuse(packet.QoSNotSupported, packet.ConnRefusedServerUnavailable, "quota_exceeded") // MQTT-3.2.2-12
+		}
+		return refuse(packet.QuotaExceeded, packet.ConnRefusedServerUnavailable, "quota_exceeded")
+	}
+	persistent := (v5 && p.Properties.SessionExpiryInterval > 0) || (!v5 && !p.CleanStart)
+	if setting := c.admit(persistent && c.s.cfg.Inbox != nil); setting != "" {
+		c.overQuota(setting, "")
+		if setting == "connect-rate" {
+			return refuse(packet.ConnectionRateExceeded, packet.ConnRefusedServerUnavailable, "quota_exceeded")
+		}
+		return refuse(packet.QuotaExceeded, packet.ConnRefusedServerUnavailable, "quota_exceeded")
+	}
 	c.key = sessionKey{id.Tenant, clientID}
 	c.will = p.Will
 	c.willOnClose = p.Will != nil
@@ -327,6 +360,9 @@ func (c *conn) connect(p *packet.Connect) bool {
 		ack.Properties.MaximumPacketSize, ack.Properties.HasMaximumPacketSize = c.s.cfg.MaxPacketSize, true
 		if c.s.cfg.TopicAliasMaximum > 0 {
 			ack.Properties.TopicAliasMaximum, ack.Properties.HasTopicAliasMaximum = c.s.cfg.TopicAliasMaximum, true
+		}
+		if c.set.MaxQoS < 2 {
+			ack.Properties.MaximumQoS, ack.Properties.HasMaximumQoS = c.set.MaxQoS, true // MQTT-3.2.2-9
 		}
 	}
 	c.keepAlive = time.Duration(ka) * time.Second
@@ -405,6 +441,7 @@ func (c *conn) readLoop(r *packet.Reader) error {
 		if err := c.handle(p); err != nil {
 			return err
 		}
+		c.throttleInbound()
 	}
 }
 
@@ -454,7 +491,7 @@ func (c *conn) handle(p packet.Packet) error {
 		}
 		if p.Properties.HasSessionExpiryInterval {
 			e := p.Properties.SessionExpiryInterval
-			if max := c.s.cfg.MaxSessionExpiry; max > 0 && e > max {
+			if max := c.maxSessionExpiry(); max > 0 && e > max {
 				e = max
 			}
 			c.disconnectExpiry = &e
@@ -505,7 +542,7 @@ func (s *Server) retain(ctx context.Context, tenant string, m *mqttpb.Message) e
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	resp, err := s.cfg.Retain.Set(ctx, &retainpb.SetRequest{Tenant: tenant, Message: &retainpb.Message{
+	resp, err := s.cfg.Retain.Set(ctx, &retainpb.SetRequest{Tenant: tenant, MaxPerTenant: s.limitsOf(tenant).MaxRetained, Message: &retainpb.Message{
 		Topic: m.Topic, Payload: m.Payload, Qos: m.Qos, Properties: props,
 		ExpiresUnixMs: m.ExpiresUnixMs, PublishedUnixMs: time.Now().UnixMilli(),
 	}})
@@ -576,8 +613,17 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 			c.emit(events.SubscribeDenied, sub.Filter, sub.QoS, "not_authorized")
 			continue
 		}
-		qos := min(sub.QoS, 2)
 		_, existed := c.subs[sub.Filter]
+		setting := topicOverQuota(&c.set, sub.Filter)
+		if setting == "" && !existed && c.set.MaxSubscriptions > 0 && len(c.subs) >= c.set.MaxSubscriptions {
+			setting = "max-subscriptions"
+		}
+		if setting != "" {
+			codes[i] = failCode(v5, packet.QuotaExceeded)
+			c.overQuota(setting, sub.Filter)
+			continue
+		}
+		qos := min(sub.QoS, 2, c.set.MaxQoS) // MQTT-3.2.2-9: granted at most the maximum
 		opts := fanout.Options{
 			QoS: qos, NoLocal: sub.NoLocal && v5, RetainAsPublished: sub.RetainAsPublished && v5, SubscriptionID: subID,
 		}
@@ -592,6 +638,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 			code := packet.UnspecifiedError
 			if res == distpb.Result_RESULT_LIMIT {
 				code = packet.QuotaExceeded
+				c.overQuota("max-routes", sub.Filter)
 			}
 			codes[i] = failCode(v5, code)
 			continue

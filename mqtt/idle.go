@@ -31,6 +31,9 @@ func (c *conn) readOn() {
 
 // finish is the last step of every connection, parked in between or not.
 func (c *conn) finish() {
+	// Released before the close, so that a client that sees its
+	// connection closed may connect again in its place.
+	c.release()
 	c.nc.Close()
 	c.idleGone()
 	close(c.done)

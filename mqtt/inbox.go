@@ -125,6 +125,7 @@ func (s *Server) inserted(tenant string, items []*inboxpb.InsertItem, routes []*
 		case inboxpb.InsertResult_INSERT_DROPPED:
 			n++ // a matching subscriber, whose full inbox dropped it
 			s.m.dropped.WithLabelValues("inbox_full").Inc()
+			s.quotaExceeded(tenant, "inbox-queue-length")
 			s.inboxOverflowed(tenant, items[i].Inbox, items[i].Message.GetTopic())
 		case inboxpb.InsertResult_INSERT_NO_INBOX:
 			gone = append(gone, routes[i])

@@ -42,6 +42,11 @@ type metrics struct {
 	// messages from its inbox because its connection held its byte budget
 	// (budget.go).
 	budgetWaits prometheus.Counter
+	// quotaExceeded counts tenants' settings exceeded, by tenant (at most
+	// quotaLabelTenants of them, then "_other") and setting; throttleWaits
+	// the times a reader waited for its tenant's inbound bandwidth.
+	quotaExceeded *prometheus.CounterVec
+	throttleWaits prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -112,6 +117,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		retainFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bifrost_mqtt_retain_failures_total", Help: "Retained messages not stored, by result (refused: the store said no, error: it did not answer).",
 		}, []string{"result"}),
+		quotaExceeded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_tenant_quota_exceeded_total", Help: "Times a client went over its tenant's setting, by tenant (the first 1000 tenants seen; then _other) and setting.",
+		}, []string{"tenant", "setting"}),
+		throttleWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_mqtt_throttle_waits_total", Help: "Times a connection's reader waited for its tenant's inbound bandwidth (inbound-bytes-per-second).",
+		}),
 	}
 	m.connections = register(reg, m.connections)
 	m.connects = register(reg, m.connects)
@@ -134,6 +145,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.readerPauses = register(reg, m.readerPauses)
 	m.retainFailures = register(reg, m.retainFailures)
 	m.budgetWaits = register(reg, m.budgetWaits)
+	m.quotaExceeded = register(reg, m.quotaExceeded)
+	m.throttleWaits = register(reg, m.throttleWaits)
 	return m
 }
 

@@ -371,7 +371,7 @@ func (s *Server) Subscribe(ctx context.Context, tenant, clientID, filter string,
 		return err
 	}
 	dout, err := s.cfg.Dist.AddRoute(ctx, &distpb.AddRouteRequest{Route: &distpb.Route{Tenant: tenant, Subscription: key,
-		Receiver: &distpb.Receiver{Kind: receiverInbox, Id: inbox.ReceiverID(clientID, meta.Incarnation)}}})
+		Receiver: &distpb.Receiver{Kind: receiverInbox, Id: inbox.ReceiverID(clientID, meta.Incarnation)}}, MaxRoutesPerTenant: s.limitsOf(tenant).MaxRoutes})
 	if err == nil && dout.Result != distpb.Result_RESULT_OK && dout.Result != distpb.Result_RESULT_EXISTS {
 		err = fmt.Errorf("%w: dist refused the route: %s %s", ErrRefused, dout.Result, dout.Reason)
 	}

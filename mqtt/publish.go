@@ -10,6 +10,7 @@ import (
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/mqtt/events"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
@@ -270,6 +271,28 @@ func (c *conn) onPublish(p *packet.Publish) error {
 		}
 		return errClose // MQTT-3.3.2-2
 	}
+	switch setting := c.publishOverQuota(topic, p.QoS); setting {
+	case "":
+	case "publish-rate", "max-qos":
+		c.overQuota(setting, topic)
+		if !v5 {
+			return errClose
+		}
+		if setting == "max-qos" {
+			return &disconnectError{code: packet.QoSNotSupported, reason: "MQTT-3.2.2-11: QoS over the maximum"}
+		}
+		return &disconnectError{code: packet.MessageRateTooHigh, reason: "publish rate of the tenant's setting exceeded"}
+	default: // topic length or levels
+		c.s.m.dropped.WithLabelValues("quota_exceeded").Inc()
+		c.overQuota(setting, topic)
+		if p.QoS == 2 && !v5 {
+			c.awaitRel(p.PacketID)
+		}
+		if !c.answer(p.QoS, p.PacketID, packet.QuotaExceeded, setting+" exceeded") {
+			return errClose
+		}
+		return nil
+	}
 	if v5 && p.Properties.ResponseTopic != "" && dist.ValidateTopicName(p.Properties.ResponseTopic) != nil {
 		return c.protocolError("MQTT-3.3.2-14: the response topic %q is not a topic name", p.Properties.ResponseTopic)
 	}
@@ -330,6 +353,9 @@ func (c *conn) onPublish(p *packet.Publish) error {
 			result, code := "error", packet.UnspecifiedError
 			if isRefused {
 				result, code = "refused", refused.code()
+				if refused.result == retainpb.Result_RESULT_LIMIT {
+					c.overQuota("max-retained", topic)
+				}
 			}
 			c.s.m.retainFailures.WithLabelValues(result).Inc()
 			c.s.log.Warn("storing a retained message failed", "tenant", c.id.Tenant, "client", c.key.clientID, "topic", clipped(topic), "err", err)

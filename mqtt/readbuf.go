@@ -29,6 +29,9 @@ type lazyReader struct {
 	// the first of a packet (conn.armPacketDeadline).
 	armed   bool
 	started func()
+	// read counts the bytes handed out (the tenant's inbound bandwidth,
+	// quota.go).
+	read int64
 }
 
 // handedOut calls started for the first byte after arming.
@@ -46,6 +49,7 @@ func (l *lazyReader) ReadByte() (byte, error) {
 	if l.have {
 		l.have, l.burst = false, true
 		l.handedOut()
+		l.read++
 		return l.one[0], nil
 	}
 	if l.buf == nil {
@@ -54,6 +58,7 @@ func (l *lazyReader) ReadByte() (byte, error) {
 			if n == 1 {
 				l.burst = true
 				l.handedOut()
+				l.read++
 				return l.one[0], nil
 			}
 			if err == nil {
@@ -77,6 +82,7 @@ func (l *lazyReader) ReadByte() (byte, error) {
 	l.r++
 	l.release()
 	l.handedOut()
+	l.read++
 	return b, nil
 }
 
@@ -90,6 +96,7 @@ func (l *lazyReader) Read(p []byte) (int, error) {
 		l.have, l.burst = false, true
 		p[0] = l.one[0]
 		l.handedOut()
+		l.read++
 		return 1, nil
 	}
 	if l.buf == nil {
@@ -98,12 +105,14 @@ func (l *lazyReader) Read(p []byte) (int, error) {
 		if n > 0 {
 			l.handedOut()
 		}
+		l.read += int64(n)
 		return n, err
 	}
 	n := copy(p, (*l.buf)[l.r:l.w])
 	l.r += n
 	l.release()
 	l.handedOut()
+	l.read += int64(n)
 	return n, nil
 }
 

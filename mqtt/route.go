@@ -274,7 +274,7 @@ func (s *Server) subscribe(ctx context.Context, tenant, session string, sub dist
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	out, err := s.cfg.Dist.AddRoute(ctx, &distpb.AddRouteRequest{Route: s.route(tenant, sub)})
+	out, err := s.cfg.Dist.AddRoute(ctx, &distpb.AddRouteRequest{Route: s.route(tenant, sub), MaxRoutesPerTenant: s.limitsOf(tenant).MaxRoutes})
 	if err == nil && out.Result != distpb.Result_RESULT_OK && out.Result != distpb.Result_RESULT_EXISTS {
 		err = fmt.Errorf("dist refused the route: %s %s", out.Result, out.Reason)
 	}

@@ -60,6 +60,8 @@ type Server struct {
 	wg sync.WaitGroup
 	// started is when New made the server ($SYS uptime).
 	started time.Time
+	// tenants is what each tenant uses of this frontend (quota.go).
+	tenants tenantUsages
 }
 
 type sessionKey struct{ tenant, clientID string }

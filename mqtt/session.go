@@ -127,7 +127,7 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 			expiry = math.MaxUint32 // a 3.x session never expires (MQTT-3.1.2-4)
 		}
 	}
-	if max := c.s.cfg.MaxSessionExpiry; max > 0 && expiry > max {
+	if max := c.maxSessionExpiry(); max > 0 && expiry > max {
 		expiry = max
 		if v5 {
 			// The server's choice is announced (MQTT-3.2.2-... session expiry interval).
@@ -197,7 +197,7 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 		}
 	}
 	a, err := c.attach(ctx, &inboxpb.AttachRequest{Tenant: tenant, Inbox: clientID, Owner: owner, CleanStart: p.CleanStart,
-		ExpirySeconds: expiry, Will: willOf(p.Will, clientID)})
+		ExpirySeconds: expiry, Will: willOf(p.Will, clientID), Limits: c.inboxLimits()})
 	if err != nil {
 		return false, err
 	}
@@ -903,7 +903,7 @@ func (s *session) subscribe(sub dist.Subscription, o fanout.Options) (distpb.Res
 		return distpb.Result_RESULT_OK, nil // the route exists; the options changed
 	}
 	dout, err := c.s.cfg.Dist.AddRoute(ctx, &distpb.AddRouteRequest{Route: &distpb.Route{Tenant: c.id.Tenant, Subscription: key,
-		Receiver: &distpb.Receiver{Kind: receiverInbox, Id: inbox.ReceiverID(s.inbox, s.inc)}}})
+		Receiver: &distpb.Receiver{Kind: receiverInbox, Id: inbox.ReceiverID(s.inbox, s.inc)}}, MaxRoutesPerTenant: c.set.MaxRoutes})
 	if err == nil && dout.Result != distpb.Result_RESULT_OK && dout.Result != distpb.Result_RESULT_EXISTS {
 		err = fmt.Errorf("dist refused the route: %s %s", dout.Result, dout.Reason)
 	}

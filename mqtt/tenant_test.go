@@ -32,8 +32,15 @@ const (
 // are allowed, and so is everything else.
 func startTenantEnv(t *testing.T) *env {
 	t.Helper()
+	return startTenantEnvWith(t, 2, nil)
+}
+
+// startTenantEnvWith is startTenantEnv with stores frontends, the user
+// users dave (tenant delta) and erin (eps) too, and tune applied last.
+func startTenantEnvWith(t *testing.T, stores int, tune func(*mqtt.Config)) *env {
+	t.Helper()
 	var users string
-	for _, u := range []struct{ name, tenant string }{{"alice", ":acme"}, {"bob", ":beta"}, {"carol", ""}} {
+	for _, u := range []struct{ name, tenant string }{{"alice", ":acme"}, {"bob", ":beta"}, {"carol", ""}, {"dave", ":delta"}, {"erin", ":eps"}} {
 		// The cheapest cost: a login check is then quick next to the
 		// failed-login limiter's refill (one a second), also under -race.
 		h, err := bcrypt.GenerateFromPassword([]byte(u.name+"-pw"), bcrypt.MinCost)
@@ -50,13 +57,16 @@ func startTenantEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startEnv(t, 2, func(c *mqtt.Config) {
+	return startEnv(t, stores, func(c *mqtt.Config) {
 		c.Auth = a
 		c.Listeners = append(c.Listeners,
 			listener.Config{Kind: listener.TCP, Addr: "127.0.0.1:0", Tenant: "edge"},
 			listener.Config{Kind: listener.TCP, Addr: "127.0.0.1:0", ProxyProtocol: true})
 		c.SysInterval = 100 * time.Millisecond
 		c.NodeName = "n"
+		if tune != nil {
+			tune(c)
+		}
 	})
 }
 

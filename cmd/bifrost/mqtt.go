@@ -101,10 +101,13 @@ func (b optionalBool) or(def bool) bool {
 	return def
 }
 
-// configFileTables takes the [[acl]] and [[cert-user]] tables out of a
-// config file's settings.
+// configFileTables takes the [[acl]], [[cert-user]], [tenant-defaults]
+// and [tenants.<name>] tables out of a config file's settings.
 func (m *mqttFlags) configFileTables(values map[string]any) error {
 	if err := m.configFileCertUsers(values); err != nil {
+		return err
+	}
+	if err := m.plugins.configFileSettings(values); err != nil {
 		return err
 	}
 	raw, ok := values["acl"]
@@ -357,6 +360,10 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 	if err != nil {
 		return mqtt.Config{}, err
 	}
+	set, err := m.plugins.settingsProvider(log, reg)
+	if err != nil {
+		return mqtt.Config{}, err
+	}
 	return mqtt.Config{
 		Listeners: ls, Auth: a,
 		MaxPacketSize: uint32(m.maxPacketSize), MaxKeepAlive: uint16(m.maxKeepAlive),
@@ -365,6 +372,7 @@ func (m *mqttFlags) frontendConfig(fs *flag.FlagSet, log *slog.Logger, reg prome
 		SysInterval: sys, Version: version(),
 		MaxQueuedBytes: int(m.maxQueuedBytes),
 		Events:         ev,
+		Settings:       set,
 	}, nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/mqtt/events"
+	"github.com/bifrost-mq/bifrost/mqtt/settings"
 )
 
 // pluginFlags choose the frontend's plug-ins (docs/plugins.md) where they
@@ -20,14 +22,79 @@ type pluginFlags struct {
 	authWebhookCacheTTL time.Duration
 	eventsLog           bool
 	eventsWebhook       string
+	// settings is the config file's [tenant-defaults] and [tenants.<name>]
+	// tables; settingsWebhook may answer over them.
+	settings                settings.Static
+	settingsWebhook         string
+	settingsWebhookTimeout  time.Duration
+	settingsWebhookCacheTTL time.Duration
 }
 
 func (p *pluginFlags) register(fs *flag.FlagSet) {
+	p.settings = settings.Static{Defaults: settings.Default()}
 	fs.StringVar(&p.authWebhook, "auth-webhook", "", "base URL of an HTTP auth provider: CONNECTs are POSTed to URL/authenticate, publishes and subscribes to URL/check (docs/plugins.md); replaces --users-file and the [[acl]] rules")
 	fs.DurationVar(&p.authWebhookTimeout, "auth-webhook-timeout", 2*time.Second, "time limit of a call to --auth-webhook; a call that takes longer denies")
 	fs.BoolVar(&p.eventsLog, "events-log", false, "log client events (connect, disconnect, kicked, denied, dropped, will published) at info, message \"mqtt event\"")
 	fs.StringVar(&p.eventsWebhook, "events-webhook", "", "URL that client events are POSTed to as JSON batches ({\"events\": [...]}; docs/plugins.md); a collector that does not keep up loses events, counted in bifrost_events_webhook_dropped_total")
 	fs.DurationVar(&p.authWebhookCacheTTL, "auth-webhook-cache-ttl", 30*time.Second, "how long --auth-webhook's publish and subscribe decisions are reused (0: not cached)")
+	fs.StringVar(&p.settingsWebhook, "settings-webhook", "", "URL of an HTTP setting provider: a tenant's settings are asked with GET URL?tenant=<name> and apply over the config file's [tenant-defaults] and [tenants.<name>] tables; a call that fails uses those (docs/plugins.md)")
+	fs.DurationVar(&p.settingsWebhookTimeout, "settings-webhook-timeout", 2*time.Second, "time limit of a call to --settings-webhook; a call that takes longer uses the config file's settings")
+	fs.DurationVar(&p.settingsWebhookCacheTTL, "settings-webhook-cache-ttl", 60*time.Second, "how long an answer of --settings-webhook is used for its tenant")
+}
+
+// settingsProvider returns the setting provider of the config file and
+// flags: the config file's settings, or the webhook over them.
+func (p *pluginFlags) settingsProvider(log *slog.Logger, reg prometheus.Registerer) (settings.Provider, error) {
+	if p.settingsWebhook == "" {
+		return &p.settings, nil
+	}
+	if p.settingsWebhookTimeout <= 0 || p.settingsWebhookCacheTTL <= 0 {
+		return nil, errors.New("invalid value for -settings-webhook-timeout or -settings-webhook-cache-ttl: must be more than 0")
+	}
+	return settings.NewWebhook(settings.WebhookConfig{URL: p.settingsWebhook, Fallback: &p.settings,
+		Timeout: p.settingsWebhookTimeout, CacheTTL: p.settingsWebhookCacheTTL, Logger: log, Registerer: reg})
+}
+
+// configFileSettings takes the [tenant-defaults] and [tenants.<name>]
+// tables out of a config file's settings: every tenant has the defaults,
+// and a named tenant its own table's values over them.
+func (p *pluginFlags) configFileSettings(values map[string]any) error {
+	p.settings = settings.Static{Defaults: settings.Default()}
+	if raw, ok := values["tenant-defaults"]; ok {
+		delete(values, "tenant-defaults")
+		t, ok := raw.(map[string]any)
+		if !ok {
+			return errors.New("tenant-defaults: want a [tenant-defaults] table")
+		}
+		if err := p.settings.Defaults.Apply(t); err != nil {
+			return fmt.Errorf("tenant-defaults: %v", err)
+		}
+	}
+	raw, ok := values["tenants"]
+	if !ok {
+		return nil
+	}
+	delete(values, "tenants")
+	ts, ok := raw.(map[string]any)
+	if !ok {
+		return errors.New("tenants: want [tenants.<name>] tables")
+	}
+	p.settings.Tenants = map[string]settings.Settings{}
+	for name, raw := range ts {
+		if err := auth.ValidateTenant(name); err != nil {
+			return fmt.Errorf("tenants.%s: %v", name, err)
+		}
+		t, ok := raw.(map[string]any)
+		if !ok {
+			return fmt.Errorf("tenants.%s: want a [tenants.%s] table", name, name)
+		}
+		s := p.settings.Defaults
+		if err := s.Apply(t); err != nil {
+			return fmt.Errorf("tenants.%s: %v", name, err)
+		}
+		p.settings.Tenants[name] = s
+	}
+	return nil
 }
 
 // authProvider returns the auth provider of the flags: fileAuth (the users

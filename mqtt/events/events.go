@@ -42,6 +42,10 @@ const (
 	InboxOverflow Type = "inbox_overflow"
 	// WillPublished: a client's will was published to Topic.
 	WillPublished Type = "will_published"
+	// QuotaExceeded: a client went over one of its tenant's settings;
+	// Reason names it (max-connections, publish-rate, ...), Topic is the
+	// topic or filter when one was.
+	QuotaExceeded Type = "quota_exceeded"
 )
 
 // Event is one thing that happened. Empty fields are left out of its JSON.
