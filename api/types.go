@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -200,36 +201,60 @@ type KickResult struct {
 	Kicked bool `json:"kicked"`
 }
 
+// StoreID is a store's ID in JSON: a decimal string. Store IDs are random
+// 64-bit numbers, and a JSON number past 2^53 loses its last digits in
+// JavaScript (and in every decoder that reads numbers as doubles).
+// Decoding takes a string or a number.
+type StoreID uint64
+
+func (id StoreID) String() string { return strconv.FormatUint(uint64(id), 10) }
+
+// MarshalJSON writes the ID as a string.
+func (id StoreID) MarshalJSON() ([]byte, error) {
+	return strconv.AppendQuote(nil, id.String()), nil
+}
+
+// UnmarshalJSON reads a string or a number.
+func (id *StoreID) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("store ID %s: %w", b, err)
+	}
+	*id = StoreID(n)
+	return nil
+}
+
 // Member is a cluster member.
 type Member struct {
-	Name    string `json:"name"`
-	StoreID uint64 `json:"store_id,omitempty"`
-	Role    string `json:"role"`
-	Gossip  string `json:"gossip"`
-	GRPC    string `json:"grpc"`
-	Raft    string `json:"raft"`
-	State   string `json:"state"`
+	Name    string  `json:"name"`
+	StoreID StoreID `json:"store_id,omitempty"`
+	Role    string  `json:"role"`
+	Gossip  string  `json:"gossip"`
+	GRPC    string  `json:"grpc"`
+	Raft    string  `json:"raft"`
+	State   string  `json:"state"`
 }
 
 // MemberOf is a member in JSON.
 func MemberOf(m *rangespb.Member) Member {
-	return Member{m.Name, m.StoreId, m.Role, m.GossipAddr, m.GrpcAddr, m.RaftAddr, m.State}
+	return Member{m.Name, StoreID(m.StoreId), m.Role, m.GossipAddr, m.GrpcAddr, m.RaftAddr, m.State}
 }
 
 // Range is a range in JSON: its keys as text when they are UTF-8, else
 // 0x-hex.
 type Range struct {
-	ID         uint64   `json:"id"`
-	Keyspace   string   `json:"keyspace"`
-	Start      string   `json:"start"`
-	End        string   `json:"end"`
-	Ver        uint64   `json:"ver"`
-	ConfVer    uint64   `json:"conf_ver"`
-	Replicas   []uint64 `json:"replicas"`
-	ReplicaIDs []uint64 `json:"replica_ids"`
-	Leader     uint64   `json:"leader"`
-	State      string   `json:"state"`
-	Size       uint64   `json:"size"`
+	ID         uint64    `json:"id"`
+	Keyspace   string    `json:"keyspace"`
+	Start      string    `json:"start"`
+	End        string    `json:"end"`
+	Ver        uint64    `json:"ver"`
+	ConfVer    uint64    `json:"conf_ver"`
+	Replicas   []StoreID `json:"replicas"`
+	ReplicaIDs []uint64  `json:"replica_ids"`
+	Leader     StoreID   `json:"leader"`
+	State      string    `json:"state"`
+	Size       uint64    `json:"size"`
 }
 
 // KeyspaceName is a keyspace's short name (kv, dist, inbox, retain).
@@ -250,13 +275,13 @@ func Printable(b []byte) string {
 func RangeOf(info *rangespb.RangeInfo) Range {
 	d := info.Range
 	r := Range{ID: d.Id, Keyspace: KeyspaceName(d.Keyspace), Start: Printable(d.Start), End: Printable(d.End),
-		Ver: d.Ver, ConfVer: d.ConfVer, Replicas: []uint64{}, ReplicaIDs: []uint64{}, Size: info.ApproximateBytes,
+		Ver: d.Ver, ConfVer: d.ConfVer, Replicas: []StoreID{}, ReplicaIDs: []uint64{}, Size: info.ApproximateBytes,
 		State: strings.ToLower(strings.TrimPrefix(d.State.String(), "RANGE_STATE_"))}
 	for _, rep := range d.Replicas {
-		r.Replicas = append(r.Replicas, rep.StoreId)
+		r.Replicas = append(r.Replicas, StoreID(rep.StoreId))
 		r.ReplicaIDs = append(r.ReplicaIDs, rep.ReplicaId)
 		if rep.ReplicaId == info.LeaderReplicaId {
-			r.Leader = rep.StoreId
+			r.Leader = StoreID(rep.StoreId)
 		}
 	}
 	return r
@@ -290,7 +315,7 @@ type BalancerDecision struct {
 
 // BalancerStore is one store's balancer.
 type BalancerStore struct {
-	StoreID  uint64             `json:"store_id"`
+	StoreID  StoreID            `json:"store_id"`
 	Paused   bool               `json:"paused"`
 	Replicas uint32             `json:"replicas"`
 	Leaders  uint32             `json:"leaders"`
@@ -300,7 +325,7 @@ type BalancerStore struct {
 
 // BalancerStoreOf is a store's balancer status in JSON.
 func BalancerStoreOf(s *balancerpb.StoreStatus) BalancerStore {
-	st := BalancerStore{StoreID: s.StoreId, Paused: s.Paused, Replicas: s.Replicas, Leaders: s.Leaders, Recent: []BalancerDecision{}, Error: s.Error}
+	st := BalancerStore{StoreID: StoreID(s.StoreId), Paused: s.Paused, Replicas: s.Replicas, Leaders: s.Leaders, Recent: []BalancerDecision{}, Error: s.Error}
 	for _, d := range s.Recent {
 		st.Recent = append(st.Recent, BalancerDecision{d.UnixMs, d.Action, d.Error})
 	}

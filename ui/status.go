@@ -2,11 +2,12 @@ package ui
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/bifrost-mq/bifrost/api"
 )
 
 // Source is what the status page reads: the facts of the cluster as one
@@ -97,28 +98,8 @@ type Range struct {
 	SizeKnown bool `json:"size_known"`
 }
 
-// StoreID is a store's ID. It is a string in JSON: store IDs are random
-// 64-bit numbers, which JavaScript's numbers cannot hold exactly.
-type StoreID uint64
-
-// MarshalJSON writes the ID as a decimal string.
-func (id StoreID) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + strconv.FormatUint(uint64(id), 10) + `"`), nil
-}
-
-// UnmarshalJSON reads a decimal string.
-func (id *StoreID) UnmarshalJSON(b []byte) error {
-	s, err := strconv.Unquote(string(b))
-	if err != nil {
-		return fmt.Errorf("store ID %s: want a decimal string", b)
-	}
-	v, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return fmt.Errorf("store ID %s: want a decimal string", b)
-	}
-	*id = StoreID(v)
-	return nil
-}
+// StoreID is a store's ID, a decimal string in JSON (api.StoreID).
+type StoreID = api.StoreID
 
 // Keyspace sums a keyspace's ranges.
 type Keyspace struct {

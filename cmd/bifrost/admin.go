@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -278,11 +277,11 @@ func (a *adminCmd) ranges(ctx context.Context, c *ranges.Client) error {
 		}
 		reps := make([]string, len(r.Replicas))
 		for i, s := range r.Replicas {
-			reps[i] = strconv.FormatUint(s, 10)
+			reps[i] = s.String()
 		}
 		leader := "-"
 		if r.Leader != 0 {
-			leader = strconv.FormatUint(r.Leader, 10)
+			leader = r.Leader.String()
 		}
 		fmt.Fprintf(tw, "%d\t%s\t[%q, %s)\t%d\t%s\t%s\t%d\n", r.ID, r.Keyspace, r.Start, end, r.Ver, strings.Join(reps, ","), leader, r.Size)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -153,15 +154,15 @@ func TestAdminAgainstACluster(t *testing.T) {
 		Start    string   `json:"start"`
 		End      string   `json:"end"`
 		Ver      uint64   `json:"ver"`
-		Replicas []uint64 `json:"replicas"`
-		Leader   uint64   `json:"leader"`
+		Replicas []string `json:"replicas"` // store IDs are strings: 64-bit
+		Leader   string   `json:"leader"`
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &rs) != nil || len(rs) != 4 {
 		t.Fatalf("ranges --json: exit %d, %q", code, out)
 	}
 	storeID := c.Nodes[0].Store().ID()
 	for _, r := range rs {
-		if r.Ver != 1 || len(r.Replicas) != 1 || r.Replicas[0] != storeID {
+		if r.Ver != 1 || len(r.Replicas) != 1 || r.Replicas[0] != strconv.FormatUint(storeID, 10) || r.Leader != r.Replicas[0] {
 			t.Errorf("range %+v, want ver 1 on store %d", r, storeID)
 		}
 	}
