@@ -158,7 +158,7 @@ func (s *Server) subscribe(r *http.Request, tenant string) (int, any, error) {
 	if sub.Filter == "" {
 		return 0, nil, badf("filter is required")
 	}
-	if err := s.cfg.Broker.Subscribe(r.Context(), tenant, r.PathValue("client_id"), sub.Filter, sub.options()); err != nil {
+	if err := s.cfg.Broker.Subscribe(r.Context(), tenant, r.PathValue("client_id"), sub.Filter, sub.options(), sub.RetainHandling); err != nil {
 		return 0, nil, err
 	}
 	return http.StatusOK, sub, nil

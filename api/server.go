@@ -46,7 +46,7 @@ type Broker interface {
 	Retained(ctx context.Context, tenant, filter string, from []byte, limit int) ([]*mqttpb.Message, []byte, error)
 	Session(ctx context.Context, tenant, clientID string) (*mqtt.SessionInfo, error)
 	Sessions(ctx context.Context, tenant, prefix, after string, limit int) ([]*mqtt.SessionInfo, string, error)
-	Subscribe(ctx context.Context, tenant, clientID, filter string, opts *inboxpb.SubOptions) error
+	Subscribe(ctx context.Context, tenant, clientID, filter string, opts *inboxpb.SubOptions, retainHandling uint32) error
 	Unsubscribe(ctx context.Context, tenant, clientID, filter string) (bool, error)
 	Kick(ctx context.Context, tenant, clientID string) (bool, error)
 }
@@ -337,7 +337,7 @@ func statusOf(err error) int {
 	case errors.As(err, &nf), errors.Is(err, mqtt.ErrNoSession), errors.Is(err, ranges.ErrUnknownRange),
 		errors.Is(err, ranges.ErrUnknownStore):
 		return http.StatusNotFound
-	case errors.Is(err, mqtt.ErrSessionConnected), errors.Is(err, mqtt.ErrRefused), errors.As(err, &refused), errors.As(err, &epoch):
+	case errors.Is(err, mqtt.ErrRefused), errors.As(err, &refused), errors.As(err, &epoch):
 		return http.StatusConflict
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ranges.ErrUnavailable), errors.Is(err, ranges.ErrNoRange):
 		return http.StatusServiceUnavailable

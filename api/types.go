@@ -142,6 +142,10 @@ type Subscription struct {
 	NoLocal           bool   `json:"no_local,omitempty"`
 	RetainAsPublished bool   `json:"retain_as_published,omitempty"`
 	SubscriptionID    uint32 `json:"subscription_id,omitempty"`
+	// RetainHandling (adding to a connected session only): 0 sends it the
+	// filter's retained messages, 1 only when the subscription is new, 2
+	// none. Not stored: a session shows it as 0.
+	RetainHandling uint32 `json:"retain_handling,omitempty"`
 }
 
 // Session describes a session.

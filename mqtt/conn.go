@@ -82,7 +82,14 @@ type conn struct {
 	// first entry (connmem.go).
 	aliasesIn   map[uint16]string
 	awaitingRel map[uint16]struct{} // QoS 2 packet IDs before PUBREL
-	subs        map[string]dist.Subscription
+	// subs is the connection's subscriptions by filter as written. The
+	// reader changes them, and an operator's call (operate.go) on another
+	// goroutine; subsMu serialises the two, each change whole (inbox
+	// record, route, subs). subsEnded: the connection ended, subs are
+	// no longer served.
+	subsMu    sync.Mutex
+	subs      map[string]dist.Subscription
+	subsEnded bool
 	// pubs is the publishes whose acknowledgements are not sent yet
 	// (publish.go).
 	pubs pubPipeline
@@ -599,6 +606,8 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 	}
 	codes := make([]packet.ReasonCode, len(p.Subscriptions))
 	var retained []*retainedReq
+	c.subsMu.Lock()
+	defer c.subsMu.Unlock()
 	for i, sub := range p.Subscriptions {
 		parsed, err := dist.ParseSubscription(sub.Filter)
 		if err != nil {
@@ -627,12 +636,7 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 		opts := fanout.Options{
 			QoS: qos, NoLocal: sub.NoLocal && v5, RetainAsPublished: sub.RetainAsPublished && v5, SubscriptionID: subID,
 		}
-		var res distpb.Result
-		if c.sess != nil {
-			res, err = c.sess.subscribe(parsed, opts)
-		} else {
-			res, err = c.s.subscribe(c.s.ctx, c.id.Tenant, c.key.clientID, parsed, opts)
-		}
+		res, err := c.subscribeLocked(sub.Filter, parsed, opts)
 		if err != nil {
 			c.s.log.Warn("subscribe failed", "tenant", c.id.Tenant, "client", c.key.clientID, "filter", clipped(sub.Filter), "err", err)
 			code := packet.UnspecifiedError
@@ -643,20 +647,60 @@ func (c *conn) onSubscribe(p *packet.Subscribe) error {
 			codes[i] = failCode(v5, code)
 			continue
 		}
-		if !existed {
-			c.s.m.subscriptions.Inc()
-		}
-		c.addSub(sub.Filter, parsed)
 		codes[i] = packet.ReasonCode(qos) // granted QoS: MQTT-3.9.3-1
-		// MQTT-3.3.1-9..11: retained messages by retain handling; none for
-		// shared subscriptions (MQTT-4.8.2 note).
-		if parsed.Group == "" && (sub.RetainHandling == 0 || (sub.RetainHandling == 1 && !existed)) {
+		if wantsRetained(parsed, sub.RetainHandling, existed) {
 			retained = append(retained, &retainedReq{filter: sub.Filter, qos: qos, subID: subID})
 		}
 	}
 	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}) // MQTT-3.8.4-1
 	c.sendRetainedNow(retained)
 	return nil
+}
+
+// wantsRetained: a new or renewed subscription is sent the retained
+// messages by its retain handling (MQTT-3.3.1-9..11); a shared one none
+// (MQTT-4.8.2 note).
+func wantsRetained(sub dist.Subscription, retainHandling byte, existed bool) bool {
+	return sub.Group == "" && (retainHandling == 0 || (retainHandling == 1 && !existed))
+}
+
+// subscribeLocked adds or renews a subscription as SUBSCRIBE does: the
+// session's inbox record and route (a persistent session) or the
+// frontend's route (a clean one), then subs. c.subsMu is held.
+func (c *conn) subscribeLocked(filter string, parsed dist.Subscription, opts fanout.Options) (distpb.Result, error) {
+	var res distpb.Result
+	var err error
+	if c.sess != nil {
+		res, err = c.sess.subscribe(parsed, opts)
+	} else {
+		res, err = c.s.subscribe(c.s.ctx, c.id.Tenant, c.key.clientID, parsed, opts)
+	}
+	if err != nil {
+		return res, err
+	}
+	if _, existed := c.subs[filter]; !existed {
+		c.s.m.subscriptions.Inc()
+	}
+	c.addSub(filter, parsed)
+	return res, nil
+}
+
+// unsubscribeLocked removes a subscription as UNSUBSCRIBE does; false
+// when there was none. c.subsMu is held.
+func (c *conn) unsubscribeLocked(filter string) bool {
+	sub, ok := c.subs[filter]
+	if !ok {
+		return false
+	}
+	if c.sess != nil {
+		c.sess.unsubscribe(sub)
+	} else {
+		c.s.unsubscribe(c.s.ctx, c.id.Tenant, c.key.clientID, sub)
+	}
+	delete(c.subs, filter)
+	c.stopRetained(filter) // MQTT-3.10.4-2: no new messages for it
+	c.s.m.subscriptions.Dec()
+	return true
 }
 
 func failCode(v5 bool, code packet.ReasonCode) packet.ReasonCode {
@@ -668,25 +712,18 @@ func failCode(v5 bool, code packet.ReasonCode) packet.ReasonCode {
 
 func (c *conn) onUnsubscribe(p *packet.Unsubscribe) {
 	codes := make([]packet.ReasonCode, len(p.Filters))
+	c.subsMu.Lock()
 	for i, f := range p.Filters {
-		sub, ok := c.subs[f]
-		if !ok {
+		if !c.unsubscribeLocked(f) {
 			codes[i] = packet.NoSubscriptionExisted
 			if _, err := dist.ParseSubscription(f); err != nil {
 				codes[i] = packet.TopicFilterInvalid
 			}
 			continue
 		}
-		if c.sess != nil {
-			c.sess.unsubscribe(sub)
-		} else {
-			c.s.unsubscribe(c.s.ctx, c.id.Tenant, c.key.clientID, sub)
-		}
-		delete(c.subs, f)
-		c.stopRetained(f) // MQTT-3.10.4-2: no new messages for it
-		c.s.m.subscriptions.Dec()
 		codes[i] = packet.Success
 	}
+	c.subsMu.Unlock()
 	c.send(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes}) // MQTT-3.10.4-4
 }
 
@@ -724,6 +761,9 @@ func (c *conn) end(err error) {
 	case c.sess == nil && sendWill:
 		c.publishWill()
 	}
+	// An operator's change after this point finds the connection ended.
+	c.subsMu.Lock()
+	c.subsEnded = true
 	if c.sess != nil {
 		// The subscriptions and unacknowledged messages stay in the inbox.
 		if c.sess.close(sendWill, c.disconnectExpiry) && c.will.Properties.WillDelayInterval == 0 {
@@ -743,6 +783,7 @@ func (c *conn) end(err error) {
 		delete(c.subs, f)
 		c.s.m.subscriptions.Dec()
 	}
+	c.subsMu.Unlock()
 	c.mu.Lock()
 	dropped := len(c.queue)
 	for _, om := range c.inflight {

@@ -12,12 +12,15 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/bifrost-mq/bifrost/coprocessors/dist"
 	"github.com/bifrost-mq/bifrost/coprocessors/dist/distpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
+	"github.com/bifrost-mq/bifrost/mqtt/fanout"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
 	"github.com/bifrost-mq/bifrost/mqtt/packet"
 	"github.com/bifrost-mq/bifrost/ranges"
@@ -34,9 +37,6 @@ var (
 	// ErrNoSession: the client ID has no session (or, for the calls that
 	// change subscriptions, no persistent one).
 	ErrNoSession = errors.New("no such session")
-	// ErrSessionConnected: a connection owns the session; it alone
-	// changes its subscriptions.
-	ErrSessionConnected = errors.New("the session is connected")
 	// ErrRefused: the store refused what was valid (a tenant's retained
 	// message limit).
 	ErrRefused = errors.New("refused")
@@ -342,12 +342,16 @@ func validClientID(id string) bool {
 	return id != "" && len(id) <= 1024 && !slices.Contains([]byte(id), 0)
 }
 
-// Subscribe adds a subscription to an offline persistent session as the
-// session's own SUBSCRIBE would: recorded in its inbox, routed in dist to
-// the inbox, announced to the frontends' match caches. A connected session
-// is refused (ErrSessionConnected): its connection holds the
-// subscriptions it serves.
-func (s *Server) Subscribe(ctx context.Context, tenant, clientID, filter string, opts *inboxpb.SubOptions) error {
+// Subscribe adds (or renews) a subscription of a persistent session as
+// the session's own SUBSCRIBE would. Offline: recorded in its inbox,
+// routed in dist to the inbox, announced to the frontends' match caches.
+// Connected, to this frontend or another: applied by its connection as a
+// SUBSCRIBE it read (the same record and route, the connection's
+// subscriptions), and the retained messages sent by retainHandling (0:
+// sent, 1: only for a new subscription, 2: none; MQTT-3.3.1-9..11). A
+// clean session is not changed (ErrNoSession); a session whose frontend
+// cannot be reached is ranges.ErrUnavailable.
+func (s *Server) Subscribe(ctx context.Context, tenant, clientID, filter string, opts *inboxpb.SubOptions, retainHandling uint32) error {
 	sub, err := dist.ParseSubscription(filter)
 	if err != nil {
 		return fmt.Errorf("%w: filter %.128q: %v", ErrInvalid, filter, err)
@@ -355,13 +359,168 @@ func (s *Server) Subscribe(ctx context.Context, tenant, clientID, filter string,
 	if opts.GetQos() > 2 {
 		return fmt.Errorf("%w: qos %d: want 0, 1 or 2", ErrInvalid, opts.GetQos())
 	}
+	if retainHandling > 2 {
+		return fmt.Errorf("%w: retain handling %d: want 0, 1 or 2", ErrInvalid, retainHandling)
+	}
 	if sub.Group != "" && opts.GetNoLocal() {
 		return fmt.Errorf("%w: no local on a shared subscription", ErrInvalid) // MQTT-3.8.3-4
 	}
-	meta, err := s.offlineSession(ctx, tenant, clientID)
+	ch := &mqttpb.SubscriptionChange{Filter: filter, Qos: opts.GetQos(), NoLocal: opts.GetNoLocal(),
+		RetainAsPublished: opts.GetRetainAsPublished(), SubscriptionId: opts.GetSubscriptionId(), RetainHandling: retainHandling}
+	_, err = s.changeSubscription(ctx, tenant, clientID, sub, ch)
+	return err
+}
+
+// Unsubscribe removes a subscription of a persistent session as its
+// UNSUBSCRIBE would, wherever the session is (as Subscribe); found is false
+// when it had no such subscription.
+func (s *Server) Unsubscribe(ctx context.Context, tenant, clientID, filter string) (found bool, err error) {
+	sub, err := dist.ParseSubscription(filter)
 	if err != nil {
-		return err
+		return false, fmt.Errorf("%w: filter %.128q: %v", ErrInvalid, filter, err)
 	}
+	return s.changeSubscription(ctx, tenant, clientID, sub, &mqttpb.SubscriptionChange{Filter: filter, Remove: true})
+}
+
+// errMoved: the session's connection ended, or one attached, while a
+// change was on its way; the change is tried again where the session is
+// now.
+var errMoved = errors.New("the session moved")
+
+// changeSubscription applies ch where the persistent session is: its
+// inbox when offline, its connection when connected. removed: an
+// unsubscribe removed a subscription.
+func (s *Server) changeSubscription(ctx context.Context, tenant, clientID string, sub dist.Subscription, ch *mqttpb.SubscriptionChange) (removed bool, err error) {
+	for range 3 {
+		var meta *inboxpb.Meta
+		if meta, err = s.persistentSession(ctx, tenant, clientID); err != nil {
+			return false, err
+		}
+		switch {
+		case meta.DetachedUnixMs == 0 && meta.Owner != "":
+			ch.Session = &mqttpb.SessionRef{Tenant: tenant, ClientId: clientID, Owner: meta.Owner}
+			removed, err = s.changeConnected(ctx, ch)
+		case ch.Remove:
+			removed, err = s.unsubscribeOffline(ctx, meta, tenant, clientID, sub)
+		default:
+			err = s.subscribeOffline(ctx, meta, tenant, clientID, sub, &inboxpb.SubOptions{Qos: ch.Qos, NoLocal: ch.NoLocal,
+				RetainAsPublished: ch.RetainAsPublished, SubscriptionId: ch.SubscriptionId})
+		}
+		if !errors.Is(err, errMoved) {
+			return removed, err
+		}
+	}
+	return false, fmt.Errorf("%w: session %.128q kept moving between connections", ranges.ErrUnavailable, clientID)
+}
+
+// changeConnected hands ch to the frontend whose connection is
+// ch.Session.Owner (this one, or over its Frontend service).
+func (s *Server) changeConnected(ctx context.Context, ch *mqttpb.SubscriptionChange) (removed bool, err error) {
+	recv := ownerFrontend(ch.Session.Owner)
+	var found bool
+	if recv == s.cfg.ReceiverID {
+		found, removed, err = s.changeLocal(ch)
+	} else {
+		addr, ok := receiverAddr(recv)
+		if !ok {
+			return false, fmt.Errorf("%w: the session's owner %q names no frontend", ranges.ErrUnavailable, ch.Session.Owner)
+		}
+		c, err := s.peers.reach(addr)
+		if err != nil {
+			return false, fmt.Errorf("%w: frontend %s, which holds the session: %v", ranges.ErrUnavailable, addr, err)
+		}
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+		resp, err := c.ChangeSubscription(ctx, ch, grpc.WaitForReady(false))
+		if err != nil {
+			return false, changeError(addr, err)
+		}
+		found, removed = resp.Found, resp.Removed
+	}
+	if err == nil && !found {
+		err = errMoved
+	}
+	return removed, err
+}
+
+// changeError turns the owning frontend's answer back into the sentinel
+// its changeLocal returned.
+func changeError(addr string, err error) error {
+	st, _ := status.FromError(err)
+	switch st.Code() {
+	case codes.InvalidArgument:
+		return fmt.Errorf("%w: %s", ErrInvalid, st.Message())
+	case codes.FailedPrecondition:
+		return fmt.Errorf("%w: %s", ErrRefused, st.Message())
+	}
+	return fmt.Errorf("%w: frontend %s, which holds the session: %v", ranges.ErrUnavailable, addr, err)
+}
+
+func (f *frontendService) ChangeSubscription(ctx context.Context, req *mqttpb.SubscriptionChange) (*mqttpb.SubscriptionChangeResult, error) {
+	if req.Session == nil {
+		return nil, status.Error(codes.InvalidArgument, "no session named")
+	}
+	found, removed, err := f.s.changeLocal(req)
+	switch {
+	case errors.Is(err, ErrInvalid):
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, ErrRefused):
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	case err != nil:
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	return &mqttpb.SubscriptionChangeResult{Found: found, Removed: removed}, nil
+}
+
+// changeLocal applies ch by this frontend's connection ch.Session.Owner;
+// found is false when it has none (any more).
+func (s *Server) changeLocal(ch *mqttpb.SubscriptionChange) (found, removed bool, err error) {
+	c := s.session(ch.Session.Tenant, ch.Session.ClientId)
+	if c == nil || c.sess == nil || c.sess.owner != ch.Session.Owner {
+		return false, false, nil
+	}
+	return c.changeSubscription(ch)
+}
+
+// changeSubscription applies an operator's change as the reader applies
+// a SUBSCRIBE or UNSUBSCRIBE, serialised with them by subsMu; found is
+// false when the connection ended first.
+func (c *conn) changeSubscription(ch *mqttpb.SubscriptionChange) (found, removed bool, err error) {
+	sub, err := dist.ParseSubscription(ch.Filter)
+	if err != nil {
+		return true, false, fmt.Errorf("%w: filter %.128q: %v", ErrInvalid, ch.Filter, err)
+	}
+	c.subsMu.Lock()
+	if c.subsEnded {
+		c.subsMu.Unlock()
+		return false, false, nil
+	}
+	if ch.Remove {
+		removed = c.unsubscribeLocked(ch.Filter)
+		c.subsMu.Unlock()
+		return true, removed, nil
+	}
+	_, existed := c.subs[ch.Filter]
+	v5 := c.version == packet.V5
+	qos := min(byte(ch.Qos), 2, c.set.MaxQoS)
+	res, err := c.subscribeLocked(ch.Filter, sub, fanout.Options{QoS: qos, NoLocal: ch.NoLocal && v5,
+		RetainAsPublished: ch.RetainAsPublished && v5, SubscriptionID: ch.SubscriptionId})
+	c.subsMu.Unlock()
+	if err != nil {
+		if res == distpb.Result_RESULT_LIMIT {
+			return true, false, fmt.Errorf("%w: %v", ErrRefused, err)
+		}
+		return true, false, err
+	}
+	if wantsRetained(sub, byte(ch.RetainHandling), existed) {
+		c.feedRetained([]*retainedReq{{filter: ch.Filter, qos: qos, subID: ch.SubscriptionId}})
+	}
+	return true, false, nil
+}
+
+// subscribeOffline records and routes a subscription of a persistent
+// session no connection owns.
+func (s *Server) subscribeOffline(ctx context.Context, meta *inboxpb.Meta, tenant, clientID string, sub dist.Subscription, opts *inboxpb.SubOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	key := sub.String()
@@ -388,17 +547,9 @@ func (s *Server) Subscribe(ctx context.Context, tenant, clientID, filter string,
 	return nil
 }
 
-// Unsubscribe removes a subscription of an offline persistent session as
-// its UNSUBSCRIBE would; found is false when it had no such subscription.
-func (s *Server) Unsubscribe(ctx context.Context, tenant, clientID, filter string) (found bool, err error) {
-	sub, err := dist.ParseSubscription(filter)
-	if err != nil {
-		return false, fmt.Errorf("%w: filter %.128q: %v", ErrInvalid, filter, err)
-	}
-	meta, err := s.offlineSession(ctx, tenant, clientID)
-	if err != nil {
-		return false, err
-	}
+// unsubscribeOffline removes a subscription of a persistent session no
+// connection owns.
+func (s *Server) unsubscribeOffline(ctx context.Context, meta *inboxpb.Meta, tenant, clientID string, sub dist.Subscription) (found bool, err error) {
 	key := sub.String()
 	if _, ok := meta.Subscriptions[key]; !ok {
 		return false, nil
@@ -418,8 +569,9 @@ func (s *Server) Unsubscribe(ctx context.Context, tenant, clientID, filter strin
 	return true, nil
 }
 
-// offlineSession is the record of a persistent session no connection owns.
-func (s *Server) offlineSession(ctx context.Context, tenant, clientID string) (*inboxpb.Meta, error) {
+// persistentSession is the inbox record of a client ID's persistent
+// session (ErrNoSession when it has none).
+func (s *Server) persistentSession(ctx context.Context, tenant, clientID string) (*inboxpb.Meta, error) {
 	if !validClientID(clientID) {
 		return nil, fmt.Errorf("%w: client ID must be non-empty and free of NUL", ErrInvalid)
 	}
@@ -435,9 +587,6 @@ func (s *Server) offlineSession(ctx context.Context, tenant, clientID string) (*
 	if meta == nil || meta.Transient {
 		return nil, ErrNoSession
 	}
-	if meta.DetachedUnixMs == 0 && meta.Owner != "" {
-		return nil, ErrSessionConnected
-	}
 	return meta, nil
 }
 
@@ -448,7 +597,7 @@ func inboxResult(out *inboxpb.Output, err error) error {
 	case out.Result == inboxpb.Result_RESULT_NO_INBOX:
 		return ErrNoSession // gone, or a new incarnation, since it was read
 	case out.Result == inboxpb.Result_RESULT_CONFLICT:
-		return ErrSessionConnected
+		return errMoved // a connection attached since it was read
 	case out.Result != inboxpb.Result_RESULT_OK:
 		return fmt.Errorf("%w: inbox: %s %s", ErrRefused, out.Result, out.Reason)
 	}

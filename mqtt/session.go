@@ -218,6 +218,7 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 	s := &session{c: c, inbox: clientID, inc: meta.Incarnation, owner: owner,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), loopDone: make(chan struct{}),
 		subs: map[string]*inboxpb.SubOptions{}, relSeqs: map[uint64]bool{}, dupBelow: meta.DupBelow}
+	c.subsMu.Lock()
 	for f, o := range meta.Subscriptions {
 		parsed, err := dist.ParseSubscription(f)
 		if err != nil {
@@ -227,6 +228,7 @@ func (c *conn) openSession(p *packet.Connect, ack *packet.Connack) (bool, error)
 		c.addSub(f, parsed)
 	}
 	c.s.m.subscriptions.Add(float64(len(c.subs)))
+	c.subsMu.Unlock()
 	for _, seq := range meta.Released {
 		s.relSeqs[seq] = true
 	}

@@ -42,7 +42,7 @@ type apiArgs struct {
 	userProps                      userPropsFlag
 	expiry, payloadFormat          int
 	noLocal, retainAsPublished     bool
-	subID                          uint
+	subID, retainHandling          uint
 }
 
 func (a *apiArgs) register(fs *flag.FlagSet) {
@@ -65,6 +65,7 @@ func (a *apiArgs) register(fs *flag.FlagSet) {
 	fs.BoolVar(&a.noLocal, "no-local", false, "sub add: no local")
 	fs.BoolVar(&a.retainAsPublished, "retain-as-published", false, "sub add: retain as published")
 	fs.UintVar(&a.subID, "subscription-id", 0, "sub add: subscription identifier (0: none)")
+	fs.UintVar(&a.retainHandling, "retain-handling", 0, "sub add, a connected session: retained messages 0 sent, 1 only for a new subscription, 2 none")
 }
 
 // userPropsFlag collects --user-property key=value, in order.
@@ -215,7 +216,8 @@ func (a *adminCmd) runAPI(ctx context.Context, pos []string) error {
 		path := "/api/v1/sessions/" + url.PathEscape(pos[2]) + "/subscriptions"
 		if pos[1] == "add" {
 			s := api.Subscription{Filter: pos[3], QoS: uint32(a.api.qos), NoLocal: a.api.noLocal,
-				RetainAsPublished: a.api.retainAsPublished, SubscriptionID: uint32(a.api.subID)}
+				RetainAsPublished: a.api.retainAsPublished, SubscriptionID: uint32(a.api.subID),
+				RetainHandling: uint32(a.api.retainHandling)}
 			if err := c.do(ctx, "POST", path, q, s, nil); err != nil {
 				return err
 			}

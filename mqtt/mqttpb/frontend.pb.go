@@ -1193,6 +1193,166 @@ func (x *SessionsResponse) GetMore() bool {
 	return false
 }
 
+// SubscriptionChange asks the frontend whose connection is owner (a
+// persistent session's inbox owner) to add or remove a subscription of its
+// session as the client's SUBSCRIBE or UNSUBSCRIBE would (an operator's
+// call, Server.Subscribe and Unsubscribe). The options are a SUBSCRIBE's;
+// retain_handling is 0, 1 or 2 (MQTT-3.3.1-9..11).
+type SubscriptionChange struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Session           *SessionRef            `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	Filter            string                 `protobuf:"bytes,2,opt,name=filter,proto3" json:"filter,omitempty"`
+	Remove            bool                   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	Qos               uint32                 `protobuf:"varint,4,opt,name=qos,proto3" json:"qos,omitempty"`
+	NoLocal           bool                   `protobuf:"varint,5,opt,name=no_local,json=noLocal,proto3" json:"no_local,omitempty"`
+	RetainAsPublished bool                   `protobuf:"varint,6,opt,name=retain_as_published,json=retainAsPublished,proto3" json:"retain_as_published,omitempty"`
+	SubscriptionId    uint32                 `protobuf:"varint,7,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
+	RetainHandling    uint32                 `protobuf:"varint,8,opt,name=retain_handling,json=retainHandling,proto3" json:"retain_handling,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SubscriptionChange) Reset() {
+	*x = SubscriptionChange{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscriptionChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscriptionChange) ProtoMessage() {}
+
+func (x *SubscriptionChange) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscriptionChange.ProtoReflect.Descriptor instead.
+func (*SubscriptionChange) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SubscriptionChange) GetSession() *SessionRef {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *SubscriptionChange) GetFilter() string {
+	if x != nil {
+		return x.Filter
+	}
+	return ""
+}
+
+func (x *SubscriptionChange) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+func (x *SubscriptionChange) GetQos() uint32 {
+	if x != nil {
+		return x.Qos
+	}
+	return 0
+}
+
+func (x *SubscriptionChange) GetNoLocal() bool {
+	if x != nil {
+		return x.NoLocal
+	}
+	return false
+}
+
+func (x *SubscriptionChange) GetRetainAsPublished() bool {
+	if x != nil {
+		return x.RetainAsPublished
+	}
+	return false
+}
+
+func (x *SubscriptionChange) GetSubscriptionId() uint32 {
+	if x != nil {
+		return x.SubscriptionId
+	}
+	return 0
+}
+
+func (x *SubscriptionChange) GetRetainHandling() uint32 {
+	if x != nil {
+		return x.RetainHandling
+	}
+	return 0
+}
+
+type SubscriptionChangeResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// found: the frontend has the owner's connection (false: it ended, or
+	// never was here).
+	Found bool `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	// removed: an unsubscribe removed a subscription the session had.
+	Removed       bool `protobuf:"varint,2,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscriptionChangeResult) Reset() {
+	*x = SubscriptionChangeResult{}
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscriptionChangeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscriptionChangeResult) ProtoMessage() {}
+
+func (x *SubscriptionChangeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_mqtt_mqttpb_frontend_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscriptionChangeResult.ProtoReflect.Descriptor instead.
+func (*SubscriptionChangeResult) Descriptor() ([]byte, []int) {
+	return file_mqtt_mqttpb_frontend_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SubscriptionChangeResult) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *SubscriptionChangeResult) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
 var File_mqtt_mqttpb_frontend_proto protoreflect.FileDescriptor
 
 const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
@@ -1274,7 +1434,19 @@ const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
 	"\binflight\x18\x02 \x01(\rR\binflight\"_\n" +
 	"\x10SessionsResponse\x127\n" +
 	"\bsessions\x18\x01 \x03(\v2\x1b.bifrost.mqtt.OnlineSessionR\bsessions\x12\x12\n" +
-	"\x04more\x18\x02 \x01(\bR\x04more2\xff\x03\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\xa7\x02\n" +
+	"\x12SubscriptionChange\x122\n" +
+	"\asession\x18\x01 \x01(\v2\x18.bifrost.mqtt.SessionRefR\asession\x12\x16\n" +
+	"\x06filter\x18\x02 \x01(\tR\x06filter\x12\x16\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06remove\x12\x10\n" +
+	"\x03qos\x18\x04 \x01(\rR\x03qos\x12\x19\n" +
+	"\bno_local\x18\x05 \x01(\bR\anoLocal\x12.\n" +
+	"\x13retain_as_published\x18\x06 \x01(\bR\x11retainAsPublished\x12'\n" +
+	"\x0fsubscription_id\x18\a \x01(\rR\x0esubscriptionId\x12'\n" +
+	"\x0fretain_handling\x18\b \x01(\rR\x0eretainHandling\"J\n" +
+	"\x18SubscriptionChangeResult\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12\x18\n" +
+	"\aremoved\x18\x02 \x01(\bR\aremoved2\xdf\x04\n" +
 	"\bFrontend\x12F\n" +
 	"\aDeliver\x12\x1c.bifrost.mqtt.DeliverRequest\x1a\x1d.bifrost.mqtt.DeliverResponse\x12U\n" +
 	"\x10InvalidateRoutes\x12\x1f.bifrost.mqtt.InvalidateRequest\x1a .bifrost.mqtt.InvalidateResponse\x12C\n" +
@@ -1282,7 +1454,8 @@ const file_mqtt_mqttpb_frontend_proto_rawDesc = "" +
 	"\x04Kick\x12\x19.bifrost.mqtt.KickRequest\x1a\x1a.bifrost.mqtt.KickResponse\x12C\n" +
 	"\x06Owners\x12\x1b.bifrost.mqtt.OwnersRequest\x1a\x1c.bifrost.mqtt.OwnersResponse\x12@\n" +
 	"\x05Claim\x12\x1a.bifrost.mqtt.ClaimRequest\x1a\x1b.bifrost.mqtt.ClaimResponse\x12I\n" +
-	"\bSessions\x12\x1d.bifrost.mqtt.SessionsRequest\x1a\x1e.bifrost.mqtt.SessionsResponseB+Z)github.com/bifrost-mq/bifrost/mqtt/mqttpbb\x06proto3"
+	"\bSessions\x12\x1d.bifrost.mqtt.SessionsRequest\x1a\x1e.bifrost.mqtt.SessionsResponse\x12^\n" +
+	"\x12ChangeSubscription\x12 .bifrost.mqtt.SubscriptionChange\x1a&.bifrost.mqtt.SubscriptionChangeResultB+Z)github.com/bifrost-mq/bifrost/mqtt/mqttpbb\x06proto3"
 
 var (
 	file_mqtt_mqttpb_frontend_proto_rawDescOnce sync.Once
@@ -1296,27 +1469,29 @@ func file_mqtt_mqttpb_frontend_proto_rawDescGZIP() []byte {
 	return file_mqtt_mqttpb_frontend_proto_rawDescData
 }
 
-var file_mqtt_mqttpb_frontend_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_mqtt_mqttpb_frontend_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_mqtt_mqttpb_frontend_proto_goTypes = []any{
-	(*UserProperty)(nil),       // 0: bifrost.mqtt.UserProperty
-	(*Message)(nil),            // 1: bifrost.mqtt.Message
-	(*DeliverRequest)(nil),     // 2: bifrost.mqtt.DeliverRequest
-	(*DeliverResponse)(nil),    // 3: bifrost.mqtt.DeliverResponse
-	(*InvalidateRequest)(nil),  // 4: bifrost.mqtt.InvalidateRequest
-	(*InvalidateResponse)(nil), // 5: bifrost.mqtt.InvalidateResponse
-	(*SessionRef)(nil),         // 6: bifrost.mqtt.SessionRef
-	(*NotifyRequest)(nil),      // 7: bifrost.mqtt.NotifyRequest
-	(*NotifyResponse)(nil),     // 8: bifrost.mqtt.NotifyResponse
-	(*KickRequest)(nil),        // 9: bifrost.mqtt.KickRequest
-	(*KickResponse)(nil),       // 10: bifrost.mqtt.KickResponse
-	(*OwnersRequest)(nil),      // 11: bifrost.mqtt.OwnersRequest
-	(*OwnersResponse)(nil),     // 12: bifrost.mqtt.OwnersResponse
-	(*Claim)(nil),              // 13: bifrost.mqtt.Claim
-	(*ClaimRequest)(nil),       // 14: bifrost.mqtt.ClaimRequest
-	(*ClaimResponse)(nil),      // 15: bifrost.mqtt.ClaimResponse
-	(*SessionsRequest)(nil),    // 16: bifrost.mqtt.SessionsRequest
-	(*OnlineSession)(nil),      // 17: bifrost.mqtt.OnlineSession
-	(*SessionsResponse)(nil),   // 18: bifrost.mqtt.SessionsResponse
+	(*UserProperty)(nil),             // 0: bifrost.mqtt.UserProperty
+	(*Message)(nil),                  // 1: bifrost.mqtt.Message
+	(*DeliverRequest)(nil),           // 2: bifrost.mqtt.DeliverRequest
+	(*DeliverResponse)(nil),          // 3: bifrost.mqtt.DeliverResponse
+	(*InvalidateRequest)(nil),        // 4: bifrost.mqtt.InvalidateRequest
+	(*InvalidateResponse)(nil),       // 5: bifrost.mqtt.InvalidateResponse
+	(*SessionRef)(nil),               // 6: bifrost.mqtt.SessionRef
+	(*NotifyRequest)(nil),            // 7: bifrost.mqtt.NotifyRequest
+	(*NotifyResponse)(nil),           // 8: bifrost.mqtt.NotifyResponse
+	(*KickRequest)(nil),              // 9: bifrost.mqtt.KickRequest
+	(*KickResponse)(nil),             // 10: bifrost.mqtt.KickResponse
+	(*OwnersRequest)(nil),            // 11: bifrost.mqtt.OwnersRequest
+	(*OwnersResponse)(nil),           // 12: bifrost.mqtt.OwnersResponse
+	(*Claim)(nil),                    // 13: bifrost.mqtt.Claim
+	(*ClaimRequest)(nil),             // 14: bifrost.mqtt.ClaimRequest
+	(*ClaimResponse)(nil),            // 15: bifrost.mqtt.ClaimResponse
+	(*SessionsRequest)(nil),          // 16: bifrost.mqtt.SessionsRequest
+	(*OnlineSession)(nil),            // 17: bifrost.mqtt.OnlineSession
+	(*SessionsResponse)(nil),         // 18: bifrost.mqtt.SessionsResponse
+	(*SubscriptionChange)(nil),       // 19: bifrost.mqtt.SubscriptionChange
+	(*SubscriptionChangeResult)(nil), // 20: bifrost.mqtt.SubscriptionChangeResult
 }
 var file_mqtt_mqttpb_frontend_proto_depIdxs = []int32{
 	0,  // 0: bifrost.mqtt.Message.user_properties:type_name -> bifrost.mqtt.UserProperty
@@ -1325,25 +1500,28 @@ var file_mqtt_mqttpb_frontend_proto_depIdxs = []int32{
 	6,  // 3: bifrost.mqtt.KickRequest.session:type_name -> bifrost.mqtt.SessionRef
 	13, // 4: bifrost.mqtt.ClaimRequest.claims:type_name -> bifrost.mqtt.Claim
 	17, // 5: bifrost.mqtt.SessionsResponse.sessions:type_name -> bifrost.mqtt.OnlineSession
-	2,  // 6: bifrost.mqtt.Frontend.Deliver:input_type -> bifrost.mqtt.DeliverRequest
-	4,  // 7: bifrost.mqtt.Frontend.InvalidateRoutes:input_type -> bifrost.mqtt.InvalidateRequest
-	7,  // 8: bifrost.mqtt.Frontend.Notify:input_type -> bifrost.mqtt.NotifyRequest
-	9,  // 9: bifrost.mqtt.Frontend.Kick:input_type -> bifrost.mqtt.KickRequest
-	11, // 10: bifrost.mqtt.Frontend.Owners:input_type -> bifrost.mqtt.OwnersRequest
-	14, // 11: bifrost.mqtt.Frontend.Claim:input_type -> bifrost.mqtt.ClaimRequest
-	16, // 12: bifrost.mqtt.Frontend.Sessions:input_type -> bifrost.mqtt.SessionsRequest
-	3,  // 13: bifrost.mqtt.Frontend.Deliver:output_type -> bifrost.mqtt.DeliverResponse
-	5,  // 14: bifrost.mqtt.Frontend.InvalidateRoutes:output_type -> bifrost.mqtt.InvalidateResponse
-	8,  // 15: bifrost.mqtt.Frontend.Notify:output_type -> bifrost.mqtt.NotifyResponse
-	10, // 16: bifrost.mqtt.Frontend.Kick:output_type -> bifrost.mqtt.KickResponse
-	12, // 17: bifrost.mqtt.Frontend.Owners:output_type -> bifrost.mqtt.OwnersResponse
-	15, // 18: bifrost.mqtt.Frontend.Claim:output_type -> bifrost.mqtt.ClaimResponse
-	18, // 19: bifrost.mqtt.Frontend.Sessions:output_type -> bifrost.mqtt.SessionsResponse
-	13, // [13:20] is the sub-list for method output_type
-	6,  // [6:13] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	6,  // 6: bifrost.mqtt.SubscriptionChange.session:type_name -> bifrost.mqtt.SessionRef
+	2,  // 7: bifrost.mqtt.Frontend.Deliver:input_type -> bifrost.mqtt.DeliverRequest
+	4,  // 8: bifrost.mqtt.Frontend.InvalidateRoutes:input_type -> bifrost.mqtt.InvalidateRequest
+	7,  // 9: bifrost.mqtt.Frontend.Notify:input_type -> bifrost.mqtt.NotifyRequest
+	9,  // 10: bifrost.mqtt.Frontend.Kick:input_type -> bifrost.mqtt.KickRequest
+	11, // 11: bifrost.mqtt.Frontend.Owners:input_type -> bifrost.mqtt.OwnersRequest
+	14, // 12: bifrost.mqtt.Frontend.Claim:input_type -> bifrost.mqtt.ClaimRequest
+	16, // 13: bifrost.mqtt.Frontend.Sessions:input_type -> bifrost.mqtt.SessionsRequest
+	19, // 14: bifrost.mqtt.Frontend.ChangeSubscription:input_type -> bifrost.mqtt.SubscriptionChange
+	3,  // 15: bifrost.mqtt.Frontend.Deliver:output_type -> bifrost.mqtt.DeliverResponse
+	5,  // 16: bifrost.mqtt.Frontend.InvalidateRoutes:output_type -> bifrost.mqtt.InvalidateResponse
+	8,  // 17: bifrost.mqtt.Frontend.Notify:output_type -> bifrost.mqtt.NotifyResponse
+	10, // 18: bifrost.mqtt.Frontend.Kick:output_type -> bifrost.mqtt.KickResponse
+	12, // 19: bifrost.mqtt.Frontend.Owners:output_type -> bifrost.mqtt.OwnersResponse
+	15, // 20: bifrost.mqtt.Frontend.Claim:output_type -> bifrost.mqtt.ClaimResponse
+	18, // 21: bifrost.mqtt.Frontend.Sessions:output_type -> bifrost.mqtt.SessionsResponse
+	20, // 22: bifrost.mqtt.Frontend.ChangeSubscription:output_type -> bifrost.mqtt.SubscriptionChangeResult
+	15, // [15:23] is the sub-list for method output_type
+	7,  // [7:15] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_mqtt_mqttpb_frontend_proto_init() }
@@ -1357,7 +1535,7 @@ func file_mqtt_mqttpb_frontend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mqtt_mqttpb_frontend_proto_rawDesc), len(file_mqtt_mqttpb_frontend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

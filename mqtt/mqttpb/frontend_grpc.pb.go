@@ -23,13 +23,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Frontend_Deliver_FullMethodName          = "/bifrost.mqtt.Frontend/Deliver"
-	Frontend_InvalidateRoutes_FullMethodName = "/bifrost.mqtt.Frontend/InvalidateRoutes"
-	Frontend_Notify_FullMethodName           = "/bifrost.mqtt.Frontend/Notify"
-	Frontend_Kick_FullMethodName             = "/bifrost.mqtt.Frontend/Kick"
-	Frontend_Owners_FullMethodName           = "/bifrost.mqtt.Frontend/Owners"
-	Frontend_Claim_FullMethodName            = "/bifrost.mqtt.Frontend/Claim"
-	Frontend_Sessions_FullMethodName         = "/bifrost.mqtt.Frontend/Sessions"
+	Frontend_Deliver_FullMethodName            = "/bifrost.mqtt.Frontend/Deliver"
+	Frontend_InvalidateRoutes_FullMethodName   = "/bifrost.mqtt.Frontend/InvalidateRoutes"
+	Frontend_Notify_FullMethodName             = "/bifrost.mqtt.Frontend/Notify"
+	Frontend_Kick_FullMethodName               = "/bifrost.mqtt.Frontend/Kick"
+	Frontend_Owners_FullMethodName             = "/bifrost.mqtt.Frontend/Owners"
+	Frontend_Claim_FullMethodName              = "/bifrost.mqtt.Frontend/Claim"
+	Frontend_Sessions_FullMethodName           = "/bifrost.mqtt.Frontend/Sessions"
+	Frontend_ChangeSubscription_FullMethodName = "/bifrost.mqtt.Frontend/ChangeSubscription"
 )
 
 // FrontendClient is the client API for Frontend service.
@@ -43,6 +44,7 @@ type FrontendClient interface {
 	Owners(ctx context.Context, in *OwnersRequest, opts ...grpc.CallOption) (*OwnersResponse, error)
 	Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error)
 	Sessions(ctx context.Context, in *SessionsRequest, opts ...grpc.CallOption) (*SessionsResponse, error)
+	ChangeSubscription(ctx context.Context, in *SubscriptionChange, opts ...grpc.CallOption) (*SubscriptionChangeResult, error)
 }
 
 type frontendClient struct {
@@ -123,6 +125,16 @@ func (c *frontendClient) Sessions(ctx context.Context, in *SessionsRequest, opts
 	return out, nil
 }
 
+func (c *frontendClient) ChangeSubscription(ctx context.Context, in *SubscriptionChange, opts ...grpc.CallOption) (*SubscriptionChangeResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubscriptionChangeResult)
+	err := c.cc.Invoke(ctx, Frontend_ChangeSubscription_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FrontendServer is the server API for Frontend service.
 // All implementations must embed UnimplementedFrontendServer
 // for forward compatibility.
@@ -134,6 +146,7 @@ type FrontendServer interface {
 	Owners(context.Context, *OwnersRequest) (*OwnersResponse, error)
 	Claim(context.Context, *ClaimRequest) (*ClaimResponse, error)
 	Sessions(context.Context, *SessionsRequest) (*SessionsResponse, error)
+	ChangeSubscription(context.Context, *SubscriptionChange) (*SubscriptionChangeResult, error)
 	mustEmbedUnimplementedFrontendServer()
 }
 
@@ -164,6 +177,9 @@ func (UnimplementedFrontendServer) Claim(context.Context, *ClaimRequest) (*Claim
 }
 func (UnimplementedFrontendServer) Sessions(context.Context, *SessionsRequest) (*SessionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Sessions not implemented")
+}
+func (UnimplementedFrontendServer) ChangeSubscription(context.Context, *SubscriptionChange) (*SubscriptionChangeResult, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeSubscription not implemented")
 }
 func (UnimplementedFrontendServer) mustEmbedUnimplementedFrontendServer() {}
 func (UnimplementedFrontendServer) testEmbeddedByValue()                  {}
@@ -312,6 +328,24 @@ func _Frontend_Sessions_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Frontend_ChangeSubscription_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubscriptionChange)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FrontendServer).ChangeSubscription(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Frontend_ChangeSubscription_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FrontendServer).ChangeSubscription(ctx, req.(*SubscriptionChange))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Frontend_ServiceDesc is the grpc.ServiceDesc for Frontend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -346,6 +380,10 @@ var Frontend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Sessions",
 			Handler:    _Frontend_Sessions_Handler,
+		},
+		{
+			MethodName: "ChangeSubscription",
+			Handler:    _Frontend_ChangeSubscription_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
