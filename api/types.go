@@ -12,6 +12,7 @@ import (
 
 	"github.com/bifrost-mq/bifrost/balancer/balancerpb"
 	"github.com/bifrost-mq/bifrost/coprocessors/inbox/inboxpb"
+	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/mqtt/mqttpb"
@@ -261,9 +262,9 @@ type Range struct {
 	Size       uint64    `json:"size"`
 }
 
-// KeyspaceName is a keyspace's short name (kv, dist, inbox, retain).
-func KeyspaceName(ks kvpb.Keyspace) string {
-	return strings.ToLower(strings.TrimPrefix(ks.String(), "KEYSPACE_"))
+// StateName is a range state's short name: normal, frozen, splitting.
+func StateName(s kvpb.RangeState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "RANGE_STATE_"))
 }
 
 // Printable renders a key or value: as text when it is valid UTF-8, else
@@ -278,9 +279,9 @@ func Printable(b []byte) string {
 // RangeOf is a range in JSON.
 func RangeOf(info *rangespb.RangeInfo) Range {
 	d := info.Range
-	r := Range{ID: d.Id, Keyspace: KeyspaceName(d.Keyspace), Start: Printable(d.Start), End: Printable(d.End),
+	r := Range{ID: d.Id, Keyspace: kvstore.KeyspaceName(d.Keyspace), Start: Printable(d.Start), End: Printable(d.End),
 		Ver: d.Ver, ConfVer: d.ConfVer, Replicas: []StoreID{}, ReplicaIDs: []uint64{}, Size: info.ApproximateBytes,
-		State: strings.ToLower(strings.TrimPrefix(d.State.String(), "RANGE_STATE_"))}
+		State: StateName(d.State)}
 	for _, rep := range d.Replicas {
 		r.Replicas = append(r.Replicas, StoreID(rep.StoreId))
 		r.ReplicaIDs = append(r.ReplicaIDs, rep.ReplicaId)

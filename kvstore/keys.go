@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"encoding/binary"
+	"strings"
 
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
@@ -135,4 +136,10 @@ func ContainsKey(d *kvpb.RangeDescriptor, key []byte) bool {
 		return false
 	}
 	return len(d.End) == 0 || string(key) < string(d.End)
+}
+
+// KeyspaceName is a keyspace's short name: kv, dist, inbox, retain (the
+// enum's name without its prefix, in lower case).
+func KeyspaceName(ks kvpb.Keyspace) string {
+	return strings.ToLower(strings.TrimPrefix(ks.String(), "KEYSPACE_"))
 }

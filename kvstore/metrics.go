@@ -1,7 +1,6 @@
 package kvstore
 
 import (
-	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -135,7 +134,6 @@ func (c keyspaceBytes) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c keyspaceBytes) Collect(ch chan<- prometheus.Metric) {
 	for ks, n := range c.sizes() {
-		name := strings.ToLower(strings.TrimPrefix(ks.String(), "KEYSPACE_"))
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), name)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), KeyspaceName(ks))
 	}
 }

@@ -46,7 +46,7 @@ func (n *Node) Split(ctx context.Context, rangeID uint64, key []byte) (left, rig
 	if aligned := n.store.AlignSplitKey(desc.Keyspace, key); string(aligned) != string(key) {
 		if string(aligned) <= string(desc.Start) {
 			return nil, nil, fmt.Errorf("%w: split key %q lies in a unit of keyspace %s that starts at %q, at or before the start of range %d: the range cannot be split there",
-				ErrBadRequest, key, keyspaceName(desc.Keyspace), aligned, rangeID)
+				ErrBadRequest, key, kvstore.KeyspaceName(desc.Keyspace), aligned, rangeID)
 		}
 		n.log.Info("split key aligned to a unit boundary", "range", rangeID, "key", string(key), "aligned", string(aligned))
 		key = aligned
@@ -108,7 +108,7 @@ func (n *Node) Merge(ctx context.Context, leftID uint64) (*kvpb.RangeDescriptor,
 		return nil, err
 	}
 	if len(left.End) == 0 {
-		return nil, fmt.Errorf("%w: range %d is the last of keyspace %s: it has no right neighbour", ErrBadRequest, leftID, keyspaceName(left.Keyspace))
+		return nil, fmt.Errorf("%w: range %d is the last of keyspace %s: it has no right neighbour", ErrBadRequest, leftID, kvstore.KeyspaceName(left.Keyspace))
 	}
 	_ = n.Refresh(ctx)
 	route := n.table.Lookup(left.Keyspace, left.End)
@@ -308,24 +308,10 @@ func (n *Node) leftMergedAway(ctx context.Context, frozen *kvpb.RangeDescriptor)
 	return false, nil
 }
 
-func keyspaceName(ks kvpb.Keyspace) string {
-	switch ks {
-	case kvpb.Keyspace_KEYSPACE_KV:
-		return "kv"
-	case kvpb.Keyspace_KEYSPACE_DIST:
-		return "dist"
-	case kvpb.Keyspace_KEYSPACE_INBOX:
-		return "inbox"
-	case kvpb.Keyspace_KEYSPACE_RETAIN:
-		return "retain"
-	}
-	return ks.String()
-}
-
 // ParseKeyspace maps "kv", "dist", "inbox" or "retain" to its keyspace.
 func ParseKeyspace(s string) (kvpb.Keyspace, error) {
 	for _, fr := range FirstRanges {
-		if keyspaceName(fr.Keyspace) == s {
+		if kvstore.KeyspaceName(fr.Keyspace) == s {
 			return fr.Keyspace, nil
 		}
 	}

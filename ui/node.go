@@ -13,9 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/bifrost-mq/bifrost/api"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain"
 	"github.com/bifrost-mq/bifrost/coprocessors/retain/retainpb"
-	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
+	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/mqtt"
 	"github.com/bifrost-mq/bifrost/mqtt/auth"
 	"github.com/bifrost-mq/bifrost/ranges"
@@ -105,9 +106,9 @@ func (s *NodeSource) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	for _, r := range s.cfg.Table.All() {
 		d := r.Desc
-		rg := Range{ID: d.Id, Keyspace: keyspaceName(d.Keyspace), Start: printableKey(d.Start), End: printableKey(d.End),
+		rg := Range{ID: d.Id, Keyspace: kvstore.KeyspaceName(d.Keyspace), Start: printableKey(d.Start), End: printableKey(d.End),
 			Ver: d.Ver, ConfVer: d.ConfVer, Replicas: []StoreID{}, Leader: StoreID(r.LeaderStore()),
-			State: strings.ToLower(strings.TrimPrefix(d.State.String(), "RANGE_STATE_")), Size: r.Bytes, SizeKnown: r.BytesKnown}
+			State: api.StateName(d.State), Size: r.Bytes, SizeKnown: r.BytesKnown}
 		for _, rep := range d.Replicas {
 			rg.Replicas = append(rg.Replicas, StoreID(rep.StoreId))
 		}
@@ -228,10 +229,6 @@ func (s *NodeSource) sysFigures(ctx context.Context) (map[string]FrontendSample,
 		}
 		req.From = resp.Next
 	}
-}
-
-func keyspaceName(ks kvpb.Keyspace) string {
-	return strings.ToLower(strings.TrimPrefix(ks.String(), "KEYSPACE_"))
 }
 
 // printableKey renders a key as text when every character of it prints,
