@@ -110,14 +110,9 @@ func (m *mqttFlags) configFileTables(values map[string]any) error {
 	if err := m.plugins.configFileSettings(values); err != nil {
 		return err
 	}
-	raw, ok := values["acl"]
-	if !ok {
-		return nil
-	}
-	delete(values, "acl")
-	list, ok := raw.([]map[string]any)
-	if !ok {
-		return fmt.Errorf("acl: want [[acl]] tables")
+	list, _, err := takeTable[[]map[string]any](values, "acl", "[[acl]] tables")
+	if err != nil {
+		return err
 	}
 	for i, t := range list {
 		var r auth.Rule
@@ -154,14 +149,9 @@ func (m *mqttFlags) configFileTables(values map[string]any) error {
 // configFileCertUsers takes the [[cert-user]] tables out of a config file's
 // settings.
 func (m *mqttFlags) configFileCertUsers(values map[string]any) error {
-	raw, ok := values["cert-user"]
-	if !ok {
-		return nil
-	}
-	delete(values, "cert-user")
-	list, ok := raw.([]map[string]any)
-	if !ok {
-		return fmt.Errorf("cert-user: want [[cert-user]] tables")
+	list, _, err := takeTable[[]map[string]any](values, "cert-user", "[[cert-user]] tables")
+	if err != nil {
+		return err
 	}
 	for i, t := range list {
 		var u auth.CertUser
@@ -391,4 +381,19 @@ func frontendAddrs(m func() *ranges.Membership) func() []string {
 		}
 		return out
 	}
+}
+
+// takeTable takes key out of a config file's settings as a T (what the TOML
+// decoder makes of a table or an array of tables); found is false when the
+// file has none, and a value of another shape is an error saying want.
+func takeTable[T any](values map[string]any, key, want string) (v T, found bool, err error) {
+	raw, ok := values[key]
+	if !ok {
+		return v, false, nil
+	}
+	delete(values, key)
+	if v, ok = raw.(T); !ok {
+		return v, true, fmt.Errorf("%s: want %s", key, want)
+	}
+	return v, true, nil
 }

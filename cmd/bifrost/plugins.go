@@ -60,24 +60,18 @@ func (p *pluginFlags) settingsProvider(log *slog.Logger, reg prometheus.Register
 // and a named tenant its own table's values over them.
 func (p *pluginFlags) configFileSettings(values map[string]any) error {
 	p.settings = settings.Static{Defaults: settings.Default()}
-	if raw, ok := values["tenant-defaults"]; ok {
-		delete(values, "tenant-defaults")
-		t, ok := raw.(map[string]any)
-		if !ok {
-			return errors.New("tenant-defaults: want a [tenant-defaults] table")
-		}
+	t, found, err := takeTable[map[string]any](values, "tenant-defaults", "a [tenant-defaults] table")
+	if err != nil {
+		return err
+	}
+	if found {
 		if err := p.settings.Defaults.Apply(t); err != nil {
 			return fmt.Errorf("tenant-defaults: %v", err)
 		}
 	}
-	raw, ok := values["tenants"]
-	if !ok {
-		return nil
-	}
-	delete(values, "tenants")
-	ts, ok := raw.(map[string]any)
-	if !ok {
-		return errors.New("tenants: want [tenants.<name>] tables")
+	ts, found, err := takeTable[map[string]any](values, "tenants", "[tenants.<name>] tables")
+	if err != nil || !found {
+		return err
 	}
 	p.settings.Tenants = map[string]settings.Settings{}
 	for name, raw := range ts {
