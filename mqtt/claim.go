@@ -118,7 +118,7 @@ func (s *Server) claim(ctx context.Context, c *conn) bool {
 	self, _ := receiverAddr(s.cfg.ReceiverID)
 	cl := &mqttpb.Claim{Tenant: c.key.tenant, ClientId: c.key.clientID, Stamp: c.stamp, By: s.cfg.ReceiverID, User: c.id.Username}
 	var waits []chan struct{}
-	for _, addr := range s.cfg.Frontends() {
+	for _, addr := range s.frontends() {
 		if addr == self {
 			continue
 		}
@@ -163,6 +163,7 @@ func (s *Server) claimRefused(c *conn) {
 // A claim of another user than a live or connecting connection's is
 // refused (its index is in refused), and closes nothing.
 func (s *Server) onClaims(ctx context.Context, claims []*mqttpb.Claim) (closed int, refused []uint32) {
+	s.heardFrom(claims)
 	var kicked []*conn
 	s.mu.Lock()
 	for i, cl := range claims {
@@ -201,6 +202,28 @@ func (s *Server) onClaims(ctx context.Context, claims []*mqttpb.Claim) (closed i
 	return len(kicked), refused
 }
 
+// heardFrom takes the senders of claims as alive: a frontend that failed
+// (killed, then restarted) is waited for again by this frontend's CONNECTs,
+// and claims queued for it while it was away are sent now rather than after
+// the retry backoff (jepsen mqtt-takeover × kill-frontend: a connection on
+// the restarted frontend stayed open 852 ms after a CONNECT elsewhere, which
+// had taken the frontend as down and not waited).
+func (s *Server) heardFrom(claims []*mqttpb.Claim) {
+	var last string
+	for _, cl := range claims {
+		if cl.By == last {
+			continue
+		}
+		last = cl.By
+		addr, ok := receiverAddr(cl.By)
+		if !ok || cl.By == s.cfg.ReceiverID {
+			continue
+		}
+		s.peers.alive(addr)
+		s.claims.wake(addr)
+	}
+}
+
 func (f *frontendService) Claim(ctx context.Context, req *mqttpb.ClaimRequest) (*mqttpb.ClaimResponse, error) {
 	closed, refused := f.s.onClaims(ctx, req.Claims)
 	return &mqttpb.ClaimResponse{Closed: uint32(closed), Refused: refused}, nil
@@ -220,10 +243,23 @@ func (cs *claimSenders) peer(s *Server, addr string) *claimSender {
 		if cs.m == nil {
 			cs.m = map[string]*claimSender{}
 		}
-		p = &claimSender{s: s, addr: addr}
+		p = &claimSender{s: s, addr: addr, wake: make(chan struct{}, 1)}
 		cs.m[addr] = p
 	}
 	return p
+}
+
+// wake ends the retry backoff of the sender for addr, if there is one.
+func (cs *claimSenders) wake(addr string) {
+	cs.mu.Lock()
+	p := cs.m[addr]
+	cs.mu.Unlock()
+	if p != nil {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // claimSender sends the claims for one frontend in batches, one call at a
@@ -231,6 +267,8 @@ func (cs *claimSenders) peer(s *Server, addr string) *claimSender {
 type claimSender struct {
 	s    *Server
 	addr string
+	// wake ends a retry backoff: the frontend was heard from.
+	wake chan struct{}
 
 	mu      sync.Mutex
 	queue   []pendingClaim
@@ -337,10 +375,13 @@ func (p *claimSender) run() {
 		}
 		p.queue = append(append(make([]pendingClaim, 0, len(batch)+len(p.queue)), batch...), p.queue...)
 		p.mu.Unlock()
+		t := time.NewTimer(backoff)
 		select {
 		case <-s.bg.Done():
-		case <-time.After(backoff):
+		case <-t.C:
+		case <-p.wake:
 		}
+		t.Stop()
 		backoff = min(2*backoff, time.Second)
 	}
 }

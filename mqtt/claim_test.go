@@ -142,3 +142,49 @@ func TestClaimDoesNotWaitForADeadFrontend(t *testing.T) {
 		c.disconnect()
 	}
 }
+
+// TestClaimReachesARestartedFrontend: a frontend that was killed and came
+// back is waited for again as soon as it is heard from (its first claim),
+// and the claims queued for it are not held in the retry backoff. Before,
+// the CONNECT on the surviving frontend took the restarted one as down for
+// 5 s after its last failure and did not wait for it, and the claim reached
+// it after up to a second's backoff (jepsen mqtt-takeover × kill-frontend:
+// the older connection, on the restarted frontend, open 852 ms after the
+// newer one's CONNACK).
+func TestClaimReachesARestartedFrontend(t *testing.T) {
+	e := startEnv(t, 3, func(c *mqtt.Config) { c.InboxPollInterval = time.Hour })
+	a := e.addr(0)
+	e.mu.Lock()
+	fa, fb := e.fronts[0], e.fronts[1]
+	e.mu.Unlock()
+
+	// B dies, as a killed process: its listeners and its node.
+	fb.Close()
+	e.cluster.StopNode(1)
+	// CONNECTs on A meanwhile: their claims to B fail, A takes B as down
+	// and retries with a growing backoff.
+	for i := 0; i < 3; i++ {
+		connectRaw(t, a, packet.V5, fmt.Sprintf("away-%d", i)).disconnect()
+		time.Sleep(400 * time.Millisecond)
+	}
+	e.cluster.StartNode(1)
+	e.mu.Lock()
+	fb2 := e.fronts[3]
+	e.mu.Unlock()
+	if fb2 == nil {
+		t.Fatal("the restarted node has no frontend")
+	}
+	b := fb2.Addrs()[0].String()
+
+	// The client connects on the restarted B: B's claim tells A that B runs.
+	old := connectRaw(t, b, packet.V5, "back-1")
+	if mqtt.PeerIsDown(fa, fb2) {
+		t.Fatal("A still takes B as down after B's claim")
+	}
+	// Then on A: A waits for B to close the older connection before its
+	// CONNACK, so the DISCONNECT is there to read at once.
+	nu := connectRaw(t, a, packet.V5, "back-1")
+	old.takenOverWithin(200 * time.Millisecond)
+	nu.alive()
+	nu.disconnect()
+}

@@ -103,3 +103,9 @@ func SentUpto(s *Server, tenant, clientID string) int64 {
 	defer c.sess.mu.Unlock()
 	return int64(c.sess.sentUpto)
 }
+
+// PeerIsDown says whether s treats the frontend peer as having failed.
+func PeerIsDown(s, peer *Server) bool {
+	addr, _ := receiverAddr(peer.cfg.ReceiverID)
+	return s.peers.isDown(addr)
+}

@@ -288,7 +288,7 @@ func (s *Server) askFrontends(ask func(addr string, c mqttpb.FrontendClient, err
 	}
 	self := s.grpcAddr()
 	var wg sync.WaitGroup
-	for _, addr := range s.cfg.Frontends() {
+	for _, addr := range s.frontends() {
 		if addr == self {
 			continue
 		}

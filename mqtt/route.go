@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	mathrand "math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -124,6 +125,42 @@ type peers struct {
 	// absent remembers since when a failing address has been missing from
 	// gossip: past Config.DeadFrontendAfter its routes are removed.
 	absent map[string]time.Time
+	// heard remembers when a frontend last sent this one a claim: it runs,
+	// whether gossip lists it yet or not.
+	heard map[string]time.Time
+}
+
+// frontends are the other frontends' addresses to tell of a claim or a
+// route change: those gossip lists, and those heard from in the last
+// DeadFrontendAfter. A frontend that restarted serves CONNECTs before the
+// others' gossip lists it again (memberlist takes it back only after it
+// refutes its death), and its connections must still be closed by a newer
+// CONNECT elsewhere (before, that claim was never sent: two connections of
+// one client ID stayed open together).
+func (s *Server) frontends() []string {
+	out := s.cfg.Frontends()
+	for _, addr := range s.peers.heardSince(time.Now().Add(-s.cfg.DeadFrontendAfter)) {
+		if !slices.Contains(out, addr) {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
+// heardSince lists the frontends heard from after t, and forgets those
+// heard from before.
+func (p *peers) heardSince(t time.Time) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for addr, at := range p.heard {
+		if at.After(t) {
+			out = append(out, addr)
+		} else {
+			delete(p.heard, addr)
+		}
+	}
+	return out
 }
 
 // gone reports whether addr has been failing and absent from the list of
@@ -215,6 +252,27 @@ func (p *peers) failed(addr string) {
 	}
 	p.down[addr] = time.Now()
 	p.mu.Unlock()
+}
+
+// alive notes that the frontend at addr runs (it sent a claim): it forgets
+// that it failed, and a connection to it that waits out a reconnect
+// backoff tries again at once. A frontend that restarted was otherwise
+// treated as down for peerDownFor after its last failure, and CONNECTs
+// elsewhere did not wait for it to close its connections.
+func (p *peers) alive(addr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.heard == nil {
+		p.heard = map[string]time.Time{}
+	}
+	p.heard[addr] = time.Now()
+	if _, ok := p.down[addr]; !ok {
+		return
+	}
+	delete(p.down, addr)
+	if c := p.conns[addr]; c != nil {
+		c.ResetConnectBackoff()
+	}
 }
 
 func (p *peers) close() {
@@ -335,7 +393,7 @@ func (s *Server) broadcastInvalidate(ctx context.Context, tenant string) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, addr := range s.cfg.Frontends() {
+	for _, addr := range s.frontends() {
 		if addr == self {
 			continue
 		}
