@@ -133,7 +133,7 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	// if none does they are unreachable, and the child's own snapshot
 	// replaces them when it comes.
 	spans := replicaSpans(s.rangeID, desc)
-	install := newSnapshotInstall(s.engine, fmt.Sprintf("range-%d", s.rangeID), spans)
+	install := newSnapshotInstall(s.engine, s.rangeID, spans)
 	defer func() {
 		if err := install.close(); err != nil {
 			s.engine.log.Warn("remove snapshot tables", "range", s.rangeID, "err", err)

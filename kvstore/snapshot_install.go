@@ -47,9 +47,9 @@ var defaultInstallLimits = installLimits{inlineBytes: 4 << 20, tableBytes: 32 <<
 // replica's three spans would be three ingestions, and a crash between them
 // would leave a replica whose metadata does not match its data.
 type snapshotInstall struct {
-	e     *Engine
-	label string // for temporary directory names
-	spans []keySpan
+	e       *Engine
+	rangeID uint64
+	spans   []keySpan
 	// While the pairs fit in inlineBytes they are kept here (keys and
 	// values copied into buf; ends[i] is where pair i's key ends and
 	// ends[i+1] where its value ends).
@@ -59,8 +59,8 @@ type snapshotInstall struct {
 	tables *tableBuilder
 }
 
-func newSnapshotInstall(e *Engine, label string, spans []keySpan) *snapshotInstall {
-	return &snapshotInstall{e: e, label: label, spans: spans}
+func newSnapshotInstall(e *Engine, rangeID uint64, spans []keySpan) *snapshotInstall {
+	return &snapshotInstall{e: e, rangeID: rangeID, spans: spans}
 }
 
 // add takes the next pair of the snapshot, whose key lies in spans[span].
@@ -91,13 +91,13 @@ func (in *snapshotInstall) add(span int, k, v []byte) error {
 		done:   make([]bool, len(in.spans)),
 		cur:    -1,
 	}
-	var err2 error
+	var addErr error
 	in.eachPending(func(k, v []byte) bool {
-		err2 = in.tables.add(spanOf(in.spans, k), k, v)
-		return err2 == nil
+		addErr = in.tables.add(spanOf(in.spans, k), k, v)
+		return addErr == nil
 	})
 	in.buf, in.ends = nil, nil
-	return err2
+	return addErr
 }
 
 func (in *snapshotInstall) eachPending(f func(k, v []byte) bool) {
@@ -114,7 +114,7 @@ func (in *snapshotInstall) tempDir() (string, error) {
 	if err := os.MkdirAll(in.e.ingestDir, 0o755); err != nil {
 		return "", err
 	}
-	return os.MkdirTemp(in.e.ingestDir, in.label+"-")
+	return os.MkdirTemp(in.e.ingestDir, fmt.Sprintf("range-%d-", in.rangeID))
 }
 
 // commit installs what add took. ingested is the bytes of the tables
@@ -125,10 +125,13 @@ func (in *snapshotInstall) commit() (ingested uint64, err error) {
 		if err != nil {
 			return 0, err
 		}
-		if err := in.e.db.Ingest(context.Background(), paths); err != nil {
+		stats, err := in.e.db.IngestWithStats(context.Background(), paths)
+		if err != nil {
 			return 0, fmt.Errorf("ingest %d tables: %w", len(paths), err)
 		}
-		return in.tables.bytes, nil
+		in.e.log.Info("snapshot ingested", "range", in.rangeID, "tables", len(paths),
+			"bytes", stats.Bytes, "level0_bytes", stats.ApproxIngestedIntoL0Bytes)
+		return stats.Bytes, nil
 	}
 	b := in.e.db.NewBatch()
 	defer b.Close()
@@ -175,7 +178,6 @@ type tableBuilder struct {
 	from  []byte // where the current table's range deletion starts
 	last  []byte // the last key written in the current span
 	paths []string
-	bytes uint64 // of the finished tables
 }
 
 func (b *tableBuilder) add(span int, k, v []byte) error {
@@ -229,15 +231,7 @@ func (b *tableBuilder) closeTable(end []byte) error {
 		_ = w.Close()
 		return err
 	}
-	if err := w.Close(); err != nil {
-		return err
-	}
-	meta, err := w.Metadata()
-	if err != nil {
-		return err
-	}
-	b.bytes += meta.Size
-	return nil
+	return w.Close()
 }
 
 // finishSpan writes the current span's last table (a deletion alone for a

@@ -90,13 +90,15 @@ func TestSnapshotInstallReplacesExactlyItsSpans(t *testing.T) {
 		name     string
 		limits   installLimits
 		dedupe   bool // the snapshot carries dedupe records
+		flush    bool // the old state is in tables, not in the memtable
 		ingested bool
 	}{
-		{"one batch", defaultInstallLimits, true, false},
-		{"a table per pair", tableLimits, true, true},
-		{"tables of a few pairs", installLimits{0, 2 << 10}, true, true},
-		{"tables after a batch's worth", installLimits{3 << 10, 2 << 10}, true, true},
-		{"tables, no dedupe records", tableLimits, false, true},
+		{name: "one batch", limits: defaultInstallLimits, dedupe: true},
+		{name: "a table per pair", limits: tableLimits, dedupe: true, ingested: true},
+		{name: "tables of a few pairs", limits: installLimits{0, 2 << 10}, dedupe: true, ingested: true},
+		{name: "tables after a batch's worth", limits: installLimits{3 << 10, 2 << 10}, dedupe: true, ingested: true},
+		{name: "tables, no dedupe records", limits: tableLimits, ingested: true},
+		{name: "tables over flushed tables", limits: installLimits{0, 2 << 10}, dedupe: true, flush: true, ingested: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -150,6 +152,11 @@ func TestSnapshotInstallReplacesExactlyItsSpans(t *testing.T) {
 			for k, v := range dumpEngine(t, src.sm.engine) {
 				if spanOf(spans, []byte(k)) >= 0 {
 					want[k] = v
+				}
+			}
+			if tc.flush {
+				if err := e.db.Flush(); err != nil {
+					t.Fatal(err)
 				}
 			}
 			ingestsBefore := e.db.Metrics().Ingest.Count
