@@ -1,9 +1,10 @@
 package ranges_test
 
 import (
-	"bytes"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,26 +24,21 @@ func TestAddedReplicaInstallsLargeSnapshotByIngestion(t *testing.T) {
 	c := rangestest.Start(t, 3, rangestest.Options{SnapshotEntries: 20, CompactionOverhead: 5})
 	cl := c.Client(0)
 	child := split(t, c, 0, "m").Right.Id
-	neighbour := []string{"m", "n1", "n2"}
-	for _, k := range neighbour {
-		mustPut(t, cl, k, "right")
-	}
+	neighbour := map[string]string{"m": "right", "n1": "right", "n2": "right"}
+	putAll(t, cl, neighbour)
 	rng := rand.New(rand.NewChaCha8([32]byte{15}))
-	values := map[string][]byte{}
-	var keys []string
+	values := map[string]string{"l": "left"} // l: right against the split key
+	keys := []string{"l"}
 	for i := range 24 {
 		k := fmt.Sprintf("big%02d", i)
 		v := make([]byte, 256<<10)
 		for j := range v {
 			v[j] = byte(rng.Uint32())
 		}
-		if err := cl.Put(ctxT(t, 15*time.Second), []byte(k), v); err != nil {
-			t.Fatalf("put %s: %v", k, err)
-		}
-		values[k] = v
+		values[k] = string(v)
 		keys = append(keys, k)
 	}
-	mustPut(t, cl, "l", "left") // right against the split key
+	putAll(t, cl, values)
 
 	n4 := c.AddNode()
 	store := c.Nodes[n4].Store()
@@ -51,29 +47,24 @@ func TestAddedReplicaInstallsLargeSnapshotByIngestion(t *testing.T) {
 	if _, err := cl.Admin.AddReplica(ctxT(t, 30*time.Second), &rangespb.AddReplicaRequest{RangeId: child, StoreId: store.ID()}); err != nil {
 		t.Fatal(ranges.FromStatus(err))
 	}
-	waitRangeKeys(t, c, n4, child, neighbour)
+	waitRangeValues(t, c, n4, child, neighbour, slices.Collect(maps.Keys(neighbour)))
 	if got := store.SnapshotsIngested(); got != 0 {
 		t.Fatalf("the small snapshot was ingested (%d); it should be one batch", got)
 	}
 	if _, err := cl.Admin.AddReplica(ctxT(t, 60*time.Second), &rangespb.AddReplicaRequest{RangeId: 1, StoreId: store.ID()}); err != nil {
 		t.Fatal(ranges.FromStatus(err))
 	}
-	waitRangeKeys(t, c, n4, 1, append(keys, "l"))
+	waitRangeKeys(t, c, n4, 1, keys)
 	if got := store.SnapshotsIngested(); got != 1 {
 		t.Fatalf("the new store ingested %d snapshots, want 1", got)
 	}
 	for _, k := range keys {
 		res, err := store.Read(ctxT(t, 5*time.Second), 1, staleGet(c, 1, k), true)
-		if err != nil || res.Status != kvpb.Status_STATUS_OK || !bytes.Equal(res.Results[0].Value, values[k]) {
-			t.Fatalf("key %s on the new replica: %v %v", k, res.GetStatus(), err)
+		if err != nil || res.Status != kvpb.Status_STATUS_OK || string(res.Results[0].Value) != values[k] {
+			t.Fatalf("key %s on the new replica: %v, %v", k, res.GetStatus(), err)
 		}
 	}
-	for _, k := range neighbour {
-		res, err := store.Read(ctxT(t, 5*time.Second), child, staleGet(c, child, k), true)
-		if err != nil || res.Status != kvpb.Status_STATUS_OK || string(res.Results[0].Value) != "right" {
-			t.Fatalf("the neighbour's key %s after the install: %v %v", k, res, err)
-		}
-	}
+	waitRangeValues(t, c, n4, child, neighbour, slices.Collect(maps.Keys(neighbour)))
 	// The new replica applies the log after the snapshot.
 	mustPut(t, cl, "after", "v")
 	waitRangeKeys(t, c, n4, 1, []string{"after"})
