@@ -26,7 +26,7 @@ type Engine struct {
 	// written with the same blocks, filters and compression as its own.
 	opts *pebble.Options
 	// ingestDir holds the tables of the snapshots being installed
-	// (snapshot_ingest.go). It lies in the engine's directory, so Ingest
+	// (snapshot_install.go). It lies in the engine's directory, so Ingest
 	// links the tables instead of copying them, and what a crash left there
 	// is removed at open.
 	ingestDir string
