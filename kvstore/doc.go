@@ -19,4 +19,9 @@
 //     range holds the key now.
 //   - Local records (boot records, the store identity) are never replicated.
 //   - A range whose descriptor is missing refuses every data command.
+//   - A snapshot replaces the range's metadata, data and dedupe spans at
+//     once, and nothing outside them: a small one in one synced batch, a
+//     large one as tables written from the stream (each with a range
+//     deletion of its part of a span) ingested together, so an install's
+//     memory does not grow with the range (snapshot_install.go).
 package kvstore

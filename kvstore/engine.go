@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -20,6 +22,15 @@ import (
 type Engine struct {
 	db  *pebble.DB
 	log *slog.Logger
+	// opts are the options db was opened with: a snapshot's tables are
+	// written with the same blocks, filters and compression as its own.
+	opts *pebble.Options
+	// ingestDir holds the tables of the snapshots being installed
+	// (snapshot_install.go). It lies in the engine's directory, so Ingest
+	// links the tables instead of copying them, and what a crash left there
+	// is removed at open.
+	ingestDir string
+	install   installLimits
 }
 
 // EngineOptions size the engine's memory. Zero fields take the defaults
@@ -106,12 +117,18 @@ func OpenEngine(dir string, o EngineOptions, log *slog.Logger) (*Engine, error) 
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	opts.EnsureDefaults() // as Open does on its copy; MakeWriterOptions reads them
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("open pebble at %s: %w", dir, err)
 	}
+	ingestDir := filepath.Join(dir, "snapshot-ingest")
+	if err := os.RemoveAll(ingestDir); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("remove the tables of unfinished snapshot installs: %w", err)
+	}
 	log.Info("engine opened", "block_cache", humanize.IBytes(uint64(o.CacheBytes)), "memtable", humanize.IBytes(o.MemTableBytes))
-	return &Engine{db: db, log: log}, nil
+	return &Engine{db: db, log: log, opts: opts, ingestDir: ingestDir, install: defaultInstallLimits}, nil
 }
 
 // Close closes the database.

@@ -17,8 +17,14 @@ type Metrics struct {
 	appliedEntries     prometheus.Counter
 	snapshotsRecovered prometheus.Counter
 	snapshotsSaved     prometheus.Counter
-	// recovered mirrors snapshotsRecovered for callers without a registry.
+	// Snapshots installed by ingesting tables (the large ones), and the
+	// bytes of those tables.
+	snapshotsIngested     prometheus.Counter
+	snapshotIngestedBytes prometheus.Counter
+	// recovered and ingested mirror snapshotsRecovered and
+	// snapshotsIngested for callers without a registry.
 	recovered atomic.Uint64
+	ingested  atomic.Uint64
 	ranges    prometheus.GaugeFunc
 	leaders   prometheus.GaugeFunc
 	bytes     keyspaceBytes
@@ -56,6 +62,14 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 			Name: "bifrost_kvstore_snapshots_saved_total",
 			Help: "Range snapshots written by this store.",
 		}),
+		snapshotsIngested: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_kvstore_snapshots_ingested_total",
+			Help: "Range snapshots installed by ingesting tables written from the stream (those too large for one batch); part of bifrost_kvstore_snapshots_recovered_total.",
+		}),
+		snapshotIngestedBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_kvstore_snapshot_ingested_bytes_total",
+			Help: "Bytes of the tables ingested to install range snapshots.",
+		}),
 		ranges: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "bifrost_kvstore_ranges",
 			Help: "Replicas of ranges running on this store.",
@@ -69,7 +83,7 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 			[]string{"keyspace"}, nil), sizes: bytesFn},
 	}
 	if reg != nil {
-		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.ranges, m.leaders, m.bytes)
+		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.snapshotsIngested, m.snapshotIngestedBytes, m.ranges, m.leaders, m.bytes)
 	}
 	return m
 }

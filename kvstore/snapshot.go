@@ -63,17 +63,10 @@ func (s *rangeStateMachine) SaveSnapshot(ctx any, w io.Writer, done <-chan struc
 	if err := writeRecord(bw, tagHeader, descBytes, u64(sc.applied)); err != nil {
 		return err
 	}
-	spans := [][2][]byte{}
-	mlo, mhi := metaSpan(s.rangeID)
-	spans = append(spans, [2][]byte{mlo, mhi})
-	if sc.desc != nil {
-		dlo, dhi := dataSpan(sc.desc)
-		rlo, rhi := dedupeSpan(sc.desc)
-		spans = append(spans, [2][]byte{dlo, dhi}, [2][]byte{rlo, rhi})
-	}
+	spans := replicaSpans(s.rangeID, sc.desc)
 	n := 0
 	for _, sp := range spans {
-		it, err := sc.snap.NewIter(&pebble.IterOptions{LowerBound: sp[0], UpperBound: sp[1]})
+		it, err := sc.snap.NewIter(&pebble.IterOptions{LowerBound: sp.lo, UpperBound: sp.hi})
 		if err != nil {
 			return err
 		}
@@ -105,16 +98,18 @@ func (s *rangeStateMachine) SaveSnapshot(ctx any, w io.Writer, done <-chan struc
 }
 
 // RecoverFromSnapshot replaces the range's metadata, data and dedupe spans
-// with the snapshot's in one synced batch, so a crash leaves either the old state or
-// the new one. Keys outside the snapshot's spans are refused, so a bad
-// snapshot cannot touch a neighbouring range.
+// with the snapshot's, all at once (snapshot_install.go), so a crash leaves
+// either the old state or the new one. A large snapshot streams into tables
+// that are ingested, so its memory does not grow with the range. Keys
+// outside the snapshot's spans are refused, so a bad snapshot cannot touch a
+// neighbouring range.
 func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) error {
-	br := bufio.NewReaderSize(r, 256<<10)
+	rr := recordReader{r: bufio.NewReaderSize(r, 256<<10)}
 	magic := make([]byte, len(snapMagic))
-	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapMagic {
+	if _, err := io.ReadFull(rr.r, magic); err != nil || string(magic) != snapMagic {
 		return fmt.Errorf("range %d: not a bifrost snapshot", s.rangeID)
 	}
-	tag, fields, err := readRecord(br)
+	tag, fields, err := rr.next()
 	if err != nil || tag != tagHeader || len(fields) != 2 {
 		return fmt.Errorf("range %d: bad snapshot header: %v", s.rangeID, err)
 	}
@@ -133,27 +128,17 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 		return fmt.Errorf("range %d: bad snapshot applied index: %w", s.rangeID, err)
 	}
 
-	batch := s.engine.db.NewBatch()
-	defer batch.Close()
-	mlo, mhi := metaSpan(s.rangeID)
-	if err := batch.DeleteRange(mlo, mhi, nil); err != nil {
-		return err
-	}
 	// Only the snapshot's own span is replaced. Keys of an older, wider span
 	// (the range split since) may belong to a child replica that runs here;
 	// if none does they are unreachable, and the child's own snapshot
 	// replaces them when it comes.
-	var dlo, dhi, rlo, rhi []byte
-	if desc != nil {
-		dlo, dhi = dataSpan(desc)
-		rlo, rhi = dedupeSpan(desc)
-		if err := batch.DeleteRange(dlo, dhi, nil); err != nil {
-			return err
+	spans := replicaSpans(s.rangeID, desc)
+	install := newSnapshotInstall(s.engine, s.rangeID, spans)
+	defer func() {
+		if err := install.close(); err != nil {
+			s.engine.log.Warn("remove snapshot tables", "range", s.rangeID, "err", err)
 		}
-		if err := batch.DeleteRange(rlo, rhi, nil); err != nil {
-			return err
-		}
-	}
+	}()
 	for n := 0; ; n++ {
 		if n%1024 == 0 {
 			select {
@@ -162,7 +147,7 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 			default:
 			}
 		}
-		tag, fields, err := readRecord(br)
+		tag, fields, err := rr.next()
 		if err != nil {
 			return fmt.Errorf("range %d: read snapshot: %w", s.rangeID, err)
 		}
@@ -172,19 +157,17 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 		if tag != tagPair || len(fields) != 2 {
 			return fmt.Errorf("range %d: bad snapshot record %q", s.rangeID, tag)
 		}
-		k := fields[0]
-		inMeta := bytes.Compare(k, mlo) >= 0 && bytes.Compare(k, mhi) < 0
-		inData := desc != nil && bytes.Compare(k, dlo) >= 0 && bytes.Compare(k, dhi) < 0
-		inDedupe := desc != nil && bytes.Compare(k, rlo) >= 0 && bytes.Compare(k, rhi) < 0
-		if !inMeta && !inData && !inDedupe {
-			return fmt.Errorf("range %d: snapshot key %x is outside the range", s.rangeID, k)
+		span := spanOf(spans, fields[0])
+		if span < 0 {
+			return fmt.Errorf("range %d: snapshot key %x is outside the range", s.rangeID, fields[0])
 		}
-		if err := batch.Set(k, fields[1], nil); err != nil {
-			return err
+		if err := install.add(span, fields[0], fields[1]); err != nil {
+			return fmt.Errorf("range %d: install snapshot: %w", s.rangeID, err)
 		}
 	}
-	if err := batch.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("range %d: commit snapshot: %w", s.rangeID, err)
+	ingested, err := install.commit()
+	if err != nil {
+		return fmt.Errorf("range %d: install snapshot: %w", s.rangeID, err)
 	}
 	cop, err := newCoprocessor(s.coprocessorFor, s.engine.db, desc)
 	if err != nil {
@@ -196,6 +179,11 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	if s.metrics != nil {
 		s.metrics.snapshotsRecovered.Inc()
 		s.metrics.recovered.Add(1)
+		if ingested > 0 {
+			s.metrics.snapshotsIngested.Inc()
+			s.metrics.snapshotIngestedBytes.Add(float64(ingested))
+			s.metrics.ingested.Add(1)
+		}
 	}
 	if desc != nil && s.onSnapshot != nil {
 		s.onSnapshot(desc)
@@ -228,28 +216,71 @@ func writeRecord(w *bufio.Writer, tag byte, fields ...[]byte) error {
 
 const maxSnapshotField = 64 << 20
 
-func readRecord(r *bufio.Reader) (byte, [][]byte, error) {
-	tag, err := r.ReadByte()
+// recordReader reads a snapshot's records into buffers it reuses, so that
+// reading a large snapshot makes no garbage per record.
+type recordReader struct {
+	r      *bufio.Reader
+	bufs   [][]byte
+	fields [][]byte
+}
+
+// next reads a record. Its fields are valid until the next call.
+func (rr *recordReader) next() (byte, [][]byte, error) {
+	tag, err := rr.r.ReadByte()
 	if err != nil {
 		return 0, nil, err
 	}
-	n, err := r.ReadByte()
+	n, err := rr.r.ReadByte()
 	if err != nil {
 		return 0, nil, err
 	}
-	fields := make([][]byte, n)
-	for i := range fields {
-		l, err := binary.ReadUvarint(r)
+	rr.fields = rr.fields[:0]
+	for i := range int(n) {
+		l, err := binary.ReadUvarint(rr.r)
 		if err != nil {
 			return 0, nil, err
 		}
 		if l > maxSnapshotField {
 			return 0, nil, errors.New("snapshot field too large")
 		}
-		fields[i] = make([]byte, l)
-		if _, err := io.ReadFull(r, fields[i]); err != nil {
+		if i == len(rr.bufs) {
+			rr.bufs = append(rr.bufs, nil)
+		}
+		if uint64(cap(rr.bufs[i])) < l {
+			rr.bufs[i] = make([]byte, l)
+		}
+		f := rr.bufs[i][:l]
+		if _, err := io.ReadFull(rr.r, f); err != nil {
 			return 0, nil, err
 		}
+		rr.fields = append(rr.fields, f)
 	}
-	return tag, fields, nil
+	return tag, rr.fields, nil
+}
+
+// keySpan is the engine span [lo, hi).
+type keySpan struct{ lo, hi []byte }
+
+// replicaSpans are the engine spans a replica of the range holds, in the
+// order a snapshot carries them: its metadata, then, once it has a
+// descriptor, its data and its dedupe records.
+func replicaSpans(rangeID uint64, desc *kvpb.RangeDescriptor) []keySpan {
+	mlo, mhi := metaSpan(rangeID)
+	spans := []keySpan{{mlo, mhi}}
+	if desc != nil {
+		dlo, dhi := dataSpan(desc)
+		rlo, rhi := dedupeSpan(desc)
+		spans = append(spans, keySpan{dlo, dhi}, keySpan{rlo, rhi})
+	}
+	return spans
+}
+
+// spanOf is the index of the span that holds k, -1 if none does.
+func spanOf(spans []keySpan, k []byte) int {
+	for i, sp := range spans {
+		if bytes.Compare(k, sp.lo) >= 0 && bytes.Compare(k, sp.hi) < 0 {
+			return i
+		}
+	}
+	return -1
 }

@@ -558,6 +558,9 @@ func (s *Store) translate(rangeID uint64, err error) error {
 // SnapshotsRecovered counts the snapshots this store installed since it opened.
 func (s *Store) SnapshotsRecovered() uint64 { return s.metrics.recovered.Load() }
 
+// SnapshotsIngested counts those of them installed by ingesting tables.
+func (s *Store) SnapshotsIngested() uint64 { return s.metrics.ingested.Load() }
+
 // Descriptor returns the local replica's descriptor (nil before init).
 func (s *Store) Descriptor(rangeID uint64) (*kvpb.RangeDescriptor, error) {
 	r, err := s.replica(rangeID)
