@@ -133,7 +133,8 @@ type Config struct {
 	// server closes it on Close when it has a Close method.
 	Events events.Collector
 	// Frontends returns the gRPC addresses of the other frontends, for
-	// route-change broadcasts; nil: none.
+	// claims and route-change broadcasts; nil: none. The server does not
+	// modify the slice it returns (which may be shared).
 	Frontends func() []string
 	// ClusterTLS, if set, is the node's cluster identity: the Frontend
 	// clients of other frontends use mutual TLS with it (the server this

@@ -138,7 +138,7 @@ type peers struct {
 // CONNECT elsewhere (before, that claim was never sent: two connections of
 // one client ID stayed open together).
 func (s *Server) frontends() []string {
-	out := s.cfg.Frontends()
+	out := slices.Clip(s.cfg.Frontends()) // shared: appends copy it
 	for _, addr := range s.peers.heardSince(time.Now().Add(-s.cfg.DeadFrontendAfter)) {
 		if !slices.Contains(out, addr) {
 			out = append(out, addr)

@@ -68,10 +68,12 @@ type Membership struct {
 	// reading them later races.
 	mu      sync.RWMutex
 	members map[string]Member
-	meta    func() MemberMeta
-	state   func() []byte
-	merge   func([]byte)
-	log     *slog.Logger
+	// frontends caches Frontends until the members change.
+	frontends []string
+	meta      func() MemberMeta
+	state     func() []byte
+	merge     func([]byte)
+	log       *slog.Logger
 	// closed stops retryJoin; joinDone is closed when it returned.
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -216,6 +218,7 @@ func (e events) NotifyUpdate(n *memberlist.Node) { e.m.set(n) }
 func (e events) NotifyLeave(n *memberlist.Node) {
 	e.m.mu.Lock()
 	delete(e.m.members, n.Name)
+	e.m.frontends = nil
 	e.m.mu.Unlock()
 }
 
@@ -225,7 +228,39 @@ func (m *Membership) set(n *memberlist.Node) {
 	mem := Member{Name: n.Name, GossipAddr: n.Address(), State: "alive", Meta: meta}
 	m.mu.Lock()
 	m.members[n.Name] = mem
+	m.frontends = nil
 	m.mu.Unlock()
+}
+
+// Frontends lists the gRPC addresses of the members that run an MQTT
+// frontend, by member name. The list is kept until the membership changes
+// (every CONNECT asks for it, to send its claims): callers must not modify
+// it.
+func (m *Membership) Frontends() []string {
+	m.mu.RLock()
+	out := m.frontends
+	m.mu.RUnlock()
+	if out != nil {
+		return out
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.frontends != nil {
+		return m.frontends
+	}
+	names := make([]string, 0, len(m.members))
+	for name, mem := range m.members {
+		if mem.Meta.MQTT && mem.Meta.GRPC != "" {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	out = make([]string, len(names))
+	for i, name := range names {
+		out[i] = m.members[name].Meta.GRPC
+	}
+	m.frontends = out
+	return out
 }
 
 // Stores lists live store members.

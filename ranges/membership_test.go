@@ -1,6 +1,7 @@
 package ranges_test
 
 import (
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -43,4 +44,42 @@ func TestGossipAdvertisesAHostName(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestFrontendsFollowMembership: the frontends list, kept between calls,
+// follows members joining and leaving.
+func TestFrontendsFollowMembership(t *testing.T) {
+	start := func(name, grpcAddr string, join []string) *ranges.Membership {
+		t.Helper()
+		m, err := ranges.NewMembership(ranges.MembershipConfig{Name: name, BindAddr: rangestest.FreeAddr(t), Join: join, Fast: true},
+			func() ranges.MemberMeta { return ranges.MemberMeta{GRPC: grpcAddr, MQTT: grpcAddr != ""} }, func() []byte { return nil }, func([]byte) {})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return m
+	}
+	a := start("a", "fe-a", nil)
+	t.Cleanup(func() { a.Close() })
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got := fmt.Sprint(a.Frontends())
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("frontends %s, want %s", got, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("[fe-a]")
+	seed := a.Members()[0].GossipAddr
+	b := start("b", "fe-b", []string{seed})
+	c := start("c", "", []string{seed}) // a store without a frontend
+	t.Cleanup(func() { c.Close() })
+	waitFor("[fe-a fe-b]")
+	b.Close()
+	waitFor("[fe-a]")
 }

@@ -373,13 +373,7 @@ func frontendAddrs(m func() *ranges.Membership) func() []string {
 		if ms == nil {
 			return nil
 		}
-		var out []string
-		for _, mem := range ms.Members() {
-			if mem.Meta.MQTT && mem.Meta.GRPC != "" {
-				out = append(out, mem.Meta.GRPC)
-			}
-		}
-		return out
+		return ms.Frontends()
 	}
 }
 
