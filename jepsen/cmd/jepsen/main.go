@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -179,10 +180,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 func report(w io.Writer, res *jepsen.Results) {
 	fmt.Fprintf(w, "    ops: %d ok, %d fail, %d info; %d faults; took %s\n",
 		res.Ops["ok"], res.Ops["fail"], res.Ops["info"], len(res.Faults), res.Duration)
-	for name, r := range res.Checkers {
-		fmt.Fprintf(w, "    %-13s %-8s %s\n", name, r.Valid, r.Summary)
+	// By name, the checkers that did not find the run valid last, and
+	// named again on the verdict's line: a log cut to its tail (CI's)
+	// still says which one.
+	names := make([]string, 0, len(res.Checkers))
+	for name := range res.Checkers {
+		names = append(names, name)
 	}
-	fmt.Fprintf(w, "    => %s\n", strings.ToUpper(string(res.Valid)))
+	sort.Slice(names, func(i, j int) bool {
+		vi, vj := res.Checkers[names[i]].Valid == jepsen.Valid, res.Checkers[names[j]].Valid == jepsen.Valid
+		if vi != vj {
+			return vi
+		}
+		return names[i] < names[j]
+	})
+	var failed []string
+	for _, name := range names {
+		r := res.Checkers[name]
+		fmt.Fprintf(w, "    %-13s %-8s %s\n", name, r.Valid, r.Summary)
+		if r.Valid != jepsen.Valid {
+			failed = append(failed, name)
+		}
+	}
+	verdict := strings.ToUpper(string(res.Valid))
+	if len(failed) > 0 {
+		verdict += " (" + strings.Join(failed, ", ") + ")"
+	}
+	fmt.Fprintf(w, "    => %s\n", verdict)
 }
 
 // binary returns -bin, or builds bifrost (with the bug-zoo tags) into the
