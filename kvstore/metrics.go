@@ -17,6 +17,9 @@ type Metrics struct {
 	appliedEntries     prometheus.Counter
 	snapshotsRecovered prometheus.Counter
 	snapshotsSaved     prometheus.Counter
+	// spanConflicts counts the starts refused and snapshots held back
+	// because another local replica held part of the span (spans.go).
+	spanConflicts *prometheus.CounterVec
 	// recovered mirrors snapshotsRecovered for callers without a registry.
 	recovered atomic.Uint64
 	ranges    prometheus.GaugeFunc
@@ -56,6 +59,10 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 			Name: "bifrost_kvstore_snapshots_saved_total",
 			Help: "Range snapshots written by this store.",
 		}),
+		spanConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_kvstore_span_conflicts_total",
+			Help: "Replica starts refused (start_refused) and snapshots held back (snapshot_waited) because another replica on the store held part of the span.",
+		}, []string{"action"}),
 		ranges: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "bifrost_kvstore_ranges",
 			Help: "Replicas of ranges running on this store.",
@@ -69,7 +76,7 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 			[]string{"keyspace"}, nil), sizes: bytesFn},
 	}
 	if reg != nil {
-		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.ranges, m.leaders, m.bytes)
+		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.spanConflicts, m.ranges, m.leaders, m.bytes)
 	}
 	return m
 }

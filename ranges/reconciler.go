@@ -260,7 +260,7 @@ func (n *Node) startMissing(ctx context.Context, rt *Route) (bool, error) {
 	// follows Raft's membership): start it as a joiner, the way AddReplica
 	// does, and the leader sends it a snapshot.
 	boot := &kvpb.BootRecord{RangeId: d.Id, ReplicaId: rep.ReplicaId, Join: true}
-	if err := n.startOn(ctx, self, boot); err != nil {
+	if err := n.startOn(ctx, self, boot, d); err != nil {
 		n.recon.count("start_error")
 		return false, fmt.Errorf("start replica %d: %w", rep.ReplicaId, err)
 	}

@@ -222,7 +222,7 @@ func (s *storeServer) StartReplica(ctx context.Context, req *rangespb.StartRepli
 	if req.Boot == nil {
 		return nil, status.Error(codes.InvalidArgument, "missing boot record")
 	}
-	if err := s.n.store.StartReplica(req.Boot); err != nil {
+	if err := s.n.store.StartReplica(req.Boot, req.Range); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return &rangespb.StartReplicaResponse{}, nil
