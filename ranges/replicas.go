@@ -382,6 +382,36 @@ func (n *Node) RemoveReplica(ctx context.Context, rangeID, storeID uint64) (*kvp
 	return desc, nil
 }
 
+// checkDestroy refuses the DestroyReplica RPC for a local replica that its
+// range's current descriptor, read linearizably through the range's other
+// replicas, still lists or is adding. RemoveReplica calls it once the
+// descriptor no longer does; without cluster TLS anyone who reaches the
+// store's gRPC port can call it too (docs/security.md), and it must never
+// take a member's replica.
+func (n *Node) checkDestroy(ctx context.Context, rangeID, replicaID uint64) error {
+	local, err := n.store.Descriptor(rangeID)
+	if err != nil {
+		return err
+	}
+	rt := n.table.Get(rangeID)
+	if rt == nil && local != nil {
+		rt = &Route{Desc: local}
+	}
+	if rt == nil {
+		return &RefusedError{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED,
+			Message: fmt.Sprintf("range %d is unknown here: its replica %d is not destroyed", rangeID, replicaID)}
+	}
+	cur, err := n.remoteDescriptor(ctx, rt)
+	if err != nil {
+		return fmt.Errorf("%w: the current descriptor of range %d could not be read, so its replica %d is not destroyed: %v", ErrUnavailable, rangeID, replicaID, err)
+	}
+	if hasReplica(cur, replicaID) || cur.Pending != nil && cur.Pending.ReplicaId == replicaID {
+		return &RefusedError{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED,
+			Message: fmt.Sprintf("range %d still lists replica %d: remove it from the range first", rangeID, replicaID)}
+	}
+	return nil
+}
+
 // TransferLeader moves the range's leadership to the replica on a store and
 // waits until it took over.
 func (n *Node) TransferLeader(ctx context.Context, rangeID, storeID uint64) error {

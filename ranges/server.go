@@ -229,6 +229,9 @@ func (s *storeServer) StartReplica(ctx context.Context, req *rangespb.StartRepli
 }
 
 func (s *storeServer) DestroyReplica(ctx context.Context, req *rangespb.DestroyReplicaRequest) (*rangespb.DestroyReplicaResponse, error) {
+	if err := s.n.checkDestroy(ctx, req.RangeId, req.ReplicaId); err != nil {
+		return nil, ToStatus(err)
+	}
 	if err := s.n.store.DestroyReplica(ctx, req.RangeId, req.ReplicaId); err != nil {
 		return nil, ToStatus(err)
 	}

@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/bifrost-mq/bifrost/kvstore"
@@ -200,6 +204,28 @@ func raceRemoval(c *rangestest.Cluster, right uint64) error {
 	_, err = c.Nodes[0].Router().ProposeTo(ctx, right, &kvpb.Command{RequestId: ranges.NewRequestID(),
 		Payload: &kvpb.Command_SetReplicas{SetReplicas: &kvpb.SetReplicas{ConfVer: frozen.ConfVer, Replicas: keep}}})
 	return err
+}
+
+// TestDestroyRefusedWhileListed (issue 15): the DestroyReplica RPC, which
+// anyone who reaches a store's gRPC port can call on a cluster without
+// TLS, destroyed whatever replica it named. Now it destroys only a replica
+// its range no longer lists.
+func TestDestroyRefusedWhileListed(t *testing.T) {
+	c := rangestest.Start(t, 3, rangestest.Options{})
+	victim := c.Nodes[1].Store().Replicas()[0]
+	conn, err := grpc.NewClient(c.Addr(1), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = rangespb.NewStoreClient(conn).DestroyReplica(ctxT(t, 15*time.Second),
+		&rangespb.DestroyReplicaRequest{RangeId: victim.RangeID, ReplicaId: victim.ReplicaID})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("DestroyReplica of a member = %v, want FailedPrecondition", err)
+	}
+	if !holds(c.Nodes[1], victim.RangeID) {
+		t.Fatalf("range %d's replica on store 1 was destroyed while its range lists it", victim.RangeID)
+	}
 }
 
 func waitFor(d time.Duration, cond func() bool) bool {
