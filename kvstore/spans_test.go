@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	sm "github.com/lni/dragonboat/v4/statemachine"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
 
@@ -99,5 +102,103 @@ func TestStartRefusesAnOverlappingSpan(t *testing.T) {
 	}
 	if err := s.StartReplica(joiner(9), desc(9, "x", "")); err != nil {
 		t.Fatalf("start once range 8 was destroyed: %v", err)
+	}
+}
+
+// TestSnapshotWaitsForAnOverlappingReplica: a snapshot whose span another
+// replica here holds waits (it cannot be refused: Dragonboat would stop the
+// process) until that replica is gone, or stops with the recovery; one that
+// covers a replica its range merged away (a lower version) goes in at once.
+func TestSnapshotWaitsForAnOverlappingReplica(t *testing.T) {
+	s := openTestStore(t)
+	defer s.Close()
+	startInitialised(t, s, 1, "", "")
+	child := &kvpb.RangeDescriptor{Id: 2, Keyspace: kvpb.Keyspace_KEYSPACE_KV, Start: []byte("m"), Ver: 2}
+
+	stop := make(chan struct{})
+	admitted := make(chan error, 1)
+	go func() { admitted <- s.admitSnapshot(child, stop) }()
+	select {
+	case err := <-admitted:
+		t.Fatalf("a snapshot over range 1's span went in: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(stop)
+	if err := <-admitted; !errors.Is(err, sm.ErrSnapshotStopped) {
+		t.Fatalf("stopped recovery: %v, want ErrSnapshotStopped", err)
+	}
+
+	go func() { admitted <- s.admitSnapshot(child, make(chan struct{})) }()
+	if err := s.DestroyReplica(context.Background(), 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-admitted:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the snapshot still waits once range 1 is gone")
+	}
+
+	// A merged range's snapshot covers the right range it absorbed.
+	merged := &kvpb.RangeDescriptor{Id: 3, Keyspace: kvpb.Keyspace_KEYSPACE_KV, Start: []byte("a"), Ver: 5}
+	if err := s.admitSnapshot(merged, make(chan struct{})); err != nil {
+		t.Fatalf("snapshot of the range that merged range 2: %v", err)
+	}
+}
+
+// TestLocalContradictionStopsTheReplica: the two checks of a split and a
+// merge commit that read this store's own records, not the range's, stop
+// the replica (Update fails, which stops the process) where they refused
+// before: a refusal on one replica while the others apply diverges them.
+// A split child that already runs here (started by an add, waiting for its
+// snapshot) keeps its records, and the parent splits as everywhere.
+func TestLocalContradictionStopsTheReplica(t *testing.T) {
+	update := func(ts *testSM, cmd *kvpb.Command) error {
+		ts.index++
+		data, err := proto.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ts.sm.Update([]sm.Entry{{Index: ts.index, Cmd: data}})
+		return err
+	}
+	e := openTestEngine(t, t.TempDir())
+	defer e.Close()
+
+	// The child's descriptor is here already.
+	parent := newTestSM(t, e, 1)
+	parent.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
+	newTestSM(t, e, 2).apply(initCmd(2, kvpb.Keyspace_KEYSPACE_KV, "m", ""))
+	if err := update(parent, splitCmd(1, "m", 2)); !errors.Is(err, errSplitChildExists) {
+		t.Fatalf("split onto a child that has a descriptor here: %v, want errSplitChildExists", err)
+	}
+
+	// The child has a replica here, with no descriptor yet.
+	p2 := newTestSM(t, e, 10)
+	p2.apply(initCmd(10, kvpb.Keyspace_KEYSPACE_DIST, "", ""))
+	if err := e.putBoot(&kvpb.BootRecord{RangeId: 11, ReplicaId: 7, Join: true}); err != nil {
+		t.Fatal(err)
+	}
+	res := p2.apply(splitCmd(1, "m", 11))[0]
+	if res.Status != kvpb.Status_STATUS_OK || string(p2.sm.Descriptor().End) != "m" {
+		t.Fatalf("split beside a waiting child replica: %v %s, parent %v", res.Status, res.Message, p2.sm.Descriptor())
+	}
+	if boot, _, _ := e.bootRecord(11); boot.ReplicaId != 7 {
+		t.Fatalf("the split rewrote the waiting child's boot record: %v", boot)
+	}
+	if _, found, _ := get(e.db, metaKey(11, metaDescriptor)); found {
+		t.Fatal("the split wrote a descriptor under the waiting child replica")
+	}
+
+	// The merge's right range has no frozen replica here.
+	left := newTestSM(t, e, 20)
+	left.apply(initCmd(20, kvpb.Keyspace_KEYSPACE_RETAIN, "", "m"))
+	frozen := &kvpb.RangeDescriptor{Id: 21, Keyspace: kvpb.Keyspace_KEYSPACE_RETAIN, Start: []byte("m"), Ver: 2, ConfVer: 1,
+		Replicas: []*kvpb.Replica{{ReplicaId: 1, StoreId: 1}}, State: kvpb.RangeState_RANGE_STATE_FROZEN,
+		Merge: &kvpb.MergeIntent{LeftId: 20, LeftVer: 1}}
+	if err := update(left, commitMergeCmd(1, frozen)); !errors.Is(err, errMergeRightMismatch) {
+		t.Fatalf("merge commit with no frozen right replica here: %v, want errMergeRightMismatch", err)
 	}
 }
