@@ -47,6 +47,8 @@ type applier struct {
 	copFor     func(*kvpb.RangeDescriptor) Coprocessor
 	copStale   bool
 	copChanged bool
+	// beforeSplit is a test hook (FailBeforeSplitApply).
+	beforeSplit func()
 }
 
 // errNoDescriptor stops a replica that joined a range and is asked to apply
@@ -369,6 +371,14 @@ func (a *applier) applySetReplicas(p *kvpb.SetReplicas) *kvpb.CommandResult {
 	}
 	if len(p.Replicas) == 0 {
 		return badRequest("a range needs at least one replica")
+	}
+	// A range in a split or merge keeps its replicas: a merge commits on
+	// the left range only where the frozen right range's replica holds the
+	// frozen descriptor, so a change here would commit it on some stores
+	// and not on others. Refused alike on every replica.
+	if d.State != kvpb.RangeState_RANGE_STATE_NORMAL {
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED, Range: d,
+			Message: fmt.Sprintf("range %d is %s: its replicas cannot change", d.Id, stateName(d.State))}
 	}
 	n := proto.CloneOf(d)
 	n.Replicas = p.Replicas

@@ -22,7 +22,7 @@ func BenchmarkIdleRangeMemory(b *testing.B) {
 		return m.HeapInuse
 	}
 	start := func(id uint64) {
-		if err := s.StartReplica(&kvpb.BootRecord{RangeId: id, ReplicaId: 1, InitialMembers: map[uint64]string{1: s.RaftAddr()}}); err != nil {
+		if err := s.StartReplica(&kvpb.BootRecord{RangeId: id, ReplicaId: 1, InitialMembers: map[uint64]string{1: s.RaftAddr()}}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

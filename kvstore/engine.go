@@ -231,16 +231,16 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
 }
 
-// deleteRangeState removes a destroyed replica's metadata, data and dedupe
-// spans.
-func (e *Engine) deleteRangeState(rangeID uint64, desc *kvpb.RangeDescriptor) error {
+// deleteRangeState removes a destroyed replica's metadata, and the data and
+// dedupe records of the spans it owns.
+func (e *Engine) deleteRangeState(rangeID uint64, owned []*kvpb.RangeDescriptor) error {
 	b := e.db.NewBatch()
 	defer b.Close()
 	lo, hi := metaSpan(rangeID)
 	if err := b.DeleteRange(lo, hi, nil); err != nil {
 		return err
 	}
-	if desc != nil {
+	for _, desc := range owned {
 		lo, hi = dataSpan(desc)
 		if err := b.DeleteRange(lo, hi, nil); err != nil {
 			return err

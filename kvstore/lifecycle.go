@@ -128,6 +128,9 @@ func (s *Store) retire(ctx context.Context, rangeID uint64) {
 	s.loads.drop(rangeID)
 	delete(s.leaders, rangeID)
 	s.mu.Unlock()
+	// Its span is the left range's now (the left replica here has it, or
+	// the snapshot that retires it was admitted over it).
+	s.spans.drop(rangeID)
 	if err := s.removeRaftData(ctx, rangeID, r.replicaID); err != nil {
 		s.log.Warn("remove merged replica's raft data", "range", rangeID, "err", err)
 	}

@@ -21,6 +21,9 @@ type Metrics struct {
 	// bytes of those tables.
 	snapshotsIngested     prometheus.Counter
 	snapshotIngestedBytes prometheus.Counter
+	// spanConflicts counts the starts refused and snapshots held back
+	// because another local replica held part of the span (spans.go).
+	spanConflicts *prometheus.CounterVec
 	// recovered and ingested mirror snapshotsRecovered and
 	// snapshotsIngested for callers without a registry.
 	recovered atomic.Uint64
@@ -70,6 +73,10 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 			Name: "bifrost_kvstore_snapshot_ingested_bytes_total",
 			Help: "Bytes of the tables ingested to install range snapshots.",
 		}),
+		spanConflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bifrost_kvstore_span_conflicts_total",
+			Help: "Replica starts refused (start_refused) and snapshots held back (snapshot_waited) because another replica on the store held part of the span.",
+		}, []string{"action"}),
 		ranges: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "bifrost_kvstore_ranges",
 			Help: "Replicas of ranges running on this store.",
@@ -83,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 			[]string{"keyspace"}, nil), sizes: bytesFn},
 	}
 	if reg != nil {
-		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.snapshotsIngested, m.snapshotIngestedBytes, m.ranges, m.leaders, m.bytes)
+		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.snapshotsIngested, m.snapshotIngestedBytes, m.spanConflicts, m.ranges, m.leaders, m.bytes)
 	}
 	return m
 }

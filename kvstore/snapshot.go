@@ -127,6 +127,13 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	if err != nil {
 		return fmt.Errorf("range %d: bad snapshot applied index: %w", s.rangeID, err)
 	}
+	// The data keys of every range share the engine: the snapshot waits
+	// until no other replica here holds part of its span (spans.go).
+	if desc != nil && s.admitSnapshot != nil {
+		if err := s.admitSnapshot(desc, done); err != nil {
+			return err
+		}
+	}
 
 	// Only the snapshot's own span is replaced. Keys of an older, wider span
 	// (the range split since) may belong to a child replica that runs here;

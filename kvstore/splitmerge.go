@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -76,10 +77,24 @@ func (a *applier) applySplit(ver uint64, p *kvpb.Split) (*kvpb.CommandResult, er
 	if p.NewRangeId == 0 || p.NewRangeId == d.Id {
 		return badRequest("split needs a new range ID"), nil
 	}
+	if a.beforeSplit != nil {
+		a.beforeSplit()
+	}
+	// Every check above reads the range's replicated state, so it decides
+	// the same on every replica. What follows looks at this store's own
+	// records of the child, which differ between stores: a mismatch must
+	// never make this replica refuse a split the others apply (its span
+	// would stay wider than theirs for ever).
 	if _, exists, err := get(a.batch, metaKey(p.NewRangeId, metaDescriptor)); err != nil {
 		return nil, err
 	} else if exists {
-		return refusedSplitMerge(d, "range ID %d is already in use", p.NewRangeId), nil
+		// The child was installed here before this replica of its parent
+		// applied the split: the parent's replay may have written older
+		// values over the child's keys. The store's span index keeps a
+		// child's snapshot out while its parent's replica here still
+		// overlaps it, so this is a broken invariant: stop.
+		return nil, fmt.Errorf("%w: split of range %d at %q creates range %d, which already has a descriptor on this store",
+			errSplitChildExists, d.Id, p.Key, p.NewRangeId)
 	}
 	parent := proto.CloneOf(d)
 	parent.End = p.Key
@@ -87,6 +102,18 @@ func (a *applier) applySplit(ver uint64, p *kvpb.Split) (*kvpb.CommandResult, er
 	child := &kvpb.RangeDescriptor{
 		Id: p.NewRangeId, Keyspace: d.Keyspace, Start: p.Key, End: d.End, Ver: parent.Ver, ConfVer: d.ConfVer,
 		Replicas: d.Replicas, NextReplicaId: d.NextReplicaId,
+	}
+	if _, found, err := get(a.batch, localBootKey(child.Id)); err != nil {
+		return nil, err
+	} else if found {
+		// A replica of the child was started here already (added to the
+		// child while this parent replica lagged behind the split) and
+		// waits for its snapshot, which the span index holds back until
+		// now. The child's records here are that replica's: the parent
+		// shrinks as on every replica, and leaves them alone.
+		a.setDesc(parent)
+		a.sync = true
+		return &kvpb.CommandResult{Range: parent, SplitChild: child}, nil
 	}
 	childBytes, err := proto.Marshal(child)
 	if err != nil {
@@ -131,6 +158,10 @@ func (a *applier) applyPrepareMerge(ver uint64, p *kvpb.PrepareMerge) *kvpb.Comm
 	n.Ver++
 	n.Merge = p.Intent
 	a.setDesc(n)
+	// Synced: once the merge saw a replica frozen, a crash must not take
+	// the freeze back (the left range's commit checks it on this store,
+	// and a replay could come after the commit's).
+	a.sync = true
 	return &kvpb.CommandResult{Range: n}
 }
 
@@ -172,7 +203,15 @@ func (a *applier) applyCommitMerge(ver uint64, p *kvpb.CommitMerge) (*kvpb.Comma
 	}
 	local := &kvpb.RangeDescriptor{}
 	if !found || proto.Unmarshal(localBytes, local) != nil || !proto.Equal(local, r) {
-		return refusedSplitMerge(d, "the local replica of range %d is not frozen for this merge", r.Id), nil
+		// Every check above reads replicated state and decides alike on
+		// every replica; this one reads the right range's replica on this
+		// store. The merge commits only after every right replica applied
+		// the (synced) freeze, and a frozen range takes no replica change
+		// (applySetReplicas), so the local right replica holds exactly
+		// this descriptor until this commit retires it. Refusing here
+		// would merge on the other stores and not on this one: stop.
+		return nil, fmt.Errorf("%w: range %d commits the merge of range %d at version %d.%d, but the replica of range %d here has %v",
+			errMergeRightMismatch, d.Id, r.Id, r.Ver, r.ConfVer, r.Id, describeLocal(found, local))
 	}
 	// The left takes the newer of the two marks, for the right's records
 	// (see applySplit); the frozen right's mark no longer moves.
@@ -206,6 +245,21 @@ func (a *applier) applyCommitMerge(ver uint64, p *kvpb.CommitMerge) (*kvpb.Comma
 	a.merged = append(a.merged, r.Id)
 	a.sync = true
 	return &kvpb.CommandResult{Range: n}, nil
+}
+
+// errSplitChildExists and errMergeRightMismatch stop a replica (fail-stop)
+// whose store's records contradict a committed split or merge: refusing it
+// on one replica while the others apply it would diverge the range.
+var (
+	errSplitChildExists   = errors.New("split child already exists on this store: refusing to diverge")
+	errMergeRightMismatch = errors.New("the right range's replica on this store is not frozen for this merge: refusing to diverge")
+)
+
+func describeLocal(found bool, d *kvpb.RangeDescriptor) string {
+	if !found {
+		return "no descriptor"
+	}
+	return fmt.Sprintf("version %d.%d (%s)", d.Ver, d.ConfVer, stateName(d.State))
 }
 
 // storeID returns the ID of the store this replica runs on, from the

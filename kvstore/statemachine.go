@@ -49,8 +49,13 @@ type rangeStateMachine struct {
 	onMerged   func(rightID uint64)
 	onSnapshot func(d *kvpb.RangeDescriptor)
 	// beforeSend, if set, is called as a snapshot starts to stream to
-	// another replica (a test hook: FailBeforeSnapshotSend).
-	beforeSend func()
+	// another replica (a test hook: FailBeforeSnapshotSend); beforeSplit
+	// before a split applies (FailBeforeSplitApply).
+	beforeSend  func()
+	beforeSplit func()
+	// admitSnapshot, if set, returns once the snapshot of a descriptor may
+	// be installed on the store (Store.admitSnapshot), or an error to stop.
+	admitSnapshot func(d *kvpb.RangeDescriptor, done <-chan struct{}) error
 	// coprocessorFor makes the coprocessor of the range's keyspace (nil: none).
 	coprocessorFor func(d *kvpb.RangeDescriptor) Coprocessor
 
@@ -177,7 +182,7 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	defer batch.Close()
 	s.mu.RLock()
 	a := applier{rangeID: s.rangeID, replicaID: s.replicaID, joined: s.joined, batch: batch, desc: s.desc,
-		cop: s.cop, copFor: s.coprocessorFor}
+		cop: s.cop, copFor: s.coprocessorFor, beforeSplit: s.beforeSplit}
 	s.mu.RUnlock()
 	if v, found, err := get(batch, metaKey(s.rangeID, metaMaxIssued)); err != nil {
 		return nil, err

@@ -83,6 +83,10 @@ const (
 	// in the hook to make the stream slow (Dragonboat streams one snapshot
 	// of a range at a time).
 	FailBeforeSnapshotSend = "before-snapshot-send"
+	// FailBeforeSplitApply: a replica is about to apply a split. The result
+	// is ignored; a test blocks in the hook to hold the replica behind the
+	// split while the rest of its range goes on.
+	FailBeforeSplitApply = "before-split-apply"
 )
 
 func (s *Store) failpoint(step string) bool {
@@ -152,6 +156,8 @@ type Store struct {
 	loads loads
 	// bootMu orders the read-modify-writes of boot records.
 	bootMu sync.Mutex
+	// spans is the index of the spans the local replicas hold (spans.go).
+	spans spanIndex
 	// quick holds the ranges whose replica here runs the short election
 	// timeout of a sole voter (soleVoter): true while it does, false while
 	// restartQuick restarts it with the normal one (the range has more
@@ -268,13 +274,19 @@ func (s *Store) OnDescriptorChange(f func(rangeID uint64)) {
 }
 
 // StartReplica records a boot record for the replica and starts it. It is
-// idempotent for a replica that already runs.
-func (s *Store) StartReplica(boot *kvpb.BootRecord) error {
+// idempotent for a replica that already runs. desc, if set, is the range's
+// descriptor the caller starts the replica for: the start is refused
+// (ErrSpanOverlap) while another replica on this store holds part of its
+// span, and the span is claimed for the replica until its snapshot comes.
+func (s *Store) StartReplica(boot *kvpb.BootRecord, desc *kvpb.RangeDescriptor) error {
 	if boot.RangeId == 0 || boot.ReplicaId == 0 {
 		return errors.New("range and replica IDs must be non-zero")
 	}
 	if !boot.Join && len(boot.InitialMembers) == 0 {
 		return errors.New("a new range needs its initial members")
+	}
+	if desc != nil && desc.Id != boot.RangeId {
+		return fmt.Errorf("the descriptor is of range %d, the boot record of range %d", desc.Id, boot.RangeId)
 	}
 	s.mu.RLock()
 	r, running := s.replicas[boot.RangeId]
@@ -293,10 +305,22 @@ func (s *Store) StartReplica(boot *kvpb.BootRecord) error {
 	} else if tomb {
 		return fmt.Errorf("range %d was merged away on this store", boot.RangeId)
 	}
-	if err := s.engine.putBoot(boot); err != nil {
-		return err
+	claimed := false
+	if desc != nil {
+		var err error
+		if claimed, err = s.spans.claim(desc); err != nil {
+			s.metrics.spanConflicts.WithLabelValues("start_refused").Inc()
+			return err
+		}
 	}
-	return s.start(boot)
+	err := s.engine.putBoot(boot)
+	if err == nil {
+		err = s.start(boot)
+	}
+	if err != nil && claimed {
+		s.spans.drop(boot.RangeId)
+	}
+	return err
 }
 
 // goBackground runs f on a goroutine that Close waits for.
@@ -322,7 +346,9 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 			engine: s.engine, rangeID: shardID, replicaID: replicaID, joined: boot.Join, closed: make(chan struct{}),
 			metrics: s.metrics, onDescriptor: s.descriptorChanged,
 			onSplit: s.splitApplied, onMerged: s.mergeApplied, onSnapshot: s.snapshotInstalled,
-			beforeSend: func() { s.failpoint(FailBeforeSnapshotSend) },
+			admitSnapshot: s.admitSnapshot,
+			beforeSend:    func() { s.failpoint(FailBeforeSnapshotSend) },
+			beforeSplit:   func() { s.failpoint(FailBeforeSplitApply) },
 		}
 		r.coprocessorFor = func(d *kvpb.RangeDescriptor) Coprocessor {
 			if f := s.cfg.Coprocessors[d.Keyspace]; f != nil {
@@ -448,6 +474,9 @@ func (s *Store) restartQuick(ctx context.Context, rangeID uint64) {
 }
 
 func (s *Store) descriptorChanged(rangeID uint64, d *kvpb.RangeDescriptor) {
+	if d != nil {
+		s.spans.set(d)
+	}
 	s.mu.Lock()
 	if d != nil && s.quick[rangeID] && len(d.Replicas) > 1 {
 		s.quick[rangeID] = false // restarting
@@ -813,8 +842,11 @@ func (s *Store) CompactLog(ctx context.Context, rangeID uint64) error {
 }
 
 // DestroyReplica stops the local replica of a range and deletes its Raft
-// state, its boot record, its metadata and its data span. It is called only
-// after the replica has left the range's membership.
+// state, its boot record, its metadata and the parts of its data span that
+// no other local replica holds (its descriptor may be stale and wider than
+// what it owns: a split or merge it missed gave part of it to a replica
+// that runs here). It is called only after the replica has left the range's
+// membership.
 func (s *Store) DestroyReplica(ctx context.Context, rangeID, replicaID uint64) error {
 	r, err := s.replica(rangeID)
 	if err != nil {
@@ -838,7 +870,20 @@ func (s *Store) DestroyReplica(ctx context.Context, rangeID, replicaID uint64) e
 	if err := s.removeRaftData(ctx, rangeID, replicaID); err != nil {
 		return err
 	}
-	return s.engine.deleteRangeState(rangeID, desc)
+	// Under the index's lock, so that no replica claims part of the span
+	// between the look and the delete.
+	s.spans.mu.Lock()
+	defer s.spans.mu.Unlock()
+	delete(s.spans.held, rangeID)
+	var parts []*kvpb.RangeDescriptor
+	if desc != nil {
+		parts = s.spans.unheld(desc)
+		if len(parts) != 1 || !proto.Equal(parts[0], &kvpb.RangeDescriptor{Id: desc.Id, Keyspace: desc.Keyspace, Start: desc.Start, End: desc.End}) {
+			s.log.Warn("destroyed replica's span is partly held by other replicas here: only the rest is deleted",
+				"range", rangeID, "start", string(desc.Start), "end", string(desc.End), "parts", len(parts))
+		}
+	}
+	return s.engine.deleteRangeState(rangeID, parts)
 }
 
 type leaderListener struct{ s *Store }

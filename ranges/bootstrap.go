@@ -300,7 +300,7 @@ func (n *Node) bootstrap(ctx context.Context, plan *bootstrapPlan) error {
 		for _, pr := range rs {
 			for _, r := range plan.Replicas {
 				boot := &kvpb.BootRecord{RangeId: pr.ID, ReplicaId: r.ReplicaID, InitialMembers: members}
-				if err := n.startOn(ctx, r.StoreID, boot); err != nil {
+				if err := n.startOn(ctx, r.StoreID, boot, nil); err != nil {
 					return fmt.Errorf("start range %d on store %d: %w", pr.ID, r.StoreID, err)
 				}
 			}

@@ -43,9 +43,9 @@ import (
 //     of now covers at a higher version (merged away), is destroyed once
 //     the same answer was seen twice at least two intervals apart. A store
 //     that is a member of the covering range leaves the retirement to that
-//     replica (its merge commit checks the local right replica). A replica
-//     whose data span another local replica shares is left alone: destroying
-//     it would delete that replica's keys.
+//     replica (its merge commit checks the local right replica). The store
+//     deletes only the parts of the destroyed replica's span that no other
+//     local replica holds (kvstore's span index).
 //
 // Actions are rate-limited per tick and a range is not checked again for a
 // few intervals after a check, whatever it found.
@@ -260,7 +260,7 @@ func (n *Node) startMissing(ctx context.Context, rt *Route) (bool, error) {
 	// follows Raft's membership): start it as a joiner, the way AddReplica
 	// does, and the leader sends it a snapshot.
 	boot := &kvpb.BootRecord{RangeId: d.Id, ReplicaId: rep.ReplicaId, Join: true}
-	if err := n.startOn(ctx, self, boot); err != nil {
+	if err := n.startOn(ctx, self, boot, d); err != nil {
 		n.recon.count("start_error")
 		return false, fmt.Errorf("start replica %d: %w", rep.ReplicaId, err)
 	}
@@ -318,11 +318,8 @@ func (n *Node) removeStale(ctx context.Context, lr kvstore.ReplicaStatus, rt, co
 	if d, err := n.store.Descriptor(lr.RangeID); err != nil || d == nil || d.Ver != local.Ver || d.ConfVer != local.ConfVer {
 		return false, nil // the local replica moved on since: look again later
 	}
-	for _, other := range n.store.Replicas() {
-		if other.RangeID != lr.RangeID && other.Descriptor != nil && other.Descriptor.Keyspace == local.Keyspace && overlaps(other.Descriptor, local) {
-			return false, fmt.Errorf("local range %d shares its span: not destroying replica %d (its data would go too)", other.RangeID, lr.ReplicaID)
-		}
-	}
+	// A stale replica's span may be wider than what it owns now: the store
+	// deletes only the parts no other local replica holds.
 	delete(r.removals, lr.RangeID)
 	if err := n.store.DestroyReplica(ctx, lr.RangeID, lr.ReplicaID); err != nil {
 		if errors.Is(err, kvstore.ErrRangeNotFound) {

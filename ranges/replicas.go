@@ -139,12 +139,12 @@ func (n *Node) AddReplica(ctx context.Context, rangeID, storeID uint64) (*kvpb.R
 		return nil, err
 	}
 	replicaID, addr := res.ReplicaId, target.Meta.Raft
-	if err := n.addLearner(ctx, rangeID, replicaID, storeID, addr); err != nil {
+	if err := n.addLearner(ctx, desc, replicaID, storeID, addr); err != nil {
 		return nil, err
 	}
 	// It votes now (or already did): its store restarts it as a voter.
 	boot := &kvpb.BootRecord{RangeId: rangeID, ReplicaId: replicaID, Join: true}
-	if err := n.startOnRetrying(ctx, storeID, boot); err != nil {
+	if err := n.startOnRetrying(ctx, storeID, boot, desc); err != nil {
 		return nil, fmt.Errorf("start replica %d on store %d: %w", replicaID, storeID, err)
 	}
 	n.log.Info("replica added", "range", rangeID, "replica", replicaID, "target", storeID)
@@ -155,7 +155,8 @@ func (n *Node) AddReplica(ctx context.Context, rangeID, storeID uint64) (*kvpb.R
 // a non-voting member and started, promoted once it caught up. A replica
 // that Raft counts as a voter already is left as it is (an earlier attempt
 // promoted it).
-func (n *Node) addLearner(ctx context.Context, rangeID, replicaID, storeID uint64, addr string) error {
+func (n *Node) addLearner(ctx context.Context, desc *kvpb.RangeDescriptor, replicaID, storeID uint64, addr string) error {
+	rangeID := desc.Id
 	for {
 		voters, learners, err := n.membership(ctx, rangeID)
 		if err != nil {
@@ -183,7 +184,7 @@ func (n *Node) addLearner(ctx context.Context, rangeID, replicaID, storeID uint6
 		}
 	}
 	boot := &kvpb.BootRecord{RangeId: rangeID, ReplicaId: replicaID, Join: true, NonVoting: true}
-	if err := n.startOnRetrying(ctx, storeID, boot); err != nil {
+	if err := n.startOnRetrying(ctx, storeID, boot, desc); err != nil {
 		n.abandonLearner(rangeID, replicaID)
 		return fmt.Errorf("start replica %d on store %d: %w", replicaID, storeID, err)
 	}
@@ -232,10 +233,10 @@ func (n *Node) addLearner(ctx context.Context, rangeID, replicaID, storeID uint6
 // startOnRetrying starts a replica on a store (StartReplica is idempotent),
 // retrying for a while when the store does not answer or gossip has it
 // suspect for a moment: the replica is a Raft member already.
-func (n *Node) startOnRetrying(ctx context.Context, storeID uint64, boot *kvpb.BootRecord) error {
+func (n *Node) startOnRetrying(ctx context.Context, storeID uint64, boot *kvpb.BootRecord, desc *kvpb.RangeDescriptor) error {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		err := n.startOn(ctx, storeID, boot)
+		err := n.startOn(ctx, storeID, boot, desc)
 		if c := status.Code(err); err == nil || c != codes.Unavailable && c != codes.DeadlineExceeded || time.Now().After(deadline) {
 			return err
 		}
@@ -342,12 +343,35 @@ func (n *Node) RemoveReplica(ctx context.Context, rangeID, storeID uint64) (*kvp
 			return nil, err
 		}
 	}
-	if err := n.store.RemoveRaftReplica(ctx, rangeID, rep.ReplicaId); err != nil {
-		return nil, fmt.Errorf("raft remove of replica %d: %w", rep.ReplicaId, err)
+	// The descriptor first, Raft after. SetReplicas applies only on a
+	// normal range, alike on every replica: once it applied, a merge can
+	// no longer freeze the range with the replica in it (it plans with the
+	// descriptor, and the commit refuses ranges on different stores); if a
+	// freeze came first, it is refused and Raft is left alone. Raft first
+	// would let a freeze in between, and a frozen range whose Raft lost a
+	// member that its descriptor still lists can never record the change.
+	keep := make([]*kvpb.Replica, 0, len(desc.Replicas)-1)
+	for _, r := range desc.Replicas {
+		if r.ReplicaId != rep.ReplicaId {
+			keep = append(keep, r)
+		}
 	}
-	desc, err = n.reconcile(ctx, rangeID, true)
+	res, err := n.propose(ctx, rangeID, &kvpb.Command{Payload: &kvpb.Command_SetReplicas{
+		SetReplicas: &kvpb.SetReplicas{ConfVer: desc.ConfVer, Replicas: keep}}})
 	if err != nil {
 		return nil, err
+	}
+	desc = res.Range
+	// A crash here leaves Raft with a member no descriptor lists; the
+	// leader's reconciler finishes the removal (reconcile).
+	if err := n.store.RemoveRaftReplica(ctx, rangeID, rep.ReplicaId); err != nil {
+		// The leader's reconciler may have finished it first.
+		voters, learners, merr := n.membership(ctx, rangeID)
+		_, voter := voters[rep.ReplicaId]
+		_, learner := learners[rep.ReplicaId]
+		if merr != nil || voter || learner {
+			return nil, fmt.Errorf("raft remove of replica %d: %w", rep.ReplicaId, err)
+		}
 	}
 	n.log.Info("replica removed", "range", rangeID, "replica", rep.ReplicaId, "target", storeID)
 	if c, err := n.storeClient(storeID); err == nil {
@@ -356,6 +380,36 @@ func (n *Node) RemoveReplica(ctx context.Context, rangeID, storeID uint64) (*kvp
 		}
 	}
 	return desc, nil
+}
+
+// checkDestroy refuses the DestroyReplica RPC for a local replica that its
+// range's current descriptor, read linearizably through the range's other
+// replicas, still lists or is adding. RemoveReplica calls it once the
+// descriptor no longer does; without cluster TLS anyone who reaches the
+// store's gRPC port can call it too (docs/security.md), and it must never
+// take a member's replica.
+func (n *Node) checkDestroy(ctx context.Context, rangeID, replicaID uint64) error {
+	local, err := n.store.Descriptor(rangeID)
+	if err != nil {
+		return err
+	}
+	rt := n.table.Get(rangeID)
+	if rt == nil && local != nil {
+		rt = &Route{Desc: local}
+	}
+	if rt == nil {
+		return &RefusedError{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED,
+			Message: fmt.Sprintf("range %d is unknown here: its replica %d is not destroyed", rangeID, replicaID)}
+	}
+	cur, err := n.remoteDescriptor(ctx, rt)
+	if err != nil {
+		return fmt.Errorf("%w: the current descriptor of range %d could not be read, so its replica %d is not destroyed: %v", ErrUnavailable, rangeID, replicaID, err)
+	}
+	if hasReplica(cur, replicaID) || cur.Pending != nil && cur.Pending.ReplicaId == replicaID {
+		return &RefusedError{Status: kvpb.Status_STATUS_CONF_CHANGE_REFUSED,
+			Message: fmt.Sprintf("range %d still lists replica %d: remove it from the range first", rangeID, replicaID)}
+	}
+	return nil
 }
 
 // TransferLeader moves the range's leadership to the replica on a store and
@@ -392,15 +446,17 @@ func (n *Node) TransferLeader(ctx context.Context, rangeID, storeID uint64) erro
 	return fmt.Errorf("%w: leadership of range %d did not move to store %d", ErrUnavailable, rangeID, storeID)
 }
 
-func (n *Node) startOn(ctx context.Context, storeID uint64, boot *kvpb.BootRecord) error {
+// startOn starts a replica of the range desc describes on a store; the
+// store refuses while another of its replicas holds part of desc's span.
+func (n *Node) startOn(ctx context.Context, storeID uint64, boot *kvpb.BootRecord, desc *kvpb.RangeDescriptor) error {
 	if storeID == n.store.ID() {
-		return n.store.StartReplica(boot)
+		return n.store.StartReplica(boot, desc)
 	}
 	c, err := n.storeClient(storeID)
 	if err != nil {
 		return err
 	}
-	_, err = c.StartReplica(ctx, &rangespb.StartReplicaRequest{Boot: boot})
+	_, err = c.StartReplica(ctx, &rangespb.StartReplicaRequest{Boot: boot, Range: desc})
 	return err
 }
 
@@ -414,6 +470,11 @@ func (n *Node) reconcile(ctx context.Context, rangeID uint64, clearPending bool)
 		if err != nil {
 			return nil, err
 		}
+		if desc.State != kvpb.RangeState_RANGE_STATE_NORMAL {
+			// A range in a split or merge takes no replica change (the
+			// state machine refuses SetReplicas): look again once it ends.
+			return desc, nil
+		}
 		members, learners, err := n.membership(ctx, rangeID)
 		if err != nil {
 			return nil, err
@@ -426,21 +487,29 @@ func (n *Node) reconcile(ctx context.Context, rangeID uint64, clearPending bool)
 			known[desc.Pending.ReplicaId] = desc.Pending
 		}
 		var want []*kvpb.Replica
-		for id, addr := range members {
-			r := known[id]
-			if r == nil {
-				// Not in the descriptor (a crash lost the intent's record):
-				// name the store by its raft address.
-				for _, m := range n.members.Stores() {
-					if m.Meta.Raft == addr {
-						r = &kvpb.Replica{ReplicaId: id, StoreId: m.Meta.StoreID, RaftAddr: addr}
-					}
-				}
-				if r == nil {
-					return nil, fmt.Errorf("range %d: raft member %d at %s belongs to no known store", rangeID, id, addr)
-				}
+		var unlisted []uint64
+		for id := range members {
+			if r := known[id]; r != nil {
+				want = append(want, r)
+			} else {
+				unlisted = append(unlisted, id)
 			}
-			want = append(want, r)
+		}
+		if len(unlisted) > 0 && len(want) > 0 {
+			// Voters no descriptor lists: a removal recorded in the
+			// descriptor (RemoveReplica records it before Raft's change)
+			// whose Raft change did not happen, or an add whose pending
+			// entry was given up. Finish the removal.
+			for _, id := range unlisted {
+				if err := n.store.RemoveRaftReplica(ctx, rangeID, id); err != nil {
+					return nil, fmt.Errorf("raft remove of replica %d, which the descriptor does not list: %w", id, err)
+				}
+				n.log.Info("raft member the descriptor does not list removed", "range", rangeID, "replica", id)
+			}
+			continue
+		}
+		if len(unlisted) > 0 {
+			return nil, fmt.Errorf("range %d: no raft voter %v is in the descriptor", rangeID, unlisted)
 		}
 		sort.Slice(want, func(i, j int) bool { return want[i].ReplicaId < want[j].ReplicaId })
 		pendingDone := desc.Pending == nil || clearPending

@@ -222,13 +222,16 @@ func (s *storeServer) StartReplica(ctx context.Context, req *rangespb.StartRepli
 	if req.Boot == nil {
 		return nil, status.Error(codes.InvalidArgument, "missing boot record")
 	}
-	if err := s.n.store.StartReplica(req.Boot); err != nil {
+	if err := s.n.store.StartReplica(req.Boot, req.Range); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return &rangespb.StartReplicaResponse{}, nil
 }
 
 func (s *storeServer) DestroyReplica(ctx context.Context, req *rangespb.DestroyReplicaRequest) (*rangespb.DestroyReplicaResponse, error) {
+	if err := s.n.checkDestroy(ctx, req.RangeId, req.ReplicaId); err != nil {
+		return nil, ToStatus(err)
+	}
 	if err := s.n.store.DestroyReplica(ctx, req.RangeId, req.ReplicaId); err != nil {
 		return nil, ToStatus(err)
 	}

@@ -203,14 +203,20 @@ func storeIDs(d *kvpb.RangeDescriptor) []uint64 {
 	return out
 }
 
-// waitApplied waits until every replica of the range has applied the
-// descriptor (its version or a later one).
+// waitApplied waits until every replica of the frozen range holds exactly
+// its descriptor (version and conf version: the commit on the left range
+// checks the whole descriptor on each store). A replica past it means the
+// range changed under the merge, which then cannot commit.
 func (n *Node) waitApplied(ctx context.Context, d *kvpb.RangeDescriptor) error {
 	for _, rep := range d.Replicas {
 		for {
 			got, _, err := n.replicaDescriptor(ctx, rep.StoreId, d.Id)
-			if err == nil && got.Ver >= d.Ver {
+			if err == nil && got.Ver == d.Ver && got.ConfVer == d.ConfVer {
 				break
+			}
+			if err == nil && (got.Ver > d.Ver || got.Ver == d.Ver && got.ConfVer != d.ConfVer) {
+				return fmt.Errorf("%w: replica %d of range %d on store %d is at version %d.%d, not the frozen %d.%d",
+					ErrUnavailable, rep.ReplicaId, d.Id, rep.StoreId, got.Ver, got.ConfVer, d.Ver, d.ConfVer)
 			}
 			select {
 			case <-ctx.Done():

@@ -867,8 +867,11 @@ func (x *ExecuteResponse) GetLeaderTerm() uint64 {
 }
 
 type StartReplicaRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Boot          *kvpb.BootRecord       `protobuf:"bytes,1,opt,name=boot,proto3" json:"boot,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Boot  *kvpb.BootRecord       `protobuf:"bytes,1,opt,name=boot,proto3" json:"boot,omitempty"`
+	// range is the descriptor the replica is started for: the store refuses
+	// the start while another of its replicas holds part of the span.
+	Range         *kvpb.RangeDescriptor `protobuf:"bytes,2,opt,name=range,proto3" json:"range,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -906,6 +909,13 @@ func (*StartReplicaRequest) Descriptor() ([]byte, []int) {
 func (x *StartReplicaRequest) GetBoot() *kvpb.BootRecord {
 	if x != nil {
 		return x.Boot
+	}
+	return nil
+}
+
+func (x *StartReplicaRequest) GetRange() *kvpb.RangeDescriptor {
+	if x != nil {
+		return x.Range
 	}
 	return nil
 }
@@ -1953,9 +1963,10 @@ const file_ranges_rangespb_ranges_proto_rawDesc = "" +
 	"\x06result\x18\x01 \x01(\v2\x19.bifrost.kv.CommandResultR\x06result\x12*\n" +
 	"\x11leader_replica_id\x18\x02 \x01(\x04R\x0fleaderReplicaId\x12\x1f\n" +
 	"\vleader_term\x18\x03 \x01(\x04R\n" +
-	"leaderTerm\"A\n" +
+	"leaderTerm\"t\n" +
 	"\x13StartReplicaRequest\x12*\n" +
-	"\x04boot\x18\x01 \x01(\v2\x16.bifrost.kv.BootRecordR\x04boot\"\x16\n" +
+	"\x04boot\x18\x01 \x01(\v2\x16.bifrost.kv.BootRecordR\x04boot\x121\n" +
+	"\x05range\x18\x02 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\"\x16\n" +
 	"\x14StartReplicaResponse\"Q\n" +
 	"\x15DestroyReplicaRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1d\n" +
@@ -2097,53 +2108,54 @@ var file_ranges_rangespb_ranges_proto_depIdxs = []int32{
 	38, // 3: bifrost.ranges.ExecuteRequest.query:type_name -> bifrost.kv.Query
 	39, // 4: bifrost.ranges.ExecuteResponse.result:type_name -> bifrost.kv.CommandResult
 	40, // 5: bifrost.ranges.StartReplicaRequest.boot:type_name -> bifrost.kv.BootRecord
-	20, // 6: bifrost.ranges.LocalRangesResponse.ranges:type_name -> bifrost.ranges.RangeInfo
-	36, // 7: bifrost.ranges.RangeInfo.range:type_name -> bifrost.kv.RangeDescriptor
-	36, // 8: bifrost.ranges.SplitResponse.left:type_name -> bifrost.kv.RangeDescriptor
-	36, // 9: bifrost.ranges.SplitResponse.right:type_name -> bifrost.kv.RangeDescriptor
-	36, // 10: bifrost.ranges.MergeResponse.range:type_name -> bifrost.kv.RangeDescriptor
-	25, // 11: bifrost.ranges.ClusterResponse.members:type_name -> bifrost.ranges.Member
-	20, // 12: bifrost.ranges.RangesResponse.ranges:type_name -> bifrost.ranges.RangeInfo
-	36, // 13: bifrost.ranges.ChangeReplicasResponse.range:type_name -> bifrost.kv.RangeDescriptor
-	0,  // 14: bifrost.ranges.KV.Get:input_type -> bifrost.ranges.GetRequest
-	2,  // 15: bifrost.ranges.KV.Put:input_type -> bifrost.ranges.PutRequest
-	4,  // 16: bifrost.ranges.KV.Delete:input_type -> bifrost.ranges.DeleteRequest
-	6,  // 17: bifrost.ranges.KV.CompareAndSwap:input_type -> bifrost.ranges.CompareAndSwapRequest
-	8,  // 18: bifrost.ranges.KV.Scan:input_type -> bifrost.ranges.ScanRequest
-	12, // 19: bifrost.ranges.Store.Execute:input_type -> bifrost.ranges.ExecuteRequest
-	14, // 20: bifrost.ranges.Store.StartReplica:input_type -> bifrost.ranges.StartReplicaRequest
-	16, // 21: bifrost.ranges.Store.DestroyReplica:input_type -> bifrost.ranges.DestroyReplicaRequest
-	18, // 22: bifrost.ranges.Store.LocalRanges:input_type -> bifrost.ranges.LocalRangesRequest
-	10, // 23: bifrost.ranges.Store.ReplicaDescriptor:input_type -> bifrost.ranges.ReplicaDescriptorRequest
-	26, // 24: bifrost.ranges.Admin.Cluster:input_type -> bifrost.ranges.ClusterRequest
-	28, // 25: bifrost.ranges.Admin.Ranges:input_type -> bifrost.ranges.RangesRequest
-	30, // 26: bifrost.ranges.Admin.AddReplica:input_type -> bifrost.ranges.AddReplicaRequest
-	31, // 27: bifrost.ranges.Admin.RemoveReplica:input_type -> bifrost.ranges.RemoveReplicaRequest
-	33, // 28: bifrost.ranges.Admin.TransferLeader:input_type -> bifrost.ranges.TransferLeaderRequest
-	21, // 29: bifrost.ranges.Admin.Split:input_type -> bifrost.ranges.SplitRequest
-	23, // 30: bifrost.ranges.Admin.Merge:input_type -> bifrost.ranges.MergeRequest
-	1,  // 31: bifrost.ranges.KV.Get:output_type -> bifrost.ranges.GetResponse
-	3,  // 32: bifrost.ranges.KV.Put:output_type -> bifrost.ranges.PutResponse
-	5,  // 33: bifrost.ranges.KV.Delete:output_type -> bifrost.ranges.DeleteResponse
-	7,  // 34: bifrost.ranges.KV.CompareAndSwap:output_type -> bifrost.ranges.CompareAndSwapResponse
-	9,  // 35: bifrost.ranges.KV.Scan:output_type -> bifrost.ranges.ScanResponse
-	13, // 36: bifrost.ranges.Store.Execute:output_type -> bifrost.ranges.ExecuteResponse
-	15, // 37: bifrost.ranges.Store.StartReplica:output_type -> bifrost.ranges.StartReplicaResponse
-	17, // 38: bifrost.ranges.Store.DestroyReplica:output_type -> bifrost.ranges.DestroyReplicaResponse
-	19, // 39: bifrost.ranges.Store.LocalRanges:output_type -> bifrost.ranges.LocalRangesResponse
-	11, // 40: bifrost.ranges.Store.ReplicaDescriptor:output_type -> bifrost.ranges.ReplicaDescriptorResponse
-	27, // 41: bifrost.ranges.Admin.Cluster:output_type -> bifrost.ranges.ClusterResponse
-	29, // 42: bifrost.ranges.Admin.Ranges:output_type -> bifrost.ranges.RangesResponse
-	32, // 43: bifrost.ranges.Admin.AddReplica:output_type -> bifrost.ranges.ChangeReplicasResponse
-	32, // 44: bifrost.ranges.Admin.RemoveReplica:output_type -> bifrost.ranges.ChangeReplicasResponse
-	34, // 45: bifrost.ranges.Admin.TransferLeader:output_type -> bifrost.ranges.TransferLeaderResponse
-	22, // 46: bifrost.ranges.Admin.Split:output_type -> bifrost.ranges.SplitResponse
-	24, // 47: bifrost.ranges.Admin.Merge:output_type -> bifrost.ranges.MergeResponse
-	31, // [31:48] is the sub-list for method output_type
-	14, // [14:31] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	36, // 6: bifrost.ranges.StartReplicaRequest.range:type_name -> bifrost.kv.RangeDescriptor
+	20, // 7: bifrost.ranges.LocalRangesResponse.ranges:type_name -> bifrost.ranges.RangeInfo
+	36, // 8: bifrost.ranges.RangeInfo.range:type_name -> bifrost.kv.RangeDescriptor
+	36, // 9: bifrost.ranges.SplitResponse.left:type_name -> bifrost.kv.RangeDescriptor
+	36, // 10: bifrost.ranges.SplitResponse.right:type_name -> bifrost.kv.RangeDescriptor
+	36, // 11: bifrost.ranges.MergeResponse.range:type_name -> bifrost.kv.RangeDescriptor
+	25, // 12: bifrost.ranges.ClusterResponse.members:type_name -> bifrost.ranges.Member
+	20, // 13: bifrost.ranges.RangesResponse.ranges:type_name -> bifrost.ranges.RangeInfo
+	36, // 14: bifrost.ranges.ChangeReplicasResponse.range:type_name -> bifrost.kv.RangeDescriptor
+	0,  // 15: bifrost.ranges.KV.Get:input_type -> bifrost.ranges.GetRequest
+	2,  // 16: bifrost.ranges.KV.Put:input_type -> bifrost.ranges.PutRequest
+	4,  // 17: bifrost.ranges.KV.Delete:input_type -> bifrost.ranges.DeleteRequest
+	6,  // 18: bifrost.ranges.KV.CompareAndSwap:input_type -> bifrost.ranges.CompareAndSwapRequest
+	8,  // 19: bifrost.ranges.KV.Scan:input_type -> bifrost.ranges.ScanRequest
+	12, // 20: bifrost.ranges.Store.Execute:input_type -> bifrost.ranges.ExecuteRequest
+	14, // 21: bifrost.ranges.Store.StartReplica:input_type -> bifrost.ranges.StartReplicaRequest
+	16, // 22: bifrost.ranges.Store.DestroyReplica:input_type -> bifrost.ranges.DestroyReplicaRequest
+	18, // 23: bifrost.ranges.Store.LocalRanges:input_type -> bifrost.ranges.LocalRangesRequest
+	10, // 24: bifrost.ranges.Store.ReplicaDescriptor:input_type -> bifrost.ranges.ReplicaDescriptorRequest
+	26, // 25: bifrost.ranges.Admin.Cluster:input_type -> bifrost.ranges.ClusterRequest
+	28, // 26: bifrost.ranges.Admin.Ranges:input_type -> bifrost.ranges.RangesRequest
+	30, // 27: bifrost.ranges.Admin.AddReplica:input_type -> bifrost.ranges.AddReplicaRequest
+	31, // 28: bifrost.ranges.Admin.RemoveReplica:input_type -> bifrost.ranges.RemoveReplicaRequest
+	33, // 29: bifrost.ranges.Admin.TransferLeader:input_type -> bifrost.ranges.TransferLeaderRequest
+	21, // 30: bifrost.ranges.Admin.Split:input_type -> bifrost.ranges.SplitRequest
+	23, // 31: bifrost.ranges.Admin.Merge:input_type -> bifrost.ranges.MergeRequest
+	1,  // 32: bifrost.ranges.KV.Get:output_type -> bifrost.ranges.GetResponse
+	3,  // 33: bifrost.ranges.KV.Put:output_type -> bifrost.ranges.PutResponse
+	5,  // 34: bifrost.ranges.KV.Delete:output_type -> bifrost.ranges.DeleteResponse
+	7,  // 35: bifrost.ranges.KV.CompareAndSwap:output_type -> bifrost.ranges.CompareAndSwapResponse
+	9,  // 36: bifrost.ranges.KV.Scan:output_type -> bifrost.ranges.ScanResponse
+	13, // 37: bifrost.ranges.Store.Execute:output_type -> bifrost.ranges.ExecuteResponse
+	15, // 38: bifrost.ranges.Store.StartReplica:output_type -> bifrost.ranges.StartReplicaResponse
+	17, // 39: bifrost.ranges.Store.DestroyReplica:output_type -> bifrost.ranges.DestroyReplicaResponse
+	19, // 40: bifrost.ranges.Store.LocalRanges:output_type -> bifrost.ranges.LocalRangesResponse
+	11, // 41: bifrost.ranges.Store.ReplicaDescriptor:output_type -> bifrost.ranges.ReplicaDescriptorResponse
+	27, // 42: bifrost.ranges.Admin.Cluster:output_type -> bifrost.ranges.ClusterResponse
+	29, // 43: bifrost.ranges.Admin.Ranges:output_type -> bifrost.ranges.RangesResponse
+	32, // 44: bifrost.ranges.Admin.AddReplica:output_type -> bifrost.ranges.ChangeReplicasResponse
+	32, // 45: bifrost.ranges.Admin.RemoveReplica:output_type -> bifrost.ranges.ChangeReplicasResponse
+	34, // 46: bifrost.ranges.Admin.TransferLeader:output_type -> bifrost.ranges.TransferLeaderResponse
+	22, // 47: bifrost.ranges.Admin.Split:output_type -> bifrost.ranges.SplitResponse
+	24, // 48: bifrost.ranges.Admin.Merge:output_type -> bifrost.ranges.MergeResponse
+	32, // [32:49] is the sub-list for method output_type
+	15, // [15:32] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_ranges_rangespb_ranges_proto_init() }
