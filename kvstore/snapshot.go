@@ -154,6 +154,7 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 			return err
 		}
 	}
+	var size uint64 // the data pairs installed (size.go)
 	for n := 0; ; n++ {
 		if n%1024 == 0 {
 			select {
@@ -182,6 +183,13 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 		if err := batch.Set(k, fields[1], nil); err != nil {
 			return err
 		}
+		if inData {
+			size += uint64(len(k) + len(fields[1]))
+		}
+	}
+	// Counted here, whatever the sender's counter said.
+	if err := batch.Set(metaKey(s.rangeID, metaBytes), u64(size), nil); err != nil {
+		return err
 	}
 	if err := batch.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("range %d: commit snapshot: %w", s.rangeID, err)
@@ -191,7 +199,7 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 		return err
 	}
 	s.mu.Lock()
-	s.desc, s.applied, s.cop, s.descIndex = desc, applied, cop, applied
+	s.desc, s.applied, s.cop, s.descIndex, s.bytes = desc, applied, cop, applied, size
 	s.mu.Unlock()
 	if s.metrics != nil {
 		s.metrics.snapshotsRecovered.Inc()

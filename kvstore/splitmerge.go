@@ -88,11 +88,18 @@ func (a *applier) applySplit(ver uint64, p *kvpb.Split) (*kvpb.CommandResult, er
 		Id: p.NewRangeId, Keyspace: d.Keyspace, Start: p.Key, End: d.End, Ver: parent.Ver, ConfVer: d.ConfVer,
 		Replicas: d.Replicas, NextReplicaId: d.NextReplicaId,
 	}
-	childBytes, err := proto.Marshal(child)
+	childDesc, err := proto.Marshal(child)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.batch.Set(metaKey(child.Id, metaDescriptor), childBytes, nil); err != nil {
+	if err := a.batch.Set(metaKey(child.Id, metaDescriptor), childDesc, nil); err != nil {
+		return nil, err
+	}
+	childSize, err := a.size.split(parent, child)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.batch.Set(metaKey(child.Id, metaBytes), u64(childSize), nil); err != nil {
 		return nil, err
 	}
 	// The child judges the dedupe window of the records it inherits from the
@@ -180,6 +187,9 @@ func (a *applier) applyCommitMerge(ver uint64, p *kvpb.CommitMerge) (*kvpb.Comma
 		return nil, err
 	} else if found && len(v) == 8 {
 		a.maxIssuedMs = max(a.maxIssuedMs, int64(decodeU64(v)))
+	}
+	if err := a.size.absorb(r); err != nil {
+		return nil, err
 	}
 	n := proto.CloneOf(d)
 	n.End = r.End
