@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bifrost-mq/bifrost/balancer/balancerpb"
+	"github.com/bifrost-mq/bifrost/kvstore"
 	"github.com/bifrost-mq/bifrost/ranges"
 )
 
@@ -262,10 +263,10 @@ func (b *Balancer) View(now time.Time) View {
 	}
 	// The applied index of each local replica, or absent: one pass over
 	// the store's replicas, not one per range (load).
-	local := map[uint64]uint64{}
+	local := map[uint64]kvstore.ReplicaStatus{}
 	for _, r := range store.Replicas() {
 		if r.Descriptor != nil {
-			local[r.RangeID] = r.Applied
+			local[r.RangeID] = r
 		}
 	}
 	b.mu.Lock()
@@ -277,17 +278,17 @@ func (b *Balancer) View(now time.Time) View {
 		if !route.BytesKnown {
 			rv.Bytes = math.MaxUint64 // unknown is never small enough to merge
 		}
-		applied, isLocal := local[route.Desc.Id]
+		rep, isLocal := local[route.Desc.Id]
 		if isLocal {
-			if d, err := store.Descriptor(route.Desc.Id); err == nil && d != nil && (d.Ver > rv.Desc.Ver || (d.Ver == rv.Desc.Ver && d.ConfVer >= rv.Desc.ConfVer)) {
+			if d := rep.Descriptor; d.Ver > rv.Desc.Ver || (d.Ver == rv.Desc.Ver && d.ConfVer >= rv.Desc.ConfVer) {
 				rv.Desc = d
 			}
 			if store.IsLeader(route.Desc.Id) {
 				rv.LeaderStore = self
-				rv.Bytes = store.RangeBytes(rv.Desc)
+				rv.Bytes = rep.Bytes
 				// Writes applied (whoever proposed them) or the reads and
 				// writes this store sent, whichever is more.
-				rv.Load = max(b.load(route.Desc.Id, applied, now), store.Load(route.Desc.Id))
+				rv.Load = max(b.load(route.Desc.Id, rep.Applied, now), store.Load(route.Desc.Id))
 				if b.cfg.MergeLoad > 0 && rv.Load >= b.cfg.MergeLoad {
 					b.lastBusy[route.Desc.Id] = now
 				}

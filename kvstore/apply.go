@@ -49,6 +49,8 @@ type applier struct {
 	copChanged bool
 	// beforeSplit is a test hook (FailBeforeSplitApply).
 	beforeSplit func()
+	// size is the range's size counter, moved by every write (size.go).
+	size sizeCounter
 }
 
 // errNoDescriptor stops a replica that joined a range and is asked to apply
@@ -219,10 +221,11 @@ func (a *applier) applyWrite(ver uint64, w *kvpb.WriteBatch) (*kvpb.CommandResul
 	// checkEpoch vouched for the ops' keys, not for the keys a coprocessor
 	// derives from its input: a command with a coprocessor op stages its
 	// writes, so that one refused half-way leaves nothing in the batch.
-	var tx Tx = &rangeTx{rangeReader: rangeReader{r: a.batch, desc: a.desc}, batch: a.batch}
+	var tx Tx = &rangeTx{rangeReader: rangeReader{r: a.batch, desc: a.desc}, batch: a.batch, size: &a.size}
 	var staged *stagedTx
 	if hasCoproc {
 		staged = newStagedTx(a.batch, a.desc)
+		staged.size = &a.size
 		tx = staged
 	}
 	// An accepted write's result carries no descriptor (a refusal does):

@@ -112,20 +112,38 @@ func (rr *rangeReader) Iterate(start, end []byte, fn func(key, value []byte) boo
 type rangeTx struct {
 	rangeReader
 	batch *pebble.Batch
+	// size counts the writes into the range's size (nil: not counted).
+	size *sizeCounter
 }
 
 func (tx *rangeTx) Set(key, value []byte) error {
 	if !keyInRange(tx.desc, key) {
 		return fmt.Errorf("set %q: %w", key, ErrKeyNotInRange)
 	}
-	return tx.batch.Set(DataKey(tx.desc.Keyspace, key), value, nil)
+	return setCounted(tx.batch, tx.size, DataKey(tx.desc.Keyspace, key), value)
 }
 
 func (tx *rangeTx) Delete(key []byte) error {
 	if !keyInRange(tx.desc, key) {
 		return fmt.Errorf("delete %q: %w", key, ErrKeyNotInRange)
 	}
-	return tx.batch.Delete(DataKey(tx.desc.Keyspace, key), nil)
+	return deleteCounted(tx.batch, tx.size, DataKey(tx.desc.Keyspace, key))
+}
+
+// setCounted and deleteCounted write an engine data key into the batch and
+// count the write into the range's size.
+func setCounted(b *pebble.Batch, size *sizeCounter, key, value []byte) error {
+	if err := size.write(key, true, len(value)); err != nil {
+		return err
+	}
+	return b.Set(key, value, nil)
+}
+
+func deleteCounted(b *pebble.Batch, size *sizeCounter, key []byte) error {
+	if err := size.write(key, false, 0); err != nil {
+		return err
+	}
+	return b.Delete(key, nil)
 }
 
 // stagedTx keeps the writes of one command apart from the apply batch until
@@ -140,6 +158,8 @@ type stagedTx struct {
 	// order is the keys in the order of their first write, so that flush
 	// fills the batch the same way on every replica.
 	order []string
+	// size counts the flushed writes into the range's size (nil: not counted).
+	size *sizeCounter
 }
 
 type stagedWrite struct {
@@ -243,9 +263,9 @@ func (tx *stagedTx) flush() error {
 		w := tx.writes[k]
 		var err error
 		if w.deleted {
-			err = tx.batch.Delete(DataKey(ks, []byte(k)), nil)
+			err = deleteCounted(tx.batch, tx.size, DataKey(ks, []byte(k)))
 		} else {
-			err = tx.batch.Set(DataKey(ks, []byte(k)), w.value, nil)
+			err = setCounted(tx.batch, tx.size, DataKey(ks, []byte(k)), w.value)
 		}
 		if err != nil {
 			return err

@@ -17,6 +17,9 @@
 //     keyspace + escaped key + request ID), so it stays with the key through
 //     splits and merges, as the data does, and a retry finds it on whichever
 //     range holds the key now.
+//   - A range's size (the bytes of its data keys and values) is a counter
+//     that every data write moves through the Tx that makes it, written with
+//     the applied index; nothing that reports sizes reads the data (size.go).
 //   - Local records (boot records, the store identity) are never replicated.
 //   - A range whose descriptor is missing refuses every data command.
 //   - A snapshot replaces the range's metadata, data and dedupe spans at

@@ -30,6 +30,9 @@ const (
 	// dedupe window is judged from it, so every replica, whatever its
 	// batching, treats the same records as expired.
 	metaMaxIssued byte = 'I'
+	// The range's size, the bytes of its data span's keys and values (8
+	// bytes, size.go), written with the applied index.
+	metaBytes byte = 'B'
 )
 
 // Local record kinds: 'l' + kind + ...

@@ -28,6 +28,9 @@ type Metrics struct {
 	// snapshotsIngested for callers without a registry.
 	recovered atomic.Uint64
 	ingested  atomic.Uint64
+	// scans counts the spans measured key by key to size a range (size.go).
+	scans     atomic.Uint64
+	sizeScans prometheus.CounterFunc
 	ranges    prometheus.GaugeFunc
 	leaders   prometheus.GaugeFunc
 	bytes     keyspaceBytes
@@ -86,11 +89,15 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 			Help: "Ranges whose leader is the replica on this store.",
 		}, leadersFn),
 		bytes: keyspaceBytes{desc: prometheus.NewDesc("bifrost_kvstore_range_bytes",
-			"Bytes of the data of the ranges with a replica on this store, by keyspace (Pebble's estimate for a large range, the exact bytes for a small one; as bifrost admin ranges shows them), measured at scrape time.",
+			"Bytes of the keys and values of the ranges with a replica on this store, by keyspace (each range's size counter, kept at apply time; as bifrost admin ranges shows them).",
 			[]string{"keyspace"}, nil), sizes: bytesFn},
 	}
+	m.sizeScans = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "bifrost_kvstore_range_size_scans_total",
+		Help: "Spans measured key by key to size a range (a split's child, a replica with no size counter when it opens); range sizes are otherwise counters kept at apply time.",
+	}, func() float64 { return float64(m.scans.Load()) })
 	if reg != nil {
-		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.snapshotsIngested, m.snapshotIngestedBytes, m.spanConflicts, m.ranges, m.leaders, m.bytes)
+		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.snapshotsIngested, m.snapshotIngestedBytes, m.spanConflicts, m.ranges, m.leaders, m.bytes, m.sizeScans)
 	}
 	return m
 }

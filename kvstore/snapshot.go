@@ -146,6 +146,7 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 			s.engine.log.Warn("remove snapshot tables", "range", s.rangeID, "err", err)
 		}
 	}()
+	var size uint64 // the data pairs installed (size.go)
 	for n := 0; ; n++ {
 		if n%1024 == 0 {
 			select {
@@ -171,17 +172,26 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 		if err := install.add(span, fields[0], fields[1]); err != nil {
 			return fmt.Errorf("range %d: install snapshot: %w", s.rangeID, err)
 		}
+		if span == 1 { // the data span (replicaSpans)
+			size += uint64(len(fields[0]) + len(fields[1]))
+		}
 	}
 	ingested, err := install.commit()
 	if err != nil {
 		return fmt.Errorf("range %d: install snapshot: %w", s.rangeID, err)
+	}
+	// Counted here, whatever the sender's counter said (the install took
+	// the sender's: its meta pairs come before the data is counted). A crash
+	// before this write leaves the sender's, an estimate of the same data.
+	if err := s.engine.db.Set(metaKey(s.rangeID, metaBytes), u64(size), pebble.Sync); err != nil {
+		return fmt.Errorf("range %d: size of the snapshot: %w", s.rangeID, err)
 	}
 	cop, err := newCoprocessor(s.coprocessorFor, s.engine.db, desc)
 	if err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.desc, s.applied, s.cop, s.descIndex = desc, applied, cop, applied
+	s.desc, s.applied, s.cop, s.descIndex, s.bytes = desc, applied, cop, applied, size
 	s.mu.Unlock()
 	if s.metrics != nil {
 		s.metrics.snapshotsRecovered.Inc()

@@ -111,15 +111,25 @@ func (a *applier) applySplit(ver uint64, p *kvpb.Split) (*kvpb.CommandResult, er
 		// waits for its snapshot, which the span index holds back until
 		// now. The child's records here are that replica's: the parent
 		// shrinks as on every replica, and leaves them alone.
+		if _, err := a.size.split(parent, child); err != nil {
+			return nil, err
+		}
 		a.setDesc(parent)
 		a.sync = true
 		return &kvpb.CommandResult{Range: parent, SplitChild: child}, nil
 	}
-	childBytes, err := proto.Marshal(child)
+	childDesc, err := proto.Marshal(child)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.batch.Set(metaKey(child.Id, metaDescriptor), childBytes, nil); err != nil {
+	if err := a.batch.Set(metaKey(child.Id, metaDescriptor), childDesc, nil); err != nil {
+		return nil, err
+	}
+	childSize, err := a.size.split(parent, child)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.batch.Set(metaKey(child.Id, metaBytes), u64(childSize), nil); err != nil {
 		return nil, err
 	}
 	// The child judges the dedupe window of the records it inherits from the
@@ -219,6 +229,9 @@ func (a *applier) applyCommitMerge(ver uint64, p *kvpb.CommitMerge) (*kvpb.Comma
 		return nil, err
 	} else if found && len(v) == 8 {
 		a.maxIssuedMs = max(a.maxIssuedMs, int64(decodeU64(v)))
+	}
+	if err := a.size.absorb(r); err != nil {
+		return nil, err
 	}
 	n := proto.CloneOf(d)
 	n.End = r.End

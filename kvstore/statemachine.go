@@ -76,6 +76,8 @@ type rangeStateMachine struct {
 	// of its batch, or the applied index at open and at a snapshot): a
 	// snapshot at or past it holds the range as desc describes it.
 	descIndex uint64
+	// bytes is the range's size as of applied (metaBytes, size.go).
+	bytes uint64
 }
 
 // newCoprocessor makes a coprocessor for the descriptor and fills it from r
@@ -131,13 +133,53 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	size, err := s.openSize(desc)
+	if err != nil {
+		return 0, err
+	}
 	s.mu.Lock()
-	s.desc, s.applied, s.cop, s.descIndex = desc, applied, cop, applied
+	s.desc, s.applied, s.cop, s.descIndex, s.bytes = desc, applied, cop, applied, size
 	s.mu.Unlock()
 	if desc != nil && s.onDescriptor != nil {
 		s.onDescriptor(s.rangeID, desc)
 	}
 	return applied, nil
+}
+
+// openSize reads the range's size counter, or, for a replica that has none
+// (its data was written before the counter existed), measures its span once
+// and writes the counter.
+func (s *rangeStateMachine) openSize(desc *kvpb.RangeDescriptor) (uint64, error) {
+	db := s.engine.db
+	v, ok, err := get(db, metaKey(s.rangeID, metaBytes))
+	if err != nil || desc == nil {
+		return 0, err
+	}
+	if ok {
+		if n, err := readU64(v); err == nil {
+			return n, nil
+		}
+	}
+	lo, hi := dataSpan(desc)
+	n, err := spanBytes(db, lo, hi)
+	if err != nil {
+		return 0, err
+	}
+	if s.metrics != nil {
+		s.metrics.scans.Add(1)
+	}
+	// Not synced: if lost, the next open measures again.
+	if err := db.Set(metaKey(s.rangeID, metaBytes), u64(n), pebble.NoSync); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// Bytes returns the range's size as of the last applied index.
+func (s *rangeStateMachine) Bytes() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.bytes
 }
 
 // readU64 decodes a big-endian uint64 that must be there whole.
@@ -183,6 +225,8 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	s.mu.RLock()
 	a := applier{rangeID: s.rangeID, replicaID: s.replicaID, joined: s.joined, batch: batch, desc: s.desc,
 		cop: s.cop, copFor: s.coprocessorFor, beforeSplit: s.beforeSplit}
+	loadedBytes := s.bytes
+	a.size = sizeCounter{r: batch, db: s.engine.db, bytes: int64(loadedBytes)}
 	s.mu.RUnlock()
 	if v, found, err := get(batch, metaKey(s.rangeID, metaMaxIssued)); err != nil {
 		return nil, err
@@ -230,6 +274,14 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 			return nil, err
 		}
 	}
+	size := a.size.current()
+	// Written with the first descriptor too, so that a replica that has
+	// never been written to does not measure its span when it opens.
+	if size != loadedBytes || a.descChanged {
+		if err := batch.Set(metaKey(s.rangeID, metaBytes), u64(size), nil); err != nil {
+			return nil, err
+		}
+	}
 	if a.descChanged {
 		b, err := proto.Marshal(a.desc)
 		if err != nil {
@@ -252,7 +304,7 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	}
 	s.sweepFrom, s.unswept = sweepNext, unswept
 	s.mu.Lock()
-	s.desc, s.applied = a.desc, last
+	s.desc, s.applied, s.bytes = a.desc, last, size
 	if a.descChanged {
 		s.descIndex = last
 	}
@@ -263,6 +315,7 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if s.metrics != nil {
 		s.metrics.applyLatency.Observe(time.Since(start).Seconds())
 		s.metrics.appliedEntries.Add(float64(len(entries)))
+		s.metrics.scans.Add(uint64(a.size.scans))
 	}
 	for _, child := range a.splits {
 		if s.onSplit != nil {

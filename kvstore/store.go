@@ -168,7 +168,7 @@ type Store struct {
 	// owned by the store and stopped by Close.
 	bg *background
 
-	// sizeMu orders a scrape's reads (keyspaceBytes, engineCollector) before Close
+	// sizeMu orders a scrape's reads (engineCollector) before Close
 	// closes the engine: a read of a closed Pebble panics.
 	sizeMu     sync.RWMutex
 	sizeClosed bool
@@ -607,6 +607,8 @@ type ReplicaStatus struct {
 	LeaderID   uint64
 	LeaderTerm uint64
 	Applied    uint64
+	// Bytes is the range's size (RangeBytes).
+	Bytes uint64
 }
 
 // Replicas lists the local replicas, by range ID.
@@ -614,19 +616,30 @@ func (s *Store) Replicas() []ReplicaStatus {
 	s.mu.RLock()
 	out := make([]ReplicaStatus, 0, len(s.replicas))
 	for id, r := range s.replicas {
-		li := s.leaders[id]
-		out = append(out, ReplicaStatus{RangeID: id, ReplicaID: r.replicaID, LeaderID: li.LeaderID, LeaderTerm: li.Term})
+		out = append(out, r.status(s.leaders[id]))
 	}
 	s.mu.RUnlock()
-	for i := range out {
-		r, _ := s.replica(out[i].RangeID)
-		if r != nil {
-			out[i].Descriptor = r.Descriptor()
-			out[i].Applied = r.Applied()
-		}
-	}
 	sort.Slice(out, func(i, j int) bool { return out[i].RangeID < out[j].RangeID })
 	return out
+}
+
+// Replica returns what the store knows of its replica of one range, and
+// false if it holds none.
+func (s *Store) Replica(rangeID uint64) (ReplicaStatus, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r := s.replicas[rangeID]
+	if r == nil {
+		return ReplicaStatus{}, false
+	}
+	return r.status(s.leaders[rangeID]), true
+}
+
+func (r *rangeStateMachine) status(li raftio.LeaderInfo) ReplicaStatus {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return ReplicaStatus{RangeID: r.rangeID, ReplicaID: r.replicaID, LeaderID: li.LeaderID, LeaderTerm: li.Term,
+		Descriptor: r.desc, Applied: r.applied, Bytes: r.bytes}
 }
 
 // Leader returns the leader replica ID this store knows for a range.
@@ -903,18 +916,12 @@ func (s *Store) countRanges() float64 {
 	return float64(len(s.replicas))
 }
 
-// keyspaceBytes sums the sizes of this store's replicas per keyspace; none
-// once the store is closed.
+// keyspaceBytes sums the sizes of this store's replicas per keyspace.
 func (s *Store) keyspaceBytes() map[kvpb.Keyspace]uint64 {
-	s.sizeMu.RLock()
-	defer s.sizeMu.RUnlock()
-	if s.sizeClosed {
-		return nil
-	}
 	out := map[kvpb.Keyspace]uint64{}
 	for _, r := range s.Replicas() {
 		if r.Descriptor != nil {
-			out[r.Descriptor.Keyspace] += s.RangeBytes(r.Descriptor)
+			out[r.Descriptor.Keyspace] += r.Bytes
 		}
 	}
 	return out

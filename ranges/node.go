@@ -144,10 +144,8 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		n.markBootstrapped()
 	}
 	store.OnDescriptorChange(func(rangeID uint64) {
-		for _, info := range n.localRanges() {
-			if info.Range.Id == rangeID {
-				n.table.Update(info)
-			}
+		if r, ok := store.Replica(rangeID); ok && r.Descriptor != nil {
+			n.table.Update(n.rangeInfo(r))
 		}
 		n.markBootstrapped()
 	})
@@ -266,16 +264,20 @@ func (n *Node) localRanges() []*rangespb.RangeInfo {
 	}
 	var out []*rangespb.RangeInfo
 	for _, r := range n.store.Replicas() {
-		if r.Descriptor == nil {
-			continue
+		if r.Descriptor != nil {
+			out = append(out, n.rangeInfo(r))
 		}
-		out = append(out, &rangespb.RangeInfo{
-			Range: r.Descriptor, StoreId: n.store.ID(), ReplicaId: r.ReplicaID,
-			LeaderReplicaId: r.LeaderID, LeaderTerm: r.LeaderTerm,
-			ApproximateBytes: n.store.RangeBytes(r.Descriptor),
-		})
 	}
 	return out
+}
+
+// rangeInfo is what this store reports of its replica of a range. Its size
+// is the replica's counter: reporting reads no data.
+func (n *Node) rangeInfo(r kvstore.ReplicaStatus) *rangespb.RangeInfo {
+	return &rangespb.RangeInfo{
+		Range: r.Descriptor, StoreId: n.store.ID(), ReplicaId: r.ReplicaID,
+		LeaderReplicaId: r.LeaderID, LeaderTerm: r.LeaderTerm, ApproximateBytes: r.Bytes,
+	}
 }
 
 // Execute runs a request on a store: in-process for the local store, over

@@ -93,18 +93,7 @@ func (t *Table) Update(info *rangespb.RangeInfo) {
 	}
 	// Refuse the update if an overlapping range is newer: it already
 	// superseded this one (a split or merge the reporter has not seen).
-	var victims []*Route
-	conflict := false
-	tree.Ascend(func(r *Route) bool {
-		if overlaps(r.Desc, d) {
-			if r.Desc.Id != d.Id && r.Desc.Ver >= d.Ver {
-				conflict = true
-				return false
-			}
-			victims = append(victims, r)
-		}
-		return true
-	})
+	victims, conflict := overlapping(tree, d)
 	if conflict {
 		return
 	}
@@ -118,6 +107,44 @@ func (t *Table) Update(info *rangespb.RangeInfo) {
 	r := &Route{Desc: d, LeaderID: info.LeaderReplicaId, LeaderTerm: info.LeaderTerm, Bytes: info.ApproximateBytes, BytesKnown: info.StoreId != 0}
 	tree.ReplaceOrInsert(r)
 	t.byID[d.Id] = r
+}
+
+// overlapping returns the routes of tree that overlap d, and whether one of
+// them, another range, is at d's version or newer. The routes of a tree
+// never overlap one another, so at most one that starts before d.Start can
+// reach into d: only d's neighbourhood is visited, not the whole keyspace.
+func overlapping(tree *btree.BTreeG[*Route], d *kvpb.RangeDescriptor) (victims []*Route, conflict bool) {
+	check := func(r *Route) bool {
+		if r.Desc.Id != d.Id && r.Desc.Ver >= d.Ver {
+			conflict = true
+			return false
+		}
+		victims = append(victims, r)
+		return true
+	}
+	pivot := &Route{Desc: &kvpb.RangeDescriptor{Start: d.Start}}
+	tree.DescendLessOrEqual(pivot, func(r *Route) bool {
+		if bytes.Equal(r.Desc.Start, d.Start) {
+			return true // visited by the ascent below
+		}
+		if overlaps(r.Desc, d) {
+			check(r)
+		}
+		return false
+	})
+	if conflict {
+		return nil, true
+	}
+	tree.AscendGreaterOrEqual(pivot, func(r *Route) bool {
+		if len(d.End) > 0 && bytes.Compare(r.Desc.Start, d.End) >= 0 {
+			return false
+		}
+		return check(r)
+	})
+	if conflict {
+		return nil, true
+	}
+	return victims, false
 }
 
 // SetLeader records a leader hint for a range.
