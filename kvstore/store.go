@@ -357,6 +357,8 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 		// A replica being added runs as a non-voting member until it caught
 		// up and was promoted; Dragonboat must be told which one it is.
 		IsNonVoting: boot.NonVoting,
+		// An idle range stops ticking and heartbeating (quiesce): see wake.
+		Quiesce: true,
 	}
 	if err := s.nh.StartOnDiskReplica(members, join, create, rc); err != nil {
 		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
@@ -490,6 +492,7 @@ func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) 
 	if w := cmd.GetWrite(); w != nil {
 		s.loads.record(rangeID, w.Ops, true, start)
 	}
+	s.wake(rangeID)
 	res, err := s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(rangeID), data)
 	if err != nil {
 		s.metrics.proposals.WithLabelValues("error").Inc()
@@ -506,6 +509,25 @@ func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) 
 		s.metrics.proposals.WithLabelValues("rejected").Inc()
 	}
 	return out, nil
+}
+
+// wake brings the local replica of a range out of quiesce before a
+// proposal, unless it leads the range. A range idle for 10 election timeouts
+// quiesces (Config.Quiesce): its replicas stop ticking and the leader sends no
+// heartbeats until a message, a read or a membership change arrives.
+// Dragonboat does not count a proposal as one: a quiesced follower forwards
+// it to the leader and stays quiesced, so with the leader's store dead it
+// would never start an election and every write would time out. A read index
+// does wake it (a linearizable read needs no more): its election timer has
+// run on through the quiesce, so with no leader answering it campaigns at its
+// next tick. The read's result is not needed.
+func (s *Store) wake(rangeID uint64) {
+	if id, _, ok := s.Leader(rangeID); ok {
+		if r, err := s.replica(rangeID); err == nil && r.replicaID == id {
+			return
+		}
+	}
+	_, _ = s.nh.ReadIndex(rangeID, time.Second)
 }
 
 // Read serves a query: linearizable (ReadIndex) unless stale is set, when it
@@ -730,6 +752,8 @@ func (s *Store) RemoveRaftReplica(ctx context.Context, rangeID, replicaID uint64
 
 // TransferLeader asks the range's leader to hand over to a replica.
 func (s *Store) TransferLeader(rangeID, replicaID uint64) error {
+	// A quiesced leader would not hear its successor's answer.
+	_, _ = s.nh.ReadIndex(rangeID, time.Second)
 	if err := s.nh.RequestLeaderTransfer(rangeID, replicaID); err != nil {
 		return s.translate(rangeID, err)
 	}

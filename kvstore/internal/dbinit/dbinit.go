@@ -15,8 +15,7 @@
 // working directory is left alone.
 //
 // The trimmed queues bring an idle range from about 1.2 MB of heap to about
-// 330 KB (BenchmarkIdleRangeMemory in kvstore; 200 KB with a receive queue
-// of 64, which dropped messages under load: see Settings).
+// 32 KB (BenchmarkIdleRanges in kvstore; see Settings for what they cost).
 package dbinit
 
 import (
@@ -27,23 +26,34 @@ import (
 	"github.com/lni/dragonboat/v4/logger"
 )
 
-// Settings is the JSON Dragonboat reads. The queue lengths bound the
-// proposals and reads one range can have in flight before Dragonboat answers
-// "busy", which the router retries.
+// Settings is the JSON Dragonboat reads. Dragonboat allocates every queue
+// at its full length when a replica starts, so each slot is paid by every
+// idle range: a store is sized for 10,000 ranges, not for one hot one.
+//
+// IncomingProposalQueueLength and IncomingReadIndexQueueLength bound the
+// proposals and reads one range can have queued between two steps of its
+// shard before Dragonboat answers "busy", which the router retries.
 //
 // ReceiveQueueLength bounds the Raft messages a replica holds between two
-// steps of its shard; Dragonboat drops what does not fit, silently for the
-// sender. At 64, three stores on one 2-core box dropped about 950 messages
-// in 20 s of 64 clients' linearizable gets (cmd/kvbench, "dropped an
-// incoming message" in the logs): each dropped ReadIndex or forwarded
-// proposal stalled its caller for the router's 2 s attempt timeout. At 256
-// none were dropped and the gets ran 20-40% faster with no 2 s outliers;
-// the cost is about 125 KB more heap per idle range.
+// steps; Dragonboat drops what does not fit ("dropped an incoming message"),
+// silently for the sender, and Raft resends it at the next heartbeat. A
+// message is 304 bytes, and the queue is two buffers: 256 cost 155 KB a
+// range (at 64, three stores on one 2-core box dropped about 950 messages in
+// 20 s of 64 cmd/kvbench clients' linearizable gets, each a 2 s stall of its
+// caller; at 256 none). 16 cost 10 KB: a store with a few very hot ranges
+// rather than many may want its own dragonboat-soft-settings.json (below)
+// with a longer queue.
+//
+// PendingProposalShards is one math/rand source (5 KB) each; the entry
+// slice and task queue sizes are the initial capacities of slices that grow.
 const Settings = `{
-  "ReceiveQueueLength": 256,
-  "IncomingProposalQueueLength": 512,
-  "IncomingReadIndexQueueLength": 512,
-  "PendingProposalShards": 2
+  "ReceiveQueueLength": 16,
+  "IncomingProposalQueueLength": 64,
+  "IncomingReadIndexQueueLength": 64,
+  "PendingProposalShards": 1,
+  "InMemEntrySliceSize": 16,
+  "MinEntrySliceFreeSize": 4,
+  "TaskQueueInitialCap": 4
 }`
 
 const fileName = "dragonboat-soft-settings.json"
