@@ -19,9 +19,11 @@ type Metrics struct {
 	snapshotsSaved     prometheus.Counter
 	// recovered mirrors snapshotsRecovered for callers without a registry.
 	recovered atomic.Uint64
-	ranges    prometheus.GaugeFunc
-	leaders   prometheus.GaugeFunc
-	bytes     keyspaceBytes
+	// readIndexes counts the reads that took a read index (Store.ReadIndexes).
+	readIndexes atomic.Uint64
+	ranges      prometheus.GaugeFunc
+	leaders     prometheus.GaugeFunc
+	bytes       keyspaceBytes
 }
 
 func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, bytesFn func() map[kvpb.Keyspace]uint64) *Metrics {

@@ -210,6 +210,9 @@ func Open(cfg Config) (*Store, error) {
 		RTTMillisecond:    cfg.RTTMillisecond,
 		RaftAddress:       cfg.RaftAddr,
 		RaftEventListener: leaderListener{s},
+		// A Raft membership change is no descriptor change, but its
+		// watchers (the replica reconciler) must hear of it.
+		SystemEventListener: membershipListener{s},
 	}
 	if files := cfg.TLS.Files(); files.Enabled() {
 		nhc.MutualTLS = true
@@ -260,7 +263,8 @@ func (s *Store) ID() uint64 { return s.id }
 func (s *Store) RaftAddr() string { return s.cfg.RaftAddr }
 
 // OnDescriptorChange registers f to be called (on an apply goroutine; it
-// must not block) after a local replica's descriptor changes.
+// must not block) after a local replica's descriptor, leader or Raft
+// membership changes.
 func (s *Store) OnDescriptorChange(f func(rangeID uint64)) {
 	s.mu.Lock()
 	s.watchers = append(s.watchers, f)
@@ -544,6 +548,7 @@ func (s *Store) Read(ctx context.Context, rangeID uint64, q *kvpb.Query, stale b
 		kind = "stale"
 		v, err = s.nh.StaleRead(rangeID, q)
 	} else {
+		s.metrics.readIndexes.Add(1)
 		v, err = s.nh.SyncRead(ctx, rangeID, q)
 	}
 	if err != nil {
@@ -579,6 +584,11 @@ func (s *Store) translate(rangeID uint64, err error) error {
 
 // SnapshotsRecovered counts the snapshots this store installed since it opened.
 func (s *Store) SnapshotsRecovered() uint64 { return s.metrics.recovered.Load() }
+
+// ReadIndexes counts the reads of this store that took a read index since
+// it opened (linearizable reads, Raft membership reads): each one wakes its
+// range from quiesce.
+func (s *Store) ReadIndexes() uint64 { return s.metrics.readIndexes.Load() }
 
 // Descriptor returns the local replica's descriptor (nil before init).
 func (s *Store) Descriptor(rangeID uint64) (*kvpb.RangeDescriptor, error) {
@@ -641,6 +651,7 @@ func (s *Store) IsLeader(rangeID uint64) bool {
 // Membership returns Raft's view of the range's voting replicas (replica ID
 // to raft address), read linearizably.
 func (s *Store) Membership(ctx context.Context, rangeID uint64) (map[uint64]string, uint64, error) {
+	s.metrics.readIndexes.Add(1)
 	m, err := s.nh.SyncGetShardMembership(ctx, rangeID)
 	if err != nil {
 		return nil, 0, s.translate(rangeID, err)
@@ -669,6 +680,7 @@ func (s *Store) AddRaftNonVoting(ctx context.Context, rangeID, replicaID uint64,
 // RaftMembers returns Raft's view of the range's voting and non-voting
 // replicas (replica ID to raft address), read linearizably.
 func (s *Store) RaftMembers(ctx context.Context, rangeID uint64) (voters, nonVoting map[uint64]string, err error) {
+	s.metrics.readIndexes.Add(1)
 	m, err := s.nh.SyncGetShardMembership(ctx, rangeID)
 	if err != nil {
 		return nil, nil, s.translate(rangeID, err)
@@ -872,6 +884,29 @@ func (l leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	l.s.mu.Unlock()
 	l.s.descriptorChanged(info.ShardID, nil)
 }
+
+// membershipListener tells the descriptor watchers of a change of a local
+// replica's Raft membership; it ignores Dragonboat's other system events.
+type membershipListener struct{ s *Store }
+
+func (l membershipListener) MembershipChanged(info raftio.NodeInfo) {
+	l.s.descriptorChanged(info.ShardID, nil)
+}
+func (membershipListener) NodeHostShuttingDown()                       {}
+func (membershipListener) NodeUnloaded(raftio.NodeInfo)                {}
+func (membershipListener) NodeDeleted(raftio.NodeInfo)                 {}
+func (membershipListener) NodeReady(raftio.NodeInfo)                   {}
+func (membershipListener) ConnectionEstablished(raftio.ConnectionInfo) {}
+func (membershipListener) ConnectionFailed(raftio.ConnectionInfo)      {}
+func (membershipListener) SendSnapshotStarted(raftio.SnapshotInfo)     {}
+func (membershipListener) SendSnapshotCompleted(raftio.SnapshotInfo)   {}
+func (membershipListener) SendSnapshotAborted(raftio.SnapshotInfo)     {}
+func (membershipListener) SnapshotReceived(raftio.SnapshotInfo)        {}
+func (membershipListener) SnapshotRecovered(raftio.SnapshotInfo)       {}
+func (membershipListener) SnapshotCreated(raftio.SnapshotInfo)         {}
+func (membershipListener) SnapshotCompacted(raftio.SnapshotInfo)       {}
+func (membershipListener) LogCompacted(raftio.EntryInfo)               {}
+func (membershipListener) LogDBCompacted(raftio.EntryInfo)             {}
 
 func (s *Store) countRanges() float64 {
 	s.mu.RLock()
