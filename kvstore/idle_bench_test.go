@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bifrost-mq/bifrost/kvstore/internal/dbinit"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
 
@@ -22,14 +23,15 @@ import (
 // range holds and how long a restarted store takes until every range on it
 // has a leader again:
 //
-//	make bench-ranges RANGES=10000
-//	go test -run '^$' -bench '^BenchmarkIdleRanges$' -benchtime 1x -timeout 60m ./kvstore/ -args -bench.ranges 10000
+//	make bench-ranges RANGES=10000 RECEIVE_QUEUE=16
+//	BIFROST_RAFT_RECEIVE_QUEUE=16 go test -run '^$' -bench '^BenchmarkIdleRanges$' -benchtime 1x -timeout 60m ./kvstore/ -args -bench.ranges 10000
 //
 // The ranges are made the cheapest honest way, not by 10,000 splits: each
 // store starts its replica of every range with the 3 initial members (what a
 // bootstrap does), then one Init per range gives it its descriptor. They run
 // the store's production settings (Config defaults, the -raft-rtt-ms
-// default, Dragonboat's small log store).
+// default, Dragonboat's small log store), with the Raft receive queue of
+// BIFROST_RAFT_RECEIVE_QUEUE (kvstore/internal/dbinit: default 256).
 //
 //   - idle-cpu-%/store: CPU time of the process over -bench.idle, divided by
 //     3 stores, in % of one core (the ranges are quiesced by then).
@@ -117,7 +119,8 @@ func benchIdleRanges(b *testing.B, n int) {
 	for _, s := range ss {
 		waitLed(b, s, n, 5*time.Minute)
 	}
-	b.Logf("%d ranges × %d replicas created and led in %v", n, stores, time.Since(t0).Round(time.Millisecond))
+	b.Logf("%d ranges × %d replicas created and led in %v (%s=%q)", n, stores, time.Since(t0).Round(time.Millisecond),
+		dbinit.ReceiveQueueEnv, os.Getenv(dbinit.ReceiveQueueEnv))
 
 	// Idle long enough to quiesce (Dragonboat: 10 election timeouts without
 	// activity), then measure.

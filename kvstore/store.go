@@ -20,6 +20,7 @@ import (
 
 	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore/bugzoo"
+	"github.com/bifrost-mq/bifrost/kvstore/internal/dbinit"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
 
@@ -173,6 +174,9 @@ type Store struct {
 func Open(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if dbinit.Err != nil {
+		return nil, dbinit.Err
 	}
 	cfg = cfg.withDefaults()
 	setupDragonboatLogging(cfg.Logger)
