@@ -244,6 +244,7 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("restart range %d: %w", b.RangeId, err)
 		}
 	}
+	s.goBackground(s.wakeLeaderless)
 	s.log.Info("store open", "dir", cfg.DataDir, "raft", cfg.RaftAddr, "replicas", len(boots))
 	return s, nil
 }
@@ -536,6 +537,36 @@ func (s *Store) wake(rangeID uint64) {
 		}
 	}
 	_, _ = s.nh.ReadIndex(rangeID, time.Second)
+}
+
+// wakeLeaderless wakes, every 5 election timeouts, the local replicas that
+// know no leader. A replica that hears nothing for 10 election timeouts
+// quiesces whether or not it knows a leader, and a quiesced one never
+// campaigns: one that started (a restart, a new range) while its peers were
+// quiesced and whose first election's messages were lost (a full receive
+// queue drops them) would otherwise stay leaderless until a request came.
+func (s *Store) wakeLeaderless(ctx context.Context) {
+	every := time.Duration(5*s.cfg.ElectionRTT*s.cfg.RTTMillisecond) * time.Millisecond
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.RLock()
+		var ids []uint64
+		for id := range s.replicas {
+			if s.leaders[id].LeaderID == 0 {
+				ids = append(ids, id)
+			}
+		}
+		s.mu.RUnlock()
+		for _, id := range ids {
+			_, _ = s.nh.ReadIndex(id, every)
+		}
+	}
 }
 
 // Read serves a query: linearizable (ReadIndex) unless stale is set, when it
