@@ -4,7 +4,7 @@ PKGS := ./...
 RACE_PKGS := ./kvstore/... ./ranges/... ./coprocessors/... ./balancer/... ./mqtt/... ./cmd/mqttbench/... ./cmd/kvbench/... ./ui/...
 BIN := bin/bifrost
 
-.PHONY: all build static image test test-deps test-unit lint generate docs bench bench-mqtt bench-cluster bench-kv clean jepsen jepsen-ci jepsen-bugzoo jepsen-deps
+.PHONY: all build static image test test-deps test-unit lint generate docs bench bench-mqtt bench-cluster bench-kv bench-ranges clean jepsen jepsen-ci jepsen-bugzoo jepsen-deps
 
 all: build
 
@@ -129,6 +129,14 @@ bench-cluster:
 bench-kv:
 	@command -v etcd >/dev/null || (apt-get update && apt-get install -y etcd-server)
 	GO=$(GO) ./cmd/kvbench/run.sh $(KVBENCH_ARGS)
+
+# Three in-process stores with RANGES idle ranges each (kvstore's
+# BenchmarkIdleRanges): a store's idle CPU, the heap per idle range and the
+# restart time of a store; RECEIVE_QUEUE sets BIFROST_RAFT_RECEIVE_QUEUE.
+RANGES ?= 1000
+RECEIVE_QUEUE ?= 256
+bench-ranges:
+	BIFROST_RAFT_RECEIVE_QUEUE=$(RECEIVE_QUEUE) $(GO) test -run '^$$' -bench '^BenchmarkIdleRanges$$' -benchtime 1x -timeout 60m ./kvstore/ -args -bench.ranges $(RANGES)
 
 clean:
 	rm -rf bin

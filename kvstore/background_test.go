@@ -68,16 +68,21 @@ func TestCompactGoneRangeStops(t *testing.T) {
 	}
 }
 
-// openTestStore opens a store with no replicas on a free loopback port.
-func openTestStore(t testing.TB) *Store {
+// freeAddr returns a loopback address no one listens on.
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	s, err := Open(Config{DataDir: t.TempDir(), RaftAddr: addr, RTTMillisecond: 50, SmallLogDB: true, Logger: quietLogger()})
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// openTestStore opens a store with no replicas on a free loopback port.
+func openTestStore(t testing.TB) *Store {
+	t.Helper()
+	s, err := Open(Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), RTTMillisecond: 50, SmallLogDB: true, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package kvstore
 
 import (
 	"context"
-	"runtime"
 	"testing"
 	"time"
 
@@ -14,13 +13,6 @@ import (
 func BenchmarkIdleRangeMemory(b *testing.B) {
 	s := openTestStore(b)
 	defer s.Close()
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapInuse
-	}
 	start := func(id uint64) {
 		if err := s.StartReplica(&kvpb.BootRecord{RangeId: id, ReplicaId: 1, InitialMembers: map[uint64]string{1: s.RaftAddr()}}, nil); err != nil {
 			b.Fatal(err)
@@ -29,7 +21,7 @@ func BenchmarkIdleRangeMemory(b *testing.B) {
 	// One range first, so one-time costs are not counted per range.
 	start(1)
 	n := max(b.N, 100)
-	before := heap()
+	before := liveHeap()
 	b.ResetTimer()
 	for i := 0; i < n; i++ {
 		start(uint64(i + 2))
@@ -46,5 +38,5 @@ func BenchmarkIdleRangeMemory(b *testing.B) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	b.ReportMetric(float64(heap()-before)/float64(n), "heap-bytes/range")
+	b.ReportMetric(float64(liveHeap()-before)/float64(n), "heap-bytes/range")
 }

@@ -29,11 +29,13 @@ type Metrics struct {
 	recovered atomic.Uint64
 	ingested  atomic.Uint64
 	// scans counts the spans measured key by key to size a range (size.go).
-	scans     atomic.Uint64
-	sizeScans prometheus.CounterFunc
-	ranges    prometheus.GaugeFunc
-	leaders   prometheus.GaugeFunc
-	bytes     keyspaceBytes
+	scans atomic.Uint64
+	// readIndexes counts the reads that took a read index (Store.ReadIndexes).
+	readIndexes atomic.Uint64
+	sizeScans   prometheus.CounterFunc
+	ranges      prometheus.GaugeFunc
+	leaders     prometheus.GaugeFunc
+	bytes       keyspaceBytes
 }
 
 func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, bytesFn func() map[kvpb.Keyspace]uint64) *Metrics {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/bifrost-mq/bifrost/internal/clustertls"
 	"github.com/bifrost-mq/bifrost/kvstore/bugzoo"
+	"github.com/bifrost-mq/bifrost/kvstore/internal/dbinit"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
 
@@ -180,6 +181,9 @@ func Open(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if dbinit.Err != nil {
+		return nil, dbinit.Err
+	}
 	cfg = cfg.withDefaults()
 	setupDragonboatLogging(cfg.Logger)
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
@@ -216,6 +220,9 @@ func Open(cfg Config) (*Store, error) {
 		RTTMillisecond:    cfg.RTTMillisecond,
 		RaftAddress:       cfg.RaftAddr,
 		RaftEventListener: leaderListener{s},
+		// A Raft membership change is no descriptor change, but its
+		// watchers (the replica reconciler) must hear of it.
+		SystemEventListener: membershipListener{s},
 	}
 	if files := cfg.TLS.Files(); files.Enabled() {
 		nhc.MutualTLS = true
@@ -243,6 +250,7 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("restart range %d: %w", b.RangeId, err)
 		}
 	}
+	s.goBackground(s.wakeLeaderless)
 	s.log.Info("store open", "dir", cfg.DataDir, "raft", cfg.RaftAddr, "replicas", len(boots))
 	return s, nil
 }
@@ -266,7 +274,8 @@ func (s *Store) ID() uint64 { return s.id }
 func (s *Store) RaftAddr() string { return s.cfg.RaftAddr }
 
 // OnDescriptorChange registers f to be called (on an apply goroutine; it
-// must not block) after a local replica's descriptor changes.
+// must not block) after a local replica's descriptor, leader or Raft
+// membership changes.
 func (s *Store) OnDescriptorChange(f func(rangeID uint64)) {
 	s.mu.Lock()
 	s.watchers = append(s.watchers, f)
@@ -383,6 +392,8 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 		// A replica being added runs as a non-voting member until it caught
 		// up and was promoted; Dragonboat must be told which one it is.
 		IsNonVoting: boot.NonVoting,
+		// An idle range stops ticking and heartbeating (quiesce): see wake.
+		Quiesce: true,
 	}
 	if err := s.nh.StartOnDiskReplica(members, join, create, rc); err != nil {
 		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
@@ -519,6 +530,7 @@ func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) 
 	if w := cmd.GetWrite(); w != nil {
 		s.loads.record(rangeID, w.Ops, true, start)
 	}
+	s.wake(rangeID)
 	res, err := s.nh.SyncPropose(ctx, s.nh.GetNoOPSession(rangeID), data)
 	if err != nil {
 		s.metrics.proposals.WithLabelValues("error").Inc()
@@ -537,6 +549,55 @@ func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) 
 	return out, nil
 }
 
+// wake brings the local replica of a range out of quiesce before a
+// proposal, unless it leads the range. A range idle for 10 election timeouts
+// quiesces (Config.Quiesce): its replicas stop ticking and the leader sends no
+// heartbeats until a message, a read or a membership change arrives.
+// Dragonboat does not count a proposal as one: a quiesced follower forwards
+// it to the leader and stays quiesced, so with the leader's store dead it
+// would never start an election and every write would time out. A read index
+// does wake it (a linearizable read needs no more): its election timer has
+// run on through the quiesce, so with no leader answering it campaigns at its
+// next tick. The read's result is not needed.
+func (s *Store) wake(rangeID uint64) {
+	if id, _, ok := s.Leader(rangeID); ok {
+		if r, err := s.replica(rangeID); err == nil && r.replicaID == id {
+			return
+		}
+	}
+	_, _ = s.nh.ReadIndex(rangeID, time.Second)
+}
+
+// wakeLeaderless wakes, every 5 election timeouts, the local replicas that
+// know no leader. A replica that hears nothing for 10 election timeouts
+// quiesces whether or not it knows a leader, and a quiesced one never
+// campaigns: one that started (a restart, a new range) while its peers were
+// quiesced and whose first election's messages were lost (a full receive
+// queue drops them) would otherwise stay leaderless until a request came.
+func (s *Store) wakeLeaderless(ctx context.Context) {
+	every := time.Duration(5*s.cfg.ElectionRTT*s.cfg.RTTMillisecond) * time.Millisecond
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.RLock()
+		var ids []uint64
+		for id := range s.replicas {
+			if s.leaders[id].LeaderID == 0 {
+				ids = append(ids, id)
+			}
+		}
+		s.mu.RUnlock()
+		for _, id := range ids {
+			_, _ = s.nh.ReadIndex(id, every)
+		}
+	}
+}
+
 // Read serves a query: linearizable (ReadIndex) unless stale is set, when it
 // reads the local replica's state with no freshness guarantee.
 func (s *Store) Read(ctx context.Context, rangeID uint64, q *kvpb.Query, stale bool) (*kvpb.CommandResult, error) {
@@ -551,6 +612,7 @@ func (s *Store) Read(ctx context.Context, rangeID uint64, q *kvpb.Query, stale b
 		kind = "stale"
 		v, err = s.nh.StaleRead(rangeID, q)
 	} else {
+		s.metrics.readIndexes.Add(1)
 		v, err = s.nh.SyncRead(ctx, rangeID, q)
 	}
 	if err != nil {
@@ -589,6 +651,11 @@ func (s *Store) SnapshotsRecovered() uint64 { return s.metrics.recovered.Load() 
 
 // SnapshotsIngested counts those of them installed by ingesting tables.
 func (s *Store) SnapshotsIngested() uint64 { return s.metrics.ingested.Load() }
+
+// ReadIndexes counts the reads of this store that took a read index since
+// it opened (linearizable reads, Raft membership reads): each one wakes its
+// range from quiesce.
+func (s *Store) ReadIndexes() uint64 { return s.metrics.readIndexes.Load() }
 
 // Descriptor returns the local replica's descriptor (nil before init).
 func (s *Store) Descriptor(rangeID uint64) (*kvpb.RangeDescriptor, error) {
@@ -664,6 +731,7 @@ func (s *Store) IsLeader(rangeID uint64) bool {
 // Membership returns Raft's view of the range's voting replicas (replica ID
 // to raft address), read linearizably.
 func (s *Store) Membership(ctx context.Context, rangeID uint64) (map[uint64]string, uint64, error) {
+	s.metrics.readIndexes.Add(1)
 	m, err := s.nh.SyncGetShardMembership(ctx, rangeID)
 	if err != nil {
 		return nil, 0, s.translate(rangeID, err)
@@ -692,6 +760,7 @@ func (s *Store) AddRaftNonVoting(ctx context.Context, rangeID, replicaID uint64,
 // RaftMembers returns Raft's view of the range's voting and non-voting
 // replicas (replica ID to raft address), read linearizably.
 func (s *Store) RaftMembers(ctx context.Context, rangeID uint64) (voters, nonVoting map[uint64]string, err error) {
+	s.metrics.readIndexes.Add(1)
 	m, err := s.nh.SyncGetShardMembership(ctx, rangeID)
 	if err != nil {
 		return nil, nil, s.translate(rangeID, err)
@@ -775,6 +844,8 @@ func (s *Store) RemoveRaftReplica(ctx context.Context, rangeID, replicaID uint64
 
 // TransferLeader asks the range's leader to hand over to a replica.
 func (s *Store) TransferLeader(rangeID, replicaID uint64) error {
+	// A quiesced leader would not hear its successor's answer.
+	_, _ = s.nh.ReadIndex(rangeID, time.Second)
 	if err := s.nh.RequestLeaderTransfer(rangeID, replicaID); err != nil {
 		return s.translate(rangeID, err)
 	}
@@ -909,6 +980,29 @@ func (l leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
 	l.s.mu.Unlock()
 	l.s.descriptorChanged(info.ShardID, nil)
 }
+
+// membershipListener tells the descriptor watchers of a change of a local
+// replica's Raft membership; it ignores Dragonboat's other system events.
+type membershipListener struct{ s *Store }
+
+func (l membershipListener) MembershipChanged(info raftio.NodeInfo) {
+	l.s.descriptorChanged(info.ShardID, nil)
+}
+func (membershipListener) NodeHostShuttingDown()                       {}
+func (membershipListener) NodeUnloaded(raftio.NodeInfo)                {}
+func (membershipListener) NodeDeleted(raftio.NodeInfo)                 {}
+func (membershipListener) NodeReady(raftio.NodeInfo)                   {}
+func (membershipListener) ConnectionEstablished(raftio.ConnectionInfo) {}
+func (membershipListener) ConnectionFailed(raftio.ConnectionInfo)      {}
+func (membershipListener) SendSnapshotStarted(raftio.SnapshotInfo)     {}
+func (membershipListener) SendSnapshotCompleted(raftio.SnapshotInfo)   {}
+func (membershipListener) SendSnapshotAborted(raftio.SnapshotInfo)     {}
+func (membershipListener) SnapshotReceived(raftio.SnapshotInfo)        {}
+func (membershipListener) SnapshotRecovered(raftio.SnapshotInfo)       {}
+func (membershipListener) SnapshotCreated(raftio.SnapshotInfo)         {}
+func (membershipListener) SnapshotCompacted(raftio.SnapshotInfo)       {}
+func (membershipListener) LogCompacted(raftio.EntryInfo)               {}
+func (membershipListener) LogDBCompacted(raftio.EntryInfo)             {}
 
 func (s *Store) countRanges() float64 {
 	s.mu.RLock()

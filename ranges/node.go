@@ -88,6 +88,9 @@ type Node struct {
 	bootOnce     sync.Once
 
 	recon *storeReconciler
+	// replicaWork holds the ranges the replica reconciler looks at next
+	// (replicas.go).
+	replicaWork *dirtyRanges
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -137,6 +140,10 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	}
 	n.router = NewRouter(RouterConfig{Logger: cfg.Logger, Registerer: cfg.Registerer, LocalStore: store.ID()}, n.table, n, n)
 	n.recon = newStoreReconciler(cfg.Registerer)
+	n.replicaWork = newDirtyRanges()
+	for _, r := range store.Replicas() {
+		n.replicaWork.mark(r.RangeID)
+	}
 	for _, info := range n.localRanges() {
 		n.table.Update(info)
 	}
@@ -144,6 +151,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		n.markBootstrapped()
 	}
 	store.OnDescriptorChange(func(rangeID uint64) {
+		n.replicaWork.mark(rangeID)
 		if r, ok := store.Replica(rangeID); ok && r.Descriptor != nil {
 			n.table.Update(n.rangeInfo(r))
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -564,6 +565,51 @@ func sameReplicas(a, b []*kvpb.Replica) bool {
 // wait for its Raft change before it drops it.
 const pendingGrace = 30 * time.Second
 
+// reconcileBatch bounds the ranges the replica reconciler looks at per
+// tick; the rest wait for the next one.
+const reconcileBatch = 256
+
+// dirtyRanges is the set of ranges whose replicas the reconciler must look
+// at: marked when a range's descriptor, leader or Raft membership changes
+// here (kvstore.Store.OnDescriptorChange), and at start for every local
+// replica.
+type dirtyRanges struct {
+	mu  sync.Mutex
+	ids map[uint64]struct{}
+}
+
+func newDirtyRanges() *dirtyRanges { return &dirtyRanges{ids: map[uint64]struct{}{}} }
+
+func (d *dirtyRanges) mark(rangeID uint64) {
+	d.mu.Lock()
+	d.ids[rangeID] = struct{}{}
+	d.mu.Unlock()
+}
+
+// take removes and returns up to max ranges, in ascending order.
+func (d *dirtyRanges) take(max int) []uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]uint64, 0, min(max, len(d.ids)))
+	for id := range d.ids {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	out = out[:min(max, len(out))]
+	for _, id := range out {
+		delete(d.ids, id)
+	}
+	return out
+}
+
+// reconcileLoop makes each led range's descriptor match Raft's membership
+// (reconcile), finishes or rolls back a merge left frozen for
+// MergeResolveAfter, and drops a pending replica that Raft never added after
+// pendingGrace. It looks only at ranges that changed (dirtyRanges): a
+// descriptor, leader or membership change marks the range, and a range is
+// looked at again every tick while it has work left (pending, frozen, or
+// its reconcile failed). An idle range costs nothing: it is not read (a
+// linearizable read would wake it from quiesce) and not listed.
 func (n *Node) reconcileLoop() {
 	t := time.NewTicker(n.cfg.ReconcileInterval)
 	defer t.Stop()
@@ -589,32 +635,48 @@ func (n *Node) reconcileLoop() {
 			return
 		case <-t.C:
 		}
-		for _, r := range n.store.Replicas() {
-			if r.Descriptor == nil || !n.store.IsLeader(r.RangeID) {
+		var again []uint64
+		for _, id := range n.replicaWork.take(reconcileBatch) {
+			d, err := n.store.Descriptor(id)
+			if err != nil || d == nil || !n.store.IsLeader(id) {
+				// Gone, not initialised yet (its Init marks it), or led
+				// elsewhere (a leader change here marks it).
+				delete(frozenSince, id)
+				delete(pendingSince, id)
 				continue
 			}
-			if r.Descriptor.State == kvpb.RangeState_RANGE_STATE_FROZEN {
-				if age(frozenSince, r.RangeID, r.Descriptor.Ver) >= n.cfg.MergeResolveAfter {
+			work := false
+			if d.State == kvpb.RangeState_RANGE_STATE_FROZEN {
+				work = true
+				if age(frozenSince, id, d.Ver) >= n.cfg.MergeResolveAfter {
 					ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-					if _, err := n.resolveMerge(ctx, r.Descriptor); err != nil {
-						n.log.Warn("resolve interrupted merge", "range", r.RangeID, "err", err)
+					if _, err := n.resolveMerge(ctx, d); err != nil {
+						n.log.Warn("resolve interrupted merge", "range", id, "err", err)
 					}
 					cancel()
 				}
 			} else {
-				delete(frozenSince, r.RangeID)
+				delete(frozenSince, id)
 			}
 			clear := false
-			if p := r.Descriptor.Pending; p != nil {
-				clear = age(pendingSince, r.RangeID, p.ReplicaId) > pendingGrace
+			if p := d.Pending; p != nil {
+				work = true
+				clear = age(pendingSince, id, p.ReplicaId) > pendingGrace
 			} else {
-				delete(pendingSince, r.RangeID)
+				delete(pendingSince, id)
 			}
 			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-			if _, err := n.reconcile(ctx, r.RangeID, clear); err != nil {
-				n.log.Warn("reconcile replicas", "range", r.RangeID, "err", err)
+			if _, err := n.reconcile(ctx, id, clear); err != nil {
+				work = true
+				n.log.Warn("reconcile replicas", "range", id, "err", err)
 			}
 			cancel()
+			if work {
+				again = append(again, id)
+			}
+		}
+		for _, id := range again {
+			n.replicaWork.mark(id)
 		}
 	}
 }

@@ -98,6 +98,8 @@ if [ "$only" != etcd ]; then
 		for i in 1 2 3; do echo "-- bifrost$i log (tail):" >&2; tail -n 10 "$work/bifrost$i.log" >&2; done
 	fi
 	stop_all
+	# A full Raft receive queue (kvstore/internal/dbinit) drops messages: each a stall.
+	echo "bifrost: $(cat "$work"/bifrost?.log | grep -c 'dropped an incoming message' || true) Raft messages dropped by full receive queues"
 fi
 
 if [ -f "$out/etcd.json" ] && [ -f "$out/bifrost.json" ]; then

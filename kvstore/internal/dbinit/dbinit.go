@@ -7,7 +7,7 @@
 // Go initialises packages in import-path order among those whose imports are
 // ready (the Go 1.21 rule). This package imports only packages that
 // Dragonboat's settings package imports too (os, fmt, sync/atomic and
-// Dragonboat's logger), and its path sorts before github.com/lni/..., so its
+// Dragonboat's logger; strconv, which fmt imports), and its path sorts before github.com/lni/..., so its
 // init runs first: it writes the file in a temporary directory and changes
 // into it. Restore, called from kvstore's init (which runs after Dragonboat's),
 // changes back and removes the directory. An operator's own
@@ -15,36 +15,75 @@
 // working directory is left alone.
 //
 // The trimmed queues bring an idle range from about 1.2 MB of heap to about
-// 330 KB (BenchmarkIdleRangeMemory in kvstore; 200 KB with a receive queue
-// of 64, which dropped messages under load: see Settings).
+// 190 KB of Dragonboat's, and to about 36 KB with a receive queue of 16
+// (BenchmarkIdleRanges in kvstore, heap profile at 5,000 ranges a store; see
+// Settings for what that costs under load).
 package dbinit
 
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/lni/dragonboat/v4/logger"
 )
 
-// Settings is the JSON Dragonboat reads. The queue lengths bound the
-// proposals and reads one range can have in flight before Dragonboat answers
-// "busy", which the router retries.
+// Settings is the JSON Dragonboat reads, with the receive queue's length
+// for %d. Dragonboat allocates every queue at its full length when a replica
+// starts, so each slot is paid by every idle range.
+//
+// IncomingProposalQueueLength and IncomingReadIndexQueueLength bound the
+// proposals and reads one range can have queued between two steps of its
+// shard before Dragonboat answers "busy", which the router retries.
 //
 // ReceiveQueueLength bounds the Raft messages a replica holds between two
-// steps of its shard; Dragonboat drops what does not fit, silently for the
-// sender. At 64, three stores on one 2-core box dropped about 950 messages
-// in 20 s of 64 clients' linearizable gets (cmd/kvbench, "dropped an
-// incoming message" in the logs): each dropped ReadIndex or forwarded
-// proposal stalled its caller for the router's 2 s attempt timeout. At 256
-// none were dropped and the gets ran 20-40% faster with no 2 s outliers;
-// the cost is about 125 KB more heap per idle range.
+// steps; Dragonboat drops what does not fit ("dropped an incoming message"),
+// silently for the sender, and each drop stalls a caller (the router retries
+// after its 2 s attempt timeout). A message is 304 bytes and the queue is
+// two buffers: 256 (the default) cost 155 KB a range, most of an idle
+// range's heap. Three stores on one 2-core box under 64 cmd/kvbench clients
+// on one range dropped about 950 messages in 20 s of gets at 64 and none at
+// 256; at 16 (10 KB a range) they dropped 12,140 in 10 s of puts and gets,
+// and puts fell to about 1k ops/s with a 1 s p99. A store of many idle
+// ranges and no hot one can set a short queue with ReceiveQueueEnv.
+//
+// PendingProposalShards is one math/rand source (5 KB) each; the entry
+// slice and task queue sizes are the initial capacities of slices that grow.
 const Settings = `{
-  "ReceiveQueueLength": 256,
-  "IncomingProposalQueueLength": 512,
-  "IncomingReadIndexQueueLength": 512,
-  "PendingProposalShards": 2
+  "ReceiveQueueLength": %d,
+  "IncomingProposalQueueLength": 64,
+  "IncomingReadIndexQueueLength": 64,
+  "PendingProposalShards": 1,
+  "InMemEntrySliceSize": 16,
+  "MinEntrySliceFreeSize": 4,
+  "TaskQueueInitialCap": 4
 }`
+
+// ReceiveQueueEnv names the environment variable that sets the receive
+// queue's length (4 to 65536 messages; default DefaultReceiveQueue). It is
+// read when the process starts: Dragonboat reads its settings only then.
+const ReceiveQueueEnv = "BIFROST_RAFT_RECEIVE_QUEUE"
+
+// DefaultReceiveQueue is the receive queue's length without ReceiveQueueEnv.
+const DefaultReceiveQueue = 256
+
+// Err is the error of a bad ReceiveQueueEnv (then the default applies);
+// kvstore.Open returns it.
+var Err error
+
+// settings returns Settings with the receive queue's length.
+func settings() (string, error) {
+	n := uint64(DefaultReceiveQueue)
+	if v, ok := os.LookupEnv(ReceiveQueueEnv); ok {
+		q, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || q < 4 || q > 65536 {
+			return fmt.Sprintf(Settings, n), fmt.Errorf("%s=%q: want a number of Raft messages from 4 to 65536", ReceiveQueueEnv, v)
+		}
+		n = q
+	}
+	return fmt.Sprintf(Settings, n), nil
+}
 
 const fileName = "dragonboat-soft-settings.json"
 
@@ -87,7 +126,9 @@ func init() {
 	if err != nil {
 		return
 	}
-	if err := os.WriteFile(dir+string(os.PathSeparator)+fileName, []byte(Settings), 0o600); err != nil {
+	var js string
+	js, Err = settings()
+	if err := os.WriteFile(dir+string(os.PathSeparator)+fileName, []byte(js), 0o600); err != nil {
 		os.RemoveAll(dir)
 		return
 	}
