@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/bifrost-mq/bifrost/kvstore/bugzoo"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
 
@@ -23,7 +24,6 @@ type applier struct {
 	batch       *pebble.Batch
 	desc        *kvpb.RangeDescriptor
 	descChanged bool
-	maxIssuedMs int64
 	// sync asks for the batch to be fsynced (splits and merges: they write
 	// local boot records and tombstones that no log replays).
 	sync bool
@@ -31,10 +31,11 @@ type applier struct {
 	// ranges absorbed. The store acts on both after the batch commits.
 	splits []*kvpb.RangeDescriptor
 	merged []uint64
-	// maxIssuedMs is the newest issue time of the commands the range has
-	// applied (metaMaxIssued), loaded at the start of the batch;
-	// loadedIssuedMs is the value loaded, to write it back only if it moved.
-	loadedIssuedMs int64
+	// rangeMs is the range's time: the newest stamp (Command.RangeMs) of
+	// the commands the range has applied (metaRangeTime), loaded at the
+	// start of the batch; the dedupe window is counted on it (rangeClock).
+	// loadedRangeMs is the value loaded, to write it back only if it moved.
+	rangeMs, loadedRangeMs int64
 	// keyedRecords counts the write records (dedupeKey) the batch wrote.
 	keyedRecords int
 	// cop is the range's coprocessor and copFor makes a new one (nil: the
@@ -101,7 +102,7 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 			// replica's sweep has deleted it yet: sweeps run at different
 			// times on different replicas, the rule does not.
 			if proto.Unmarshal(rec, dr) == nil && proto.Unmarshal(dr.Result, res) == nil &&
-				dr.IssuedUnixMs >= max(a.maxIssuedMs, cmd.IssuedUnixMs)-DedupeWindow.Milliseconds() {
+				dr.RangeMs >= max(a.rangeMs, cmd.RangeMs)-DedupeWindow.Milliseconds() {
 				return res, nil
 			}
 		}
@@ -116,11 +117,11 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Only commands that changed state move the high-water mark: a frozen
+	// Only commands that changed state move the range's time: a frozen
 	// range refuses everything, so its mark is the same on every replica
 	// when the merge reads it.
-	if res.Status == kvpb.Status_STATUS_OK && cmd.IssuedUnixMs > a.maxIssuedMs {
-		a.maxIssuedMs = cmd.IssuedUnixMs
+	if res.Status == kvpb.Status_STATUS_OK && cmd.RangeMs > a.rangeMs {
+		a.rangeMs = cmd.RangeMs
 	}
 	// Only successful results are remembered: a retry of a refused command
 	// (stale version, say) must be able to run once it is routed right.
@@ -388,7 +389,13 @@ func (a *applier) remember(key []byte, keyed bool, cmd *kvpb.Command, res *kvpb.
 	if err != nil {
 		return err
 	}
-	rec, err := proto.Marshal(&kvpb.DedupeRecord{IssuedUnixMs: cmd.IssuedUnixMs, Result: data})
+	// The record is stamped with the range's time, not the command's stamp:
+	// a store that lags behind stamps low, and its records must not look old.
+	stamp := a.rangeMs
+	if bugzoo.WallClockDedupe {
+		stamp = cmd.RangeMs
+	}
+	rec, err := proto.Marshal(&kvpb.DedupeRecord{RangeMs: stamp, Result: data})
 	if err != nil {
 		return err
 	}
@@ -399,14 +406,14 @@ func (a *applier) remember(key []byte, keyed bool, cmd *kvpb.Command, res *kvpb.
 		a.keyedRecords++
 		return nil
 	}
-	return a.batch.Set(metaKey(a.rangeID, metaDedupeTime, u64(uint64(cmd.IssuedUnixMs)), cmd.RequestId), nil, nil)
+	return a.batch.Set(metaKey(a.rangeID, metaDedupeTime, u64(uint64(stamp)), cmd.RequestId), nil, nil)
 }
 
 // gcDedupe drops the range's own (metadata) dedupe records older than the
-// window, judged by the range's newest issue time (maxIssuedMs), a bounded
+// window, judged by the range's time (rangeMs), a bounded
 // number per batch.
 func (a *applier) gcDedupe() error {
-	cutoff := a.maxIssuedMs - DedupeWindow.Milliseconds()
+	cutoff := a.rangeMs - DedupeWindow.Milliseconds()
 	if cutoff <= 0 {
 		return nil
 	}
@@ -477,7 +484,7 @@ const (
 // going round the span; next is where the next sweep starts (nil: at the
 // beginning). Only batches that wrote records sweep.
 func (a *applier) sweepDedupe(from []byte, records int) (next []byte, err error) {
-	cutoff := a.maxIssuedMs - DedupeWindow.Milliseconds()
+	cutoff := a.rangeMs - DedupeWindow.Milliseconds()
 	if cutoff <= 0 || a.desc == nil || records == 0 {
 		return from, nil
 	}

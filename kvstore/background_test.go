@@ -71,15 +71,20 @@ func TestCompactGoneRangeStops(t *testing.T) {
 // openTestStore opens a store with no replicas on a free loopback port.
 func openTestStore(t testing.TB) *Store {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	s, err := Open(Config{DataDir: t.TempDir(), RaftAddr: addr, RTTMillisecond: 50, SmallLogDB: true, Logger: quietLogger()})
+	s, err := Open(Config{DataDir: t.TempDir(), RaftAddr: freeLoopbackAddr(t), RTTMillisecond: 50, SmallLogDB: true, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// freeLoopbackAddr returns a loopback address with a port free a moment ago.
+func freeLoopbackAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

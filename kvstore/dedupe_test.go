@@ -27,7 +27,7 @@ func commitMergeCmd(ver uint64, right *kvpb.RangeDescriptor) *kvpb.Command {
 func casWithID(ver uint64, key, reqID string) *kvpb.Command {
 	c := write(ver, casOp(key, "", "first"))
 	c.RequestId = []byte(reqID)
-	c.IssuedUnixMs = 1000
+	c.RangeMs = 1000
 	return c
 }
 
@@ -148,11 +148,11 @@ func TestDedupeRecordsTravelInSnapshots(t *testing.T) {
 func TestDedupeExpiryIsTheSameForAnyBatching(t *testing.T) {
 	w := DedupeWindow.Milliseconds()
 	first := write(1, putOp("k", "a"))
-	first.RequestId, first.IssuedUnixMs = []byte("req-1"), 1000
+	first.RequestId, first.RangeMs = []byte("req-1"), 1000
 	later := write(1, putOp("k", "b"))
-	later.RequestId, later.IssuedUnixMs = []byte("req-2"), 1000+w+1
+	later.RequestId, later.RangeMs = []byte("req-2"), 1000+w+1
 	retry := write(1, putOp("k", "a"))
-	retry.RequestId, retry.IssuedUnixMs = []byte("req-1"), 1000
+	retry.RequestId, retry.RangeMs = []byte("req-1"), 1000
 	logs := [][][]*kvpb.Command{
 		{{initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", "")}, {first}, {later}, {retry}},
 		{{initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", "")}, {first}, {later, retry}},
@@ -186,13 +186,13 @@ func TestDedupeMarkSurvivesRestartAndSplit(t *testing.T) {
 	e := openTestEngine(t, dir)
 	ts := newTestSM(t, e, 1)
 	first := write(1, putOp("m", "a"))
-	first.RequestId, first.IssuedUnixMs = []byte("req-1"), 1000
+	first.RequestId, first.RangeMs = []byte("req-1"), 1000
 	later := write(1, putOp("x", "b"))
-	later.RequestId, later.IssuedUnixMs = []byte("req-2"), 1000+w+1
+	later.RequestId, later.RangeMs = []byte("req-2"), 1000+w+1
 	ts.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
 	ts.apply(first)
 	ts.apply(later)
-	if got := ts.sm.maxIssued(t); got != 1000+w+1 {
+	if got := ts.sm.rangeTime(t); got != 1000+w+1 {
 		t.Fatalf("mark %d after the batch, want %d", got, 1000+w+1)
 	}
 	split := &kvpb.Command{Ver: 1, Payload: &kvpb.Command_Split{Split: &kvpb.Split{Key: []byte("l"), NewRangeId: 2}}}
@@ -203,14 +203,14 @@ func TestDedupeMarkSurvivesRestartAndSplit(t *testing.T) {
 	if _, err := child.Open(nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := child.maxIssued(t); got != 1000+w+1 {
+	if got := child.rangeTime(t); got != 1000+w+1 {
 		t.Fatalf("the child's mark is %d, want the parent's %d", got, 1000+w+1)
 	}
 }
 
-func (s *rangeStateMachine) maxIssued(t *testing.T) int64 {
+func (s *rangeStateMachine) rangeTime(t *testing.T) int64 {
 	t.Helper()
-	v, found, err := get(s.engine.db, metaKey(s.rangeID, metaMaxIssued))
+	v, found, err := get(s.engine.db, metaKey(s.rangeID, metaRangeTime))
 	if err != nil || !found {
 		t.Fatalf("no mark for range %d: %v", s.rangeID, err)
 	}
@@ -222,7 +222,7 @@ func (s *rangeStateMachine) maxIssued(t *testing.T) int64 {
 func TestRecordIssued(t *testing.T) {
 	for _, issued := range []int64{0, 1, 1733580000000, -5} {
 		res, _ := proto.Marshal(&kvpb.CommandResult{Results: []*kvpb.OpResult{{Value: []byte("v")}}})
-		b, err := proto.Marshal(&kvpb.DedupeRecord{IssuedUnixMs: issued, Result: res})
+		b, err := proto.Marshal(&kvpb.DedupeRecord{RangeMs: issued, Result: res})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -190,6 +190,9 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	if err != nil {
 		return err
 	}
+	if err := s.observeRangeTime(s.engine.db); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	s.desc, s.applied, s.cop, s.descIndex = desc, applied, cop, applied
 	s.mu.Unlock()

@@ -15,7 +15,8 @@ import (
 )
 
 // DedupeWindow is how long the result of a write with a request ID is kept,
-// measured on the proposers' clocks. A retry after the window may apply twice.
+// counted on the range's own time (rangeClock), which nodes' wall clocks do
+// not move. A retry after the window may apply twice.
 const DedupeWindow = 10 * time.Minute
 
 // Limits on one command's keys and values.
@@ -59,6 +60,9 @@ type rangeStateMachine struct {
 	sweepFrom []byte
 	// unswept counts the write records applied since the last sweep.
 	unswept int
+	// clock is this store's estimate of the range's time, which Propose
+	// stamps commands with.
+	clock rangeClock
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -126,6 +130,9 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if err := s.observeRangeTime(db); err != nil {
+		return 0, err
+	}
 	s.mu.Lock()
 	s.desc, s.applied, s.cop, s.descIndex = desc, applied, cop, applied
 	s.mu.Unlock()
@@ -133,6 +140,21 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 		s.onDescriptor(s.rangeID, desc)
 	}
 	return applied, nil
+}
+
+// observeRangeTime anchors the range's clock at the time the engine holds
+// for the range (at open and after a snapshot).
+func (s *rangeStateMachine) observeRangeTime(r pebble.Reader) error {
+	v, found, err := get(r, metaKey(s.rangeID, metaRangeTime))
+	if err != nil {
+		return err
+	}
+	var ms int64
+	if found && len(v) == 8 {
+		ms = int64(decodeU64(v))
+	}
+	s.clock.observe(ms, time.Now())
+	return nil
 }
 
 // readU64 decodes a big-endian uint64 that must be there whole.
@@ -179,11 +201,11 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	a := applier{rangeID: s.rangeID, replicaID: s.replicaID, joined: s.joined, batch: batch, desc: s.desc,
 		cop: s.cop, copFor: s.coprocessorFor}
 	s.mu.RUnlock()
-	if v, found, err := get(batch, metaKey(s.rangeID, metaMaxIssued)); err != nil {
+	if v, found, err := get(batch, metaKey(s.rangeID, metaRangeTime)); err != nil {
 		return nil, err
 	} else if found && len(v) == 8 {
-		a.maxIssuedMs = int64(decodeU64(v))
-		a.loadedIssuedMs = a.maxIssuedMs
+		a.rangeMs = int64(decodeU64(v))
+		a.loadedRangeMs = a.rangeMs
 	}
 	for i := range entries {
 		res, err := a.apply(entries[i].Cmd)
@@ -220,8 +242,8 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if err := batch.Set(metaKey(s.rangeID, metaApplied), u64(last), nil); err != nil {
 		return nil, err
 	}
-	if a.maxIssuedMs != a.loadedIssuedMs {
-		if err := batch.Set(metaKey(s.rangeID, metaMaxIssued), u64(uint64(a.maxIssuedMs)), nil); err != nil {
+	if a.rangeMs != a.loadedRangeMs {
+		if err := batch.Set(metaKey(s.rangeID, metaRangeTime), u64(uint64(a.rangeMs)), nil); err != nil {
 			return nil, err
 		}
 	}
@@ -246,6 +268,7 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		return nil, fmt.Errorf("range %d: commit apply batch: %w", s.rangeID, err)
 	}
 	s.sweepFrom, s.unswept = sweepNext, unswept
+	s.clock.observe(a.rangeMs, time.Now())
 	s.mu.Lock()
 	s.desc, s.applied = a.desc, last
 	if a.descChanged {

@@ -63,6 +63,13 @@ type Config struct {
 	// TLS, if set, makes Raft use mutual TLS with the cluster's
 	// certificates: peers without one from the CA are refused. Nil: plaintext.
 	TLS *clustertls.Credentials
+	// WallClock, for tests only, is the wall clock the store reads (default
+	// time.Now); tests and the jepsen harness skew it (cmd/bifrost
+	// --test-clock-offset). The dedupe window is counted on each range's
+	// own time and the monotonic clock, so a normal build reads it for
+	// nothing that is replicated; the bug zoo's bugzoo_wall_clock_dedupe
+	// stamps commands with it, as the store did before.
+	WallClock func() time.Time
 	// Failpoint, for tests only, is called at the store's own steps of a
 	// split (the Fail* constants); an error skips the rest of that step, as
 	// a crash there would.
@@ -131,6 +138,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.WallClock == nil {
+		c.WallClock = time.Now
 	}
 	return c
 }
@@ -473,11 +483,16 @@ func (s *Store) replica(rangeID uint64) (*rangeStateMachine, error) {
 // Propose runs a command through the range's Raft log and returns its result
 // once applied locally.
 func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) (*kvpb.CommandResult, error) {
-	if _, err := s.replica(rangeID); err != nil {
+	r, err := s.replica(rangeID)
+	if err != nil {
 		return nil, err
 	}
-	if cmd.IssuedUnixMs == 0 {
-		cmd.IssuedUnixMs = time.Now().UnixMilli()
+	// The stamp is the range's time as this store sees it, whatever the
+	// sender put there: no node's wall clock moves the dedupe window
+	// (rangeClock). The bug zoo's fault stamps the wall clock, as before.
+	cmd.RangeMs = r.clock.stamp(time.Now())
+	if bugzoo.WallClockDedupe {
+		cmd.RangeMs = s.cfg.WallClock().UnixMilli()
 	}
 	data, err := proto.Marshal(cmd)
 	if err != nil {

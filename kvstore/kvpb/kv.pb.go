@@ -1081,8 +1081,12 @@ type Command struct {
 	RequestId []byte `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// ver is the descriptor version the sender routed with.
 	Ver uint64 `protobuf:"varint,2,opt,name=ver,proto3" json:"ver,omitempty"`
-	// issued_unix_ms is the proposer's clock; it drives dedupe expiry deterministically.
-	IssuedUnixMs int64 `protobuf:"varint,3,opt,name=issued_unix_ms,json=issuedUnixMs,proto3" json:"issued_unix_ms,omitempty"`
+	// range_ms is the range's time (milliseconds) as the proposing store
+	// estimates it: the time it last saw the range apply plus the time elapsed
+	// since on its monotonic clock, never its wall clock (kvstore rangeClock).
+	// The applied stamps move the range's time, which the dedupe window is
+	// counted on. Whatever a client sets here, the store overwrites.
+	RangeMs int64 `protobuf:"varint,3,opt,name=range_ms,json=rangeMs,proto3" json:"range_ms,omitempty"`
 	// Types that are valid to be assigned to Payload:
 	//
 	//	*Command_Write
@@ -1144,9 +1148,9 @@ func (x *Command) GetVer() uint64 {
 	return 0
 }
 
-func (x *Command) GetIssuedUnixMs() int64 {
+func (x *Command) GetRangeMs() int64 {
 	if x != nil {
-		return x.IssuedUnixMs
+		return x.RangeMs
 	}
 	return 0
 }
@@ -1939,10 +1943,18 @@ func (x *Query) GetDescriptorOnly() bool {
 }
 
 // DedupeRecord remembers the result of an applied command with a request ID.
+// It holds only what a retry needs for the same answer: no descriptor, and a
+// successful CAS's value (the expected one, which the retry carries) is left
+// out (compactResult).
 type DedupeRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	IssuedUnixMs  int64                  `protobuf:"varint,1,opt,name=issued_unix_ms,json=issuedUnixMs,proto3" json:"issued_unix_ms,omitempty"`
-	Result        []byte                 `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// range_ms is the range's time when the command applied.
+	RangeMs int64  `protobuf:"varint,1,opt,name=range_ms,json=rangeMs,proto3" json:"range_ms,omitempty"`
+	Result  []byte `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// command_hash identifies the command (commandHash): a command that reuses
+	// the request ID with other operations is refused. 0 in records written
+	// before it was kept: not checked.
+	CommandHash   uint64 `protobuf:"fixed64,3,opt,name=command_hash,json=commandHash,proto3" json:"command_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1977,9 +1989,9 @@ func (*DedupeRecord) Descriptor() ([]byte, []int) {
 	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{25}
 }
 
-func (x *DedupeRecord) GetIssuedUnixMs() int64 {
+func (x *DedupeRecord) GetRangeMs() int64 {
 	if x != nil {
-		return x.IssuedUnixMs
+		return x.RangeMs
 	}
 	return 0
 }
@@ -1989,6 +2001,13 @@ func (x *DedupeRecord) GetResult() []byte {
 		return x.Result
 	}
 	return nil
+}
+
+func (x *DedupeRecord) GetCommandHash() uint64 {
+	if x != nil {
+		return x.CommandHash
+	}
+	return 0
 }
 
 // BootRecord is the local, unreplicated record that restarts a replica at boot.
@@ -2201,12 +2220,12 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\x06cas_ok\x18\x03 \x01(\bR\x05casOk\x12(\n" +
 	"\x05pairs\x18\x04 \x03(\v2\x12.bifrost.kv.KVPairR\x05pairs\x12\x12\n" +
 	"\x04more\x18\x05 \x01(\bR\x04more\x12\x19\n" +
-	"\bnext_key\x18\x06 \x01(\fR\anextKey\"\x9e\x05\n" +
+	"\bnext_key\x18\x06 \x01(\fR\anextKey\"\x93\x05\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\fR\trequestId\x12\x10\n" +
-	"\x03ver\x18\x02 \x01(\x04R\x03ver\x12$\n" +
-	"\x0eissued_unix_ms\x18\x03 \x01(\x03R\fissuedUnixMs\x12.\n" +
+	"\x03ver\x18\x02 \x01(\x04R\x03ver\x12\x19\n" +
+	"\brange_ms\x18\x03 \x01(\x03R\arangeMs\x12.\n" +
 	"\x05write\x18\n" +
 	" \x01(\v2\x16.bifrost.kv.WriteBatchH\x00R\x05write\x12?\n" +
 	"\vadd_replica\x18\v \x01(\v2\x1c.bifrost.kv.AddReplicaIntentH\x00R\n" +
@@ -2260,10 +2279,11 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\x05Query\x12\x10\n" +
 	"\x03ver\x18\x01 \x01(\x04R\x03ver\x12 \n" +
 	"\x03ops\x18\x02 \x03(\v2\x0e.bifrost.kv.OpR\x03ops\x12'\n" +
-	"\x0fdescriptor_only\x18\x03 \x01(\bR\x0edescriptorOnly\"L\n" +
-	"\fDedupeRecord\x12$\n" +
-	"\x0eissued_unix_ms\x18\x01 \x01(\x03R\fissuedUnixMs\x12\x16\n" +
-	"\x06result\x18\x02 \x01(\fR\x06result\"\xbb\x02\n" +
+	"\x0fdescriptor_only\x18\x03 \x01(\bR\x0edescriptorOnly\"d\n" +
+	"\fDedupeRecord\x12\x19\n" +
+	"\brange_ms\x18\x01 \x01(\x03R\arangeMs\x12\x16\n" +
+	"\x06result\x18\x02 \x01(\fR\x06result\x12!\n" +
+	"\fcommand_hash\x18\x03 \x01(\x06R\vcommandHash\"\xbb\x02\n" +
 	"\n" +
 	"BootRecord\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1d\n" +
