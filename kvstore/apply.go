@@ -85,6 +85,9 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 	if err := proto.Unmarshal(data, cmd); err != nil {
 		return badRequest("undecodable command: " + err.Error()), nil
 	}
+	if len(cmd.RequestId) > MaxRequestIDSize {
+		return requestIDTooLong(len(cmd.RequestId)), nil
+	}
 	var recKey []byte
 	var keyed bool
 	if len(cmd.RequestId) > 0 {
@@ -103,7 +106,11 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 			// times on different replicas, the rule does not.
 			if proto.Unmarshal(rec, dr) == nil && proto.Unmarshal(dr.Result, res) == nil &&
 				dr.RangeMs >= max(a.rangeMs, cmd.RangeMs)-DedupeWindow.Milliseconds() {
-				return res, nil
+				if dr.CommandHash != 0 && dr.CommandHash != commandHash(cmd) {
+					return badRequest(fmt.Sprintf("request ID %x was used by another command within the last %v: "+
+						"a request ID names one command", cmd.RequestId, DedupeWindow)), nil
+				}
+				return expandResult(cmd, res), nil
 			}
 		}
 	}
@@ -385,7 +392,7 @@ func (a *applier) applySetReplicas(p *kvpb.SetReplicas) *kvpb.CommandResult {
 }
 
 func (a *applier) remember(key []byte, keyed bool, cmd *kvpb.Command, res *kvpb.CommandResult) error {
-	data, err := proto.Marshal(res)
+	data, err := proto.Marshal(compactResult(cmd, res))
 	if err != nil {
 		return err
 	}
@@ -395,7 +402,7 @@ func (a *applier) remember(key []byte, keyed bool, cmd *kvpb.Command, res *kvpb.
 	if bugzoo.WallClockDedupe {
 		stamp = cmd.RangeMs
 	}
-	rec, err := proto.Marshal(&kvpb.DedupeRecord{RangeMs: stamp, Result: data})
+	rec, err := proto.Marshal(&kvpb.DedupeRecord{RangeMs: stamp, Result: data, CommandHash: commandHash(cmd)})
 	if err != nil {
 		return err
 	}

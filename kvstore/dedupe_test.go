@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -241,5 +242,121 @@ func TestRecordIssued(t *testing.T) {
 	}
 	if _, ok := recordIssued([]byte{0xff}); ok {
 		t.Fatal("a broken record was read")
+	}
+}
+
+// TestDedupeRecordIsCompact (issue 15): a write's record held its whole
+// result, so a successful CAS of a megabyte value kept that megabyte for the
+// window. It keeps what a retry needs for the same answer: the retry gets
+// the value back from its own expected value, and a failed CAS keeps the
+// value it found.
+func TestDedupeRecordIsCompact(t *testing.T) {
+	e := openTestEngine(t, t.TempDir())
+	defer e.Close()
+	ts := newTestSM(t, e, 1)
+	ts.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
+	big := string(bytes.Repeat([]byte("v"), 1<<20))
+	ts.apply(write(1, putOp("k", big)))
+	swap := func() *kvpb.Command { return withID(write(1, casOp("k", big, "new")), "req-big") }
+	if res := ts.apply(swap())[0]; !res.Results[0].CasOk {
+		t.Fatalf("CAS: %v", res.Status)
+	}
+	rec, found, err := get(e.db, dedupeKey(kvpb.Keyspace_KEYSPACE_KV, []byte("k"), []byte("req-big")))
+	if err != nil || !found {
+		t.Fatalf("no record: %v", err)
+	}
+	if len(rec) > 128 {
+		t.Fatalf("the record of a CAS of a 1 MiB value is %d bytes", len(rec))
+	}
+	again := ts.apply(swap())[0].Results[0]
+	if !again.CasOk || !again.Found || string(again.Value) != big {
+		t.Fatalf("the retry's answer differs from the first: ok %v found %v %d bytes", again.CasOk, again.Found, len(again.Value))
+	}
+	// A failed CAS answers with the value it found, and so does its retry.
+	miss := func() *kvpb.Command { return withID(write(1, casOp("k", "other", "x")), "req-miss") }
+	first := ts.apply(miss())[0].Results[0]
+	ts.apply(write(1, putOp("k", "changed")))
+	if again := ts.apply(miss())[0].Results[0]; again.CasOk || string(again.Value) != "new" || string(first.Value) != "new" {
+		t.Fatalf("a failed CAS's retry answered %q (first %q), want the value the first found", again.Value, first.Value)
+	}
+}
+
+// TestDedupeRefusesAReusedRequestID (issue 15): a second command with a
+// request ID a first one used within the window got the first's result and
+// was silently not applied; it is refused, and says why.
+func TestDedupeRefusesAReusedRequestID(t *testing.T) {
+	ts := newTestSM(t, openTestEngine(t, t.TempDir()), 1)
+	ts.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
+	ts.apply(withID(write(1, putOp("k", "a")), "req-x"))
+	res := ts.apply(withID(write(1, putOp("k", "b")), "req-x"))[0]
+	if res.Status != kvpb.Status_STATUS_BAD_REQUEST || !strings.Contains(res.Message, "another command") {
+		t.Fatalf("a reused request ID: %v %q, want a refusal", res.Status, res.Message)
+	}
+	if got := string(ts.get(1, "k").Results[0].Value); got != "a" {
+		t.Fatalf("k = %q", got)
+	}
+	// The same for a command addressed to the range (a metadata record).
+	alloc := func(n uint32) *kvpb.Command {
+		return withID(&kvpb.Command{Payload: &kvpb.Command_AllocateIds{AllocateIds: &kvpb.AllocateIDs{Count: n}}}, "req-alloc")
+	}
+	first := ts.apply(alloc(1))[0]
+	if again := ts.apply(alloc(1))[0]; again.Status != kvpb.Status_STATUS_OK || again.Allocated != first.Allocated {
+		t.Fatalf("the retry of an allocation: %v %d, want %d", again.Status, again.Allocated, first.Allocated)
+	}
+	if other := ts.apply(alloc(5))[0]; other.Status != kvpb.Status_STATUS_BAD_REQUEST {
+		t.Fatalf("another allocation under the same ID: %v", other.Status)
+	}
+}
+
+// TestDedupeRebatchedRetryPasses: the router reuses a request ID with fewer
+// ops when a range that split refused the first attempt (none of it applied,
+// so no record holds the ID), and resends an attempt whose outcome is
+// unknown unchanged, which after a split finds the record whole. Neither is
+// a reused ID.
+func TestDedupeRebatchedRetryPasses(t *testing.T) {
+	ts := newTestSM(t, openTestEngine(t, t.TempDir()), 1)
+	ts.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
+	unknown := func(ver uint64) *kvpb.Command {
+		return withID(write(ver, putOp("a", "1"), putOp("z", "1")), "req-unknown")
+	}
+	if res := ts.apply(unknown(1))[0]; res.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("first attempt: %v", res.Status)
+	}
+	if res := ts.apply(splitCmd(1, "m", 2))[0]; res.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("split: %v %s", res.Status, res.Message)
+	}
+	// Resent unchanged to the range holding its first key: the record.
+	if res := ts.apply(unknown(2))[0]; res.Status != kvpb.Status_STATUS_OK || len(res.Results) != 2 {
+		t.Fatalf("the unchanged resend: %v %s %v", res.Status, res.Message, res.Results)
+	}
+	// Refused for the key the child holds now, then planned again with the
+	// parent's ops only, under the same ID.
+	batch := withID(write(1, putOp("b", "1"), putOp("y", "1")), "req-replan")
+	if res := ts.apply(batch)[0]; res.Status == kvpb.Status_STATUS_OK {
+		t.Fatal("a batch over the split point applied on the parent")
+	}
+	replanned := func() *kvpb.Command { return withID(write(2, putOp("b", "1")), "req-replan") }
+	if res := ts.apply(replanned())[0]; res.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("the re-planned batch: %v %s", res.Status, res.Message)
+	}
+	if res := ts.apply(replanned())[0]; res.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("the re-planned batch's retry: %v %s", res.Status, res.Message)
+	}
+}
+
+// TestRequestIDBoundedInTheStore (issue 15): a request ID is part of a
+// record's key; one over MaxRequestIDSize is refused at apply, whoever
+// proposed it.
+func TestRequestIDBoundedInTheStore(t *testing.T) {
+	ts := newTestSM(t, openTestEngine(t, t.TempDir()), 1)
+	ts.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
+	long := write(1, putOp("k", "v"))
+	long.RequestId = bytes.Repeat([]byte("i"), MaxRequestIDSize+1)
+	if res := ts.apply(long)[0]; res.Status != kvpb.Status_STATUS_BAD_REQUEST || !strings.Contains(res.Message, "exceeds the limit") {
+		t.Fatalf("a %d-byte request ID: %v %q", len(long.RequestId), res.Status, res.Message)
+	}
+	long.RequestId = long.RequestId[:MaxRequestIDSize]
+	if res := ts.apply(long)[0]; res.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("a %d-byte request ID: %v %q", len(long.RequestId), res.Status, res.Message)
 	}
 }

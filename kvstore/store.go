@@ -487,6 +487,9 @@ func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) 
 	if err != nil {
 		return nil, err
 	}
+	if len(cmd.RequestId) > MaxRequestIDSize {
+		return requestIDTooLong(len(cmd.RequestId)), nil
+	}
 	// The stamp is the range's time as this store sees it, whatever the
 	// sender put there: no node's wall clock moves the dedupe window
 	// (rangeClock). The bug zoo's fault stamps the wall clock, as before.
