@@ -36,8 +36,12 @@ type applier struct {
 	// start of the batch; the dedupe window is counted on it (rangeClock).
 	// loadedRangeMs is the value loaded, to write it back only if it moved.
 	rangeMs, loadedRangeMs int64
-	// keyedRecords counts the write records (dedupeKey) the batch wrote.
-	keyedRecords int
+	// keyedRecords counts the write records (dedupeKey) the batch wrote;
+	// metaRecords the metadata records.
+	keyedRecords, metaRecords int
+	// sweeps counts the SweepDedupe commands the batch applied, swept the
+	// records they deleted.
+	sweeps, swept int
 	// cop is the range's coprocessor and copFor makes a new one (nil: the
 	// keyspace has none). copStale says cop's in-memory state no longer
 	// matches the batch (the span changed, or a refused command had changed
@@ -183,6 +187,8 @@ func (a *applier) applyPayload(cmd *kvpb.Command) (*kvpb.CommandResult, error) {
 		return a.applyUnfreeze(cmd.Ver), nil
 	case *kvpb.Command_AllocateIds:
 		return a.applyAllocate(p.AllocateIds)
+	case *kvpb.Command_SweepDedupe:
+		return a.applySweep(cmd, p.SweepDedupe)
 	default:
 		return badRequest("command without payload"), nil
 	}
@@ -413,6 +419,7 @@ func (a *applier) remember(key []byte, keyed bool, cmd *kvpb.Command, res *kvpb.
 		a.keyedRecords++
 		return nil
 	}
+	a.metaRecords++
 	return a.batch.Set(metaKey(a.rangeID, metaDedupeTime, u64(uint64(stamp)), cmd.RequestId), nil, nil)
 }
 

@@ -18,13 +18,14 @@ func (c *skewedClock) now() time.Time      { return time.Now().Add(time.Duration
 func (c *skewedClock) set(d time.Duration) { c.offset.Store(int64(d)) }
 
 // openSkewedStore opens a store whose wall clock the test skews, with one
-// single-replica kv range (ID 1) over the whole keyspace, initialised.
-func openSkewedStore(t *testing.T) (*Store, *skewedClock) {
+// single-replica kv range (ID 1) over the whole keyspace, initialised;
+// sweepEvery is its DedupeSweepInterval (0: the default).
+func openSkewedStore(t *testing.T, sweepEvery time.Duration) (*Store, *skewedClock) {
 	t.Helper()
 	addr := freeLoopbackAddr(t)
 	clock := &skewedClock{}
 	s, err := Open(Config{DataDir: t.TempDir(), RaftAddr: addr, RTTMillisecond: 50, SmallLogDB: true,
-		Logger: quietLogger(), WallClock: clock.now})
+		Logger: quietLogger(), WallClock: clock.now, DedupeSweepInterval: sweepEvery})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +85,7 @@ func readKey(t *testing.T, s *Store, key string) string {
 // and every retry after it applied twice: a CAS retried after the "future"
 // write answered casOk=false, for it had applied again.
 func TestDedupeIgnoresAFastWallClock(t *testing.T) {
-	s, clock := openSkewedStore(t)
+	s, clock := openSkewedStore(t, 0)
 	cas := func() *kvpb.Command { return withID(write(1, casOp("k", "", "first")), "req-cas") }
 	if res := proposeReady(t, s, cas()); !res.Results[0].CasOk {
 		t.Fatalf("first CAS: %v", res)
@@ -109,7 +110,7 @@ func TestDedupeIgnoresAFastWallClock(t *testing.T) {
 // its writes so far behind the range's newest stamp that their records
 // were expired as they were written: its own retries applied twice.
 func TestDedupeOnASlowWallClock(t *testing.T) {
-	s, clock := openSkewedStore(t)
+	s, clock := openSkewedStore(t, 0)
 	proposeReady(t, s, withID(write(1, putOp("warm", "x")), "req-warm")) // the range has a time
 	clock.set(-11 * time.Minute)
 	cas := func() *kvpb.Command { return withID(write(1, casOp("k", "", "first")), "req-slow") }
@@ -153,5 +154,51 @@ func TestRangeClock(t *testing.T) {
 	var fresh rangeClock
 	if got := fresh.stamp(t0); got != 0 {
 		t.Fatalf("a range with no time yet stamps %d", got)
+	}
+}
+
+// TestDedupeSweptOnATimer (issue 15): expired records were swept only by
+// later writes, so a range that saw none kept them for good. The store's
+// sweep loop proposes SweepDedupe to the ranges it leads; the range's time
+// passes (the test advances the store's monotonic clock) and the records go.
+func TestDedupeSweptOnATimer(t *testing.T) {
+	s, _ := openSkewedStore(t, 20*time.Millisecond)
+	proposeReady(t, s, withID(write(1, putOp("k", "v")), "req-k"))
+	alloc := withID(&kvpb.Command{Payload: &kvpb.Command_AllocateIds{AllocateIds: &kvpb.AllocateIDs{Count: 1}}}, "req-alloc")
+	proposeReady(t, s, alloc)
+	writeRec := dedupeKey(kvpb.Keyspace_KEYSPACE_KV, []byte("k"), []byte("req-k"))
+	metaRec := metaKey(1, metaDedupe, []byte("req-alloc"))
+	has := func(key []byte) bool {
+		_, found, err := get(s.engine.db, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return found
+	}
+	if !has(writeRec) || !has(metaRec) {
+		t.Fatal("the writes left no records")
+	}
+	// Within the window the sweeps keep them.
+	r, err := s.replica(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a sweep", func() bool { return s.metrics.sweepsApplied.Load() > 0 })
+	if !has(writeRec) || !has(metaRec) {
+		t.Fatal("a sweep within the window deleted a live record")
+	}
+	s.advanced.Store(int64(DedupeWindow + time.Minute))
+	waitFor(t, "the expired records swept", func() bool { return !has(writeRec) && !has(metaRec) })
+	waitFor(t, "the replica marked swept", func() bool { return r.sweptAt.Load() == r.recordsWritten.Load() })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

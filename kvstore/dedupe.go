@@ -1,10 +1,14 @@
 package kvstore
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
@@ -127,4 +131,188 @@ func expandResult(cmd *kvpb.Command, res *kvpb.CommandResult) *kvpb.CommandResul
 		}
 	}
 	return res
+}
+
+// applySweep deletes the expired records a SweepDedupe names. The range's
+// time moves to the sweep's stamp first: an idle range's records expire by
+// the time that has passed since its last write. Every replica deletes every
+// expired record in the span the command names, so they are left alike.
+func (a *applier) applySweep(cmd *kvpb.Command, p *kvpb.SweepDedupe) (*kvpb.CommandResult, error) {
+	d := a.desc
+	switch {
+	case d == nil:
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_RANGE_NOT_READY, Message: "range has no descriptor yet"}, nil
+	case cmd.Ver != d.Ver:
+		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_EPOCH_NOT_MATCH, Range: d,
+			Message: fmt.Sprintf("range %d is at version %d, command has %d", d.Id, d.Ver, cmd.Ver)}, nil
+	case d.State != kvpb.RangeState_RANGE_STATE_NORMAL:
+		// A frozen range's time must not move (applyCommitMerge reads it).
+		return refusedSplitMerge(d, "range %d is %s", d.Id, stateName(d.State)), nil
+	}
+	a.rangeMs = max(a.rangeMs, cmd.RangeMs)
+	cutoff := a.rangeMs - DedupeWindow.Milliseconds()
+	if err := a.gcDedupe(); err != nil {
+		return nil, err
+	}
+	// Metadata records left (live, or more expired than one gc takes).
+	mlo := metaKey(a.rangeID, metaDedupeTime)
+	left, err := anyKey(a.batch, mlo, prefixEnd(mlo))
+	if err != nil {
+		return nil, err
+	}
+	lo, hi := dedupeSpan(d)
+	if bytes.Compare(p.From, lo) > 0 {
+		lo = p.From
+	}
+	if len(p.To) > 0 && bytes.Compare(p.To, hi) < 0 {
+		hi = p.To
+	}
+	if bytes.Compare(lo, hi) >= 0 {
+		a.sweeps++
+		return &kvpb.CommandResult{DedupeLeft: left}, nil
+	}
+	it, err := a.batch.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	var dead [][]byte
+	for it.First(); it.Valid(); it.Next() {
+		if ms, ok := recordIssued(it.Value()); !ok || ms < cutoff {
+			dead = append(dead, append([]byte(nil), it.Key()...))
+		} else {
+			left = true
+		}
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	for _, k := range dead {
+		if err := a.batch.Delete(k, nil); err != nil {
+			return nil, err
+		}
+	}
+	a.sweeps++
+	a.swept += len(dead)
+	return &kvpb.CommandResult{DedupeLeft: left}, nil
+}
+
+// anyKey reports whether r holds a key in [lo, hi).
+func anyKey(r pebble.Reader, lo, hi []byte) (bool, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return false, err
+	}
+	found := it.First()
+	return found, it.Close()
+}
+
+// prefixEnd is the first key after every key that starts with p.
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// sweepSpanRecords is how many write records one SweepDedupe visits, about.
+const sweepSpanRecords = 1024
+
+// DefaultDedupeSweepInterval is Config.DedupeSweepInterval's default.
+const DefaultDedupeSweepInterval = time.Minute
+
+// sweepLoop proposes, every interval, a pass of SweepDedupes over each range
+// this store leads whose replica here may hold dedupe records, so that
+// expired records go even from ranges that see no more writes (the sweep in
+// Update runs only on writes).
+func (s *Store) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.DedupeSweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.RLock()
+		due := make([]*rangeStateMachine, 0, len(s.replicas))
+		for _, r := range s.replicas {
+			if r.recordsWritten.Load() != r.sweptAt.Load() {
+				due = append(due, r)
+			}
+		}
+		s.mu.RUnlock()
+		for _, r := range due {
+			if ctx.Err() != nil {
+				return
+			}
+			if !s.IsLeader(r.rangeID) {
+				continue
+			}
+			if err := s.sweepRange(ctx, r); err != nil {
+				s.log.Debug("dedupe sweep", "range", r.rangeID, "err", err)
+			}
+		}
+	}
+}
+
+// sweepRange proposes one pass of SweepDedupes over the range's span, each
+// naming a span of about sweepSpanRecords records of the local replica. A
+// pass that leaves no record marks the replica swept, unless records were
+// written meanwhile.
+func (s *Store) sweepRange(ctx context.Context, r *rangeStateMachine) error {
+	written := r.recordsWritten.Load()
+	desc := r.Descriptor()
+	if desc == nil || desc.State != kvpb.RangeState_RANGE_STATE_NORMAL {
+		return nil
+	}
+	lo, hi := dedupeSpan(desc)
+	left := false
+	for from := lo; ; {
+		to, err := s.engine.nthKey(from, hi, sweepSpanRecords)
+		if err != nil {
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := s.Propose(pctx, desc.Id, &kvpb.Command{Ver: desc.Ver,
+			Payload: &kvpb.Command_SweepDedupe{SweepDedupe: &kvpb.SweepDedupe{From: from, To: to}}})
+		cancel()
+		if err != nil {
+			return err
+		}
+		if res.Status != kvpb.Status_STATUS_OK {
+			return nil // the range changed: the next round sweeps it as it is then
+		}
+		left = left || res.DedupeLeft
+		if to == nil {
+			break
+		}
+		from = to
+	}
+	if !left {
+		r.sweptAt.Store(written)
+	}
+	return nil
+}
+
+// nthKey returns the key n keys after from in [from, hi), nil if there are
+// not that many.
+func (e *Engine) nthKey(from, hi []byte, n int) ([]byte, error) {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: from, UpperBound: hi})
+	if err != nil {
+		return nil, err
+	}
+	var key []byte
+	i := 0
+	for it.First(); it.Valid(); it.Next() {
+		if i == n {
+			key = append([]byte(nil), it.Key()...)
+			break
+		}
+		i++
+	}
+	return key, it.Close()
 }

@@ -360,3 +360,52 @@ func TestRequestIDBoundedInTheStore(t *testing.T) {
 		t.Fatalf("a %d-byte request ID: %v %q", len(long.RequestId), res.Status, res.Message)
 	}
 }
+
+// TestSweepDedupe: a SweepDedupe moves the range's time to its stamp and
+// deletes every expired record in the span it names, on every replica alike;
+// live records stay and are reported; a frozen range refuses it and keeps
+// its time (a merge reads it).
+func TestSweepDedupe(t *testing.T) {
+	w := DedupeWindow.Milliseconds()
+	rec := func(key, id string, ms int64) *kvpb.Command {
+		c := withID(write(1, putOp(key, "v")), id)
+		c.RangeMs = ms
+		return c
+	}
+	ts := newTestSM(t, openTestEngine(t, t.TempDir()), 1)
+	ts.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
+	ts.apply(rec("a", "req-a", 1000), rec("b", "req-b", 1000), rec("y", "req-y", 1000))
+	ts.apply(rec("c", "req-c", 1000+w)) // live after the sweep
+	ks := kvpb.Keyspace_KEYSPACE_KV
+	to := dedupeKey(ks, []byte("x"), nil)
+	sweep := &kvpb.Command{Ver: 1, RangeMs: 1000 + w + 1, Payload: &kvpb.Command_SweepDedupe{SweepDedupe: &kvpb.SweepDedupe{To: to}}}
+	res := ts.apply(sweep)[0]
+	if res.Status != kvpb.Status_STATUS_OK || !res.DedupeLeft {
+		t.Fatalf("sweep: %v %q left %v", res.Status, res.Message, res.DedupeLeft)
+	}
+	for _, c := range []struct {
+		key, id string
+		want    bool
+	}{{"a", "req-a", false}, {"b", "req-b", false}, {"c", "req-c", true}, {"y", "req-y", true /* outside the span swept */}} {
+		if _, found, err := get(ts.sm.engine.db, dedupeKey(ks, []byte(c.key), []byte(c.id))); err != nil || found != c.want {
+			t.Errorf("record of %s: found %v, want %v (%v)", c.key, found, c.want, err)
+		}
+	}
+	if got := ts.sm.rangeTime(t); got != 1000+w+1 {
+		t.Fatalf("the range's time is %d after the sweep, want its stamp %d", got, 1000+w+1)
+	}
+	// y's record is expired though not deleted: a retry applies anew.
+	if res := ts.apply(rec("y", "req-y", 1000))[0]; res.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("retry past the window: %v", res.Status)
+	}
+	if res := ts.apply(prepareMergeCmd(1, 9, 1))[0]; res.Status != kvpb.Status_STATUS_OK {
+		t.Fatalf("freeze: %v %s", res.Status, res.Message)
+	}
+	late := &kvpb.Command{Ver: 2, RangeMs: 1000 + 5*w, Payload: &kvpb.Command_SweepDedupe{SweepDedupe: &kvpb.SweepDedupe{}}}
+	if res := ts.apply(late)[0]; res.Status == kvpb.Status_STATUS_OK {
+		t.Fatal("a frozen range applied a sweep")
+	}
+	if got := ts.sm.rangeTime(t); got != 1000+w+1 {
+		t.Fatalf("a refused sweep moved a frozen range's time to %d", got)
+	}
+}

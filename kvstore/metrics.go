@@ -17,11 +17,15 @@ type Metrics struct {
 	appliedEntries     prometheus.Counter
 	snapshotsRecovered prometheus.Counter
 	snapshotsSaved     prometheus.Counter
-	// recovered mirrors snapshotsRecovered for callers without a registry.
-	recovered atomic.Uint64
-	ranges    prometheus.GaugeFunc
-	leaders   prometheus.GaugeFunc
-	bytes     keyspaceBytes
+	// dedupeSweeps counts the SweepDedupe commands applied, dedupeSwept the
+	// expired records they deleted.
+	dedupeSweeps, dedupeSwept prometheus.Counter
+	// recovered mirrors snapshotsRecovered for callers without a registry,
+	// sweepsApplied dedupeSweeps.
+	recovered, sweepsApplied atomic.Uint64
+	ranges                   prometheus.GaugeFunc
+	leaders                  prometheus.GaugeFunc
+	bytes                    keyspaceBytes
 }
 
 func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, bytesFn func() map[kvpb.Keyspace]uint64) *Metrics {
@@ -56,6 +60,14 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 			Name: "bifrost_kvstore_snapshots_saved_total",
 			Help: "Range snapshots written by this store.",
 		}),
+		dedupeSweeps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_kvstore_dedupe_sweeps_total",
+			Help: "Timed sweeps of expired dedupe records (SweepDedupe) applied by replicas on this store.",
+		}),
+		dedupeSwept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_kvstore_dedupe_swept_records_total",
+			Help: "Expired dedupe records the timed sweeps deleted on this store.",
+		}),
 		ranges: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "bifrost_kvstore_ranges",
 			Help: "Replicas of ranges running on this store.",
@@ -69,7 +81,7 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 			[]string{"keyspace"}, nil), sizes: bytesFn},
 	}
 	if reg != nil {
-		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.ranges, m.leaders, m.bytes)
+		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.dedupeSweeps, m.dedupeSwept, m.ranges, m.leaders, m.bytes)
 	}
 	return m
 }

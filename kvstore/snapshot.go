@@ -190,7 +190,7 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	if err != nil {
 		return err
 	}
-	if err := s.observeRangeTime(s.engine.db); err != nil {
+	if err := s.loadDedupeState(s.engine.db, desc); err != nil {
 		return err
 	}
 	s.mu.Lock()

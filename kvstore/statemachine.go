@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -61,8 +62,15 @@ type rangeStateMachine struct {
 	// unswept counts the write records applied since the last sweep.
 	unswept int
 	// clock is this store's estimate of the range's time, which Propose
-	// stamps commands with.
+	// stamps commands with; now reads the monotonic clock it runs on (nil:
+	// time.Now; tests advance the store's).
 	clock rangeClock
+	now   func() time.Time
+	// recordsWritten counts the batches that wrote dedupe records (and an
+	// open or snapshot that found some); sweptAt is its value when a sweep
+	// pass last left none. The store's sweep loop visits the replicas where
+	// they differ.
+	recordsWritten, sweptAt atomic.Uint64
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -130,7 +138,7 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := s.observeRangeTime(db); err != nil {
+	if err := s.loadDedupeState(db, desc); err != nil {
 		return 0, err
 	}
 	s.mu.Lock()
@@ -142,9 +150,10 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	return applied, nil
 }
 
-// observeRangeTime anchors the range's clock at the time the engine holds
-// for the range (at open and after a snapshot).
-func (s *rangeStateMachine) observeRangeTime(r pebble.Reader) error {
+// loadDedupeState anchors the range's clock at the time the engine holds
+// for the range, and marks the replica for the sweep loop if it holds
+// dedupe records (at open and after a snapshot).
+func (s *rangeStateMachine) loadDedupeState(r pebble.Reader, desc *kvpb.RangeDescriptor) error {
 	v, found, err := get(r, metaKey(s.rangeID, metaRangeTime))
 	if err != nil {
 		return err
@@ -153,8 +162,29 @@ func (s *rangeStateMachine) observeRangeTime(r pebble.Reader) error {
 	if found && len(v) == 8 {
 		ms = int64(decodeU64(v))
 	}
-	s.clock.observe(ms, time.Now())
+	s.clock.observe(ms, s.clockNow())
+	mlo := metaKey(s.rangeID, metaDedupeTime)
+	records, err := anyKey(r, mlo, prefixEnd(mlo))
+	if err != nil {
+		return err
+	}
+	if !records && desc != nil {
+		lo, hi := dedupeSpan(desc)
+		if records, err = anyKey(r, lo, hi); err != nil {
+			return err
+		}
+	}
+	if records {
+		s.recordsWritten.Add(1)
+	}
 	return nil
+}
+
+func (s *rangeStateMachine) clockNow() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
 }
 
 // readU64 decodes a big-endian uint64 that must be there whole.
@@ -268,7 +298,10 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		return nil, fmt.Errorf("range %d: commit apply batch: %w", s.rangeID, err)
 	}
 	s.sweepFrom, s.unswept = sweepNext, unswept
-	s.clock.observe(a.rangeMs, time.Now())
+	s.clock.observe(a.rangeMs, s.clockNow())
+	if a.keyedRecords+a.metaRecords > 0 {
+		s.recordsWritten.Add(1)
+	}
 	s.mu.Lock()
 	s.desc, s.applied = a.desc, last
 	if a.descChanged {
@@ -281,6 +314,9 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if s.metrics != nil {
 		s.metrics.applyLatency.Observe(time.Since(start).Seconds())
 		s.metrics.appliedEntries.Add(float64(len(entries)))
+		s.metrics.dedupeSweeps.Add(float64(a.sweeps))
+		s.metrics.sweepsApplied.Add(uint64(a.sweeps))
+		s.metrics.dedupeSwept.Add(float64(a.swept))
 	}
 	for _, child := range a.splits {
 		if s.onSplit != nil {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -70,6 +71,10 @@ type Config struct {
 	// nothing that is replicated; the bug zoo's bugzoo_wall_clock_dedupe
 	// stamps commands with it, as the store did before.
 	WallClock func() time.Time
+	// DedupeSweepInterval is how often the store proposes a sweep of the
+	// expired dedupe records of each range it leads that may hold some
+	// (SweepDedupe). Default DefaultDedupeSweepInterval (1 minute).
+	DedupeSweepInterval time.Duration
 	// Failpoint, for tests only, is called at the store's own steps of a
 	// split (the Fail* constants); an error skips the rest of that step, as
 	// a crash there would.
@@ -142,6 +147,9 @@ func (c Config) withDefaults() Config {
 	if c.WallClock == nil {
 		c.WallClock = time.Now
 	}
+	if c.DedupeSweepInterval <= 0 {
+		c.DedupeSweepInterval = DefaultDedupeSweepInterval
+	}
 	return c
 }
 
@@ -168,9 +176,12 @@ type Store struct {
 	// voters now; its proposals meanwhile are ErrNotReady), absent after.
 	quick map[uint64]bool
 
-	// Background work (starting split children, retiring merged ranges) is
-	// owned by the store and stopped by Close.
+	// Background work (starting split children, retiring merged ranges,
+	// sweeping dedupe records) is owned by the store and stopped by Close.
 	bg *background
+	// advanced is how far a test moved the store's monotonic clock (now):
+	// ranges' time passes without the test waiting for it.
+	advanced atomic.Int64
 
 	// sizeMu orders a scrape's reads (keyspaceBytes, engineCollector) before Close
 	// closes the engine: a read of a closed Pebble panics.
@@ -247,6 +258,7 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("restart range %d: %w", b.RangeId, err)
 		}
 	}
+	s.goBackground(s.sweepLoop)
 	s.log.Info("store open", "dir", cfg.DataDir, "raft", cfg.RaftAddr, "replicas", len(boots))
 	return s, nil
 }
@@ -262,6 +274,9 @@ func (s *Store) Close() error {
 	s.sizeMu.Unlock()
 	return s.engine.Close()
 }
+
+// now is the monotonic clock the store counts its ranges' time on.
+func (s *Store) now() time.Time { return time.Now().Add(time.Duration(s.advanced.Load())) }
 
 // ID is the store's persistent identity.
 func (s *Store) ID() uint64 { return s.id }
@@ -330,7 +345,7 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		r := &rangeStateMachine{
 			engine: s.engine, rangeID: shardID, replicaID: replicaID, joined: boot.Join, closed: make(chan struct{}),
-			metrics: s.metrics, onDescriptor: s.descriptorChanged,
+			metrics: s.metrics, onDescriptor: s.descriptorChanged, now: s.now,
 			onSplit: s.splitApplied, onMerged: s.mergeApplied, onSnapshot: s.snapshotInstalled,
 			beforeSend: func() { s.failpoint(FailBeforeSnapshotSend) },
 		}
@@ -493,7 +508,7 @@ func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) 
 	// The stamp is the range's time as this store sees it, whatever the
 	// sender put there: no node's wall clock moves the dedupe window
 	// (rangeClock). The bug zoo's fault stamps the wall clock, as before.
-	cmd.RangeMs = r.clock.stamp(time.Now())
+	cmd.RangeMs = r.clock.stamp(s.now())
 	if bugzoo.WallClockDedupe {
 		cmd.RangeMs = s.cfg.WallClock().UnixMilli()
 	}

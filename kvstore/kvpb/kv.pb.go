@@ -1099,6 +1099,7 @@ type Command struct {
 	//	*Command_FenceMerge
 	//	*Command_Unfreeze
 	//	*Command_AllocateIds
+	//	*Command_SweepDedupe
 	Payload       isCommand_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1252,6 +1253,15 @@ func (x *Command) GetAllocateIds() *AllocateIDs {
 	return nil
 }
 
+func (x *Command) GetSweepDedupe() *SweepDedupe {
+	if x != nil {
+		if x, ok := x.Payload.(*Command_SweepDedupe); ok {
+			return x.SweepDedupe
+		}
+	}
+	return nil
+}
+
 type isCommand_Payload interface {
 	isCommand_Payload()
 }
@@ -1296,6 +1306,10 @@ type Command_AllocateIds struct {
 	AllocateIds *AllocateIDs `protobuf:"bytes,19,opt,name=allocate_ids,json=allocateIds,proto3,oneof"`
 }
 
+type Command_SweepDedupe struct {
+	SweepDedupe *SweepDedupe `protobuf:"bytes,20,opt,name=sweep_dedupe,json=sweepDedupe,proto3,oneof"`
+}
+
 func (*Command_Write) isCommand_Payload() {}
 
 func (*Command_AddReplica) isCommand_Payload() {}
@@ -1315,6 +1329,8 @@ func (*Command_FenceMerge) isCommand_Payload() {}
 func (*Command_Unfreeze) isCommand_Payload() {}
 
 func (*Command_AllocateIds) isCommand_Payload() {}
+
+func (*Command_SweepDedupe) isCommand_Payload() {}
 
 type WriteBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1739,6 +1755,64 @@ func (x *AllocateIDs) GetCount() uint32 {
 	return 0
 }
 
+// SweepDedupe deletes the range's expired dedupe records: its metadata
+// records, and its write records whose keys are in [from, to) (to empty: the
+// end of the range's span). The leader's store proposes it on a timer, so the
+// records of a range that sees no writes go too, and every replica deletes
+// the same ones; the proposer picks to so that one sweep visits a bounded
+// number of records. It moves the range's time like any command.
+type SweepDedupe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          []byte                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            []byte                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SweepDedupe) Reset() {
+	*x = SweepDedupe{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SweepDedupe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SweepDedupe) ProtoMessage() {}
+
+func (x *SweepDedupe) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SweepDedupe.ProtoReflect.Descriptor instead.
+func (*SweepDedupe) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SweepDedupe) GetFrom() []byte {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *SweepDedupe) GetTo() []byte {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
 // InitRange writes the first descriptor of a range created at bootstrap.
 type InitRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1749,7 +1823,7 @@ type InitRange struct {
 
 func (x *InitRange) Reset() {
 	*x = InitRange{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +1835,7 @@ func (x *InitRange) String() string {
 func (*InitRange) ProtoMessage() {}
 
 func (x *InitRange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +1848,7 @@ func (x *InitRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRange.ProtoReflect.Descriptor instead.
 func (*InitRange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{22}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InitRange) GetRange() *RangeDescriptor {
@@ -1797,14 +1871,16 @@ type CommandResult struct {
 	// allocated is the first of the IDs an AllocateIDs handed out.
 	Allocated uint64 `protobuf:"varint,6,opt,name=allocated,proto3" json:"allocated,omitempty"`
 	// split_child is the descriptor a split created.
-	SplitChild    *RangeDescriptor `protobuf:"bytes,7,opt,name=split_child,json=splitChild,proto3" json:"split_child,omitempty"`
+	SplitChild *RangeDescriptor `protobuf:"bytes,7,opt,name=split_child,json=splitChild,proto3" json:"split_child,omitempty"`
+	// dedupe_left says a SweepDedupe left records that are not expired yet.
+	DedupeLeft    bool `protobuf:"varint,8,opt,name=dedupe_left,json=dedupeLeft,proto3" json:"dedupe_left,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +1892,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +1905,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{23}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CommandResult) GetStatus() Status {
@@ -1881,6 +1957,13 @@ func (x *CommandResult) GetSplitChild() *RangeDescriptor {
 	return nil
 }
 
+func (x *CommandResult) GetDedupeLeft() bool {
+	if x != nil {
+		return x.DedupeLeft
+	}
+	return false
+}
+
 // Query is a read served by Lookup after a ReadIndex (or stale).
 type Query struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1893,7 +1976,7 @@ type Query struct {
 
 func (x *Query) Reset() {
 	*x = Query{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +1988,7 @@ func (x *Query) String() string {
 func (*Query) ProtoMessage() {}
 
 func (x *Query) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2001,7 @@ func (x *Query) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Query.ProtoReflect.Descriptor instead.
 func (*Query) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{24}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Query) GetVer() uint64 {
@@ -1961,7 +2044,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2056,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2069,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{25}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DedupeRecord) GetRangeMs() int64 {
@@ -2032,7 +2115,7 @@ type BootRecord struct {
 
 func (x *BootRecord) Reset() {
 	*x = BootRecord{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2127,7 @@ func (x *BootRecord) String() string {
 func (*BootRecord) ProtoMessage() {}
 
 func (x *BootRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2140,7 @@ func (x *BootRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootRecord.ProtoReflect.Descriptor instead.
 func (*BootRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{26}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BootRecord) GetRangeId() uint64 {
@@ -2113,7 +2196,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[27]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2208,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[27]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2221,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{27}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Tombstone) GetRangeId() uint64 {
@@ -2220,7 +2303,7 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\x06cas_ok\x18\x03 \x01(\bR\x05casOk\x12(\n" +
 	"\x05pairs\x18\x04 \x03(\v2\x12.bifrost.kv.KVPairR\x05pairs\x12\x12\n" +
 	"\x04more\x18\x05 \x01(\bR\x04more\x12\x19\n" +
-	"\bnext_key\x18\x06 \x01(\fR\anextKey\"\x93\x05\n" +
+	"\bnext_key\x18\x06 \x01(\fR\anextKey\"\xd1\x05\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\fR\trequestId\x12\x10\n" +
@@ -2238,7 +2321,8 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\vfence_merge\x18\x11 \x01(\v2\x16.bifrost.kv.FenceMergeH\x00R\n" +
 	"fenceMerge\x122\n" +
 	"\bunfreeze\x18\x12 \x01(\v2\x14.bifrost.kv.UnfreezeH\x00R\bunfreeze\x12<\n" +
-	"\fallocate_ids\x18\x13 \x01(\v2\x17.bifrost.kv.AllocateIDsH\x00R\vallocateIdsB\t\n" +
+	"\fallocate_ids\x18\x13 \x01(\v2\x17.bifrost.kv.AllocateIDsH\x00R\vallocateIds\x12<\n" +
+	"\fsweep_dedupe\x18\x14 \x01(\v2\x17.bifrost.kv.SweepDedupeH\x00R\vsweepDedupeB\t\n" +
 	"\apayload\".\n" +
 	"\n" +
 	"WriteBatch\x12 \n" +
@@ -2263,9 +2347,12 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"\bUnfreeze\"#\n" +
 	"\vAllocateIDs\x12\x14\n" +
-	"\x05count\x18\x01 \x01(\rR\x05count\">\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\"1\n" +
+	"\vSweepDedupe\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\fR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\fR\x02to\">\n" +
 	"\tInitRange\x121\n" +
-	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\"\xb3\x02\n" +
+	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\"\xd4\x02\n" +
 	"\rCommandResult\x12*\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x12.bifrost.kv.StatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x121\n" +
@@ -2275,7 +2362,9 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"replica_id\x18\x05 \x01(\x04R\treplicaId\x12\x1c\n" +
 	"\tallocated\x18\x06 \x01(\x04R\tallocated\x12<\n" +
 	"\vsplit_child\x18\a \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\n" +
-	"splitChild\"d\n" +
+	"splitChild\x12\x1f\n" +
+	"\vdedupe_left\x18\b \x01(\bR\n" +
+	"dedupeLeft\"d\n" +
 	"\x05Query\x12\x10\n" +
 	"\x03ver\x18\x01 \x01(\x04R\x03ver\x12 \n" +
 	"\x03ops\x18\x02 \x03(\v2\x0e.bifrost.kv.OpR\x03ops\x12'\n" +
@@ -2336,7 +2425,7 @@ func file_kvstore_kvpb_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kvstore_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_kvstore_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_kvstore_kvpb_kv_proto_goTypes = []any{
 	(Keyspace)(0),            // 0: bifrost.kv.Keyspace
 	(RangeState)(0),          // 1: bifrost.kv.RangeState
@@ -2363,13 +2452,14 @@ var file_kvstore_kvpb_kv_proto_goTypes = []any{
 	(*FenceMerge)(nil),       // 22: bifrost.kv.FenceMerge
 	(*Unfreeze)(nil),         // 23: bifrost.kv.Unfreeze
 	(*AllocateIDs)(nil),      // 24: bifrost.kv.AllocateIDs
-	(*InitRange)(nil),        // 25: bifrost.kv.InitRange
-	(*CommandResult)(nil),    // 26: bifrost.kv.CommandResult
-	(*Query)(nil),            // 27: bifrost.kv.Query
-	(*DedupeRecord)(nil),     // 28: bifrost.kv.DedupeRecord
-	(*BootRecord)(nil),       // 29: bifrost.kv.BootRecord
-	(*Tombstone)(nil),        // 30: bifrost.kv.Tombstone
-	nil,                      // 31: bifrost.kv.BootRecord.InitialMembersEntry
+	(*SweepDedupe)(nil),      // 25: bifrost.kv.SweepDedupe
+	(*InitRange)(nil),        // 26: bifrost.kv.InitRange
+	(*CommandResult)(nil),    // 27: bifrost.kv.CommandResult
+	(*Query)(nil),            // 28: bifrost.kv.Query
+	(*DedupeRecord)(nil),     // 29: bifrost.kv.DedupeRecord
+	(*BootRecord)(nil),       // 30: bifrost.kv.BootRecord
+	(*Tombstone)(nil),        // 31: bifrost.kv.Tombstone
+	nil,                      // 32: bifrost.kv.BootRecord.InitialMembersEntry
 }
 var file_kvstore_kvpb_kv_proto_depIdxs = []int32{
 	0,  // 0: bifrost.kv.RangeDescriptor.keyspace:type_name -> bifrost.kv.Keyspace
@@ -2387,29 +2477,30 @@ var file_kvstore_kvpb_kv_proto_depIdxs = []int32{
 	16, // 12: bifrost.kv.Command.write:type_name -> bifrost.kv.WriteBatch
 	17, // 13: bifrost.kv.Command.add_replica:type_name -> bifrost.kv.AddReplicaIntent
 	18, // 14: bifrost.kv.Command.set_replicas:type_name -> bifrost.kv.SetReplicas
-	25, // 15: bifrost.kv.Command.init:type_name -> bifrost.kv.InitRange
+	26, // 15: bifrost.kv.Command.init:type_name -> bifrost.kv.InitRange
 	19, // 16: bifrost.kv.Command.split:type_name -> bifrost.kv.Split
 	20, // 17: bifrost.kv.Command.prepare_merge:type_name -> bifrost.kv.PrepareMerge
 	21, // 18: bifrost.kv.Command.commit_merge:type_name -> bifrost.kv.CommitMerge
 	22, // 19: bifrost.kv.Command.fence_merge:type_name -> bifrost.kv.FenceMerge
 	23, // 20: bifrost.kv.Command.unfreeze:type_name -> bifrost.kv.Unfreeze
 	24, // 21: bifrost.kv.Command.allocate_ids:type_name -> bifrost.kv.AllocateIDs
-	7,  // 22: bifrost.kv.WriteBatch.ops:type_name -> bifrost.kv.Op
-	3,  // 23: bifrost.kv.SetReplicas.replicas:type_name -> bifrost.kv.Replica
-	5,  // 24: bifrost.kv.PrepareMerge.intent:type_name -> bifrost.kv.MergeIntent
-	4,  // 25: bifrost.kv.CommitMerge.right:type_name -> bifrost.kv.RangeDescriptor
-	4,  // 26: bifrost.kv.InitRange.range:type_name -> bifrost.kv.RangeDescriptor
-	2,  // 27: bifrost.kv.CommandResult.status:type_name -> bifrost.kv.Status
-	4,  // 28: bifrost.kv.CommandResult.range:type_name -> bifrost.kv.RangeDescriptor
-	14, // 29: bifrost.kv.CommandResult.results:type_name -> bifrost.kv.OpResult
-	4,  // 30: bifrost.kv.CommandResult.split_child:type_name -> bifrost.kv.RangeDescriptor
-	7,  // 31: bifrost.kv.Query.ops:type_name -> bifrost.kv.Op
-	31, // 32: bifrost.kv.BootRecord.initial_members:type_name -> bifrost.kv.BootRecord.InitialMembersEntry
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	25, // 22: bifrost.kv.Command.sweep_dedupe:type_name -> bifrost.kv.SweepDedupe
+	7,  // 23: bifrost.kv.WriteBatch.ops:type_name -> bifrost.kv.Op
+	3,  // 24: bifrost.kv.SetReplicas.replicas:type_name -> bifrost.kv.Replica
+	5,  // 25: bifrost.kv.PrepareMerge.intent:type_name -> bifrost.kv.MergeIntent
+	4,  // 26: bifrost.kv.CommitMerge.right:type_name -> bifrost.kv.RangeDescriptor
+	4,  // 27: bifrost.kv.InitRange.range:type_name -> bifrost.kv.RangeDescriptor
+	2,  // 28: bifrost.kv.CommandResult.status:type_name -> bifrost.kv.Status
+	4,  // 29: bifrost.kv.CommandResult.range:type_name -> bifrost.kv.RangeDescriptor
+	14, // 30: bifrost.kv.CommandResult.results:type_name -> bifrost.kv.OpResult
+	4,  // 31: bifrost.kv.CommandResult.split_child:type_name -> bifrost.kv.RangeDescriptor
+	7,  // 32: bifrost.kv.Query.ops:type_name -> bifrost.kv.Op
+	32, // 33: bifrost.kv.BootRecord.initial_members:type_name -> bifrost.kv.BootRecord.InitialMembersEntry
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_kvpb_kv_proto_init() }
@@ -2436,6 +2527,7 @@ func file_kvstore_kvpb_kv_proto_init() {
 		(*Command_FenceMerge)(nil),
 		(*Command_Unfreeze)(nil),
 		(*Command_AllocateIds)(nil),
+		(*Command_SweepDedupe)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2443,7 +2535,7 @@ func file_kvstore_kvpb_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kv_proto_rawDesc), len(file_kvstore_kvpb_kv_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
