@@ -20,7 +20,7 @@ import (
 // Names lists every nemesis New knows.
 var Names = []string{"partition-one", "partition-halves", "partition-ring", "partition-bridge",
 	"kill", "kill-minority", "pause", "delay", "leader-transfer", "split", "split-scatter", "merge", "move", "split-merge-move",
-	"kill-frontend", "pause-frontend", "partition-frontend", "kill-any", "split-merge-move-mqtt"}
+	"kill-frontend", "pause-frontend", "partition-frontend", "kill-any", "split-merge-move-mqtt", "clock-skew"}
 
 // SplitKeyFunc picks a split point for the split nemesis.
 type SplitKeyFunc func(rng *rand.Rand) string
@@ -64,6 +64,8 @@ func New(name string, keys SplitKeys) (Nemesis, error) {
 		return &Pause{}, nil
 	case "delay":
 		return &Delay{}, nil
+	case "clock-skew":
+		return &ClockSkew{}, nil
 	case "leader-transfer":
 		return LeaderTransfer{}, nil
 	case "split":
@@ -318,6 +320,52 @@ func (Delay) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (strin
 
 func (Delay) Stop(_ context.Context, c *cluster.Cluster) error {
 	c.ClearDelays()
+	return nil
+}
+
+// ClockSkew sets a random store's wall clock 11 minutes fast and another's
+// 11 minutes slow (beyond the 10-minute dedupe window either way), through
+// the stores' test-only clock offset (cluster.Node.SetClockOffset), and puts
+// them right when stopped. A store that stamped its commands with its wall
+// clock (the bug zoo's bugzoo_wall_clock_dedupe) expires dedupe records under
+// it, and a retried write applies twice.
+type ClockSkew struct {
+	skewed []*cluster.Node
+}
+
+// ClockSkewOffset is how far ClockSkew sets a clock off.
+const ClockSkewOffset = 11 * time.Minute
+
+func (*ClockSkew) Name() string { return "clock-skew" }
+
+func (k *ClockSkew) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	stores := shuffled(rng, c.Stores())
+	var desc []string
+	for i, n := range stores[:min(2, len(stores))] {
+		off := ClockSkewOffset
+		if i == 1 {
+			off = -off
+		}
+		k.skewed = append(k.skewed, n)
+		if err := n.SetClockOffset(off); err != nil {
+			return "", err
+		}
+		sign := "+"
+		if off < 0 {
+			sign = ""
+		}
+		desc = append(desc, fmt.Sprintf("%s's clock %s%v", n.Name, sign, off))
+	}
+	return strings.Join(desc, ", "), nil
+}
+
+func (k *ClockSkew) Stop(context.Context, *cluster.Cluster) error {
+	for _, n := range k.skewed {
+		if err := n.SetClockOffset(0); err != nil {
+			return err
+		}
+	}
+	k.skewed = nil
 	return nil
 }
 
