@@ -20,7 +20,7 @@ import (
 // Names lists every nemesis New knows.
 var Names = []string{"partition-one", "partition-halves", "partition-ring", "partition-bridge",
 	"kill", "kill-minority", "pause", "delay", "leader-transfer", "split", "split-scatter", "merge", "move", "split-merge-move",
-	"kill-frontend", "pause-frontend", "partition-frontend", "kill-any", "split-merge-move-mqtt", "clock-skew"}
+	"kill-frontend", "pause-frontend", "partition-frontend", "kill-any", "split-merge-move-mqtt", "clock-skew", "kill-leader"}
 
 // SplitKeyFunc picks a split point for the split nemesis.
 type SplitKeyFunc func(rng *rand.Rand) string
@@ -60,6 +60,8 @@ func New(name string, keys SplitKeys) (Nemesis, error) {
 		return &Kill{}, nil
 	case "kill-minority":
 		return &Kill{Minority: true}, nil
+	case "kill-leader":
+		return &Kill{Leader: true}, nil
 	case "pause":
 		return &Pause{}, nil
 	case "delay":
@@ -224,16 +226,22 @@ func (PartitionFrontend) Start(ctx context.Context, c *cluster.Cluster, rng *ran
 func (PartitionFrontend) Stop(ctx context.Context, c *cluster.Cluster) error { return c.Heal(ctx) }
 
 // Kill sends SIGKILL to a random store (or a random minority; or a random
-// node of its Target) and restarts it when stopped.
+// node of its Target; or, with Leader, the leader of a kv range, whose
+// commands in flight the clients then retry elsewhere) and restarts it when
+// stopped.
 type Kill struct {
 	Minority bool
 	Target   Target
+	Leader   bool
 	killed   []*cluster.Node
 }
 
 func (k *Kill) Name() string {
 	if k.Minority {
 		return "kill-minority"
+	}
+	if k.Leader {
+		return "kill-leader"
 	}
 	return "kill" + k.Target.suffix()
 }
@@ -246,8 +254,13 @@ func minority(rng *rand.Rand, stores []*cluster.Node, want bool) []*cluster.Node
 	return shuffled(rng, stores)[:count]
 }
 
-func (k *Kill) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+func (k *Kill) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
 	k.killed = minority(rng, k.Target.nodes(c), k.Minority)
+	if k.Leader {
+		if leader := kvLeader(ctx, c); leader != nil {
+			k.killed = []*cluster.Node{leader}
+		}
+	}
 	for _, n := range k.killed {
 		if err := n.Kill(); err != nil {
 			return "", err
@@ -323,12 +336,14 @@ func (Delay) Stop(_ context.Context, c *cluster.Cluster) error {
 	return nil
 }
 
-// ClockSkew sets a random store's wall clock 11 minutes fast and another's
-// 11 minutes slow (beyond the 10-minute dedupe window either way), through
-// the stores' test-only clock offset (cluster.Node.SetClockOffset), and puts
-// them right when stopped. A store that stamped its commands with its wall
-// clock (the bug zoo's bugzoo_wall_clock_dedupe) expires dedupe records under
-// it, and a retried write applies twice.
+// ClockSkew sets the wall clock of the leader of a kv range 11 minutes fast
+// (a random store's when no leader is known) and another store's 11 minutes
+// slow, beyond the 10-minute dedupe window either way, through the stores'
+// test-only clock offset (cluster.Node.SetClockOffset), and puts them right
+// when stopped. A store that stamped commands with its wall clock (the bug
+// zoo's bugzoo_wall_clock_dedupe) expires dedupe records under it, and a
+// retried write applies twice. The leader is the one that stamps most
+// commands, so it is the one whose clock hurts most.
 type ClockSkew struct {
 	skewed []*cluster.Node
 }
@@ -338,8 +353,15 @@ const ClockSkewOffset = 11 * time.Minute
 
 func (*ClockSkew) Name() string { return "clock-skew" }
 
-func (k *ClockSkew) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+func (k *ClockSkew) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
 	stores := shuffled(rng, c.Stores())
+	if leader := kvLeader(ctx, c); leader != nil {
+		for i, n := range stores {
+			if n == leader {
+				stores[0], stores[i] = stores[i], stores[0]
+			}
+		}
+	}
 	var desc []string
 	for i, n := range stores[:min(2, len(stores))] {
 		off := ClockSkewOffset
