@@ -66,8 +66,8 @@ type rangeStateMachine struct {
 	// time.Now; tests advance the store's).
 	clock rangeClock
 	now   func() time.Time
-	// recordsWritten counts the batches that wrote dedupe records (and an
-	// open or snapshot that found some); sweptAt is its value when a sweep
+	// recordsWritten counts the batches that wrote dedupe records or merged
+	// a range (and an open or snapshot that found some); sweptAt is its value when a sweep
 	// pass last left none. The store's sweep loop visits the replicas where
 	// they differ.
 	recordsWritten, sweptAt atomic.Uint64
@@ -299,7 +299,7 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	}
 	s.sweepFrom, s.unswept = sweepNext, unswept
 	s.clock.observe(a.rangeMs, s.clockNow())
-	if a.keyedRecords+a.metaRecords > 0 {
+	if a.keyedRecords+a.metaRecords > 0 || len(a.merged) > 0 { // a merge brings the right's records
 		s.recordsWritten.Add(1)
 	}
 	s.mu.Lock()
