@@ -20,7 +20,7 @@ import (
 // Names lists every nemesis New knows.
 var Names = []string{"partition-one", "partition-halves", "partition-ring", "partition-bridge",
 	"kill", "kill-minority", "pause", "delay", "leader-transfer", "split", "split-scatter", "merge", "move", "split-merge-move",
-	"kill-frontend", "pause-frontend", "partition-frontend", "kill-any", "split-merge-move-mqtt", "clock-skew", "kill-leader"}
+	"kill-frontend", "pause-frontend", "partition-frontend", "kill-any", "split-merge-move-mqtt", "clock-skew", "kill-leader", "delay-leader"}
 
 // SplitKeyFunc picks a split point for the split nemesis.
 type SplitKeyFunc func(rng *rand.Rand) string
@@ -66,6 +66,8 @@ func New(name string, keys SplitKeys) (Nemesis, error) {
 		return &Pause{}, nil
 	case "delay":
 		return &Delay{}, nil
+	case "delay-leader":
+		return &Delay{Leader: true}, nil
 	case "clock-skew":
 		return &ClockSkew{}, nil
 	case "leader-transfer":
@@ -309,26 +311,41 @@ func (p *Pause) Stop(context.Context, *cluster.Cluster) error {
 }
 
 // Delay slows a random store's links to and from every other store by
-// 100-300 ms through the delay proxy (the cluster needs DelayProxy).
-type Delay struct{}
+// 100-300 ms through the delay proxy (the cluster needs DelayProxy). With
+// Leader, it slows the links of the store that leads a kv range by 300-500
+// ms: a commit then takes longer than the routers' hedge (500 ms), so they
+// send each command again through another replica, and only its request ID
+// keeps the second copy from applying.
+type Delay struct{ Leader bool }
 
-func (Delay) Name() string { return "delay" }
+func (d Delay) Name() string {
+	if d.Leader {
+		return "delay-leader"
+	}
+	return "delay"
+}
 
-func (Delay) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+func (d Delay) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
 	slow := shuffled(rng, c.Stores())[0]
-	d := time.Duration(100+rng.IntN(201)) * time.Millisecond
+	delay := time.Duration(100+rng.IntN(201)) * time.Millisecond
+	if d.Leader {
+		delay += 200 * time.Millisecond
+		if leader := kvLeader(ctx, c); leader != nil {
+			slow = leader
+		}
+	}
 	for _, other := range c.Stores() {
 		if other == slow {
 			continue
 		}
-		if err := c.SetDelay(slow, other, d); err != nil {
+		if err := c.SetDelay(slow, other, delay); err != nil {
 			return "", err
 		}
-		if err := c.SetDelay(other, slow, d); err != nil {
+		if err := c.SetDelay(other, slow, delay); err != nil {
 			return "", err
 		}
 	}
-	return fmt.Sprintf("%s's links delayed %v", slow.Name, d), nil
+	return fmt.Sprintf("%s's links delayed %v", slow.Name, delay), nil
 }
 
 func (Delay) Stop(_ context.Context, c *cluster.Cluster) error {

@@ -123,7 +123,7 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 	var nems []jepsen.Nemesis
 	proxy := false
 	for _, name := range spec.Nemeses {
-		proxy = proxy || strings.TrimSpace(name) == "delay"
+		proxy = proxy || strings.HasPrefix(strings.TrimSpace(name), "delay")
 		keys.KV = splitKey
 		n, err := nemesis.New(strings.TrimSpace(name), keys)
 		if err != nil {
