@@ -207,6 +207,9 @@ func fullSuite() []Spec {
 		}
 		out = append(out, Spec{Workload: w, Nemeses: []string{"split-merge-move"}, Duration: 60 * time.Second, Stores: 4, FaultEvery: time.Second})
 	}
+	// Clocks off by more than the dedupe window while the leader is killed
+	// or slowed past the routers' hedge (retries with the same request ID).
+	out = append(out, Spec{Workload: "register", Nemeses: []string{"clock-skew", "kill-leader", "delay-leader"}, Duration: 60 * time.Second, Stores: 5})
 	out = append(out,
 		Spec{Workload: "moving-keys", Nemeses: []string{"split-merge-move"}, Duration: 90 * time.Second, Stores: 4, FaultEvery: time.Second},
 		Spec{Workload: "moving-keys", Nemeses: []string{"split-merge-move", "kill", "partition-halves"}, Duration: 90 * time.Second, Stores: 5},
