@@ -170,6 +170,9 @@ func (a *applier) applyPayload(cmd *kvpb.Command) (*kvpb.CommandResult, error) {
 	case *kvpb.Command_Init:
 		return a.applyInit(p.Init), nil
 	case *kvpb.Command_Write:
+		if cmd.SweepDedupe != nil && len(p.Write.GetOps()) == 0 {
+			return a.applySweep(cmd, cmd.SweepDedupe)
+		}
 		return a.applyWrite(cmd.Ver, p.Write)
 	case *kvpb.Command_AddReplica:
 		return a.applyAddReplicaIntent(cmd.Ver, p.AddReplica), nil
@@ -187,8 +190,7 @@ func (a *applier) applyPayload(cmd *kvpb.Command) (*kvpb.CommandResult, error) {
 		return a.applyUnfreeze(cmd.Ver), nil
 	case *kvpb.Command_AllocateIds:
 		return a.applyAllocate(p.AllocateIds)
-	case *kvpb.Command_SweepDedupe:
-		return a.applySweep(cmd, p.SweepDedupe)
+
 	default:
 		return badRequest("command without payload"), nil
 	}

@@ -133,21 +133,20 @@ func expandResult(cmd *kvpb.Command, res *kvpb.CommandResult) *kvpb.CommandResul
 	return res
 }
 
-// applySweep deletes the expired records a SweepDedupe names. The range's
-// time moves to the sweep's stamp first: an idle range's records expire by
-// the time that has passed since its last write. Every replica deletes every
-// expired record in the span the command names, so they are left alike.
+// applySweep deletes the expired records a SweepDedupe names. It is
+// refused where an empty write would be, for an older build applies it as
+// one (Command.sweep_dedupe); a frozen range's time must not move
+// (applyCommitMerge reads it). The range's time moves to the sweep's stamp
+// first: an idle range's records expire by the time that has passed since
+// its last write. Every replica deletes every expired record in the span
+// the command names, so they are left alike.
 func (a *applier) applySweep(cmd *kvpb.Command, p *kvpb.SweepDedupe) (*kvpb.CommandResult, error) {
 	d := a.desc
-	switch {
-	case d == nil:
+	if d == nil {
 		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_RANGE_NOT_READY, Message: "range has no descriptor yet"}, nil
-	case cmd.Ver != d.Ver:
-		return &kvpb.CommandResult{Status: kvpb.Status_STATUS_EPOCH_NOT_MATCH, Range: d,
-			Message: fmt.Sprintf("range %d is at version %d, command has %d", d.Id, d.Ver, cmd.Ver)}, nil
-	case d.State != kvpb.RangeState_RANGE_STATE_NORMAL:
-		// A frozen range's time must not move (applyCommitMerge reads it).
-		return refusedSplitMerge(d, "range %d is %s", d.Id, stateName(d.State)), nil
+	}
+	if res := checkEpoch(d, cmd.Ver, nil); res != nil {
+		return res, nil
 	}
 	a.rangeMs = max(a.rangeMs, cmd.RangeMs)
 	cutoff := a.rangeMs - DedupeWindow.Milliseconds()
@@ -278,7 +277,8 @@ func (s *Store) sweepRange(ctx context.Context, r *rangeStateMachine) error {
 		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		res, err := s.Propose(pctx, desc.Id, &kvpb.Command{Ver: desc.Ver,
-			Payload: &kvpb.Command_SweepDedupe{SweepDedupe: &kvpb.SweepDedupe{From: from, To: to}}})
+			Payload:     &kvpb.Command_Write{Write: &kvpb.WriteBatch{}},
+			SweepDedupe: &kvpb.SweepDedupe{From: from, To: to}})
 		cancel()
 		if err != nil {
 			return err

@@ -378,7 +378,7 @@ func TestSweepDedupe(t *testing.T) {
 	ts.apply(rec("c", "req-c", 1000+w)) // live after the sweep
 	ks := kvpb.Keyspace_KEYSPACE_KV
 	to := dedupeKey(ks, []byte("x"), nil)
-	sweep := &kvpb.Command{Ver: 1, RangeMs: 1000 + w + 1, Payload: &kvpb.Command_SweepDedupe{SweepDedupe: &kvpb.SweepDedupe{To: to}}}
+	sweep := sweepCmd(1, 1000+w+1, nil, to)
 	res := ts.apply(sweep)[0]
 	if res.Status != kvpb.Status_STATUS_OK || !res.DedupeLeft {
 		t.Fatalf("sweep: %v %q left %v", res.Status, res.Message, res.DedupeLeft)
@@ -401,11 +401,40 @@ func TestSweepDedupe(t *testing.T) {
 	if res := ts.apply(prepareMergeCmd(1, 9, 1))[0]; res.Status != kvpb.Status_STATUS_OK {
 		t.Fatalf("freeze: %v %s", res.Status, res.Message)
 	}
-	late := &kvpb.Command{Ver: 2, RangeMs: 1000 + 5*w, Payload: &kvpb.Command_SweepDedupe{SweepDedupe: &kvpb.SweepDedupe{}}}
+	late := sweepCmd(2, 1000+5*w, nil, nil)
 	if res := ts.apply(late)[0]; res.Status == kvpb.Status_STATUS_OK {
 		t.Fatal("a frozen range applied a sweep")
 	}
 	if got := ts.sm.rangeTime(t); got != 1000+w+1 {
 		t.Fatalf("a refused sweep moved a frozen range's time to %d", got)
+	}
+}
+
+// sweepCmd is a SweepDedupe as the store proposes it: on a write with no ops.
+func sweepCmd(ver uint64, ms int64, from, to []byte) *kvpb.Command {
+	return &kvpb.Command{Ver: ver, RangeMs: ms, Payload: &kvpb.Command_Write{Write: &kvpb.WriteBatch{}},
+		SweepDedupe: &kvpb.SweepDedupe{From: from, To: to}}
+}
+
+// TestSweepMovesTimeAsAnEmptyWrite: a store of an older build, which does
+// not know SweepDedupe, applies it as the empty write that carries it; the
+// range's time must move alike on both, or their expiry would differ.
+func TestSweepMovesTimeAsAnEmptyWrite(t *testing.T) {
+	w := DedupeWindow.Milliseconds()
+	var times []int64
+	for _, older := range []bool{false, true} {
+		ts := newTestSM(t, openTestEngine(t, t.TempDir()), 1)
+		ts.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
+		sweep := sweepCmd(1, 1000+w, nil, nil)
+		if older {
+			sweep.SweepDedupe = nil
+		}
+		if res := ts.apply(sweep)[0]; res.Status != kvpb.Status_STATUS_OK {
+			t.Fatalf("older %v: %v %s", older, res.Status, res.Message)
+		}
+		times = append(times, ts.sm.rangeTime(t))
+	}
+	if times[0] != times[1] || times[0] != 1000+w {
+		t.Fatalf("the range's time after a sweep: %d, and %d on an older build", times[0], times[1])
 	}
 }

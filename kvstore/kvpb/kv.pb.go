@@ -1099,8 +1099,12 @@ type Command struct {
 	//	*Command_FenceMerge
 	//	*Command_Unfreeze
 	//	*Command_AllocateIds
-	//	*Command_SweepDedupe
-	Payload       isCommand_Payload `protobuf_oneof:"payload"`
+	Payload isCommand_Payload `protobuf_oneof:"payload"`
+	// sweep_dedupe rides on a write with no ops: a store of a build that does
+	// not know it applies an empty write, which moves the range's time the
+	// same way, so replicas of two builds keep the same time (the records it
+	// deletes are expired on both).
+	SweepDedupe   *SweepDedupe `protobuf:"bytes,20,opt,name=sweep_dedupe,json=sweepDedupe,proto3" json:"sweep_dedupe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1255,9 +1259,7 @@ func (x *Command) GetAllocateIds() *AllocateIDs {
 
 func (x *Command) GetSweepDedupe() *SweepDedupe {
 	if x != nil {
-		if x, ok := x.Payload.(*Command_SweepDedupe); ok {
-			return x.SweepDedupe
-		}
+		return x.SweepDedupe
 	}
 	return nil
 }
@@ -1306,10 +1308,6 @@ type Command_AllocateIds struct {
 	AllocateIds *AllocateIDs `protobuf:"bytes,19,opt,name=allocate_ids,json=allocateIds,proto3,oneof"`
 }
 
-type Command_SweepDedupe struct {
-	SweepDedupe *SweepDedupe `protobuf:"bytes,20,opt,name=sweep_dedupe,json=sweepDedupe,proto3,oneof"`
-}
-
 func (*Command_Write) isCommand_Payload() {}
 
 func (*Command_AddReplica) isCommand_Payload() {}
@@ -1329,8 +1327,6 @@ func (*Command_FenceMerge) isCommand_Payload() {}
 func (*Command_Unfreeze) isCommand_Payload() {}
 
 func (*Command_AllocateIds) isCommand_Payload() {}
-
-func (*Command_SweepDedupe) isCommand_Payload() {}
 
 type WriteBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1760,7 +1756,8 @@ func (x *AllocateIDs) GetCount() uint32 {
 // end of the range's span). The leader's store proposes it on a timer, so the
 // records of a range that sees no writes go too, and every replica deletes
 // the same ones; the proposer picks to so that one sweep visits a bounded
-// number of records. It moves the range's time like any command.
+// number of records. It moves the range's time like any command. It is
+// carried by a write with no ops (Command.sweep_dedupe).
 type SweepDedupe struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	From          []byte                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
@@ -2303,7 +2300,7 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\x06cas_ok\x18\x03 \x01(\bR\x05casOk\x12(\n" +
 	"\x05pairs\x18\x04 \x03(\v2\x12.bifrost.kv.KVPairR\x05pairs\x12\x12\n" +
 	"\x04more\x18\x05 \x01(\bR\x04more\x12\x19\n" +
-	"\bnext_key\x18\x06 \x01(\fR\anextKey\"\xd1\x05\n" +
+	"\bnext_key\x18\x06 \x01(\fR\anextKey\"\xcf\x05\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\fR\trequestId\x12\x10\n" +
@@ -2321,8 +2318,8 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\vfence_merge\x18\x11 \x01(\v2\x16.bifrost.kv.FenceMergeH\x00R\n" +
 	"fenceMerge\x122\n" +
 	"\bunfreeze\x18\x12 \x01(\v2\x14.bifrost.kv.UnfreezeH\x00R\bunfreeze\x12<\n" +
-	"\fallocate_ids\x18\x13 \x01(\v2\x17.bifrost.kv.AllocateIDsH\x00R\vallocateIds\x12<\n" +
-	"\fsweep_dedupe\x18\x14 \x01(\v2\x17.bifrost.kv.SweepDedupeH\x00R\vsweepDedupeB\t\n" +
+	"\fallocate_ids\x18\x13 \x01(\v2\x17.bifrost.kv.AllocateIDsH\x00R\vallocateIds\x12:\n" +
+	"\fsweep_dedupe\x18\x14 \x01(\v2\x17.bifrost.kv.SweepDedupeR\vsweepDedupeB\t\n" +
 	"\apayload\".\n" +
 	"\n" +
 	"WriteBatch\x12 \n" +
@@ -2527,7 +2524,6 @@ func file_kvstore_kvpb_kv_proto_init() {
 		(*Command_FenceMerge)(nil),
 		(*Command_Unfreeze)(nil),
 		(*Command_AllocateIds)(nil),
-		(*Command_SweepDedupe)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
