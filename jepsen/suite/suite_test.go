@@ -132,24 +132,6 @@ func TestBugzooSkipVersionCaught(t *testing.T) {
 	}
 }
 
-// TestBugzooWallClockDedupeCaught: with commands stamped with the proposing
-// store's wall clock (bugzoo_wall_clock_dedupe), the clock-skew nemesis sets
-// the kv leader's clock 11 minutes fast: its stamps push the range's newest
-// stamp past every record written after, so they expire as they are
-// written. delay-leader then slows the leader past the routers' hedge, each
-// command is sent twice, and the second copy applies too: a value comes
-// back after another write, which the register's linearizability check
-// catches (seed 3: one key). The same run on the real build is valid: the
-// dedupe window is counted on each range's own time.
-func TestBugzooWallClockDedupeCaught(t *testing.T) {
-	requireIntegration(t)
-	spec := Spec{Workload: "register", Nemeses: []string{"clock-skew", "delay-leader"}, Duration: 30 * time.Second}
-	if res := runSpec(t, "", spec, 3); res.Valid != jepsen.Valid {
-		t.Fatalf("register × clock-skew+delay-leader is %s on the real build", res.Valid)
-	}
-	requireCaught(t, runSpec(t, "bugzoo_wall_clock_dedupe", spec, 3), "linearizable")
-}
-
 // TestShortProfileValid: the ci profile (every workload, every kind of
 // fault between them) is valid on the real build.
 func TestShortProfileValid(t *testing.T) {
