@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/bifrost-mq/bifrost/kvstore/bugzoo"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
 )
 
@@ -23,7 +24,6 @@ type applier struct {
 	batch       *pebble.Batch
 	desc        *kvpb.RangeDescriptor
 	descChanged bool
-	maxIssuedMs int64
 	// sync asks for the batch to be fsynced (splits and merges: they write
 	// local boot records and tombstones that no log replays).
 	sync bool
@@ -31,12 +31,17 @@ type applier struct {
 	// ranges absorbed. The store acts on both after the batch commits.
 	splits []*kvpb.RangeDescriptor
 	merged []uint64
-	// maxIssuedMs is the newest issue time of the commands the range has
-	// applied (metaMaxIssued), loaded at the start of the batch;
-	// loadedIssuedMs is the value loaded, to write it back only if it moved.
-	loadedIssuedMs int64
-	// keyedRecords counts the write records (dedupeKey) the batch wrote.
-	keyedRecords int
+	// rangeMs is the range's time: the newest stamp (Command.RangeMs) of
+	// the commands the range has applied (metaRangeTime), loaded at the
+	// start of the batch; the dedupe window is counted on it (rangeClock).
+	// loadedRangeMs is the value loaded, to write it back only if it moved.
+	rangeMs, loadedRangeMs int64
+	// keyedRecords counts the write records (dedupeKey) the batch wrote;
+	// metaRecords the metadata records.
+	keyedRecords, metaRecords int
+	// sweeps counts the SweepDedupe commands the batch applied, swept the
+	// records they deleted.
+	sweeps, swept int
 	// cop is the range's coprocessor and copFor makes a new one (nil: the
 	// keyspace has none). copStale says cop's in-memory state no longer
 	// matches the batch (the span changed, or a refused command had changed
@@ -88,6 +93,9 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 	if err := proto.Unmarshal(data, cmd); err != nil {
 		return badRequest("undecodable command: " + err.Error()), nil
 	}
+	if len(cmd.RequestId) > MaxRequestIDSize {
+		return requestIDTooLong(len(cmd.RequestId)), nil
+	}
 	var recKey []byte
 	var keyed bool
 	if len(cmd.RequestId) > 0 {
@@ -105,8 +113,12 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 			// replica's sweep has deleted it yet: sweeps run at different
 			// times on different replicas, the rule does not.
 			if proto.Unmarshal(rec, dr) == nil && proto.Unmarshal(dr.Result, res) == nil &&
-				dr.IssuedUnixMs >= max(a.maxIssuedMs, cmd.IssuedUnixMs)-DedupeWindow.Milliseconds() {
-				return res, nil
+				dr.RangeMs >= max(a.rangeMs, cmd.RangeMs)-DedupeWindow.Milliseconds() {
+				if dr.CommandHash != 0 && dr.CommandHash != commandHash(cmd) {
+					return badRequest(fmt.Sprintf("request ID %x was used by another command within the last %v: "+
+						"a request ID names one command", cmd.RequestId, DedupeWindow)), nil
+				}
+				return expandResult(cmd, res), nil
 			}
 		}
 	}
@@ -120,11 +132,11 @@ func (a *applier) apply(data []byte) (*kvpb.CommandResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Only commands that changed state move the high-water mark: a frozen
+	// Only commands that changed state move the range's time: a frozen
 	// range refuses everything, so its mark is the same on every replica
 	// when the merge reads it.
-	if res.Status == kvpb.Status_STATUS_OK && cmd.IssuedUnixMs > a.maxIssuedMs {
-		a.maxIssuedMs = cmd.IssuedUnixMs
+	if res.Status == kvpb.Status_STATUS_OK && cmd.RangeMs > a.rangeMs {
+		a.rangeMs = cmd.RangeMs
 	}
 	// Only successful results are remembered: a retry of a refused command
 	// (stale version, say) must be able to run once it is routed right.
@@ -162,6 +174,9 @@ func (a *applier) applyPayload(cmd *kvpb.Command) (*kvpb.CommandResult, error) {
 	case *kvpb.Command_Init:
 		return a.applyInit(p.Init), nil
 	case *kvpb.Command_Write:
+		if cmd.SweepDedupe != nil && len(p.Write.GetOps()) == 0 {
+			return a.applySweep(cmd, cmd.SweepDedupe)
+		}
 		return a.applyWrite(cmd.Ver, p.Write)
 	case *kvpb.Command_AddReplica:
 		return a.applyAddReplicaIntent(cmd.Ver, p.AddReplica), nil
@@ -179,6 +194,7 @@ func (a *applier) applyPayload(cmd *kvpb.Command) (*kvpb.CommandResult, error) {
 		return a.applyUnfreeze(cmd.Ver), nil
 	case *kvpb.Command_AllocateIds:
 		return a.applyAllocate(p.AllocateIds)
+
 	default:
 		return badRequest("command without payload"), nil
 	}
@@ -397,11 +413,17 @@ func (a *applier) applySetReplicas(p *kvpb.SetReplicas) *kvpb.CommandResult {
 }
 
 func (a *applier) remember(key []byte, keyed bool, cmd *kvpb.Command, res *kvpb.CommandResult) error {
-	data, err := proto.Marshal(res)
+	data, err := proto.Marshal(compactResult(cmd, res))
 	if err != nil {
 		return err
 	}
-	rec, err := proto.Marshal(&kvpb.DedupeRecord{IssuedUnixMs: cmd.IssuedUnixMs, Result: data})
+	// The record is stamped with the range's time, not the command's stamp:
+	// a store that lags behind stamps low, and its records must not look old.
+	stamp := a.rangeMs
+	if bugzoo.WallClockDedupe {
+		stamp = cmd.RangeMs
+	}
+	rec, err := proto.Marshal(&kvpb.DedupeRecord{RangeMs: stamp, Result: data, CommandHash: commandHash(cmd)})
 	if err != nil {
 		return err
 	}
@@ -412,14 +434,15 @@ func (a *applier) remember(key []byte, keyed bool, cmd *kvpb.Command, res *kvpb.
 		a.keyedRecords++
 		return nil
 	}
-	return a.batch.Set(metaKey(a.rangeID, metaDedupeTime, u64(uint64(cmd.IssuedUnixMs)), cmd.RequestId), nil, nil)
+	a.metaRecords++
+	return a.batch.Set(metaKey(a.rangeID, metaDedupeTime, u64(uint64(stamp)), cmd.RequestId), nil, nil)
 }
 
 // gcDedupe drops the range's own (metadata) dedupe records older than the
-// window, judged by the range's newest issue time (maxIssuedMs), a bounded
+// window, judged by the range's time (rangeMs), a bounded
 // number per batch.
 func (a *applier) gcDedupe() error {
-	cutoff := a.maxIssuedMs - DedupeWindow.Milliseconds()
+	cutoff := a.rangeMs - DedupeWindow.Milliseconds()
 	if cutoff <= 0 {
 		return nil
 	}
@@ -490,7 +513,7 @@ const (
 // going round the span; next is where the next sweep starts (nil: at the
 // beginning). Only batches that wrote records sweep.
 func (a *applier) sweepDedupe(from []byte, records int) (next []byte, err error) {
-	cutoff := a.maxIssuedMs - DedupeWindow.Milliseconds()
+	cutoff := a.rangeMs - DedupeWindow.Milliseconds()
 	if cutoff <= 0 || a.desc == nil || records == 0 {
 		return from, nil
 	}

@@ -68,8 +68,18 @@ func TestCompactGoneRangeStops(t *testing.T) {
 	}
 }
 
-// freeAddr returns a loopback address no one listens on.
-func freeAddr(t testing.TB) string {
+// openTestStore opens a store with no replicas on a free loopback port.
+func openTestStore(t testing.TB) *Store {
+	t.Helper()
+	s, err := Open(Config{DataDir: t.TempDir(), RaftAddr: freeLoopbackAddr(t), RTTMillisecond: 50, SmallLogDB: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// freeLoopbackAddr returns a loopback address with a port free a moment ago.
+func freeLoopbackAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -77,14 +87,4 @@ func freeAddr(t testing.TB) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// openTestStore opens a store with no replicas on a free loopback port.
-func openTestStore(t testing.TB) *Store {
-	t.Helper()
-	s, err := Open(Config{DataDir: t.TempDir(), RaftAddr: freeAddr(t), RTTMillisecond: 50, SmallLogDB: true, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }

@@ -65,7 +65,7 @@ func benchIdleRanges(b *testing.B, n int) {
 	ss := make([]*Store, stores)
 	for i := range ss {
 		dirs[i] = b.TempDir()
-		addrs[i] = freeAddr(b)
+		addrs[i] = freeLoopbackAddr(b)
 		cfgs[i] = Config{DataDir: dirs[i], RaftAddr: addrs[i], RTTMillisecond: 50, Logger: quietLogger()}
 		var err error
 		if ss[i], err = Open(cfgs[i]); err != nil {

@@ -24,12 +24,13 @@ const (
 	// The results of commands addressed to the range itself (split, merge,
 	// ID allocation), which never move to another range.
 	metaDedupe     byte = 'R' // + request ID -> DedupeRecord
-	metaDedupeTime byte = 'T' // + issued ms (8 bytes) + request ID -> empty
+	metaDedupeTime byte = 'T' // + range time ms (8 bytes) + request ID -> empty
 	metaNextID     byte = 'N' // range 1 only: the next range ID to allocate
-	// The newest issue time of the commands the range applied (8 bytes): the
-	// dedupe window is judged from it, so every replica, whatever its
-	// batching, treats the same records as expired.
-	metaMaxIssued byte = 'I'
+	// The range's time (8 bytes, milliseconds): the newest stamp of the
+	// commands the range applied (rangeClock). The dedupe window is judged
+	// from it, so every replica, whatever its batching, treats the same
+	// records as expired.
+	metaRangeTime byte = 'I'
 	// The range's size, the bytes of its data span's keys and values (8
 	// bytes, size.go), written with the applied index.
 	metaBytes byte = 'B'

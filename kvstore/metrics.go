@@ -24,10 +24,13 @@ type Metrics struct {
 	// spanConflicts counts the starts refused and snapshots held back
 	// because another local replica held part of the span (spans.go).
 	spanConflicts *prometheus.CounterVec
+	// dedupeSweeps counts the SweepDedupe commands applied, dedupeSwept the
+	// expired records they deleted.
+	dedupeSweeps, dedupeSwept prometheus.Counter
 	// recovered and ingested mirror snapshotsRecovered and
-	// snapshotsIngested for callers without a registry.
-	recovered atomic.Uint64
-	ingested  atomic.Uint64
+	// snapshotsIngested for callers without a registry, sweepsApplied
+	// dedupeSweeps.
+	recovered, ingested, sweepsApplied atomic.Uint64
 	// scans counts the spans measured key by key to size a range (size.go).
 	scans atomic.Uint64
 	// readIndexes counts the reads that took a read index (Store.ReadIndexes).
@@ -82,6 +85,14 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 			Name: "bifrost_kvstore_span_conflicts_total",
 			Help: "Replica starts refused (start_refused) and snapshots held back (snapshot_waited) because another replica on the store held part of the span.",
 		}, []string{"action"}),
+		dedupeSweeps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_kvstore_dedupe_sweeps_total",
+			Help: "Timed sweeps of expired dedupe records (SweepDedupe) applied by replicas on this store.",
+		}),
+		dedupeSwept: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bifrost_kvstore_dedupe_swept_records_total",
+			Help: "Expired dedupe records the timed sweeps deleted on this store.",
+		}),
 		ranges: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "bifrost_kvstore_ranges",
 			Help: "Replicas of ranges running on this store.",
@@ -99,7 +110,7 @@ func newMetrics(reg prometheus.Registerer, rangesFn, leadersFn func() float64, b
 		Help: "Spans measured key by key to size a range (a split's child, a replica with no size counter when it opens); range sizes are otherwise counters kept at apply time.",
 	}, func() float64 { return float64(m.scans.Load()) })
 	if reg != nil {
-		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.snapshotsIngested, m.snapshotIngestedBytes, m.spanConflicts, m.ranges, m.leaders, m.bytes, m.sizeScans)
+		reg.MustRegister(m.proposals, m.proposeLatency, m.reads, m.applyLatency, m.appliedEntries, m.snapshotsRecovered, m.snapshotsSaved, m.snapshotsIngested, m.snapshotIngestedBytes, m.spanConflicts, m.dedupeSweeps, m.dedupeSwept, m.ranges, m.leaders, m.bytes, m.sizeScans)
 	}
 	return m
 }

@@ -18,7 +18,7 @@ func openQuickStores(t *testing.T, n int) []*Store {
 	members := map[uint64]string{}
 	ss := make([]*Store, n)
 	for i := range ss {
-		addr := freeAddr(t)
+		addr := freeLoopbackAddr(t)
 		s, err := Open(Config{DataDir: t.TempDir(), RaftAddr: addr, RTTMillisecond: 10, SmallLogDB: true, Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)

@@ -190,6 +190,9 @@ func (s *rangeStateMachine) RecoverFromSnapshot(r io.Reader, done <-chan struct{
 	if err != nil {
 		return err
 	}
+	if err := s.loadDedupeState(s.engine.db, desc); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	s.desc, s.applied, s.cop, s.descIndex, s.bytes = desc, applied, cop, applied, size
 	s.mu.Unlock()

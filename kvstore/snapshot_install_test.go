@@ -256,7 +256,7 @@ func TestSnapshotInstallFailureLeavesNoTrace(t *testing.T) {
 		}},
 		{name: "tables, meta key after data", limits: tableLimits, input: func() io.Reader {
 			return stream(50, func(w *bufio.Writer) {
-				_ = writeRecord(w, tagPair, metaKey(1, metaMaxIssued), u64(1))
+				_ = writeRecord(w, tagPair, metaKey(1, metaRangeTime), u64(1))
 				end(w)
 			})
 		}},

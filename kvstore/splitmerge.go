@@ -135,7 +135,7 @@ func (a *applier) applySplit(ver uint64, p *kvpb.Split) (*kvpb.CommandResult, er
 	// The child judges the dedupe window of the records it inherits from the
 	// parent's mark: a record the parent's sweeps took as expired on some
 	// replicas must be expired for the child on all of them.
-	if err := a.batch.Set(metaKey(child.Id, metaMaxIssued), u64(uint64(a.maxIssuedMs)), nil); err != nil {
+	if err := a.batch.Set(metaKey(child.Id, metaRangeTime), u64(uint64(a.rangeMs)), nil); err != nil {
 		return nil, err
 	}
 	boot := &kvpb.BootRecord{RangeId: child.Id, ReplicaId: a.replicaID, InitialMembers: map[uint64]string{}, CompactOnStart: !bugzoo.SkipChildCompaction}
@@ -225,10 +225,10 @@ func (a *applier) applyCommitMerge(ver uint64, p *kvpb.CommitMerge) (*kvpb.Comma
 	}
 	// The left takes the newer of the two marks, for the right's records
 	// (see applySplit); the frozen right's mark no longer moves.
-	if v, found, err := get(a.batch, metaKey(r.Id, metaMaxIssued)); err != nil {
+	if v, found, err := get(a.batch, metaKey(r.Id, metaRangeTime)); err != nil {
 		return nil, err
 	} else if found && len(v) == 8 {
-		a.maxIssuedMs = max(a.maxIssuedMs, int64(decodeU64(v)))
+		a.rangeMs = max(a.rangeMs, int64(decodeU64(v)))
 	}
 	if err := a.size.absorb(r); err != nil {
 		return nil, err

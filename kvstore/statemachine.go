@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -15,7 +16,8 @@ import (
 )
 
 // DedupeWindow is how long the result of a write with a request ID is kept,
-// measured on the proposers' clocks. A retry after the window may apply twice.
+// counted on the range's own time (rangeClock), which nodes' wall clocks do
+// not move. A retry after the window may apply twice.
 const DedupeWindow = 10 * time.Minute
 
 // Limits on one command's keys and values.
@@ -64,6 +66,16 @@ type rangeStateMachine struct {
 	sweepFrom []byte
 	// unswept counts the write records applied since the last sweep.
 	unswept int
+	// clock is this store's estimate of the range's time, which Propose
+	// stamps commands with; now reads the monotonic clock it runs on (nil:
+	// time.Now; tests advance the store's).
+	clock rangeClock
+	now   func() time.Time
+	// recordsWritten counts the batches that wrote dedupe records or merged
+	// a range (and an open or snapshot that found some); sweptAt is its value when a sweep
+	// pass last left none. The store's sweep loop visits the replicas where
+	// they differ.
+	recordsWritten, sweptAt atomic.Uint64
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -133,6 +145,9 @@ func (s *rangeStateMachine) Open(stopc <-chan struct{}) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if err := s.loadDedupeState(db, desc); err != nil {
+		return 0, err
+	}
 	size, err := s.openSize(desc)
 	if err != nil {
 		return 0, err
@@ -182,6 +197,43 @@ func (s *rangeStateMachine) Bytes() uint64 {
 	return s.bytes
 }
 
+// loadDedupeState anchors the range's clock at the time the engine holds
+// for the range, and marks the replica for the sweep loop if it holds
+// dedupe records (at open and after a snapshot).
+func (s *rangeStateMachine) loadDedupeState(r pebble.Reader, desc *kvpb.RangeDescriptor) error {
+	v, found, err := get(r, metaKey(s.rangeID, metaRangeTime))
+	if err != nil {
+		return err
+	}
+	var ms int64
+	if found && len(v) == 8 {
+		ms = int64(decodeU64(v))
+	}
+	s.clock.observe(ms, s.clockNow())
+	mlo := metaKey(s.rangeID, metaDedupeTime)
+	records, err := anyKey(r, mlo, prefixEnd(mlo))
+	if err != nil {
+		return err
+	}
+	if !records && desc != nil {
+		lo, hi := dedupeSpan(desc)
+		if records, err = anyKey(r, lo, hi); err != nil {
+			return err
+		}
+	}
+	if records {
+		s.recordsWritten.Add(1)
+	}
+	return nil
+}
+
+func (s *rangeStateMachine) clockNow() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
 // readU64 decodes a big-endian uint64 that must be there whole.
 func readU64(v []byte) (uint64, error) {
 	if len(v) != 8 {
@@ -228,11 +280,11 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	loadedBytes := s.bytes
 	a.size = sizeCounter{r: batch, db: s.engine.db, bytes: int64(loadedBytes)}
 	s.mu.RUnlock()
-	if v, found, err := get(batch, metaKey(s.rangeID, metaMaxIssued)); err != nil {
+	if v, found, err := get(batch, metaKey(s.rangeID, metaRangeTime)); err != nil {
 		return nil, err
 	} else if found && len(v) == 8 {
-		a.maxIssuedMs = int64(decodeU64(v))
-		a.loadedIssuedMs = a.maxIssuedMs
+		a.rangeMs = int64(decodeU64(v))
+		a.loadedRangeMs = a.rangeMs
 	}
 	for i := range entries {
 		res, err := a.apply(entries[i].Cmd)
@@ -269,8 +321,8 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	if err := batch.Set(metaKey(s.rangeID, metaApplied), u64(last), nil); err != nil {
 		return nil, err
 	}
-	if a.maxIssuedMs != a.loadedIssuedMs {
-		if err := batch.Set(metaKey(s.rangeID, metaMaxIssued), u64(uint64(a.maxIssuedMs)), nil); err != nil {
+	if a.rangeMs != a.loadedRangeMs {
+		if err := batch.Set(metaKey(s.rangeID, metaRangeTime), u64(uint64(a.rangeMs)), nil); err != nil {
 			return nil, err
 		}
 	}
@@ -303,6 +355,10 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		return nil, fmt.Errorf("range %d: commit apply batch: %w", s.rangeID, err)
 	}
 	s.sweepFrom, s.unswept = sweepNext, unswept
+	s.clock.observe(a.rangeMs, s.clockNow())
+	if a.keyedRecords+a.metaRecords > 0 || len(a.merged) > 0 { // a merge brings the right's records
+		s.recordsWritten.Add(1)
+	}
 	s.mu.Lock()
 	s.desc, s.applied, s.bytes = a.desc, last, size
 	if a.descChanged {
@@ -316,6 +372,9 @@ func (s *rangeStateMachine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 		s.metrics.applyLatency.Observe(time.Since(start).Seconds())
 		s.metrics.appliedEntries.Add(float64(len(entries)))
 		s.metrics.scans.Add(uint64(a.size.scans))
+		s.metrics.dedupeSweeps.Add(float64(a.sweeps))
+		s.metrics.sweepsApplied.Add(uint64(a.sweeps))
+		s.metrics.dedupeSwept.Add(float64(a.swept))
 	}
 	for _, child := range a.splits {
 		if s.onSplit != nil {

@@ -183,7 +183,7 @@ func TestApplyDedupesRequestIDs(t *testing.T) {
 	ts.apply(initCmd(1, kvpb.Keyspace_KEYSPACE_KV, "", ""))
 	cas := write(1, casOp("k", "", "a"))
 	cas.RequestId = []byte("req-1")
-	cas.IssuedUnixMs = 1000
+	cas.RangeMs = 1000
 	first := ts.apply(cas)[0]
 	ts.apply(write(1, putOp("k", "other")))
 	again := ts.apply(cas)[0]
@@ -196,12 +196,12 @@ func TestApplyDedupesRequestIDs(t *testing.T) {
 	// After the window the record is collected.
 	late := write(1, putOp("x", "1"))
 	late.RequestId = []byte("req-2")
-	late.IssuedUnixMs = 1000 + DedupeWindow.Milliseconds() + 1
+	late.RangeMs = 1000 + DedupeWindow.Milliseconds() + 1
 	ts.apply(late)
 	// The sweep runs once sweepEvery records were written since the last.
 	for i := 1; i < sweepEvery; i++ {
 		w := write(1, putOp(fmt.Sprintf("y%d", i), "1"))
-		w.RequestId, w.IssuedUnixMs = []byte(fmt.Sprintf("req-y%d", i)), late.IssuedUnixMs
+		w.RequestId, w.RangeMs = []byte(fmt.Sprintf("req-y%d", i)), late.RangeMs
 		ts.apply(w)
 	}
 	if _, found, _ := get(ts.sm.engine.db, dedupeKey(kvpb.Keyspace_KEYSPACE_KV, []byte("k"), []byte("req-1"))); found {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -64,6 +65,17 @@ type Config struct {
 	// TLS, if set, makes Raft use mutual TLS with the cluster's
 	// certificates: peers without one from the CA are refused. Nil: plaintext.
 	TLS *clustertls.Credentials
+	// WallClock, for tests only, is the wall clock the store reads (default
+	// time.Now); tests and the jepsen harness skew it (cmd/bifrost
+	// --test-clock-offset). The dedupe window is counted on each range's
+	// own time and the monotonic clock, so a normal build reads it for
+	// nothing that is replicated; the bug zoo's bugzoo_wall_clock_dedupe
+	// stamps commands with it, as the store did before.
+	WallClock func() time.Time
+	// DedupeSweepInterval is how often the store proposes a sweep of the
+	// expired dedupe records of each range it leads that may hold some
+	// (SweepDedupe). Default DefaultDedupeSweepInterval (1 minute).
+	DedupeSweepInterval time.Duration
 	// Failpoint, for tests only, is called at the store's own steps of a
 	// split (the Fail* constants); an error skips the rest of that step, as
 	// a crash there would.
@@ -137,6 +149,12 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.WallClock == nil {
+		c.WallClock = time.Now
+	}
+	if c.DedupeSweepInterval <= 0 {
+		c.DedupeSweepInterval = DefaultDedupeSweepInterval
+	}
 	return c
 }
 
@@ -165,9 +183,12 @@ type Store struct {
 	// voters now; its proposals meanwhile are ErrNotReady), absent after.
 	quick map[uint64]bool
 
-	// Background work (starting split children, retiring merged ranges) is
-	// owned by the store and stopped by Close.
+	// Background work (starting split children, retiring merged ranges,
+	// sweeping dedupe records) is owned by the store and stopped by Close.
 	bg *background
+	// advanced is how far a test moved the store's monotonic clock (now):
+	// ranges' time passes without the test waiting for it.
+	advanced atomic.Int64
 
 	// sizeMu orders a scrape's reads (engineCollector) before Close
 	// closes the engine: a read of a closed Pebble panics.
@@ -251,6 +272,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 	}
 	s.goBackground(s.wakeLeaderless)
+	s.goBackground(s.sweepLoop)
 	s.log.Info("store open", "dir", cfg.DataDir, "raft", cfg.RaftAddr, "replicas", len(boots))
 	return s, nil
 }
@@ -266,6 +288,9 @@ func (s *Store) Close() error {
 	s.sizeMu.Unlock()
 	return s.engine.Close()
 }
+
+// now is the monotonic clock the store counts its ranges' time on.
+func (s *Store) now() time.Time { return time.Now().Add(time.Duration(s.advanced.Load())) }
 
 // ID is the store's persistent identity.
 func (s *Store) ID() uint64 { return s.id }
@@ -353,7 +378,7 @@ func (s *Store) start(boot *kvpb.BootRecord) error {
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		r := &rangeStateMachine{
 			engine: s.engine, rangeID: shardID, replicaID: replicaID, joined: boot.Join, closed: make(chan struct{}),
-			metrics: s.metrics, onDescriptor: s.descriptorChanged,
+			metrics: s.metrics, onDescriptor: s.descriptorChanged, now: s.now,
 			onSplit: s.splitApplied, onMerged: s.mergeApplied, onSnapshot: s.snapshotInstalled,
 			admitSnapshot: s.admitSnapshot,
 			beforeSend:    func() { s.failpoint(FailBeforeSnapshotSend) },
@@ -513,11 +538,19 @@ func (s *Store) replica(rangeID uint64) (*rangeStateMachine, error) {
 // Propose runs a command through the range's Raft log and returns its result
 // once applied locally.
 func (s *Store) Propose(ctx context.Context, rangeID uint64, cmd *kvpb.Command) (*kvpb.CommandResult, error) {
-	if _, err := s.replica(rangeID); err != nil {
+	r, err := s.replica(rangeID)
+	if err != nil {
 		return nil, err
 	}
-	if cmd.IssuedUnixMs == 0 {
-		cmd.IssuedUnixMs = time.Now().UnixMilli()
+	if len(cmd.RequestId) > MaxRequestIDSize {
+		return requestIDTooLong(len(cmd.RequestId)), nil
+	}
+	// The stamp is the range's time as this store sees it, whatever the
+	// sender put there: no node's wall clock moves the dedupe window
+	// (rangeClock). The bug zoo's fault stamps the wall clock, as before.
+	cmd.RangeMs = r.clock.stamp(s.now())
+	if bugzoo.WallClockDedupe {
+		cmd.RangeMs = s.cfg.WallClock().UnixMilli()
 	}
 	data, err := proto.Marshal(cmd)
 	if err != nil {

@@ -133,7 +133,7 @@ func (r *Router) Write(ctx context.Context, ks kvpb.Keyspace, key []byte, reques
 	}
 	return r.do(ctx, ks, key, func(d *kvpb.RangeDescriptor) *rangespb.ExecuteRequest {
 		return &rangespb.ExecuteRequest{RangeId: d.Id, Request: &rangespb.ExecuteRequest_Command{
-			Command: &kvpb.Command{RequestId: requestID, Ver: d.Ver, IssuedUnixMs: time.Now().UnixMilli(),
+			Command: &kvpb.Command{RequestId: requestID, Ver: d.Ver,
 				Payload: &kvpb.Command_Write{Write: &kvpb.WriteBatch{Ops: ops}}},
 		}}
 	})
@@ -657,7 +657,7 @@ func (r *Router) sendUnit(ctx context.Context, route *Route, storeID uint64, u *
 		return unitRetry, true, fmt.Errorf("range %d has no replicas", route.Desc.Id)
 	}
 	req := &rangespb.ExecuteRequest{RangeId: route.Desc.Id, Request: &rangespb.ExecuteRequest_Command{
-		Command: &kvpb.Command{RequestId: u.requestID, Ver: route.Desc.Ver, IssuedUnixMs: time.Now().UnixMilli(),
+		Command: &kvpb.Command{RequestId: u.requestID, Ver: route.Desc.Ver,
 			Payload: &kvpb.Command_Write{Write: &kvpb.WriteBatch{Ops: u.ops}}},
 	}}
 	_, resp, err := r.execute(ctx, route, storeID, req)

@@ -71,8 +71,9 @@ func checkKey(key []byte) error {
 
 // MaxRequestIDLen bounds a client's request ID: it is part of the key of
 // the dedupe record its write leaves (kvstore), which a megabyte of ID made
-// a megabyte key. The router's IDs are 16 bytes.
-const MaxRequestIDLen = 64
+// a megabyte key. The store refuses longer ones too; the KV service refuses
+// them before routing.
+const MaxRequestIDLen = kvstore.MaxRequestIDSize
 
 func checkRequestID(id []byte) error {
 	if len(id) > MaxRequestIDLen {

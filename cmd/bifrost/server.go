@@ -70,6 +70,7 @@ type serverFlags struct {
 	clusterTLS       clusterTLSFlags
 	tls              *clustertls.Credentials
 	gossipKey        gossipKeyFlag
+	clockOffsetFile  string
 
 	// runsMQTT: standalone runs a frontend in the store's process.
 	runsMQTT bool
@@ -110,6 +111,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, standalone bool) {
 	fs.Var(&f.memtableSize, "memtable-size", "the storage engine's memtable size, 1MiB to 4GiB (default 64MiB)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&f.clockOffsetFile, testClockOffsetFlag, "", "test only (the jepsen clock-skew nemesis): offset the wall clock the store reads by the duration in this file (e.g. 11m), re-read every 100 ms")
 	f.clusterTLS.register(fs, "this node")
 	f.gossipKey.register(fs)
 	if standalone {
@@ -253,12 +255,22 @@ func (f *serverFlags) nodeConfig(log *slog.Logger, reg prometheus.Registerer) (r
 	if err != nil {
 		return ranges.NodeConfig{}, fmt.Errorf("invalid value %q for -data: %v", f.data, err)
 	}
+	var wallClock func() time.Time
+	if f.clockOffsetFile != "" {
+		c, err := newFileOffsetClock(f.clockOffsetFile)
+		if err != nil {
+			return ranges.NodeConfig{}, err
+		}
+		log.Warn("test only: the store's wall clock is offset by a file", "file", f.clockOffsetFile)
+		wallClock = c.Now
+	}
 	return ranges.NodeConfig{
-		Store: kvstore.Config{DataDir: data, RaftAddr: f.raft, RTTMillisecond: f.rttMs, Engine: engine, Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{
-			kvpb.Keyspace_KEYSPACE_DIST:   dist.New,
-			kvpb.Keyspace_KEYSPACE_INBOX:  inbox.New,
-			kvpb.Keyspace_KEYSPACE_RETAIN: retain.New,
-		}},
+		Store: kvstore.Config{DataDir: data, RaftAddr: f.raft, RTTMillisecond: f.rttMs, Engine: engine, WallClock: wallClock,
+			Coprocessors: map[kvpb.Keyspace]kvstore.CoprocessorFactory{
+				kvpb.Keyspace_KEYSPACE_DIST:   dist.New,
+				kvpb.Keyspace_KEYSPACE_INBOX:  inbox.New,
+				kvpb.Keyspace_KEYSPACE_RETAIN: retain.New,
+			}},
 		Services: func(s *grpc.Server, n *ranges.Node) {
 			f.bal = balancer.New(balancer.Config{
 				Policy: balancer.Policy{ReplicationFactor: f.balancerRF, SplitBytes: f.splitBytes, MergeBytes: f.mergeBytes,

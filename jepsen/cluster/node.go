@@ -89,11 +89,28 @@ func (n *Node) args() []string {
 		"--http", fmt.Sprintf("%s:%d", n.IP, HTTPPort),
 		"--bootstrap-expect", strconv.Itoa(n.c.cfg.Stores),
 		"--name", n.Name,
+		"--test-clock-offset-file", n.clockOffsetPath(),
 	}
 	if join := n.c.joinList(n); join != "" {
 		args = append(args, "--join", join)
 	}
 	return append(args, n.c.cfg.StoreArgs...)
+}
+
+func (n *Node) clockOffsetPath() string { return filepath.Join(n.dir, "clock-offset") }
+
+// SetClockOffset skews the wall clock the store reads (its test-only
+// -test-clock-offset-file) by d from now on, whether it runs or not; 0 puts
+// it right. The store re-reads the offset within 100 ms.
+func (n *Node) SetClockOffset(d time.Duration) error {
+	if n.Role != RoleStore {
+		return fmt.Errorf("%s is not a store: only stores have a skewable clock", n.Name)
+	}
+	tmp := n.clockOffsetPath() + ".tmp"
+	if err := os.WriteFile(tmp, []byte(d.String()+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, n.clockOffsetPath())
 }
 
 // Start starts the node's process if it is not running.

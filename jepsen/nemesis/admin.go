@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sort"
+	"time"
 
 	"github.com/bifrost-mq/bifrost/jepsen/cluster"
 	"github.com/bifrost-mq/bifrost/kvstore/kvpb"
@@ -59,6 +61,40 @@ func keyspaceRanges(ctx context.Context, cl *ranges.Client, ks Keyspace) ([]*ran
 		}
 	}
 	return out, nil
+}
+
+// kvLeader returns the store that leads the first kv range, nil when none
+// answers or no leader is known. It draws nothing from the schedule's rng.
+func kvLeader(ctx context.Context, c *cluster.Cluster) *cluster.Node {
+	for _, n := range c.Stores() {
+		if !n.Running() || n.Paused() {
+			continue
+		}
+		cl, err := ranges.Dial(n.GRPCAddr())
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		rs, err := keyspaceRanges(cctx, cl, "")
+		cancel()
+		cl.Close()
+		if err != nil || len(rs) == 0 {
+			continue
+		}
+		for _, rep := range rs[0].Range.Replicas {
+			if rep.ReplicaId != rs[0].LeaderReplicaId {
+				continue
+			}
+			host, _, _ := net.SplitHostPort(rep.RaftAddr)
+			for _, s := range c.Stores() {
+				if s.IP == host {
+					return s
+				}
+			}
+		}
+		return nil
+	}
+	return nil
 }
 
 // LeaderTransfer moves the leadership of a random range of its keyspace

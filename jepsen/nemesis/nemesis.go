@@ -20,7 +20,7 @@ import (
 // Names lists every nemesis New knows.
 var Names = []string{"partition-one", "partition-halves", "partition-ring", "partition-bridge",
 	"kill", "kill-minority", "pause", "delay", "leader-transfer", "split", "split-scatter", "merge", "move", "split-merge-move",
-	"kill-frontend", "pause-frontend", "partition-frontend", "kill-any", "split-merge-move-mqtt"}
+	"kill-frontend", "pause-frontend", "partition-frontend", "kill-any", "split-merge-move-mqtt", "clock-skew", "kill-leader", "delay-leader"}
 
 // SplitKeyFunc picks a split point for the split nemesis.
 type SplitKeyFunc func(rng *rand.Rand) string
@@ -60,10 +60,16 @@ func New(name string, keys SplitKeys) (Nemesis, error) {
 		return &Kill{}, nil
 	case "kill-minority":
 		return &Kill{Minority: true}, nil
+	case "kill-leader":
+		return &Kill{Leader: true}, nil
 	case "pause":
 		return &Pause{}, nil
 	case "delay":
 		return &Delay{}, nil
+	case "delay-leader":
+		return &Delay{Leader: true}, nil
+	case "clock-skew":
+		return &ClockSkew{}, nil
 	case "leader-transfer":
 		return LeaderTransfer{}, nil
 	case "split":
@@ -222,16 +228,22 @@ func (PartitionFrontend) Start(ctx context.Context, c *cluster.Cluster, rng *ran
 func (PartitionFrontend) Stop(ctx context.Context, c *cluster.Cluster) error { return c.Heal(ctx) }
 
 // Kill sends SIGKILL to a random store (or a random minority; or a random
-// node of its Target) and restarts it when stopped.
+// node of its Target; or, with Leader, the leader of a kv range, whose
+// commands in flight the clients then retry elsewhere) and restarts it when
+// stopped.
 type Kill struct {
 	Minority bool
 	Target   Target
+	Leader   bool
 	killed   []*cluster.Node
 }
 
 func (k *Kill) Name() string {
 	if k.Minority {
 		return "kill-minority"
+	}
+	if k.Leader {
+		return "kill-leader"
 	}
 	return "kill" + k.Target.suffix()
 }
@@ -244,8 +256,13 @@ func minority(rng *rand.Rand, stores []*cluster.Node, want bool) []*cluster.Node
 	return shuffled(rng, stores)[:count]
 }
 
-func (k *Kill) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+func (k *Kill) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
 	k.killed = minority(rng, k.Target.nodes(c), k.Minority)
+	if k.Leader {
+		if leader := kvLeader(ctx, c); leader != nil {
+			k.killed = []*cluster.Node{leader}
+		}
+	}
 	for _, n := range k.killed {
 		if err := n.Kill(); err != nil {
 			return "", err
@@ -294,30 +311,100 @@ func (p *Pause) Stop(context.Context, *cluster.Cluster) error {
 }
 
 // Delay slows a random store's links to and from every other store by
-// 100-300 ms through the delay proxy (the cluster needs DelayProxy).
-type Delay struct{}
+// 100-300 ms through the delay proxy (the cluster needs DelayProxy). With
+// Leader, it slows the links of the store that leads a kv range by 300-500
+// ms: a commit then takes longer than the routers' hedge (500 ms), so they
+// send each command again through another replica, and only its request ID
+// keeps the second copy from applying.
+type Delay struct{ Leader bool }
 
-func (Delay) Name() string { return "delay" }
+func (d Delay) Name() string {
+	if d.Leader {
+		return "delay-leader"
+	}
+	return "delay"
+}
 
-func (Delay) Start(_ context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+func (d Delay) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
 	slow := shuffled(rng, c.Stores())[0]
-	d := time.Duration(100+rng.IntN(201)) * time.Millisecond
+	delay := time.Duration(100+rng.IntN(201)) * time.Millisecond
+	if d.Leader {
+		delay += 200 * time.Millisecond
+		if leader := kvLeader(ctx, c); leader != nil {
+			slow = leader
+		}
+	}
 	for _, other := range c.Stores() {
 		if other == slow {
 			continue
 		}
-		if err := c.SetDelay(slow, other, d); err != nil {
+		if err := c.SetDelay(slow, other, delay); err != nil {
 			return "", err
 		}
-		if err := c.SetDelay(other, slow, d); err != nil {
+		if err := c.SetDelay(other, slow, delay); err != nil {
 			return "", err
 		}
 	}
-	return fmt.Sprintf("%s's links delayed %v", slow.Name, d), nil
+	return fmt.Sprintf("%s's links delayed %v", slow.Name, delay), nil
 }
 
 func (Delay) Stop(_ context.Context, c *cluster.Cluster) error {
 	c.ClearDelays()
+	return nil
+}
+
+// ClockSkew sets the wall clock of the leader of a kv range 11 minutes fast
+// (a random store's when no leader is known) and another store's 11 minutes
+// slow, beyond the 10-minute dedupe window either way, through the stores'
+// test-only clock offset (cluster.Node.SetClockOffset), and puts them right
+// when stopped. A store that stamped commands with its wall clock (the bug
+// zoo's bugzoo_wall_clock_dedupe) expires dedupe records under it, and a
+// retried write applies twice. The leader is the one that stamps most
+// commands, so it is the one whose clock hurts most.
+type ClockSkew struct {
+	skewed []*cluster.Node
+}
+
+// ClockSkewOffset is how far ClockSkew sets a clock off.
+const ClockSkewOffset = 11 * time.Minute
+
+func (*ClockSkew) Name() string { return "clock-skew" }
+
+func (k *ClockSkew) Start(ctx context.Context, c *cluster.Cluster, rng *rand.Rand) (string, error) {
+	stores := shuffled(rng, c.Stores())
+	if leader := kvLeader(ctx, c); leader != nil {
+		for i, n := range stores {
+			if n == leader {
+				stores[0], stores[i] = stores[i], stores[0]
+			}
+		}
+	}
+	var desc []string
+	for i, n := range stores[:min(2, len(stores))] {
+		off := ClockSkewOffset
+		if i == 1 {
+			off = -off
+		}
+		k.skewed = append(k.skewed, n)
+		if err := n.SetClockOffset(off); err != nil {
+			return "", err
+		}
+		sign := "+"
+		if off < 0 {
+			sign = ""
+		}
+		desc = append(desc, fmt.Sprintf("%s's clock %s%v", n.Name, sign, off))
+	}
+	return strings.Join(desc, ", "), nil
+}
+
+func (k *ClockSkew) Stop(context.Context, *cluster.Cluster) error {
+	for _, n := range k.skewed {
+		if err := n.SetClockOffset(0); err != nil {
+			return err
+		}
+	}
+	k.skewed = nil
 	return nil
 }
 

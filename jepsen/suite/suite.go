@@ -123,7 +123,7 @@ func Configure(spec Spec, o Options) (jepsen.Config, error) {
 	var nems []jepsen.Nemesis
 	proxy := false
 	for _, name := range spec.Nemeses {
-		proxy = proxy || strings.TrimSpace(name) == "delay"
+		proxy = proxy || strings.HasPrefix(strings.TrimSpace(name), "delay")
 		keys.KV = splitKey
 		n, err := nemesis.New(strings.TrimSpace(name), keys)
 		if err != nil {
@@ -207,6 +207,9 @@ func fullSuite() []Spec {
 		}
 		out = append(out, Spec{Workload: w, Nemeses: []string{"split-merge-move"}, Duration: 60 * time.Second, Stores: 4, FaultEvery: time.Second})
 	}
+	// Clocks off by more than the dedupe window while the leader is killed
+	// or slowed past the routers' hedge (retries with the same request ID).
+	out = append(out, Spec{Workload: "register", Nemeses: []string{"clock-skew", "kill-leader", "delay-leader"}, Duration: 60 * time.Second, Stores: 5})
 	out = append(out,
 		Spec{Workload: "moving-keys", Nemeses: []string{"split-merge-move"}, Duration: 90 * time.Second, Stores: 4, FaultEvery: time.Second},
 		Spec{Workload: "moving-keys", Nemeses: []string{"split-merge-move", "kill", "partition-halves"}, Duration: 90 * time.Second, Stores: 5},

@@ -8,4 +8,8 @@
 //	bugzoo_ack_before_commit acknowledge a write before it is committed
 //	bugzoo_skip_compaction   skip the split child's log compaction, at its start
 //	                         and before a replica is added to a range
+//	bugzoo_wall_clock_dedupe stamp commands with the proposing store's wall clock
+//	                         (WallClockDedupe): one node's fast clock expires
+//	                         the range's dedupe records, a slow node's expire
+//	                         as they are written, and retries apply twice
 package bugzoo

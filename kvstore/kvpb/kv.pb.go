@@ -1081,8 +1081,12 @@ type Command struct {
 	RequestId []byte `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// ver is the descriptor version the sender routed with.
 	Ver uint64 `protobuf:"varint,2,opt,name=ver,proto3" json:"ver,omitempty"`
-	// issued_unix_ms is the proposer's clock; it drives dedupe expiry deterministically.
-	IssuedUnixMs int64 `protobuf:"varint,3,opt,name=issued_unix_ms,json=issuedUnixMs,proto3" json:"issued_unix_ms,omitempty"`
+	// range_ms is the range's time (milliseconds) as the proposing store
+	// estimates it: the time it last saw the range apply plus the time elapsed
+	// since on its monotonic clock, never its wall clock (kvstore rangeClock).
+	// The applied stamps move the range's time, which the dedupe window is
+	// counted on. Whatever a client sets here, the store overwrites.
+	RangeMs int64 `protobuf:"varint,3,opt,name=range_ms,json=rangeMs,proto3" json:"range_ms,omitempty"`
 	// Types that are valid to be assigned to Payload:
 	//
 	//	*Command_Write
@@ -1095,7 +1099,12 @@ type Command struct {
 	//	*Command_FenceMerge
 	//	*Command_Unfreeze
 	//	*Command_AllocateIds
-	Payload       isCommand_Payload `protobuf_oneof:"payload"`
+	Payload isCommand_Payload `protobuf_oneof:"payload"`
+	// sweep_dedupe rides on a write with no ops: a store of a build that does
+	// not know it applies an empty write, which moves the range's time the
+	// same way, so replicas of two builds keep the same time (the records it
+	// deletes are expired on both).
+	SweepDedupe   *SweepDedupe `protobuf:"bytes,20,opt,name=sweep_dedupe,json=sweepDedupe,proto3" json:"sweep_dedupe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1144,9 +1153,9 @@ func (x *Command) GetVer() uint64 {
 	return 0
 }
 
-func (x *Command) GetIssuedUnixMs() int64 {
+func (x *Command) GetRangeMs() int64 {
 	if x != nil {
-		return x.IssuedUnixMs
+		return x.RangeMs
 	}
 	return 0
 }
@@ -1244,6 +1253,13 @@ func (x *Command) GetAllocateIds() *AllocateIDs {
 		if x, ok := x.Payload.(*Command_AllocateIds); ok {
 			return x.AllocateIds
 		}
+	}
+	return nil
+}
+
+func (x *Command) GetSweepDedupe() *SweepDedupe {
+	if x != nil {
+		return x.SweepDedupe
 	}
 	return nil
 }
@@ -1735,6 +1751,65 @@ func (x *AllocateIDs) GetCount() uint32 {
 	return 0
 }
 
+// SweepDedupe deletes the range's expired dedupe records: its metadata
+// records, and its write records whose keys are in [from, to) (to empty: the
+// end of the range's span). The leader's store proposes it on a timer, so the
+// records of a range that sees no writes go too, and every replica deletes
+// the same ones; the proposer picks to so that one sweep visits a bounded
+// number of records. It moves the range's time like any command. It is
+// carried by a write with no ops (Command.sweep_dedupe).
+type SweepDedupe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          []byte                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            []byte                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SweepDedupe) Reset() {
+	*x = SweepDedupe{}
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SweepDedupe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SweepDedupe) ProtoMessage() {}
+
+func (x *SweepDedupe) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SweepDedupe.ProtoReflect.Descriptor instead.
+func (*SweepDedupe) Descriptor() ([]byte, []int) {
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SweepDedupe) GetFrom() []byte {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *SweepDedupe) GetTo() []byte {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
 // InitRange writes the first descriptor of a range created at bootstrap.
 type InitRange struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1745,7 +1820,7 @@ type InitRange struct {
 
 func (x *InitRange) Reset() {
 	*x = InitRange{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1832,7 @@ func (x *InitRange) String() string {
 func (*InitRange) ProtoMessage() {}
 
 func (x *InitRange) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[22]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1845,7 @@ func (x *InitRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRange.ProtoReflect.Descriptor instead.
 func (*InitRange) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{22}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InitRange) GetRange() *RangeDescriptor {
@@ -1793,14 +1868,16 @@ type CommandResult struct {
 	// allocated is the first of the IDs an AllocateIDs handed out.
 	Allocated uint64 `protobuf:"varint,6,opt,name=allocated,proto3" json:"allocated,omitempty"`
 	// split_child is the descriptor a split created.
-	SplitChild    *RangeDescriptor `protobuf:"bytes,7,opt,name=split_child,json=splitChild,proto3" json:"split_child,omitempty"`
+	SplitChild *RangeDescriptor `protobuf:"bytes,7,opt,name=split_child,json=splitChild,proto3" json:"split_child,omitempty"`
+	// dedupe_left says a SweepDedupe left records that are not expired yet.
+	DedupeLeft    bool `protobuf:"varint,8,opt,name=dedupe_left,json=dedupeLeft,proto3" json:"dedupe_left,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1889,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[23]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1902,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{23}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CommandResult) GetStatus() Status {
@@ -1877,6 +1954,13 @@ func (x *CommandResult) GetSplitChild() *RangeDescriptor {
 	return nil
 }
 
+func (x *CommandResult) GetDedupeLeft() bool {
+	if x != nil {
+		return x.DedupeLeft
+	}
+	return false
+}
+
 // Query is a read served by Lookup after a ReadIndex (or stale).
 type Query struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -1889,7 +1973,7 @@ type Query struct {
 
 func (x *Query) Reset() {
 	*x = Query{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +1985,7 @@ func (x *Query) String() string {
 func (*Query) ProtoMessage() {}
 
 func (x *Query) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[24]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +1998,7 @@ func (x *Query) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Query.ProtoReflect.Descriptor instead.
 func (*Query) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{24}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Query) GetVer() uint64 {
@@ -1939,17 +2023,25 @@ func (x *Query) GetDescriptorOnly() bool {
 }
 
 // DedupeRecord remembers the result of an applied command with a request ID.
+// It holds only what a retry needs for the same answer: no descriptor, and a
+// successful CAS's value (the expected one, which the retry carries) is left
+// out (compactResult).
 type DedupeRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	IssuedUnixMs  int64                  `protobuf:"varint,1,opt,name=issued_unix_ms,json=issuedUnixMs,proto3" json:"issued_unix_ms,omitempty"`
-	Result        []byte                 `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// range_ms is the range's time when the command applied.
+	RangeMs int64  `protobuf:"varint,1,opt,name=range_ms,json=rangeMs,proto3" json:"range_ms,omitempty"`
+	Result  []byte `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// command_hash identifies the command (commandHash): a command that reuses
+	// the request ID with other operations is refused. 0 in records written
+	// before it was kept: not checked.
+	CommandHash   uint64 `protobuf:"fixed64,3,opt,name=command_hash,json=commandHash,proto3" json:"command_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2053,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[25]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,12 +2066,12 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{25}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{26}
 }
 
-func (x *DedupeRecord) GetIssuedUnixMs() int64 {
+func (x *DedupeRecord) GetRangeMs() int64 {
 	if x != nil {
-		return x.IssuedUnixMs
+		return x.RangeMs
 	}
 	return 0
 }
@@ -1989,6 +2081,13 @@ func (x *DedupeRecord) GetResult() []byte {
 		return x.Result
 	}
 	return nil
+}
+
+func (x *DedupeRecord) GetCommandHash() uint64 {
+	if x != nil {
+		return x.CommandHash
+	}
+	return 0
 }
 
 // BootRecord is the local, unreplicated record that restarts a replica at boot.
@@ -2013,7 +2112,7 @@ type BootRecord struct {
 
 func (x *BootRecord) Reset() {
 	*x = BootRecord{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2124,7 @@ func (x *BootRecord) String() string {
 func (*BootRecord) ProtoMessage() {}
 
 func (x *BootRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[26]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2137,7 @@ func (x *BootRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BootRecord.ProtoReflect.Descriptor instead.
 func (*BootRecord) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{26}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BootRecord) GetRangeId() uint64 {
@@ -2094,7 +2193,7 @@ type Tombstone struct {
 
 func (x *Tombstone) Reset() {
 	*x = Tombstone{}
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[27]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2205,7 @@ func (x *Tombstone) String() string {
 func (*Tombstone) ProtoMessage() {}
 
 func (x *Tombstone) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_kvpb_kv_proto_msgTypes[27]
+	mi := &file_kvstore_kvpb_kv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2218,7 @@ func (x *Tombstone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
 func (*Tombstone) Descriptor() ([]byte, []int) {
-	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{27}
+	return file_kvstore_kvpb_kv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Tombstone) GetRangeId() uint64 {
@@ -2201,12 +2300,12 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\x06cas_ok\x18\x03 \x01(\bR\x05casOk\x12(\n" +
 	"\x05pairs\x18\x04 \x03(\v2\x12.bifrost.kv.KVPairR\x05pairs\x12\x12\n" +
 	"\x04more\x18\x05 \x01(\bR\x04more\x12\x19\n" +
-	"\bnext_key\x18\x06 \x01(\fR\anextKey\"\x9e\x05\n" +
+	"\bnext_key\x18\x06 \x01(\fR\anextKey\"\xcf\x05\n" +
 	"\aCommand\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\fR\trequestId\x12\x10\n" +
-	"\x03ver\x18\x02 \x01(\x04R\x03ver\x12$\n" +
-	"\x0eissued_unix_ms\x18\x03 \x01(\x03R\fissuedUnixMs\x12.\n" +
+	"\x03ver\x18\x02 \x01(\x04R\x03ver\x12\x19\n" +
+	"\brange_ms\x18\x03 \x01(\x03R\arangeMs\x12.\n" +
 	"\x05write\x18\n" +
 	" \x01(\v2\x16.bifrost.kv.WriteBatchH\x00R\x05write\x12?\n" +
 	"\vadd_replica\x18\v \x01(\v2\x1c.bifrost.kv.AddReplicaIntentH\x00R\n" +
@@ -2219,7 +2318,8 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\vfence_merge\x18\x11 \x01(\v2\x16.bifrost.kv.FenceMergeH\x00R\n" +
 	"fenceMerge\x122\n" +
 	"\bunfreeze\x18\x12 \x01(\v2\x14.bifrost.kv.UnfreezeH\x00R\bunfreeze\x12<\n" +
-	"\fallocate_ids\x18\x13 \x01(\v2\x17.bifrost.kv.AllocateIDsH\x00R\vallocateIdsB\t\n" +
+	"\fallocate_ids\x18\x13 \x01(\v2\x17.bifrost.kv.AllocateIDsH\x00R\vallocateIds\x12:\n" +
+	"\fsweep_dedupe\x18\x14 \x01(\v2\x17.bifrost.kv.SweepDedupeR\vsweepDedupeB\t\n" +
 	"\apayload\".\n" +
 	"\n" +
 	"WriteBatch\x12 \n" +
@@ -2244,9 +2344,12 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"\n" +
 	"\bUnfreeze\"#\n" +
 	"\vAllocateIDs\x12\x14\n" +
-	"\x05count\x18\x01 \x01(\rR\x05count\">\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\"1\n" +
+	"\vSweepDedupe\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\fR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\fR\x02to\">\n" +
 	"\tInitRange\x121\n" +
-	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\"\xb3\x02\n" +
+	"\x05range\x18\x01 \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\x05range\"\xd4\x02\n" +
 	"\rCommandResult\x12*\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x12.bifrost.kv.StatusR\x06status\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x121\n" +
@@ -2256,14 +2359,17 @@ const file_kvstore_kvpb_kv_proto_rawDesc = "" +
 	"replica_id\x18\x05 \x01(\x04R\treplicaId\x12\x1c\n" +
 	"\tallocated\x18\x06 \x01(\x04R\tallocated\x12<\n" +
 	"\vsplit_child\x18\a \x01(\v2\x1b.bifrost.kv.RangeDescriptorR\n" +
-	"splitChild\"d\n" +
+	"splitChild\x12\x1f\n" +
+	"\vdedupe_left\x18\b \x01(\bR\n" +
+	"dedupeLeft\"d\n" +
 	"\x05Query\x12\x10\n" +
 	"\x03ver\x18\x01 \x01(\x04R\x03ver\x12 \n" +
 	"\x03ops\x18\x02 \x03(\v2\x0e.bifrost.kv.OpR\x03ops\x12'\n" +
-	"\x0fdescriptor_only\x18\x03 \x01(\bR\x0edescriptorOnly\"L\n" +
-	"\fDedupeRecord\x12$\n" +
-	"\x0eissued_unix_ms\x18\x01 \x01(\x03R\fissuedUnixMs\x12\x16\n" +
-	"\x06result\x18\x02 \x01(\fR\x06result\"\xbb\x02\n" +
+	"\x0fdescriptor_only\x18\x03 \x01(\bR\x0edescriptorOnly\"d\n" +
+	"\fDedupeRecord\x12\x19\n" +
+	"\brange_ms\x18\x01 \x01(\x03R\arangeMs\x12\x16\n" +
+	"\x06result\x18\x02 \x01(\fR\x06result\x12!\n" +
+	"\fcommand_hash\x18\x03 \x01(\x06R\vcommandHash\"\xbb\x02\n" +
 	"\n" +
 	"BootRecord\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1d\n" +
@@ -2316,7 +2422,7 @@ func file_kvstore_kvpb_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_kvpb_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_kvstore_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_kvstore_kvpb_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_kvstore_kvpb_kv_proto_goTypes = []any{
 	(Keyspace)(0),            // 0: bifrost.kv.Keyspace
 	(RangeState)(0),          // 1: bifrost.kv.RangeState
@@ -2343,13 +2449,14 @@ var file_kvstore_kvpb_kv_proto_goTypes = []any{
 	(*FenceMerge)(nil),       // 22: bifrost.kv.FenceMerge
 	(*Unfreeze)(nil),         // 23: bifrost.kv.Unfreeze
 	(*AllocateIDs)(nil),      // 24: bifrost.kv.AllocateIDs
-	(*InitRange)(nil),        // 25: bifrost.kv.InitRange
-	(*CommandResult)(nil),    // 26: bifrost.kv.CommandResult
-	(*Query)(nil),            // 27: bifrost.kv.Query
-	(*DedupeRecord)(nil),     // 28: bifrost.kv.DedupeRecord
-	(*BootRecord)(nil),       // 29: bifrost.kv.BootRecord
-	(*Tombstone)(nil),        // 30: bifrost.kv.Tombstone
-	nil,                      // 31: bifrost.kv.BootRecord.InitialMembersEntry
+	(*SweepDedupe)(nil),      // 25: bifrost.kv.SweepDedupe
+	(*InitRange)(nil),        // 26: bifrost.kv.InitRange
+	(*CommandResult)(nil),    // 27: bifrost.kv.CommandResult
+	(*Query)(nil),            // 28: bifrost.kv.Query
+	(*DedupeRecord)(nil),     // 29: bifrost.kv.DedupeRecord
+	(*BootRecord)(nil),       // 30: bifrost.kv.BootRecord
+	(*Tombstone)(nil),        // 31: bifrost.kv.Tombstone
+	nil,                      // 32: bifrost.kv.BootRecord.InitialMembersEntry
 }
 var file_kvstore_kvpb_kv_proto_depIdxs = []int32{
 	0,  // 0: bifrost.kv.RangeDescriptor.keyspace:type_name -> bifrost.kv.Keyspace
@@ -2367,29 +2474,30 @@ var file_kvstore_kvpb_kv_proto_depIdxs = []int32{
 	16, // 12: bifrost.kv.Command.write:type_name -> bifrost.kv.WriteBatch
 	17, // 13: bifrost.kv.Command.add_replica:type_name -> bifrost.kv.AddReplicaIntent
 	18, // 14: bifrost.kv.Command.set_replicas:type_name -> bifrost.kv.SetReplicas
-	25, // 15: bifrost.kv.Command.init:type_name -> bifrost.kv.InitRange
+	26, // 15: bifrost.kv.Command.init:type_name -> bifrost.kv.InitRange
 	19, // 16: bifrost.kv.Command.split:type_name -> bifrost.kv.Split
 	20, // 17: bifrost.kv.Command.prepare_merge:type_name -> bifrost.kv.PrepareMerge
 	21, // 18: bifrost.kv.Command.commit_merge:type_name -> bifrost.kv.CommitMerge
 	22, // 19: bifrost.kv.Command.fence_merge:type_name -> bifrost.kv.FenceMerge
 	23, // 20: bifrost.kv.Command.unfreeze:type_name -> bifrost.kv.Unfreeze
 	24, // 21: bifrost.kv.Command.allocate_ids:type_name -> bifrost.kv.AllocateIDs
-	7,  // 22: bifrost.kv.WriteBatch.ops:type_name -> bifrost.kv.Op
-	3,  // 23: bifrost.kv.SetReplicas.replicas:type_name -> bifrost.kv.Replica
-	5,  // 24: bifrost.kv.PrepareMerge.intent:type_name -> bifrost.kv.MergeIntent
-	4,  // 25: bifrost.kv.CommitMerge.right:type_name -> bifrost.kv.RangeDescriptor
-	4,  // 26: bifrost.kv.InitRange.range:type_name -> bifrost.kv.RangeDescriptor
-	2,  // 27: bifrost.kv.CommandResult.status:type_name -> bifrost.kv.Status
-	4,  // 28: bifrost.kv.CommandResult.range:type_name -> bifrost.kv.RangeDescriptor
-	14, // 29: bifrost.kv.CommandResult.results:type_name -> bifrost.kv.OpResult
-	4,  // 30: bifrost.kv.CommandResult.split_child:type_name -> bifrost.kv.RangeDescriptor
-	7,  // 31: bifrost.kv.Query.ops:type_name -> bifrost.kv.Op
-	31, // 32: bifrost.kv.BootRecord.initial_members:type_name -> bifrost.kv.BootRecord.InitialMembersEntry
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	25, // 22: bifrost.kv.Command.sweep_dedupe:type_name -> bifrost.kv.SweepDedupe
+	7,  // 23: bifrost.kv.WriteBatch.ops:type_name -> bifrost.kv.Op
+	3,  // 24: bifrost.kv.SetReplicas.replicas:type_name -> bifrost.kv.Replica
+	5,  // 25: bifrost.kv.PrepareMerge.intent:type_name -> bifrost.kv.MergeIntent
+	4,  // 26: bifrost.kv.CommitMerge.right:type_name -> bifrost.kv.RangeDescriptor
+	4,  // 27: bifrost.kv.InitRange.range:type_name -> bifrost.kv.RangeDescriptor
+	2,  // 28: bifrost.kv.CommandResult.status:type_name -> bifrost.kv.Status
+	4,  // 29: bifrost.kv.CommandResult.range:type_name -> bifrost.kv.RangeDescriptor
+	14, // 30: bifrost.kv.CommandResult.results:type_name -> bifrost.kv.OpResult
+	4,  // 31: bifrost.kv.CommandResult.split_child:type_name -> bifrost.kv.RangeDescriptor
+	7,  // 32: bifrost.kv.Query.ops:type_name -> bifrost.kv.Op
+	32, // 33: bifrost.kv.BootRecord.initial_members:type_name -> bifrost.kv.BootRecord.InitialMembersEntry
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_kvpb_kv_proto_init() }
@@ -2423,7 +2531,7 @@ func file_kvstore_kvpb_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_kvpb_kv_proto_rawDesc), len(file_kvstore_kvpb_kv_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,6 @@
+//go:build bugzoo_wall_clock_dedupe
+
+package bugzoo
+
+// WallClockDedupe is on: this binary carries the fault.
+const WallClockDedupe = true
