@@ -601,6 +601,40 @@ func (s *Store) wake(rangeID uint64) {
 	_, _ = s.nh.ReadIndex(rangeID, time.Second)
 }
 
+// WakeLedFrom wakes the local replicas whose leader, as they last knew it,
+// is a replica on the store storeID: gossip found that store gone. A
+// quiesced follower hears nothing from a dead leader and so never misses
+// it; woken, it campaigns once no leader answers. Without this, an idle
+// range whose leader's store died stayed without a leader until a request
+// came, and the balancer could not replace the dead replica (it needs a
+// leader to change the range's members). It returns how many it woke.
+func (s *Store) WakeLedFrom(storeID uint64) int {
+	type led struct{ rangeID, leader uint64 }
+	s.mu.RLock()
+	var ids []led
+	for id, r := range s.replicas {
+		if l := s.leaders[id].LeaderID; l != 0 && l != r.replicaID {
+			ids = append(ids, led{id, l})
+		}
+	}
+	s.mu.RUnlock()
+	woken := 0
+	for _, l := range ids {
+		desc, err := s.Descriptor(l.rangeID)
+		if err != nil || desc == nil {
+			continue
+		}
+		for _, r := range desc.Replicas {
+			if r.ReplicaId == l.leader && r.StoreId == storeID {
+				if s.bg.run(func(context.Context) { _, _ = s.nh.ReadIndex(l.rangeID, time.Second) }) {
+					woken++
+				}
+			}
+		}
+	}
+	return woken
+}
+
 // wakeLeaderless wakes, every 5 election timeouts, the local replicas that
 // know no leader. A replica that hears nothing for 10 election timeouts
 // quiesces whether or not it knows a leader, and a quiesced one never

@@ -58,6 +58,9 @@ type MembershipConfig struct {
 	// cannot join, and its messages are dropped. Nil: plaintext gossip.
 	SecretKey []byte
 	Logger    *slog.Logger
+	// OnLeave, when set, is told of a member that left or was declared
+	// dead, on a goroutine of its own.
+	OnLeave func(Member)
 }
 
 // Membership is this process's view of the cluster through SWIM gossip.
@@ -74,6 +77,7 @@ type Membership struct {
 	state     func() []byte
 	merge     func([]byte)
 	log       *slog.Logger
+	onLeave   func(Member)
 	// closed stops retryJoin; joinDone is closed when it returned.
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -98,7 +102,7 @@ func NewMembership(cfg MembershipConfig, meta func() MemberMeta, state func() []
 	if k := len(cfg.SecretKey); k != 0 && k != 16 && k != 24 && k != 32 {
 		return nil, fmt.Errorf("gossip key: %d bytes, want 16, 24 or 32", k)
 	}
-	m := &Membership{meta: meta, state: state, merge: merge, log: cfg.Logger, members: map[string]Member{},
+	m := &Membership{meta: meta, state: state, merge: merge, log: cfg.Logger, members: map[string]Member{}, onLeave: cfg.OnLeave,
 		closed: make(chan struct{}), joinDone: make(chan struct{})}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Fast {
@@ -217,9 +221,13 @@ func (e events) NotifyJoin(n *memberlist.Node)   { e.m.set(n) }
 func (e events) NotifyUpdate(n *memberlist.Node) { e.m.set(n) }
 func (e events) NotifyLeave(n *memberlist.Node) {
 	e.m.mu.Lock()
+	mem, ok := e.m.members[n.Name]
 	delete(e.m.members, n.Name)
 	e.m.frontends = nil
 	e.m.mu.Unlock()
+	if ok && e.m.onLeave != nil {
+		go e.m.onLeave(mem) // memberlist holds its lock
+	}
 }
 
 func (m *Membership) set(n *memberlist.Node) {

@@ -168,6 +168,15 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 	n.members, err = NewMembership(MembershipConfig{
 		Name: cfg.Name, BindAddr: cfg.GossipAddr, AdvertiseAddr: cfg.GossipAdvertise, Join: cfg.Join,
 		Fast: cfg.FastGossip, SecretKey: cfg.GossipKey, Logger: cfg.Logger,
+		OnLeave: func(mem Member) {
+			// The ranges it led may be quiesced here: their followers
+			// would not notice it is gone until a request came.
+			if mem.Meta.Role == RoleStore && mem.Meta.StoreID != 0 && mem.Meta.StoreID != store.ID() {
+				if woken := store.WakeLedFrom(mem.Meta.StoreID); woken > 0 {
+					n.log.Info("woke the ranges a departed store led", "store", mem.Meta.StoreID, "ranges", woken)
+				}
+			}
+		},
 	}, n.meta, func() []byte { return encodeRangeState(n.localRanges()) }, func(b []byte) {
 		for _, info := range decodeRangeState(b) {
 			n.table.Update(info)
